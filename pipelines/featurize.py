@@ -1,0 +1,110 @@
+"""Featurize stage: stratified train/test split and the schema-derived encoding.
+
+The encoding is a pure function of the schema (no fitted state): numeric features pass through
+as floats (missing stays NaN), each category becomes a 0/1 column ``<feature>=<category>``.
+Serving calls the same :func:`encode`, so training and serving cannot disagree.
+
+Usage: ``python -m pipelines.featurize --raw RAW --schema SCHEMA --train OUT --test OUT``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipelines.files import write_atomically
+from pipelines.params import FeaturizeParams, load_section
+from pipelines.schema import Schema, load_schema
+
+ID = "id"
+LABEL = "label"
+
+
+def feature_names(schema: Schema) -> list[str]:
+    """Names of the model's input columns, in the order the model sees them."""
+    names: list[str] = []
+    for name, feature in schema.features.items():
+        if feature.type == "category":
+            names.extend(f"{name}={category}" for category in feature.categories or ())
+        else:
+            names.append(name)
+    return names
+
+
+def encode(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """Turn raw feature columns into the model's float matrix.
+
+    Args:
+        frame: Rows with (at least) every feature column of the schema, already validated.
+        schema: The feature schema.
+
+    Returns:
+        A float32 frame with the columns of :func:`feature_names`, same index as ``frame``.
+    """
+    columns: dict[str, np.ndarray] = {}
+    for name, feature in schema.features.items():
+        values = frame[name]
+        if feature.type == "category":
+            for category in feature.categories or ():
+                columns[f"{name}={category}"] = (values == category).to_numpy(dtype=np.float32)
+        else:
+            columns[name] = pd.to_numeric(values).to_numpy(dtype=np.float32, na_value=np.nan)
+    return pd.DataFrame(columns, index=frame.index)
+
+
+def labels(frame: pd.DataFrame, schema: Schema) -> np.ndarray:
+    """1 for rows of the positive class, 0 otherwise."""
+    return (frame[schema.target.column] == schema.target.positive).to_numpy(dtype=np.int8)
+
+
+def split(
+    frame: pd.DataFrame, schema: Schema, test_size: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stratified split on the target, reproducible for a given seed."""
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(
+        frame, test_size=test_size, random_state=seed, stratify=frame[schema.target.column]
+    )
+    return train.sort_values(schema.id), test.sort_values(schema.id)
+
+
+def featurize(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """The stage's output table: ``id``, ``label`` and the encoded features."""
+    encoded = encode(frame, schema)
+    encoded.insert(0, LABEL, labels(frame, schema))
+    encoded.insert(0, ID, frame[schema.id].to_numpy())
+    return encoded.reset_index(drop=True)
+
+
+def read_features(path: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Read a featurize output as (feature matrix, labels, ids)."""
+    table = pd.read_parquet(path)
+    return table.drop(columns=[ID, LABEL]), table[LABEL].to_numpy(), table[ID].to_numpy()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Split the validated raw table and write the encoded train and test sets."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--raw", type=Path, required=True)
+    parser.add_argument("--schema", type=Path, required=True)
+    parser.add_argument("--train", type=Path, required=True)
+    parser.add_argument("--test", type=Path, required=True)
+    args = parser.parse_args(argv)
+    params = load_section("featurize", FeaturizeParams)
+
+    schema = load_schema(args.schema)
+    train, test = split(pd.read_csv(args.raw), schema, params.test_size, params.seed)
+    for part, path in ((train, args.train), (test, args.test)):
+        table = featurize(part, schema)
+        write_atomically(path, lambda partial, t=table: t.to_parquet(partial, index=False))
+        print(f"wrote {path}: {len(table)} rows, {table.shape[1] - 2} features")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Atomic output writing shared by the stages.
+
+DVC deletes a stage's old outputs before running it, and a crash mid-write would leave a
+half-written file that looks valid. Every output is written to a temporary name beside its
+destination and renamed into place, so a reader sees the old file, the new one or none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
+
+    Works for files and directories. On an exception the temporary is removed and ``path`` is
+    left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    _remove(partial)
+    try:
+        yield partial
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)  # os.replace cannot replace a non-empty directory
+        os.replace(partial, path)
+    finally:
+        _remove(partial)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
+    """Call ``write(temporary_path)`` and rename the result onto ``path``."""
+    with atomic_path(path) as partial:
+        write(partial)
+
+
+def write_json(path: Path, document: Any) -> None:
+    """Write ``document`` as stable, indented JSON (sorted keys are not imposed)."""
+    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
+    write_atomically(path, lambda p: p.write_text(text))

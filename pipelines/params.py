@@ -1,0 +1,118 @@
+"""Typed access to ``params.yaml``: each stage loads its own section into a frozen model.
+
+A misspelt or unknown key fails at load time with the key's name, before any work is done.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class Section(BaseModel):
+    """Base of every params section: immutable, and unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Paths(Section):
+    data: Path
+    raw: Path
+    schema_: Path = Field(alias="schema")
+    validation: Path
+    train: Path
+    test: Path
+    model: Path
+    metrics: Path
+    segments: Path
+    predictions: Path
+    plots: Path
+    registry: Path
+    mlflow: Path
+
+
+class DataParams(Section):
+    package: str
+    dataset: str
+
+
+class FeaturizeParams(Section):
+    test_size: float = Field(gt=0, lt=1)
+    seed: int
+
+
+class XGBoostParams(Section):
+    n_estimators: int = Field(ge=1)
+    max_depth: int = Field(ge=1)
+    learning_rate: float = Field(gt=0, le=1)
+    subsample: float = Field(gt=0, le=1)
+    colsample_bytree: float = Field(gt=0, le=1)
+    min_child_weight: float = Field(ge=0)
+    reg_lambda: float = Field(ge=0)
+
+
+class LogisticRegressionParams(Section):
+    C: float = Field(gt=0)
+    max_iter: int = Field(ge=1)
+
+
+class TrainParams(Section):
+    model: Literal["xgboost", "logistic_regression"]
+    seed: int
+    cv_folds: int = Field(ge=0)
+    xgboost: XGBoostParams
+    logistic_regression: LogisticRegressionParams
+
+
+class EvaluateParams(Section):
+    threshold: float = Field(gt=0, lt=1)
+    segments: tuple[str, ...]
+    calibration_bins: int = Field(ge=2)
+
+
+class RegisterParams(Section):
+    experiment: str
+    model_name: str
+
+
+S = TypeVar("S", bound=Section)
+
+
+class ParamsError(ValueError):
+    """``params.yaml`` is missing a section or has a bad value."""
+
+
+def load_section(name: str, model: type[S], path: Path = DEFAULT_PARAMS) -> S:
+    """Load one section of the params file into its typed model.
+
+    Args:
+        name: Top-level key of the section, e.g. ``"train"``.
+        model: The section's model class.
+        path: The params file.
+
+    Returns:
+        The validated, frozen section.
+
+    Raises:
+        ParamsError: The section is missing, has an unknown key or an invalid value.
+    """
+    document = yaml.safe_load(Path(path).read_text()) or {}
+    if name not in document:
+        raise ParamsError(f"{path}: section '{name}:' is missing")
+    try:
+        return model.model_validate(document[name])
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{name}.{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise ParamsError(f"{path}: {problems}") from None
+
+
+def load_paths(path: Path = DEFAULT_PARAMS) -> Paths:
+    """Load the ``paths:`` section."""
+    return load_section("paths", Paths, path)

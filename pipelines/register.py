@@ -1,0 +1,164 @@
+"""Register stage: log the trained and evaluated model to MLflow and register a new version.
+
+One MLflow run per pipeline run that trained a model: params, train and test metrics, the model
+(XGBoost or scikit-learn flavor, with signature and input example), the data hash from the
+``.dvc`` file, the git commit, the schema and the plot data. The store defaults to a local
+sqlite file (offline); ``MLFLOW_TRACKING_URI`` points it elsewhere.
+
+Usage: ``python -m pipelines.register --model DIR --test FEATURES --metrics JSON --data-dvc FILE
+--schema SCHEMA --plots DIR --store DIR --out JSON``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines.files import write_json
+from pipelines.params import (
+    EvaluateParams,
+    FeaturizeParams,
+    RegisterParams,
+    TrainParams,
+    load_paths,
+    load_section,
+)
+
+INPUT_EXAMPLE_ROWS = 5
+
+
+def tracking_uri(store: Path | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else a sqlite database inside ``store``.
+
+    ``store`` defaults to ``paths.mlflow`` of params.yaml.
+    """
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{store or load_paths().mlflow}/mlflow.db"
+
+
+def data_hash(dvc_file: Path) -> str:
+    """The content hash that a ``.dvc`` file records for its data."""
+    outs = yaml.safe_load(dvc_file.read_text())["outs"]
+    return str(outs[0]["md5"])
+
+
+def git_state() -> dict[str, str]:
+    """Current commit and whether the work tree has uncommitted changes."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    return {"git_commit": commit, "git_dirty": str(bool(git("status", "--porcelain")))}
+
+
+def run_params(
+    train: TrainParams, featurize: FeaturizeParams, evaluate: EvaluateParams
+) -> dict[str, Any]:
+    """The params that shaped this model, flat, as MLflow wants them."""
+    chosen = train.model_dump()[train.model]
+    return {
+        "model": train.model,
+        "seed": train.seed,
+        "cv_folds": train.cv_folds,
+        **{f"{train.model}.{k}": v for k, v in chosen.items()},
+        "test_size": featurize.test_size,
+        "split_seed": featurize.seed,
+        "threshold": evaluate.threshold,
+    }
+
+
+def pip_requirements(kind: str) -> list[str]:
+    """Pinned requirements of the logged model (given, so MLflow need not infer them slowly)."""
+    from importlib.metadata import version
+
+    packages = ["numpy", "pandas", "scikit-learn"]
+    packages += ["xgboost"] if kind == "xgboost" else ["skops"]
+    return [f"{p}=={version(p)}" for p in packages]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Log the run to MLflow, register the model, write the registry record."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name in ("model", "test", "metrics", "data-dvc", "schema", "plots", "store", "out"):
+        parser.add_argument(f"--{name}", type=Path, required=True)
+    args = parser.parse_args(argv)
+    params = load_section("register", RegisterParams)
+    train = load_section("train", TrainParams)
+
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from pipelines.featurize import read_features
+    from pipelines.train import TRUSTED_SKOPS_TYPES, load_model
+
+    loaded = load_model(args.model)
+    x, _, _ = read_features(args.test)
+    example = x[loaded.meta["features"]].head(INPUT_EXAMPLE_ROWS)
+    signature = infer_signature(example, loaded.model.predict_proba(example))
+    metrics = {
+        k: v for k, v in json.loads(args.metrics.read_text()).items() if isinstance(v, float)
+    }
+
+    uri = tracking_uri(args.store)
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        args.store.mkdir(parents=True, exist_ok=True)
+    if mlflow.get_experiment_by_name(params.experiment) is None:
+        artifacts = None
+        if uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in the cwd
+            artifacts = (args.store / "artifacts").resolve().as_uri()
+        mlflow.create_experiment(params.experiment, artifact_location=artifacts)
+    mlflow.set_experiment(params.experiment)
+
+    tags = {"data_md5": data_hash(args.data_dvc), **git_state()}
+    with mlflow.start_run(tags=tags) as run:
+        mlflow.log_params(
+            run_params(
+                train, load_section("featurize", FeaturizeParams), load_section("evaluate", EvaluateParams)
+            )
+        )
+        mlflow.log_metrics(metrics | loaded.meta.get("cv", {}))
+        common = {
+            "name": "model",
+            "signature": signature,
+            "input_example": example,
+            "registered_model_name": params.model_name,
+            "pip_requirements": pip_requirements(loaded.meta["kind"]),
+        }
+        if loaded.meta["kind"] == "xgboost":
+            info = mlflow.xgboost.log_model(loaded.model, **common)
+        else:
+            info = mlflow.sklearn.log_model(
+                loaded.model,
+                serialization_format="skops",
+                skops_trusted_types=TRUSTED_SKOPS_TYPES,
+                **common,
+            )
+        mlflow.log_artifact(str(args.schema))
+        mlflow.log_artifacts(str(args.plots), artifact_path="plots")
+
+    record = {
+        "model_name": params.model_name,
+        "version": int(info.registered_model_version),
+        "model_uri": f"models:/{params.model_name}/{info.registered_model_version}",
+        "run_id": run.info.run_id,
+        "experiment": params.experiment,
+        **tags,
+    }
+    write_json(args.out, record)
+    print(f"MLflow run {run.info.run_id}: registered {record['model_uri']} in {uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

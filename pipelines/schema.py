@@ -1,0 +1,277 @@
+"""The one feature schema: target, id, and each feature's type, categories, range and nullability.
+
+The schema file is generated once from the data (``make schema``) and owned by humans after
+that. The validation suite, the featurizer and the serving request model are all built from it,
+so training and serving cannot drift apart.
+
+Usage: ``python -m pipelines.schema --target churn --id rownames --positive Yes``
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipelines.params import load_paths
+
+MAX_CATEGORIES = 50
+
+HEADER = """\
+# Feature schema of the raw table: the one contract for validation, featurization and serving.
+# Generated once from the data by `make schema`; owned by humans from then on. Review changes
+# to it like code: a new category, a wider range or a nullable column changes what the model
+# accepts in production.
+"""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Target(_Frozen):
+    """The label column and its classes."""
+
+    column: str
+    positive: str | int
+    values: tuple[str | int, str | int]
+
+    @model_validator(mode="after")
+    def _positive_is_a_value(self) -> Target:
+        if self.positive not in self.values:
+            raise ValueError(f"positive class {self.positive!r} is not one of {list(self.values)}")
+        return self
+
+
+class Rows(_Frozen):
+    """Plausible bounds on the number of rows of the raw table."""
+
+    min: int = Field(ge=1)
+    max: int = Field(ge=1)
+
+
+class Feature(_Frozen):
+    """One input column of the model."""
+
+    type: Literal["integer", "number", "category"]
+    min: float | None = None
+    max: float | None = None
+    categories: tuple[str, ...] | None = None
+    max_null_fraction: float = Field(default=0.0, ge=0, le=1)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Feature:
+        if self.type == "category":
+            if not self.categories:
+                raise ValueError("a category feature needs a non-empty 'categories' list")
+            if self.min is not None or self.max is not None:
+                raise ValueError("a category feature takes no 'min'/'max'")
+        else:
+            if self.categories is not None:
+                raise ValueError(f"a {self.type} feature takes no 'categories'")
+            if self.min is not None and self.max is not None and self.min > self.max:
+                raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+    @property
+    def nullable(self) -> bool:
+        """Whether the column may hold missing values at all."""
+        return self.max_null_fraction > 0
+
+
+class Schema(_Frozen):
+    """The whole schema file."""
+
+    target: Target
+    id: str
+    rows: Rows
+    features: dict[str, Feature]
+
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> Schema:
+        for special in (self.target.column, self.id):
+            if special in self.features:
+                raise ValueError(f"column {special!r} is the target or id and cannot be a feature")
+        if self.target.column == self.id:
+            raise ValueError("target and id must be different columns")
+        return self
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column of the raw table, in schema order: id, features, target."""
+        return [self.id, *self.features, self.target.column]
+
+
+class SchemaError(ValueError):
+    """The schema file is missing or invalid."""
+
+
+def load_schema(path: Path) -> Schema:
+    """Read and validate a schema file.
+
+    Raises:
+        SchemaError: The file is missing or does not describe a valid schema.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SchemaError(f"{path} does not exist: create it with `make schema`")
+    try:
+        return Schema.model_validate(yaml.safe_load(path.read_text()))
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise SchemaError(f"{path}: {problems}") from None
+
+
+def _nice(value: float, up: bool) -> float:
+    """Round outward to two significant digits, so generated bounds read like a human's."""
+    if value == 0:
+        return 0.0
+    step = 10 ** (math.floor(math.log10(abs(value))) - 1)
+    rounded = (math.ceil if up else math.floor)(value / step) * step
+    return float(round(rounded, 10))
+
+
+def infer_feature(column: pd.Series) -> Feature:
+    """Describe one column from its data, with ranges widened to plausible bounds.
+
+    A 0/1 column keeps exactly [0, 1]; other numeric ranges are widened by half their span
+    (and not below zero for a non-negative column), then rounded outward.
+    """
+    nulls = float(column.isna().mean())
+    # Allow a little more than seen, so a new batch with one more missing value still passes.
+    max_null_fraction = 0.0 if nulls == 0 else _nice(min(1.0, nulls * 2), up=True)
+    values = column.dropna()
+    if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
+        categories = sorted(str(v) for v in values.unique())
+        if len(categories) > MAX_CATEGORIES:
+            raise SchemaError(
+                f"column {column.name!r} has {len(categories)} distinct text values "
+                f"(more than {MAX_CATEGORIES}): drop it or encode it before training"
+            )
+        return Feature(
+            type="category", categories=tuple(categories), max_null_fraction=max_null_fraction
+        )
+    kind: Literal["integer", "number"] = (
+        "integer" if pd.api.types.is_integer_dtype(column) else "number"
+    )
+    low, high = float(values.min()), float(values.max())
+    if set(values.unique()) <= {0, 1}:
+        return Feature(type=kind, min=0, max=1, max_null_fraction=max_null_fraction)
+    span = high - low
+    lower = low - span / 2
+    if low >= 0:
+        lower = max(0.0, lower)
+    return Feature(
+        type=kind,
+        min=_nice(lower, up=False),
+        max=_nice(high + span / 2, up=True),
+        max_null_fraction=max_null_fraction,
+    )
+
+
+def infer_schema(frame: pd.DataFrame, target: str, id_column: str, positive: str | int) -> Schema:
+    """Generate a schema from a raw table.
+
+    Args:
+        frame: The raw table.
+        target: Name of the label column (two classes).
+        id_column: Name of the unique row id column (never a feature).
+        positive: The target value of the positive class.
+
+    Raises:
+        SchemaError: A named column is missing, or the target does not have two classes.
+    """
+    for name in (target, id_column):
+        if name not in frame.columns:
+            raise SchemaError(f"column {name!r} is not in the table ({', '.join(frame.columns)})")
+    classes = sorted(frame[target].dropna().unique().tolist(), key=str)
+    if len(classes) != 2:
+        raise SchemaError(f"target {target!r} must have two classes, found {classes}")
+    if isinstance(classes[0], str):
+        positive = str(positive)
+    elif isinstance(positive, str):
+        positive = int(positive)
+    negative = next(c for c in classes if c != positive)
+    features = {
+        str(name): infer_feature(frame[name])
+        for name in frame.columns
+        if name not in (target, id_column)
+    }
+    return Schema(
+        target=Target(column=target, positive=positive, values=(negative, positive)),
+        id=id_column,
+        rows=Rows(min=max(1, len(frame) // 2), max=len(frame) * 10),
+        features=features,
+    )
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes short lists on one line and whole-number floats as integers."""
+
+
+_Dumper.add_representer(
+    list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True)
+)
+_Dumper.add_representer(
+    float,
+    lambda d, v: d.represent_int(int(v)) if v.is_integer() else d.represent_float(v),
+)
+
+
+def dump_schema(schema: Schema) -> str:
+    """The schema as commented YAML, in the layout humans edit."""
+    document = schema.model_dump(mode="json", exclude_defaults=True)
+    document["target"] = schema.target.model_dump(mode="json")
+    for name, feature in schema.features.items():
+        document["features"][name] = feature.model_dump(mode="json", exclude_defaults=True)
+    return HEADER + yaml.dump(
+        document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the schema file from the raw table (``make schema``)."""
+    paths = load_paths()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--raw", type=Path, default=paths.raw)
+    parser.add_argument("--out", type=Path, default=paths.schema_)
+    parser.add_argument("--target", help="label column (default: the current schema's)")
+    parser.add_argument("--id", dest="id_column", help="row id column (default: the current's)")
+    parser.add_argument("--positive", help="positive class (default: the current schema's)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing schema")
+    args = parser.parse_args(argv)
+
+    current = load_schema(args.out) if args.out.exists() else None
+    if current and not args.force:
+        print(
+            f"{args.out} exists and is owned by humans now; edit it, or regenerate it with "
+            "`make schema FORCE=1` and review the diff.",
+            file=sys.stderr,
+        )
+        return 1
+    target = args.target or (current and current.target.column)
+    id_column = args.id_column or (current and current.id)
+    positive = args.positive or (current and current.target.positive)
+    if not (target and id_column and positive is not None):
+        parser.error("the first schema needs --target, --id and --positive")
+    try:
+        schema = infer_schema(pd.read_csv(args.raw), target, id_column, positive)
+    except SchemaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    args.out.write_text(dump_schema(schema))
+    print(f"wrote {args.out}: {len(schema.features)} features, target {target!r}; review it")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
