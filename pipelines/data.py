@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from pipelines.files import write_atomically
@@ -34,11 +33,15 @@ def write_csv_atomically(frame: pd.DataFrame, path: Path) -> None:
 
 
 def data_matches(dvc_file: Path) -> bool:
-    """Whether the workspace holds exactly the data that ``dvc_file`` records."""
+    """Whether the workspace holds exactly the data whose hash ``dvc_file`` records.
+
+    Compares content hashes only: the data need not be in the DVC cache yet.
+    """
     from dvc.repo import Repo
 
     with Repo() as repo:
-        return not repo.status(targets=[str(dvc_file)])
+        (out,) = repo.stage.load_one(str(dvc_file)).outs
+        return bool(out.exists) and not out.changed_checksum()
 
 
 def try_pull(dvc_file: Path) -> bool:

@@ -19,7 +19,7 @@ from pipelines.files import atomic_path, write_atomically, write_json
 from pipelines.params import EvaluateParams, load_section
 from pipelines.schema import load_schema
 
-Points = list[dict[str, float]]
+Points = list[dict[str, Any]]
 
 
 def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         write_json(plots / "roc.json", roc_points(y, p))
         write_json(plots / "precision_recall.json", pr_points(y, p))
         write_json(plots / "calibration.json", calibration_points(y, p, params.calibration_bins))
-        write_json(plots / "importance.json", feature_importance(model.model, model.meta["features"]))
+        importance = feature_importance(model.model, model.meta["features"])
+        write_json(plots / "importance.json", importance)
     print(
         "test metrics: "
         + ", ".join(f"{k} {metrics[k]:.4f}" for k in ("roc_auc", "pr_auc", "log_loss", "f1"))

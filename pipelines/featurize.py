@@ -10,6 +10,7 @@ Usage: ``python -m pipelines.featurize --raw RAW --schema SCHEMA --train OUT --t
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pandas as pd
 from pipelines.files import write_atomically
 from pipelines.params import FeaturizeParams, load_section
 from pipelines.schema import Schema, load_schema
+from pipelines.validate import read_raw
 
 ID = "id"
 LABEL = "label"
@@ -98,10 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     params = load_section("featurize", FeaturizeParams)
 
     schema = load_schema(args.schema)
-    train, test = split(pd.read_csv(args.raw), schema, params.test_size, params.seed)
+    train, test = split(read_raw(args.raw), schema, params.test_size, params.seed)
     for part, path in ((train, args.train), (test, args.test)):
         table = featurize(part, schema)
-        write_atomically(path, lambda partial, t=table: t.to_parquet(partial, index=False))
+        write_atomically(path, functools.partial(table.to_parquet, index=False))
         print(f"wrote {path}: {len(table)} rows, {table.shape[1] - 2} features")
     return 0
 

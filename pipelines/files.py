@@ -8,7 +8,6 @@ destination and renamed into place, so a reader sees the old file, the new one o
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,7 +30,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield partial
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)  # os.replace cannot replace a non-empty directory
-        os.replace(partial, path)
+        partial.replace(path)
     finally:
         _remove(partial)
 

@@ -21,6 +21,8 @@ class Section(BaseModel):
 
 
 class Paths(Section):
+    """Where each file of the pipeline lives; ``dvc.yaml`` reads them too."""
+
     data: Path
     raw: Path
     schema_: Path = Field(alias="schema")
@@ -37,16 +39,22 @@ class Paths(Section):
 
 
 class DataParams(Section):
+    """Where the offline copy of the raw table comes from."""
+
     package: str
     dataset: str
 
 
 class FeaturizeParams(Section):
+    """How the table is split into train and test sets."""
+
     test_size: float = Field(gt=0, lt=1)
     seed: int
 
 
 class XGBoostParams(Section):
+    """Hyperparameters of the XGBoost model."""
+
     n_estimators: int = Field(ge=1)
     max_depth: int = Field(ge=1)
     learning_rate: float = Field(gt=0, le=1)
@@ -57,11 +65,15 @@ class XGBoostParams(Section):
 
 
 class LogisticRegressionParams(Section):
+    """Hyperparameters of the scikit-learn baseline."""
+
     C: float = Field(gt=0)
     max_iter: int = Field(ge=1)
 
 
 class TrainParams(Section):
+    """Which model to train, its seed and cross-validation."""
+
     model: Literal["xgboost", "logistic_regression"]
     seed: int
     cv_folds: int = Field(ge=0)
@@ -70,12 +82,16 @@ class TrainParams(Section):
 
 
 class EvaluateParams(Section):
+    """Decision threshold, segment columns and calibration bins."""
+
     threshold: float = Field(gt=0, lt=1)
     segments: tuple[str, ...]
     calibration_bins: int = Field(ge=2)
 
 
 class RegisterParams(Section):
+    """MLflow experiment and registered model name."""
+
     experiment: str
     model_name: str
 
@@ -108,7 +124,8 @@ def load_section(name: str, model: type[S], path: Path = DEFAULT_PARAMS) -> S:
         return model.model_validate(document[name])
     except ValidationError as error:
         problems = "; ".join(
-            f"{name}.{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()
+            f"{'.'.join(str(part) for part in (name, *e['loc']))}: {e['msg']}"
+            for e in error.errors()
         )
         raise ParamsError(f"{path}: {problems}") from None
 

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow.models import infer_signature
 
     from pipelines.featurize import read_features
-    from pipelines.train import TRUSTED_SKOPS_TYPES, load_model
+    from pipelines.train import SKOPS_TRUSTED, load_model
 
     loaded = load_model(args.model)
     x, _, _ = read_features(args.test)
@@ -122,11 +122,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tags = {"data_md5": data_hash(args.data_dvc), **git_state()}
     with mlflow.start_run(tags=tags) as run:
-        mlflow.log_params(
-            run_params(
-                train, load_section("featurize", FeaturizeParams), load_section("evaluate", EvaluateParams)
-            )
-        )
+        featurize = load_section("featurize", FeaturizeParams)
+        mlflow.log_params(run_params(train, featurize, load_section("evaluate", EvaluateParams)))
         mlflow.log_metrics(metrics | loaded.meta.get("cv", {}))
         common = {
             "name": "model",
@@ -141,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             info = mlflow.sklearn.log_model(
                 loaded.model,
                 serialization_format="skops",
-                skops_trusted_types=TRUSTED_SKOPS_TYPES,
+                skops_trusted_types=SKOPS_TRUSTED,
                 **common,
             )
         mlflow.log_artifact(str(args.schema))

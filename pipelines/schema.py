@@ -123,7 +123,11 @@ def load_schema(path: Path) -> Schema:
     if not path.exists():
         raise SchemaError(f"{path} does not exist: create it with `make schema`")
     try:
-        return Schema.model_validate(yaml.safe_load(path.read_text()))
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SchemaError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
+    try:
+        return Schema.model_validate(document)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
@@ -196,10 +200,11 @@ def infer_schema(frame: pd.DataFrame, target: str, id_column: str, positive: str
     classes = sorted(frame[target].dropna().unique().tolist(), key=str)
     if len(classes) != 2:
         raise SchemaError(f"target {target!r} must have two classes, found {classes}")
-    if isinstance(classes[0], str):
-        positive = str(positive)
-    elif isinstance(positive, str):
-        positive = int(positive)
+    # The positive class arrives as text from the command line; match it to the target's values.
+    matches = [c for c in classes if str(c) == str(positive)]
+    if not matches:
+        raise SchemaError(f"positive class {positive!r} is not a value of {target!r} ({classes})")
+    positive = matches[0]
     negative = next(c for c in classes if c != positive)
     features = {
         str(name): infer_feature(frame[name])
@@ -250,7 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="overwrite an existing schema")
     args = parser.parse_args(argv)
 
-    current = load_schema(args.out) if args.out.exists() else None
+    try:
+        current = load_schema(args.out) if args.out.exists() else None
+    except SchemaError:
+        if not args.force:
+            raise
+        current = None  # a broken schema is being replaced: nothing to carry over
     if current and not args.force:
         print(
             f"{args.out} exists and is owned by humans now; edit it, or regenerate it with "
@@ -258,10 +268,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    target = args.target or (current and current.target.column)
-    id_column = args.id_column or (current and current.id)
-    positive = args.positive or (current and current.target.positive)
-    if not (target and id_column and positive is not None):
+    target = args.target or (current.target.column if current else None)
+    id_column = args.id_column or (current.id if current else None)
+    positive = args.positive or (current.target.positive if current else None)
+    if target is None or id_column is None or positive is None:
         parser.error("the first schema needs --target, --id and --positive")
     try:
         schema = infer_schema(pd.read_csv(args.raw), target, id_column, positive)

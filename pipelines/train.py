@@ -1,7 +1,8 @@
 """Train stage: fit the model chosen in params (XGBoost, or a scikit-learn baseline).
 
 The model is saved without pickle: XGBoost's own UBJSON format, or skops for the baseline, whose
-loader only builds the types it is told to trust. ``meta.json`` beside it says what the model
+loader builds only scikit-learn, NumPy and SciPy types and refuses anything else (a function or
+class of someone else's code) instead of running it. ``meta.json`` beside it says what the model
 is, which features it takes in which order, and the cross-validation scores when asked for.
 
 Usage: ``python -m pipelines.train --train FEATURES --schema SCHEMA --out MODEL_DIR``
@@ -24,17 +25,10 @@ from pipelines.params import TrainParams, load_section
 from pipelines.schema import load_schema
 
 META = "meta.json"
+# Added to skops' default trust (scikit-learn estimators, NumPy/SciPy ufuncs, containers):
+# the baseline's imputer stores its dtype. Building a dtype runs no foreign code.
+SKOPS_TRUSTED = ["numpy.dtype"]
 FILES = {"xgboost": "model.ubj", "logistic_regression": "model.skops"}
-# The only types the baseline's skops file may contain; anything else is refused on load.
-TRUSTED_SKOPS_TYPES = [
-    "sklearn.pipeline.Pipeline",
-    "sklearn.impute._base.SimpleImputer",
-    "sklearn.impute._base.MissingIndicator",
-    "sklearn.preprocessing._data.StandardScaler",
-    "sklearn.linear_model._logistic.LogisticRegression",
-    "numpy.dtype",
-    "numpy.ndarray",
-]
 
 
 class Classifier(Protocol):
@@ -134,7 +128,7 @@ def load_model(directory: Path) -> LoadedModel:
     else:
         import skops.io
 
-        model = skops.io.load(path, trusted=TRUSTED_SKOPS_TYPES)
+        model = skops.io.load(path, trusted=SKOPS_TRUSTED)
     return LoadedModel(model=model, meta=meta)
 
 

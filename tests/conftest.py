@@ -1,0 +1,69 @@
+"""Fixtures shared by the test suites: the real table, its schema, and a model trained on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines import featurize, train
+from pipelines.data import load_packaged_table
+from pipelines.params import DataParams, FeaturizeParams, TrainParams, load_paths, load_section
+from pipelines.schema import Schema, load_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT / "params.yaml"
+
+
+@pytest.fixture(scope="session")
+def raw() -> pd.DataFrame:
+    """The real raw table, straight from the package (independent of data/)."""
+    params = load_section("data", DataParams, PARAMS)
+    return load_packaged_table(params.package, params.dataset)
+
+
+@pytest.fixture(scope="session")
+def schema() -> Schema:
+    """The committed schema."""
+    return load_schema(ROOT / load_paths(PARAMS).schema_)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A model trained with the committed params, and the raw and encoded test rows."""
+
+    model: train.Classifier
+    params: TrainParams
+    train_raw: pd.DataFrame
+    test_raw: pd.DataFrame
+    x_test: pd.DataFrame
+    y_test: np.ndarray
+
+    def predict(self, rows: pd.DataFrame, schema: Schema) -> np.ndarray:
+        """Positive-class probability for raw rows."""
+        return self.model.predict_proba(featurize.encode(rows, schema))[:, 1]
+
+
+def fit_on(raw: pd.DataFrame, schema: Schema, params: TrainParams) -> Trained:
+    """Split, encode and fit as the pipeline does, in memory."""
+    split = load_section("featurize", FeaturizeParams, PARAMS)
+    train_raw, test_raw = featurize.split(raw, schema, split.test_size, split.seed)
+    x_train = featurize.encode(train_raw, schema)
+    model = train.fit(x_train, featurize.labels(train_raw, schema), params)
+    return Trained(
+        model=model,
+        params=params,
+        train_raw=train_raw,
+        test_raw=test_raw,
+        x_test=featurize.encode(test_raw, schema),
+        y_test=featurize.labels(test_raw, schema),
+    )
+
+
+@pytest.fixture(scope="session")
+def trained(raw: pd.DataFrame, schema: Schema) -> Trained:
+    """The default model (params.yaml as committed), trained in memory."""
+    return fit_on(raw, schema, load_section("train", TrainParams, PARAMS))

@@ -1,0 +1,169 @@
+"""The real pipeline: `make data` + `dvc repro` in a temporary git repository."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipelines.featurize import read_features
+from tests.scratch import STAGES, ScratchRepo, ran
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A scratch repository with data materialized and the pipeline run once."""
+
+    repo: ScratchRepo
+    first: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    repo = ScratchRepo.create(tmp_path_factory.mktemp("project"))
+    assert not (repo.path / "data").exists()
+    repo.python("-m", "pipelines.data")
+    return Pipeline(repo, repo.dvc("repro"))
+
+
+@pytest.fixture
+def repo(pipeline: Pipeline) -> ScratchRepo:
+    return pipeline.repo
+
+
+def test_first_repro_runs_every_stage_and_writes_outputs(pipeline: Pipeline) -> None:
+    repo = pipeline.repo
+    assert ran(pipeline.first.stdout) == set(STAGES)
+    metrics = json.loads(repo.read("eval/metrics.json"))
+    for name in ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "precision", "recall", "f1"):
+        assert 0 <= metrics[name] <= 1 or name == "log_loss"
+    assert metrics["roc_auc"] > 0.8
+    assert metrics["rows"] == 1409
+    segments = json.loads(repo.read("eval/segments.json"))
+    assert set(segments) == {"contract", "internet_service"}
+    assert sum(s["rows"] for s in segments["contract"].values()) == metrics["rows"]
+    predictions = repo.read("eval/predictions.csv").decode().splitlines()
+    assert predictions[0] == "id,label,probability,predicted"
+    assert len(predictions) == 1 + metrics["rows"]
+    for plot in ("roc", "precision_recall", "calibration", "importance"):
+        assert json.loads(repo.read(f"eval/plots/{plot}.json"))
+    meta = json.loads(repo.read("models/model/meta.json"))
+    assert meta["kind"] == "xgboost"
+    assert (repo.path / "models/model/model.ubj").stat().st_size > 0
+    assert json.loads(repo.read("reports/validation.json"))["success"] is True
+
+
+def test_run_is_logged_and_registered_in_mlflow(repo: ScratchRepo) -> None:
+    from mlflow.tracking import MlflowClient
+
+    record = json.loads(repo.read("models/registry.json"))
+    data_md5 = yaml.safe_load(repo.read("data.dvc"))["outs"][0]["md5"]
+    commit = repo.run("git", "rev-parse", "HEAD").stdout.strip()
+    assert record["data_md5"] == data_md5
+    assert record["git_commit"] == commit
+
+    import mlflow
+
+    uri = f"sqlite:///{repo.path / 'mlruns' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(record["run_id"])
+    metrics = json.loads(repo.read("eval/metrics.json"))
+    assert run.data.metrics["roc_auc"] == pytest.approx(metrics["roc_auc"])
+    assert run.data.params["xgboost.max_depth"] == "3"
+    assert run.data.tags["data_md5"] == data_md5
+    assert run.data.tags["git_commit"] == commit
+    version = client.get_model_version(record["model_name"], str(record["version"]))
+    assert version.run_id == record["run_id"]
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        info = mlflow.models.get_model_info(record["model_uri"])
+        registered = mlflow.xgboost.load_model(record["model_uri"])
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert info.signature is not None
+    assert info.flavors.keys() >= {"xgboost", "python_function"}
+    # The registered model is the one the pipeline evaluated: same probabilities, row for row.
+    predictions = pd.read_csv(repo.path / "eval/predictions.csv")
+    x, _, ids = read_features(repo.path / "features/test.parquet")
+    np.testing.assert_array_equal(ids, predictions["id"])
+    np.testing.assert_allclose(
+        registered.predict_proba(x)[:, 1], predictions["probability"], rtol=0, atol=1e-7
+    )
+
+
+def test_second_repro_runs_nothing(repo: ScratchRepo) -> None:
+    again = repo.dvc("repro")
+    assert ran(again.stdout) == set()
+    assert "Data and pipelines are up to date" in repo.dvc("status").stdout
+
+
+def test_metrics_and_params_are_visible_to_dvc(repo: ScratchRepo) -> None:
+    shown = json.loads(repo.dvc("metrics", "show", "--json").stdout)
+    workspace = shown[""]["data"]  # the workspace
+    assert workspace["eval/metrics.json"]["data"]["roc_auc"] > 0.8
+    params = json.loads(repo.dvc("params", "diff", "--all", "--json").stdout)
+    assert "params.yaml" in params
+
+
+def test_changing_a_train_param_reruns_only_downstream_stages(repo: ScratchRepo) -> None:
+    model_before = repo.read("models/model/model.ubj")
+    done = repo.dvc("exp", "run", "-S", "train.xgboost.max_depth=2")
+    assert ran(done.stdout) == {"train", "evaluate", "register"}
+    assert repo.read("models/model/model.ubj") != model_before
+    # Back to the committed params: the run-cache restores the earlier model instead of refitting
+    repo.run("git", "checkout", "--", "params.yaml")
+    restored = repo.dvc("repro")
+    assert "train" not in ran(restored.stdout)
+    assert repo.read("models/model/model.ubj") == model_before
+
+
+def test_corrupt_data_stops_at_validate_and_keeps_the_model(repo: ScratchRepo) -> None:
+    model_before = repo.read("models/model/model.ubj")
+    metrics_before = repo.read("eval/metrics.json")
+    raw = repo.path / "data" / "churn.csv"
+    original = raw.read_bytes()
+    lines = original.decode().splitlines(keepends=True)
+    lines[5] = lines[5].replace("Month-to-month", "Monthly").replace("One year", "Monthly")
+    lines[5] = lines[5].replace("Two year", "Monthly")
+    raw.write_text("".join(lines))
+    try:
+        failed = repo.dvc("repro", check=False)
+        assert failed.returncode != 0
+        output = failed.stdout + failed.stderr
+        assert "contract" in output
+        assert "Monthly" in output
+        assert ran(failed.stdout) == {"validate"}
+        assert repo.read("models/model/model.ubj") == model_before
+        assert repo.read("eval/metrics.json") == metrics_before
+        report = json.loads(repo.read("reports/validation.json"))
+        assert report["success"] is False
+    finally:
+        raw.write_bytes(original)
+
+
+def test_data_bootstrap_refuses_a_table_that_does_not_match_data_dvc(repo: ScratchRepo) -> None:
+    dvc_file = repo.path / "data.dvc"
+    original = dvc_file.read_text()
+    moved = repo.path / "data-aside"
+    (repo.path / "data").rename(moved)
+    try:
+        md5 = yaml.safe_load(original)["outs"][0]["md5"]
+        dvc_file.write_text(original.replace(md5, "0" * 32 + ".dir"))
+        done = repo.python("-m", "pipelines.data", check=False)
+        assert done.returncode == 1
+        assert "does not match the hash in data.dvc" in done.stderr
+        assert "dvc add data" in done.stderr
+    finally:
+        dvc_file.write_text(original)
+        shutil.rmtree(repo.path / "data", ignore_errors=True)
+        moved.rename(repo.path / "data")

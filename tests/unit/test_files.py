@@ -1,0 +1,175 @@
+"""Atomic writes: a reader sees the old output or the new one, never a half-written one."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipelines.files import atomic_path, write_atomically, write_json
+
+
+class CrashError(Exception):
+    """Stands for anything going wrong halfway through a write."""
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its bytes (None for directories)."""
+    return {
+        str(path.relative_to(root)): None if path.is_dir() else path.read_bytes()
+        for path in sorted(root.rglob("*"))
+    }
+
+
+def crash_while_writing(
+    target: Path, write: Callable[[Path], None], error: type[BaseException] = CrashError
+) -> None:
+    """Write the new output into the temporary path, then fail before the block ends."""
+    with atomic_path(target) as partial:
+        write(partial)
+        raise error
+
+
+def contents(path: Path) -> bytes | dict[str, bytes | None]:
+    """A file's bytes, or a directory's snapshot."""
+    return snapshot(path) if path.is_dir() else path.read_bytes()
+
+
+def make_file(path: Path) -> None:
+    path.write_text("old contents\n")
+
+
+def make_dir(path: Path) -> None:
+    path.mkdir()
+    (path / "model.ubj").write_bytes(b"\x00old model")
+    (path / "sub").mkdir()
+    (path / "sub" / "meta.json").write_text('{"old": true}\n')
+
+
+def write_file(partial: Path) -> None:
+    partial.write_text("new contents\n")
+
+
+def write_dir(partial: Path) -> None:
+    partial.mkdir()
+    (partial / "model.skops").write_bytes(b"new model")
+
+
+KINDS = [
+    pytest.param(make_file, write_file, id="file"),
+    pytest.param(make_dir, write_dir, id="directory"),
+]
+
+
+@pytest.mark.parametrize(("make", "write"), KINDS)
+@pytest.mark.parametrize("existing", [True, False], ids=["replaces", "creates"])
+def test_success_puts_the_new_output_in_place(
+    tmp_path: Path, make: Callable, write: Callable, existing: bool
+) -> None:
+    target = tmp_path / "out" / "deeper" / "target"
+    expected = tmp_path / "expected"
+    write(expected)
+    if existing:
+        target.parent.mkdir(parents=True)
+        make(target)
+
+    with atomic_path(target) as partial:
+        assert partial.parent == target.parent
+        assert partial != target
+        assert not partial.exists()
+        write(partial)
+
+    assert target.is_dir() == expected.is_dir()
+    assert contents(target) == contents(expected)
+    assert [p.name for p in target.parent.iterdir()] == ["target"]  # no .partial leftover
+
+
+@pytest.mark.parametrize(("make", "write"), KINDS)
+@pytest.mark.parametrize("error", [CrashError, KeyboardInterrupt])
+def test_failure_leaves_the_previous_output_untouched(
+    tmp_path: Path, make: Callable, write: Callable, error: type[BaseException]
+) -> None:
+    target = tmp_path / "target"
+    make(target)
+    before = snapshot(tmp_path)
+
+    with pytest.raises(error):
+        crash_while_writing(target, write, error)
+
+    assert snapshot(tmp_path) == before
+    assert not list(tmp_path.glob(".*"))
+
+
+@pytest.mark.parametrize(("make", "write"), KINDS)
+def test_failure_without_previous_output_leaves_nothing(
+    tmp_path: Path, make: Callable, write: Callable
+) -> None:
+    with pytest.raises(CrashError):
+        crash_while_writing(tmp_path / "target", write)
+
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("stale", [make_file, make_dir], ids=["file", "directory"])
+def test_leftover_from_an_earlier_crash_is_cleared(tmp_path: Path, stale: Callable) -> None:
+    stale(tmp_path / ".target.partial")
+
+    with atomic_path(tmp_path / "target") as partial:
+        assert not partial.exists()
+        write_file(partial)
+
+    assert [p.name for p in tmp_path.iterdir()] == ["target"]
+    assert (tmp_path / "target").read_text() == "new contents\n"
+
+
+def test_write_atomically(tmp_path: Path) -> None:
+    target = tmp_path / "predictions.csv"
+    make_file(target)
+
+    write_atomically(target, lambda p: p.write_text("id,probability\n1,0.5\n"))
+
+    assert target.read_text() == "id,probability\n1,0.5\n"
+
+
+def test_write_atomically_failure_keeps_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "predictions.csv"
+    make_file(target)
+
+    def half_write(partial: Path) -> None:
+        partial.write_text("id,probab")
+        raise CrashError
+
+    with pytest.raises(CrashError):
+        write_atomically(target, half_write)
+
+    assert target.read_text() == "old contents\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]
+
+
+def test_write_json(tmp_path: Path) -> None:
+    target = tmp_path / "eval" / "metrics.json"
+    document = {"roc_auc": 0.84, "rows": 1409, "segments": {"b": None, "a": [1, 2]}}
+
+    write_json(target, document)
+
+    text = target.read_text()
+    assert json.loads(text) == document
+    assert text.endswith("}\n")
+    assert '\n  "rows": 1409' in text  # indented, one key a line, so diffs read well
+    assert list(json.loads(text)) == ["roc_auc", "rows", "segments"]  # order kept
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_write_json_rejects_non_json_numbers(tmp_path: Path, bad: float) -> None:
+    target = tmp_path / "metrics.json"
+    write_json(target, {"roc_auc": 0.8})
+    before = target.read_bytes()
+
+    with pytest.raises(ValueError, match="JSON compliant"):
+        write_json(target, {"roc_auc": bad})
+
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
