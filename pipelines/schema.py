@@ -4,7 +4,7 @@ The schema file is generated once from the data (``make schema``) and owned by h
 that. The validation suite, the featurizer and the serving request model are all built from it,
 so training and serving cannot drift apart.
 
-Usage: ``python -m pipelines.schema --target churn --id rownames --positive Yes``
+Usage: ``python -m pipelines.schema --target LABEL --id ID --positive CLASS [--force]``
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -167,3 +168,44 @@ def test_data_bootstrap_refuses_a_table_that_does_not_match_data_dvc(repo: Scrat
         dvc_file.write_text(original)
         shutil.rmtree(repo.path / "data", ignore_errors=True)
         moved.rename(repo.path / "data")
+
+
+def test_the_baseline_is_registered_in_the_scikit_learn_flavor(repo: ScratchRepo) -> None:
+    import mlflow
+
+    done = repo.dvc("exp", "run", "-S", "train.model=logistic_regression")
+    assert ran(done.stdout) == {"train", "evaluate", "register"}
+    record = json.loads(repo.read("models/registry.json"))
+    mlflow.set_tracking_uri(f"sqlite:///{repo.path / 'mlruns' / 'mlflow.db'}")
+    try:
+        info = mlflow.models.get_model_info(record["model_uri"])
+        registered = mlflow.sklearn.load_model(record["model_uri"])
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert info.flavors["sklearn"]["serialization_format"] == "skops"
+    predictions = pd.read_csv(repo.path / "eval/predictions.csv")
+    x, _, _ = read_features(repo.path / "features/test.parquet")
+    np.testing.assert_allclose(
+        registered.predict_proba(x)[:, 1], predictions["probability"], rtol=0, atol=1e-7
+    )
+    repo.run("git", "checkout", "--", "params.yaml")
+    repo.dvc("repro")
+
+
+def test_data_comes_from_the_dvc_remote_when_one_is_configured(
+    repo: ScratchRepo, tmp_path: Path
+) -> None:
+    repo.dvc("remote", "add", "--local", "-d", "shared", str(tmp_path / "remote"))
+    try:
+        repo.dvc("push", "data.dvc")
+        raw = repo.read("data/churn.csv")
+        shutil.rmtree(repo.path / "data")
+        # An empty cache, as on a fresh clone: the data can only come from the remote
+        repo.dvc("cache", "dir", "--local", str(tmp_path / "empty-cache"))
+        done = repo.python("-m", "pipelines.data")
+        assert "pulled and verified" in done.stdout
+        assert repo.read("data/churn.csv") == raw
+        assert (tmp_path / "empty-cache").exists()
+    finally:
+        repo.dvc("remote", "remove", "--local", "shared")
+        repo.dvc("cache", "dir", "--local", "--unset")
