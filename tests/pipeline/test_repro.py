@@ -62,6 +62,17 @@ def test_first_repro_runs_every_stage_and_writes_outputs(pipeline: Pipeline) -> 
     assert json.loads(repo.read("reports/validation.json"))["success"] is True
 
 
+def test_the_lock_file_in_git_is_what_the_code_and_data_reproduce(repo: ScratchRepo) -> None:
+    """A stale dvc.lock would claim metrics and a model that the code does not produce."""
+    committed = yaml.safe_load(repo.run("git", "show", "HEAD:dvc.lock").stdout)["stages"]
+    reproduced = yaml.safe_load(repo.read("dvc.lock"))["stages"]
+    # register's output names this machine's MLflow run, so only its inputs can match
+    committed["register"].pop("outs")
+    reproduced["register"].pop("outs")
+    stale = [name for name in reproduced if committed.get(name) != reproduced[name]]
+    assert not stale, f"dvc.lock is stale for {stale}: run `make repro` and commit dvc.lock"
+
+
 def test_run_is_logged_and_registered_in_mlflow(repo: ScratchRepo) -> None:
     from mlflow.tracking import MlflowClient
 
