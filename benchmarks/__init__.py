@@ -1,1 +1,1 @@
-"""Benchmarks (`make bench`): each prints its figures as ratios against a baseline of the same run."""
+"""Benchmarks (`make bench`): figures printed as ratios against a baseline of the same run."""

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = load_paths()
     params = load_section("train", TrainParams)
     if params.model != "xgboost":
-        print("the train benchmark compares XGBoost fits: set train.model: xgboost", file=sys.stderr)
+        print("the benchmark compares XGBoost fits: set train.model: xgboost", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         figures = measure(ScratchRepo.create(Path(scratch)), paths, params, args.repeat)

@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     mlflow.set_experiment(params.experiment)
 
     tags = {"data_md5": data_hash(args.data_dvc), **git_state()}
-    with mlflow.start_run(tags=tags) as run:
+    run_name = f"{loaded.meta['kind']}@{tags['git_commit'][:8]}"
+    with mlflow.start_run(run_name=run_name, tags=tags) as run:
         featurize = load_section("featurize", FeaturizeParams)
         mlflow.log_params(run_params(train, featurize, load_section("evaluate", EvaluateParams)))
         mlflow.log_metrics(metrics | loaded.meta.get("cv", {}))

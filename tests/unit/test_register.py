@@ -1,0 +1,52 @@
+"""The register stage's helpers: where runs go and what they record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.params import EvaluateParams, FeaturizeParams, TrainParams, load_section
+from pipelines.register import data_hash, pip_requirements, run_params, tracking_uri
+from tests.conftest import PARAMS
+
+
+def test_tracking_uri_defaults_to_a_sqlite_store_inside_the_repo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri(Path("store")) == "sqlite:///store/mlflow.db"
+
+
+def test_mlflow_tracking_uri_overrides_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking_uri(Path("store")) == "http://127.0.0.1:5000"
+
+
+def test_data_hash_is_the_md5_recorded_in_the_dvc_file(tmp_path: Path) -> None:
+    dvc_file = tmp_path / "data.dvc"
+    dvc_file.write_text("outs:\n- md5: 0123abcd.dir\n  path: data\n")
+    assert data_hash(dvc_file) == "0123abcd.dir"
+
+
+@pytest.mark.parametrize("kind", ["xgboost", "logistic_regression"])
+def test_run_params_hold_only_the_chosen_model_s_hyperparameters(kind: str) -> None:
+    train = load_section("train", TrainParams, PARAMS)
+    train = TrainParams.model_validate(train.model_dump(mode="json") | {"model": kind})
+    logged = run_params(
+        train,
+        load_section("featurize", FeaturizeParams, PARAMS),
+        load_section("evaluate", EvaluateParams, PARAMS),
+    )
+    other = "logistic_regression" if kind == "xgboost" else "xgboost"
+    assert logged["model"] == kind
+    assert any(key.startswith(f"{kind}.") for key in logged)
+    assert not any(key.startswith(f"{other}.") for key in logged)
+    assert {"seed", "test_size", "split_seed", "threshold"} <= logged.keys()
+
+
+@pytest.mark.parametrize(("kind", "library"), [("xgboost", "xgboost"), ("baseline", "skops")])
+def test_pip_requirements_are_pinned(kind: str, library: str) -> None:
+    requirements = pip_requirements(kind)
+    assert any(r.startswith(f"{library}==") for r in requirements)
+    assert all("==" in r for r in requirements)
