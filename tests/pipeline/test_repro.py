@@ -47,6 +47,9 @@ def test_make_run_gets_the_data_and_runs_every_stage(pipeline: Pipeline) -> None
     assert "verified against data.dvc" in pipeline.first.stdout
     assert ran(pipeline.first.stdout) == set(STAGES)
     assert "eval/metrics.json" in pipeline.first.stdout.splitlines()[-1]  # dvc metrics show
+    # Nothing tracked by git changes but the MLflow run id that register records in dvc.lock
+    changed = repo.run("git", "status", "--porcelain", "--untracked-files=all").stdout
+    assert [line[3:] for line in changed.splitlines()] in ([], ["dvc.lock"])
     metrics = json.loads(repo.read("eval/metrics.json"))
     for name in ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "precision", "recall", "f1"):
         assert 0 <= metrics[name] <= 1 or name == "log_loss"
