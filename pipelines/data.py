@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipelines.files import write_atomically
 from pipelines.params import DataParams, load_paths, load_section
+from pipelines.stage import run_stage, write_atomically
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -111,4 +111,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage(main)

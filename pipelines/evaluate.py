@@ -6,18 +6,22 @@ Usage: ``python -m pipelines.evaluate --model DIR --test FEATURES --raw RAW --sc
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipelines.featurize import read_features
-from pipelines.files import atomic_path, write_atomically, write_json
 from pipelines.params import EvaluateParams, load_section
 from pipelines.schema import load_schema
+from pipelines.stage import (
+    PipelineError,
+    atomic_path,
+    path_arguments,
+    run_stage,
+    write_atomically,
+    write_json,
+)
 
 Points = list[dict[str, Any]]
 
@@ -135,16 +139,13 @@ def _nan_to_none(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Score the test set and write metrics, segments, predictions and plot data."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("model", "test", "raw", "schema", "metrics", "segments", "predictions", "plots"):
-        parser.add_argument(f"--{name}", type=Path, required=True)
-    args = parser.parse_args(argv)
+    names = ("model", "test", "raw", "schema", "metrics", "segments", "predictions", "plots")
+    args = path_arguments(__doc__.splitlines()[0], names, argv)
     params = load_section("evaluate", EvaluateParams)
     schema = load_schema(args.schema)
     unknown = [c for c in params.segments if c not in schema.features]
     if unknown:
-        print(f"error: evaluate.segments names unknown features {unknown}", file=sys.stderr)
-        return 1
+        raise PipelineError(f"evaluate.segments in params.yaml names unknown features {unknown}")
 
     from pipelines.train import load_model
 
@@ -178,4 +179,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage(main)

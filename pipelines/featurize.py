@@ -9,17 +9,15 @@ Usage: ``python -m pipelines.featurize --raw RAW --schema SCHEMA --train OUT --t
 
 from __future__ import annotations
 
-import argparse
 import functools
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipelines.files import write_atomically
 from pipelines.params import FeaturizeParams, load_section
 from pipelines.schema import Schema, load_schema
+from pipelines.stage import path_arguments, run_stage, write_atomically
 from pipelines.validate import read_raw
 
 ID = "id"
@@ -91,12 +89,7 @@ def read_features(path: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
 
 def main(argv: list[str] | None = None) -> int:
     """Split the validated raw table and write the encoded train and test sets."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--raw", type=Path, required=True)
-    parser.add_argument("--schema", type=Path, required=True)
-    parser.add_argument("--train", type=Path, required=True)
-    parser.add_argument("--test", type=Path, required=True)
-    args = parser.parse_args(argv)
+    args = path_arguments(__doc__.splitlines()[0], ("raw", "schema", "train", "test"), argv)
     params = load_section("featurize", FeaturizeParams)
 
     schema = load_schema(args.schema)
@@ -109,4 +102,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage(main)

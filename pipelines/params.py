@@ -11,6 +11,8 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipelines.stage import PipelineError
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 
@@ -99,7 +101,7 @@ class RegisterParams(Section):
 S = TypeVar("S", bound=Section)
 
 
-class ParamsError(ValueError):
+class ParamsError(PipelineError):
     """``params.yaml`` is missing a section or has a bad value."""
 
 

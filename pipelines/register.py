@@ -11,17 +11,14 @@ Usage: ``python -m pipelines.register --model DIR --test FEATURES --metrics JSON
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipelines.files import write_json
 from pipelines.params import (
     EvaluateParams,
     FeaturizeParams,
@@ -30,6 +27,7 @@ from pipelines.params import (
     load_paths,
     load_section,
 )
+from pipelines.stage import path_arguments, run_stage, write_json
 
 INPUT_EXAMPLE_ROWS = 5
 
@@ -88,10 +86,8 @@ def pip_requirements(kind: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Log the run to MLflow, register the model, write the registry record."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("model", "test", "metrics", "data-dvc", "schema", "plots", "store", "out"):
-        parser.add_argument(f"--{name}", type=Path, required=True)
-    args = parser.parse_args(argv)
+    names = ("model", "test", "metrics", "data-dvc", "schema", "plots", "store", "out")
+    args = path_arguments(__doc__.splitlines()[0], names, argv)
     params = load_section("register", RegisterParams)
     train = load_section("train", TrainParams)
 
@@ -159,4 +155,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage(main)

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipelines.params import load_paths
+from pipelines.stage import PipelineError, run_stage
 
 MAX_CATEGORIES = 50
 
@@ -109,7 +110,7 @@ class Schema(_Frozen):
         return [self.id, *self.features, self.target.column]
 
 
-class SchemaError(ValueError):
+class SchemaError(PipelineError):
     """The schema file is missing or invalid."""
 
 
@@ -284,4 +285,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage(main)

@@ -10,8 +10,6 @@ Usage: ``python -m pipelines.train --train FEATURES --schema SCHEMA --out MODEL_
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from pipelines.featurize import read_features
-from pipelines.files import atomic_path, write_json
 from pipelines.params import TrainParams, load_section
 from pipelines.schema import load_schema
+from pipelines.stage import atomic_path, path_arguments, run_stage, write_json
 
 META = "meta.json"
 # Added to skops' default trust (scikit-learn estimators, NumPy/SciPy ufuncs, containers):
@@ -134,11 +132,7 @@ def load_model(directory: Path) -> LoadedModel:
 
 def main(argv: list[str] | None = None) -> int:
     """Fit the model on the training set and save it with its metadata."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=Path, required=True)
-    parser.add_argument("--schema", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
+    args = path_arguments(__doc__.splitlines()[0], ("train", "schema", "out"), argv)
     params = load_section("train", TrainParams)
     schema = load_schema(args.schema)
 
@@ -159,4 +153,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage(main)

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from pipelines.files import write_atomically
 from pipelines.params import ParamsError, load_paths
 from pipelines.schema import Feature, Schema, SchemaError, load_schema
+from pipelines.stage import run_stage, write_atomically
 
 if TYPE_CHECKING:
     from great_expectations import ExpectationSuite
@@ -570,4 +570,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage(main)

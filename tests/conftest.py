@@ -31,6 +31,27 @@ def schema() -> Schema:
     return load_schema(ROOT / load_paths(PARAMS).schema_)
 
 
+def small_train_params(model: str, cv_folds: int = 0, seed: int = 0) -> TrainParams:
+    """Small, fast settings for either model kind, for tests that fit many models."""
+    return TrainParams.model_validate(
+        {
+            "model": model,
+            "seed": seed,
+            "cv_folds": cv_folds,
+            "xgboost": {
+                "n_estimators": 20,
+                "max_depth": 2,
+                "learning_rate": 0.3,
+                "subsample": 1.0,
+                "colsample_bytree": 1.0,
+                "min_child_weight": 1.0,
+                "reg_lambda": 1.0,
+            },
+            "logistic_regression": {"C": 1.0, "max_iter": 200},
+        }
+    )
+
+
 @dataclass(frozen=True)
 class Trained:
     """A model trained with the committed params, and the raw and encoded test rows."""

@@ -17,8 +17,8 @@ from pipelines.evaluate import (
     roc_points,
     segment_metrics,
 )
-from pipelines.params import TrainParams
 from pipelines.train import fit
+from tests.conftest import small_train_params
 
 Y = np.array([0, 0, 1, 1, 1, 0])
 P = np.array([0.1, 0.4, 0.35, 0.6, 0.9, 0.7])
@@ -179,33 +179,13 @@ def test_calibration_counts_sum_to_rows(bins: int) -> None:
 # --- feature_importance -----------------------------------------------------------------------
 
 
-def small_params(model: str) -> TrainParams:
-    return TrainParams.model_validate(
-        {
-            "model": model,
-            "seed": 0,
-            "cv_folds": 0,
-            "xgboost": {
-                "n_estimators": 20,
-                "max_depth": 2,
-                "learning_rate": 0.3,
-                "subsample": 1.0,
-                "colsample_bytree": 1.0,
-                "min_child_weight": 1.0,
-                "reg_lambda": 1.0,
-            },
-            "logistic_regression": {"C": 1.0, "max_iter": 200},
-        }
-    )
-
-
 @pytest.mark.parametrize("kind", ["xgboost", "logistic_regression"])
 def test_feature_importance_is_normalised_and_ranked(kind: str) -> None:
     rng = np.random.default_rng(3)
     x = pd.DataFrame(rng.normal(size=(300, 3)), columns=["weak", "strong", "noise"])
     x.loc[x.index[::7], "noise"] = np.nan  # the baseline then adds an indicator column
     y = (3 * x["strong"] + 0.5 * x["weak"] > 0).to_numpy().astype(int)
-    model = fit(x, y, small_params(kind))
+    model = fit(x, y, small_train_params(kind))
 
     importance = feature_importance(model, list(x.columns))
 

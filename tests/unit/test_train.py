@@ -12,7 +12,6 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler
 
-from pipelines.params import TrainParams
 from pipelines.train import (
     FILES,
     META,
@@ -24,30 +23,10 @@ from pipelines.train import (
     make_model,
     save_model,
 )
+from tests.conftest import small_train_params
 
 KINDS = ["xgboost", "logistic_regression"]
 FEATURES = ["a", "b", "noise"]
-
-
-def train_params(model: str, cv_folds: int = 0, seed: int = 0) -> TrainParams:
-    """Small, fast settings for either model kind."""
-    return TrainParams.model_validate(
-        {
-            "model": model,
-            "seed": seed,
-            "cv_folds": cv_folds,
-            "xgboost": {
-                "n_estimators": 20,
-                "max_depth": 2,
-                "learning_rate": 0.3,
-                "subsample": 1.0,
-                "colsample_bytree": 1.0,
-                "min_child_weight": 1.0,
-                "reg_lambda": 1.0,
-            },
-            "logistic_regression": {"C": 1.0, "max_iter": 200},
-        }
-    )
 
 
 def separable(rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
@@ -70,12 +49,12 @@ def data() -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, np.ndarray]:
 def models(data: tuple) -> dict[str, Classifier]:
     """One fitted model of each kind, shared: fitting is the slow part."""
     x, y, _, _ = data
-    return {kind: fit(x, y, train_params(kind)) for kind in KINDS}
+    return {kind: fit(x, y, small_train_params(kind)) for kind in KINDS}
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_make_model_builds_the_named_kind(kind: str) -> None:
-    model = make_model(train_params(kind))
+    model = make_model(small_train_params(kind))
     if kind == "xgboost":
         assert type(model).__name__ == "XGBClassifier"
         assert model.get_params()["n_estimators"] == 20
@@ -100,18 +79,18 @@ def test_fit_separates_a_separable_problem(
 @pytest.mark.parametrize("kind", KINDS)
 def test_cross_validate_scores_each_fold(kind: str, data: tuple) -> None:
     x, y, _, _ = data
-    scores = cross_validate(x, y, train_params(kind, cv_folds=3))
+    scores = cross_validate(x, y, small_train_params(kind, cv_folds=3))
 
     assert set(scores) == {"cv_roc_auc_mean", "cv_roc_auc_std"}
     assert 0.9 < scores["cv_roc_auc_mean"] <= 1.0
     assert 0.0 <= scores["cv_roc_auc_std"] < 0.1
-    assert scores == cross_validate(x, y, train_params(kind, cv_folds=3))  # seeded
+    assert scores == cross_validate(x, y, small_train_params(kind, cv_folds=3))  # seeded
 
 
 @pytest.mark.parametrize("cv_folds", [0, 1])
 def test_cross_validate_off_below_two_folds(cv_folds: int, data: tuple) -> None:
     x, y, _, _ = data
-    assert cross_validate(x, y, train_params("xgboost", cv_folds=cv_folds)) == {}
+    assert cross_validate(x, y, small_train_params("xgboost", cv_folds=cv_folds)) == {}
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -1,4 +1,4 @@
-"""Atomic writes: a reader sees the old output or the new one, never a half-written one."""
+"""Stage plumbing: atomic writes (old output or new, never half), path arguments, clean errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.files import atomic_path, write_atomically, write_json
+from pipelines.stage import (
+    PipelineError,
+    atomic_path,
+    path_arguments,
+    run_stage,
+    write_atomically,
+    write_json,
+)
 
 
 class CrashError(Exception):
@@ -173,3 +180,44 @@ def test_write_json_rejects_non_json_numbers(tmp_path: Path, bad: float) -> None
 
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_path_arguments_are_required_paths() -> None:
+    args = path_arguments("stage", ("raw", "data-dvc"), ["--raw", "a.csv", "--data-dvc", "d.dvc"])
+    assert args.raw == Path("a.csv")
+    assert args.data_dvc == Path("d.dvc")
+    with pytest.raises(SystemExit):
+        path_arguments("stage", ("raw", "out"), ["--raw", "a.csv"])
+
+
+def _raises(error: Exception) -> Callable[[], int]:
+    def main() -> int:
+        raise error
+
+    return main
+
+
+@pytest.mark.parametrize(
+    ("main", "code", "message"),
+    [
+        (lambda: 0, 0, ""),
+        (lambda: 3, 3, ""),
+        (_raises(PipelineError("train.seed: bad")), 1, "error: train.seed: bad\n"),
+        (_raises(FileNotFoundError(2, "No such file", "x.csv")), 1, "error: x.csv does not exist"),
+    ],
+    ids=["ok", "code", "user-error", "missing-file"],
+)
+def test_run_stage_exits_with_the_code_and_one_readable_line(
+    main: Callable[[], int], code: int, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run_stage(main)
+    assert exited.value.code == code
+    err = capsys.readouterr().err
+    assert err.startswith(message)
+    assert "Traceback" not in err
+
+
+def test_run_stage_lets_bugs_through() -> None:
+    with pytest.raises(KeyError):
+        run_stage(_raises(KeyError("a bug, not a user error")))

@@ -1,4 +1,4 @@
-"""Atomic output writing shared by the stages.
+"""What every stage's ``main()`` shares: path arguments, atomic outputs, readable errors.
 
 DVC deletes a stage's old outputs before running it, and a crash mid-write would leave a
 half-written file that looks valid. Every output is written to a temporary name beside its
@@ -7,12 +7,49 @@ destination and renamed into place, so a reader sees the old file, the new one o
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+
+class PipelineError(ValueError):
+    """A problem the user can fix (params, schema, inputs): reported without a traceback."""
+
+
+def path_arguments(
+    description: str, names: Sequence[str], argv: list[str] | None = None
+) -> argparse.Namespace:
+    """Parse the required ``--<name> PATH`` arguments that ``dvc.yaml`` passes to a stage.
+
+    A name like ``data-dvc`` becomes the attribute ``data_dvc``.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    for name in names:
+        parser.add_argument(f"--{name}", type=Path, required=True, metavar="PATH")
+    return parser.parse_args(argv)
+
+
+def run_stage(main: Callable[[], int]) -> NoReturn:
+    """Run a stage's ``main()`` and exit with its code; user errors become one clear line."""
+    try:
+        code = main()
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        code = 1
+    except FileNotFoundError as error:
+        missing = error.filename or " ".join(str(error).split())
+        print(
+            f"error: {missing} does not exist: run `make data` for the raw table, or "
+            "`dvc repro` to build the outputs of earlier stages",
+            file=sys.stderr,
+        )
+        code = 1
+    sys.exit(code)
 
 
 @contextmanager
