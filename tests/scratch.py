@@ -44,7 +44,10 @@ class ScratchRepo:
         for name in project_files(root):
             (path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / name, path / name)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "GIT_", "DVC_"))}
+        # Nothing of the caller's tools leaks in: not its MLflow store, git identity, DVC
+        # settings, nor an outer make's flags (`make test` running `make run`).
+        isolated = ("MLFLOW_", "GIT_", "DVC_", "MAKE", "MFLAGS")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(isolated)}
         env |= {
             "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
             "GIT_AUTHOR_NAME": "scratch",
