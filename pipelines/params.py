@@ -41,10 +41,10 @@ class Paths(Section):
 
 
 class DataParams(Section):
-    """Where the offline copy of the raw table comes from."""
+    """Where the offline copy of the raw table comes from (none: DVC only)."""
 
-    package: str
-    dataset: str
+    package: str | None = None
+    dataset: str | None = None
 
 
 class FeaturizeParams(Section):

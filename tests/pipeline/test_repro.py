@@ -221,9 +221,42 @@ def test_data_comes_from_the_dvc_remote_when_one_is_configured(
         # An empty cache, as on a fresh clone: the data can only come from the remote
         repo.dvc("cache", "dir", "--local", str(tmp_path / "empty-cache"))
         done = repo.python("-m", "pipelines.data")
-        assert "pulled and verified" in done.stdout
+        assert "restored by DVC" in done.stdout
+        assert "materializing" not in done.stdout
         assert repo.read("data/churn.csv") == raw
         assert (tmp_path / "empty-cache").exists()
     finally:
         repo.dvc("remote", "remove", "--local", "shared")
         repo.dvc("cache", "dir", "--local", "--unset")
+
+
+def test_data_is_restored_from_the_local_dvc_cache_first(repo: ScratchRepo) -> None:
+    raw = repo.read("data/churn.csv")
+    shutil.rmtree(repo.path / "data")
+    done = repo.python("-m", "pipelines.data")
+    assert "restored by DVC" in done.stdout
+    assert "materializing" not in done.stdout
+    assert repo.read("data/churn.csv") == raw
+
+
+def test_without_an_offline_source_missing_data_is_a_clear_error(
+    repo: ScratchRepo, tmp_path: Path
+) -> None:
+    params = repo.path / "params.yaml"
+    original = params.read_text()
+    document = yaml.safe_load(original)
+    document["data"] = {}  # a table that only lives in DVC
+    params.write_text(yaml.safe_dump(document, sort_keys=False))
+    (repo.path / "data").rename(tmp_path / "data")
+    repo.dvc("cache", "dir", "--local", str(tmp_path / "empty-cache"))
+    try:
+        done = repo.python("-m", "pipelines.data", check=False)
+        assert done.returncode == 1
+        assert done.stderr.startswith("error: ")
+        assert "no offline source" in done.stderr
+        assert "dvc remote add" in done.stderr
+        assert "Traceback" not in done.stderr
+    finally:
+        repo.dvc("cache", "dir", "--local", "--unset")
+        params.write_text(original)
+        (tmp_path / "data").rename(repo.path / "data")
