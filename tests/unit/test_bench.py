@@ -24,6 +24,8 @@ def test_report_states_the_ratio_and_the_verdict() -> None:
         "train_stage_s": 4.0,
         "bare_fit_s": 2.0,
         "train_ratio": 2.0,
+        "train_stage_median_s": 4.5,
+        "bare_fit_median_s": 2.5,
         "dvc_repro_train_s": 6.0,
     }
     text = report(figures)
