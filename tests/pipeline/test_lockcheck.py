@@ -1,0 +1,106 @@
+"""`make check-lock`: the committed dvc.lock against what the code and data reproduce."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Any
+
+import pytest
+
+from pipelines.lockcheck import compare_locks
+from tests.scratch import ScratchRepo
+
+
+def lock() -> dict[str, Any]:
+    def out(path: str, md5: str) -> dict[str, Any]:
+        return {"path": path, "hash": "md5", "md5": md5, "size": 10}
+
+    return {
+        "schema": "2.0",
+        "stages": {
+            "train": {
+                "cmd": "python -m pipelines.train",
+                "deps": [out("features/train.parquet", "a1"), out("pipelines/train.py", "b1")],
+                "params": {"params.yaml": {"train": {"seed": 42, "xgboost": {"max_depth": 3}}}},
+                "outs": [out("models/model", "c1.dir")],
+            },
+            "register": {
+                "cmd": "python -m pipelines.register",
+                "deps": [out("models/model", "c1.dir")],
+                "outs": [out("models/registry.json", "d1")],
+            },
+        },
+    }
+
+
+def test_identical_locks_match() -> None:
+    assert compare_locks(lock(), lock()) == []
+
+
+def test_only_the_register_stages_outputs_are_ignored() -> None:
+    reproduced = lock()
+    reproduced["stages"]["register"]["outs"][0]["md5"] = "another-mlflow-run"
+    assert compare_locks(lock(), reproduced) == []
+    reproduced["stages"]["register"]["deps"][0]["md5"] = "c2.dir"
+    assert compare_locks(lock(), reproduced) == ["register.deps: models/model changed"]
+
+
+def test_each_stage_and_field_that_differs_is_named() -> None:
+    reproduced = lock()
+    train = reproduced["stages"]["train"]
+    train["params"]["params.yaml"]["train"]["xgboost"]["max_depth"] = 2
+    train["deps"][1]["md5"] = "b2"
+    train["outs"][0]["md5"] = "c2.dir"
+    train["cmd"] = "python -m pipelines.train --fast"
+    assert compare_locks(lock(), reproduced) == [
+        "train.cmd: the command changed",
+        "train.deps: pipelines/train.py changed",
+        "train.params: params.yaml:train.xgboost.max_depth: 3 -> 2",
+        "train.outs: models/model changed",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda s: s["train"]["deps"].pop(), "train.deps: pipelines/train.py is no longer there"),
+        (
+            lambda s: s["train"]["params"]["params.yaml"]["train"].update(cv_folds=5),
+            "train.params: params.yaml:train.cv_folds is new",
+        ),
+        (lambda s: s.pop("register"), "register: in the committed dvc.lock but no longer in"),
+        (lambda s: s.update(evaluate={"cmd": "x"}), "evaluate: not in the committed dvc.lock"),
+    ],
+)
+def test_added_and_removed_entries_are_named(edit: Any, expected: str) -> None:
+    reproduced = copy.deepcopy(lock())
+    edit(reproduced["stages"])
+    assert [p for p in compare_locks(lock(), reproduced) if p.startswith(expected)]
+
+
+@pytest.mark.slow
+def test_check_lock_passes_on_a_committed_run_and_names_a_stale_stage(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    repo = ScratchRepo.create(tmp_path_factory.mktemp("project"))
+    repo.env["UV_PROJECT_ENVIRONMENT"] = sys.prefix  # `uv sync` finds it in sync: no install
+    repo.run("make", "run")
+    repo.run("git", "commit", "-qam", "the run's dvc.lock", check=False)  # unchanged: no commit
+
+    passed = repo.run("make", "check-lock")
+    assert "dvc.lock matches what the code and data reproduce (5 stages)" in passed.stdout
+
+    params = repo.path / "params.yaml"
+    params.write_text(params.read_text().replace("max_depth: 3", "max_depth: 2", 1))
+    repo.run("git", "commit", "-qm", "deeper trees, without dvc.lock", "params.yaml")
+    failed = repo.run("make", "check-lock", check=False)
+    assert failed.returncode != 0
+    errors = failed.stderr
+    assert "error: the committed dvc.lock differs from what the code and data reproduce" in errors
+    assert "train.params: params.yaml:train.xgboost.max_depth: 3 -> 2" in errors
+    assert "train.outs: models/model changed" in errors
+    assert "validate" not in errors
+    assert "featurize" not in errors
+    assert "run `make repro` and commit dvc.lock" in errors
+    assert "Traceback" not in errors

@@ -1,0 +1,294 @@
+"""Static checks of .github/: what each workflow may do, and the linters that guard them."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+GITHUB = ROOT / ".github"
+WORKFLOWS = sorted((GITHUB / "workflows").glob("*.yml"))
+NAMES = {"ci.yml", "pr.yml", "pr-comment.yml", "release.yml", "promote.yml"}
+PIPELINE_INPUTS = [
+    "params.yaml",
+    "dvc.yaml",
+    "dvc.lock",
+    "data.dvc",
+    "schema.yaml",
+    "pipelines/**",
+    "pyproject.toml",
+    "uv.lock",
+]
+# The most each job may hold: anything beyond is a finding.
+WRITE_SCOPES: dict[tuple[str, str], set[str]] = {
+    ("pr-comment.yml", "comment"): {"pull-requests"},
+    ("release.yml", "image"): {"packages", "id-token", "attestations"},
+    ("release.yml", "staging"): {"contents"},
+    ("promote.yml", "promote"): {"contents", "pull-requests"},
+}
+READ_SCOPES = {"contents", "actions"}
+# Checkouts that keep the token: the job that pushes the staging change to main.
+KEEPS_CREDENTIALS = {("release.yml", "staging")}
+SHA_PIN = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
+USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$")
+UNTRUSTED = re.compile(r"\$\{\{[^}]*\b(github\.event|inputs\.|head_ref|base_ref)")
+
+
+def load(path: Path) -> dict[str, Any]:
+    document = yaml.safe_load(path.read_text())
+    # YAML 1.1 reads the key `on` as the boolean true
+    document["on"] = document.pop(True, document.get("on"))
+    return document
+
+
+def workflow(name: str) -> dict[str, Any]:
+    return load(GITHUB / "workflows" / name)
+
+
+def jobs() -> list[tuple[str, str, dict[str, Any]]]:
+    return [(p.name, name, job) for p in WORKFLOWS for name, job in load(p)["jobs"].items()]
+
+
+def steps() -> list[tuple[str, str, dict[str, Any]]]:
+    return [(wf, name, step) for wf, name, job in jobs() for step in job.get("steps", [])]
+
+
+def makefile_targets() -> set[str]:
+    text = (ROOT / "Makefile").read_text()
+    return set(re.findall(r"^([A-Za-z0-9_.-]+)\s*:(?!=)", text, flags=re.MULTILINE))
+
+
+def test_the_workflows_are_there_and_parse() -> None:
+    assert {p.name for p in WORKFLOWS} == NAMES
+    for path in WORKFLOWS:
+        document = load(path)
+        assert document["name"], path.name
+        assert document["jobs"], path.name
+
+
+def test_triggers() -> None:
+    ci = workflow("ci.yml")["on"]
+    assert ci["push"] == {"branches": ["main"]}
+    assert "pull_request" in ci
+    assert workflow("pr.yml")["on"] == {"pull_request": {"paths": PIPELINE_INPUTS}}
+    assert workflow("pr-comment.yml")["on"] == {
+        "workflow_run": {"workflows": [workflow("pr.yml")["name"]], "types": ["completed"]}
+    }
+    release = workflow("release.yml")["on"]
+    assert list(release) == ["push"]
+    assert release["push"]["branches"] == ["main"]
+    assert release["push"]["paths"] == [*PIPELINE_INPUTS, "bentofile.yaml", "!deploy/**"]
+    assert workflow("promote.yml")["on"] == {"workflow_dispatch": None}
+
+
+def test_least_privilege() -> None:
+    for path in WORKFLOWS:
+        assert load(path)["permissions"] == {}, f"{path.name}: top-level permissions must be {{}}"
+    for wf, name, job in jobs():
+        granted = job.get("permissions")
+        assert isinstance(granted, dict), f"{wf} {name}: no explicit permissions"
+        writes = {scope for scope, level in granted.items() if level == "write"}
+        reads = {scope for scope, level in granted.items() if level == "read"}
+        assert set(granted.values()) <= {"read", "write"}, f"{wf} {name}: {granted}"
+        assert writes <= WRITE_SCOPES.get((wf, name), set()), f"{wf} {name} writes {writes}"
+        assert reads <= READ_SCOPES, f"{wf} {name} reads {reads}"
+    comment = workflow("pr-comment.yml")["jobs"]["comment"]["permissions"]
+    assert comment == {"actions": "read", "pull-requests": "write"}
+
+
+def test_every_action_is_pinned_to_a_commit_with_its_version() -> None:
+    found = 0
+    for path in WORKFLOWS:
+        for line in path.read_text().splitlines():
+            if match := USES_LINE.match(line):
+                found += 1
+                action, rest = match.groups()
+                assert SHA_PIN.match(action), f"{path.name}: {action} is not pinned to a SHA"
+                assert re.match(r"\s+# v\d+\.\d+\.\d+$", rest), f"{path.name}: {line.strip()}"
+    assert found == sum(1 for _, _, step in steps() if "uses" in step)
+
+
+def test_checkouts_keep_no_credentials_but_where_documented() -> None:
+    checkouts = [
+        (wf, job, s) for wf, job, s in steps() if s.get("uses", "").startswith("actions/checkout@")
+    ]
+    assert checkouts
+    for wf, job, step in checkouts:
+        keeps = step.get("with", {}).get("persist-credentials")
+        if (wf, job) in KEEPS_CREDENTIALS:
+            assert keeps is True
+            assert "keeps its credentials" in (GITHUB / "workflows" / wf).read_text()
+        else:
+            assert keeps is False, f"{wf} {job}: checkout without persist-credentials: false"
+
+
+def test_every_job_has_a_timeout() -> None:
+    for wf, name, job in jobs():
+        assert isinstance(job.get("timeout-minutes"), int), f"{wf} {name}: no timeout-minutes"
+
+
+def test_a_new_push_to_a_pull_request_cancels_the_older_run() -> None:
+    for name in ("pr.yml", "ci.yml"):
+        concurrency = workflow(name)["concurrency"]
+        assert "github.event.pull_request.number" in concurrency["group"]
+        assert concurrency["cancel-in-progress"] in {
+            True,
+            "${{ github.event_name == 'pull_request' }}",
+        }
+    assert workflow("pr.yml")["concurrency"]["cancel-in-progress"] is True
+
+
+def test_no_expression_inside_a_run_script() -> None:
+    """Untrusted values reach scripts through env:, never pasted into the shell source."""
+    for wf, job, step in steps():
+        script = step.get("run", "")
+        assert not UNTRUSTED.search(script), f"{wf} {job}: {script!r}"
+        assert "${{" not in script, f"{wf} {job}: pass expressions through env: {script!r}"
+
+
+def strings(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [s for k, v in node.items() for s in [str(k), *strings(v)]]
+    if isinstance(node, list):
+        return [s for item in node for s in strings(item)]
+    return [str(node)]
+
+
+def test_the_pull_request_workflow_needs_no_secrets() -> None:
+    """Forks' pull requests get no secrets and a read-only token: nothing here may need more."""
+    used = strings(workflow("pr.yml"))
+    assert not [s for s in used if "secrets." in s or "token" in s.lower()]
+    assert "pull_request_target" not in used
+
+
+def test_the_pull_request_job_reports_even_when_the_gate_fails() -> None:
+    gate = workflow("pr.yml")["jobs"]["gate"]
+    by_name = {s.get("name"): s for s in gate["steps"]}
+    checkout = gate["steps"][0]
+    assert checkout["with"]["fetch-depth"] == 0
+    uv = next(s for s in gate["steps"] if s.get("uses", "").startswith("astral-sh/setup-uv@"))
+    assert uv["with"]["enable-cache"] is True
+    report = by_name["Compare with the base branch (the gate)"]
+    assert 'make report BASE="origin/${BASE_REF}"' in report["run"]
+    assert report["env"] == {"BASE_REF": "${{ github.base_ref }}"}
+    upload = next(s for s in gate["steps"] if s.get("uses", "").startswith("actions/upload-"))
+    assert "!cancelled()" in upload["if"]
+    assert upload["with"]["path"].split() == ["reports/pr-comment.md", "reports/pr-number.txt"]
+    summary = by_name["Show the report in the job summary"]
+    assert "$GITHUB_STEP_SUMMARY" in summary["run"]
+    last = gate["steps"][-1]
+    assert "exit 1" in last["run"]
+    assert last["if"] == "${{ steps.report.outputs.status != '0' }}"
+
+
+def test_the_comment_workflow_never_runs_the_pull_requests_code() -> None:
+    job = workflow("pr-comment.yml")["jobs"]["comment"]
+    checkout, download, post = job["steps"]
+    assert checkout["uses"].startswith("actions/checkout@")
+    assert set(checkout["with"]) == {
+        "persist-credentials",
+        "sparse-checkout",
+        "sparse-checkout-cone-mode",
+    }  # no ref: or repository: (the default branch)
+    assert checkout["with"]["sparse-checkout"] == "pipelines/comment.py"
+    assert download["uses"].startswith("actions/download-artifact@")
+    assert download["with"]["run-id"] == "${{ github.event.workflow_run.id }}"
+    assert post["run"].startswith("python3 pipelines/comment.py")
+    for flag in ("--pr-file", "--head-sha", "--body-file", "--author"):
+        assert flag in post["run"]
+    assert post["env"]["HEAD_SHA"] == "${{ github.event.workflow_run.head_sha }}"
+    assert "workflow_run.event == 'pull_request'" in job["if"]
+
+
+def test_every_make_target_a_workflow_calls_exists() -> None:
+    called = {
+        target
+        for _, _, step in steps()
+        for target in re.findall(r"(?:^|[;&|]\s*|\n\s*)make\s+([a-z][\w-]*)", step.get("run", ""))
+    }
+    assert {"lint", "test", "data", "repro", "report", "check-lock", "bento"} <= called
+    missing = called - makefile_targets()
+    assert not missing, f"workflows call make targets the Makefile lacks: {sorted(missing)}"
+
+
+def test_the_release_deploys_staging_by_digest_and_cannot_loop() -> None:
+    release = workflow("release.yml")
+    lock, image, staging = (release["jobs"][n] for n in ("lock", "image", "staging"))
+    assert [s.get("run") for s in lock["steps"] if "run" in s] == ["make data", "make check-lock"]
+    assert image["needs"] == "lock"
+    assert staging["needs"] == "image"
+    runs = "\n".join(s.get("run", "") for s in image["steps"])
+    assert 'make image IMAGE_REPO="ghcr.io/${GITHUB_REPOSITORY,,}" BACKEND=docker' in runs
+    assert runs.index("make push") < runs.index("make sbom")
+    attest = next(s for s in image["steps"] if "attest-build-provenance" in s.get("uses", ""))
+    assert attest["with"]["subject-digest"] == "${{ steps.pushed.outputs.digest }}"
+    script = "\n".join(s.get("run", "") for s in staging["steps"])
+    assert 'make set-image OVERLAY=staging IMAGE="$IMAGE"' in script
+    assert "git push origin HEAD:main" in script
+    assert "GITHUB_TOKEN starts no workflow" in (GITHUB / "workflows" / "release.yml").read_text()
+    for wf, _, step in steps():
+        if wf == "release.yml" and step.get("uses", "").startswith("astral-sh/setup-uv@"):
+            assert step["with"]["enable-cache"] is False, "no shared cache on the publishing path"
+
+
+def test_dependabot_updates_actions_and_python_weekly_in_groups() -> None:
+    config = yaml.safe_load((GITHUB / "dependabot.yml").read_text())
+    updates = {u["package-ecosystem"]: u for u in config["updates"]}
+    assert set(updates) == {"github-actions", "uv"}
+    for update in updates.values():
+        assert update["schedule"]["interval"] == "weekly"
+        assert update["groups"]
+
+
+def test_make_lint_workflows_passes() -> None:
+    done = subprocess.run(
+        ["make", "--no-print-directory", "lint-workflows"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "No findings to report" in output
+    assert output.count("ok -- validation done") == 2
+
+
+BAD = """\
+name: bad
+on: pull_request
+permissions: {}
+jobs:
+  greet:
+    runs-on: ubuntu-24.04
+    timeout-minutes: 5
+    permissions:
+      contents: read
+    steps:
+      - uses: astral-sh/setup-uv@v7
+      - run: echo "${{ github.event.pull_request.title }}"
+"""
+
+
+def test_zizmor_catches_an_unpinned_action_and_an_injection(tmp_path: Path) -> None:
+    zizmor = shutil.which("zizmor", path=str(Path(sys.executable).parent))
+    if zizmor is None:
+        pytest.fail("zizmor is not installed: run `make install`")
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    (tmp_path / ".github" / "workflows" / "bad.yml").write_text(BAD)
+    done = subprocess.run(
+        [zizmor, "--offline", str(tmp_path / ".github" / "workflows")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "unpinned-uses" in done.stdout
+    assert "template-injection" in done.stdout
