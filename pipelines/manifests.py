@@ -1,0 +1,221 @@
+"""The image each Kustomize overlay deploys: read it, or write a new one by digest.
+
+An overlay's ``kustomization.yaml`` pins the model server's image in its ``images:`` entry
+(``newName`` and ``digest``). Writing a new image replaces those two values where they stand and
+leaves every other byte of the file as it was, comments included, so a release commit's diff is
+the image change and nothing else. Writing the image an overlay already has changes nothing.
+
+Usage::
+
+    python -m pipelines.manifests set OVERLAY REPOSITORY@sha256:DIGEST   # make set-image
+    python -m pipelines.manifests show OVERLAY                           # make show-image
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from pipelines.stage import PipelineError, run_stage, write_atomically
+
+DEFAULT_OVERLAYS = Path("deploy/overlays")
+IMAGE_NAME = "churn-model"  # the image name in deploy/base that every overlay replaces
+
+# The repository grammar of the OCI distribution reference: an optional registry host (with
+# port), then lowercase path components separated by "/".
+_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_HOST = rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]+)?"
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REPOSITORY = re.compile(rf"(?:{_HOST}/)?{_PATH}(?:/{_PATH})*")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image by digest: ``<repository>@sha256:<64 hex>``."""
+
+    repository: str
+    digest: str
+
+    def __str__(self) -> str:
+        return f"{self.repository}@{self.digest}"
+
+
+def parse_reference(reference: str) -> ImageRef:
+    """Parse ``REPOSITORY@sha256:<64 hex>``.
+
+    Raises:
+        PipelineError: no digest, a tag beside the digest, another digest algorithm or length,
+            or an invalid repository name.
+    """
+    example = "give the pushed image by digest, e.g. ghcr.io/owner/churn-model@sha256:<64 hex>"
+    if not reference:
+        raise PipelineError(f"no image given: {example}")
+    repository, at, digest = reference.partition("@")
+    if not at:
+        raise PipelineError(f"image {reference!r} has no digest: {example}")
+    last = repository.rsplit("/", 1)[-1]
+    if ":" in last:
+        tag = last.split(":", 1)[1]
+        raise PipelineError(
+            f"image {reference!r} has a tag ({tag!r}) and a digest: drop the tag, the digest "
+            "alone says which image runs"
+        )
+    if not DIGEST.fullmatch(digest):
+        raise PipelineError(
+            f"image {reference!r}: the digest must be 'sha256:' and 64 lowercase hex "
+            f"characters, not {digest!r}"
+        )
+    if not REPOSITORY.fullmatch(repository):
+        raise PipelineError(
+            f"image {reference!r}: {repository!r} is not a valid repository name (an optional "
+            "registry host, then lowercase path components separated by '/')"
+        )
+    return ImageRef(repository, digest)
+
+
+def _image_entry(text: str, name: str) -> dict[str, yaml.Node]:
+    """The ``images:`` entry called ``name`` in a kustomization, as its key -> value nodes."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as error:
+        raise PipelineError(f"not valid YAML: {' '.join(str(error).split())}") from error
+    if not isinstance(root, yaml.MappingNode):
+        raise PipelineError("not a kustomization: expected a mapping at the top")
+    top = {key.value: value for key, value in root.value}
+    images = top.get("images")
+    if isinstance(images, yaml.SequenceNode):
+        for item in images.value:
+            if isinstance(item, yaml.MappingNode):
+                fields = {key.value: value for key, value in item.value}
+                entry_name = fields.get("name")
+                if isinstance(entry_name, yaml.ScalarNode) and entry_name.value == name:
+                    return fields
+    raise PipelineError(f"no `images:` entry with `name: {name}`")
+
+
+def _image_fields(text: str, name: str) -> tuple[yaml.ScalarNode, yaml.ScalarNode]:
+    """The ``newName`` and ``digest`` value nodes of the ``images:`` entry ``name``."""
+    fields = _image_entry(text, name)
+    if "newTag" in fields:
+        raise PipelineError(
+            f"the `images:` entry `{name}` has `newTag:`: remove it, overlays deploy images "
+            "by digest only"
+        )
+    nodes = []
+    for key in ("newName", "digest"):
+        node = fields.get(key)
+        if not isinstance(node, yaml.ScalarNode) or not node.value:
+            raise PipelineError(
+                f"the `images:` entry `{name}` has no `{key}:` value: give it `newName:` and "
+                "`digest:` lines (the image by digest)"
+            )
+        nodes.append(node)
+    return nodes[0], nodes[1]
+
+
+def read_image(text: str, name: str = IMAGE_NAME) -> ImageRef:
+    """The image a kustomization's ``images:`` entry ``name`` deploys.
+
+    Raises:
+        PipelineError: the entry is missing, incomplete, has a ``newTag`` or an invalid value.
+    """
+    repository, digest = _image_fields(text, name)
+    return parse_reference(f"{repository.value}@{digest.value}")
+
+
+def write_image(text: str, image: ImageRef, name: str = IMAGE_NAME) -> str:
+    """Return ``text`` with the ``images:`` entry ``name`` set to ``image``.
+
+    Only the ``newName`` and ``digest`` values change, in place and in their quoting style;
+    every other character is kept.
+
+    Raises:
+        PipelineError: the entry is missing, incomplete or has a ``newTag``.
+    """
+    repository, digest = _image_fields(text, name)
+    # From the end of the text, so that the earlier offsets stay valid.
+    edits = sorted(
+        [(repository, image.repository), (digest, image.digest)],
+        key=lambda edit: edit[0].start_mark.index,
+        reverse=True,
+    )
+    for node, value in edits:
+        quote = node.style if node.style in {'"', "'"} else ""
+        start, end = node.start_mark.index, node.end_mark.index
+        text = f"{text[:start]}{quote}{value}{quote}{text[end:]}"
+    if read_image(text, name) != image:  # e.g. a value spread over several lines
+        raise PipelineError(f"could not rewrite the `images:` entry `{name}` in place")
+    return text
+
+
+def overlay_file(overlays: Path, overlay: str) -> Path:
+    """The kustomization file of ``overlay``, one of the directories of ``overlays``.
+
+    Raises:
+        PipelineError: ``overlay`` is not one of them.
+    """
+    known = sorted(path.parent.name for path in overlays.glob("*/kustomization.yaml"))
+    if overlay not in known:
+        raise PipelineError(
+            f"unknown overlay {overlay!r}: choose one of {', '.join(known) or '(none)'} "
+            f"(the directories of {overlays} with a kustomization.yaml)"
+        )
+    return overlays / overlay / "kustomization.yaml"
+
+
+def set_image(path: Path, image: ImageRef) -> bool:
+    """Write ``image`` into the kustomization at ``path``; return whether the file changed."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        updated = write_image(text, image)
+    except PipelineError as error:
+        raise PipelineError(f"{path}: {error}") from error
+    if updated == text:
+        return False
+    write_atomically(path, lambda partial: partial.write_text(updated, encoding="utf-8"))
+    return True
+
+
+def show_image(path: Path) -> ImageRef:
+    """The image the kustomization at ``path`` deploys."""
+    try:
+        return read_image(path.read_text(encoding="utf-8"))
+    except PipelineError as error:
+        raise PipelineError(f"{path}: {error}") from error
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Set or show the image of an overlay."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--overlays",
+        type=Path,
+        default=DEFAULT_OVERLAYS,
+        metavar="DIR",
+        help=f"the directory of the overlays (default: {DEFAULT_OVERLAYS})",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    set_parser = commands.add_parser("set", help="write an image, by digest, into an overlay")
+    set_parser.add_argument("overlay")
+    set_parser.add_argument("image", help="REPOSITORY@sha256:<64 hex>")
+    show_parser = commands.add_parser("show", help="print the image an overlay deploys")
+    show_parser.add_argument("overlay")
+    args = parser.parse_args(argv)
+
+    path = overlay_file(args.overlays, args.overlay)
+    if args.command == "show":
+        print(show_image(path))
+        return 0
+    image = parse_reference(args.image)
+    changed = set_image(path, image)
+    print(f"{path}: {image}{'' if changed else ' (unchanged)'}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage(main)
