@@ -1,0 +1,72 @@
+"""The HTTP service: ``bentoml serve pipelines.service:ChurnService`` (``make serve``).
+
+``POST /predict`` and ``POST /explain`` take ``{"records": [{<raw feature>: value, ...}, ...]}``;
+``GET /livez``, ``/readyz`` and ``/metrics`` are BentoML's. The request model, the encoder, the
+scoring and the HTTP guard live in :mod:`pipelines.serving`; this module only wires them to
+BentoML. Importing it reads params.yaml, the schema and the model's files (to name its tag); the
+model itself is loaded when a worker starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+import bentoml
+
+from pipelines import serving
+from pipelines.params import load_section
+from pipelines.schema import load_schema
+
+SOURCES = serving.Sources.from_params()
+SETTINGS = load_section("serve", serving.ServeParams)
+Records = serving.request_model(load_schema(SOURCES.schema), SETTINGS.max_batch)
+
+
+def _model_tag() -> str:
+    # A bento does not ship the model directory: its own store holds exactly the one model.
+    if (SOURCES.model / "meta.json").exists():
+        return serving.current_tag(SOURCES)
+    return f"{SOURCES.name}:latest"
+
+
+@bentoml.service(
+    name=SOURCES.name,
+    workers=SETTINGS.workers,
+    threads=SETTINGS.threads,
+    traffic={"timeout": SETTINGS.timeout, "max_concurrency": SETTINGS.max_concurrency},
+)
+class ChurnService:
+    """Churn probability, label and explanation for raw customer records."""
+
+    stored = bentoml.models.BentoModel(_model_tag())
+
+    def __init__(self) -> None:
+        reference = type(self).stored
+        if reference.stored is None:
+            raise serving.PipelineError(
+                f"model {reference.tag} is not in the BentoML model store: run "
+                "`python -m pipelines.serving import` first (`make serve` does)"
+            )
+        self.model = serving.load_served(
+            Path(self.stored.path), self.stored.info.metadata, str(self.stored.tag)
+        )
+
+    @bentoml.api(input_spec=Records, output_spec=serving.PredictResponse)
+    def predict(self, records: list[Any]) -> serving.PredictResponse:
+        """Probability of the positive class and the label at the threshold, per record."""
+        return self.model.predict([vars(record) for record in records])
+
+    @bentoml.api(input_spec=Records, output_spec=serving.ExplainResponse)
+    def explain(self, records: list[Any]) -> serving.ExplainResponse:
+        """Per-feature contributions to each record's log-odds, with base value and margin."""
+        return self.model.explain([vars(record) for record in records])
+
+
+# The decorator made the class a bentoml.Service; type checkers still see the class.
+_service = cast("bentoml.Service[Any]", ChurnService)
+_service.add_asgi_middleware(
+    serving.RequestGuard,
+    max_body_bytes=SETTINGS.max_body_bytes,
+    routes=[api.route for api in _service.apis.values()],
+)

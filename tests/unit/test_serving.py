@@ -1,0 +1,251 @@
+"""The serving core without a server: request model, row encoder, scoring, explanations."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from pipelines import featurize, serving, train
+from pipelines.params import load_paths
+from pipelines.schema import Schema
+from pipelines.stage import PipelineError
+from tests.conftest import PARAMS, ROOT, Trained, fit_on, small_train_params
+
+
+def as_records(rows: pd.DataFrame, schema: Schema) -> list[dict[str, Any]]:
+    return [
+        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+        for row in rows[list(schema.features)].to_dict("records")
+    ]
+
+
+@pytest.fixture(scope="module")
+def sample(raw: pd.DataFrame) -> pd.DataFrame:
+    """Rows with every category and the missing total_charges."""
+    return pd.concat([raw.head(300), raw[raw["total_charges"].isna()]])
+
+
+# --- request model -----------------------------------------------------------------------------
+
+
+def test_the_record_model_accepts_real_rows(sample: pd.DataFrame, schema: Schema) -> None:
+    request = serving.request_model(schema, max_batch=1000)
+    parsed = request.model_validate_json(json.dumps({"records": as_records(sample, schema)}))
+    assert len(parsed.records) == len(sample)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("tenure", "5"),
+        ("tenure", True),
+        ("tenure", 1.5),
+        ("tenure", -1),
+        ("tenure", 111),
+        ("tenure", None),
+        ("monthly_charges", False),
+        ("monthly_charges", float("nan")),
+        ("monthly_charges", float("inf")),
+        ("monthly_charges", 170.01),
+        ("contract", "Monthly"),
+        ("contract", 1),
+        ("contract", None),
+    ],
+)
+def test_the_record_model_rejects_bad_values(
+    sample: pd.DataFrame, schema: Schema, field: str, value: Any
+) -> None:
+    record = as_records(sample.head(1), schema)[0] | {field: value}
+    with pytest.raises(ValidationError) as caught:
+        serving.record_model(schema).model_validate(record)
+    assert caught.value.errors()[0]["loc"][0] == field
+
+
+def test_the_record_model_rejects_unknown_and_missing_fields(
+    sample: pd.DataFrame, schema: Schema
+) -> None:
+    record = as_records(sample.head(1), schema)[0]
+    model = serving.record_model(schema)
+    with pytest.raises(ValidationError, match="tenure_months"):
+        model.model_validate(record | {"tenure_months": 1})
+    with pytest.raises(ValidationError, match="tenure"):
+        model.model_validate({k: v for k, v in record.items() if k != "tenure"})
+
+
+def test_only_nullable_features_accept_null(schema: Schema) -> None:
+    properties = serving.record_model(schema).model_json_schema()["properties"]
+    nullable = {
+        name
+        for name, spec in properties.items()
+        if any(option.get("type") == "null" for option in spec.get("anyOf", []))
+    }
+    assert nullable == {name for name, f in schema.features.items() if f.nullable}
+    assert nullable == {"total_charges"}
+    assert properties["contract"]["enum"] == list(schema.features["contract"].categories or ())
+    assert properties["tenure"]["maximum"] == schema.features["tenure"].max
+
+
+@pytest.mark.parametrize("count", [0, 4])
+def test_the_request_bounds_the_number_of_records(
+    sample: pd.DataFrame, schema: Schema, count: int
+) -> None:
+    request = serving.request_model(schema, max_batch=3)
+    with pytest.raises(ValidationError) as caught:
+        request.model_validate({"records": as_records(sample.head(count), schema)})
+    assert caught.value.errors()[0]["loc"] == ("records",)
+
+
+# --- encoder -----------------------------------------------------------------------------------
+
+
+def test_the_encoder_equals_the_pipelines_encode(sample: pd.DataFrame, schema: Schema) -> None:
+    expected = featurize.encode(sample, schema)
+    encoder = serving.RowEncoder.from_schema(schema)
+    x = encoder.encode(as_records(sample, schema))
+    assert x.dtype == np.float32
+    assert list(encoder.columns) == list(expected.columns)
+    np.testing.assert_array_equal(x, expected.to_numpy())
+    assert np.isnan(x[:, encoder.columns.index("total_charges")]).sum() == 11
+
+
+def test_the_encoder_follows_the_models_column_order(sample: pd.DataFrame, schema: Schema) -> None:
+    shuffled = list(reversed(featurize.feature_names(schema)))
+    x = serving.RowEncoder.from_schema(schema, shuffled).encode(as_records(sample, schema))
+    np.testing.assert_array_equal(x, featurize.encode(sample, schema)[shuffled].to_numpy())
+
+
+def test_the_encoder_refuses_a_model_of_other_features(schema: Schema) -> None:
+    columns = [*featurize.feature_names(schema)[:-1], "total_charges_log"]
+    with pytest.raises(PipelineError, match="total_charges_log"):
+        serving.RowEncoder.from_schema(schema, columns)
+
+
+def test_the_encoder_names_the_record_it_cannot_encode(
+    sample: pd.DataFrame, schema: Schema
+) -> None:
+    records = as_records(sample.head(3), schema)
+    records[2]["contract"] = "Monthly"
+    with pytest.raises(ValueError, match="record 2"):
+        serving.RowEncoder.from_schema(schema).encode(records)
+
+
+# --- scoring and explanations, both model kinds -------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["xgboost", "logistic_regression"])
+def served(
+    request: pytest.FixtureRequest,
+    raw: pd.DataFrame,
+    schema: Schema,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[serving.ServedModel, Trained]:
+    trained = fit_on(raw, schema, small_train_params(request.param))
+    directory = tmp_path_factory.mktemp("model") / "model"
+    meta = {"features": list(trained.x_test.columns), "target": {}}
+    train.save_model(trained.model, request.param, meta, directory)
+    (directory / serving.SCHEMA_FILE).write_text((ROOT / load_paths(PARAMS).schema_).read_text())
+    info = {"name": "churn-model", "threshold": 0.4}
+    return serving.load_served(directory, info, "churn-model:test"), trained
+
+
+def test_predictions_equal_the_models_and_labels_follow_the_threshold(
+    served: tuple[serving.ServedModel, Trained], schema: Schema
+) -> None:
+    model, trained = served
+    response = model.predict(as_records(trained.test_raw, schema))
+    p = np.array([x.probability for x in response.predictions])
+    np.testing.assert_allclose(p, trained.predict(trained.test_raw, schema), atol=1e-6)
+    assert [x.label for x in response.predictions] == ["Yes" if q >= 0.4 else "No" for q in p]
+    assert response.model.threshold == 0.4
+    assert response.model.bento_model_tag == "churn-model:test"
+
+
+def test_explanations_add_up_to_the_margin(
+    served: tuple[serving.ServedModel, Trained], schema: Schema
+) -> None:
+    model, trained = served
+    rows = pd.concat([trained.test_raw.head(20), trained.test_raw.tail(5)])
+    explained = model.explain(as_records(rows, schema)).explanations
+    p = trained.predict(rows, schema)
+    margins = np.log(p / (1 - p))
+    for explanation, margin in zip(explained, margins, strict=True):
+        assert list(explanation.contributions) == list(schema.features)
+        total = explanation.base + sum(explanation.contributions.values())
+        assert total == pytest.approx(explanation.margin, abs=1e-4)
+        assert explanation.margin == pytest.approx(margin, abs=1e-4)
+
+
+# --- HTTP guard --------------------------------------------------------------------------------
+
+
+def test_validation_errors_are_rewritten_to_name_record_and_field() -> None:
+    body = json.dumps(
+        {
+            "error": "2 validation errors",
+            "detail": [
+                {"type": "missing", "loc": ["records", 3, "tenure"], "msg": "Field required"},
+                {"type": "json_invalid", "loc": [], "msg": "Invalid JSON"},
+            ],
+        }
+    ).encode()
+    rewritten = json.loads(serving.explain_errors(body) or b"")
+    assert rewritten["error"].startswith("invalid request: records.3.tenure: Field required")
+    assert rewritten["detail"] == "records.3.tenure: Field required; body: Invalid JSON"
+    assert rewritten["errors"][0]["record"] == 3
+    assert "record" not in rewritten["errors"][1]
+    assert serving.explain_errors(b'{"error": "task_id is required"}') is None
+
+
+def run_guard(body: bytes, headers: list[tuple[bytes, bytes]], path: str = "/predict") -> int:
+    """Send one request through the guard around an app that echoes 200; return the status."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    guard = serving.RequestGuard(app, max_body_bytes=1024, routes=["/predict"])
+    chunks = [body[i : i + 100] for i in range(0, len(body), 100)] or [b""]
+    messages = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+        for i, c in enumerate(chunks)
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
+    asyncio.run(guard(scope, receive, send))
+    return int(sent[0]["status"])
+
+
+JSON = [(b"content-type", b"application/json; charset=utf-8")]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "path", "status"),
+    [
+        (b"{}", JSON, "/predict", 200),
+        (b"", [], "/predict", 200),  # no body, no type: the service's own 400 follows
+        (b"{}", [], "/predict", 415),
+        (b"{}", [(b"content-type", b"multipart/form-data")], "/predict", 415),
+        (b"{}", [(b"content-type", b"text/plain")], "/predict", 415),
+        (b" " * 1025, JSON, "/predict", 413),  # chunked, no length declared
+        (b"{}", [*JSON, (b"content-length", b"99999")], "/predict", 413),
+        (b"{}", [*JSON, (b"content-length", b"-1")], "/predict", 413),
+        (b"x" * 2000, [(b"content-type", b"text/plain")], "/metrics", 200),  # not an API
+    ],
+)
+def test_the_guard(body: bytes, headers: list[tuple[bytes, bytes]], path: str, status: int) -> None:
+    assert run_guard(body, headers, path) == status
