@@ -1,0 +1,222 @@
+"""A pull request, simulated: `make report BASE=main` on branches of a scratch repository."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pipelines.report import MARKER
+from tests.scratch import ScratchRepo
+
+pytestmark = pytest.mark.slow
+
+GATED = ("roc_auc", "pr_auc", "log_loss", "brier", "f1")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One `make report`: its process, verdict file and comment, and the PR's registry record."""
+
+    done: subprocess.CompletedProcess[str]
+    gate: dict
+    comment: str
+    registry: dict
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> ScratchRepo:
+    """main with a trained model: `make run` once, outputs committed."""
+    repo = ScratchRepo.create(tmp_path_factory.mktemp("pr"))
+    repo.env["UV_PROJECT_ENVIRONMENT"] = sys.prefix  # `uv sync` finds it in sync: no install
+    repo.run("make", "run")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "trained model")
+    return repo
+
+
+def switch(repo: ScratchRepo, branch: str) -> None:
+    """Check out a branch and its DVC outputs (from the cache)."""
+    repo.run("git", "checkout", "-qf", branch)
+    repo.dvc("checkout", "--force", "-q")
+
+
+def open_pr(repo: ScratchRepo, branch: str, edits: dict[str, str]) -> None:
+    """Branch off main, edit params.yaml (regex: replacement), reproduce and commit."""
+    switch(repo, "main")
+    repo.run("git", "checkout", "-qb", branch)
+    params = repo.path / "params.yaml"
+    text = params.read_text()
+    for pattern, replacement in edits.items():
+        text, count = re.subn(pattern, replacement, text, count=1, flags=re.MULTILINE)
+        assert count == 1, pattern
+    params.write_text(text)
+    repo.dvc("repro")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", branch)
+
+
+def report(repo: ScratchRepo, base: str = "main") -> Run:
+    """`make report BASE=base`. Make turns a failed recipe into its own exit 2; the report's
+    exit code is in the verdict file and in make's "Error N" line."""
+    done = repo.run("make", "report", f"BASE={base}", check=False)
+    return Run(
+        done,
+        json.loads(repo.read("reports/gate.json")),
+        repo.read("reports/pr-comment.md").decode(),
+        json.loads(repo.read("models/registry.json")),
+    )
+
+
+def table_row(comment: str, name: str) -> list[str]:
+    row = next(line for line in comment.splitlines() if line.startswith(f"| {name} |"))
+    return [cell.strip() for cell in row.strip("|").split("|")]
+
+
+@pytest.fixture(scope="module")
+def worse(project: ScratchRepo) -> Run:
+    """A pull request with clearly worse params: 5 stumps instead of 300 trees of depth 3."""
+    open_pr(
+        project,
+        "worse",
+        {
+            r"^    n_estimators: 300": "    n_estimators: 5",
+            r"^    max_depth: 3": "    max_depth: 1",
+        },
+    )
+    return report(project)
+
+
+@pytest.fixture(scope="module")
+def reseeded(project: ScratchRepo) -> Run:
+    """A pull request that only changes train.seed."""
+    open_pr(project, "reseed", {r"^(train:\n(?:  .*\n)*?)  seed: 42": r"\1  seed: 7"})
+    return report(project)
+
+
+def test_worse_params_fail_the_gate_naming_the_metrics(worse: Run) -> None:
+    assert worse.done.returncode != 0, worse.done.stderr
+    assert "report] Error 1" in worse.done.stderr  # the report exited 1: the gate failed
+    assert worse.gate["exit_code"] == 1
+    verdict = worse.comment.splitlines()[0]
+    assert verdict.startswith("❌ **Gate failed** against `main`")
+    assert "regressed beyond tolerance: roc_auc, pr_auc, log_loss, brier, f1" in verdict
+    assert verdict in worse.done.stdout.splitlines()
+    assert worse.gate["verdict"] == "fail"
+    assert worse.gate["mode"] == "paired"
+    assert worse.gate["base"]["source"] == "DVC"
+    assert worse.gate["metrics"]["roc_auc"]["verdict"] == "regressed"
+    assert "| train.xgboost.n_estimators | 300 | 5 |" in worse.comment
+    assert "report: getting the outputs of main" in worse.done.stderr
+    assert worse.comment.rstrip().endswith(MARKER)
+
+
+def test_the_comment_shows_the_numbers_of_the_metrics_files(
+    project: ScratchRepo, worse: Run
+) -> None:
+    base = json.loads(project.run("git", "show", "main:eval/metrics.json").stdout)
+    pr = json.loads(project.run("git", "show", "worse:eval/metrics.json").stdout)
+    assert base != pr
+    for name in GATED:
+        cells = table_row(worse.comment, name)
+        assert float(cells[2]) == base[name], name
+        assert float(cells[3]) == pr[name], name
+        assert worse.gate["metrics"][name]["base"] == base[name]
+        assert worse.gate["metrics"][name]["pr"] == pr[name]
+    assert f"| MLflow run | `{worse.registry['run_id']}` |" not in worse.comment  # base first
+    assert f"` | `{worse.registry['run_id']}` |" in worse.comment
+    assert f"` | `{worse.registry['model_uri']}` |" in worse.comment
+    assert worse.comment.count("xychart-beta") == 2
+
+
+def test_another_train_seed_passes(reseeded: Run) -> None:
+    assert reseeded.done.returncode == 0, reseeded.done.stdout + reseeded.done.stderr
+    assert reseeded.comment.startswith("✅ **Gate passed** against `main`")
+    assert reseeded.gate["verdict"] == "pass"
+    assert reseeded.gate["mode"] == "paired"
+    assert "| train.seed | 42 | 7 |" in reseeded.comment
+    assert all(m["verdict"] != "regressed" for m in reseeded.gate["metrics"].values())
+    assert reseeded.gate["metrics"]["roc_auc"]["delta"] != 0  # a different model all the same
+
+
+def test_base_missing_from_the_cache_is_reproduced_in_a_worktree(
+    project: ScratchRepo, reseeded: Run, tmp_path: Path
+) -> None:
+    switch(project, "reseed")
+    # An empty DVC cache and no remote, as on a fresh CI runner: main's outputs are nowhere
+    project.dvc("cache", "dir", "--local", str(tmp_path / "empty-cache"))
+    try:
+        again = report(project)
+    finally:
+        project.dvc("cache", "dir", "--local", "--unset")
+    assert again.done.returncode == 0, again.done.stderr
+    assert "reproducing main in a worktree" in again.done.stderr
+    assert "Running stage 'train'" in again.done.stderr
+    assert "Running stage 'register'" not in again.done.stderr  # no model version for BASE
+    assert again.gate["base"]["source"] == "reproduced"
+    # main reproduces the same model, so the comparison is the one made with the cached outputs
+    assert again.gate["metrics"] == reseeded.gate["metrics"]
+    worktrees = project.run("git", "worktree", "list", "--porcelain").stdout
+    assert worktrees.count("worktree ") == 1
+    assert "reproduced from its code and data in a temporary worktree" in again.comment
+    assert (tmp_path / "empty-cache").exists()  # BASE's outputs were cached for the next time
+
+
+def test_the_first_model_is_held_to_the_floors_only(project: ScratchRepo, tmp_path: Path) -> None:
+    switch(project, "main")
+    # A base commit without a model: main's tree minus dvc.lock and the evaluation files
+    env = project.env | {"GIT_INDEX_FILE": str(tmp_path / "index")}
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=project.path, env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    git("read-tree", "main")
+    git("rm", "-q", "--cached", "-r", "dvc.lock", "eval")
+    commit = git("commit-tree", git("write-tree"), "-p", "main", "-m", "before the first model")
+    git("branch", "-f", "nomodel", commit)
+
+    first = report(project, "nomodel")
+    assert first.done.returncode == 0, first.done.stderr
+    assert first.comment.startswith("✅ **Gate passed (first model)**: `nomodel`")
+    assert first.gate["mode"] == "first model"
+    assert first.gate["base"]["source"] == "none"
+    metrics = json.loads(project.read("eval/metrics.json"))
+    for name in GATED:
+        assert first.gate["metrics"][name]["verdict"] == "new"
+        assert first.gate["metrics"][name]["base"] is None
+        assert first.gate["metrics"][name]["pr"] == metrics[name]
+
+
+def test_what_cannot_be_compared_exits_2_with_the_reason(project: ScratchRepo) -> None:
+    switch(project, "main")
+    unknown = report(project, "no-such-branch")
+    assert unknown.done.returncode == 2
+    assert "report] Error 2" in unknown.done.stderr
+    assert unknown.gate["exit_code"] == 2
+    assert "error: could not compare with no-such-branch: 'no-such-branch' is not a commit" in (
+        unknown.done.stderr
+    )
+    assert unknown.gate["verdict"] == "error"
+    assert "git fetch" in unknown.gate["reason"]
+    assert unknown.comment.startswith("⚠️ **Could not compare**")
+
+    params = project.path / "params.yaml"
+    original = params.read_text()
+    params.write_text(original.replace("max_depth: 3", "max_depth: 4"))
+    try:
+        stale = report(project)
+    finally:
+        params.write_text(original)
+    assert "report] Error 2" in stale.done.stderr
+    assert "outputs are stale (stages train" in stale.gate["reason"]
+    assert "run `dvc repro` first" in stale.gate["reason"]
+    assert any(
+        line.startswith("error: could not compare") for line in stale.done.stderr.splitlines()
+    )
