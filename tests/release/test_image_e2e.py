@@ -1,0 +1,92 @@
+"""The pure parts of `make image-e2e`: configs, the base image name, limits, records, timings."""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+
+import numpy as np
+import pytest
+import yaml
+
+from pipelines import image_e2e
+
+
+def test_missing_tools_are_named_by_debian_package() -> None:
+    present = {"buildah", "podman", "runc"}
+    missing = image_e2e.missing_tools(lambda c: f"/usr/bin/{c}" if c in present else None)
+    assert missing == ["debootstrap", "docker-registry", "skopeo"]
+    assert image_e2e.missing_tools(lambda c: f"/usr/bin/{c}") == []
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "name"),
+    [
+        (
+            "# x\nFROM python:3.11-slim AS base-container\nRUN true\n",
+            "docker.io/library/python:3.11-slim",
+        ),
+        ("FROM --platform=linux/amd64 bitnami/python:3.11\n", "docker.io/bitnami/python:3.11"),
+        ("FROM ghcr.io/o/base:1\nFROM python:3\n", "ghcr.io/o/base:1"),
+        ("from localhost/base:1\n", "localhost/base:1"),
+    ],
+)
+def test_base_image_is_the_first_from_fully_qualified(dockerfile: str, name: str) -> None:
+    assert image_e2e.base_image(dockerfile) == name
+
+
+def test_a_dockerfile_without_from_is_an_error() -> None:
+    with pytest.raises(image_e2e.PipelineError, match="no FROM"):
+        image_e2e.base_image("RUN true\n")
+
+
+def test_configs_parse_and_keep_state_where_told(tmp_path) -> None:
+    storage = tomllib.loads(image_e2e.storage_conf(tmp_path))["storage"]
+    assert storage == {
+        "driver": "vfs",
+        "runroot": f"{tmp_path}/run",
+        "graphroot": f"{tmp_path}/graph",
+    }
+    containers = tomllib.loads(image_e2e.containers_conf(20000, 32768))
+    assert containers["containers"]["default_ulimits"] == [
+        "nofile=20000:20000",
+        "nproc=32768:32768",
+    ]
+    assert containers["engine"]["runtime"] == "runc"
+    assert tomllib.loads(image_e2e.registries_conf())["unqualified-search-registries"] == [
+        "docker.io"
+    ]
+    registry = yaml.safe_load(image_e2e.registry_config(5123, tmp_path / "r"))
+    assert registry["http"] == {"addr": "127.0.0.1:5123"}
+    assert registry["storage"]["filesystem"]["rootdirectory"] == str(tmp_path / "r")
+    assert "auth" not in registry
+
+
+def test_process_limit_stays_under_conmons() -> None:
+    assert image_e2e.nproc_limit(96365, 32768) == 32768
+    assert image_e2e.nproc_limit(4096, 32768) == 4096
+    assert image_e2e.nproc_limit(-1, 32768) == 32768
+
+
+def test_rootfs_cache_key_follows_what_it_is_built_from() -> None:
+    key = image_e2e.rootfs_key("bookworm", ("python3", "ca-certificates"), "http://m")
+    assert key == image_e2e.rootfs_key("bookworm", ("ca-certificates", "python3"), "http://m")
+    assert key != image_e2e.rootfs_key("bookworm", ("python3",), "http://m")
+    assert key != image_e2e.rootfs_key("trixie", ("python3", "ca-certificates"), "http://m")
+
+
+def test_request_record_is_plain_json() -> None:
+    record = image_e2e.request_record(
+        {"tenure": np.int64(3), "total_charges": np.float64(math.nan), "contract": "One year"}
+    )
+    assert record == {"tenure": 3, "total_charges": None, "contract": "One year"}
+    assert json.loads(json.dumps(record, allow_nan=False)) == record
+
+
+def test_timing_table_lists_every_step_and_the_total() -> None:
+    table = image_e2e.timing_table([("bento", 8.24, "ok"), ("image", 132.0, "FAILED")])
+    lines = table.splitlines()
+    assert lines[2].split() == ["bento", "8.2", "ok"]
+    assert lines[3].split() == ["image", "132.0", "FAILED"]
+    assert lines[-1].split() == ["total", "140.2"]
