@@ -10,7 +10,7 @@ PORT ?= 3000
 .PHONY: help install data schema repro run test lint format bench metrics mlflow-ui
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 install: ## create .venv from uv.lock (Python packages only)
 	@# Bytecode compiled once here: with PYTHONDONTWRITEBYTECODE set (common in CI images) every
@@ -36,7 +36,7 @@ metrics: ## show the current metrics and their change against the last commit
 test: install ## the whole test suite
 	$(RUN) pytest $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" && exit 0; exit $$rc; }
 
-lint: install ## ruff, format check, type check
+lint: install lint-workflows lint-deploy ## ruff, format check, type check, workflow and manifest checks
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
@@ -45,9 +45,101 @@ format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
-bench: install ## benchmarks: pipeline wall time, train stage vs a bare fit, no-op repro
+bench: install ## benchmarks: the pipeline (train vs a bare fit, no-op repro) and serving (vs naive, MLflow, bare)
 	$(RUN) python -m benchmarks.pipeline
+	$(RUN) python -m benchmarks.serving
 
 mlflow-ui: install ## browse MLflow runs and registered models on http://127.0.0.1:5000
 	$(RUN) mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri \
 		"$$($(RUN) python -c 'import pipelines.register as r; print(r.tracking_uri())')"
+
+# Workflow checks, the pull request comment and the lock check (what .github/workflows/ runs)
+.PHONY: lint-workflows comment check-lock
+COMMENT ?= reports/pr-comment.md
+
+lint-workflows: install ## zizmor, actionlint (with shellcheck when installed), JSON schemas of .github/
+	$(RUN) zizmor --offline .github/workflows
+	$(RUN) actionlint
+	$(RUN) check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(RUN) check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
+
+comment: ## post or update the report comment on pull request PR=<number> (GITHUB_TOKEN, GITHUB_REPOSITORY)
+	python3 pipelines/comment.py --pr "$(PR)" --body-file "$(COMMENT)"
+
+check-lock: install ## dvc repro, then fail if the committed dvc.lock differs from what it reproduces
+	$(RUN) python -m pipelines.lockcheck
+
+# The bento, its image under an immutable tag, the push by digest, the SBOM; and the whole
+# merge-to-deploy path on one machine without a Docker engine (buildah, a local registry, podman)
+.PHONY: bento image push sbom image-e2e
+IMAGE_REPO ?= localhost/churn-model
+BACKEND ?=
+BENTO_REPORT := reports/bento.json
+IMAGE_REPORT := reports/image.json
+SBOM := reports/sbom.spdx.json
+
+bento: install ## import the current model into BentoML's store, build the bento (reports/bento.json)
+	$(RUN) python -m pipelines.serving import
+	$(RUN) python -m pipelines.release bento --bentofile bentofile.yaml --out $(BENTO_REPORT)
+
+image: install ## build IMAGE_REPO:<bento version>-<commit> (BACKEND=docker|buildah; reports/image.json)
+	$(RUN) python -m pipelines.release image --bento-report $(BENTO_REPORT) --repo "$(IMAGE_REPO)" \
+		--backend "$(BACKEND)" --out $(IMAGE_REPORT)
+
+push: install ## push the image of reports/image.json, never over an existing tag; record its digest
+	$(RUN) python -m pipelines.release push --report $(IMAGE_REPORT)
+
+sbom: install ## SPDX JSON SBOM of that image (syft): reports/sbom.spdx.json
+	$(RUN) python -m pipelines.release sbom --report $(IMAGE_REPORT) --out $(SBOM)
+
+image-e2e: install ## bento -> image (buildah) -> local registry -> podman -> /predict -> staging manifest
+	$(RUN) python -m pipelines.image_e2e
+
+# The pull-request gate and comment: compare the workspace's model with the one at BASE
+.PHONY: report
+BASE ?= main
+
+report: install ## gate the workspace model against BASE=<git ref> (default main): reports/pr-comment.md, exit 0/1/2
+	$(RUN) python -m pipelines.report --base "$(BASE)" --comment reports/pr-comment.md --json reports/gate.json
+
+# GitOps manifests: the image each Kustomize overlay deploys, and the checks of deploy/
+.PHONY: set-image show-image lint-deploy
+DEPLOY ?= deploy
+KUBERNETES_VERSION ?= 1.37.0
+CHECKOV ?= $(UV) tool run --from checkov==3.3.30 checkov
+
+set-image: ## write IMAGE=<repo>@sha256:<digest> into deploy/overlays/OVERLAY (staging|production)
+	$(RUN) python -m pipelines.manifests --overlays $(DEPLOY)/overlays set "$(OVERLAY)" "$(IMAGE)"
+
+show-image: ## print the image that deploy/overlays/OVERLAY deploys (nothing else on stdout)
+	@$(RUN) python -m pipelines.manifests --overlays $(DEPLOY)/overlays show "$(OVERLAY)"
+
+lint-deploy: ## render every overlay; kubernetes-validate, Argo CD schemas, checkov: zero failures
+	$(RUN) check-jsonschema --check-metaschema $(DEPLOY)/schemas/*.json
+	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/appproject_v1alpha1.json $(DEPLOY)/argocd/project.yaml
+	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/application_v1alpha1.json \
+		$(DEPLOY)/argocd/staging.yaml $(DEPLOY)/argocd/production.yaml
+	for overlay in $(DEPLOY)/overlays/*/; do \
+		echo "kubernetes-validate $$overlay"; \
+		kubectl kustomize "$$overlay" | $(RUN) kubernetes-validate --strict --quiet -k $(KUBERNETES_VERSION) -; \
+	done
+	@# The kustomize framework renders each overlay, base included, and checks the result. The
+	@# base alone is skipped: it has no namespace by design (CKV_K8S_21 would report it).
+	$(CHECKOV) --framework kubernetes,kustomize --skip-download --compact --quiet \
+		-d $(DEPLOY) --skip-path $(DEPLOY)/base
+
+# Batch scoring with the current model, and the serving benchmark on its own
+.PHONY: score bench-serving
+
+score: install ## score a CSV of raw rows: make score INPUT=rows.csv OUTPUT=scores.csv
+	$(if $(and $(INPUT),$(OUTPUT)),,$(error usage: make score INPUT=rows.csv OUTPUT=scores.csv))
+	$(RUN) python -m pipelines.score "$(INPUT)" "$(OUTPUT)"
+
+bench-serving: install ## serving benchmark: service vs FastAPI+pandas, mlflow serve, bare model; batch scorer
+	$(RUN) python -m benchmarks.serving
+
+.PHONY: serve
+serve: install ## serve the current model with BentoML on http://127.0.0.1:$(PORT) (POST /predict, /explain)
+	@# Offline first: no usage reports. The import is content-addressed: the same model is a no-op.
+	BENTOML_DO_NOT_TRACK=True $(RUN) python -m pipelines.serving import
+	BENTOML_DO_NOT_TRACK=True $(RUN) bentoml serve pipelines.service:ChurnService --host 127.0.0.1 --port $(PORT)

@@ -47,10 +47,11 @@ class ServeParams(Section):
 
     max_batch: int = Field(ge=1)
     max_body_bytes: int = Field(ge=1024)
-    workers: int = Field(ge=1)
+    workers: Annotated[int, Field(ge=1)] | Literal["cpu_count"]
     threads: int = Field(ge=1)
     timeout: float = Field(gt=0)
     max_concurrency: int = Field(ge=1)
+    access_log: bool
 
 
 # ---------------------------------------------------------------------------------------------

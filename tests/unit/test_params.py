@@ -9,6 +9,7 @@ import pydantic
 import pytest
 import yaml
 
+from pipelines.gate import GateParams
 from pipelines.params import (
     DataParams,
     EvaluateParams,
@@ -21,6 +22,7 @@ from pipelines.params import (
     load_paths,
     load_section,
 )
+from pipelines.serving import ServeParams
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "params.yaml"
@@ -31,6 +33,8 @@ SECTIONS: dict[str, type[Section]] = {
     "train": TrainParams,
     "evaluate": EvaluateParams,
     "register": RegisterParams,
+    "serve": ServeParams,
+    "gate": GateParams,
 }
 
 TRAIN = {

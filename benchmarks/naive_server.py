@@ -1,0 +1,66 @@
+"""The tutorial way to serve the model, the serving benchmark's baseline.
+
+FastAPI with a pydantic model of the record, one ``pd.DataFrame`` per request, the pipeline's
+:func:`pipelines.featurize.encode` and ``predict_proba``: the pattern most serving tutorials
+teach. It takes the service's request shape and answers with the same probabilities, so the two
+can be compared request for request. Model, schema and threshold come from ``params.yaml`` in the
+working directory.
+
+Run: ``uvicorn benchmarks.naive_server:create_app --factory --host 127.0.0.1 --port 8000``
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the request model built in
+# create_app as a class, not as a name it would look up in this module.
+
+from typing import Any
+
+import pandas as pd
+from fastapi import FastAPI
+from pydantic import BaseModel, create_model
+
+from pipelines.featurize import encode
+from pipelines.params import EvaluateParams, load_paths, load_section
+from pipelines.schema import Schema, load_schema
+from pipelines.train import load_model
+
+TYPES: dict[str, type] = {"integer": int, "number": float, "category": str}
+
+
+def record_model(schema: Schema) -> type[BaseModel]:
+    """A pydantic model of one raw record: a typed field per feature, optional where nullable."""
+    fields: dict[str, Any] = {}
+    for name, feature in schema.features.items():
+        kind = TYPES[feature.type]
+        fields[name] = (kind | None, None) if feature.nullable else (kind, ...)
+    return create_model("Record", **fields)
+
+
+def create_app() -> FastAPI:
+    """Load the current model and build the app (``uvicorn --factory``)."""
+    paths = load_paths()
+    schema = load_schema(paths.schema_)
+    model = load_model(paths.model)
+    threshold = load_section("evaluate", EvaluateParams).threshold
+    positive = schema.target.positive
+    negative = next(value for value in schema.target.values if value != positive)  # noqa: PD011
+    info = {"kind": model.meta["kind"], "features": len(model.meta["features"])}
+
+    record = record_model(schema)
+    request_model = create_model("PredictRequest", records=(list[record], ...))  # type: ignore[valid-type]
+
+    app = FastAPI(title="churn model, tutorial-style")
+
+    @app.post("/predict")
+    def predict(request: request_model) -> dict[str, Any]:  # type: ignore[valid-type]
+        records = request.records  # type: ignore[attr-defined]
+        frame = pd.DataFrame([item.model_dump() for item in records])
+        probabilities = model.predict_proba(encode(frame, schema))
+        return {
+            "predictions": [
+                {"probability": float(p), "label": positive if p >= threshold else negative}
+                for p in probabilities
+            ],
+            "model": info,
+        }
+
+    return app

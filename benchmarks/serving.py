@@ -1,0 +1,706 @@
+"""Serving benchmark: the service against the tutorial pattern, MLflow and the bare model.
+
+Each server runs alone on a free port of 127.0.0.1 with the same number of worker processes
+(``serve.workers``), is checked to answer like the model, warmed up, then loaded by ``wrk`` with
+single-record requests (rows of the real table) at 1, 8 and 32 concurrent clients:
+
+- ours: the BentoML service, ``make serve`` (``pipelines/service.py``);
+- naive: FastAPI + pydantic + a pandas DataFrame per request (``benchmarks/naive_server.py``);
+- mlflow: ``mlflow models serve`` of the registered model. It takes the encoded features (MLflow
+  serves the model, not its featurizer) and its XGBoost flavor answers labels, not
+  probabilities: it is what MLflow gives you, not the same work;
+- bare: ``booster.inplace_predict`` on a prepared float32 row, in-process: the ceiling.
+
+The batch scorer is timed on a 100k-row table sampled from the real one, end to end and as
+encode+predict alone, against the bare model on the prepared 100k-row matrix. ``wrk`` (a C load
+generator, one thread) leaves the cores to the servers, which a Python client would not.
+
+Usage: ``python -m benchmarks.serving [--duration S] [--warmup S]`` (``make bench-serving``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.featurize import encode
+from pipelines.params import EvaluateParams, Paths, load_paths, load_section
+from pipelines.register import tracking_uri
+from pipelines.schema import Schema, load_schema, read_raw
+from pipelines.score import probabilities, read_table, score_file
+from pipelines.serving import ServeParams
+from pipelines.stage import PipelineError, write_json
+from pipelines.train import LoadedModel, load_model
+
+CLIENTS = (1, 8, 32)
+AT = 8  # clients at which the targets are judged
+SPEEDUP_TARGET = 10.0  # ours / naive throughput
+P99_TARGET_MS = 25.0
+BATCH_TARGET = 0.8  # batch encode+predict / bare rows per second
+BATCH_ROWS = 100_000
+BODIES = 200  # distinct request bodies each server is sent, in turn
+CHECKED = 20  # bodies whose answers are compared with the model's own before loading a server
+START_TIMEOUT_S = 240.0
+STOP_TIMEOUT_S = 20.0
+SEED = 0
+MLFLOW_NOTE = "encoded features in, labels out (xgboost pyfunc): what MLflow gives you"
+
+# One request per call, bodies taken in turn; done() prints the figures as one JSON line, in
+# microseconds, so nothing depends on wrk's human-readable units.
+LUA = """\
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {
+%s
+}
+local i = 0
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {"requests": %%d, "duration_us": %%d, "p50_us": %%.1f, "p99_us": %%.1f, ' ..
+    '"connect": %%d, "read": %%d, "write": %%d, "status": %%d, "timeout": %%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+class BenchError(PipelineError):
+    """A benchmark could not be run as specified (no load generator, a server that fails)."""
+
+
+@dataclass(frozen=True)
+class Load:
+    """What one load run measured.
+
+    Attributes:
+        requests: Completed requests (or calls).
+        seconds: How long the run lasted.
+        p50_ms: Median latency.
+        p99_ms: 99th-percentile latency.
+        errors: Failed requests: connection errors, timeouts and non-2xx answers.
+    """
+
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int = 0
+
+    @property
+    def per_second(self) -> float:
+        """Requests (or calls) per second."""
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        """The figures, with the rate, as JSON-able numbers."""
+        return {**asdict(self), "per_second": self.per_second}
+
+
+# ---------------------------------------------------------------------------------------------
+# The load generator
+
+
+def lua_script(bodies: Sequence[str]) -> str:
+    """The wrk script that POSTs ``bodies`` in turn and prints its figures as JSON."""
+    if not bodies:
+        raise ValueError("wrk needs at least one request body")
+    for body in bodies:
+        if "]==]" in body:
+            raise ValueError(f"a body cannot hold the Lua string delimiter ]==]: {body[:80]}")
+    return LUA % ",\n".join(f"  [==[{body}]==]" for body in bodies)
+
+
+def parse_wrk(output: str) -> Load:
+    """Read the figures that the script's ``done()`` printed in wrk's output.
+
+    Raises:
+        BenchError: The output has no such line (wrk failed before the end of its run).
+    """
+    for line in output.splitlines():
+        if line.startswith("BENCH "):
+            figures = json.loads(line.removeprefix("BENCH "))
+            errors = sum(figures[k] for k in ("connect", "read", "write", "status", "timeout"))
+            return Load(
+                requests=int(figures["requests"]),
+                seconds=figures["duration_us"] / 1e6,
+                p50_ms=figures["p50_us"] / 1e3,
+                p99_ms=figures["p99_us"] / 1e3,
+                errors=int(errors),
+            )
+    tail = " | ".join(output.strip().splitlines()[-3:]) or "no output"
+    raise BenchError(f"wrk printed no figures: {tail}")
+
+
+def ensure_wrk() -> str:
+    """The path of wrk; installed from Debian when missing and allowed to.
+
+    Raises:
+        BenchError: wrk is missing and cannot be installed here.
+    """
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing wrk (apt-get install -y wrk)...", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False, capture_output=True)
+        found = shutil.which("wrk")
+        if found:
+            return found
+    raise BenchError("the load generator wrk is not installed: `sudo apt-get install -y wrk`")
+
+
+def run_wrk(wrk: str, url: str, script: Path, clients: int, seconds: float) -> Load:
+    """Load ``url`` with ``clients`` connections for ``seconds`` from one wrk thread."""
+    command = [wrk, "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "10s", "--latency"]
+    done = subprocess.run(
+        [*command, "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=seconds + 60,
+    )
+    return parse_wrk(done.stdout + done.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Request bodies
+
+
+def raw_records(frame: pd.DataFrame, schema: Schema) -> list[dict[str, Any]]:
+    """Raw feature values per row, as JSON types: ints stay ints, missing becomes null."""
+    return list(json.loads(frame[list(schema.features)].to_json(orient="records")))
+
+
+def service_bodies(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Single-record bodies of ``POST /predict`` (ours and naive)."""
+    return [json.dumps({"records": [record]}) for record in records]
+
+
+def mlflow_bodies(frame: pd.DataFrame, schema: Schema, model: LoadedModel) -> list[str]:
+    """Single-row bodies of MLflow's ``POST /invocations``: the encoded features."""
+    x = encode(frame, schema)[model.meta["features"]].astype(np.float64)
+    rows = json.loads(x.to_json(orient="records"))
+    return [json.dumps({"dataframe_records": [row]}) for row in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# Servers
+
+
+@dataclass(frozen=True)
+class Server:
+    """How to start one server and talk to it.
+
+    Attributes:
+        key: Short name in the report and the JSON file.
+        title: What it is, in the table.
+        command: The command line; ``{port}`` is replaced by the port.
+        path: Where requests are POSTed.
+        ready: A GET path that answers 200 once the model is loaded.
+        bodies: The request bodies.
+        expected: What each body must be answered with (same order; probabilities or labels).
+        answer: Reads the prediction out of a response document.
+    """
+
+    key: str
+    title: str
+    command: list[str]
+    path: str
+    ready: str
+    bodies: list[str]
+    expected: list[float]
+    answer: Callable[[dict[str, Any]], float]
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (our own server)
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return 0
+
+
+def _post(url: str, body: str) -> dict[str, Any]:
+    request = urllib.request.Request(  # noqa: S310 (our own server)
+        url, data=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        return dict(json.loads(response.read()))
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop the server's whole process group: SIGTERM, then SIGKILL after a grace period."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; give its workers (same group) a moment, then make sure.
+        time.sleep(0.5)
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        return
+
+
+@contextmanager
+def running(
+    server: Server, log: Path, env: dict[str, str], cwd: Path | None = None
+) -> Iterator[str]:
+    """Start ``server`` on a free port in its own process group; yield its base URL; stop it.
+
+    Raises:
+        BenchError: It exited or did not become ready within ``START_TIMEOUT_S``; the message
+            ends with the tail of its log.
+    """
+    port = free_port()
+    command = [part.replace("{port}", str(port)) for part in server.command]
+    base = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while _get(base + server.ready) != 200:
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-5:])
+                state = "exited" if process.poll() is not None else "was not ready in time"
+                raise BenchError(f"{server.title} {state} ({' '.join(command)}): {tail}")
+            time.sleep(0.5)
+        yield base
+    finally:
+        _stop(process)
+
+
+def check_answers(server: Server, base: str) -> None:
+    """Compare the first answers with the model's own, so every server does the same job.
+
+    Raises:
+        BenchError: A request failed or an answer differs from the model's.
+    """
+    for body, expected in list(zip(server.bodies, server.expected, strict=True))[:CHECKED]:
+        try:
+            got = server.answer(_post(base + server.path, body))
+        except (OSError, KeyError, IndexError, ValueError) as error:
+            raise BenchError(f"{server.title} did not answer {body[:120]}: {error}") from None
+        if abs(got - expected) > 1e-5:
+            raise BenchError(f"{server.title} answered {got} where the model gives {expected}")
+
+
+def measure_server(
+    server: Server, wrk: str, workdir: Path, *, env: dict[str, str], seconds: float, warmup: float
+) -> dict[str, Any]:
+    """Start, check, warm up and load one server at each client count; then stop it."""
+    script = workdir / f"{server.key}.lua"
+    script.write_text(lua_script(server.bodies))
+    print(f"{server.title}: starting...", flush=True)
+    with running(server, workdir / f"{server.key}.log", env) as base:
+        check_answers(server, base)
+        print(f"  answers match the model; warming up {warmup:g} s...", flush=True)
+        run_wrk(wrk, base + server.path, script, AT, warmup)
+        loads: dict[str, Any] = {}
+        for clients in CLIENTS:
+            load = run_wrk(wrk, base + server.path, script, clients, seconds)
+            print(
+                f"  {clients:>2} clients: {load.per_second:8.1f} req/s, p50 {load.p50_ms:.2f} ms,"
+                f" p99 {load.p99_ms:.2f} ms, {load.errors} errors",
+                flush=True,
+            )
+            loads[str(clients)] = load.as_dict()
+    return loads
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process figures
+
+
+def best_seconds(actions: Sequence[Callable[[], Any]], repeat: int) -> list[float]:
+    """The fastest of ``repeat`` calls of each action, taken in turn.
+
+    In turn, so that a busy spell of a shared machine hits every action alike; the fastest,
+    because noise only ever adds time.
+    """
+    times: list[list[float]] = [[] for _ in actions]
+    for _ in range(repeat):
+        for action, spent in zip(actions, times, strict=True):
+            start = time.perf_counter()
+            action()
+            spent.append(time.perf_counter() - start)
+    return [min(spent) for spent in times]
+
+
+def bare_calls(model: LoadedModel, row: np.ndarray, seconds: float) -> Load:
+    """``booster.inplace_predict`` on one prepared float32 row, called for ``seconds``.
+
+    One thread: a single row cannot be split between threads, and handing it to a pool of them
+    costs more than the trees (several times more on a busy machine).
+    """
+    booster = model.model.get_booster().copy()  # type: ignore[attr-defined]
+    booster.set_param({"nthread": 1})
+    for _ in range(200):  # warm-up: thread pool, caches
+        booster.inplace_predict(row)
+    latencies = []
+    start = time.perf_counter()
+    end = start + seconds
+    now = start
+    while now < end:
+        booster.inplace_predict(row)
+        after = time.perf_counter()
+        latencies.append(after - now)
+        now = after
+    ms = np.asarray(latencies) * 1e3
+    return Load(
+        requests=len(latencies),
+        seconds=now - start,
+        p50_ms=float(np.percentile(ms, 50)),
+        p99_ms=float(np.percentile(ms, 99)),
+    )
+
+
+def batch_figures(
+    table: pd.DataFrame, schema: Schema, model: LoadedModel, threshold: float, workdir: Path
+) -> dict[str, float]:
+    """Rows per second of the batch scorer and of the bare model on ``table``.
+
+    Raises:
+        BenchError: The scorer's probabilities differ from the bare model's.
+    """
+    source, target = workdir / "batch.csv", workdir / "scores.csv"
+    table.to_csv(source, index=False)
+    frame = read_table(source)
+    matrix = np.ascontiguousarray(
+        encode(frame, schema)[model.meta["features"]].to_numpy(np.float32)
+    )
+    booster = model.model.get_booster()  # type: ignore[attr-defined]
+    if not np.allclose(probabilities(frame, schema, model), booster.inplace_predict(matrix)):
+        raise BenchError("the batch scorer's probabilities differ from the bare model's")
+    rows = len(frame)
+    print(f"batch: {rows:,} rows, bare model, encode+predict, end to end (best of 5)...")
+    bare, core, whole = best_seconds(
+        [
+            lambda: booster.inplace_predict(matrix),
+            lambda: probabilities(frame, schema, model),
+            lambda: score_file(source, target, schema, model, threshold),
+        ],
+        5,
+    )
+    command = [sys.executable, "-m", "pipelines.score", str(source), str(target)]
+    [cli] = best_seconds([lambda: subprocess.run(command, check=True, capture_output=True)], 1)
+    return {
+        "rows": rows,
+        "bare_rows_per_s": rows / bare,
+        "encode_predict_rows_per_s": rows / core,
+        "end_to_end_rows_per_s": rows / whole,
+        "command_seconds": cli,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+@dataclass(frozen=True)
+class Check:
+    """One ratio or figure of the report, with its target when it has one."""
+
+    name: str
+    value: float | None
+    unit: str
+    target: str = ""
+    passed: bool | None = None
+    note: str = ""
+
+
+def _at(results: dict[str, Any], key: str, figure: str) -> float | None:
+    loads = results["servers"].get(key, {})
+    return loads[str(AT)][figure] if str(AT) in loads else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def checks(results: dict[str, Any]) -> list[Check]:
+    """The ratios and targets of a run (a missing figure gives no value and no verdict)."""
+    ours = _at(results, "ours", "per_second")
+    p99 = _at(results, "ours", "p99_ms")
+    speedup = _ratio(ours, _at(results, "naive", "per_second"))
+    batch = results.get("batch", {})
+    core = _ratio(batch.get("encode_predict_rows_per_s"), batch.get("bare_rows_per_s"))
+    whole = _ratio(batch.get("end_to_end_rows_per_s"), batch.get("bare_rows_per_s"))
+    bare = results.get("bare", {}).get("per_second")
+    return [
+        Check(
+            f"ours / naive throughput, {AT} clients",
+            speedup,
+            "x",
+            f">= {SPEEDUP_TARGET:g}x",
+            None if speedup is None else speedup >= SPEEDUP_TARGET,
+        ),
+        Check(
+            f"ours p99 latency, {AT} clients",
+            p99,
+            " ms",
+            f"<= {P99_TARGET_MS:g} ms",
+            None if p99 is None else p99 <= P99_TARGET_MS,
+        ),
+        Check(
+            f"ours / bare model calls, {AT} clients",
+            _ratio(ours, bare),
+            "x",
+            note="the ceiling: no HTTP, no parsing",
+        ),
+        Check(
+            f"ours / mlflow models serve, {AT} clients",
+            _ratio(ours, _at(results, "mlflow", "per_second")),
+            "x",
+            note=MLFLOW_NOTE,
+        ),
+        Check(
+            "batch encode+predict / bare model rows/s",
+            core,
+            "x",
+            f">= {BATCH_TARGET:g}x",
+            None if core is None else core >= BATCH_TARGET,
+        ),
+        Check(
+            "batch end to end / bare model rows/s",
+            whole,
+            "x",
+            note="read, check, encode, predict, write CSV",
+        ),
+    ]
+
+
+TITLES = {
+    "ours": "ours: BentoML service (make serve)",
+    "naive": "naive: FastAPI + pandas per request",
+    "mlflow": "mlflow models serve",
+}
+
+
+def report(results: dict[str, Any]) -> str:
+    """The table of servers and figures, then the ratios with their verdicts."""
+    lines = []
+    settings = results.get("settings")
+    if settings:
+        lines.append(
+            f"{settings['cores']} cores, load average {settings['load_average_before'][0]:.2f} "
+            f"before and {settings.get('load_average_after', [float('nan')])[0]:.2f} after; "
+            f"{settings['workers']} worker process(es) per server; {settings['load_generator']}, "
+            f"{settings['seconds']:g} s per row after {settings['warmup_seconds']:g} s of warm-up"
+        )
+    lines.append(
+        f"{'server':<40}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+    )
+    for key, title in TITLES.items():
+        loads = results["servers"].get(key)
+        if loads is None or "error" in loads:
+            lines.append(f"{title:<40}  not measured" + (" (below)" if loads else ""))
+            continue
+        for clients in CLIENTS:
+            load = loads[str(clients)]
+            lines.append(
+                f"{title if clients == CLIENTS[0] else '':<40}{clients:>8}"
+                f"{load['per_second']:>10.1f}{load['p50_ms']:>9.2f}{load['p99_ms']:>9.2f}"
+                f"{load['errors']:>8}"
+            )
+    bare = results.get("bare")
+    if bare:
+        lines.append(
+            f"{'bare model, in-process calls/s':<40}{'1':>8}{bare['per_second']:>10.1f}"
+            f"{bare['p50_ms']:>9.2f}{bare['p99_ms']:>9.2f}{'-':>8}"
+        )
+    batch = results.get("batch")
+    if batch:
+        lines += [
+            "",
+            f"{'batch scoring, ' + format(batch['rows'], ',') + ' rows':<42}{'rows/s':>12}",
+            f"  {'bare model, prepared float32 matrix':<40}{batch['bare_rows_per_s']:>12,.0f}",
+            f"  {'pipelines.score: encode+predict':<40}"
+            f"{batch['encode_predict_rows_per_s']:>12,.0f}",
+            f"  {'pipelines.score: end to end':<40}{batch['end_to_end_rows_per_s']:>12,.0f}",
+            f"  {'python -m pipelines.score (with start-up)':<40}"
+            f"{batch['rows'] / batch['command_seconds']:>12,.0f}"
+            f"  ({batch['command_seconds']:.2f} s)",
+        ]
+    lines += ["", f"{'ratio':<44}{'value':>10}  {'target':<12}verdict"]
+    for check in checks(results):
+        value = "n/a" if check.value is None else f"{check.value:.2f}{check.unit}"
+        verdict = {True: "PASS", False: "FAIL", None: "n/a" if check.target else ""}[check.passed]
+        note = f"  ({check.note})" if check.note else ""
+        lines.append(f"{check.name:<44}{value:>10}  {check.target:<12}{verdict}{note}")
+    failed = {k: v["error"] for k, v in results["servers"].items() if "error" in v}
+    if failed:
+        lines += ["", "not measured:", *(f"  {error}" for error in failed.values())]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Putting it together
+
+
+def servers(
+    paths: Paths, schema: Schema, model: LoadedModel, rows: pd.DataFrame, workers: int
+) -> list[Server]:
+    """The three HTTP servers, each with its bodies and the answers the model gives."""
+    venv_bin = Path(sys.executable).parent
+    registry = json.loads(paths.registry.read_text()) if paths.registry.exists() else {}
+    expected = model.predict_proba(encode(rows, schema)).tolist()
+    bodies = service_bodies(raw_records(rows, schema))
+
+    def probability(document: dict[str, Any]) -> float:
+        return float(document["predictions"][0]["probability"])
+
+    def label(document: dict[str, Any]) -> float:
+        return float(document["predictions"][0])
+
+    naive = [
+        *(str(venv_bin / "python"), "-m", "uvicorn", "benchmarks.naive_server:create_app"),
+        *("--factory", "--host", "127.0.0.1", "--port", "{port}", "--workers", str(workers)),
+    ]
+    mlflow = [
+        *(str(venv_bin / "mlflow"), "models", "serve", "-m", registry.get("model_uri", "")),
+        *("--env-manager", "local", "-h", "127.0.0.1", "-p", "{port}", "-w", str(workers)),
+    ]
+    return [
+        Server("naive", TITLES["naive"], naive, "/predict", "/openapi.json", bodies, expected,
+               probability),
+        Server("mlflow", TITLES["mlflow"], mlflow, "/invocations", "/ping",
+               mlflow_bodies(rows, schema, model), [float(p >= 0.5) for p in expected], label),
+        Server("ours", TITLES["ours"], ["make", "--no-print-directory", "serve", "PORT={port}"],
+               "/predict", "/readyz", bodies, expected, probability),
+    ]  # fmt: skip
+
+
+def service_workers() -> int:
+    """Worker processes of the service (``serve.workers``); every server gets as many.
+
+    ``cpu_count`` is what BentoML would start here: one per CPU this process may run on.
+    """
+    workers = load_section("serve", ServeParams).workers
+    return len(os.sched_getaffinity(0)) if workers == "cpu_count" else workers
+
+
+def server_env(paths: Paths) -> dict[str, str]:
+    """The servers' environment: this venv first on PATH, the local MLflow store, offline."""
+    venv_bin = str(Path(sys.executable).parent)
+    return os.environ | {
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_TRACKING_URI": tracking_uri(paths.mlflow),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "PYTHONPATH": str(Path.cwd()),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every measurement; the results as a JSON-able document."""
+    wrk = ensure_wrk()
+    paths = load_paths()
+    schema = load_schema(paths.schema_)
+    model = load_model(paths.model)
+    if model.meta["kind"] != "xgboost":
+        raise BenchError("the benchmark's ceiling is an XGBoost booster: set train.model: xgboost")
+    threshold = load_section("evaluate", EvaluateParams).threshold
+    table = read_raw(paths.raw)
+    rows = table.sample(BODIES, random_state=SEED).reset_index(drop=True)
+    workers = service_workers()
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f}, {os.cpu_count()} cores; {workers} worker(s) per server")
+    results: dict[str, Any] = {
+        "settings": {
+            "seconds": args.duration,
+            "warmup_seconds": args.warmup,
+            "clients": list(CLIENTS),
+            "workers": workers,
+            "load_generator": "wrk, 1 thread",
+            "cores": os.cpu_count(),
+            "load_average_before": list(load),
+        },
+        "servers": {},
+    }
+
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as scratch:
+        workdir = Path(scratch)
+        big = table.sample(BATCH_ROWS, replace=True, random_state=SEED).reset_index(drop=True)
+        results["batch"] = batch_figures(big, schema, model, threshold, workdir)
+        print(f"bare model: one prepared row, {args.duration:g} s...", flush=True)
+        row = np.ascontiguousarray(
+            encode(rows.head(1), schema)[model.meta["features"]].to_numpy(np.float32)
+        )
+        results["bare"] = bare_calls(model, row, args.duration).as_dict()
+        env = server_env(paths)
+        for server in servers(paths, schema, model, rows, workers):
+            try:
+                results["servers"][server.key] = measure_server(
+                    server, wrk, workdir, env=env, seconds=args.duration, warmup=args.warmup
+                )
+            except BenchError as error:
+                print(f"  FAILED: {error}", file=sys.stderr, flush=True)
+                results["servers"][server.key] = {"error": str(error)}
+    results["settings"]["load_average_after"] = list(os.getloadavg())
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure, print the table and the ratios, write the figures to a JSON file.
+
+    Returns:
+        0 when every server was measured, 1 when one could not be.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10, help="seconds per measured run")
+    parser.add_argument("--warmup", type=float, default=5, help="seconds of warm-up per server")
+    parser.add_argument("--out", type=Path, default=Path("reports/bench-serving.json"))
+    args = parser.parse_args(argv)
+    try:
+        results = run(args)
+    except BenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    results["checks"] = [asdict(check) for check in checks(results)]
+    print()
+    print(report(results))
+    write_json(args.out, results)
+    print(f"\nwrote {args.out}")
+    return 1 if any("error" in loads for loads in results["servers"].values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
