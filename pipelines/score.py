@@ -27,6 +27,7 @@ import pandas as pd
 from pipelines.featurize import encode
 from pipelines.params import EvaluateParams, load_paths, load_section
 from pipelines.schema import Feature, Schema, load_schema, read_raw
+from pipelines.serving import Scorer
 from pipelines.stage import PipelineError, run_stage, write_atomically
 from pipelines.train import LoadedModel, load_model
 
@@ -190,7 +191,8 @@ def probabilities(frame: pd.DataFrame, schema: Schema, model: LoadedModel) -> np
             f"the model was trained on features the schema no longer produces "
             f"({', '.join(missing[:MAX_EXAMPLES])}): retrain it with `dvc repro`"
         )
-    return model.predict_proba(x)
+    # A float32 matrix in the model's column order: XGBoost scores it in place, as the service does.
+    return Scorer.of(model).probability(x[features].to_numpy(dtype=np.float32))
 
 
 def score(

@@ -20,7 +20,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -37,6 +37,9 @@ from pipelines.params import (
 )
 from pipelines.schema import Schema, load_schema
 from pipelines.stage import PipelineError, run_stage
+
+if TYPE_CHECKING:
+    from pipelines.train import LoadedModel
 
 SCHEMA_FILE = "schema.yaml"
 STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
@@ -240,6 +243,21 @@ class Scorer:
     model: Any
     columns: tuple[str, ...]
 
+    @classmethod
+    def of(cls, loaded: LoadedModel, threads: int | None = None) -> Scorer:
+        """The scorer of a model read by :func:`pipelines.train.load_model`.
+
+        Args:
+            loaded: The model and its ``meta.json``.
+            threads: XGBoost's OpenMP threads; ``None`` keeps its default (all cores).
+        """
+        model: Any = loaded.model
+        if loaded.meta["kind"] == "xgboost":
+            model = model.get_booster()
+            if threads is not None:
+                model.set_param({"nthread": threads})
+        return cls(kind=loaded.meta["kind"], model=model, columns=tuple(loaded.meta["features"]))
+
     def probability(self, x: np.ndarray) -> np.ndarray:
         """Positive-class probability per row."""
         if self.kind == "xgboost":
@@ -352,12 +370,6 @@ def load_served(directory: Path, info: Mapping[str, Any], tag: str) -> ServedMod
     loaded = load_model(directory)
     schema = load_schema(Path(directory) / SCHEMA_FILE)
     encoder = RowEncoder.from_schema(schema, loaded.meta["features"])
-    kind = loaded.meta["kind"]
-    model: Any = loaded.model
-    if kind == "xgboost":
-        model = model.get_booster()
-        # One request is one row or a small batch: OpenMP threads cost more than they give.
-        model.set_param({"nthread": 1})
     target = schema.target
     negative = next(value for value in target.values if value != target.positive)  # noqa: PD011
     block = ModelBlock(
@@ -372,7 +384,8 @@ def load_served(directory: Path, info: Mapping[str, Any], tag: str) -> ServedMod
     return ServedModel(
         schema=schema,
         encoder=encoder,
-        scorer=Scorer(kind=kind, model=model, columns=encoder.columns),
+        # One request is one row or a small batch: OpenMP threads cost more than they give.
+        scorer=Scorer.of(loaded, threads=1),
         threshold=float(info["threshold"]),
         positive=target.positive,
         negative=negative,

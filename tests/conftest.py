@@ -13,6 +13,7 @@ from pipelines import featurize, train
 from pipelines.data import load_packaged_table
 from pipelines.params import DataParams, FeaturizeParams, TrainParams, load_paths, load_section
 from pipelines.schema import Schema, load_schema
+from tests.scratch import ScratchRepo
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params.yaml"
@@ -88,3 +89,12 @@ def fit_on(raw: pd.DataFrame, schema: Schema, params: TrainParams) -> Trained:
 def trained(raw: pd.DataFrame, schema: Schema) -> Trained:
     """The default model (params.yaml as committed), trained in memory."""
     return fit_on(raw, schema, load_section("train", TrainParams, PARAMS))
+
+
+@pytest.fixture(scope="session")
+def trained_repo(tmp_path_factory: pytest.TempPathFactory) -> ScratchRepo:
+    """A scratch copy of the project where `make data` and `dvc repro` have run (slow tests)."""
+    repo = ScratchRepo.create(tmp_path_factory.mktemp("trained"))
+    repo.python("-m", "pipelines.data")
+    repo.dvc("repro")
+    return repo

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import tarfile
 import tomllib
@@ -17,13 +16,12 @@ from tests.scratch import ROOT, ScratchRepo
 pytestmark = pytest.mark.slow
 
 
-def test_make_bento_builds_a_traceable_bento_of_the_current_model(tmp_path: Path) -> None:
-    if not (ROOT / "models/model/meta.json").exists():
-        pytest.skip("no trained model in the workspace: run `make run` first")
-    repo = ScratchRepo.create(tmp_path / "project")
-    shutil.copytree(ROOT / "models/model", repo.path / "models/model")
+def test_make_bento_builds_a_traceable_bento_of_the_current_model(
+    trained_repo: ScratchRepo, tmp_path: Path
+) -> None:
     home = tmp_path / "bentoml"
-    repo.env |= {"UV_PROJECT_ENVIRONMENT": sys.prefix, "BENTOML_HOME": str(home)}
+    env = {"UV_PROJECT_ENVIRONMENT": sys.prefix, "BENTOML_HOME": str(home)}
+    repo = ScratchRepo(trained_repo.path, trained_repo.env | env)
 
     repo.run("make", "bento")
 
@@ -34,7 +32,7 @@ def test_make_bento_builds_a_traceable_bento_of_the_current_model(tmp_path: Path
     assert labels["git_commit"] == commit
     assert labels["data_md5"] == yaml.safe_load(repo.read("data.dvc"))["outs"][0]["md5"]
     assert labels["roc_auc"] == str(json.loads(repo.read("eval/metrics.json"))["roc_auc"])
-    assert "mlflow_run_id" not in labels  # the copy has no MLflow registration
+    assert labels["mlflow_run_id"] == json.loads(repo.read("models/registry.json"))["run_id"]
     bento_dir = home / "bentos" / name / version
     stored = yaml.safe_load((bento_dir / "bento.yaml").read_text())
     assert stored["labels"] == labels
@@ -64,8 +62,5 @@ def test_make_bento_builds_a_traceable_bento_of_the_current_model(tmp_path: Path
         files = {m.name.removeprefix("./"): m for m in exported.getmembers() if m.isfile()}
         model = [n for n in files if n.startswith("models/") and n.endswith("model.ubj")]
         assert len(model) == 1
-        assert (
-            exported.extractfile(files[model[0]]).read()
-            == (ROOT / "models/model/model.ubj").read_bytes()
-        )
+        assert exported.extractfile(files[model[0]]).read() == repo.read("models/model/model.ubj")
     assert report["models"] == [f"{name}:{model[0].split('/')[2]}"]

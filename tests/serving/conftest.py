@@ -101,12 +101,9 @@ def start(repo: ScratchRepo, env: dict[str, str], tag: str, log: Path) -> Server
 
 
 @pytest.fixture(scope="session")
-def project(tmp_path_factory: pytest.TempPathFactory) -> ScratchRepo:
+def project(trained_repo: ScratchRepo) -> ScratchRepo:
     """A scratch copy of the project where `make data` and `dvc repro` have run."""
-    repo = ScratchRepo.create(tmp_path_factory.mktemp("project"))
-    repo.python("-m", "pipelines.data")
-    repo.dvc("repro")
-    return repo
+    return trained_repo
 
 
 @pytest.fixture(scope="session")
