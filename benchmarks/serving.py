@@ -1,8 +1,8 @@
 """Serving benchmark: the service against the tutorial pattern, MLflow and the bare model.
 
 Each server runs alone on a free port of 127.0.0.1 with the same number of worker processes
-(``serve.workers``), is checked to answer like the model, warmed up, then loaded by ``wrk`` with
-single-record requests (rows of the real table) at 1, 8 and 32 concurrent clients:
+(``--workers``, 1 by default), is checked to answer like the model, warmed up, then loaded by
+``wrk`` with single-record requests (rows of the real table) at 1, 8 and 32 concurrent clients:
 
 - ours: the BentoML service, ``make serve`` (``pipelines/service.py``);
 - naive: FastAPI + pydantic + a pandas DataFrame per request (``benchmarks/naive_server.py``);
@@ -15,7 +15,8 @@ The batch scorer is timed on a 100k-row table sampled from the real one, end to 
 encode+predict alone, against the bare model on the prepared 100k-row matrix. ``wrk`` (a C load
 generator, one thread) leaves the cores to the servers, which a Python client would not.
 
-Usage: ``python -m benchmarks.serving [--duration S] [--warmup S]`` (``make bench-serving``)
+Usage: ``python -m benchmarks.serving [--duration S] [--warmup S] [--workers N]``
+(``make bench-serving``)
 """
 
 from __future__ import annotations
@@ -42,11 +43,10 @@ import numpy as np
 import pandas as pd
 
 from pipelines.featurize import encode
-from pipelines.params import EvaluateParams, Paths, load_paths, load_section
+from pipelines.params import EvaluateParams, Paths, RegisterParams, load_paths, load_section
 from pipelines.register import tracking_uri
 from pipelines.schema import Schema, load_schema, read_raw
 from pipelines.score import probabilities, read_table, score_file
-from pipelines.serving import ServeParams
 from pipelines.stage import PipelineError, write_json
 from pipelines.train import LoadedModel, load_model
 
@@ -609,22 +609,19 @@ def servers(
     ]  # fmt: skip
 
 
-def service_workers() -> int:
-    """Worker processes of the service (``serve.workers``); every server gets as many.
+def server_env(paths: Paths, workers: int) -> dict[str, str]:
+    """The servers' environment: this venv first on PATH, the local MLflow store, offline.
 
-    ``cpu_count`` is what BentoML would start here: one per CPU this process may run on.
+    BentoML takes the worker count from ``serve.workers``; a configuration override sets it to
+    the bench's, so that every server runs as many processes.
     """
-    workers = load_section("serve", ServeParams).workers
-    return len(os.sched_getaffinity(0)) if workers == "cpu_count" else workers
-
-
-def server_env(paths: Paths) -> dict[str, str]:
-    """The servers' environment: this venv first on PATH, the local MLflow store, offline."""
     venv_bin = str(Path(sys.executable).parent)
+    service = load_section("register", RegisterParams).model_name
     return os.environ | {
         "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
         "MLFLOW_TRACKING_URI": tracking_uri(paths.mlflow),
         "BENTOML_DO_NOT_TRACK": "True",
+        "BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {service: {"workers": workers}}}),
         "PYTHONPATH": str(Path.cwd()),
     }
 
@@ -640,7 +637,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     threshold = load_section("evaluate", EvaluateParams).threshold
     table = read_raw(paths.raw)
     rows = table.sample(BODIES, random_state=SEED).reset_index(drop=True)
-    workers = service_workers()
+    workers = args.workers
     load = os.getloadavg()
     print(f"load average {load[0]:.2f}, {os.cpu_count()} cores; {workers} worker(s) per server")
     results: dict[str, Any] = {
@@ -665,7 +662,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             encode(rows.head(1), schema)[model.meta["features"]].to_numpy(np.float32)
         )
         results["bare"] = bare_calls(model, row, args.duration).as_dict()
-        env = server_env(paths)
+        env = server_env(paths, workers)
         for server in servers(paths, schema, model, rows, workers):
             try:
                 results["servers"][server.key] = measure_server(
@@ -687,6 +684,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10, help="seconds per measured run")
     parser.add_argument("--warmup", type=float, default=5, help="seconds of warm-up per server")
+    # One process per server compares the stacks per core. With two, the kernel hands the 8
+    # keep-alive connections to the processes unevenly, anywhere from 4+4 to 8+0 from one run to
+    # the next, which moves any server's figure by up to 2x and says nothing about the stack.
+    parser.add_argument("--workers", type=int, default=1, help="worker processes per server")
     parser.add_argument("--out", type=Path, default=Path("reports/bench-serving.json"))
     args = parser.parse_args(argv)
     try:
