@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = load_paths()
     params = load_section("data", DataParams)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dvc-file", type=Path, default=Path(f"{paths.data}.dvc"))
+    parser.add_argument("--dvc-file", type=Path, default=paths.data_dvc)
     parser.add_argument("--raw", type=Path, default=paths.raw)
     args = parser.parse_args(argv)
 

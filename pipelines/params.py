@@ -39,6 +39,11 @@ class Paths(Section):
     registry: Path
     mlflow: Path
 
+    @property
+    def data_dvc(self) -> Path:
+        """The ``.dvc`` file that records the hash of ``data``."""
+        return self.data.with_name(self.data.name + ".dvc")
+
 
 class DataParams(Section):
     """Where the offline copy of the raw table comes from (none: DVC only)."""

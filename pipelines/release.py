@@ -321,9 +321,7 @@ def build_bento(bentofile: Path, out: Path) -> BentoReport:
     meta = read(paths.model / "meta.json", "make run")
     metrics = read(paths.metrics, "make run")
     registry = read(paths.registry, "make run") if paths.registry.exists() else None
-    labels = bento_labels(
-        git_state(), data_hash(Path(f"{paths.data}.dvc")), meta, metrics, registry
-    )
+    labels = bento_labels(git_state(), data_hash(paths.data_dvc), meta, metrics, registry)
 
     import bentoml
 

@@ -320,7 +320,7 @@ def gate_rules_changed(root: Path, commit: str) -> bool:
 
 def data_md5(root: Path, commit: str, paths: Paths) -> tuple[str | None, str | None]:
     """The data hash in the ``.dvc`` file of ``paths.data`` at ``commit`` and in the workspace."""
-    name = f"{paths.data.as_posix()}.dvc"
+    name = paths.data_dvc.as_posix()
 
     def md5(text: str | None) -> str | None:
         outs = (yaml.safe_load(text) or {}).get("outs") if text else None

@@ -16,7 +16,6 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -580,7 +579,7 @@ class Sources:
             schema=paths.schema_,
             registry=paths.registry,
             metrics=paths.metrics,
-            data_dvc=paths.data.with_name(paths.data.name + ".dvc"),
+            data_dvc=paths.data_dvc,
             threshold=load_section("evaluate", EvaluateParams, params).threshold,
             name=load_section("register", RegisterParams, params).model_name,
         )
@@ -652,11 +651,6 @@ def _without_none(document: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _head_commit() -> str | None:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
-    return done.stdout.strip() or None if done.returncode == 0 else None
-
-
 def import_model(sources: Sources) -> str:
     """Save the current model into the local BentoML model store; return its tag.
 
@@ -668,6 +662,8 @@ def import_model(sources: Sources) -> str:
 
     import bentoml
 
+    from pipelines.register import git_state
+
     files = model_files(sources)
     info = serving_info(sources)
     tag = f"{sources.name}:{model_version(files, info)}"
@@ -678,7 +674,7 @@ def import_model(sources: Sources) -> str:
     else:
         return tag
     # Without an MLflow record, the commit the model is imported from is the best provenance.
-    commit = info["git_commit"] or _head_commit()
+    commit = info["git_commit"] or git_state()["git_commit"]
     labels = {
         key: str(value)
         for key, value in {
