@@ -22,6 +22,8 @@ from pipelines.schema import load_schema
 SOURCES = serving.Sources.from_params()
 SETTINGS = load_section("serve", serving.ServeParams)
 Records = serving.request_model(load_schema(SOURCES.schema), SETTINGS.max_batch)
+API_ROUTES = ["/predict", "/explain"]
+serving.install_request_timeout()
 
 
 def _model_tag() -> str:
@@ -37,6 +39,8 @@ def _model_tag() -> str:
     threads=SETTINGS.threads,
     traffic={"timeout": SETTINGS.timeout, "max_concurrency": SETTINGS.max_concurrency},
     logging={"access": {"enabled": SETTINGS.access_log}},
+    # Matched anywhere in the URL, as OpenTelemetry's excluded_urls are.
+    tracing={"excluded_urls": [] if SETTINGS.tracing else API_ROUTES},
 )
 class ChurnService:
     """Churn probability, label and explanation for raw customer records."""
@@ -73,8 +77,10 @@ class ChurnService:
 
 # The decorator made the class a bentoml.Service; type checkers still see the class.
 _service = cast("bentoml.Service[Any]", ChurnService)
+if sorted(api.route for api in _service.apis.values()) != sorted(API_ROUTES):
+    raise serving.PipelineError(f"API_ROUTES {API_ROUTES} must list the service's API routes")
 _service.add_asgi_middleware(
     serving.RequestGuard,
     max_body_bytes=SETTINGS.max_body_bytes,
-    routes=[api.route for api in _service.apis.values()],
+    routes=API_ROUTES,
 )

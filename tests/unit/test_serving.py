@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
 import json
 import math
+import weakref
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import uvloop
 from pydantic import ValidationError
 
 from pipelines import featurize, serving, train
@@ -180,6 +184,111 @@ def test_explanations_add_up_to_the_margin(
         total = explanation.base + sum(explanation.contributions.values())
         assert total == pytest.approx(explanation.margin, abs=1e-4)
         assert explanation.margin == pytest.approx(margin, abs=1e-4)
+
+
+def test_small_requests_are_scored_by_treelite_as_xgboost_scores_them(
+    served: tuple[serving.ServedModel, Trained], schema: Schema
+) -> None:
+    model, trained = served
+    scorer = model.scorer
+    if scorer.kind != "xgboost":
+        assert scorer.small is None
+        return
+    assert scorer.small is not None
+    x = model.encoder.encode(as_records(trained.test_raw, schema))
+    whole = scorer.model.inplace_predict(x)  # XGBoost, every row in one call
+    for size in (1, 3, serving.SMALL_BATCH):
+        parts = [scorer.probability(x[i : i + size]) for i in range(0, len(x), size)]
+        np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-6, rtol=0)
+    # The small path really is treelite's: the same numbers, not XGBoost's again.
+    np.testing.assert_array_equal(scorer.probability(x[:1]), scorer.small(x[:1]))
+    assert len(scorer.probability(x[: serving.SMALL_BATCH + 1])) == serving.SMALL_BATCH + 1
+
+
+# --- request timeout ---------------------------------------------------------------------------
+
+
+async def _respond(send: Any, delay_before: float = 0.0, delay_after: float = 0.0) -> None:
+    await asyncio.sleep(delay_before)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await asyncio.sleep(delay_after)
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def run_timeout(timeout: float, delay_before: float, delay_after: float) -> list[dict[str, Any]]:
+    """One request through RequestTimeout around an app with the given delays; what it sent."""
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await _respond(send, delay_before, delay_after)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    middleware = serving.RequestTimeout(app, timeout=timeout)
+    asyncio.run(middleware({"type": "http"}, None, send))
+    return sent
+
+
+def test_a_request_that_does_not_start_its_response_in_time_gets_504() -> None:
+    sent = run_timeout(0.05, delay_before=1.0, delay_after=0.0)
+    assert sent[0]["status"] == 504
+    assert json.loads(sent[1]["body"]) == {
+        "error": "Not able to process the request in 0.05 seconds"  # BentoML's own words
+    }
+
+
+def test_a_response_under_way_is_not_cut_by_the_timeout() -> None:
+    sent = run_timeout(0.05, delay_before=0.0, delay_after=0.2)
+    assert [m.get("status") for m in sent] == [200, None]
+    assert sent[1]["body"] == b"{}"
+
+
+class _Span:
+    """Stands for what the middleware outside the timeout puts in the request's context."""
+
+
+SPAN: contextvars.ContextVar[_Span] = contextvars.ContextVar("span")
+
+
+def request_context_outlives_the_request(middleware: Any) -> bool:
+    """Whether a request's context is still referenced once its response has been sent."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await _respond(send)
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def one_request() -> weakref.ref[_Span]:
+        span = _Span()
+        SPAN.set(span)
+        await middleware(app, timeout=60)({"type": "http"}, None, send)
+        return weakref.ref(span)
+
+    async def server() -> bool:
+        # A task per request, with its own context, as uvicorn runs them.
+        reference = await asyncio.create_task(one_request())
+        for _ in range(3):  # let the loop drop the finished task's wake-up call
+            await asyncio.sleep(0)
+        gc.collect()
+        return reference() is not None
+
+    # The service's loop. (asyncio's own keeps a cancelled timer, and what it holds, until its
+    # next purge of cancelled timers: bounded, but not at once.)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(server())
+
+
+def test_the_timeout_lets_go_of_the_request_once_it_is_answered() -> None:
+    assert not request_context_outlives_the_request(serving.RequestTimeout)
+
+
+def test_bentomls_own_timeout_still_holds_every_request_for_the_whole_timeout() -> None:
+    """The reason for RequestTimeout. If this fails, BentoML fixed it: drop the replacement."""
+    from pipelines.serving import bentoml_timeout_middleware
+
+    assert request_context_outlives_the_request(bentoml_timeout_middleware())
 
 
 # --- HTTP guard --------------------------------------------------------------------------------
