@@ -10,6 +10,8 @@ Usage: ``python -m pipelines.featurize --raw RAW --schema SCHEMA --train OUT --t
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -44,15 +46,35 @@ def encode(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     Returns:
         A float32 frame with the columns of :func:`feature_names`, same index as ``frame``.
     """
+    categorical = [name for name, f in schema.features.items() if f.type == "category"]
+    # Arrow compares strings without holding the GIL: the categorical columns of a large batch
+    # are encoded side by side on all cores, as the model then scores them.
+    with ThreadPoolExecutor(max_workers=min(len(categorical), os.cpu_count() or 1) or 1) as pool:
+        columns_of = pool.map(lambda name: _one_hot(frame, name, schema), categorical)
+        one_hot = dict(zip(categorical, columns_of, strict=True))
     columns: dict[str, np.ndarray] = {}
     for name, feature in schema.features.items():
-        values = frame[name]
         if feature.type == "category":
-            for category in feature.categories or ():
-                columns[f"{name}={category}"] = (values == category).to_numpy(dtype=np.float32)
+            for category, column in zip(feature.categories or (), one_hot[name], strict=True):
+                columns[f"{name}={category}"] = column
         else:
+            values = frame[name]
             columns[name] = pd.to_numeric(values).to_numpy(dtype=np.float32, na_value=np.nan)
     return pd.DataFrame(columns, index=frame.index)
+
+
+def _one_hot(frame: pd.DataFrame, name: str, schema: Schema) -> list[np.ndarray]:
+    """One float32 0/1 column per category of feature ``name`` (missing is 0 in every one)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = pa.array(frame[name], from_pandas=True)
+    return [
+        pc.fill_null(pc.equal(array, category), False)
+        .to_numpy(zero_copy_only=False)
+        .astype(np.float32)
+        for category in schema.features[name].categories or ()
+    ]
 
 
 def labels(frame: pd.DataFrame, schema: Schema) -> np.ndarray:
