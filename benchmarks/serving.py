@@ -1,8 +1,9 @@
 """Serving benchmark: the service against the tutorial pattern, MLflow and the bare model.
 
 Each server runs alone on a free port of 127.0.0.1 with the same number of worker processes
-(``--workers``, 1 by default), is checked to answer like the model, warmed up, then loaded by
-``wrk`` with single-record requests (rows of the real table) at 1, 8 and 32 concurrent clients:
+(``--workers``; by default one per core, as the service runs), is checked to answer like the
+model, warmed up, then loaded by ``wrk`` with single-record requests (rows of the real table)
+at 1, 8 and 32 concurrent clients:
 
 - ours: the BentoML service, ``make serve`` (``pipelines/service.py``);
 - naive: FastAPI + pydantic + a pandas DataFrame per request (``benchmarks/naive_server.py``);
@@ -56,6 +57,7 @@ SPEEDUP_TARGET = 10.0  # ours / naive throughput
 P99_TARGET_MS = 25.0
 BATCH_TARGET = 0.8  # batch encode+predict / bare rows per second
 BATCH_ROWS = 100_000
+REPEAT = 9  # batch timings: the best of so many, taken in turn (a shared machine is noisy)
 BODIES = 200  # distinct request bodies each server is sent, in turn
 CHECKED = 20  # bodies whose answers are compared with the model's own before loading a server
 START_TIMEOUT_S = 240.0
@@ -350,19 +352,20 @@ def measure_server(
 # In-process figures
 
 
-def best_seconds(actions: Sequence[Callable[[], Any]], repeat: int) -> list[float]:
-    """The fastest of ``repeat`` calls of each action, taken in turn.
+def timed_rounds(actions: Sequence[Callable[[], Any]], repeat: int) -> list[list[float]]:
+    """Seconds of each action in each of ``repeat`` rounds; a round calls every action in turn.
 
-    In turn, so that a busy spell of a shared machine hits every action alike; the fastest,
-    because noise only ever adds time.
+    In turn, so that a busy spell of a shared machine hits the actions of a round alike.
     """
-    times: list[list[float]] = [[] for _ in actions]
+    rounds = []
     for _ in range(repeat):
-        for action, spent in zip(actions, times, strict=True):
+        spent = []
+        for action in actions:
             start = time.perf_counter()
             action()
             spent.append(time.perf_counter() - start)
-    return [min(spent) for spent in times]
+        rounds.append(spent)
+    return rounds
 
 
 def bare_calls(model: LoadedModel, row: np.ndarray, seconds: float) -> Load:
@@ -411,17 +414,19 @@ def batch_figures(
     if not np.allclose(probabilities(frame, schema, model), booster.inplace_predict(matrix)):
         raise BenchError("the batch scorer's probabilities differ from the bare model's")
     rows = len(frame)
-    print(f"batch: {rows:,} rows, bare model, encode+predict, end to end (best of 5)...")
-    bare, core, whole = best_seconds(
+    print(f"batch: {rows:,} rows, bare model, encode+predict, end to end (best of {REPEAT})...")
+    rounds = timed_rounds(
         [
             lambda: booster.inplace_predict(matrix),
             lambda: probabilities(frame, schema, model),
             lambda: score_file(source, target, schema, model, threshold),
         ],
-        5,
+        REPEAT,
     )
+    # The fastest of each: noise only ever adds time.
+    bare, core, whole = (min(times) for times in zip(*rounds, strict=True))
     command = [sys.executable, "-m", "pipelines.score", str(source), str(target)]
-    [cli] = best_seconds([lambda: subprocess.run(command, check=True, capture_output=True)], 1)
+    [[cli]] = timed_rounds([lambda: subprocess.run(command, check=True, capture_output=True)], 1)
     return {
         "rows": rows,
         "bare_rows_per_s": rows / bare,
@@ -684,10 +689,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10, help="seconds per measured run")
     parser.add_argument("--warmup", type=float, default=5, help="seconds of warm-up per server")
-    # One process per server compares the stacks per core. With two, the kernel hands the 8
-    # keep-alive connections to the processes unevenly, anywhere from 4+4 to 8+0 from one run to
-    # the next, which moves any server's figure by up to 2x and says nothing about the stack.
-    parser.add_argument("--workers", type=int, default=1, help="worker processes per server")
+    # By default every server gets as many processes as the service starts (serve.workers:
+    # cpu_count). `--workers 1` compares the stacks per core: with several, the kernel may hand
+    # the 8 keep-alive connections to the processes unevenly (4+4 to 8+0) from run to run.
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="worker processes per server"
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/bench-serving.json"))
     args = parser.parse_args(argv)
     try:
