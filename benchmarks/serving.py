@@ -352,20 +352,19 @@ def measure_server(
 # In-process figures
 
 
-def timed_rounds(actions: Sequence[Callable[[], Any]], repeat: int) -> list[list[float]]:
-    """Seconds of each action in each of ``repeat`` rounds; a round calls every action in turn.
+def best_seconds(actions: Sequence[Callable[[], Any]], repeat: int) -> list[float]:
+    """The fastest of ``repeat`` calls of each action, taken in turn.
 
-    In turn, so that a busy spell of a shared machine hits the actions of a round alike.
+    In turn, so that a busy spell of a shared machine hits every action alike; the fastest,
+    because noise only ever adds time.
     """
-    rounds = []
+    times: list[list[float]] = [[] for _ in actions]
     for _ in range(repeat):
-        spent = []
-        for action in actions:
+        for action, spent in zip(actions, times, strict=True):
             start = time.perf_counter()
             action()
             spent.append(time.perf_counter() - start)
-        rounds.append(spent)
-    return rounds
+    return [min(spent) for spent in times]
 
 
 def bare_calls(model: LoadedModel, row: np.ndarray, seconds: float) -> Load:
@@ -415,7 +414,7 @@ def batch_figures(
         raise BenchError("the batch scorer's probabilities differ from the bare model's")
     rows = len(frame)
     print(f"batch: {rows:,} rows, bare model, encode+predict, end to end (best of {REPEAT})...")
-    rounds = timed_rounds(
+    bare, core, whole = best_seconds(
         [
             lambda: booster.inplace_predict(matrix),
             lambda: probabilities(frame, schema, model),
@@ -423,10 +422,8 @@ def batch_figures(
         ],
         REPEAT,
     )
-    # The fastest of each: noise only ever adds time.
-    bare, core, whole = (min(times) for times in zip(*rounds, strict=True))
     command = [sys.executable, "-m", "pipelines.score", str(source), str(target)]
-    [[cli]] = timed_rounds([lambda: subprocess.run(command, check=True, capture_output=True)], 1)
+    [cli] = best_seconds([lambda: subprocess.run(command, check=True, capture_output=True)], 1)
     return {
         "rows": rows,
         "bare_rows_per_s": rows / bare,

@@ -58,8 +58,7 @@ def encode(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
             for category, column in zip(feature.categories or (), one_hot[name], strict=True):
                 columns[f"{name}={category}"] = column
         else:
-            values = frame[name]
-            columns[name] = pd.to_numeric(values).to_numpy(dtype=np.float32, na_value=np.nan)
+            columns[name] = pd.to_numeric(frame[name]).to_numpy(dtype=np.float32, na_value=np.nan)
     return pd.DataFrame(columns, index=frame.index)
 
 

@@ -610,6 +610,8 @@ class RequestTimeout:
     BentoML's place.
     """
 
+    replaces: type  # BentoML's class, once install_request_timeout has run
+
     def __init__(self, app: Any, timeout: float) -> None:
         self.app = app
         self.timeout = timeout
@@ -637,8 +639,15 @@ class RequestTimeout:
             await _reply(send, 504, f"Not able to process the request in {self.timeout} seconds")
 
 
-def bentoml_timeout_middleware() -> type:
-    """BentoML's own ``TimeoutMiddleware`` class, whether or not it has been replaced.
+def install_request_timeout() -> type:
+    """Make BentoML build its apps with :class:`RequestTimeout` for ``traffic.timeout``.
+
+    BentoML imports the class from its module when it assembles an app's middleware, so the
+    replacement must be in place before the service's app is built (importing
+    ``pipelines.service`` does it). Installing twice changes nothing.
+
+    Returns:
+        BentoML's own class, the one replaced.
 
     Raises:
         PipelineError: This BentoML has no such middleware any more; the replacement would
@@ -646,34 +655,17 @@ def bentoml_timeout_middleware() -> type:
     """
     from bentoml._internal.server.http import traffic
 
-    if "bentoml" not in _REPLACED:
-        if not hasattr(traffic, "TimeoutMiddleware"):
-            raise PipelineError(
-                "bentoml._internal.server.http.traffic.TimeoutMiddleware is gone: check whether "
-                "this BentoML still holds every request for traffic.timeout seconds, then drop "
-                "install_request_timeout"
-            )
-        _REPLACED["bentoml"] = traffic.TimeoutMiddleware
-    return _REPLACED["bentoml"]
-
-
-def install_request_timeout() -> None:
-    """Make BentoML build its apps with :class:`RequestTimeout` for ``traffic.timeout``.
-
-    BentoML imports the class from its module when it assembles an app's middleware, so the
-    replacement must be in place before the service's app is built (importing
-    ``pipelines.service`` does it). Installing twice changes nothing.
-
-    Raises:
-        PipelineError: See :func:`bentoml_timeout_middleware`.
-    """
-    from bentoml._internal.server.http import traffic
-
-    bentoml_timeout_middleware()
-    traffic.TimeoutMiddleware = RequestTimeout  # type: ignore[misc,assignment]
-
-
-_REPLACED: dict[str, type] = {}
+    current = getattr(traffic, "TimeoutMiddleware", None)
+    if current is None:
+        raise PipelineError(
+            "bentoml._internal.server.http.traffic.TimeoutMiddleware is gone: check whether this "
+            "BentoML still holds every request for traffic.timeout seconds, then drop "
+            "install_request_timeout"
+        )
+    if current is not RequestTimeout:
+        RequestTimeout.replaces = current
+        traffic.TimeoutMiddleware = RequestTimeout  # type: ignore[misc,assignment]
+    return RequestTimeout.replaces
 
 
 async def _reply(send: Any, status: int, error: str) -> None:

@@ -211,9 +211,9 @@ def test_wrk_loads_the_naive_server_with_the_generated_script(
     assert load.errors == 0
 
 
-def test_timed_rounds_call_every_action_in_turn_and_time_each_call() -> None:
+def test_best_seconds_times_every_action_in_turn_and_keeps_one_figure_each() -> None:
     calls: list[str] = []
-    rounds = serving.timed_rounds([lambda: calls.append("a"), lambda: calls.append("b")], 3)
+    figures = serving.best_seconds([lambda: calls.append("a"), lambda: calls.append("b")], 3)
     assert calls == ["a", "b"] * 3
-    assert [len(spent) for spent in rounds] == [2, 2, 2]
-    assert all(seconds >= 0 for spent in rounds for seconds in spent)
+    assert len(figures) == 2
+    assert all(seconds >= 0 for seconds in figures)

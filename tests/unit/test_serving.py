@@ -286,9 +286,7 @@ def test_the_timeout_lets_go_of_the_request_once_it_is_answered() -> None:
 
 def test_bentomls_own_timeout_still_holds_every_request_for_the_whole_timeout() -> None:
     """The reason for RequestTimeout. If this fails, BentoML fixed it: drop the replacement."""
-    from pipelines.serving import bentoml_timeout_middleware
-
-    assert request_context_outlives_the_request(bentoml_timeout_middleware())
+    assert request_context_outlives_the_request(serving.install_request_timeout())
 
 
 # --- HTTP guard --------------------------------------------------------------------------------
