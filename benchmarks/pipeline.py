@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.params import Paths, TrainParams, load_paths, load_section
-from pipelines.train import xgboost_arguments
+from pipelines.stages.train import xgboost_arguments
 from tests.scratch import ScratchRepo
 
 TRAIN_RATIO_TARGET = 1.3
@@ -65,7 +65,7 @@ def interleaved(
 def measure(repo: ScratchRepo, paths: Paths, params: TrainParams, repeat: int) -> dict[str, float]:
     """Run every measurement in ``repo``; seconds per figure."""
     print("getting the data...", flush=True)
-    repo.python("-m", "pipelines.data")
+    repo.python("-m", "pipelines.stages.data")
     print("full pipeline (dvc repro, every stage)...", flush=True)
     full = timed(lambda: repo.dvc("repro"), 1)
     print(f"no-op dvc repro x{repeat}...", flush=True)
@@ -74,7 +74,7 @@ def measure(repo: ScratchRepo, paths: Paths, params: TrainParams, repeat: int) -
     kwargs = json.dumps(xgboost_arguments(params))
     stage, bare = interleaved(
         lambda: repo.python(
-            "-m", "pipelines.train", "--train", str(paths.train), "--schema",
+            "-m", "pipelines.stages.train", "--train", str(paths.train), "--schema",
             str(paths.schema_), "--out", str(paths.model),
         ),
         lambda: repo.python("-c", BARE_FIT, str(paths.train), kwargs, "bare-model.ubj"),
@@ -104,7 +104,7 @@ def report(figures: dict[str, float]) -> str:
             f"{'no-op dvc repro':<50}{figures['noop_repro_s']:>10.2f}",
             f"{'bare XGBoost fit program (baseline), fastest':<50}"
             f"{figures['bare_fit_s']:>10.2f}{1.0:>10.2f}",
-            f"{'train stage (python -m pipelines.train), fastest':<50}"
+            f"{'train stage (python -m pipelines.stages.train), fastest':<50}"
             f"{figures['train_stage_s']:>10.2f}{figures['train_ratio']:>10.2f}",
             f"{'  medians of the same runs: bare, stage':<50}{figures['bare_fit_median_s']:>10.2f}"
             f"{figures['train_stage_median_s'] / figures['bare_fit_median_s']:>10.2f}"

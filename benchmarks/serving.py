@@ -5,7 +5,7 @@ Each server runs alone on a free port of 127.0.0.1 with the same number of worke
 model, warmed up, then loaded by ``wrk`` with single-record requests (rows of the real table)
 at 1, 8 and 32 concurrent clients:
 
-- ours: the BentoML service, ``make serve`` (``pipelines/service.py``);
+- ours: the BentoML service, ``make serve`` (``pipelines/serving/service.py``);
 - naive: FastAPI + pydantic + a pandas DataFrame per request (``benchmarks/naive_server.py``);
 - mlflow: ``mlflow models serve`` of the registered model. It takes the encoded features (MLflow
   serves the model, not its featurizer) and its XGBoost flavor answers labels, not
@@ -43,13 +43,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.featurize import encode
 from pipelines.params import EvaluateParams, Paths, RegisterParams, load_paths, load_section
-from pipelines.register import tracking_uri
 from pipelines.schema import Schema, load_schema, read_raw
-from pipelines.score import probabilities, read_table, score_file
+from pipelines.serving.score import probabilities, read_table, score_file
 from pipelines.stage import PipelineError, write_json
-from pipelines.train import LoadedModel, load_model
+from pipelines.stages.featurize import encode
+from pipelines.stages.register import tracking_uri
+from pipelines.stages.train import LoadedModel, load_model
 
 CLIENTS = (1, 8, 32)
 AT = 8  # clients at which the targets are judged
@@ -422,7 +422,7 @@ def batch_figures(
         ],
         REPEAT,
     )
-    command = [sys.executable, "-m", "pipelines.score", str(source), str(target)]
+    command = [sys.executable, "-m", "pipelines.serving.score", str(source), str(target)]
     [cli] = best_seconds([lambda: subprocess.run(command, check=True, capture_output=True)], 1)
     return {
         "rows": rows,
@@ -555,10 +555,11 @@ def report(results: dict[str, Any]) -> str:
             "",
             f"{'batch scoring, ' + format(batch['rows'], ',') + ' rows':<42}{'rows/s':>12}",
             f"  {'bare model, prepared float32 matrix':<40}{batch['bare_rows_per_s']:>12,.0f}",
-            f"  {'pipelines.score: encode+predict':<40}"
+            f"  {'pipelines.serving.score: encode+predict':<40}"
             f"{batch['encode_predict_rows_per_s']:>12,.0f}",
-            f"  {'pipelines.score: end to end':<40}{batch['end_to_end_rows_per_s']:>12,.0f}",
-            f"  {'python -m pipelines.score (with start-up)':<40}"
+            f"  {'pipelines.serving.score: end to end':<40}"
+            f"{batch['end_to_end_rows_per_s']:>12,.0f}",
+            f"  {'python -m pipelines.serving.score (with start-up)':<40}"
             f"{batch['rows'] / batch['command_seconds']:>12,.0f}"
             f"  ({batch['command_seconds']:.2f} s)",
         ]

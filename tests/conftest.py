@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import featurize, train
-from pipelines.data import load_packaged_table
 from pipelines.params import DataParams, FeaturizeParams, TrainParams, load_paths, load_section
 from pipelines.schema import Schema, load_schema
+from pipelines.stages import featurize, train
+from pipelines.stages.data import load_packaged_table
 from tests.scratch import ScratchRepo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +95,6 @@ def trained(raw: pd.DataFrame, schema: Schema) -> Trained:
 def trained_repo(tmp_path_factory: pytest.TempPathFactory) -> ScratchRepo:
     """A scratch copy of the project where `make data` and `dvc repro` have run (slow tests)."""
     repo = ScratchRepo.create(tmp_path_factory.mktemp("trained"))
-    repo.python("-m", "pipelines.data")
+    repo.python("-m", "pipelines.stages.data")
     repo.dvc("repro")
     return repo

@@ -22,6 +22,6 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def suite(schema: Schema) -> ExpectationSuite:
     """The expectation suite built from the real schema, shared by every validation."""
-    from pipelines.validate import build_suite
+    from pipelines.stages.validate import build_suite
 
     return build_suite(schema)

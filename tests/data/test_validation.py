@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from pipelines.schema import Schema
-from pipelines.validate import (
+from pipelines.stages.validate import (
     Failure,
     ValidationReport,
     main,
@@ -395,5 +395,5 @@ def test_report_json_is_strict_and_sorted(good_report: ValidationReport) -> None
 
 
 def test_importing_the_stage_does_not_import_great_expectations() -> None:
-    code = "import sys, pipelines.validate; assert 'great_expectations' not in sys.modules"
+    code = "import sys, pipelines.stages.validate; assert 'great_expectations' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipelines.manifests import show_image
+from pipelines.release.manifests import show_image
 from tests.deploy.conftest import DEPLOY, OVERLAYS, one, render
 
 BENTOML_UID = 1034  # the `bentoml` user of BentoML's generated Dockerfile

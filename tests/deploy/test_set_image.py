@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.manifests import ImageRef, parse_reference, read_image, write_image
+from pipelines.release.manifests import ImageRef, parse_reference, read_image, write_image
 from pipelines.stage import PipelineError
 from tests.deploy.conftest import DEPLOY, OVERLAYS, make, one, render
 

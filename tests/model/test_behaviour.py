@@ -11,9 +11,9 @@ import pytest
 from sklearn.dummy import DummyClassifier
 from sklearn.metrics import roc_auc_score
 
-from pipelines import featurize
 from pipelines.params import TrainParams
 from pipelines.schema import Schema
+from pipelines.stages import featurize
 from tests.conftest import Trained, fit_on
 
 

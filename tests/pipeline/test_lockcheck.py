@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.lockcheck import compare_locks
+from pipelines.release.lockcheck import compare_locks
 from tests.scratch import ScratchRepo
 
 
@@ -20,13 +20,16 @@ def lock() -> dict[str, Any]:
         "schema": "2.0",
         "stages": {
             "train": {
-                "cmd": "python -m pipelines.train",
-                "deps": [out("features/train.parquet", "a1"), out("pipelines/train.py", "b1")],
+                "cmd": "python -m pipelines.stages.train",
+                "deps": [
+                    out("features/train.parquet", "a1"),
+                    out("pipelines/stages/train.py", "b1"),
+                ],
                 "params": {"params.yaml": {"train": {"seed": 42, "xgboost": {"max_depth": 3}}}},
                 "outs": [out("models/model", "c1.dir")],
             },
             "register": {
-                "cmd": "python -m pipelines.register",
+                "cmd": "python -m pipelines.stages.register",
                 "deps": [out("models/model", "c1.dir")],
                 "outs": [out("models/registry.json", "d1")],
             },
@@ -52,10 +55,10 @@ def test_each_stage_and_field_that_differs_is_named() -> None:
     train["params"]["params.yaml"]["train"]["xgboost"]["max_depth"] = 2
     train["deps"][1]["md5"] = "b2"
     train["outs"][0]["md5"] = "c2.dir"
-    train["cmd"] = "python -m pipelines.train --fast"
+    train["cmd"] = "python -m pipelines.stages.train --fast"
     assert compare_locks(lock(), reproduced) == [
         "train.cmd: the command changed",
-        "train.deps: pipelines/train.py changed",
+        "train.deps: pipelines/stages/train.py changed",
         "train.params: params.yaml:train.xgboost.max_depth: 3 -> 2",
         "train.outs: models/model changed",
     ]
@@ -64,7 +67,10 @@ def test_each_stage_and_field_that_differs_is_named() -> None:
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (lambda s: s["train"]["deps"].pop(), "train.deps: pipelines/train.py is no longer there"),
+        (
+            lambda s: s["train"]["deps"].pop(),
+            "train.deps: pipelines/stages/train.py is no longer there",
+        ),
         (
             lambda s: s["train"]["params"]["params.yaml"]["train"].update(cv_folds=5),
             "train.params: params.yaml:train.cv_folds is new",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.report import MARKER
+from pipelines.review.report import MARKER
 from tests.scratch import ScratchRepo
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines.featurize import read_features
+from pipelines.stages.featurize import read_features
 from tests.scratch import STAGES, ScratchRepo, ran
 
 pytestmark = pytest.mark.slow

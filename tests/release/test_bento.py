@@ -36,12 +36,12 @@ def test_make_bento_builds_a_traceable_bento_of_the_current_model(
     bento_dir = home / "bentos" / name / version
     stored = yaml.safe_load((bento_dir / "bento.yaml").read_text())
     assert stored["labels"] == labels
-    assert stored["service"] == "pipelines.service:ChurnService"
+    assert stored["service"] == "pipelines.serving.service:ModelService"
 
     sources = {
         p.relative_to(bento_dir / "src").as_posix() for p in (bento_dir / "src").rglob("*.py")
     }
-    assert "pipelines/service.py" in sources
+    assert "pipelines/serving/service.py" in sources
     assert not [s for s in sources if s.startswith(("tests/", "benchmarks/"))]
     assert not (bento_dir / "src" / "data").exists()
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import release
-from pipelines.release import BentoReport, ImageReport
+from pipelines.release import build as release
+from pipelines.release.build import BentoReport, ImageReport
 from pipelines.stage import PipelineError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -210,7 +210,7 @@ def test_bentofile_serves_the_service_with_only_what_it_imports() -> None:
     assert f"class {name}" in (ROOT / (module.replace(".", "/") + ".py")).read_text()
     include = config["include"]
     assert all((ROOT / item).is_file() for item in include)
-    assert {"schema.yaml", "params.yaml", "pipelines/service.py"} <= set(include)
+    assert {"schema.yaml", "params.yaml", "pipelines/serving/service.py"} <= set(include)
     assert not [item for item in include if item.startswith(("tests", "data", "mlruns"))]
     assert config["python"]["lock_packages"] is False
     assert config["docker"] == {"distro": "debian", "python_version": "3.11"}

@@ -75,7 +75,7 @@ class Server:
 def start(repo: ScratchRepo, env: dict[str, str], tag: str, log: Path) -> Server:
     """Start `bentoml serve` in ``repo`` and wait until /readyz answers 200."""
     port = free_port()
-    command = [str(BIN / "bentoml"), "serve", "pipelines.service:ChurnService"]
+    command = [str(BIN / "bentoml"), "serve", "pipelines.serving.service:ModelService"]
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(port)],
@@ -116,7 +116,7 @@ def bentoml_env(project: ScratchRepo, tmp_path_factory: pytest.TempPathFactory) 
 
 def import_model(repo: ScratchRepo, env: dict[str, str]) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "pipelines.serving", "import"],
+        [sys.executable, "-m", "pipelines.serving.store", "import"],
         cwd=repo.path,
         env=env,
         capture_output=True,

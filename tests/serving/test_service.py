@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines.featurize import encode
 from pipelines.params import Paths
 from pipelines.schema import Schema
-from pipelines.train import load_model
+from pipelines.stages.featurize import encode
+from pipelines.stages.train import load_model
 from tests.scratch import BIN, ScratchRepo
 from tests.serving.conftest import Server, import_model, records
 

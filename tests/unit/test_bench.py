@@ -13,7 +13,7 @@ from xgboost import XGBClassifier
 
 from benchmarks.pipeline import BARE_FIT, report
 from pipelines.params import TrainParams, load_section
-from pipelines.train import fit, xgboost_arguments
+from pipelines.stages.train import fit, xgboost_arguments
 from tests.conftest import PARAMS
 
 

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from benchmarks import serving
-from pipelines.featurize import encode
 from pipelines.schema import Schema
-from pipelines.train import LoadedModel, load_model
+from pipelines.stages.featurize import encode
+from pipelines.stages.train import LoadedModel, load_model
 from tests.conftest import ROOT
 from tests.unit.test_score import save_small_model
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.evaluate import (
+from pipelines.stages.evaluate import (
     calibration_points,
     classification_metrics,
     feature_importance,
@@ -17,7 +17,7 @@ from pipelines.evaluate import (
     roc_points,
     segment_metrics,
 )
-from pipelines.train import fit
+from pipelines.stages.train import fit
 from tests.conftest import small_train_params
 
 Y = np.array([0, 0, 1, 1, 1, 0])

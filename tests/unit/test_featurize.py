@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.featurize import (
+from pipelines.schema import Feature, Rows, Schema, Target
+from pipelines.stages.featurize import (
     ID,
     LABEL,
     encode,
@@ -18,7 +19,6 @@ from pipelines.featurize import (
     read_features,
     split,
 )
-from pipelines.schema import Feature, Rows, Schema, Target
 
 CONTRACTS = ("Month-to-month", "One year", "Two year")
 

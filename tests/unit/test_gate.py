@@ -11,10 +11,10 @@ import pytest
 import yaml
 from sklearn import metrics as sk
 
-from pipelines import gate
-from pipelines.evaluate import classification_metrics
-from pipelines.gate import GateParams, MetricRule, Predictions, Side
 from pipelines.params import ParamsError, load_section
+from pipelines.review import gate
+from pipelines.review.gate import GateParams, MetricRule, Predictions, Side
+from pipelines.stages.evaluate import classification_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 800

@@ -9,7 +9,6 @@ import pydantic
 import pytest
 import yaml
 
-from pipelines.gate import GateParams
 from pipelines.params import (
     DataParams,
     EvaluateParams,
@@ -22,7 +21,8 @@ from pipelines.params import (
     load_paths,
     load_section,
 )
-from pipelines.serving import ServeParams
+from pipelines.review.gate import GateParams
+from pipelines.serving.api import ServeParams
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "params.yaml"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.params import EvaluateParams, FeaturizeParams, TrainParams, load_section
-from pipelines.register import data_hash, pip_requirements, run_params, tracking_uri
+from pipelines.stages.register import data_hash, pip_requirements, run_params, tracking_uri
 from tests.conftest import PARAMS
 
 

@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import gate, report, train
-from pipelines.evaluate import classification_metrics, segment_metrics
-from pipelines.gate import GateParams, Predictions
-from pipelines.report import MARKER, MAX_CHARS, Base, Outputs, Report
+from pipelines.review import gate, report
+from pipelines.review.gate import GateParams, Predictions
+from pipelines.review.report import MARKER, MAX_CHARS, Base, Outputs, Report
+from pipelines.stages import train
+from pipelines.stages.evaluate import classification_metrics, segment_metrics
 from tests.conftest import small_train_params
 
 ROWS = 600

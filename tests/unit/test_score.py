@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import score
-from pipelines.featurize import encode, feature_names
 from pipelines.schema import Schema
-from pipelines.train import LoadedModel, load_model, save_model
+from pipelines.serving import score
+from pipelines.stages.featurize import encode, feature_names
+from pipelines.stages.train import LoadedModel, load_model, save_model
 from tests.conftest import ROOT, fit_on, small_train_params
 
 THRESHOLD = 0.5
@@ -181,7 +181,7 @@ def test_the_command_refuses_bad_rows_in_one_message(
 ) -> None:
     bad, out = tmp_path / "bad.csv", tmp_path / "scores.csv"
     _set("internet_service", "Satellite")(raw.head(30)).to_csv(bad, index=False)
-    command = [sys.executable, "-m", "pipelines.score", "--model", str(model_dir)]
+    command = [sys.executable, "-m", "pipelines.serving.score", "--model", str(model_dir)]
     done = subprocess.run(
         [*command, str(bad), str(out)], cwd=ROOT, capture_output=True, text=True, check=False
     )

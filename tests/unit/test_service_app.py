@@ -1,4 +1,4 @@
-"""The service's HTTP app as BentoML assembles it from ``pipelines/service.py`` and params.
+"""The service's HTTP app as BentoML assembles it from ``pipelines/serving/service.py`` and params.
 
 Built in a subprocess (importing the service configures BentoML process-wide), from a directory
 holding only params.yaml and schema.yaml: no model or server is needed to see the middleware.
@@ -20,11 +20,11 @@ from tests.conftest import ROOT
 
 ASSEMBLE = """
 import json
-import pipelines.service as service
+import pipelines.serving.service as service
 from _bentoml_impl.server.app import ServiceAppFactory
 
-service.ChurnService.inject_config()
-middlewares = ServiceAppFactory(service.ChurnService).middlewares
+service.ModelService.inject_config()
+middlewares = ServiceAppFactory(service.ModelService).middlewares
 otel = next(m for m in middlewares if m.cls.__name__ == "OpenTelemetryMiddleware")
 excluded = otel.kwargs["excluded_urls"]
 print(json.dumps({
@@ -68,7 +68,7 @@ def default_app(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_the_request_timeout_is_ours_and_bentomls_is_gone(default_app: dict[str, Any]) -> None:
     names = default_app["middlewares"]
-    assert "pipelines.serving.RequestTimeout" in names
+    assert "pipelines.serving.http.RequestTimeout" in names
     assert not any(name.endswith(".TimeoutMiddleware") for name in names)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert default_app["timeout"] == params["serve"]["timeout"]

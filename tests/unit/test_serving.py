@@ -16,10 +16,11 @@ import pytest
 import uvloop
 from pydantic import ValidationError
 
-from pipelines import featurize, serving, train
 from pipelines.params import load_paths
 from pipelines.schema import Schema
+from pipelines.serving import api, http, scoring
 from pipelines.stage import PipelineError
+from pipelines.stages import featurize, train
 from tests.conftest import PARAMS, ROOT, Trained, fit_on, small_train_params
 
 
@@ -40,7 +41,7 @@ def sample(raw: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_the_record_model_accepts_real_rows(sample: pd.DataFrame, schema: Schema) -> None:
-    request = serving.request_model(schema, max_batch=1000)
+    request = api.request_model(schema, max_batch=1000)
     parsed = request.model_validate_json(json.dumps({"records": as_records(sample, schema)}))
     assert len(parsed.records) == len(sample)  # type: ignore[attr-defined]
 
@@ -68,7 +69,7 @@ def test_the_record_model_rejects_bad_values(
 ) -> None:
     record = as_records(sample.head(1), schema)[0] | {field: value}
     with pytest.raises(ValidationError) as caught:
-        serving.record_model(schema).model_validate(record)
+        api.record_model(schema).model_validate(record)
     assert caught.value.errors()[0]["loc"][0] == field
 
 
@@ -76,7 +77,7 @@ def test_the_record_model_rejects_unknown_and_missing_fields(
     sample: pd.DataFrame, schema: Schema
 ) -> None:
     record = as_records(sample.head(1), schema)[0]
-    model = serving.record_model(schema)
+    model = api.record_model(schema)
     with pytest.raises(ValidationError, match="tenure_months"):
         model.model_validate(record | {"tenure_months": 1})
     with pytest.raises(ValidationError, match="tenure"):
@@ -84,7 +85,7 @@ def test_the_record_model_rejects_unknown_and_missing_fields(
 
 
 def test_only_nullable_features_accept_null(schema: Schema) -> None:
-    properties = serving.record_model(schema).model_json_schema()["properties"]
+    properties = api.record_model(schema).model_json_schema()["properties"]
     nullable = {
         name
         for name, spec in properties.items()
@@ -100,7 +101,7 @@ def test_only_nullable_features_accept_null(schema: Schema) -> None:
 def test_the_request_bounds_the_number_of_records(
     sample: pd.DataFrame, schema: Schema, count: int
 ) -> None:
-    request = serving.request_model(schema, max_batch=3)
+    request = api.request_model(schema, max_batch=3)
     with pytest.raises(ValidationError) as caught:
         request.model_validate({"records": as_records(sample.head(count), schema)})
     assert caught.value.errors()[0]["loc"] == ("records",)
@@ -111,7 +112,7 @@ def test_the_request_bounds_the_number_of_records(
 
 def test_the_encoder_equals_the_pipelines_encode(sample: pd.DataFrame, schema: Schema) -> None:
     expected = featurize.encode(sample, schema)
-    encoder = serving.RowEncoder.from_schema(schema)
+    encoder = scoring.RowEncoder.from_schema(schema)
     x = encoder.encode(as_records(sample, schema))
     assert x.dtype == np.float32
     assert list(encoder.columns) == list(expected.columns)
@@ -121,14 +122,14 @@ def test_the_encoder_equals_the_pipelines_encode(sample: pd.DataFrame, schema: S
 
 def test_the_encoder_follows_the_models_column_order(sample: pd.DataFrame, schema: Schema) -> None:
     shuffled = list(reversed(featurize.feature_names(schema)))
-    x = serving.RowEncoder.from_schema(schema, shuffled).encode(as_records(sample, schema))
+    x = scoring.RowEncoder.from_schema(schema, shuffled).encode(as_records(sample, schema))
     np.testing.assert_array_equal(x, featurize.encode(sample, schema)[shuffled].to_numpy())
 
 
 def test_the_encoder_refuses_a_model_of_other_features(schema: Schema) -> None:
     columns = [*featurize.feature_names(schema)[:-1], "total_charges_log"]
     with pytest.raises(PipelineError, match="total_charges_log"):
-        serving.RowEncoder.from_schema(schema, columns)
+        scoring.RowEncoder.from_schema(schema, columns)
 
 
 def test_the_encoder_names_the_record_it_cannot_encode(
@@ -137,7 +138,7 @@ def test_the_encoder_names_the_record_it_cannot_encode(
     records = as_records(sample.head(3), schema)
     records[2]["contract"] = "Monthly"
     with pytest.raises(ValueError, match="record 2"):
-        serving.RowEncoder.from_schema(schema).encode(records)
+        scoring.RowEncoder.from_schema(schema).encode(records)
 
 
 # --- scoring and explanations, both model kinds -------------------------------------------------
@@ -149,18 +150,18 @@ def served(
     raw: pd.DataFrame,
     schema: Schema,
     tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[serving.ServedModel, Trained]:
+) -> tuple[scoring.ServedModel, Trained]:
     trained = fit_on(raw, schema, small_train_params(request.param))
     directory = tmp_path_factory.mktemp("model") / "model"
     meta = {"features": list(trained.x_test.columns), "target": {}}
     train.save_model(trained.model, request.param, meta, directory)
-    (directory / serving.SCHEMA_FILE).write_text((ROOT / load_paths(PARAMS).schema_).read_text())
+    (directory / scoring.SCHEMA_FILE).write_text((ROOT / load_paths(PARAMS).schema_).read_text())
     info = {"name": "churn-model", "threshold": 0.4}
-    return serving.load_served(directory, info, "churn-model:test"), trained
+    return scoring.load_served(directory, info, "churn-model:test"), trained
 
 
 def test_predictions_equal_the_models_and_labels_follow_the_threshold(
-    served: tuple[serving.ServedModel, Trained], schema: Schema
+    served: tuple[scoring.ServedModel, Trained], schema: Schema
 ) -> None:
     model, trained = served
     response = model.predict(as_records(trained.test_raw, schema))
@@ -172,7 +173,7 @@ def test_predictions_equal_the_models_and_labels_follow_the_threshold(
 
 
 def test_explanations_add_up_to_the_margin(
-    served: tuple[serving.ServedModel, Trained], schema: Schema
+    served: tuple[scoring.ServedModel, Trained], schema: Schema
 ) -> None:
     model, trained = served
     rows = pd.concat([trained.test_raw.head(20), trained.test_raw.tail(5)])
@@ -187,7 +188,7 @@ def test_explanations_add_up_to_the_margin(
 
 
 def test_small_requests_are_scored_by_treelite_as_xgboost_scores_them(
-    served: tuple[serving.ServedModel, Trained], schema: Schema
+    served: tuple[scoring.ServedModel, Trained], schema: Schema
 ) -> None:
     model, trained = served
     scorer = model.scorer
@@ -197,12 +198,12 @@ def test_small_requests_are_scored_by_treelite_as_xgboost_scores_them(
     assert scorer.small is not None
     x = model.encoder.encode(as_records(trained.test_raw, schema))
     whole = scorer.model.inplace_predict(x)  # XGBoost, every row in one call
-    for size in (1, 3, serving.SMALL_BATCH):
+    for size in (1, 3, scoring.SMALL_BATCH):
         parts = [scorer.probability(x[i : i + size]) for i in range(0, len(x), size)]
         np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-6, rtol=0)
     # The small path really is treelite's: the same numbers, not XGBoost's again.
     np.testing.assert_array_equal(scorer.probability(x[:1]), scorer.small(x[:1]))
-    assert len(scorer.probability(x[: serving.SMALL_BATCH + 1])) == serving.SMALL_BATCH + 1
+    assert len(scorer.probability(x[: scoring.SMALL_BATCH + 1])) == scoring.SMALL_BATCH + 1
 
 
 # --- request timeout ---------------------------------------------------------------------------
@@ -225,7 +226,7 @@ def run_timeout(timeout: float, delay_before: float, delay_after: float) -> list
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    middleware = serving.RequestTimeout(app, timeout=timeout)
+    middleware = http.RequestTimeout(app, timeout=timeout)
     asyncio.run(middleware({"type": "http"}, None, send))
     return sent
 
@@ -281,12 +282,12 @@ def request_context_outlives_the_request(middleware: Any) -> bool:
 
 
 def test_the_timeout_lets_go_of_the_request_once_it_is_answered() -> None:
-    assert not request_context_outlives_the_request(serving.RequestTimeout)
+    assert not request_context_outlives_the_request(http.RequestTimeout)
 
 
 def test_bentomls_own_timeout_still_holds_every_request_for_the_whole_timeout() -> None:
     """The reason for RequestTimeout. If this fails, BentoML fixed it: drop the replacement."""
-    assert request_context_outlives_the_request(serving.install_request_timeout())
+    assert request_context_outlives_the_request(http.install_request_timeout())
 
 
 # --- HTTP guard --------------------------------------------------------------------------------
@@ -302,12 +303,12 @@ def test_validation_errors_are_rewritten_to_name_record_and_field() -> None:
             ],
         }
     ).encode()
-    rewritten = json.loads(serving.explain_errors(body) or b"")
+    rewritten = json.loads(http.explain_errors(body) or b"")
     assert rewritten["error"].startswith("invalid request: records.3.tenure: Field required")
     assert rewritten["detail"] == "records.3.tenure: Field required; body: Invalid JSON"
     assert rewritten["errors"][0]["record"] == 3
     assert "record" not in rewritten["errors"][1]
-    assert serving.explain_errors(b'{"error": "task_id is required"}') is None
+    assert http.explain_errors(b'{"error": "task_id is required"}') is None
 
 
 def run_guard(body: bytes, headers: list[tuple[bytes, bytes]], path: str = "/predict") -> int:
@@ -318,7 +319,7 @@ def run_guard(body: bytes, headers: list[tuple[bytes, bytes]], path: str = "/pre
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 
-    guard = serving.RequestGuard(app, max_body_bytes=1024, routes=["/predict"])
+    guard = http.RequestGuard(app, max_body_bytes=1024, routes=["/predict"])
     chunks = [body[i : i + 100] for i in range(0, len(body), 100)] or [b""]
     messages = [
         {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}

@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler
 
-from pipelines.train import (
+from pipelines.stages.train import (
     FILES,
     META,
     Classifier,

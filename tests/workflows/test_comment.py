@@ -1,4 +1,4 @@
-"""pipelines/comment.py against a local HTTP server that answers like GitHub's REST API."""
+"""pipelines/review/comment.py against a local HTTP server that answers like GitHub's REST API."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from pipelines import comment
-from pipelines.comment import MARKER, MAX_BODY_CHARS
+from pipelines.review import comment
+from pipelines.review.comment import MARKER, MAX_BODY_CHARS
 
 ROOT = Path(__file__).resolve().parents[2]
 REPO = "octo/churn"
@@ -298,7 +298,16 @@ def test_runs_with_the_standard_library_alone(github: FakeGitHub, tmp_path: Path
     body = str(report(tmp_path))
     env = {"GITHUB_API_URL": github.url, "GITHUB_REPOSITORY": REPO, "GITHUB_TOKEN": TOKEN}
     done = subprocess.run(
-        [sys.executable, "-I", "-S", "pipelines/comment.py", "--pr", "7", "--body-file", body],
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "pipelines/review/comment.py",
+            "--pr",
+            "7",
+            "--body-file",
+            body,
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

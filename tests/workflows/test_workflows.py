@@ -197,10 +197,10 @@ def test_the_comment_workflow_never_runs_the_pull_requests_code() -> None:
         "sparse-checkout",
         "sparse-checkout-cone-mode",
     }  # no ref: or repository: (the default branch)
-    assert checkout["with"]["sparse-checkout"] == "pipelines/comment.py"
+    assert checkout["with"]["sparse-checkout"] == "pipelines/review/comment.py"
     assert download["uses"].startswith("actions/download-artifact@")
     assert download["with"]["run-id"] == "${{ github.event.workflow_run.id }}"
-    assert post["run"].startswith("python3 pipelines/comment.py")
+    assert post["run"].startswith("python3 pipelines/review/comment.py")
     for flag in ("--pr-file", "--head-sha", "--body-file", "--author"):
         assert flag in post["run"]
     assert post["env"]["HEAD_SHA"] == "${{ github.event.workflow_run.head_sha }}"

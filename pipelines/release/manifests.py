@@ -7,8 +7,8 @@ the image change and nothing else. Writing the image an overlay already has chan
 
 Usage::
 
-    python -m pipelines.manifests set OVERLAY REPOSITORY@sha256:DIGEST   # make set-image
-    python -m pipelines.manifests show OVERLAY                           # make show-image
+    python -m pipelines.release.manifests set OVERLAY REPOSITORY@sha256:DIGEST   # make set-image
+    python -m pipelines.release.manifests show OVERLAY                           # make show-image
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The encoding is a pure function of the schema (no fitted state): numeric feature
 as floats (missing stays NaN), each category becomes a 0/1 column ``<feature>=<category>``.
 Serving calls the same :func:`encode`, so training and serving cannot disagree.
 
-Usage: ``python -m pipelines.featurize --raw RAW --schema SCHEMA --train OUT --test OUT``
+Usage: ``python -m pipelines.stages.featurize --raw RAW --schema SCHEMA --train OUT --test OUT``
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The expectation suite is built from ``schema.yaml``, the one schema, so validati
 featurizer and the service cannot disagree about what a good row is. The full result is written
 as deterministic JSON (DVC hashes it); a failure exits 1 with one readable line per problem.
 
-Usage: ``python -m pipelines.validate`` (paths default to the ``paths:`` of ``params.yaml``)
+Usage: ``python -m pipelines.stages.validate`` (paths default to the ``paths:`` of ``params.yaml``)
 """
 
 from __future__ import annotations

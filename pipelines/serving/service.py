@@ -1,10 +1,10 @@
-"""The HTTP service: ``bentoml serve pipelines.service:ChurnService`` (``make serve``).
+"""The HTTP service: ``bentoml serve pipelines.serving.service:ModelService`` (``make serve``).
 
 ``POST /predict`` and ``POST /explain`` take ``{"records": [{<raw feature>: value, ...}, ...]}``;
 ``GET /livez``, ``/readyz`` and ``/metrics`` are BentoML's. The request model, the encoder, the
-scoring and the HTTP guard live in :mod:`pipelines.serving`; this module only wires them to
-BentoML. Importing it reads params.yaml, the schema and the model's files (to name its tag); the
-model itself is loaded when a worker starts.
+scoring, the HTTP guard and the model store live beside it (``api``, ``scoring``, ``http``,
+``store``); this module only wires them to BentoML. Importing it reads params.yaml, the schema and
+the model's files (to name its tag); the model itself is loaded when a worker starts.
 """
 
 from __future__ import annotations
@@ -15,21 +15,22 @@ from typing import Any, cast
 
 import bentoml
 
-from pipelines import serving
 from pipelines.params import load_section
 from pipelines.schema import load_schema
+from pipelines.serving import api, http, scoring, store
+from pipelines.stage import PipelineError
 
-SOURCES = serving.Sources.from_params()
-SETTINGS = load_section("serve", serving.ServeParams)
-Records = serving.request_model(load_schema(SOURCES.schema), SETTINGS.max_batch)
+SOURCES = store.Sources.from_params()
+SETTINGS = load_section("serve", api.ServeParams)
+Records = api.request_model(load_schema(SOURCES.schema), SETTINGS.max_batch)
 API_ROUTES = ["/predict", "/explain"]
-serving.install_request_timeout()
+http.install_request_timeout()
 
 
 def _model_tag() -> str:
     # A bento does not ship the model directory: its own store holds exactly the one model.
     if (SOURCES.model / "meta.json").exists():
-        return serving.current_tag(SOURCES)
+        return store.current_tag(SOURCES)
     return f"{SOURCES.name}:latest"
 
 
@@ -42,19 +43,19 @@ def _model_tag() -> str:
     # Matched anywhere in the URL, as OpenTelemetry's excluded_urls are.
     tracing={"excluded_urls": [] if SETTINGS.tracing else API_ROUTES},
 )
-class ChurnService:
-    """Churn probability, label and explanation for raw customer records."""
+class ModelService:
+    """Positive-class probability, label and explanation for raw records of the schema."""
 
     stored = bentoml.models.BentoModel(_model_tag())
 
     def __init__(self) -> None:
         reference = type(self).stored
         if reference.stored is None:
-            raise serving.PipelineError(
+            raise PipelineError(
                 f"model {reference.tag} is not in the BentoML model store: run "
-                "`python -m pipelines.serving import` first (`make serve` does)"
+                "`python -m pipelines.serving.store import` first (`make serve` does)"
             )
-        self.model = serving.load_served(
+        self.model = scoring.load_served(
             Path(self.stored.path), self.stored.info.metadata, str(self.stored.tag)
         )
         # Everything loaded so far lives as long as the worker: keep it out of the collector's
@@ -64,23 +65,23 @@ class ChurnService:
 
     # A coroutine: scoring a few rows takes well under a millisecond, less than handing the
     # request to a worker thread and back (measured: 1.5x the throughput of a plain def).
-    @bentoml.api(input_spec=Records, output_spec=serving.PredictResponse)
-    async def predict(self, records: list[Any]) -> serving.PredictResponse:
+    @bentoml.api(input_spec=Records, output_spec=api.PredictResponse)
+    async def predict(self, records: list[Any]) -> api.PredictResponse:
         """Probability of the positive class and the label at the threshold, per record."""
         return self.model.predict([vars(record) for record in records])
 
-    @bentoml.api(input_spec=Records, output_spec=serving.ExplainResponse)
-    def explain(self, records: list[Any]) -> serving.ExplainResponse:
+    @bentoml.api(input_spec=Records, output_spec=api.ExplainResponse)
+    def explain(self, records: list[Any]) -> api.ExplainResponse:
         """Per-feature contributions to each record's log-odds, with base value and margin."""
         return self.model.explain([vars(record) for record in records])
 
 
 # The decorator made the class a bentoml.Service; type checkers still see the class.
-_service = cast("bentoml.Service[Any]", ChurnService)
+_service = cast("bentoml.Service[Any]", ModelService)
 if sorted(api.route for api in _service.apis.values()) != sorted(API_ROUTES):
-    raise serving.PipelineError(f"API_ROUTES {API_ROUTES} must list the service's API routes")
+    raise PipelineError(f"API_ROUTES {API_ROUTES} must list the service's API routes")
 _service.add_asgi_middleware(
-    serving.RequestGuard,
+    http.RequestGuard,
     max_body_bytes=SETTINGS.max_body_bytes,
     routes=API_ROUTES,
 )

@@ -3,7 +3,7 @@
 Whatever the source, the table is only used once its hash equals the one recorded in
 ``data.dvc``: the pipeline never trains on data that git does not describe.
 
-Usage: ``python -m pipelines.data`` (``make data``)
+Usage: ``python -m pipelines.stages.data`` (``make data``)
 """
 
 from __future__ import annotations

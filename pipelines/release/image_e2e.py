@@ -22,7 +22,7 @@
 Everything it starts (registry, container, storage, temporary directories, mounts) is removed at
 the end, on failure or interruption too, and a table of the time of each step is printed.
 
-Usage: ``python -m pipelines.image_e2e [--keep]``
+Usage: ``python -m pipelines.release.image_e2e [--keep]``
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.release import ImageReport, check_digest_ref, read_report
+from pipelines.release.build import ImageReport, check_digest_ref, read_report
 from pipelines.stage import PipelineError, run_stage
 
 # Command -> Debian package.
@@ -342,10 +342,10 @@ def post_json(url: str, document: Any) -> Any:
 
 def host_prediction(repo: Path) -> tuple[dict[str, Any], float]:
     """A row of the real table as a request record, and the host model's probability for it."""
-    from pipelines.featurize import encode
     from pipelines.params import load_paths
     from pipelines.schema import load_schema, read_raw
-    from pipelines.train import load_model
+    from pipelines.stages.featurize import encode
+    from pipelines.stages.train import load_model
 
     paths = load_paths(repo / "params.yaml")
     schema = load_schema(repo / paths.schema_)

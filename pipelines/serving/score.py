@@ -3,14 +3,15 @@
 Every row is checked against the schema before anything is scored, column by column with
 vectorised pandas checks (the rules the service applies to each record: type, missing values,
 categories, range), so a bad table stops with one line per broken rule and no output. The good
-path is the pipeline's own :func:`pipelines.featurize.encode` and one ``predict_proba`` call on
-the whole table.
+path is the pipeline's own :func:`pipelines.stages.featurize.encode` and one
+``predict_proba`` call on the whole table.
 
 The output has the input's id column (when it has one), ``probability`` (of the positive class)
 and ``label`` (the positive class at or above ``evaluate.threshold``), one row per input row, in
 order. The target column may be present in the input and is ignored.
 
-Usage: ``python -m pipelines.score INPUT.csv OUTPUT.csv`` (``make score INPUT=... OUTPUT=...``)
+Usage: ``python -m pipelines.serving.score INPUT.csv OUTPUT.csv``
+(``make score INPUT=... OUTPUT=...``)
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.featurize import encode
 from pipelines.params import EvaluateParams, load_paths, load_section
 from pipelines.schema import Feature, Schema, load_schema, read_raw
-from pipelines.serving import Scorer
+from pipelines.serving.scoring import Scorer
 from pipelines.stage import PipelineError, run_stage, write_atomically
-from pipelines.train import LoadedModel, load_model
+from pipelines.stages.featurize import encode
+from pipelines.stages.train import LoadedModel, load_model
 
 MAX_EXAMPLES = 5
 PROBABILITY = "probability"
@@ -203,7 +204,7 @@ def score(
     Args:
         frame: Rows that :func:`check_table` accepts.
         schema: The feature schema.
-        model: The model, as :func:`pipelines.train.load_model` returns it.
+        model: The model, as :func:`pipelines.stages.train.load_model` returns it.
         threshold: Probability at or above which the label is the positive class.
 
     Returns:

@@ -1,11 +1,11 @@
 """Post the pull request's report as one sticky comment, created once and then updated.
 
-Standard library only: ``python3 pipelines/comment.py --pr N --body-file reports/pr-comment.md``
-runs without the project's environment, in the ``workflow_run`` job that holds the write token
-(pr-comment.yml) and never runs the pull request's code. What it posts may come from an artifact
-of a fork's run, so it is treated as untrusted data: the number and the body are validated before
-any request, and with ``--head-sha`` the pull request must be the open one whose head is that
-commit.
+Standard library only: ``python3 pipelines/review/comment.py --pr N --body-file
+reports/pr-comment.md`` runs without the project's environment, in the ``workflow_run`` job that
+holds the write token (pr-comment.yml) and never runs the pull request's code. What it posts may
+come from an artifact of a fork's run, so it is treated as untrusted data: the number and the body
+are validated before any request, and with ``--head-sha`` the pull request must be the open one
+whose head is that commit.
 
 Environment: ``GITHUB_TOKEN`` (required), ``GITHUB_REPOSITORY`` (``owner/name``) and
 ``GITHUB_API_URL`` (default ``https://api.github.com``).

@@ -5,8 +5,8 @@ One MLflow run per pipeline run that trained a model: params, train and test met
 ``.dvc`` file, the git commit, the schema and the plot data. The store defaults to a local
 sqlite file (offline); ``MLFLOW_TRACKING_URI`` points it elsewhere.
 
-Usage: ``python -m pipelines.register --model DIR --test FEATURES --metrics JSON --data-dvc FILE
---schema SCHEMA --plots DIR --store DIR --out JSON``
+Usage: ``python -m pipelines.stages.register --model DIR --test FEATURES --metrics JSON
+--data-dvc FILE --schema SCHEMA --plots DIR --store DIR --out JSON``
 """
 
 from __future__ import annotations
@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
     from mlflow.models import infer_signature
 
-    from pipelines.featurize import read_features
-    from pipelines.train import SKOPS_TRUSTED, load_model
+    from pipelines.stages.featurize import read_features
+    from pipelines.stages.train import SKOPS_TRUSTED, load_model
 
     loaded = load_model(args.model)
     x, _, _ = read_features(args.test)

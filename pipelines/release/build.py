@@ -10,7 +10,7 @@ A merge turns into an image that a GitOps manifest can name by digest:
 - ``push``: push it and record the reference by digest (``<repo>@sha256:...``).
 - ``sbom``: an SPDX JSON SBOM of the image (syft).
 
-Usage: ``python -m pipelines.release {bento,image,push,sbom} ...`` (see ``--help``)
+Usage: ``python -m pipelines.release.build {bento,image,push,sbom} ...`` (see ``--help``)
 """
 
 from __future__ import annotations
@@ -303,7 +303,7 @@ def _directory_size(path: Path) -> int:
 
 def build_bento(bentofile: Path, out: Path) -> BentoReport:
     """Export the requirements, build the bento with its labels, and write the report."""
-    from pipelines.register import data_hash, git_state
+    from pipelines.stages.register import data_hash, git_state
 
     config = yaml.safe_load(bentofile.read_text())
     requirements = (config.get("python") or {}).get("requirements_txt")

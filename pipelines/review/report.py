@@ -2,10 +2,10 @@
 
 BASE's evaluation outputs come from DVC, as BASE's ``dvc.lock`` records them (the local cache or
 the DVC remote; files with ``cache: false`` are in git). When DVC has not got them, BASE is
-reproduced in a temporary git worktree. The gate (:mod:`pipelines.gate`) decides; the report is
-one GitHub comment in markdown (``--comment``) and a machine-readable verdict (``--json``).
+reproduced in a temporary git worktree. The gate (:mod:`pipelines.review.gate`) decides; the report
+is one GitHub comment in markdown (``--comment``) and a machine-readable verdict (``--json``).
 
-Usage: ``python -m pipelines.report --base REF --comment reports/pr-comment.md
+Usage: ``python -m pipelines.review.report --base REF --comment reports/pr-comment.md
 --json reports/gate.json``. Exit 0: the gate passed; 1: it failed; 2: could not compare (why is
 printed in one line and written to the JSON file).
 """
@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipelines.gate import GateParams, GateResult, MetricResult, Predictions, Side, compare
 from pipelines.params import Paths, load_paths, load_section
+from pipelines.review.gate import GateParams, GateResult, MetricResult, Predictions, Side, compare
 from pipelines.stage import PipelineError, write_atomically, write_json
 
 MARKER = "<!-- churn-model-report -->"  # the posting client finds (and updates) the comment by it
@@ -246,7 +246,7 @@ def reproduce(root: Path, commit: str, stage: str, paths: Paths, into: Path) -> 
         # cached for the next report.
         run_logged([python, "-m", "dvc", "config", "--local", "cache.dir", cache], tree, env)
         progress("getting BASE's data")
-        run_logged([python, "-m", "pipelines.data"], tree, env)
+        run_logged([python, "-m", "pipelines.stages.data"], tree, env)
         progress(f"dvc repro {stage} at BASE")
         run_logged([python, "-m", "dvc", "repro", stage], tree, env)
         for path in (paths.metrics, paths.segments, paths.predictions, paths.model):
@@ -283,7 +283,7 @@ def base_outputs(root: Path, ref: str, paths: Paths, into: Path) -> Base:
 
 def consistent(outputs: Outputs, names: list[str], side: str) -> None:
     """Check that the metrics file says what the predictions say (both come from one run)."""
-    from pipelines.evaluate import classification_metrics
+    from pipelines.stages.evaluate import classification_metrics
 
     predictions = Predictions.from_frame(outputs.predictions)
     if predictions.problem():
@@ -343,7 +343,7 @@ def latency(directories: dict[str, Path], x: pd.DataFrame) -> dict[str, dict[str
     Models are loaded with the pipeline's own loader and timed in turn, repeat after repeat, so
     that a busy machine slows them alike and the first one timed pays no warm-up for the others.
     """
-    from pipelines.train import load_model
+    from pipelines.stages.train import load_model
 
     models = {name: load_model(directory) for name, directory in directories.items()}
     timed = {n: m for n, m in models.items() if set(m.meta["features"]) <= set(x.columns)}
@@ -370,7 +370,7 @@ def latency(directories: dict[str, Path], x: pd.DataFrame) -> dict[str, dict[str
 
 def model_stats(base: Outputs | None, pr: Outputs, test: Path) -> dict[str, dict[str, Any]]:
     """Size and prediction latency of each model, on the workspace's test features."""
-    from pipelines.featurize import read_features
+    from pipelines.stages.featurize import read_features
 
     x, _, _ = read_features(test)
     directories = {name: o.model for name, o in (("base", base), ("pr", pr)) if o is not None}
@@ -388,7 +388,7 @@ def curve(predictions: pd.DataFrame, kind: str) -> list[float]:
     ROC: the best true positive rate at each false positive rate or less. Precision-recall: the
     best precision at each recall or more (interpolated precision).
     """
-    from pipelines.evaluate import pr_points, roc_points
+    from pipelines.stages.evaluate import pr_points, roc_points
 
     y = predictions["label"].to_numpy()
     p = predictions["probability"].to_numpy(dtype=np.float64)

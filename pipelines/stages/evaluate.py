@@ -1,6 +1,6 @@
 """Evaluate stage: test-set metrics, plot data for DVC, per-row predictions, segment metrics.
 
-Usage: ``python -m pipelines.evaluate --model DIR --test FEATURES --raw RAW --schema SCHEMA
+Usage: ``python -m pipelines.stages.evaluate --model DIR --test FEATURES --raw RAW --schema SCHEMA
 --metrics OUT --segments OUT --predictions OUT --plots DIR``
 """
 
@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.featurize import read_features
 from pipelines.params import EvaluateParams, load_section
 from pipelines.schema import load_schema
 from pipelines.stage import (
@@ -22,6 +21,7 @@ from pipelines.stage import (
     write_atomically,
     write_json,
 )
+from pipelines.stages.featurize import read_features
 
 Points = list[dict[str, Any]]
 
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise PipelineError(f"evaluate.segments in params.yaml names unknown features {unknown}")
 
-    from pipelines.train import load_model
+    from pipelines.stages.train import load_model
 
     model = load_model(args.model)
     x, y, ids = read_features(args.test)

@@ -5,7 +5,7 @@ loader builds only scikit-learn, NumPy and SciPy types and refuses anything else
 class of someone else's code) instead of running it. ``meta.json`` beside it says what the model
 is, which features it takes in which order, and the cross-validation scores when asked for.
 
-Usage: ``python -m pipelines.train --train FEATURES --schema SCHEMA --out MODEL_DIR``
+Usage: ``python -m pipelines.stages.train --train FEATURES --schema SCHEMA --out MODEL_DIR``
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from pipelines.featurize import read_features
 from pipelines.params import TrainParams, load_section
 from pipelines.schema import load_schema
 from pipelines.stage import atomic_path, path_arguments, run_stage, write_json
+from pipelines.stages.featurize import read_features
 
 META = "meta.json"
 # Added to skops' default trust (scikit-learn estimators, NumPy/SciPy ufuncs, containers):

@@ -1,0 +1,1 @@
+"""Pull-request review: the metric gate, its Markdown report, and the comment client."""

@@ -1,0 +1,115 @@
+"""The request and response models of the service, generated from ``schema.yaml``.
+
+Requests are validated by a strict pydantic model: every raw feature with its type, category
+and range; unknown fields, NaN and infinities refused; at most ``serve.max_batch`` records.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from pipelines.params import (
+    Section,
+)
+from pipelines.schema import Schema
+
+if TYPE_CHECKING:
+    pass
+
+
+STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+class ServeParams(Section):
+    """Limits and concurrency of the HTTP service (``serve:`` in params.yaml)."""
+
+    max_batch: int = Field(ge=1)
+    max_body_bytes: int = Field(ge=1024)
+    workers: Annotated[int, Field(ge=1)] | Literal["cpu_count"]
+    threads: int = Field(ge=1)
+    timeout: float = Field(gt=0)
+    max_concurrency: int = Field(ge=1)
+    access_log: bool
+    tracing: bool
+
+
+# ---------------------------------------------------------------------------------------------
+# Request and response models
+
+
+def record_model(schema: Schema) -> type[BaseModel]:
+    """A strict pydantic model of one raw record: one field per feature of the schema.
+
+    Categories become ``Literal`` values, numeric ranges ``ge``/``le`` bounds, and only a
+    feature whose schema allows missing values accepts ``null`` (it must still be present).
+    Unknown fields, wrong JSON types (``true`` or ``"3"`` for a number), NaN and infinities
+    are errors.
+    """
+    fields: dict[str, Any] = {}
+    for name, feature in schema.features.items():
+        annotation: Any
+        if feature.type == "category":
+            annotation = Literal[tuple(feature.categories or ())]
+        else:
+            kind = int if feature.type == "integer" else float
+            annotation = Annotated[kind, Field(ge=feature.min, le=feature.max)]
+        if feature.nullable:
+            annotation = annotation | None
+        fields[name] = (annotation, Field(description=feature.description or None))
+    model: type[BaseModel] = create_model("Record", __config__=STRICT, **fields)
+    return model
+
+
+def request_model(schema: Schema, max_batch: int) -> type[BaseModel]:
+    """The body of ``POST /predict`` and ``/explain``: ``{"records": [<1..max_batch records>]}``."""
+    record: Any = record_model(schema)
+    records: Any = Annotated[list[record], Field(min_length=1, max_length=max_batch)]
+    model: type[BaseModel] = create_model("Records", __config__=STRICT, records=(records, ...))
+    return model
+
+
+class ModelBlock(BaseModel):
+    """Which model answered: carried by every response."""
+
+    name: str
+    version: str | None = Field(description="MLflow registered model version")
+    git_commit: str | None
+    data_md5: str | None
+    mlflow_run_id: str | None
+    bento_model_tag: str
+    threshold: float
+
+
+class Prediction(BaseModel):
+    """The positive-class probability of one record and its label at the threshold."""
+
+    probability: float
+    label: str | int
+
+
+class PredictResponse(BaseModel):
+    """One prediction per record, in order, and the model that made them."""
+
+    predictions: list[Prediction]
+    model: ModelBlock
+
+
+class Explanation(BaseModel):
+    """Additive contributions of each raw feature to one record's margin (log-odds).
+
+    ``base + sum(contributions.values()) == margin`` and ``probability == sigmoid(margin)``.
+    """
+
+    probability: float
+    margin: float
+    base: float
+    contributions: dict[str, float]
+
+
+class ExplainResponse(BaseModel):
+    """One explanation per record, in order, and the model that made them."""
+
+    explanations: list[Explanation]
+    model: ModelBlock

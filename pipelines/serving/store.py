@@ -1,0 +1,181 @@
+"""The model in BentoML's local store, with its lineage (MLflow run, commit, data hash).
+
+Usage: ``python -m pipelines.serving.store import`` saves the current model (``paths.model``)
+into the local BentoML model store as ``<register.model_name>:<content hash>`` and prints the
+tag; importing the same model again changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.params import (
+    DEFAULT_PARAMS,
+    EvaluateParams,
+    Paths,
+    RegisterParams,
+    load_paths,
+    load_section,
+)
+from pipelines.serving.scoring import SCHEMA_FILE
+from pipelines.stage import PipelineError, run_stage
+
+if TYPE_CHECKING:
+    pass
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The files a served model is made of, as params.yaml names them."""
+
+    model: Path
+    schema: Path
+    registry: Path
+    metrics: Path
+    data_dvc: Path
+    threshold: float
+    name: str
+
+    @classmethod
+    def from_params(cls, params: Path = DEFAULT_PARAMS) -> Sources:
+        """The current model and its metadata files, from ``params.yaml``."""
+        paths: Paths = load_paths(params)
+        return cls(
+            model=paths.model,
+            schema=paths.schema_,
+            registry=paths.registry,
+            metrics=paths.metrics,
+            data_dvc=paths.data_dvc,
+            threshold=load_section("evaluate", EvaluateParams, params).threshold,
+            name=load_section("register", RegisterParams, params).model_name,
+        )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def serving_info(sources: Sources) -> dict[str, Any]:
+    """What the served model reports about itself, from files only (no git, no network).
+
+    Keys: ``name``, ``threshold``, ``metrics`` and, when the files exist, ``mlflow_version``,
+    ``mlflow_run_id``, ``git_commit`` (the commit MLflow recorded for the run) and ``data_md5``.
+    """
+    from pipelines.stages.register import data_hash
+
+    registry = _read_json(sources.registry)
+    info: dict[str, Any] = {
+        "name": sources.name,
+        "threshold": sources.threshold,
+        "metrics": _read_json(sources.metrics),
+        "mlflow_version": str(registry["version"]) if "version" in registry else None,
+        "mlflow_run_id": registry.get("run_id"),
+        "git_commit": registry.get("git_commit"),
+        "data_md5": data_hash(sources.data_dvc) if sources.data_dvc.exists() else None,
+    }
+    return info
+
+
+def model_files(sources: Sources) -> dict[str, Path]:
+    """The files stored with the model: the model file, ``meta.json`` and the schema.
+
+    Raises:
+        PipelineError: There is no model directory yet.
+    """
+    if not (sources.model / "meta.json").exists():
+        raise PipelineError(
+            f"{sources.model}/meta.json does not exist: train a model first (`make run`)"
+        )
+    meta = json.loads((sources.model / "meta.json").read_text())
+    return {
+        meta["file"]: sources.model / meta["file"],
+        "meta.json": sources.model / "meta.json",
+        SCHEMA_FILE: sources.schema,
+    }
+
+
+def model_version(files: Mapping[str, Path], info: Mapping[str, Any]) -> str:
+    """A version derived from the content: the same model and metadata give the same version."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name].read_bytes() + b"\0")
+    digest.update(json.dumps(info, sort_keys=True).encode())
+    return digest.hexdigest()[:20]
+
+
+def current_tag(sources: Sources) -> str:
+    """The BentoML tag of the current model, ``<name>:<content hash>`` (nothing is written)."""
+    return f"{sources.name}:{model_version(model_files(sources), serving_info(sources))}"
+
+
+def _without_none(document: dict[str, Any]) -> dict[str, Any]:
+    """BentoML metadata has no null: absent values are left out."""
+    return {
+        key: _without_none(value) if isinstance(value, dict) else value
+        for key, value in document.items()
+        if value is not None
+    }
+
+
+def import_model(sources: Sources) -> str:
+    """Save the current model into the local BentoML model store; return its tag.
+
+    A no-op when that exact content is already stored. Labels carry the MLflow version and run,
+    the git commit and the data hash; metadata adds the threshold, the test metrics and where
+    the schema is inside the model directory.
+    """
+    import shutil
+
+    import bentoml
+
+    from pipelines.stages.register import git_state
+
+    files = model_files(sources)
+    info = serving_info(sources)
+    tag = f"{sources.name}:{model_version(files, info)}"
+    try:
+        bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        pass
+    else:
+        return tag
+    # Without an MLflow record, the commit the model is imported from is the best provenance.
+    commit = info["git_commit"] or git_state()["git_commit"]
+    labels = {
+        key: str(value)
+        for key, value in {
+            "mlflow_version": info["mlflow_version"],
+            "mlflow_run_id": info["mlflow_run_id"],
+            "git_commit": commit,
+            "data_md5": info["data_md5"],
+        }.items()
+        if value is not None
+    }
+    metadata = _without_none({**info, "git_commit": commit, "schema": SCHEMA_FILE})
+    with bentoml.models.create(tag, labels=labels, metadata=metadata) as stored:
+        for name, source in files.items():
+            shutil.copyfile(source, stored.path_of(name))
+    return tag
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``import``: put the current model into the BentoML model store and print its tag."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["import"])
+    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
+    args = parser.parse_args(argv)
+    # Offline first: BentoML would otherwise report usage over the network.
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    print(import_model(Sources.from_params(args.params)))
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage(main)
