@@ -3,7 +3,11 @@
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-UV ?= uv
+# uv from PATH; on a machine without it, a pinned uv installed from PyPI into .tools/ (first use says so)
+UV_VERSION := 0.13.9
+UV_LOCAL := $(CURDIR)/.tools/bin/uv
+UV ?= $(if $(shell uv --version 2>/dev/null),uv,$(UV_LOCAL))
+UV_NEEDED := $(filter $(UV_LOCAL),$(UV))
 RUN := $(UV) run --locked
 PORT ?= 3000
 
@@ -12,7 +16,14 @@ PORT ?= 3000
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-install: ## create .venv from uv.lock (Python packages only)
+$(UV_LOCAL):
+	@echo "uv is not on PATH: installing uv $(UV_VERSION) from PyPI into .tools/ (python3 -m pip)"
+	@python3 -m pip --version >/dev/null 2>&1 || { echo "python3 has no pip: install uv" \
+		"(https://docs.astral.sh/uv/) or pip (apt-get install python3-pip), then run make again" >&2; exit 1; }
+	python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+		--target $(CURDIR)/.tools "uv==$(UV_VERSION)"
+
+install: | $(UV_NEEDED) ## create .venv from uv.lock (Python packages only)
 	@# Bytecode compiled once here: with PYTHONDONTWRITEBYTECODE set (common in CI images) every
 	@# process would otherwise recompile mlflow, sklearn and xgboost from source (3-10x slower).
 	$(UV) sync --locked --compile-bytecode
@@ -24,13 +35,13 @@ schema: install ## write schema.yaml from the data (first time: TARGET=col ID=co
 	$(RUN) python -m pipelines.schema $(if $(TARGET),--target "$(TARGET)") $(if $(ID),--id "$(ID)") \
 		$(if $(POSITIVE),--positive "$(POSITIVE)") $(if $(FORCE),--force)
 
-repro: ## dvc repro: run the stages whose inputs changed
+repro: | $(UV_NEEDED) ## dvc repro: run the stages whose inputs changed
 	$(RUN) dvc repro
 
 run: data repro ## from a fresh clone: environment, data, the whole pipeline
 	@$(RUN) dvc metrics show
 
-metrics: ## show the current metrics and their change against the last commit
+metrics: | $(UV_NEEDED) ## show the current metrics and their change against the last commit
 	$(RUN) dvc metrics diff --all HEAD
 
 test: install ## the whole test suite
@@ -108,13 +119,13 @@ DEPLOY ?= deploy
 KUBERNETES_VERSION ?= 1.37.0
 CHECKOV ?= $(UV) tool run --from checkov==3.3.30 checkov
 
-set-image: ## write IMAGE=<repo>@sha256:<digest> into deploy/overlays/OVERLAY (staging|production)
+set-image: | $(UV_NEEDED) ## write IMAGE=<repo>@sha256:<digest> into deploy/overlays/OVERLAY (staging|production)
 	$(RUN) python -m pipelines.release.manifests --overlays $(DEPLOY)/overlays set "$(OVERLAY)" "$(IMAGE)"
 
-show-image: ## print the image that deploy/overlays/OVERLAY deploys (nothing else on stdout)
+show-image: | $(UV_NEEDED) ## print the image that deploy/overlays/OVERLAY deploys (nothing else on stdout)
 	@$(RUN) python -m pipelines.release.manifests --overlays $(DEPLOY)/overlays show "$(OVERLAY)"
 
-lint-deploy: ## render every overlay; kubernetes-validate, Argo CD schemas, checkov: zero failures
+lint-deploy: | $(UV_NEEDED) ## render every overlay; kubernetes-validate, Argo CD schemas, checkov: zero failures
 	$(RUN) check-jsonschema --check-metaschema $(DEPLOY)/schemas/*.json
 	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/appproject_v1alpha1.json $(DEPLOY)/argocd/project.yaml
 	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/application_v1alpha1.json \

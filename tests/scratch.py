@@ -80,6 +80,19 @@ class ScratchRepo:
         """Run the environment's Python in the copy."""
         return self.run(sys.executable, *args, check=check)
 
+    def hide_uv(self, bin_dir: Path) -> None:
+        """Run as on a machine without uv: no ``uv`` on PATH, a Python with pip as ``python3``.
+
+        ``bin_dir`` (empty, outside the copy) gets a ``python3`` link to the interpreter this
+        environment was made from; PATH keeps only directories without a ``uv``.
+        """
+        (bin_dir / "python3").symlink_to(Path(sys._base_executable).resolve())
+        self.env.pop("UV", None)  # `uv run` tells its children where uv is; make would use it
+        kept = [d for d in self.env["PATH"].split(os.pathsep) if not (Path(d) / "uv").exists()]
+        self.env["PATH"] = os.pathsep.join([str(bin_dir), str(BIN), *kept])
+        if shutil.which("uv", path=self.env["PATH"]) is not None:
+            raise RuntimeError("uv is still on PATH")
+
     def read(self, relative: str) -> bytes:
         """Bytes of a file of the copy."""
         return (self.path / relative).read_bytes()

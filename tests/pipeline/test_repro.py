@@ -30,9 +30,10 @@ class Pipeline:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    """`make run` in a fresh copy, as a new user runs it (reusing this environment)."""
+    """`make run` in a fresh copy on a machine without uv (reusing this environment)."""
     repo = ScratchRepo.create(tmp_path_factory.mktemp("project"))
     assert not (repo.path / "data").exists()
+    repo.hide_uv(tmp_path_factory.mktemp("bin"))
     repo.env["UV_PROJECT_ENVIRONMENT"] = sys.prefix  # `uv sync` finds it in sync: no install
     return Pipeline(repo, repo.run("make", "run"))
 
@@ -67,6 +68,21 @@ def test_make_run_gets_the_data_and_runs_every_stage(pipeline: Pipeline) -> None
     assert meta["kind"] == "xgboost"
     assert (repo.path / "models/model/model.ubj").stat().st_size > 0
     assert json.loads(repo.read("reports/validation.json"))["success"] is True
+
+
+def test_make_installs_uv_when_the_machine_has_none(pipeline: Pipeline) -> None:
+    """A fresh machine has Python, make and git: `make run` fetched uv itself and said so."""
+    repo = pipeline.repo
+    assert "uv is not on PATH: installing uv" in pipeline.first.stdout
+    local_uv = repo.path / ".tools/bin/uv"
+    assert local_uv.is_file()
+    assert f"{local_uv} sync --locked" in pipeline.first.stdout
+    # ... and `make test` goes on with it, without installing it again
+    done = repo.run("make", "test", "PYTEST_ARGS=-q -p no:cacheprovider tests/unit/test_params.py")
+    assert "installing uv" not in done.stdout
+    assert f"{local_uv} run --locked pytest" in done.stdout
+    assert " passed" in done.stdout.splitlines()[-1]
+    assert not repo.run("git", "status", "--porcelain", "--", ".tools").stdout  # git-ignored
 
 
 def test_the_lock_file_in_git_is_what_the_code_and_data_reproduce(repo: ScratchRepo) -> None:
@@ -178,7 +194,7 @@ def test_data_bootstrap_refuses_a_table_that_does_not_match_data_dvc(repo: Scrat
     try:
         md5 = yaml.safe_load(original)["outs"][0]["md5"]
         dvc_file.write_text(original.replace(md5, "0" * 32 + ".dir"))
-        done = repo.python("-m", "pipelines.data", check=False)
+        done = repo.python("-m", "pipelines.stages.data", check=False)
         assert done.returncode == 1
         assert "does not match the hash in data.dvc" in done.stderr
         assert "dvc add data" in done.stderr
@@ -220,7 +236,7 @@ def test_data_comes_from_the_dvc_remote_when_one_is_configured(
         shutil.rmtree(repo.path / "data")
         # An empty cache, as on a fresh clone: the data can only come from the remote
         repo.dvc("cache", "dir", "--local", str(tmp_path / "empty-cache"))
-        done = repo.python("-m", "pipelines.data")
+        done = repo.python("-m", "pipelines.stages.data")
         assert "restored by DVC" in done.stdout
         assert "materializing" not in done.stdout
         assert repo.read("data/churn.csv") == raw
@@ -233,7 +249,7 @@ def test_data_comes_from_the_dvc_remote_when_one_is_configured(
 def test_data_is_restored_from_the_local_dvc_cache_first(repo: ScratchRepo) -> None:
     raw = repo.read("data/churn.csv")
     shutil.rmtree(repo.path / "data")
-    done = repo.python("-m", "pipelines.data")
+    done = repo.python("-m", "pipelines.stages.data")
     assert "restored by DVC" in done.stdout
     assert "materializing" not in done.stdout
     assert repo.read("data/churn.csv") == raw
@@ -250,7 +266,7 @@ def test_without_an_offline_source_missing_data_is_a_clear_error(
     (repo.path / "data").rename(tmp_path / "data")
     repo.dvc("cache", "dir", "--local", str(tmp_path / "empty-cache"))
     try:
-        done = repo.python("-m", "pipelines.data", check=False)
+        done = repo.python("-m", "pipelines.stages.data", check=False)
         assert done.returncode == 1
         assert done.stderr.startswith("error: ")
         assert "no offline source" in done.stderr
