@@ -83,7 +83,7 @@ check-lock: install ## dvc repro, then fail if the committed dvc.lock differs fr
 # The bento, its image under an immutable tag, the push by digest, the SBOM; and the whole
 # merge-to-deploy path on one machine without a Docker engine (buildah, a local registry, podman)
 .PHONY: bento image push sbom image-e2e
-IMAGE_REPO ?= localhost/churn-model
+IMAGE_REPO ?=
 BACKEND ?=
 BENTO_REPORT := reports/bento.json
 IMAGE_REPORT := reports/image.json
@@ -93,7 +93,7 @@ bento: install ## import the current model into BentoML's store, build the bento
 	$(RUN) python -m pipelines.serving.store import
 	$(RUN) python -m pipelines.release.build bento --bentofile bentofile.yaml --out $(BENTO_REPORT)
 
-image: install ## build IMAGE_REPO:<bento version>-<commit> (BACKEND=docker|buildah; reports/image.json)
+image: install ## build IMAGE_REPO:<bento version>-<commit> (default localhost/<model name>; BACKEND=docker|buildah)
 	$(RUN) python -m pipelines.release.build image --bento-report $(BENTO_REPORT) --repo "$(IMAGE_REPO)" \
 		--backend "$(BACKEND)" --out $(IMAGE_REPORT)
 
@@ -154,3 +154,11 @@ serve: install ## serve the current model with BentoML on http://127.0.0.1:$(POR
 	@# Offline first: no usage reports. The import is content-addressed: the same model is a no-op.
 	BENTOML_DO_NOT_TRACK=True $(RUN) python -m pipelines.serving.store import
 	BENTOML_DO_NOT_TRACK=True $(RUN) bentoml serve pipelines.serving.service:ModelService --host 127.0.0.1 --port $(PORT)
+
+# The template: a new model repository from a table, and template updates (copier)
+.PHONY: new-model
+new-model: install ## a new model repository: DATA=<csv|parquet> TARGET=<column> NAME=<name> DEST=<dir> [POSITIVE=] [ID=]
+	$(if $(and $(DATA),$(TARGET),$(NAME),$(DEST)),,$(error usage: make new-model DATA=<table.csv|.parquet> TARGET=<label column> NAME=<model-name> DEST=<new folder> [POSITIVE=<class>] [ID=<id column>] [REPOSITORY=<owner/name>]))
+	$(RUN) python -m pipelines.template.new_model --data "$(DATA)" --target "$(TARGET)" \
+		--name "$(NAME)" --dest "$(DEST)" --positive "$(POSITIVE)" --id "$(ID)" \
+		$(if $(REPOSITORY),--repository "$(REPOSITORY)")

@@ -48,7 +48,7 @@ def create_app() -> FastAPI:
     record = record_model(schema)
     request_model = create_model("PredictRequest", records=(list[record], ...))  # type: ignore[valid-type]
 
-    app = FastAPI(title="churn model, tutorial-style")
+    app = FastAPI(title="model server, tutorial-style")
 
     @app.post("/predict")
     def predict(request: request_model) -> dict[str, Any]:  # type: ignore[valid-type]

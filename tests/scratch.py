@@ -86,7 +86,7 @@ class ScratchRepo:
         ``bin_dir`` (empty, outside the copy) gets a ``python3`` link to the interpreter this
         environment was made from; PATH keeps only directories without a ``uv``.
         """
-        (bin_dir / "python3").symlink_to(Path(sys._base_executable).resolve())
+        (bin_dir / "python3").symlink_to(Path(sys._base_executable).resolve())  # type: ignore[attr-defined]
         self.env.pop("UV", None)  # `uv run` tells its children where uv is; make would use it
         kept = [d for d in self.env["PATH"].split(os.pathsep) if not (Path(d) / "uv").exists()]
         self.env["PATH"] = os.pathsep.join([str(bin_dir), str(BIN), *kept])

@@ -165,6 +165,13 @@ def image_tag(bento_version: str, commit: str) -> str:
     return tag
 
 
+def default_repository() -> str:
+    """``localhost/<register.model_name>``: where a local build goes when no IMAGE_REPO is given."""
+    from pipelines.params import RegisterParams, load_section
+
+    return f"localhost/{load_section('register', RegisterParams).model_name}"
+
+
 def image_name(repository: str, tag: str) -> str:
     """``repository:tag``, after checking both.
 
@@ -174,7 +181,7 @@ def image_name(repository: str, tag: str) -> str:
     if not REPOSITORY.match(repository):
         raise PipelineError(
             f"IMAGE_REPO '{repository}' is not an image repository: use lower case, e.g. "
-            "ghcr.io/owner/churn-model or localhost/churn-model, with no tag or digest"
+            f"ghcr.io/owner/name or {default_repository()}, with no tag or digest"
         )
     if tag == "latest" or not TAG.match(tag):
         raise PipelineError(f"'{tag}' is not an immutable image tag")
@@ -521,7 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     bento.add_argument("--out", type=Path, required=True, help="the bento report (JSON)")
     image = steps.add_parser("image", help="build the image of the bento in the bento report")
     image.add_argument("--bento-report", type=Path, required=True)
-    image.add_argument("--repo", required=True, help="image repository, e.g. ghcr.io/o/name")
+    image.add_argument(
+        "--repo", default="", help="image repository, e.g. ghcr.io/o/name (default: localhost/NAME)"
+    )
     image.add_argument("--backend", default=None, help="docker or buildah (default: detected)")
     image.add_argument("--out", type=Path, required=True, help="the image report (JSON)")
     push = steps.add_parser("push", help="push the image and record its digest")
@@ -537,7 +546,8 @@ def main(argv: list[str] | None = None) -> int:
         report = build_bento(args.bentofile, args.out)
         print(f"built bento {report.tag} ({report.size_bytes / 1e6:.1f} MB) -> {args.out}")
     elif args.step == "image":
-        build_image(args.bento_report, args.repo, args.backend or None, args.out)
+        repository = args.repo or default_repository()
+        build_image(args.bento_report, repository, args.backend or None, args.out)
     elif args.step == "push":
         push_image(args.report)
     else:

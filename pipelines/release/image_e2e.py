@@ -49,7 +49,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.release.build import ImageReport, check_digest_ref, read_report
+from pipelines.release.build import (
+    ImageReport,
+    check_digest_ref,
+    default_repository,
+    read_report,
+)
 from pipelines.stage import PipelineError, run_stage
 
 # Command -> Debian package.
@@ -381,7 +386,7 @@ def base(run: Run, bento_tag: str) -> None:
 
     dockerfile = Path(bentoml.get(bento_tag).path) / "env" / "docker" / "Dockerfile"
     name = base_image(dockerfile.read_text())
-    cache = Path.home() / ".cache" / "churn-model" / "image-e2e"
+    cache = Path.home() / ".cache" / "model-image-e2e"  # shared by every model repository
     import_base(run, rootfs_tarball(run, cache), name)
     run.say(f"base: {name} in buildah's store")
 
@@ -398,7 +403,7 @@ def start_registry(run: Run, stack: ExitStack) -> str:
     stack.callback(_stop, registry)
     wait_for(f"http://127.0.0.1:{port}/v2/", 30, lambda: registry.poll() is None)
     run.say(f"registry: serving on 127.0.0.1:{port}")
-    return f"127.0.0.1:{port}/churn-model"
+    return f"127.0.0.1:{port}/{default_repository().rsplit('/', 1)[1]}"
 
 
 def push_twice(run: Run) -> str:

@@ -23,7 +23,7 @@ import yaml
 from pipelines.stage import PipelineError, run_stage, write_atomically
 
 DEFAULT_OVERLAYS = Path("deploy/overlays")
-IMAGE_NAME = "churn-model"  # the image name in deploy/base that every overlay replaces
+IMAGE_NAME = "model-server"  # the image name in deploy/base that every overlay replaces
 
 # The repository grammar of the OCI distribution reference: an optional registry host (with
 # port), then lowercase path components separated by "/".
@@ -52,7 +52,7 @@ def parse_reference(reference: str) -> ImageRef:
         PipelineError: no digest, a tag beside the digest, another digest algorithm or length,
             or an invalid repository name.
     """
-    example = "give the pushed image by digest, e.g. ghcr.io/owner/churn-model@sha256:<64 hex>"
+    example = "give the pushed image by digest, e.g. ghcr.io/owner/my-model@sha256:<64 hex>"
     if not reference:
         raise PipelineError(f"no image given: {example}")
     repository, at, digest = reference.partition("@")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MARKER = "<!-- churn-model-report -->"
+MARKER = "<!-- model-report -->"
 MAX_BODY_CHARS = 60_000  # GitHub refuses comments over 65,536 characters
 MAX_NUMBER_BYTES = 32
 DEFAULT_API_URL = "https://api.github.com"
@@ -138,7 +138,7 @@ class GitHub:
         request.add_header("Accept", "application/vnd.github+json")
         request.add_header("Authorization", f"Bearer {self.token}")
         request.add_header("X-GitHub-Api-Version", "2022-11-28")
-        request.add_header("User-Agent", "churn-model-comment")
+        request.add_header("User-Agent", "model-report-comment")
         if data is not None:
             request.add_header("Content-Type", "application/json")
         opener = urllib.request.build_opener(_NoRedirect)

@@ -1,7 +1,7 @@
 """The metric gate: is the pull request's model worse than the base branch's, and how sure are we?
 
 Both models' predictions on the test rows (``eval/predictions.csv``) are resampled together: a
-**paired bootstrap** draws the same rows for both (joined by id), so the noise of which customers
+**paired bootstrap** draws the same rows for both (joined by id), so the noise of which rows
 happen to be in the test set cancels out and only the difference between the models remains. For
 each gated metric it gives a confidence interval of the difference PR - BASE, turned into an
 *improvement* (PR - BASE for higher-is-better metrics, BASE - PR for lower-is-better ones, so that

@@ -36,7 +36,7 @@ from pipelines.params import Paths, load_paths, load_section
 from pipelines.review.gate import GateParams, GateResult, MetricResult, Predictions, Side, compare
 from pipelines.stage import PipelineError, write_atomically, write_json
 
-MARKER = "<!-- churn-model-report -->"  # the posting client finds (and updates) the comment by it
+MARKER = "<!-- model-report -->"  # the posting client finds (and updates) the comment by it
 MAX_CHARS = 60_000  # GitHub refuses comments over 65,536 characters
 MAX_TABLE_ROWS = 25
 GRID = np.linspace(0.0, 1.0, 21)  # x values of the inline charts

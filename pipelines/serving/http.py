@@ -21,9 +21,9 @@ LISTED_PROBLEMS = 50  # a 1000-record batch can hold 20,000 problems: the first 
 def explain_errors(body: bytes) -> bytes | None:
     """Rewrite BentoML's pydantic 400 body into one that names each record and field.
 
-    ``{"detail": [{"loc": ["records", 3, "tenure"], "msg": ...}, ...]}`` becomes
-    ``{"error": ..., "detail": "records.3.tenure: ...; ...", "errors": [{"field":
-    "records.3.tenure", "record": 3, "message": ..., "type": ...}, ...]}``. ``detail`` is a
+    ``{"detail": [{"loc": ["records", 3, "age"], "msg": ...}, ...]}`` becomes
+    ``{"error": ..., "detail": "records.3.age: ...; ...", "errors": [{"field":
+    "records.3.age", "record": 3, "message": ..., "type": ...}, ...]}``. ``detail`` is a
     string, as the service's OpenAPI document declares it. Returns None for any other body.
     """
     try:

@@ -47,7 +47,7 @@ class Problem:
 
     Attributes:
         column: The offending column.
-        rule: What the schema requires, e.g. ``values in ['DSL', 'Fiber optic', 'No']``.
+        rule: What the schema requires, e.g. ``values in ['own', 'rent', 'other']``.
         bad_rows: How many rows break the rule; None for a missing or unexpected column.
         examples: A few distinct offending values.
         where: Ids of a few offending rows or, without an id column, their 1-based numbers.

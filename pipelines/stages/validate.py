@@ -69,7 +69,7 @@ class Failure:
     Attributes:
         expectation: The GX expectation type, e.g. ``expect_column_values_to_be_in_set``.
         column: The column, or None for a table-level rule (row count).
-        rule: What the schema requires, e.g. ``values in ['DSL', 'Fiber optic', 'No']``.
+        rule: What the schema requires, e.g. ``values in ['own', 'rent', 'other']``.
         bad_rows: How many rows break the rule, or None when the rule is not about rows.
         examples: A few of the offending values (at most ``MAX_EXAMPLES``), distinct, in row order.
         observed: What was found instead, when the rule is not about rows (a dtype, a row count,

@@ -11,8 +11,11 @@ from typing import Any
 import pytest
 import yaml
 
+from pipelines.params import RegisterParams, load_section
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
+MODEL = load_section("register", RegisterParams, ROOT / "params.yaml").model_name
 OVERLAYS = ("staging", "production")
 
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from pipelines.release.manifests import show_image
-from tests.deploy.conftest import DEPLOY, OVERLAYS, one, render
+from tests.deploy.conftest import DEPLOY, MODEL, OVERLAYS, one, render
 
 BENTOML_UID = 1034  # the `bentoml` user of BentoML's generated Dockerfile
 
@@ -44,11 +44,12 @@ def test_every_resource_is_in_the_overlays_namespace(overlay):
             "ServiceAccount",
         ]
     )
-    assert {r["metadata"]["namespace"] for r in resources} == {f"churn-model-{name}"}
+    assert {r["metadata"]["namespace"] for r in resources} == {f"{MODEL}-{name}"}
     for resource in resources:
+        assert resource["metadata"]["name"] == f"{MODEL}-server"
         labels = resource["metadata"]["labels"]
-        assert labels["app.kubernetes.io/name"] == "churn-model"
-        assert labels["app.kubernetes.io/part-of"] == "churn-model"
+        assert labels["app.kubernetes.io/name"] == MODEL
+        assert labels["app.kubernetes.io/part-of"] == MODEL
 
 
 def test_the_image_is_the_overlays_by_digest(overlay):

@@ -19,7 +19,7 @@ KUSTOMIZATION = f"""\
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 
-namespace: churn-model-staging   # aligned comment
+namespace: my-model-staging   # aligned comment
 
 resources:
     - ../../base
@@ -28,8 +28,8 @@ images:
   - name: other-image
     newName: example.org/other
     digest: {OTHER}
-  - name: churn-model
-    newName: "ghcr.io/owner/churn-model"   # written by make set-image
+  - name: model-server
+    newName: "ghcr.io/owner/my-model"   # written by make set-image
     digest: '{OTHER}'
 # trailing comment, no newline at the end"""
 
@@ -37,10 +37,10 @@ images:
 @pytest.mark.parametrize(
     "reference",
     [
-        f"ghcr.io/acme/churn-model@{DIGEST}",
-        f"localhost:5000/churn-model@{DIGEST}",
-        f"registry.example.com:443/team/ml/churn_model.v2@{DIGEST}",
-        f"churn-model@{DIGEST}",
+        f"ghcr.io/acme/my-model@{DIGEST}",
+        f"localhost:5000/my-model@{DIGEST}",
+        f"registry.example.com:443/team/ml/my_model.v2@{DIGEST}",
+        f"my-model@{DIGEST}",
     ],
 )
 def test_a_reference_by_digest_is_accepted(reference):
@@ -53,15 +53,15 @@ def test_a_reference_by_digest_is_accepted(reference):
     ("reference", "message"),
     [
         ("", "no image given"),
-        ("ghcr.io/acme/churn-model", "has no digest"),
-        ("ghcr.io/acme/churn-model:1.0", "has no digest"),
-        (f"ghcr.io/acme/churn-model:1.0@{DIGEST}", "has a tag ('1.0') and a digest"),
-        (f"localhost:5000/churn-model:v1@{DIGEST}", "has a tag ('v1') and a digest"),
-        ("ghcr.io/acme/churn-model@sha256:abc", "64 lowercase hex"),
-        (f"ghcr.io/acme/churn-model@{DIGEST.upper()}", "64 lowercase hex"),
-        ("ghcr.io/acme/churn-model@sha512:" + "0" * 128, "must be 'sha256:'"),
-        (f"ghcr.io/Acme/churn-model@{DIGEST}", "not a valid repository name"),
-        (f"ghcr.io/acme//churn-model@{DIGEST}", "not a valid repository name"),
+        ("ghcr.io/acme/my-model", "has no digest"),
+        ("ghcr.io/acme/my-model:1.0", "has no digest"),
+        (f"ghcr.io/acme/my-model:1.0@{DIGEST}", "has a tag ('1.0') and a digest"),
+        (f"localhost:5000/my-model:v1@{DIGEST}", "has a tag ('v1') and a digest"),
+        ("ghcr.io/acme/my-model@sha256:abc", "64 lowercase hex"),
+        (f"ghcr.io/acme/my-model@{DIGEST.upper()}", "64 lowercase hex"),
+        ("ghcr.io/acme/my-model@sha512:" + "0" * 128, "must be 'sha256:'"),
+        (f"ghcr.io/Acme/my-model@{DIGEST}", "not a valid repository name"),
+        (f"ghcr.io/acme//my-model@{DIGEST}", "not a valid repository name"),
         (f"@{DIGEST}", "not a valid repository name"),
     ],
 )
@@ -72,7 +72,7 @@ def test_a_reference_without_a_plain_digest_is_rejected(reference, message):
 
 
 def test_write_changes_only_the_two_values_keeping_quotes_and_comments():
-    image = ImageRef("registry.example.com/ml/churn-model", DIGEST)
+    image = ImageRef("registry.example.com/ml/my-model", DIGEST)
     written = write_image(KUSTOMIZATION, image)
     changed = [
         line
@@ -80,8 +80,8 @@ def test_write_changes_only_the_two_values_keeping_quotes_and_comments():
         if line[0] in "+-"
     ]
     assert changed == [
-        '-     newName: "ghcr.io/owner/churn-model"   # written by make set-image\n',
-        '+     newName: "registry.example.com/ml/churn-model"   # written by make set-image\n',
+        '-     newName: "ghcr.io/owner/my-model"   # written by make set-image\n',
+        '+     newName: "registry.example.com/ml/my-model"   # written by make set-image\n',
         f"-     digest: '{OTHER}'\n",
         f"+     digest: '{DIGEST}'\n",
     ]
@@ -91,7 +91,7 @@ def test_write_changes_only_the_two_values_keeping_quotes_and_comments():
 
 
 def test_write_is_idempotent():
-    image = ImageRef("ghcr.io/acme/churn-model", DIGEST)
+    image = ImageRef("ghcr.io/acme/my-model", DIGEST)
     once = write_image(KUSTOMIZATION, image)
     assert write_image(once, image) == once
 
@@ -99,11 +99,11 @@ def test_write_is_idempotent():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("images: []\n", "no `images:` entry with `name: churn-model`"),
+        ("images: []\n", "no `images:` entry with `name: model-server`"),
         ("resources: [../../base]\n", "no `images:` entry"),
-        ("images:\n  - name: churn-model\n    newName: x\n", "no `digest:` value"),
+        ("images:\n  - name: model-server\n    newName: x\n", "no `digest:` value"),
         (
-            f"images:\n  - name: churn-model\n    newName: x\n    newTag: v1\n"
+            f"images:\n  - name: model-server\n    newName: x\n    newTag: v1\n"
             f"    digest: {DIGEST}\n",
             "has `newTag:`",
         ),
@@ -113,14 +113,14 @@ def test_write_is_idempotent():
 )
 def test_an_overlay_without_a_digest_entry_is_rejected(text, message):
     with pytest.raises(PipelineError, match=message):
-        write_image(text, ImageRef("ghcr.io/acme/churn-model", DIGEST))
+        write_image(text, ImageRef("ghcr.io/acme/my-model", DIGEST))
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_make_set_image_then_show_image_round_trip(deploy_copy: Path, overlay):
     path = deploy_copy / "overlays" / overlay / "kustomization.yaml"
     before = path.read_bytes()
-    reference = f"ghcr.io/acme/churn-model@{DIGEST}"
+    reference = f"ghcr.io/acme/my-model@{DIGEST}"
 
     first = make("set-image", f"DEPLOY={deploy_copy}", f"OVERLAY={overlay}", f"IMAGE={reference}")
     assert first.returncode == 0, first.stderr
@@ -154,11 +154,11 @@ def test_make_set_image_then_show_image_round_trip(deploy_copy: Path, overlay):
 @pytest.mark.parametrize(
     ("overlay", "image", "message"),
     [
-        ("qa", f"ghcr.io/acme/churn-model@{DIGEST}", "unknown overlay 'qa'"),
-        ("../base", f"ghcr.io/acme/churn-model@{DIGEST}", "unknown overlay '../base'"),
-        ("staging", "ghcr.io/acme/churn-model:latest", "has no digest"),
-        ("staging", f"ghcr.io/acme/churn-model:1.0@{DIGEST}", "has a tag"),
-        ("", f"ghcr.io/acme/churn-model@{DIGEST}", "unknown overlay ''"),
+        ("qa", f"ghcr.io/acme/my-model@{DIGEST}", "unknown overlay 'qa'"),
+        ("../base", f"ghcr.io/acme/my-model@{DIGEST}", "unknown overlay '../base'"),
+        ("staging", "ghcr.io/acme/my-model:latest", "has no digest"),
+        ("staging", f"ghcr.io/acme/my-model:1.0@{DIGEST}", "has a tag"),
+        ("", f"ghcr.io/acme/my-model@{DIGEST}", "unknown overlay ''"),
     ],
 )
 def test_make_set_image_rejects_bad_input_in_one_line(deploy_copy, overlay, image, message):

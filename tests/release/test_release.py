@@ -69,7 +69,7 @@ def test_labels_trace_commit_data_model_and_metrics() -> None:
         "092ece94da702bc059a066723719e00b.dir",
         {"kind": "xgboost"},
         {"roc_auc": 0.845, "f1": 0.59, "rows": 1409},
-        {"model_uri": "models:/churn-model/6", "run_id": "r1"},
+        {"model_uri": "models:/my-model/6", "run_id": "r1"},
     )
     assert labels == {
         "git_commit": "a" * 40,
@@ -78,7 +78,7 @@ def test_labels_trace_commit_data_model_and_metrics() -> None:
         "model_kind": "xgboost",
         "roc_auc": "0.845",
         "f1": "0.59",
-        "mlflow_model_uri": "models:/churn-model/6",
+        "mlflow_model_uri": "models:/my-model/6",
         "mlflow_run_id": "r1",
     }
     without_registry = release.bento_labels(
@@ -105,13 +105,13 @@ def test_tag_needs_a_commit_hash(commit: str) -> None:
 @pytest.mark.parametrize(
     ("repository", "ok"),
     [
-        ("localhost/churn-model", True),
-        ("127.0.0.1:5000/churn-model", True),
-        ("ghcr.io/owner/churn-model", True),
-        ("churn-model", True),
-        ("GHCR.io/Owner/Churn", False),
-        ("ghcr.io/owner/churn-model:v1", False),
-        ("ghcr.io/owner/churn-model@" + DIGEST, False),
+        ("localhost/my-model", True),
+        ("127.0.0.1:5000/my-model", True),
+        ("ghcr.io/owner/my-model", True),
+        ("my-model", True),
+        ("GHCR.io/Owner/Model", False),
+        ("ghcr.io/owner/my-model:v1", False),
+        ("ghcr.io/owner/my-model@" + DIGEST, False),
         ("", False),
     ],
 )
@@ -126,15 +126,15 @@ def test_repository_is_checked(repository: str, ok: bool) -> None:
 @pytest.mark.parametrize("tag", ["latest", "", "-x", "a" * 129])
 def test_mutable_or_invalid_tags_are_refused(tag: str) -> None:
     with pytest.raises(PipelineError, match="immutable"):
-        release.image_name("localhost/churn-model", tag)
+        release.image_name("localhost/my-model", tag)
 
 
 def test_digest_ref_drops_the_tag_but_keeps_the_registry_port() -> None:
-    image = "127.0.0.1:5000/churn-model:v1-abc1234"
-    assert release.split_image(image) == ("127.0.0.1:5000/churn-model", "v1-abc1234")
-    assert release.digest_ref(image, DIGEST + "\n") == f"127.0.0.1:5000/churn-model@{DIGEST}"
+    image = "127.0.0.1:5000/my-model:v1-abc1234"
+    assert release.split_image(image) == ("127.0.0.1:5000/my-model", "v1-abc1234")
+    assert release.digest_ref(image, DIGEST + "\n") == f"127.0.0.1:5000/my-model@{DIGEST}"
     with pytest.raises(PipelineError, match="has no tag"):
-        release.split_image("127.0.0.1:5000/churn-model")
+        release.split_image("127.0.0.1:5000/my-model")
     with pytest.raises(PipelineError, match="not a sha256 image digest"):
         release.digest_ref(image, "sha256:xyz")
 
@@ -142,9 +142,9 @@ def test_digest_ref_drops_the_tag_but_keeps_the_registry_port() -> None:
 @pytest.mark.parametrize(
     "reference",
     [
-        "ghcr.io/o/churn-model:v1",
-        "ghcr.io/o/churn-model@sha256:" + "a" * 63,
-        "ghcr.io/o/churn-model@sha512:" + "a" * 128,
+        "ghcr.io/o/my-model:v1",
+        "ghcr.io/o/my-model@sha256:" + "a" * 63,
+        "ghcr.io/o/my-model@sha512:" + "a" * 128,
         "@" + DIGEST,
         "Ghcr.io/O/x@" + DIGEST + "x",
     ],
@@ -155,20 +155,20 @@ def test_references_without_a_valid_digest_are_rejected(reference: str) -> None:
 
 
 def test_a_reference_by_digest_is_accepted() -> None:
-    assert release.check_digest_ref(f"ghcr.io/o/churn-model@{DIGEST}").endswith(DIGEST)
+    assert release.check_digest_ref(f"ghcr.io/o/my-model@{DIGEST}").endswith(DIGEST)
 
 
 @pytest.mark.parametrize(
     ("image", "loopback"),
     [
-        ("127.0.0.1:5000/churn-model:v1", True),
-        ("localhost:5000/churn-model:v1", True),
-        ("localhost/churn-model:v1", True),
-        ("127.3.2.1/churn-model:v1", True),
-        ("ghcr.io/o/churn-model:v1", False),
-        ("10.0.0.1:5000/churn-model:v1", False),
-        ("library/churn-model:v1", False),
-        ("churn-model:v1", False),
+        ("127.0.0.1:5000/my-model:v1", True),
+        ("localhost:5000/my-model:v1", True),
+        ("localhost/my-model:v1", True),
+        ("127.3.2.1/my-model:v1", True),
+        ("ghcr.io/o/my-model:v1", False),
+        ("10.0.0.1:5000/my-model:v1", False),
+        ("library/my-model:v1", False),
+        ("my-model:v1", False),
     ],
 )
 def test_only_loopback_registries_go_without_tls(image: str, loopback: bool) -> None:
@@ -180,14 +180,14 @@ def test_reports_round_trip_and_bad_ones_say_what_to_run(tmp_path: Path) -> None
     with pytest.raises(PipelineError, match=r"does not exist: run `make image` first"):
         release.read_report(path, ImageReport, "image")
     report = ImageReport(
-        image="localhost/churn-model:v1-abc1234", bento="churn-model:v1", backend="buildah"
+        image="localhost/my-model:v1-abc1234", bento="my-model:v1", backend="buildah"
     )
     path.write_text(report.model_dump_json())
     assert release.read_report(path, ImageReport, "image") == report
     path.write_text(json.dumps({"image": "x", "bento": "y", "backend": "kaniko"}))
     with pytest.raises(PipelineError, match=r"backend: .*run `make image` again"):
         release.read_report(path, ImageReport, "image")
-    path.write_text(json.dumps({"tag": "churn-model:v1"}))
+    path.write_text(json.dumps({"tag": "my-model:v1"}))
     with pytest.raises(PipelineError, match="labels: Field required"):
         release.read_report(path, BentoReport, "bento")
 

@@ -175,7 +175,7 @@ def test_curves_are_inline_mermaid_charts_of_base_and_pr(worse: Report) -> None:
 def test_untrusted_param_values_cannot_break_the_markup(same: Report) -> None:
     sneaky = {"params.yaml": {"train.x": {"old": "a|b", "new": "<img src=x> `code` " + MARKER}}}
     comment = report.render(make_report(same.base.outputs, same.pr, params_diff=sneaky))
-    assert "| train.x | a\\|b | &lt;img src=x&gt; 'code' &lt;!-- churn-model-report" in comment
+    assert "| train.x | a\\|b | &lt;img src=x&gt; 'code' &lt;!-- model-report" in comment
     assert comment.count(MARKER) == 1
 
 

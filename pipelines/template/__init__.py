@@ -1,0 +1,1 @@
+"""The template: a new model repository from a table (``make new-model``), and its updates."""

@@ -1,0 +1,243 @@
+"""The first commit of a new model repository (copier's task, run inside the new repository).
+
+From the answers copier wrote (``.copier-answers.yml``): the table into ``data/`` (tracked by
+DVC, with a ``row_id`` when it had no id), ``schema.yaml`` inferred from it, the example-specific
+params reset for this table, ``uv.lock`` for the new project name, the pipeline run once
+(``make run``), the gate's floors and ceilings set from that first model, the README's summary,
+and one git commit: the baseline that the first pull request is compared with.
+
+Usage: ``python -m pipelines.template.bootstrap`` in the new repository (copier runs it).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines.params import load_paths
+from pipelines.schema import Schema, dump_schema
+from pipelines.stage import PipelineError, run_stage
+from pipelines.template.table import Table, check_table, data_file, read_table
+
+ANSWERS = Path(".copier-answers.yml")
+SUMMARY = "<!-- model summary: written by make new-model -->"
+MAX_SEGMENTS = 2
+MAX_SEGMENT_CATEGORIES = 10
+# How far below (above) the first model's value a metric's floor (ceiling) is set, in the metric's
+# units. The paired comparison with the base branch is what judges a pull request; the bounds only
+# stop a model that collapses. Tolerances stay the template's (metric units, table-independent).
+MARGINS = {"roc_auc": 0.05, "pr_auc": 0.05, "f1": 0.05, "log_loss": 0.05, "brier": 0.02}
+
+
+def say(message: str) -> None:
+    """One progress line, at once (a copier task's output is not a terminal)."""
+    print(f"--- {message}", flush=True)
+
+
+def run(*command: str, env: dict[str, str] | None = None) -> None:
+    """Run a command in the new repository; stop with its output when it fails."""
+    done = subprocess.run(command, env=env, check=False)
+    if done.returncode != 0:
+        raise PipelineError(f"`{' '.join(command)}` exited {done.returncode} (see above)")
+
+
+def segments(schema: Schema) -> list[str]:
+    """Columns to report metrics per group: the first categorical ones with a few categories."""
+    return [
+        name
+        for name, feature in schema.features.items()
+        if feature.type == "category"
+        and 2 <= len(feature.categories or ()) <= MAX_SEGMENT_CATEGORIES
+    ][:MAX_SEGMENTS]
+
+
+def gate_bounds(metrics: dict[str, float], better: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Floors (higher is better) and ceilings (lower is better) a margin from the first model.
+
+    Rounded outward to two decimals; a floor never goes below 0.
+    """
+    bounds: dict[str, dict[str, float]] = {}
+    for metric, direction in better.items():
+        value, margin = metrics[metric], MARGINS.get(metric, 0.05)
+        if direction == "higher":
+            bounds[metric] = {"floor": max(0.0, math.floor((value - margin) * 100) / 100)}
+        else:
+            bounds[metric] = {"ceiling": math.ceil((value + margin) * 100) / 100}
+    return bounds
+
+
+def edit_params(path: Path, changes: dict[tuple[str, ...], Any]) -> None:
+    """Set keys of params.yaml in place, keeping its comments and layout."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedSeq
+
+    yaml_rt = YAML()
+    yaml_rt.preserve_quotes = True
+    yaml_rt.width = 100
+    document = yaml_rt.load(path.read_text())
+    for keys, value in changes.items():
+        node = document
+        for key in keys[:-1]:
+            node = node[key]
+        if isinstance(value, list):
+            listed = CommentedSeq(value)
+            listed.fa.set_flow_style()  # short lists stay on one line, as the file writes them
+            node[keys[-1]] = listed
+        else:
+            node[keys[-1]] = value
+    stream = io.StringIO()
+    yaml_rt.dump(document, stream)
+    # A replaced section loses the blank line that separated it from the next one
+    lines = stream.getvalue().splitlines(keepends=True)
+    for i in range(len(lines) - 1, 0, -1):
+        previous = lines[i - 1]
+        if re.match(r"[a-z_]+:", lines[i]) and previous.strip() and not previous.startswith("#"):
+            lines.insert(i, "\n")
+    path.write_text("".join(lines))
+
+
+def feature_table(schema: Schema) -> str:
+    """The schema as a Markdown table: what a reviewer checks first."""
+    lines = ["| column | type | allowed values | missing allowed |", "|---|---|---|---|"]
+    for name, feature in schema.features.items():
+        if feature.type == "category":
+            allowed = ", ".join(f"`{c}`" for c in feature.categories or ())
+        else:
+            allowed = f"{feature.min:g} to {feature.max:g}"
+        missing = f"up to {feature.max_null_fraction:.0%}" if feature.nullable else "no"
+        lines.append(f"| `{name}` | {feature.type} | {allowed} | {missing} |")
+    return "\n".join(lines)
+
+
+def summary(table: Table, data: str, metrics: dict[str, float], gate: dict[str, Any]) -> str:
+    """The README's generated section: the data, the schema, the first model and its gate."""
+    schema = table.schema
+    gated = ", ".join(
+        f"{m} {'≥' if 'floor' in b else '≤'} {b.get('floor', b.get('ceiling'))}"
+        for m, b in gate.items()
+    )
+    scores = ", ".join(f"{m} {metrics[m]:.3f}" for m in gate)
+    how_id = (
+        f"`{table.id}` was added: the row's number in the original file (1, 2, ...), stored in "
+        "the data, so it never changes for a row"
+        if table.id_added
+        else f"`{table.id}`"
+    )
+    return "\n".join(
+        [
+            SUMMARY,
+            f"- **Data:** `{data}`, {table.rows:,} rows, tracked by DVC (`data.dvc`).",
+            f"- **Target:** `{schema.target.column}`, positive class `{schema.target.positive}`.",
+            f"- **Id:** {how_id}.",
+            f"- **First model:** {scores} on the test split (`eval/metrics.json`).",
+            f"- **Gate bounds** (`gate:` in `params.yaml`): {gated}.",
+            "",
+            feature_table(schema),
+        ]
+    )
+
+
+def main() -> int:
+    """Write the model's data, schema and params, run the pipeline, commit the baseline."""
+    started = time.monotonic()
+    answers = yaml.safe_load(ANSWERS.read_text())
+    name = answers["name"]
+    source = Path(answers["data"])
+    table = check_table(
+        read_table(source),
+        answers["target"],
+        answers.get("positive") or "",
+        answers.get("id") or "",
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"VIRTUAL_ENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}
+    }
+    run("git", "init", "-q", "-b", "main")
+
+    raw = Path("data") / data_file(source)
+    say(f"data: {raw} ({table.rows:,} rows) and schema.yaml")
+    raw.parent.mkdir(exist_ok=True)
+    table.frame.to_csv(raw, index=False)
+    Path("schema.yaml").write_text(dump_schema(table.schema))
+    edit_params(
+        Path("params.yaml"),
+        {
+            ("paths", "raw"): str(raw),
+            ("data",): {},
+            ("evaluate", "segments"): segments(table.schema),
+            ("register", "experiment"): name,
+            ("register", "model_name"): name,
+        },
+    )
+    say("uv.lock for the new project name")
+    uv = env.get("UV") or "uv"
+    if subprocess.run([uv, "lock", "--offline", "--quiet"], check=False).returncode != 0:
+        run(uv, "lock", "--quiet")
+    run(sys.executable, "-m", "dvc", "add", "--quiet", "data")
+
+    say("the first run: make run (environment, data check, every stage)")
+    run("make", "--no-print-directory", "run", env=env)
+
+    paths = load_paths()
+    metrics = json.loads(paths.metrics.read_text())
+    better = {
+        m: rule["better"]
+        for m, rule in yaml.safe_load(Path("params.yaml").read_text())["gate"]["metrics"].items()
+    }
+    bounds = gate_bounds(metrics, better)
+    edit_params(
+        Path("params.yaml"),
+        {("gate", "metrics", m, k): v for m, b in bounds.items() for k, v in b.items()},
+    )
+    readme = Path("README.md")
+    readme.write_text(
+        readme.read_text().replace(SUMMARY, summary(table, str(raw), metrics, bounds))
+    )
+
+    run("git", "add", "-A")
+    identity = (
+        []
+        if _git_identity()
+        else ["-c", "user.name=make new-model", "-c", "user.email=new-model@localhost"]
+    )
+    run(
+        "git",
+        *identity,
+        "commit",
+        "-q",
+        "-m",
+        f"New model {name}: data, schema, params and the baseline model",
+    )
+    seconds = time.monotonic() - started
+    print(f"\n{name}: the first model, committed as the baseline ({seconds:.0f} s)")
+    print("\n".join(f"  {m:<9} {metrics[m]:.4f}" for m in better))
+    print(
+        f"\nWritten: {raw} (DVC), schema.yaml, params.yaml (paths, segments, names, gate "
+        "bounds), README.md, dvc.lock, eval/, uv.lock\n"
+        "Next:\n"
+        "  1. review schema.yaml (ranges, categories, missing values) and the gate in params.yaml\n"
+        "  2. make test\n"
+        "  3. git remote add origin <url> && git push -u origin main\n"
+    )
+    return 0
+
+
+def _git_identity() -> bool:
+    done = subprocess.run(["git", "config", "user.email"], capture_output=True, check=False)
+    return done.returncode == 0 and bool(done.stdout.strip())
+
+
+if __name__ == "__main__":
+    run_stage(main)

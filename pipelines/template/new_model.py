@@ -1,0 +1,90 @@
+"""``make new-model``: the repository of a new model, rendered from this template by copier.
+
+Checks every argument against the table first and writes nothing when one is wrong; then runs
+``copier copy`` with the answers, whose task (:mod:`pipelines.template.bootstrap`) writes the data,
+schema and params, runs the pipeline once and commits the baseline. ``copier copy --trust`` with
+the same answers (``--data name=... --data data=... ...``) gives the same repository.
+
+Usage: ``python -m pipelines.template.new_model --data FILE --target COLUMN --name NAME
+--dest DIR [--positive VALUE] [--id COLUMN]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import warnings
+from pathlib import Path
+
+from pipelines.stage import run_stage
+from pipelines.template.table import TableError, check_name, check_table, read_table
+
+TEMPLATE = Path(__file__).resolve().parents[2]
+
+
+def check_dest(dest: Path) -> Path:
+    """DEST, if it is free: a missing or empty directory.
+
+    Raises:
+        TableError: DEST is a file or a directory with something in it.
+    """
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise TableError(f"DEST={dest} exists and is not an empty directory: choose a new path")
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Check the arguments, then render the template into DEST."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="the table (.csv or .parquet)")
+    parser.add_argument("--target", required=True, help="the label column (two values)")
+    parser.add_argument("--name", required=True, help="model name, e.g. credit-risk")
+    parser.add_argument("--dest", type=Path, required=True, help="the new repository's folder")
+    parser.add_argument("--positive", default="", help="the positive class, when not obvious")
+    parser.add_argument("--id", dest="id_column", default="", help="the unique row id column")
+    parser.add_argument("--repository", default="OWNER/REPO", help="GitHub owner/name")
+    args = parser.parse_args(argv)
+
+    started = time.monotonic()
+    name = check_name(args.name)
+    dest = check_dest(args.dest.absolute())
+    data = args.data.absolute()
+    table = check_table(read_table(data), args.target, args.positive, args.id_column)
+    print(
+        f"new model {name!r} from {data.name}: {table.rows:,} rows, {len(table.schema.features)} "
+        f"features, target {table.target!r} (positive {table.positive!r}), id {table.id!r}"
+        + (" (added: the row number)" if table.id_added else "")
+    )
+    if not (TEMPLATE / "copier.yml").is_file():
+        raise TableError(f"{TEMPLATE} is not the template repository (no copier.yml)")
+
+    from copier import run_copy
+    from copier.errors import DirtyLocalWarning
+
+    with warnings.catch_warnings():
+        # Uncommitted changes of the template are rendered too; that is what a developer wants.
+        warnings.simplefilter("ignore", DirtyLocalWarning)
+        run_copy(
+            str(TEMPLATE),
+            dest,
+            data={
+                "name": name,
+                "data": str(data),
+                "target": args.target,
+                "positive": args.positive,
+                "id": args.id_column,
+                "repository": args.repository,
+            },
+            vcs_ref="HEAD",
+            defaults=True,
+            unsafe=True,  # the bootstrap task runs this template's own code
+            quiet=True,
+        )
+    print(f"made {dest} in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    run_stage(main)

@@ -1,0 +1,174 @@
+"""`make new-model` refuses bad arguments with one line saying what to do, and writes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.template import new_model
+from pipelines.template.table import ROW_ID, check_table, data_file, positive_class
+from tests.deploy.conftest import make
+
+
+def table(rows: int = 60, **columns: object) -> pd.DataFrame:
+    """A small valid table: a numeric and a categorical feature, a yes/no target, an id."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "key": range(100, 100 + rows),
+            "x": rng.normal(size=rows),
+            "colour": rng.choice(["red", "blue"], size=rows),
+            "label": ["yes", "no"] * (rows // 2),
+        }
+    )
+    return frame.assign(**columns)
+
+
+def write(path: Path, frame: pd.DataFrame) -> Path:
+    frame.to_csv(path, index=False)
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    from pipelines.stage import run_stage
+
+    with pytest.raises(SystemExit) as exited:
+        run_stage(lambda: new_model.main(list(args)))
+    return int(exited.value.code or 0), capsys.readouterr().err
+
+
+def bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
+    good = write(tmp / "good.csv", table())
+    three = write(tmp / "three.csv", table(label=["a", "b", "c"] * 20))
+    one = write(tmp / "one.csv", table(label="yes"))
+    codes = write(tmp / "codes.csv", table(label=["good", "bad"] * 30))
+    ids = write(tmp / "ids.csv", table(key=1))
+    small = write(tmp / "small.csv", table(rows=20))
+    empty = tmp / "empty.csv"
+    empty.write_text("")
+    header = write(tmp / "header.csv", table().head(0))
+    text = tmp / "table.txt"
+    text.write_text("a,b\n1,2\n")
+    occupied = tmp / "occupied"
+    occupied.mkdir()
+    (occupied / "file").write_text("mine")
+    base = ["--data", str(good), "--target", "label", "--name", "m1", "--dest", str(tmp / "new")]
+
+    def but(**changed: str) -> list[str]:
+        args = dict(zip(base[::2], base[1::2], strict=True))
+        args |= {f"--{k}": v for k, v in changed.items()}
+        return [item for pair in args.items() for item in pair]
+
+    return [
+        (but(target="labl"), "TARGET='labl' is not a column of the table; its columns: 'key'"),
+        (but(data=str(three)), "must have exactly two values for a binary classifier; it has 3"),
+        (but(data=str(one)), "must have exactly two values for a binary classifier; it has 1"),
+        (but(data=str(codes)), "'label' has the values 'bad', 'good': say which is the positive"),
+        (
+            but(positive="maybe"),
+            "POSITIVE='maybe' is not a value of 'label': use one of 'no', 'yes'",
+        ),
+        (but(id="key", data=str(ids)), "ID='key' is not a unique id: 0 missing and 60 duplicated"),
+        (but(id="nope"), "ID='nope' is not a column of the table"),
+        (but(id="label"), "ID='label' is the target"),
+        (but(data=str(small)), "a model needs at least 50 rows and 10 of each class"),
+        (but(data=str(empty)), "is empty: give a table with a header and rows"),
+        (but(data=str(header)), "has no rows"),
+        (but(data=str(text)), "give a .csv or .parquet file"),
+        (but(data=str(tmp / "missing.csv")), "no such file"),
+        (but(name="Churn_Model"), "NAME='Churn_Model': use 2 to 40 lower-case letters"),
+        (but(name="m-"), "NAME='m-'"),
+        (but(dest=str(occupied)), "exists and is not an empty directory: choose a new path"),
+        (but(dest=str(good)), "exists and is not an empty directory"),
+    ]
+
+
+CASES = [
+    "unknown target",
+    "three classes",
+    "one class",
+    "positive needed",
+    "positive not a value",
+    "duplicate id",
+    "unknown id",
+    "id is the target",
+    "too few rows",
+    "empty file",
+    "header only",
+    "not a table file",
+    "missing file",
+    "bad name",
+    "name ends with a dash",
+    "dest not empty",
+    "dest is a file",
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)), ids=CASES)
+def test_a_bad_argument_gets_one_line_and_nothing_is_written(
+    case: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args, expected = bad_cases(tmp_path)[case]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, err = run(capsys, *args)
+    assert code == 1
+    assert err.startswith("error: ")
+    assert expected in err
+    assert err.count("\n") == 1, err  # one line
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no DEST, nothing else
+
+
+def test_make_new_model_without_its_arguments_says_how_to_call_it() -> None:
+    done = make("new-model", "DATA=x.csv")
+    assert done.returncode != 0
+    assert "usage: make new-model DATA=<table.csv|.parquet> TARGET=<label column>" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "positive", "chosen"),
+    [
+        (["No", "Yes"], "", "Yes"),
+        ([0, 1], "", 1),
+        (["false", "true"], "", "true"),
+        (["N", "Y"], "", "Y"),
+        (["bad", "good"], "bad", "bad"),
+        ([1, 2], "2", 2),
+        (["benign", "malignant"], "malignant", "malignant"),
+    ],
+)
+def test_the_positive_class_is_the_obvious_one_or_the_given_one(values, positive, chosen) -> None:
+    assert positive_class(values, "y", positive) == chosen
+
+
+def test_a_table_without_an_id_gets_row_numbers_as_its_id() -> None:
+    frame = table().drop(columns="key")
+    checked = check_table(frame, "label")
+    assert checked.id == ROW_ID
+    assert checked.id_added
+    assert checked.frame[ROW_ID].tolist() == list(range(1, 61))
+    assert checked.frame.drop(columns=ROW_ID).equals(frame)  # the rest as it was
+    assert ROW_ID not in checked.schema.features
+    with_id = check_table(table(), "label", id_column="key")
+    assert not with_id.id_added
+    assert with_id.schema.id == "key"
+
+
+def test_a_table_that_has_a_row_id_column_must_say_whether_it_is_the_id() -> None:
+    with pytest.raises(new_model.TableError, match="has a 'row_id' column but no ID was given"):
+        check_table(table().rename(columns={"key": ROW_ID}), "label")
+
+
+@pytest.mark.parametrize(
+    ("source", "name"),
+    [
+        ("/x/credit_data.csv", "credit_data.csv"),
+        ("/x/My Table (v2).parquet", "my-table-v2.csv"),
+        ("/x/Überblick.csv", "uberblick.csv"),
+        ("/x/---.csv", "table.csv"),
+    ],
+)
+def test_the_data_file_name_is_safe(source: str, name: str) -> None:
+    assert data_file(Path(source)) == name
