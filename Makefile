@@ -47,7 +47,7 @@ metrics: | $(UV_NEEDED) ## show the current metrics and their change against the
 test: install ## the whole test suite
 	$(RUN) pytest $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" && exit 0; exit $$rc; }
 
-lint: install lint-workflows lint-deploy ## ruff, format check, type check, workflow and manifest checks
+lint: install check-conflicts lint-workflows lint-deploy ## ruff, format check, type check, workflow and manifest checks
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
@@ -156,9 +156,15 @@ serve: install ## serve the current model with BentoML on http://127.0.0.1:$(POR
 	BENTOML_DO_NOT_TRACK=True $(RUN) bentoml serve pipelines.serving.service:ModelService --host 127.0.0.1 --port $(PORT)
 
 # The template: a new model repository from a table, and template updates (copier)
-.PHONY: new-model
+.PHONY: new-model update-template check-conflicts
 new-model: install ## a new model repository: DATA=<csv|parquet> TARGET=<column> NAME=<name> DEST=<dir> [POSITIVE=] [ID=]
 	$(if $(and $(DATA),$(TARGET),$(NAME),$(DEST)),,$(error usage: make new-model DATA=<table.csv|.parquet> TARGET=<label column> NAME=<model-name> DEST=<new folder> [POSITIVE=<class>] [ID=<id column>] [REPOSITORY=<owner/name>]))
 	$(RUN) python -m pipelines.template.new_model --data "$(DATA)" --target "$(TARGET)" \
 		--name "$(NAME)" --dest "$(DEST)" --positive "$(POSITIVE)" --id "$(ID)" \
 		$(if $(REPOSITORY),--repository "$(REPOSITORY)")
+
+update-template: install ## apply a newer template version (VERSION=<tag>, default the latest); conflicts inline
+	$(RUN) python -m pipelines.template.update $(if $(VERSION),--version "$(VERSION)")
+
+check-conflicts: | $(UV_NEEDED) ## fail while a file holds a conflict marker (left by update-template)
+	$(RUN) python -m pipelines.template.update --check

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -61,6 +62,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from copier import run_copy
     from copier.errors import DirtyLocalWarning
+
+    if subprocess.run(
+        ["git", "status", "--porcelain"], cwd=TEMPLATE, capture_output=True, check=False
+    ).stdout.strip():
+        print(
+            f"warning: {TEMPLATE} has uncommitted changes: they are rendered too, but the "
+            "template version the new repository records will not exist, so `make "
+            "update-template` cannot start from it; commit the template first"
+        )
 
     with warnings.catch_warnings():
         # Uncommitted changes of the template are rendered too; that is what a developer wants.

@@ -15,7 +15,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 GITHUB = ROOT / ".github"
 WORKFLOWS = sorted((GITHUB / "workflows").glob("*.yml"))
-NAMES = {"ci.yml", "pr.yml", "pr-comment.yml", "release.yml", "promote.yml"}
+NAMES = {"ci.yml", "pr.yml", "pr-comment.yml", "release.yml", "promote.yml", "template-update.yml"}
 PIPELINE_INPUTS = [
     "params.yaml",
     "dvc.yaml",
@@ -86,6 +86,21 @@ def test_triggers() -> None:
     assert release["push"]["branches"] == ["main"]
     assert release["push"]["paths"] == [*PIPELINE_INPUTS, "bentofile.yaml", "!deploy/**"]
     assert workflow("promote.yml")["on"] == {"workflow_dispatch": None}
+    update = workflow("template-update.yml")["on"]
+    assert list(update) == ["schedule", "workflow_dispatch"]
+    assert update["workflow_dispatch"]["inputs"]["version"]["default"] == ""
+
+
+def test_the_template_update_needs_its_token_and_runs_only_in_a_model_repository() -> None:
+    (job,) = workflow("template-update.yml")["jobs"].values()
+    assert job["permissions"] == {"contents": "read"}
+    ready = next(s for s in job["steps"] if s.get("id") == "ready")
+    assert ready["env"] == {"TOKEN": "${{ secrets.TEMPLATE_UPDATE_TOKEN }}"}
+    assert ".copier-answers.yml" in ready["run"]
+    assert "::error::set the secret TEMPLATE_UPDATE_TOKEN" in ready["run"]
+    later = [s for s in job["steps"][2:]]
+    assert all(s["if"] == "steps.ready.outputs.run == 'true'" for s in later)
+    assert any("make update-template" in s.get("run", "") for s in later)
 
 
 def test_least_privilege() -> None:
