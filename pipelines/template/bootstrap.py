@@ -80,6 +80,7 @@ def edit_params(path: Path, changes: dict[tuple[str, ...], Any]) -> None:
     """Set keys of params.yaml in place, keeping its comments and layout."""
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedSeq
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
     yaml_rt = YAML()
     yaml_rt.preserve_quotes = True
@@ -90,7 +91,13 @@ def edit_params(path: Path, changes: dict[tuple[str, ...], Any]) -> None:
         for key in keys[:-1]:
             node = node[key]
         if isinstance(value, list):
-            listed = CommentedSeq(value)
+            # Column names may hold spaces, '?', ':' or non-ASCII letters: quote all but plain words
+            listed = CommentedSeq(
+                v
+                if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", str(v))
+                else DoubleQuotedScalarString(v)
+                for v in value
+            )
             listed.fa.set_flow_style()  # short lists stay on one line, as the file writes them
             node[keys[-1]] = listed
         else:
@@ -103,7 +110,10 @@ def edit_params(path: Path, changes: dict[tuple[str, ...], Any]) -> None:
         previous = lines[i - 1]
         if re.match(r"[a-z_]+:", lines[i]) and previous.strip() and not previous.startswith("#"):
             lines.insert(i, "\n")
-    path.write_text("".join(lines))
+    text = "".join(lines)
+    if yaml.safe_load(text) is None:  # what every stage will read: it must parse
+        raise PipelineError(f"{path} came out empty")
+    path.write_text(text)
 
 
 def feature_table(schema: Schema) -> str:

@@ -172,3 +172,35 @@ def test_a_table_that_has_a_row_id_column_must_say_whether_it_is_the_id() -> Non
 )
 def test_the_data_file_name_is_safe(source: str, name: str) -> None:
     assert data_file(Path(source)) == name
+
+
+def test_params_edits_keep_the_file_and_quote_awkward_names(tmp_path: Path) -> None:
+    import shutil
+
+    import yaml
+
+    from pipelines.template.bootstrap import edit_params
+
+    params = Path(shutil.copy(Path(__file__).parents[2] / "params.yaml", tmp_path))
+    names = ["Región", "Has Card?", "plain", "a: b", "[x]"]
+    edit_params(params, {("evaluate", "segments"): names, ("data",): {}, ("paths", "raw"): "d.csv"})
+    document = yaml.safe_load(params.read_text())
+    assert document["evaluate"]["segments"] == names
+    assert document["data"] == {}
+    assert document["paths"]["raw"] == "d.csv"
+    text = params.read_text()
+    assert "# Paths are said once, here" in text  # comments kept
+    assert "data: {}\n\nfeaturize:" in text  # and the blank line between sections
+
+
+def test_gate_bounds_sit_a_margin_from_the_first_model() -> None:
+    from pipelines.template.bootstrap import gate_bounds
+
+    metrics = {"roc_auc": 0.8634, "log_loss": 0.4005, "brier": 0.1265, "f1": 0.03}
+    better = {"roc_auc": "higher", "log_loss": "lower", "brier": "lower", "f1": "higher"}
+    assert gate_bounds(metrics, better) == {
+        "roc_auc": {"floor": 0.81},
+        "log_loss": {"ceiling": 0.46},
+        "brier": {"ceiling": 0.15},
+        "f1": {"floor": 0.0},
+    }

