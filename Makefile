@@ -106,10 +106,16 @@ report: install ## gate the workspace model against BASE=<git ref> (default main
 	$(RUN) python -m pipelines.review.report --base "$(BASE)" --comment reports/pr-comment.md --json reports/gate.json
 
 # GitOps manifests: the image each Kustomize overlay deploys, and the checks of deploy/
-.PHONY: set-image show-image lint-deploy
+.PHONY: set-image show-image lint-deploy install-tools
 DEPLOY ?= deploy
 KUBERNETES_VERSION ?= 1.37.0
-CHECKOV ?= $(UV) tool run --from checkov==3.3.30 checkov
+# checkov is a uv tool, not in uv.lock (locked with the project it downgrades packaging):
+# `make install-tools` installs it once; lint-deploy then runs it offline, downloading nothing.
+CHECKOV_VERSION := 3.3.30
+CHECKOV ?= $(UV) tool run --offline --from checkov==$(CHECKOV_VERSION) checkov
+
+install-tools: ## once: install checkov (for lint-deploy) as a uv tool, outside the project's lock
+	$(UV) tool install --quiet checkov==$(CHECKOV_VERSION)
 
 set-image: ## write IMAGE=<repo>@sha256:<digest> into deploy/overlays/OVERLAY (staging|production)
 	$(RUN) python -m pipelines.release.manifests --overlays $(DEPLOY)/overlays set "$(OVERLAY)" "$(IMAGE)"
@@ -117,7 +123,7 @@ set-image: ## write IMAGE=<repo>@sha256:<digest> into deploy/overlays/OVERLAY (s
 show-image: ## print the image that deploy/overlays/OVERLAY deploys (nothing else on stdout)
 	@$(RUN) python -m pipelines.release.manifests --overlays $(DEPLOY)/overlays show "$(OVERLAY)"
 
-lint-deploy: ## render every overlay; kubernetes-validate, Argo CD schemas, checkov: zero failures
+lint-deploy: ## render every overlay; kubernetes-validate, Argo CD schemas, checkov: zero failures (once: make install-tools)
 	$(RUN) check-jsonschema --check-metaschema $(DEPLOY)/schemas/*.json
 	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/appproject_v1alpha1.json $(DEPLOY)/argocd/project.yaml
 	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/application_v1alpha1.json \
