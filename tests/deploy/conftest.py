@@ -35,8 +35,13 @@ def one(resources: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 
 
 def make(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run a target of the project's Makefile from the repository root, as a user would."""
+    """Run a target of the project's Makefile from the repository root, as a user would.
+
+    uv is offline: the checks use what is installed (checkov by `make install-tools`) and a run
+    that would download anything fails instead.
+    """
     env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
+    env["UV_OFFLINE"] = "1"
     return subprocess.run(
         ["make", "--no-print-directory", *args],
         cwd=ROOT,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import sys
 from typing import Any
 
 import pytest
@@ -90,7 +89,6 @@ def test_check_lock_passes_on_a_committed_run_and_names_a_stale_stage(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     repo = ScratchRepo.create(tmp_path_factory.mktemp("project"))
-    repo.env["UV_PROJECT_ENVIRONMENT"] = sys.prefix  # `uv sync` finds it in sync: no install
     repo.run("make", "run")
     repo.run("git", "commit", "-qam", "the run's dvc.lock", check=False)  # unchanged: no commit
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +32,6 @@ class Run:
 def project(tmp_path_factory: pytest.TempPathFactory) -> ScratchRepo:
     """main with a trained model: `make run` once, outputs committed."""
     repo = ScratchRepo.create(tmp_path_factory.mktemp("pr"))
-    repo.env["UV_PROJECT_ENVIRONMENT"] = sys.prefix  # `uv sync` finds it in sync: no install
     repo.run("make", "run")
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "trained model")

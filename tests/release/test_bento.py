@@ -20,8 +20,7 @@ def test_make_bento_builds_a_traceable_bento_of_the_current_model(
     trained_repo: ScratchRepo, tmp_path: Path
 ) -> None:
     home = tmp_path / "bentoml"
-    env = {"UV_PROJECT_ENVIRONMENT": sys.prefix, "BENTOML_HOME": str(home)}
-    repo = ScratchRepo(trained_repo.path, trained_repo.env | env)
+    repo = ScratchRepo(trained_repo.path, trained_repo.env | {"BENTOML_HOME": str(home)})
 
     repo.run("make", "bento")
 

@@ -192,6 +192,22 @@ def test_relabelled_rows_fall_back_to_an_unpaired_bootstrap() -> None:
     assert "7 test rows have a different label" in result.notes[0]
 
 
+@pytest.mark.parametrize("where", ["BASE", "PR", "both"])
+def test_a_repeated_id_falls_back_to_an_unpaired_bootstrap(where: str) -> None:
+    # Row 1 takes row 0's id. Pairing by id would then compare row 0 of the PR twice and never
+    # row 1 (or fail on an ambiguous lookup) instead of saying the rows cannot be paired.
+    repeated = BASE.ids.copy()
+    repeated[1] = repeated[0]
+    twice = Predictions(repeated, BASE.label, BASE.probability, BASE.predicted)
+    base = twice if where in ("BASE", "both") else BASE
+    pr = twice if where in ("PR", "both") else BASE
+    result = gate.compare(side(base), side(pr), params())
+    assert result.mode == "unpaired"
+    assert result.notes == [
+        "The test rows differ (an id appears twice in the predictions): the bootstrap is unpaired."
+    ]
+
+
 def test_pairing_follows_ids_not_row_order() -> None:
     shuffled = BASE.take(np.random.default_rng(2).permutation(ROWS))
     result = gate.compare(side(BASE), side(shuffled), params())

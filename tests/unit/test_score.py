@@ -67,6 +67,20 @@ def test_a_table_without_id_and_target_is_scored_in_order(
     np.testing.assert_allclose(scored["probability"], model.predict_proba(encode(rows, schema)))
 
 
+def test_a_probability_equal_to_the_threshold_gets_the_positive_label(
+    raw: pd.DataFrame, schema: Schema, model: LoadedModel
+) -> None:
+    rows = raw.head(21)
+    p = score.probabilities(rows, schema, model)
+    row = int(np.argsort(p)[len(p) // 2])
+    at = score.score(rows, schema, model, float(p[row]))
+    above = score.score(rows, schema, model, np.nextafter(p[row], 1.0))
+    assert at["probability"].iloc[row] == p[row]  # the same row scored again, to the last bit
+    assert at["label"].iloc[row] == schema.target.positive
+    assert above["label"].iloc[row] != schema.target.positive
+    assert ((at["label"] == schema.target.positive) == (p >= p[row])).all()
+
+
 def test_the_whole_real_table_passes_the_checks(raw: pd.DataFrame, schema: Schema) -> None:
     assert score.check_table(raw, schema) == []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import gc
 import json
 import math
@@ -170,6 +171,22 @@ def test_predictions_equal_the_models_and_labels_follow_the_threshold(
     assert [x.label for x in response.predictions] == ["Yes" if q >= 0.4 else "No" for q in p]
     assert response.model.threshold == 0.4
     assert response.model.bento_model_tag == "churn-model:test"
+
+
+def test_a_probability_equal_to_the_threshold_gets_the_positive_label(
+    served: tuple[scoring.ServedModel, Trained], schema: Schema
+) -> None:
+    model, trained = served
+    records = as_records(trained.test_raw.head(21), schema)
+    p = [x.probability for x in model.predict(records).predictions]
+    middle = float(np.median(p))  # of an odd number of rows: the probability of one of them
+    row = p.index(middle)
+    at = dataclasses.replace(model, threshold=middle).predict(records).predictions
+    above = dataclasses.replace(model, threshold=math.nextafter(middle, 1)).predict(records)
+    assert at[row].probability == middle  # the same row scored again, to the last bit
+    assert at[row].label == schema.target.positive
+    assert above.predictions[row].label != schema.target.positive
+    assert [x.label == schema.target.positive for x in at] == [q >= middle for q in p]
 
 
 def test_explanations_add_up_to_the_margin(
