@@ -20,7 +20,7 @@ from pipelines.review import comment
 from pipelines.review.comment import MARKER, MAX_BODY_CHARS
 
 ROOT = Path(__file__).resolve().parents[2]
-REPO = "octo/churn"
+REPO = "octo/model"
 TOKEN = "t0ken-for-tests"  # noqa: S105 (only ever sent to the local server)
 PAGE = 2  # comments per page: small, so that a few comments span several pages
 HEAD = "a" * 40
