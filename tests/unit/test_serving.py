@@ -18,7 +18,7 @@ import uvloop
 from pydantic import ValidationError
 
 from pipelines.params import RegisterParams, load_paths, load_section
-from pipelines.schema import Schema
+from pipelines.schema import Feature, Rows, Schema, Target
 from pipelines.serving import api, http, scoring
 from pipelines.stage import PipelineError
 from pipelines.stages import featurize, train
@@ -177,6 +177,30 @@ def test_the_encoder_equals_the_pipelines_encode(sample: pd.DataFrame, schema: S
         if feature.type != "category":  # missing numbers stay missing, for the trees to route
             column = x[:, encoder.columns.index(name)]
             assert np.isnan(column).sum() == sample[name].isna().sum(), name
+
+
+def test_the_encoder_takes_null_in_every_nullable_kind_as_encode_does() -> None:
+    """Whatever kinds the project's schema has: a nullable category, number and integer."""
+    schema = Schema(
+        target=Target(column="Loan Status", positive="bad", values=("good", "bad")),
+        id="row id",
+        rows=Rows(min=1, max=10),
+        features={
+            "Home.Type": Feature(type="category", categories=("own", "rent"), max_null_fraction=1),
+            "Monthly Income": Feature(type="number", min=0, max=10, max_null_fraction=1),
+            "Ünits-Held": Feature(type="integer", min=0, max=9, max_null_fraction=1),
+        },
+    )
+    records = [
+        {"Home.Type": "rent", "Monthly Income": 2.5, "Ünits-Held": 3},
+        {"Home.Type": None, "Monthly Income": None, "Ünits-Held": None},
+        {"Home.Type": "own", "Monthly Income": None, "Ünits-Held": 0},
+    ]
+    assert [api.record_model(schema).model_validate(r).model_dump() for r in records] == records
+    x = scoring.RowEncoder.from_schema(schema).encode(records)
+    expected = featurize.encode(pd.DataFrame(records), schema).to_numpy()
+    np.testing.assert_array_equal(x, expected)
+    np.testing.assert_array_equal(x[1], [0, 0, np.nan, np.nan])
 
 
 def test_the_encoder_follows_the_models_column_order(sample: pd.DataFrame, schema: Schema) -> None:
