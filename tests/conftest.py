@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.params import DataParams, FeaturizeParams, TrainParams, load_paths, load_section
-from pipelines.schema import Schema, load_schema
+from pipelines.params import FeaturizeParams, TrainParams, load_paths, load_section
+from pipelines.schema import Schema, read_raw
 from pipelines.stages import featurize, train
-from pipelines.stages.data import load_packaged_table
+from tests.columns import PARAMS, ROOT, project_schema
 from tests.scratch import ScratchRepo
-
-ROOT = Path(__file__).resolve().parents[1]
-PARAMS = ROOT / "params.yaml"
 
 
 @pytest.fixture(autouse=True)
@@ -36,15 +34,28 @@ def _mlflow_tracking_uri_is_not_left_behind() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def raw() -> pd.DataFrame:
-    """The real raw table, straight from the package (independent of data/)."""
-    params = load_section("data", DataParams, PARAMS)
-    return load_packaged_table(params)
+    """The project's own raw table (``paths.raw``), read as every stage reads it.
+
+    ``make data`` runs first: it does nothing when the table matches ``data.dvc``, and otherwise
+    restores it from the DVC cache or remote, or from the packaged copy that params name, and
+    verifies its hash. The tests then check exactly the data the pipeline trains on.
+    """
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.stages.data"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"`make data` failed, so there is no table to test:\n{done.stderr}")
+    return read_raw(ROOT / load_paths(PARAMS).raw)
 
 
 @pytest.fixture(scope="session")
 def schema() -> Schema:
     """The committed schema."""
-    return load_schema(ROOT / load_paths(PARAMS).schema_)
+    return project_schema()
 
 
 def small_train_params(model: str, cv_folds: int = 0, seed: int = 0) -> TrainParams:

@@ -10,6 +10,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.params import DEFAULT_PARAMS, DataParams, load_paths, load_section
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STAGES = ("validate", "featurize", "train", "evaluate", "register")
@@ -90,7 +92,25 @@ class ScratchRepo:
             exclude.write(f"/{HOME}/\n")
         repo.run("git", "add", "-A")
         repo.run("git", "commit", "-qm", "template")
+        repo.warm_dvc_cache(root)
         return repo
+
+    def warm_dvc_cache(self, root: Path = ROOT) -> None:
+        """Put the project's table in the copy's DVC cache when params name no packaged copy.
+
+        A fresh clone of such a project gets its table from the DVC remote; the copy has none,
+        so its cache stands in for it, and `make data` restores data/ from there. data/ itself
+        stays out of the copy, as out of a clone.
+        """
+        params = root / DEFAULT_PARAMS
+        if load_section("data", DataParams, params).offline:
+            return
+        data = load_paths(params).data
+        if not (root / data).exists():
+            return  # nothing to put: the copy's `make data` says what is missing
+        shutil.copytree(root / data, self.path / data)
+        self.dvc("commit", "--force", str(load_paths(params).data_dvc))
+        shutil.rmtree(self.path / data)
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a command in the copy; with ``check``, a failure raises with its output."""

@@ -240,6 +240,10 @@ def reproduce(root: Path, commit: str, stage: str, paths: Paths, into: Path) -> 
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     python = sys.executable
     with worktree(root, commit) as tree:
+        # The workspace's local DVC settings hold for BASE too: a table that lives only in DVC
+        # comes from its remote, often set with `dvc remote modify --local` (credentials).
+        if (root / ".dvc" / "config.local").exists():
+            shutil.copy2(root / ".dvc" / "config.local", tree / ".dvc" / "config.local")
         # The worktree uses this repository's DVC cache (cache.dir in its config.local): the raw
         # data is checked out rather than fetched, stages whose inputs are unchanged at BASE are
         # restored from the run-cache rather than recomputed, and what BASE does compute is

@@ -38,7 +38,8 @@ class RowEncoder:
     """Encodes validated raw records into the model's float32 matrix, row by row.
 
     The columns are :func:`pipelines.stages.featurize.feature_names` (numeric features as floats
-    with ``None`` as NaN, one 0/1 column per category), in the order the model was trained on.
+    with ``None`` as NaN, one 0/1 column per category, all 0 for ``None``), in the order the
+    model was trained on.
     """
 
     columns: tuple[str, ...]
@@ -95,7 +96,9 @@ class RowEncoder:
                     value = record[name]
                     row[column] = nan if value is None else value
                 for name, categories in self.categorical:
-                    row[categories[record[name]]] = 1.0
+                    value = record[name]
+                    if value is not None:  # missing: 0 in every one-hot column, as in encode()
+                        row[categories[value]] = 1.0
             except KeyError as error:
                 raise ValueError(
                     f"record {position}: missing feature or unknown category {error}"

@@ -1,6 +1,10 @@
-"""Behavioural tests of the trained churn model: skill, invariance and direction.
+"""Behavioural tests any model of this template must pass, whatever its table.
 
-These name columns of this table on purpose: a new model brings its own behavioural tests.
+Skill is measured against a dummy classifier on the same test rows, by margins any table with
+some signal clears (the gate's floors in ``params.yaml`` hold each model to its own bar).
+Invariance needs no knowledge of the columns. Directional tests do: they state what the domain
+says must happen, so each model writes its own in a file next to this one (the example model
+keeps its own so; a commented-out sketch to adapt is at the end of this file).
 """
 
 from __future__ import annotations
@@ -9,20 +13,31 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.dummy import DummyClassifier
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import log_loss, roc_auc_score
 
 from pipelines.params import TrainParams
 from pipelines.schema import Schema
 from pipelines.stages import featurize
 from tests.conftest import Trained, fit_on
 
+# How far above the dummy's 0.5 a model's ROC AUC must be: a model that learns anything of
+# use clears it; one that ignores its features (a broken encoding, shuffled labels) does not.
+AUC_MARGIN = 0.1
+
+
+def dummy_scores(trained: Trained) -> np.ndarray:
+    """The prior's probability for every test row: what knowing nothing of the features gives."""
+    dummy = DummyClassifier(strategy="prior").fit(trained.x_test, trained.y_test)
+    return dummy.predict_proba(trained.x_test)[:, 1]
+
 
 def test_beats_a_dummy_classifier_by_a_clear_margin(trained: Trained) -> None:
-    dummy = DummyClassifier(strategy="prior").fit(trained.x_test, trained.y_test)
-    dummy_auc = roc_auc_score(trained.y_test, dummy.predict_proba(trained.x_test)[:, 1])
-    model_auc = roc_auc_score(trained.y_test, trained.model.predict_proba(trained.x_test)[:, 1])
-    assert dummy_auc == pytest.approx(0.5)
-    assert model_auc > dummy_auc + 0.25
+    dummy = dummy_scores(trained)
+    p = trained.model.predict_proba(trained.x_test)[:, 1]
+    assert roc_auc_score(trained.y_test, dummy) == pytest.approx(0.5)
+    assert roc_auc_score(trained.y_test, p) > 0.5 + AUC_MARGIN
+    # Better probabilities too, not only a better ranking.
+    assert log_loss(trained.y_test, p) < log_loss(trained.y_test, dummy)
 
 
 def test_the_baseline_also_learns(raw: pd.DataFrame, schema: Schema, trained: Trained) -> None:
@@ -30,8 +45,9 @@ def test_the_baseline_also_learns(raw: pd.DataFrame, schema: Schema, trained: Tr
         trained.params.model_dump(mode="json") | {"model": "logistic_regression"}
     )
     baseline = fit_on(raw, schema, params)
-    auc = roc_auc_score(baseline.y_test, baseline.model.predict_proba(baseline.x_test)[:, 1])
-    assert auc > 0.8
+    p = baseline.model.predict_proba(baseline.x_test)[:, 1]
+    assert roc_auc_score(baseline.y_test, p) > 0.5 + AUC_MARGIN
+    assert log_loss(baseline.y_test, p) < log_loss(baseline.y_test, dummy_scores(baseline))
 
 
 def test_the_id_is_not_a_feature(trained: Trained, schema: Schema) -> None:
@@ -51,6 +67,12 @@ def test_prediction_does_not_depend_on_the_id(trained: Trained, schema: Schema) 
     np.testing.assert_array_equal(trained.predict(rows, schema), trained.predict(shuffled, schema))
 
 
+def test_prediction_does_not_depend_on_the_column_order(trained: Trained, schema: Schema) -> None:
+    rows = trained.test_raw
+    reordered = rows[list(reversed(rows.columns))]
+    np.testing.assert_array_equal(trained.predict(rows, schema), trained.predict(reordered, schema))
+
+
 def test_prediction_of_a_row_does_not_depend_on_its_batch(trained: Trained, schema: Schema) -> None:
     rows = trained.test_raw
     together = trained.predict(rows, schema)
@@ -58,31 +80,22 @@ def test_prediction_of_a_row_does_not_depend_on_its_batch(trained: Trained, sche
     np.testing.assert_allclose(alone, together[:20], rtol=0, atol=1e-7)
 
 
-@pytest.mark.parametrize(
-    ("column", "worse", "better"),
-    [
-        # Long contracts keep customers: month-to-month churns far more than two-year.
-        ("contract", "Month-to-month", "Two year"),
-        # Automatic payments are stickier than electronic checks in this table.
-        ("payment_method", "Electronic check", "Credit card (automatic)"),
-    ],
-)
-def test_directional_category_effects(
-    trained: Trained, schema: Schema, column: str, worse: str, better: str
-) -> None:
-    rows = trained.test_raw
-    p_worse = trained.predict(rows.assign(**{column: worse}), schema)
-    p_better = trained.predict(rows.assign(**{column: better}), schema)
-    assert p_better.mean() < p_worse.mean()
-    assert np.mean(p_better <= p_worse) > 0.9
-
-
-def test_longer_tenure_lowers_churn_risk(trained: Trained, schema: Schema) -> None:
-    rows = trained.test_raw
-    # Hold monthly spend fixed and keep total charges consistent with the longer tenure.
-    new = rows.assign(tenure=6, total_charges=rows["monthly_charges"] * 6)
-    loyal = rows.assign(tenure=60, total_charges=rows["monthly_charges"] * 60)
-    p_new = trained.predict(new, schema)
-    p_loyal = trained.predict(loyal, schema)
-    assert p_loyal.mean() < p_new.mean() - 0.1
-    assert np.mean(p_loyal <= p_new) > 0.9
+# A directional test states what the domain expects when one input changes, all else held, and
+# checks the model agrees on (almost) every row. Copy it into a file of your model's own,
+# name your columns and values, and say why the direction must hold:
+#
+# @pytest.mark.parametrize(
+#     ("column", "riskier", "safer"),
+#     [
+#         # Applicants with a prior default record repay less often (a well-known credit signal).
+#         ("Records", "yes", "no"),
+#     ],
+# )
+# def test_directional_effects(
+#     trained: Trained, schema: Schema, column: str, riskier: object, safer: object
+# ) -> None:
+#     rows = trained.test_raw
+#     p_riskier = trained.predict(rows.assign(**{column: riskier}), schema)
+#     p_safer = trained.predict(rows.assign(**{column: safer}), schema)
+#     assert p_safer.mean() < p_riskier.mean()
+#     assert np.mean(p_safer <= p_riskier) > 0.9

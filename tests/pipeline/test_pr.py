@@ -146,14 +146,19 @@ def test_base_missing_from_the_cache_is_reproduced_in_a_worktree(
     project: ScratchRepo, reseeded: Run, tmp_path: Path
 ) -> None:
     switch(project, "reseed")
-    # An empty DVC cache and no remote, as on a fresh CI runner: main's outputs are nowhere
+    # An empty DVC cache, as on a fresh CI runner: main's outputs are nowhere. The raw table is
+    # on a DVC remote set with --local (where credentials go), as a table kept only in DVC is.
+    project.dvc("remote", "add", "--local", "-d", "data", str(tmp_path / "remote"))
+    project.dvc("push", "data.dvc")
     project.dvc("cache", "dir", "--local", str(tmp_path / "empty-cache"))
     try:
         again = report(project)
     finally:
         project.dvc("cache", "dir", "--local", "--unset")
+        project.dvc("remote", "remove", "--local", "data")
     assert again.done.returncode == 0, again.done.stderr
     assert "reproducing main in a worktree" in again.done.stderr
+    assert "restored by DVC" in again.done.stderr  # BASE's table, from the workspace's remote
     assert "Running stage 'train'" in again.done.stderr
     assert "Running stage 'register'" not in again.done.stderr  # no model version for BASE
     assert again.gate["base"]["source"] == "reproduced"

@@ -78,9 +78,9 @@ def test_rootfs_cache_key_follows_what_it_is_built_from() -> None:
 
 def test_request_record_is_plain_json() -> None:
     record = image_e2e.request_record(
-        {"tenure": np.int64(3), "total_charges": np.float64(math.nan), "contract": "One year"}
+        {"Ünits-Held": np.int64(3), "Monthly Income": np.float64(math.nan), "plan": "One year"}
     )
-    assert record == {"tenure": 3, "total_charges": None, "contract": "One year"}
+    assert record == {"Ünits-Held": 3, "Monthly Income": None, "plan": "One year"}
     assert json.loads(json.dumps(record, allow_nan=False)) == record
 
 

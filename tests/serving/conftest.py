@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from pipelines.params import Paths, load_paths
-from pipelines.schema import Schema, load_schema
+from pipelines.schema import Schema, load_schema, read_raw
 from tests.scratch import BIN, ScratchRepo
 
 STARTUP_SECONDS = 120
@@ -168,7 +168,7 @@ def project_schema(paths: Paths) -> Schema:
 @pytest.fixture(scope="session")
 def test_rows(paths: Paths, project_schema: Schema) -> pd.DataFrame:
     """Raw rows of the test split with the pipeline's probability (eval/predictions.csv)."""
-    raw = pd.read_csv(paths.raw)
+    raw = read_raw(paths.raw)
     predictions = pd.read_csv(paths.predictions)
     joined = predictions.merge(raw, left_on="id", right_on=project_schema.id, how="left")
     assert len(joined) == len(predictions)

@@ -18,6 +18,7 @@ from benchmarks import serving
 from pipelines.schema import Schema
 from pipelines.stages.featurize import encode
 from pipelines.stages.train import LoadedModel, load_model
+from tests.columns import negative_class
 from tests.conftest import ROOT
 from tests.unit.test_score import save_small_model
 
@@ -60,13 +61,18 @@ def test_the_lua_script_holds_every_body_and_refuses_its_own_delimiter() -> None
 
 
 def test_request_bodies_carry_raw_json_types(raw: pd.DataFrame, schema: Schema) -> None:
-    rows = raw[raw["total_charges"].isna()].head(2)
+    with_nulls = raw[raw[list(schema.features)].isna().any(axis=1)]  # none when nothing is nullable
+    rows = pd.concat([with_nulls.head(2), raw.head(2)])
     records = serving.raw_records(rows, schema)
-    assert [list(r) for r in records] == [list(schema.features)] * 2
-    assert records[0]["total_charges"] is None
-    assert isinstance(records[0]["tenure"], int)
-    assert isinstance(records[0]["monthly_charges"], float)
-    assert records[0]["contract"] == rows["contract"].iloc[0]
+    assert [list(r) for r in records] == [list(schema.features)] * len(rows)
+    kinds = {"integer": int, "number": float, "category": str}
+    for record, (_, row) in zip(records, rows.iterrows(), strict=True):
+        for name, feature in schema.features.items():
+            if pd.isna(row[name]):
+                assert record[name] is None, name
+            else:
+                assert type(record[name]) is kinds[feature.type], name
+                assert record[name] == row[name], name
     body = json.loads(serving.service_bodies(records)[0])
     assert body == {"records": [records[0]]}
 
@@ -183,15 +189,16 @@ def naive_url(project: Path) -> Iterator[str]:
 def test_the_naive_server_answers_the_models_probabilities(
     naive_url: str, raw: pd.DataFrame, schema: Schema, model: LoadedModel
 ) -> None:
-    rows = pd.concat([raw.head(20), raw[raw["total_charges"].isna()].head(3)])
+    rows = pd.concat([raw.head(20), raw[raw[list(schema.features)].isna().any(axis=1)].head(3)])
     records = serving.raw_records(rows, schema)
     expected = model.predict_proba(encode(rows, schema))
 
     answer = serving._post(naive_url + "/predict", json.dumps({"records": records}))
     got = [p["probability"] for p in answer["predictions"]]
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+    positive, negative = schema.target.positive, negative_class(schema)
     assert [p["label"] for p in answer["predictions"]] == [
-        "Yes" if p >= 0.5 else "No" for p in expected
+        positive if p >= 0.5 else negative for p in expected
     ]
     single = serving._post(naive_url + "/predict", serving.service_bodies(records[:1])[0])
     assert single["predictions"][0]["probability"] == pytest.approx(expected[0], rel=1e-6)

@@ -205,7 +205,7 @@ def test_segment_metrics_per_value() -> None:
     p = np.array([0.2, 0.8, 0.4, 0.3, 0.9, 0.6, 0.7, 0.1])
     segments = pd.DataFrame(
         {
-            "contract": ["Monthly", "Monthly", None, "Yearly", "Yearly", "Monthly", None, "Yearly"],
+            "plan": ["Monthly", "Monthly", None, "Yearly", "Yearly", "Monthly", None, "Yearly"],
             "senior": [0, 1, 0, 0, 1, 1, 0, np.nan],
         },
         index=[17, 3, 42, 8, 5, 11, 2, 99],  # rows align by position, not by index
@@ -213,17 +213,17 @@ def test_segment_metrics_per_value() -> None:
 
     result = segment_metrics(y, p, segments, threshold=0.5)
 
-    assert set(result) == {"contract", "senior"}
-    assert set(result["contract"]) == {"<missing>", "Monthly", "Yearly"}
+    assert set(result) == {"plan", "senior"}
+    assert set(result["plan"]) == {"<missing>", "Monthly", "Yearly"}
     assert set(result["senior"]) == {"0.0", "1.0", "<missing>"}
     for column in result:
         assert sum(m["rows"] for m in result[column].values()) == len(y)
-    monthly = result["contract"]["Monthly"]
+    monthly = result["plan"]["Monthly"]
     expected = classification_metrics(y[[0, 1, 5]], p[[0, 1, 5]], 0.5)
     assert monthly["rows"] == 3
     assert monthly["roc_auc"] == pytest.approx(expected["roc_auc"])
     assert monthly["precision"] == pytest.approx(expected["precision"])
-    assert result["contract"]["<missing>"]["rows"] == 2
+    assert result["plan"]["<missing>"]["rows"] == 2
     # one row, one class: undefined ranking metrics, no exception
     assert result["senior"]["<missing>"]["rows"] == 1
     assert math.isnan(result["senior"]["<missing>"]["roc_auc"])

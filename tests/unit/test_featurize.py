@@ -1,13 +1,19 @@
-"""The schema-derived encoding, the labels and the stratified split."""
+"""The schema-derived encoding, the labels and the stratified split.
+
+Small inline tables with awkward column names (spaces, dots, capitals, dashes, non-ASCII
+letters), as a new table may have, then the project's own table and schema.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.params import FeaturizeParams, load_section
 from pipelines.schema import Feature, Rows, Schema, Target
 from pipelines.stages.featurize import (
     ID,
@@ -19,32 +25,39 @@ from pipelines.stages.featurize import (
     read_features,
     split,
 )
+from tests.columns import PARAMS
 
-CONTRACTS = ("Month-to-month", "One year", "Two year")
+TARGET = "Loan Status"
+ROW_ID = "row-id"
+PLANS = ("Month to month", "One year", "Two year")
+PLAN = "plan.type"
+UNITS = "Ünits-Held"
+INCOME = "Monthly Income"
+FLAG = "is senior"
 
 
-def make_schema(positive: str | int = "Yes", values: tuple = ("No", "Yes")) -> Schema:
+def make_schema(positive: str | int = "bad", values: tuple = ("good", "bad")) -> Schema:
     return Schema(
-        target=Target(column="churn", positive=positive, values=values),
-        id="rownames",
+        target=Target(column=TARGET, positive=positive, values=values),
+        id=ROW_ID,
         rows=Rows(min=1, max=100_000),
         features={
-            "tenure": Feature(type="integer", min=0, max=100),
-            "contract": Feature(type="category", categories=CONTRACTS),
-            "charges": Feature(type="number", min=0, max=200, max_null_fraction=0.5),
-            "senior": Feature(type="integer", min=0, max=1),
+            UNITS: Feature(type="integer", min=0, max=100),
+            PLAN: Feature(type="category", categories=PLANS),
+            INCOME: Feature(type="number", min=0, max=200, max_null_fraction=0.5),
+            FLAG: Feature(type="integer", min=0, max=1),
         },
     )
 
 
 SCHEMA = make_schema()
 NAMES = [
-    "tenure",
-    "contract=Month-to-month",
-    "contract=One year",
-    "contract=Two year",
-    "charges",
-    "senior",
+    UNITS,
+    f"{PLAN}=Month to month",
+    f"{PLAN}=One year",
+    f"{PLAN}=Two year",
+    INCOME,
+    FLAG,
 ]
 
 
@@ -52,12 +65,12 @@ def raw_rows() -> pd.DataFrame:
     """Raw rows as validation passes them on: any column order, a target, an id, an extra."""
     return pd.DataFrame(
         {
-            "churn": ["Yes", "No", "No", "Yes"],
-            "senior": [0, 1, 0, 1],
-            "charges": [29.85, np.nan, 104.5, 0.0],
-            "rownames": [101, 102, 103, 104],
-            "contract": ["One year", "Month-to-month", "Two year", "Month-to-month"],
-            "tenure": [1, 34, 72, 0],
+            TARGET: ["bad", "good", "good", "bad"],
+            FLAG: [0, 1, 0, 1],
+            INCOME: [29.85, np.nan, 104.5, 0.0],
+            ROW_ID: [101, 102, 103, 104],
+            PLAN: ["One year", "Month to month", "Two year", "Month to month"],
+            UNITS: [1, 34, 72, 0],
             "note": ["a", "b", "c", "d"],
         },
         index=[7, 3, 9, 1],
@@ -68,16 +81,16 @@ def synthetic(rows: int = 1000, positive_rate: float = 0.23, seed: int = 0) -> p
     """A raw table with a known positive rate, ids in shuffled order."""
     rng = np.random.default_rng(seed)
     positives = round(rows * positive_rate)
-    churn = np.array(["Yes"] * positives + ["No"] * (rows - positives))
-    rng.shuffle(churn)
+    target = np.array(["bad"] * positives + ["good"] * (rows - positives))
+    rng.shuffle(target)
     return pd.DataFrame(
         {
-            "rownames": rng.permutation(np.arange(1, rows + 1)),
-            "churn": churn,
-            "tenure": rng.integers(0, 72, rows),
-            "contract": rng.choice(CONTRACTS, rows),
-            "charges": rng.uniform(18, 120, rows).round(2),
-            "senior": rng.integers(0, 2, rows),
+            ROW_ID: rng.permutation(np.arange(1, rows + 1)),
+            TARGET: target,
+            UNITS: rng.integers(0, 72, rows),
+            PLAN: rng.choice(PLANS, rows),
+            INCOME: rng.uniform(18, 120, rows).round(2),
+            FLAG: rng.integers(0, 2, rows),
         }
     )
 
@@ -93,27 +106,27 @@ def test_encode_columns_dtype_and_index() -> None:
     assert list(encoded.columns) == NAMES
     assert (encoded.dtypes == np.float32).all()
     assert encoded.index.equals(frame.index)
-    for dropped in ("rownames", "churn", "note"):
+    for dropped in (ROW_ID, TARGET, "note"):
         assert dropped not in encoded.columns
 
 
 def test_encode_numeric_passthrough_keeps_missing() -> None:
     encoded = encode(raw_rows(), SCHEMA)
 
-    np.testing.assert_array_equal(encoded["tenure"], np.float32([1, 34, 72, 0]))
-    np.testing.assert_array_equal(encoded["senior"], np.float32([0, 1, 0, 1]))
-    np.testing.assert_array_equal(encoded["charges"], np.float32([29.85, np.nan, 104.5, 0.0]))
-    assert encoded["charges"].isna().tolist() == [False, True, False, False]
+    np.testing.assert_array_equal(encoded[UNITS], np.float32([1, 34, 72, 0]))
+    np.testing.assert_array_equal(encoded[FLAG], np.float32([0, 1, 0, 1]))
+    np.testing.assert_array_equal(encoded[INCOME], np.float32([29.85, np.nan, 104.5, 0.0]))
+    assert encoded[INCOME].isna().tolist() == [False, True, False, False]
 
 
 def test_encode_one_hot_has_exactly_one_one_per_row() -> None:
     frame = raw_rows()
-    one_hot = encode(frame, SCHEMA)[[f"contract={c}" for c in CONTRACTS]]
+    one_hot = encode(frame, SCHEMA)[[f"{PLAN}={c}" for c in PLANS]]
 
     assert set(np.unique(one_hot.to_numpy())) == {0.0, 1.0}
     assert (one_hot.sum(axis=1) == 1).all()
-    chosen = one_hot.idxmax(axis=1).str.removeprefix("contract=")
-    assert chosen.tolist() == frame["contract"].tolist()
+    chosen = one_hot.idxmax(axis=1).str.removeprefix(f"{PLAN}=")
+    assert chosen.tolist() == frame[PLAN].tolist()
 
 
 def test_encode_does_not_depend_on_other_rows() -> None:
@@ -128,14 +141,14 @@ def test_encode_does_not_depend_on_other_rows() -> None:
 @pytest.mark.parametrize(
     ("schema", "values", "expected"),
     [
-        (SCHEMA, ["Yes", "No", "No", "Yes"], [1, 0, 0, 1]),
-        (make_schema(positive="No"), ["Yes", "No", "No", "Yes"], [0, 1, 1, 0]),
+        (SCHEMA, ["bad", "good", "good", "bad"], [1, 0, 0, 1]),
+        (make_schema(positive="good"), ["bad", "good", "good", "bad"], [0, 1, 1, 0]),
         (make_schema(positive=1, values=(0, 1)), [1, 0, 0, 1], [1, 0, 0, 1]),
         (make_schema(positive=0, values=(0, 1)), [1, 0, 0, 1], [0, 1, 1, 0]),
     ],
 )
 def test_labels(schema: Schema, values: list[object], expected: list[int]) -> None:
-    y = labels(raw_rows().assign(churn=values), schema)
+    y = labels(raw_rows().assign(**{TARGET: values}), schema)
     assert y.dtype == np.int8
     assert y.tolist() == expected
 
@@ -149,15 +162,15 @@ def test_split_is_stratified_disjoint_and_complete(test_size: float, seed: int) 
 
     assert len(test) == pytest.approx(test_size * len(frame), abs=1)
     assert len(train) + len(test) == len(frame)
-    assert set(train["rownames"]).isdisjoint(test["rownames"])
-    assert set(train["rownames"]) | set(test["rownames"]) == set(frame["rownames"])
-    positives = (frame["churn"] == "Yes").sum()
+    assert set(train[ROW_ID]).isdisjoint(test[ROW_ID])
+    assert set(train[ROW_ID]) | set(test[ROW_ID]) == set(frame[ROW_ID])
+    positives = (frame[TARGET] == "bad").sum()
     # stratified: the test part holds its share of the positives to within one row
-    assert (test["churn"] == "Yes").sum() == pytest.approx(test_size * positives, abs=1)
+    assert (test[TARGET] == "bad").sum() == pytest.approx(test_size * positives, abs=1)
     overall = positives / len(frame)
     for part in (train, test):
-        assert abs((part["churn"] == "Yes").mean() - overall) < 0.01
-        assert part["rownames"].is_monotonic_increasing
+        assert abs((part[TARGET] == "bad").mean() - overall) < 0.01
+        assert part[ROW_ID].is_monotonic_increasing
         # rows are whole: every row is the original row with that index
         pd.testing.assert_frame_equal(part, frame.loc[part.index])
 
@@ -170,7 +183,7 @@ def test_split_is_reproducible_for_a_seed() -> None:
 
     for a, b in zip(first, again, strict=True):
         pd.testing.assert_frame_equal(a, b)
-    assert set(first[1]["rownames"]) != set(other[1]["rownames"])
+    assert set(first[1][ROW_ID]) != set(other[1][ROW_ID])
 
 
 def test_featurize_table_layout() -> None:
@@ -178,7 +191,7 @@ def test_featurize_table_layout() -> None:
     table = featurize(frame, SCHEMA)
 
     assert list(table.columns) == [ID, LABEL, *NAMES]
-    assert table[ID].tolist() == frame["rownames"].tolist()
+    assert table[ID].tolist() == frame[ROW_ID].tolist()
     assert table[LABEL].tolist() == [1, 0, 0, 1]
     assert table.index.equals(pd.RangeIndex(len(frame)))
 
@@ -192,4 +205,33 @@ def test_featurize_round_trips_through_parquet(tmp_path: Path) -> None:
 
     pd.testing.assert_frame_equal(x, encode(frame, SCHEMA).reset_index(drop=True))
     np.testing.assert_array_equal(y, labels(frame, SCHEMA))
-    np.testing.assert_array_equal(ids, frame["rownames"].to_numpy())
+    np.testing.assert_array_equal(ids, frame[ROW_ID].to_numpy())
+
+
+# --- the project's own table ------------------------------------------------------------------
+
+
+def test_the_real_table_encodes_as_its_schema_says(raw: pd.DataFrame, schema: Schema) -> None:
+    encoded = encode(raw, schema)
+    assert list(encoded.columns) == feature_names(schema)
+    assert (encoded.dtypes == np.float32).all()
+    for name, feature in schema.features.items():
+        if feature.type == "category":
+            one_hot = encoded[[f"{name}={c}" for c in feature.categories or ()]]
+            # one 1 per row with a value, none for a missing value
+            assert (one_hot.sum(axis=1) == raw[name].notna()).all(), name
+        else:
+            expected = pd.to_numeric(raw[name]).to_numpy(dtype=np.float32, na_value=np.nan)
+            np.testing.assert_array_equal(encoded[name].to_numpy(), expected, err_msg=name)
+
+
+def test_the_real_table_splits_by_params(raw: pd.DataFrame, schema: Schema) -> None:
+    params = load_section("featurize", FeaturizeParams, PARAMS)
+    train, test = split(raw, schema, params.test_size, params.seed)
+
+    assert len(test) == math.ceil(params.test_size * len(raw))  # scikit-learn rounds up
+    assert len(train) + len(test) == len(raw)
+    assert set(train[schema.id]).isdisjoint(test[schema.id])
+    rate = (labels(raw, schema) == 1).mean()
+    for part in (train, test):
+        assert labels(part, schema).mean() == pytest.approx(rate, abs=1 / len(test))

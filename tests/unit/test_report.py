@@ -10,11 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.params import RegisterParams, load_section
 from pipelines.review import gate, report
 from pipelines.review.gate import GateParams, Predictions
 from pipelines.review.report import MARKER, MAX_CHARS, Base, Outputs, Report
 from pipelines.stages import train
 from pipelines.stages.evaluate import classification_metrics, segment_metrics
+from tests.columns import PARAMS as PARAMS_FILE
 from tests.conftest import small_train_params
 
 ROWS = 600
@@ -30,6 +32,7 @@ PARAMS = GateParams.model_validate(
         },
     }
 )
+MODEL_NAME = load_section("register", RegisterParams, PARAMS_FILE).model_name
 STATS = {
     side: {"bytes": 1000, "rows": ROWS, "single": 0.0012, "batch": 0.004} for side in ("base", "pr")
 }
@@ -41,7 +44,7 @@ def outputs(signal: float, path: Path, ids_from: int = 0) -> Outputs:
     labels = (rng.random(ROWS) < 0.3).astype(int)
     p = 1 / (1 + np.exp(-(signal * (labels - 0.3) * 2 + rng.normal(size=ROWS) - 1)))
     written = classification_metrics(labels, p, 0.5)
-    groups = pd.DataFrame({"contract": np.where(np.arange(ROWS) % 3 == 0, "One year", "Monthly")})
+    groups = pd.DataFrame({"Plan Type": np.where(np.arange(ROWS) % 3 == 0, "One year", "Monthly")})
     return Outputs(
         predictions=pd.DataFrame(
             {
@@ -54,7 +57,7 @@ def outputs(signal: float, path: Path, ids_from: int = 0) -> Outputs:
         metrics={k: round(v, 6) if isinstance(v, float) else v for k, v in written.items()},
         segments=segment_metrics(labels, p, groups, 0.5),
         model=path,
-        registry={"run_id": f"run{signal}", "model_uri": "models:/churn-model/3"},
+        registry={"run_id": f"run{signal}", "model_uri": f"models:/{MODEL_NAME}/3"},
     )
 
 
@@ -128,8 +131,8 @@ def test_params_segments_data_and_model_sections(worse: Report) -> None:
     assert "| size of the model files | 1,000 bytes | 1,000 bytes |" in comment
     assert "| latency, 1 row (median of 25) | 1.20 ms | 1.20 ms |" in comment
     assert "`run0.3`" in comment
-    assert "`models:/churn-model/3`" in comment
-    segments = [line for line in comment.splitlines() if line.startswith("| contract = ")]
+    assert f"`models:/{MODEL_NAME}/3`" in comment
+    segments = [line for line in comment.splitlines() if line.startswith("| Plan Type = ")]
     assert len(segments) == 2
     changes = [max(abs(float(c)) for c in line.split("|")[5:9:3]) for line in segments]
     assert changes == sorted(changes, reverse=True)
@@ -139,7 +142,7 @@ def test_changed_data_failed_validation_and_changed_gate_rules_are_shown(same: R
     validation = {
         "success": False,
         "result": {"statistics": {"evaluated_expectations": 9, "successful_expectations": 8}},
-        "failures": [{"column": "contract", "rule": "allowed values"}],
+        "failures": [{"column": "Plan Type", "rule": "allowed values"}],
     }
     changed = make_report(
         same.base.outputs,
@@ -151,7 +154,7 @@ def test_changed_data_failed_validation_and_changed_gate_rules_are_shown(same: R
     comment = report.render(changed)
     assert "**changed**: md5 `old.dir` → `new.dir`" in comment
     assert "❌ **failed** (8 of 9 expectations passed)" in comment
-    assert "  - contract: allowed values" in comment
+    assert "  - Plan Type: allowed values" in comment
     assert "This PR changes the gate's own rules" in comment
 
 
@@ -175,7 +178,8 @@ def test_curves_are_inline_mermaid_charts_of_base_and_pr(worse: Report) -> None:
 def test_untrusted_param_values_cannot_break_the_markup(same: Report) -> None:
     sneaky = {"params.yaml": {"train.x": {"old": "a|b", "new": "<img src=x> `code` " + MARKER}}}
     comment = report.render(make_report(same.base.outputs, same.pr, params_diff=sneaky))
-    assert "| train.x | a\\|b | &lt;img src=x&gt; 'code' &lt;!-- model-report" in comment
+    escaped = MARKER.replace("<", "&lt;").replace(">", "&gt;")
+    assert f"| train.x | a\\|b | &lt;img src=x&gt; 'code' {escaped} |" in comment
     assert comment.count(MARKER) == 1
 
 

@@ -11,6 +11,7 @@ import pydantic
 import pytest
 import yaml
 
+from pipelines.params import load_paths
 from pipelines.schema import (
     HEADER,
     MAX_CATEGORIES,
@@ -25,19 +26,25 @@ from pipelines.schema import (
     load_schema,
     main,
 )
+from tests.columns import PARAMS, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_FILE = load_paths(PARAMS).schema_
+
+# Column names as a new table may have them: spaces, dots, capitals, dashes, non-ASCII letters.
+TARGET = "Loan Status"
+ROW_ID = "row id"
+FEATURES = ["is.senior", "Ünits-Held", "Plan Type", "Monthly Income"]
 
 
-def churn_frame() -> pd.DataFrame:
+def table() -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "rownames": [1, 2, 3, 4, 5, 6],
-            "churn": ["No", "Yes", "No", "No", "Yes", "No"],
-            "senior": [0, 1, 0, 0, 1, 0],
-            "tenure": [1, 10, 20, 30, 40, 72],
-            "contract": ["Monthly", "Yearly", "Monthly", "Two year", "Monthly", "Yearly"],
-            "charges": [20.5, np.nan, 35.0, 80.25, 99.0, 110.0],
+            ROW_ID: [1, 2, 3, 4, 5, 6],
+            TARGET: ["good", "bad", "good", "good", "bad", "good"],
+            "is.senior": [0, 1, 0, 0, 1, 0],
+            "Ünits-Held": [1, 10, 20, 30, 40, 72],
+            "Plan Type": ["Monthly", "Yearly", "Monthly", "Two year", "Monthly", "Yearly"],
+            "Monthly Income": [20.5, np.nan, 35.0, 80.25, 99.0, 110.0],
         }
     )
 
@@ -114,7 +121,7 @@ def test_infer_category_limit_is_inclusive() -> None:
 
 
 def test_infer_too_many_distinct_strings_is_refused() -> None:
-    column = pd.Series([f"customer-{i}" for i in range(MAX_CATEGORIES + 1)], name="email")
+    column = pd.Series([f"person-{i}" for i in range(MAX_CATEGORIES + 1)], name="email")
     with pytest.raises(SchemaError, match=rf"'email' has {MAX_CATEGORIES + 1} distinct") as error:
         infer_feature(column)
     assert "drop it or encode it" in str(error.value)
@@ -124,59 +131,65 @@ def test_infer_too_many_distinct_strings_is_refused() -> None:
 
 
 def test_infer_schema_of_a_table() -> None:
-    frame = churn_frame()
-    schema = infer_schema(frame, "churn", "rownames", "Yes")
+    frame = table()
+    schema = infer_schema(frame, TARGET, ROW_ID, "bad")
 
-    assert schema.target == Target(column="churn", positive="Yes", values=("No", "Yes"))
-    assert schema.id == "rownames"
-    assert list(schema.features) == ["senior", "tenure", "contract", "charges"]
-    assert schema.features["contract"].categories == ("Monthly", "Two year", "Yearly")
-    assert schema.features["charges"].nullable
+    assert schema.target == Target(column=TARGET, positive="bad", values=("good", "bad"))
+    assert schema.id == ROW_ID
+    assert list(schema.features) == FEATURES
+    assert [f.type for f in schema.features.values()] == [
+        "integer",
+        "integer",
+        "category",
+        "number",
+    ]
+    assert schema.features["Plan Type"].categories == ("Monthly", "Two year", "Yearly")
+    assert schema.features["Monthly Income"].nullable
     assert schema.rows == Rows(min=3, max=60)
-    assert schema.columns == ["rownames", "senior", "tenure", "contract", "charges", "churn"]
+    assert schema.columns == [ROW_ID, *FEATURES, TARGET]
 
 
-@pytest.mark.parametrize(("target", "id_column"), [("label", "rownames"), ("churn", "row_id")])
+@pytest.mark.parametrize(("target", "id_column"), [("label", ROW_ID), (TARGET, "row_id")])
 def test_infer_schema_missing_column(target: str, id_column: str) -> None:
     missing = target if target == "label" else id_column
     with pytest.raises(SchemaError, match=rf"column '{missing}' is not in the table"):
-        infer_schema(churn_frame(), target, id_column, "Yes")
+        infer_schema(table(), target, id_column, "bad")
 
 
 @pytest.mark.parametrize(
     "classes",
-    [["No", "Yes", "Maybe", "No", "Yes", "No"], ["No"] * 6],
+    [["good", "bad", "maybe", "good", "bad", "good"], ["good"] * 6],
     ids=["three-classes", "one-class"],
 )
 def test_infer_schema_needs_two_classes(classes: list[str]) -> None:
-    frame = churn_frame().assign(churn=classes)
+    frame = table().assign(**{TARGET: classes})
     with pytest.raises(SchemaError, match="must have two classes"):
-        infer_schema(frame, "churn", "rownames", "Yes")
+        infer_schema(frame, TARGET, ROW_ID, "bad")
 
 
 @pytest.mark.parametrize("positive", ["1", 1])
 def test_infer_schema_int_target_with_positive_given_as_text(positive: str | int) -> None:
-    frame = churn_frame().assign(churn=[0, 1, 0, 0, 1, 0])
-    schema = infer_schema(frame, "churn", "rownames", positive)
+    frame = table().assign(**{TARGET: [0, 1, 0, 0, 1, 0]})
+    schema = infer_schema(frame, TARGET, ROW_ID, positive)
 
-    assert schema.target == Target(column="churn", positive=1, values=(0, 1))
+    assert schema.target == Target(column=TARGET, positive=1, values=(0, 1))
     assert isinstance(schema.target.positive, int)
 
 
 @pytest.mark.parametrize(
-    ("churn", "positive"),
+    ("classes", "positive"),
     [
-        pytest.param(["No", "Yes", "No", "No", "Yes", "No"], "Maybe", id="text-target"),
+        pytest.param(["good", "bad", "good", "good", "bad", "good"], "maybe", id="text-target"),
         pytest.param([0, 1, 0, 0, 1, 0], 2, id="int-target"),
         pytest.param([0, 1, 0, 0, 1, 0], "yes", id="int-target-text-positive"),
     ],
 )
 def test_infer_schema_positive_must_be_a_class_of_the_target(
-    churn: list[object], positive: str | int
+    classes: list[object], positive: str | int
 ) -> None:
-    frame = churn_frame().assign(churn=churn)
+    frame = table().assign(**{TARGET: classes})
     with pytest.raises(SchemaError, match="positive"):
-        infer_schema(frame, "churn", "rownames", positive)
+        infer_schema(frame, TARGET, ROW_ID, positive)
 
 
 # --- validation of the models -----------------------------------------------------------------
@@ -201,16 +214,16 @@ def test_invalid_feature(fields: dict, message: str) -> None:
 
 
 def test_positive_must_be_one_of_the_values() -> None:
-    with pytest.raises(pydantic.ValidationError, match="positive class 'yes' is not one of"):
-        Target(column="churn", positive="yes", values=("No", "Yes"))
+    with pytest.raises(pydantic.ValidationError, match="positive class 'Bad' is not one of"):
+        Target(column=TARGET, positive="Bad", values=("good", "bad"))
 
 
 def schema_fields(**changes: object) -> dict:
     fields: dict = {
-        "target": {"column": "churn", "positive": "Yes", "values": ["No", "Yes"]},
-        "id": "rownames",
+        "target": {"column": TARGET, "positive": "bad", "values": ["good", "bad"]},
+        "id": ROW_ID,
         "rows": {"min": 1, "max": 100},
-        "features": {"tenure": {"type": "integer", "min": 0, "max": 100}},
+        "features": {"Ünits-Held": {"type": "integer", "min": 0, "max": 100}},
     }
     return fields | changes
 
@@ -219,14 +232,14 @@ def schema_fields(**changes: object) -> dict:
     ("fields", "message"),
     [
         (
-            schema_fields(features={"churn": {"type": "category", "categories": ["No", "Yes"]}}),
-            "'churn' is the target or id",
+            schema_fields(features={TARGET: {"type": "category", "categories": ["good", "bad"]}}),
+            f"'{TARGET}' is the target or id",
         ),
         (
-            schema_fields(features={"rownames": {"type": "integer"}}),
-            "'rownames' is the target or id",
+            schema_fields(features={ROW_ID: {"type": "integer"}}),
+            f"'{ROW_ID}' is the target or id",
         ),
-        (schema_fields(id="churn"), "target and id must be different"),
+        (schema_fields(id=TARGET), "target and id must be different"),
         (schema_fields(rows={"min": 0, "max": 10}), "rows.min"),
         (schema_fields(owner="me"), "owner"),
     ],
@@ -243,8 +256,8 @@ def test_invalid_schema(fields: dict, message: str) -> None:
 def awkward_schema() -> Schema:
     """Values YAML likes to reinterpret: yes/no, numbers as text, null, colons, floats."""
     return Schema(
-        target=Target(column="churn", positive="Yes", values=("No", "Yes")),
-        id="rownames",
+        target=Target(column=TARGET, positive="Yes", values=("No", "Yes")),
+        id=ROW_ID,
         rows=Rows(min=10, max=1000),
         features={
             "flag": Feature(type="integer", min=0, max=1),
@@ -264,12 +277,12 @@ def awkward_schema() -> Schema:
     "schema",
     [
         pytest.param(awkward_schema(), id="awkward-values"),
-        pytest.param(infer_schema(churn_frame(), "churn", "rownames", "Yes"), id="inferred"),
+        pytest.param(infer_schema(table(), TARGET, ROW_ID, "bad"), id="inferred"),
         pytest.param(
-            infer_schema(churn_frame().assign(churn=[0, 1, 0, 0, 1, 0]), "churn", "rownames", 1),
+            infer_schema(table().assign(**{TARGET: [0, 1, 0, 0, 1, 0]}), TARGET, ROW_ID, 1),
             id="int-target",
         ),
-        pytest.param(load_schema(ROOT / "schema.yaml"), id="committed"),
+        pytest.param(load_schema(ROOT / SCHEMA_FILE), id="committed"),
     ],
 )
 def test_dump_round_trip(schema: Schema, tmp_path: Path) -> None:
@@ -313,7 +326,7 @@ def test_load_missing_schema_says_how_to_create_it(tmp_path: Path) -> None:
             id="positive-not-a-value",
         ),
         pytest.param("", "valid dictionary", id="empty-file"),
-        pytest.param("target: [churn\nid: x\n", None, id="malformed-yaml"),
+        pytest.param("target: [label\nid: x\n", None, id="malformed-yaml"),
     ],
 )
 def test_load_invalid_schema_names_the_file_and_the_problem(
@@ -335,33 +348,33 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     raw = tmp_path / yaml.safe_load((ROOT / "params.yaml").read_text())["paths"]["raw"]
     raw.parent.mkdir(parents=True)
-    churn_frame().to_csv(raw, index=False)
+    table().to_csv(raw, index=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
-FIRST = ["--target", "churn", "--id", "rownames", "--positive", "Yes"]
+FIRST = ["--target", TARGET, "--id", ROW_ID, "--positive", "bad"]
 
 
 def test_main_writes_the_first_schema(project: Path) -> None:
     assert main(FIRST) == 0
-    schema = load_schema(project / "schema.yaml")
-    assert schema == infer_schema(churn_frame(), "churn", "rownames", "Yes")
+    schema = load_schema(project / SCHEMA_FILE)
+    assert schema == infer_schema(table(), TARGET, ROW_ID, "bad")
 
 
 def test_main_first_schema_needs_target_id_and_positive(project: Path) -> None:
     with pytest.raises(SystemExit) as exit_:
-        main(["--target", "churn"])
+        main(["--target", TARGET])
     assert exit_.value.code == 2
-    assert not (project / "schema.yaml").exists()
+    assert not (project / SCHEMA_FILE).exists()
 
 
 def test_main_refuses_to_overwrite_without_force(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(FIRST) == 0
-    path = project / "schema.yaml"
-    edited = path.read_text().replace("column: churn", "column: churn  # reviewed by a human")
+    path = project / SCHEMA_FILE
+    edited = path.read_text() + "# reviewed by a human\n"
     path.write_text(edited)
     capsys.readouterr()
 
@@ -371,20 +384,20 @@ def test_main_refuses_to_overwrite_without_force(
 
     assert main(["--force"]) == 0  # target, id and positive come from the current schema
     assert "reviewed by a human" not in path.read_text()
-    assert load_schema(path).target.positive == "Yes"
+    assert load_schema(path).target.positive == "bad"
 
 
 def test_main_force_replaces_a_broken_schema(project: Path) -> None:
     """`make schema FORCE=1` with explicit columns is the way to start over from a bad file."""
-    path = project / "schema.yaml"
+    path = project / SCHEMA_FILE
     path.write_text("target: nonsense\n")
     assert main([*FIRST, "--force"]) == 0
-    assert load_schema(path).target.column == "churn"
+    assert load_schema(path).target.column == TARGET
 
 
 def test_main_reports_a_bad_column_and_writes_nothing(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["--target", "label", "--id", "rownames", "--positive", "Yes"]) == 1
+    assert main(["--target", "label", "--id", ROW_ID, "--positive", "bad"]) == 1
     assert "'label' is not in the table" in capsys.readouterr().err
-    assert not (project / "schema.yaml").exists()
+    assert not (project / SCHEMA_FILE).exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,10 +12,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.schema import Schema
+from pipelines.schema import Feature, Schema
 from pipelines.serving import score
 from pipelines.stages.featurize import encode, feature_names
 from pipelines.stages.train import LoadedModel, load_model, save_model
+from tests.columns import (
+    NUMERIC,
+    UNKNOWN_COLUMN,
+    above,
+    below,
+    breaking,
+    case,
+    fraction,
+    negative_class,
+    pick,
+    project_schema,
+    unknown_category,
+)
 from tests.conftest import ROOT, fit_on, small_train_params
 
 THRESHOLD = 0.5
@@ -42,7 +56,7 @@ def model(model_dir: Path) -> LoadedModel:
 def test_the_scores_are_the_models_probabilities_for_the_same_rows(
     tmp_path: Path, raw: pd.DataFrame, schema: Schema, model: LoadedModel
 ) -> None:
-    assert raw["total_charges"].isna().sum() == 11  # rows the schema allows to miss a value
+    # Every row, those with the missing values the schema allows included.
     source, target = tmp_path / "rows.csv", tmp_path / "scores.csv"
     raw.to_csv(source, index=False)
 
@@ -53,8 +67,8 @@ def test_the_scores_are_the_models_probabilities_for_the_same_rows(
     assert list(scored.columns) == [schema.id, "probability", "label"]
     assert scored[schema.id].tolist() == raw[schema.id].tolist()
     np.testing.assert_allclose(scored["probability"], expected, rtol=1e-6)
-    assert scored["label"].tolist() == np.where(expected >= THRESHOLD, "Yes", "No").tolist()
-    assert {"Yes", "No"} == set(scored["label"])
+    positive, negative = schema.target.positive, negative_class(schema)
+    assert scored["label"].tolist() == [positive if p >= THRESHOLD else negative for p in expected]
 
 
 def test_a_table_without_id_and_target_is_scored_in_order(
@@ -94,55 +108,122 @@ def _set(column: str, value: object, rows: int = 1) -> Callable[[pd.DataFrame], 
     return change
 
 
-CONTRACTS = "['Month-to-month', 'One year', 'Two year']"
+SCHEMA = project_schema()
 
 
-@pytest.mark.parametrize(
-    ("change", "expected"),
-    [
-        (
-            _set("contract", "Monthly", rows=3),
-            f"contract: expected values in {CONTRACTS}; 3 of 50 rows fail, e.g. 'Monthly' (ids ",
-        ),
-        (_set("tenure", 500, rows=2), "tenure: expected values between 0 and 110; 2 of 50 rows"),
-        (_set("tenure", 1.5), "tenure: expected whole numbers; 1 of 50 rows fails, e.g. 1.5"),
-        (_set("monthly_charges", "abc"), "monthly_charges: expected a finite number; 1 of 50"),
-        (_set("monthly_charges", "inf"), "monthly_charges: expected a finite number; 1 of 50"),
-        (
-            _set("senior_citizen", None, rows=4),
-            "senior_citizen: expected no missing values; 4 of 50 rows fail (ids 1, 2, 3, 4)",
-        ),
-        (
-            lambda f: f.drop(columns=["tenure"]),
-            "tenure: missing column (the schema lists it)",
-        ),
-        (
-            lambda f: f.assign(tenure_months=1),
-            "tenure_months: unexpected column (not in the schema)",
-        ),
-    ],
-    ids=[
+def bounds(feature: Feature) -> str:
+    """The range rule as the scorer words it."""
+    return f"values between {feature.min:g} and {feature.max:g}"
+
+
+Change = Callable[[pd.DataFrame, str], pd.DataFrame]
+
+
+def bad_value(value: object, rows: int, expected: str) -> tuple[Change, str, int]:
+    """A change writing ``value`` into the first ``rows`` rows, and the line's expected text."""
+
+    def change(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+        return _set(column, value, rows)(frame)
+
+    return change, expected, rows
+
+
+# Each case: a column of a kind picked from the schema, a change to 50 rows of the table and
+# the text its line must hold after "<column>: " (then the ids of the rows it changed, if any).
+BAD_TABLES = [
+    case(
+        SCHEMA,
         "unknown-category",
-        "out-of-range",
+        "category",
+        value=lambda f: bad_value(
+            unknown_category(f),
+            3,
+            f"expected values in {list(f.categories or ())}; 3 of 50 rows fail, "
+            f"e.g. {unknown_category(f)!r} (ids ",
+        ),
+    ),
+    case(
+        SCHEMA,
+        "above-the-range",
+        *NUMERIC,
+        low=True,
+        high=True,
+        value=lambda f: bad_value(
+            above(f), 2, f"expected {bounds(f)}; 2 of 50 rows fail, e.g. {above(f)!r} (ids "
+        ),
+    ),
+    case(
+        SCHEMA,
+        "below-the-range",
+        *NUMERIC,
+        low=True,
+        high=True,
+        value=lambda f: bad_value(
+            below(f), 1, f"expected {bounds(f)}; 1 of 50 rows fails, e.g. {below(f)!r} (ids "
+        ),
+    ),
+    case(
+        SCHEMA,
         "fraction-in-integer",
+        "integer",
+        value=lambda f: bad_value(
+            fraction(f), 1, f"expected whole numbers; 1 of 50 rows fails, e.g. {fraction(f)!r}"
+        ),
+    ),
+    case(
+        SCHEMA,
         "text-in-number",
+        *NUMERIC,
+        value=lambda f: bad_value(
+            "abc", 1, "expected a finite number; 1 of 50 rows fails, e.g. 'abc'"
+        ),
+    ),
+    case(
+        SCHEMA,
         "infinity",
+        *NUMERIC,
+        value=lambda f: bad_value("inf", 1, "expected a finite number; 1 of 50 rows fails"),
+    ),
+    case(
+        SCHEMA,
         "missing-value",
-        "missing-column",
-        "unexpected-column",
-    ],
-)
+        nullable=False,
+        value=lambda f: bad_value(None, 4, "expected no missing values; 4 of 50 rows fail (ids "),
+    ),
+    pytest.param(
+        next(iter(SCHEMA.features)),
+        (
+            lambda frame, column: frame.drop(columns=[column]),
+            "missing column (the schema lists it)",
+            0,
+        ),
+        id="missing-column",
+    ),
+    pytest.param(
+        UNKNOWN_COLUMN,
+        (
+            lambda frame, column: frame.assign(**{column: 1}),
+            "unexpected column (not in the schema)",
+            0,
+        ),
+        id="unexpected-column",
+    ),
+]
+
+
+@pytest.mark.parametrize(("column", "bad"), BAD_TABLES)
 def test_a_bad_table_is_refused_naming_column_rule_and_rows(
     tmp_path: Path,
     *,
     raw: pd.DataFrame,
     schema: Schema,
     model: LoadedModel,
-    change: Callable[[pd.DataFrame], pd.DataFrame],
-    expected: str,
+    column: str,
+    bad: tuple[Change, str, int],
 ) -> None:
+    change, expected, rows = bad
     source, target = tmp_path / "rows.csv", tmp_path / "scores.csv"
-    change(raw.head(50).copy()).to_csv(source, index=False)
+    change(raw.head(50).copy(), column).to_csv(source, index=False)
     target.write_text("earlier scores\n")
 
     with pytest.raises(score.ScoreError) as caught:
@@ -150,16 +231,20 @@ def test_a_bad_table_is_refused_naming_column_rule_and_rows(
 
     message = str(caught.value)
     assert f"{source}: 1 problem in 50 rows; nothing was scored:" in message
-    assert expected in message
+    assert f"\n  - {column}: {expected}" in message
+    if expected.endswith("(ids "):
+        ids = ", ".join(str(v) for v in raw[schema.id].head(rows))
+        assert f"{expected}{ids})" in message
     assert target.read_text() == "earlier scores\n"  # nothing good is lost
 
 
 def test_problems_name_row_numbers_without_an_id_column(raw: pd.DataFrame, schema: Schema) -> None:
-    rows = raw.drop(columns=[schema.id]).head(10).astype({"contract": object})
-    rows.loc[[2, 7], "contract"] = "Weekly"
+    column = next(iter(schema.features))
+    rows = raw.drop(columns=[schema.id]).head(10).astype({column: object})
+    rows.loc[rows.index[[2, 7]], column] = breaking(schema.features[column])
     problems = score.check_table(rows, schema)
     assert [(p.column, p.bad_rows, p.where, p.where_kind) for p in problems] == [
-        ("contract", 2, [3, 8], "rows")
+        (column, 2, [3, 8], "rows")
     ]
 
 
@@ -187,14 +272,18 @@ def test_the_command_writes_scores(
     monkeypatch.chdir(ROOT)  # params.yaml and schema.yaml of the project
     assert score.main([str(source), str(out), "--model", str(model_dir)]) == 0
     assert f"wrote {out}: 30 rows scored" in capsys.readouterr().out
-    assert pd.read_csv(out)["rownames"].tolist() == raw["rownames"].head(30).tolist()
+    schema = project_schema()
+    assert pd.read_csv(out)[schema.id].tolist() == raw[schema.id].head(30).tolist()
 
 
 def test_the_command_refuses_bad_rows_in_one_message(
-    tmp_path: Path, raw: pd.DataFrame, model_dir: Path
+    tmp_path: Path, raw: pd.DataFrame, schema: Schema, model_dir: Path
 ) -> None:
     bad, out = tmp_path / "bad.csv", tmp_path / "scores.csv"
-    _set("internet_service", "Satellite")(raw.head(30)).to_csv(bad, index=False)
+    column = pick(schema, "category") or pick(schema, *NUMERIC, high=True)
+    assert column is not None, "a schema has a category or a bounded number"
+    value = breaking(schema.features[column])
+    _set(column, value)(raw.head(30)).to_csv(bad, index=False)
     command = [sys.executable, "-m", "pipelines.serving.score", "--model", str(model_dir)]
     done = subprocess.run(
         [*command, str(bad), str(out)], cwd=ROOT, capture_output=True, text=True, check=False
@@ -202,9 +291,8 @@ def test_the_command_refuses_bad_rows_in_one_message(
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert done.stderr.startswith(f"error: {bad}: 1 problem in 30 rows; nothing was scored")
-    assert "internet_service: expected values in ['DSL', 'Fiber optic', 'No']; 1 of 30" in (
-        done.stderr
-    )
+    assert f"\n  - {column}: expected values " in done.stderr
+    assert f"; 1 of 30 rows fails, e.g. {value!r}" in done.stderr
     assert not out.exists()
 
 
@@ -219,6 +307,7 @@ def test_the_command_will_not_overwrite_its_input(tmp_path: Path) -> None:
 def test_a_model_trained_on_other_features_is_refused(
     raw: pd.DataFrame, schema: Schema, model: LoadedModel
 ) -> None:
-    stale = LoadedModel(model.model, {**model.meta, "features": ["tenure", "tenure_months"]})
-    with pytest.raises(score.ScoreError, match=r"no longer produces \(tenure_months\)"):
+    features = [feature_names(schema)[0], UNKNOWN_COLUMN]
+    stale = LoadedModel(model.model, {**model.meta, "features": features})
+    with pytest.raises(score.ScoreError, match=re.escape(f"no longer produces ({UNKNOWN_COLUMN})")):
         score.probabilities(raw.head(5), schema, stale)

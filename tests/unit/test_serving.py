@@ -8,6 +8,7 @@ import dataclasses
 import gc
 import json
 import math
+import re
 import weakref
 from typing import Any
 
@@ -17,12 +18,26 @@ import pytest
 import uvloop
 from pydantic import ValidationError
 
-from pipelines.params import load_paths
-from pipelines.schema import Schema
+from pipelines.params import RegisterParams, load_paths, load_section
+from pipelines.schema import Feature, Rows, Schema, Target
 from pipelines.serving import api, http, scoring
 from pipelines.stage import PipelineError
 from pipelines.stages import featurize, train
+from tests.columns import (
+    UNKNOWN_COLUMN,
+    above,
+    below,
+    case,
+    fraction,
+    inside,
+    negative_class,
+    project_schema,
+    unknown_category,
+)
 from tests.conftest import PARAMS, ROOT, Trained, fit_on, small_train_params
+
+SCHEMA = project_schema()
+MODEL_NAME = load_section("register", RegisterParams, PARAMS).model_name
 
 
 def as_records(rows: pd.DataFrame, schema: Schema) -> list[dict[str, Any]]:
@@ -33,38 +48,47 @@ def as_records(rows: pd.DataFrame, schema: Schema) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def sample(raw: pd.DataFrame) -> pd.DataFrame:
-    """Rows with every category and the missing total_charges."""
-    return pd.concat([raw.head(300), raw[raw["total_charges"].isna()]])
+def sample(raw: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """The first rows, a row with each category of each feature, and the rows with nulls."""
+    picked = list(raw.index[:300])
+    for name, feature in schema.features.items():
+        for category in feature.categories or ():
+            picked += list(raw.index[raw[name] == category][:1])
+    picked += list(raw.index[raw[list(schema.features)].isna().any(axis=1)])
+    return raw.loc[sorted(set(picked))]
 
 
 # --- request model -----------------------------------------------------------------------------
 
 
 def test_the_record_model_accepts_real_rows(sample: pd.DataFrame, schema: Schema) -> None:
-    request = api.request_model(schema, max_batch=1000)
+    request = api.request_model(schema, max_batch=len(sample))
     parsed = request.model_validate_json(json.dumps({"records": as_records(sample, schema)}))
     assert len(parsed.records) == len(sample)  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [
-        ("tenure", "5"),
-        ("tenure", True),
-        ("tenure", 1.5),
-        ("tenure", -1),
-        ("tenure", 111),
-        ("tenure", None),
-        ("monthly_charges", False),
-        ("monthly_charges", float("nan")),
-        ("monthly_charges", float("inf")),
-        ("monthly_charges", 170.01),
-        ("contract", "Monthly"),
-        ("contract", 1),
-        ("contract", None),
-    ],
-)
+# Each case: a feature of a kind picked from the schema, and a value its record must refuse.
+BAD_VALUES = [
+    case(SCHEMA, "integer-as-text", "integer", value=lambda f: str(inside(f))),
+    case(SCHEMA, "integer-as-bool", "integer", value=lambda f: True),
+    case(SCHEMA, "integer-with-a-fraction", "integer", value=fraction),
+    case(SCHEMA, "integer-below-min", "integer", low=True, value=below),
+    case(SCHEMA, "integer-above-max", "integer", high=True, value=above),
+    case(SCHEMA, "integer-null", "integer", nullable=False, value=lambda f: None),
+    case(SCHEMA, "number-as-text", "number", value=lambda f: str(float(inside(f)))),
+    case(SCHEMA, "number-as-bool", "number", value=lambda f: False),
+    case(SCHEMA, "number-nan", "number", value=lambda f: float("nan")),
+    case(SCHEMA, "number-infinite", "number", value=lambda f: float("inf")),
+    case(SCHEMA, "number-below-min", "number", low=True, value=below),
+    case(SCHEMA, "number-above-max", "number", high=True, value=above),
+    case(SCHEMA, "number-null", "number", nullable=False, value=lambda f: None),
+    case(SCHEMA, "unknown-category", "category", value=unknown_category),
+    case(SCHEMA, "category-as-number", "category", value=lambda f: 1),
+    case(SCHEMA, "category-null", "category", nullable=False, value=lambda f: None),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_VALUES)
 def test_the_record_model_rejects_bad_values(
     sample: pd.DataFrame, schema: Schema, field: str, value: Any
 ) -> None:
@@ -74,28 +98,60 @@ def test_the_record_model_rejects_bad_values(
     assert caught.value.errors()[0]["loc"][0] == field
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        case(SCHEMA, "integer-at-min", "integer", low=True, value=inside),
+        case(SCHEMA, "integer-at-max", "integer", high=True, value=lambda f: int(f.max or 0)),
+        case(SCHEMA, "number-at-min", "number", low=True, value=lambda f: float(f.min or 0)),
+        case(SCHEMA, "number-at-max", "number", high=True, value=lambda f: float(f.max or 0)),
+        case(SCHEMA, "number-as-integer", "number", low=True, value=lambda f: int(f.min or 0)),
+        case(SCHEMA, "last-category", "category", value=lambda f: (f.categories or ())[-1]),
+        case(SCHEMA, "null-where-allowed", nullable=True, value=lambda f: None),
+    ],
+)
+def test_the_record_model_accepts_edge_values(
+    sample: pd.DataFrame, schema: Schema, field: str, value: Any
+) -> None:
+    record = as_records(sample.head(1), schema)[0] | {field: value}
+    parsed = api.record_model(schema).model_validate(record)
+    assert parsed.model_dump()[field] == value
+
+
 def test_the_record_model_rejects_unknown_and_missing_fields(
     sample: pd.DataFrame, schema: Schema
 ) -> None:
     record = as_records(sample.head(1), schema)[0]
     model = api.record_model(schema)
-    with pytest.raises(ValidationError, match="tenure_months"):
-        model.model_validate(record | {"tenure_months": 1})
-    with pytest.raises(ValidationError, match="tenure"):
-        model.model_validate({k: v for k, v in record.items() if k != "tenure"})
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate(record | {UNKNOWN_COLUMN: 1})
+    assert caught.value.errors()[0]["loc"] == (UNKNOWN_COLUMN,)
+    for name in (next(iter(schema.features)), list(schema.features)[-1]):
+        with pytest.raises(ValidationError) as caught:
+            model.model_validate({k: v for k, v in record.items() if k != name})
+        assert caught.value.errors()[0]["loc"] == (name,)
+        assert caught.value.errors()[0]["type"] == "missing"
 
 
 def test_only_nullable_features_accept_null(schema: Schema) -> None:
     properties = api.record_model(schema).model_json_schema()["properties"]
+    assert list(properties) == list(schema.features)
     nullable = {
         name
         for name, spec in properties.items()
         if any(option.get("type") == "null" for option in spec.get("anyOf", []))
     }
     assert nullable == {name for name, f in schema.features.items() if f.nullable}
-    assert nullable == {"total_charges"}
-    assert properties["contract"]["enum"] == list(schema.features["contract"].categories or ())
-    assert properties["tenure"]["maximum"] == schema.features["tenure"].max
+    for name, feature in schema.features.items():
+        spec = properties[name]
+        if feature.nullable:
+            (spec,) = [option for option in spec["anyOf"] if option.get("type") != "null"]
+        if feature.type == "category":
+            assert spec["enum"] == list(feature.categories or ()), name
+        else:
+            assert spec["type"] == ("integer" if feature.type == "integer" else "number"), name
+            assert spec.get("minimum") == feature.min, name
+            assert spec.get("maximum") == feature.max, name
 
 
 @pytest.mark.parametrize("count", [0, 4])
@@ -118,7 +174,34 @@ def test_the_encoder_equals_the_pipelines_encode(sample: pd.DataFrame, schema: S
     assert x.dtype == np.float32
     assert list(encoder.columns) == list(expected.columns)
     np.testing.assert_array_equal(x, expected.to_numpy())
-    assert np.isnan(x[:, encoder.columns.index("total_charges")]).sum() == 11
+    for name, feature in schema.features.items():
+        if feature.type != "category":  # missing numbers stay missing, for the trees to route
+            column = x[:, encoder.columns.index(name)]
+            assert np.isnan(column).sum() == sample[name].isna().sum(), name
+
+
+def test_the_encoder_takes_null_in_every_nullable_kind_as_encode_does() -> None:
+    """Whatever kinds the project's schema has: a nullable category, number and integer."""
+    schema = Schema(
+        target=Target(column="Loan Status", positive="bad", values=("good", "bad")),
+        id="row id",
+        rows=Rows(min=1, max=10),
+        features={
+            "Home.Type": Feature(type="category", categories=("own", "rent"), max_null_fraction=1),
+            "Monthly Income": Feature(type="number", min=0, max=10, max_null_fraction=1),
+            "Ünits-Held": Feature(type="integer", min=0, max=9, max_null_fraction=1),
+        },
+    )
+    records = [
+        {"Home.Type": "rent", "Monthly Income": 2.5, "Ünits-Held": 3},
+        {"Home.Type": None, "Monthly Income": None, "Ünits-Held": None},
+        {"Home.Type": "own", "Monthly Income": None, "Ünits-Held": 0},
+    ]
+    assert [api.record_model(schema).model_validate(r).model_dump() for r in records] == records
+    x = scoring.RowEncoder.from_schema(schema).encode(records)
+    expected = featurize.encode(pd.DataFrame(records), schema).to_numpy()
+    np.testing.assert_array_equal(x, expected)
+    np.testing.assert_array_equal(x[1], [0, 0, np.nan, np.nan])
 
 
 def test_the_encoder_follows_the_models_column_order(sample: pd.DataFrame, schema: Schema) -> None:
@@ -128,17 +211,30 @@ def test_the_encoder_follows_the_models_column_order(sample: pd.DataFrame, schem
 
 
 def test_the_encoder_refuses_a_model_of_other_features(schema: Schema) -> None:
-    columns = [*featurize.feature_names(schema)[:-1], "total_charges_log"]
-    with pytest.raises(PipelineError, match="total_charges_log"):
+    columns = [*featurize.feature_names(schema)[:-1], UNKNOWN_COLUMN]
+    with pytest.raises(PipelineError, match=re.escape(UNKNOWN_COLUMN)):
         scoring.RowEncoder.from_schema(schema, columns)
 
 
-def test_the_encoder_names_the_record_it_cannot_encode(
-    sample: pd.DataFrame, schema: Schema
+@pytest.mark.parametrize(
+    ("field", "value"), [case(SCHEMA, "unknown-category", "category", value=unknown_category)]
+)
+def test_the_encoder_names_the_record_with_an_unknown_category(
+    sample: pd.DataFrame, schema: Schema, field: str, value: Any
 ) -> None:
     records = as_records(sample.head(3), schema)
-    records[2]["contract"] = "Monthly"
+    records[2][field] = value
     with pytest.raises(ValueError, match="record 2"):
+        scoring.RowEncoder.from_schema(schema).encode(records)
+
+
+@pytest.mark.parametrize("position", [0, -1], ids=["first-feature", "last-feature"])
+def test_the_encoder_names_the_record_missing_a_feature(
+    sample: pd.DataFrame, schema: Schema, position: int
+) -> None:
+    records = as_records(sample.head(3), schema)
+    del records[1][list(schema.features)[position]]
+    with pytest.raises(ValueError, match="record 1"):
         scoring.RowEncoder.from_schema(schema).encode(records)
 
 
@@ -157,8 +253,8 @@ def served(
     meta = {"features": list(trained.x_test.columns), "target": {}}
     train.save_model(trained.model, request.param, meta, directory)
     (directory / scoring.SCHEMA_FILE).write_text((ROOT / load_paths(PARAMS).schema_).read_text())
-    info = {"name": "churn-model", "threshold": 0.4}
-    return scoring.load_served(directory, info, "churn-model:test"), trained
+    info = {"name": MODEL_NAME, "threshold": 0.4}
+    return scoring.load_served(directory, info, f"{MODEL_NAME}:test"), trained
 
 
 def test_predictions_equal_the_models_and_labels_follow_the_threshold(
@@ -168,9 +264,13 @@ def test_predictions_equal_the_models_and_labels_follow_the_threshold(
     response = model.predict(as_records(trained.test_raw, schema))
     p = np.array([x.probability for x in response.predictions])
     np.testing.assert_allclose(p, trained.predict(trained.test_raw, schema), atol=1e-6)
-    assert [x.label for x in response.predictions] == ["Yes" if q >= 0.4 else "No" for q in p]
+    positive, negative = schema.target.positive, negative_class(schema)
+    assert [x.label for x in response.predictions] == [
+        positive if q >= 0.4 else negative for q in p
+    ]
+    assert response.model.name == MODEL_NAME
     assert response.model.threshold == 0.4
-    assert response.model.bento_model_tag == "churn-model:test"
+    assert response.model.bento_model_tag == f"{MODEL_NAME}:test"
 
 
 def test_a_probability_equal_to_the_threshold_gets_the_positive_label(
@@ -315,14 +415,14 @@ def test_validation_errors_are_rewritten_to_name_record_and_field() -> None:
         {
             "error": "2 validation errors",
             "detail": [
-                {"type": "missing", "loc": ["records", 3, "tenure"], "msg": "Field required"},
+                {"type": "missing", "loc": ["records", 3, "Ünits Held"], "msg": "Field required"},
                 {"type": "json_invalid", "loc": [], "msg": "Invalid JSON"},
             ],
         }
     ).encode()
     rewritten = json.loads(http.explain_errors(body) or b"")
-    assert rewritten["error"].startswith("invalid request: records.3.tenure: Field required")
-    assert rewritten["detail"] == "records.3.tenure: Field required; body: Invalid JSON"
+    assert rewritten["error"].startswith("invalid request: records.3.Ünits Held: Field required")
+    assert rewritten["detail"] == "records.3.Ünits Held: Field required; body: Invalid JSON"
     assert rewritten["errors"][0]["record"] == 3
     assert "record" not in rewritten["errors"][1]
     assert http.explain_errors(b'{"error": "task_id is required"}') is None
