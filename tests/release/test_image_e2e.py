@@ -78,9 +78,9 @@ def test_rootfs_cache_key_follows_what_it_is_built_from() -> None:
 
 def test_request_record_is_plain_json() -> None:
     record = image_e2e.request_record(
-        {"Ünits-Held": np.int64(3), "Monthly Income": np.float64(math.nan), "plan": "One year"}
+        {"Ünits-Held": np.int64(3), "Monthly Income": np.float64(math.nan), "plan": "Yearly"}
     )
-    assert record == {"Ünits-Held": 3, "Monthly Income": None, "plan": "One year"}
+    assert record == {"Ünits-Held": 3, "Monthly Income": None, "plan": "Yearly"}
     assert json.loads(json.dumps(record, allow_nan=False)) == record
 
 

@@ -29,7 +29,7 @@ from tests.columns import PARAMS
 
 TARGET = "Loan Status"
 ROW_ID = "row-id"
-PLANS = ("Month to month", "One year", "Two year")
+PLANS = ("Monthly", "Yearly", "Biennial")
 PLAN = "plan.type"
 UNITS = "Ünits-Held"
 INCOME = "Monthly Income"
@@ -53,9 +53,9 @@ def make_schema(positive: str | int = "bad", values: tuple = ("good", "bad")) ->
 SCHEMA = make_schema()
 NAMES = [
     UNITS,
-    f"{PLAN}=Month to month",
-    f"{PLAN}=One year",
-    f"{PLAN}=Two year",
+    f"{PLAN}=Monthly",
+    f"{PLAN}=Yearly",
+    f"{PLAN}=Biennial",
     INCOME,
     FLAG,
 ]
@@ -69,7 +69,7 @@ def raw_rows() -> pd.DataFrame:
             FLAG: [0, 1, 0, 1],
             INCOME: [29.85, np.nan, 104.5, 0.0],
             ROW_ID: [101, 102, 103, 104],
-            PLAN: ["One year", "Month to month", "Two year", "Month to month"],
+            PLAN: ["Yearly", "Monthly", "Biennial", "Monthly"],
             UNITS: [1, 34, 72, 0],
             "note": ["a", "b", "c", "d"],
         },

@@ -44,7 +44,7 @@ def outputs(signal: float, path: Path, ids_from: int = 0) -> Outputs:
     labels = (rng.random(ROWS) < 0.3).astype(int)
     p = 1 / (1 + np.exp(-(signal * (labels - 0.3) * 2 + rng.normal(size=ROWS) - 1)))
     written = classification_metrics(labels, p, 0.5)
-    groups = pd.DataFrame({"Plan Type": np.where(np.arange(ROWS) % 3 == 0, "One year", "Monthly")})
+    groups = pd.DataFrame({"Plan Type": np.where(np.arange(ROWS) % 3 == 0, "Yearly", "Monthly")})
     return Outputs(
         predictions=pd.DataFrame(
             {

@@ -43,7 +43,7 @@ def table() -> pd.DataFrame:
             TARGET: ["good", "bad", "good", "good", "bad", "good"],
             "is.senior": [0, 1, 0, 0, 1, 0],
             "Ünits-Held": [1, 10, 20, 30, 40, 72],
-            "Plan Type": ["Monthly", "Yearly", "Monthly", "Two year", "Monthly", "Yearly"],
+            "Plan Type": ["Monthly", "Yearly", "Monthly", "Biennial", "Monthly", "Yearly"],
             "Monthly Income": [20.5, np.nan, 35.0, 80.25, 99.0, 110.0],
         }
     )
@@ -143,7 +143,7 @@ def test_infer_schema_of_a_table() -> None:
         "category",
         "number",
     ]
-    assert schema.features["Plan Type"].categories == ("Monthly", "Two year", "Yearly")
+    assert schema.features["Plan Type"].categories == ("Biennial", "Monthly", "Yearly")
     assert schema.features["Monthly Income"].nullable
     assert schema.rows == Rows(min=3, max=60)
     assert schema.columns == [ROW_ID, *FEATURES, TARGET]
