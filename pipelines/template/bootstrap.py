@@ -31,6 +31,8 @@ from pipelines.template.table import Table, check_table, data_file, read_table
 
 ANSWERS = Path(".copier-answers.yml")
 SUMMARY = "<!-- model summary: written by make new-model -->"
+STORE = "dvc-store"  # the DVC remote committed with a small table (see store_data)
+STORE_MAX_BYTES = 50_000_000  # GitHub warns about files over 50 MB
 MAX_SEGMENTS = 2
 MAX_SEGMENT_CATEGORIES = 10
 # How far below (above) the first model's value a metric's floor (ceiling) is set, in the metric's
@@ -157,6 +159,25 @@ def summary(table: Table, data: str, metrics: dict[str, float], gate: dict[str, 
     )
 
 
+def store_data(raw: Path) -> None:
+    """Give DVC a default remote inside the repository, when the table is small enough for git.
+
+    A fresh clone, and so CI, then gets the data with ``make data``: no credentials, no network.
+    A larger or private table needs a real remote (``dvc remote add -d storage s3://...``).
+    """
+    size = raw.stat().st_size
+    if size > STORE_MAX_BYTES:
+        print(
+            f"warning: {raw} has {size / 1e6:.0f} MB, too much for git: add a DVC remote "
+            "(`dvc remote add -d storage s3://...`, `dvc push`) before a clone or CI can get it"
+        )
+        return
+    say(f"DVC remote `{STORE}` inside the repository, so that a fresh clone and CI get the data")
+    dvc = (sys.executable, "-m", "dvc")
+    run(*dvc, "remote", "add", "--default", "--quiet", "repository", STORE)
+    run(*dvc, "push", "--quiet")
+
+
 def main() -> int:
     """Write the model's data, schema and params, run the pipeline, commit the baseline."""
     started = time.monotonic()
@@ -196,6 +217,7 @@ def main() -> int:
     if subprocess.run([uv, "lock", "--offline", "--quiet"], check=False).returncode != 0:
         run(uv, "lock", "--quiet")
     run(sys.executable, "-m", "dvc", "add", "--quiet", "data")
+    store_data(raw)
 
     say("the first run: make run (environment, data check, every stage)")
     run("make", "--no-print-directory", "run", env=env)
@@ -234,8 +256,8 @@ def main() -> int:
     print(f"\n{name}: the first model, committed as the baseline ({seconds:.0f} s)")
     print("\n".join(f"  {m:<9} {metrics[m]:.4f}" for m in better))
     print(
-        f"\nWritten: {raw} (DVC), schema.yaml, params.yaml (paths, segments, names, gate "
-        "bounds), README.md, dvc.lock, eval/, uv.lock\n"
+        f"\nWritten: {raw} (DVC; its remote {STORE}/ when small), schema.yaml, params.yaml "
+        "(paths, segments, names, gate bounds), README.md, dvc.lock, eval/, uv.lock\n"
         "Next:\n"
         "  1. review schema.yaml (ranges, categories, missing values) and the gate in params.yaml\n"
         "  2. make test\n"

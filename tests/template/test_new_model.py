@@ -125,6 +125,9 @@ def test_the_repository_is_one_clean_commit_with_the_baseline(generated: Generat
     tracked = set(git(repo, "ls-files").splitlines())
     for baseline in ("dvc.lock", "data.dvc", "schema.yaml", "eval/metrics.json", "uv.lock"):
         assert baseline in tracked, baseline
+    # The table travels with the repository: DVC's default remote is committed with it
+    assert any(f.startswith("dvc-store/files/md5/") for f in tracked)
+    assert "remote = repository" in (repo / ".dvc/config").read_text()
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"validate", "featurize", "train", "evaluate", "register"}
     assert "tests/model/test_behaviour.py" in tracked
