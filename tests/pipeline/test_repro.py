@@ -313,6 +313,8 @@ def test_without_an_offline_source_missing_data_is_a_clear_error(
     params.write_text(yaml.safe_dump(document, sort_keys=False))
     (repo.path / "data").rename(tmp_path / "data")
     repo.dvc("cache", "dir", "--local", str(tmp_path / "empty-cache"))
+    # and no remote: a generated project's default remote (dvc-store/) would restore it
+    repo.dvc("remote", "default", "--unset")
     try:
         done = repo.python("-m", "pipelines.stages.data", check=False)
         assert done.returncode == 1
@@ -322,5 +324,6 @@ def test_without_an_offline_source_missing_data_is_a_clear_error(
         assert "Traceback" not in done.stderr
     finally:
         repo.dvc("cache", "dir", "--local", "--unset")
+        repo.run("git", "checkout", "--", ".dvc/config")
         params.write_text(original)
         (tmp_path / "data").rename(repo.path / "data")
