@@ -30,7 +30,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from pipelines.params import load_paths
+from pipelines.params import RegisterParams, load_paths, load_section
 from pipelines.stage import PipelineError, run_stage, write_atomically, write_json
 
 Backend = Literal["docker", "buildah"]
@@ -165,11 +165,14 @@ def image_tag(bento_version: str, commit: str) -> str:
     return tag
 
 
+def model_name() -> str:
+    """``register.model_name`` of params.yaml: the bento's, the image's and the service's name."""
+    return load_section("register", RegisterParams).model_name
+
+
 def default_repository() -> str:
     """``localhost/<register.model_name>``: where a local build goes when no IMAGE_REPO is given."""
-    from pipelines.params import RegisterParams, load_section
-
-    return f"localhost/{load_section('register', RegisterParams).model_name}"
+    return f"localhost/{model_name()}"
 
 
 def image_name(repository: str, tag: str) -> str:

@@ -52,7 +52,7 @@ from typing import Any
 from pipelines.release.build import (
     ImageReport,
     check_digest_ref,
-    default_repository,
+    model_name,
     read_report,
 )
 from pipelines.stage import PipelineError, run_stage
@@ -403,7 +403,7 @@ def start_registry(run: Run, stack: ExitStack) -> str:
     stack.callback(_stop, registry)
     wait_for(f"http://127.0.0.1:{port}/v2/", 30, lambda: registry.poll() is None)
     run.say(f"registry: serving on 127.0.0.1:{port}")
-    return f"127.0.0.1:{port}/{default_repository().rsplit('/', 1)[1]}"
+    return f"127.0.0.1:{port}/{model_name()}"
 
 
 def push_twice(run: Run) -> str:

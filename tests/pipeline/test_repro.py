@@ -6,7 +6,6 @@ import json
 import math
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,6 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     repo = ScratchRepo.create(tmp_path_factory.mktemp("project"))
     assert not (repo.path / "data").exists()
     repo.hide_uv(tmp_path_factory.mktemp("bin"))
-    repo.env["UV_PROJECT_ENVIRONMENT"] = sys.prefix  # `uv sync` finds it in sync: no install
     return Pipeline(repo, repo.run("make", "run"))
 
 
