@@ -110,6 +110,10 @@ class GitHub:
             return FORBIDDEN
         path, query = urlsplit(target).path, parse_qs(urlsplit(target).query)
         prefix = f"/repos/{self.repository}"
+        if path == prefix and method == "GET":
+            owner, name = self.repository.split("/")
+            return 200, {"full_name": self.repository, "name": name, "owner": {"login": owner},
+                         "default_branch": "main", "private": False}, {}  # fmt: skip
         if not path.startswith(prefix + "/"):
             return NOT_FOUND
         rest = path[len(prefix) :]

@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from pipelines.act.github import GitHub, serve
+from pipelines.act.github import Call, GitHub, serve
 
 HERE = Path(__file__).resolve().parent
 ACTIONS = HERE / "actions"
@@ -107,6 +108,7 @@ class Run:
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
 
     @property
     def conclusion(self) -> str:
@@ -237,12 +239,31 @@ class Simulation:
                    "repository": self._repository()}  # fmt: skip
         return self.run(workflow, "push", payload, after, branch, after, **kwargs)
 
-    def on_dispatch(self, workflow: str, inputs: Mapping[str, str] | None = None, **kwargs: Any) -> Run:
-        """Run ``workflow`` on ``workflow_dispatch`` on main."""
-        payload = {"ref": "refs/heads/main", "inputs": dict(inputs or {}),
+    def on_dispatch(
+        self,
+        workflow: str,
+        inputs: Mapping[str, str] | None = None,
+        branch: str = "main",
+        **kwargs: Any,
+    ) -> Run:
+        """Run ``workflow`` on ``workflow_dispatch`` on ``branch``."""
+        payload = {"ref": f"refs/heads/{branch}", "inputs": dict(inputs or {}),
                    "repository": self._repository()}  # fmt: skip
-        main = self.sha("refs/heads/main")
-        return self.run(workflow, "workflow_dispatch", payload, main, "main", main, **kwargs)
+        head = self.sha(f"refs/heads/{branch}")
+        return self.run(workflow, "workflow_dispatch", payload, head, branch, head, **kwargs)
+
+    def uploaded(self, workflow: str, head_sha: str, name: str, files: Mapping[str, bytes]) -> Run:
+        """A finished run of ``workflow`` that uploaded artifact ``name`` holding ``files``.
+
+        For feeding a ``workflow_run`` job an artifact a run could have made (a tampered one).
+        """
+        run = Run(next(self._ids), workflow, "pull_request", head_sha, returncode=0)
+        target = self.root / "artifacts" / str(run.id) / f"{name}.zip"
+        target.parent.mkdir(parents=True)
+        with zipfile.ZipFile(target, "w") as archive:
+            for member, data in files.items():
+                archive.writestr(member, data)
+        return run
 
     def on_workflow_run(self, workflow: str, after: Run, pull: PullRequest, **kwargs: Any) -> Run:
         """Run ``workflow`` on the ``workflow_run`` event of the finished run ``after``.
@@ -333,6 +354,7 @@ class Simulation:
         if job:
             command += ["-j", job]
         before = self.record.read_text().count("\n") if self.record.exists() else 0
+        calls_before = len(self.api.calls)
         with subprocess.Popen(
             command, cwd=cwd, env=self.host_env(), stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True,
@@ -343,6 +365,7 @@ class Simulation:
         if self.record.exists():
             lines = self.record.read_text().splitlines()[before:]
             run.records = [json.loads(line) for line in lines]
+        run.calls = self.api.calls[calls_before:]
         (folder / "log.txt").write_text(run.text())
         self.runs.append(run)
         return run
@@ -352,7 +375,7 @@ class Simulation:
         home = self.root / "home"
         keep = {k: os.environ[k] for k in ("LANG", "TERM", "TMPDIR") if k in os.environ}
         return keep | {
-            "PATH": SYSTEM_PATH,
+            "PATH": f"{self.root / 'runner-bin'}{os.pathsep}{SYSTEM_PATH}",
             "HOME": str(home),
             "XDG_CONFIG_HOME": str(home / ".config"),
             "XDG_CACHE_HOME": str(home / ".cache"),
@@ -413,6 +436,12 @@ def simulate(
     cwd = root / "act-cwd"
     git("clone", "-q", str(origin), str(cwd), cwd=root)
     git("remote", "set-url", "origin", f"https://github.com/{repository}.git", cwd=cwd)
+    # The runner image's passwordless sudo, where this runs as root already.
+    runner_bin = root / "runner-bin"
+    runner_bin.mkdir()
+    if os.geteuid() == 0 and shutil.which("sudo", path=SYSTEM_PATH) is None:
+        (runner_bin / "sudo").write_text('#!/bin/sh\nexec "$@"\n')
+        (runner_bin / "sudo").chmod(0o755)
     home = root / "home"
     # The DVC cache every job uses, as a team's jobs share a DVC remote.
     (home / ".config" / "dvc").mkdir(parents=True)

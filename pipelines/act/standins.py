@@ -108,6 +108,10 @@ def checkout() -> None:
     ref = given["ref"] or os.environ["GITHUB_REF"]
     sha = os.environ["GITHUB_SHA"] if not given["ref"] else ""
     record("checkout", given)
+    # As actions/checkout does, ask the API about the repository with the token it was given:
+    # the API stand-in records which kind of token that was.
+    if given["token"]:
+        _api(f"/repos/{repository}", given["token"])
 
     here = workspace()
     git("init", "-q", cwd=here)

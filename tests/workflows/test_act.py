@@ -1,0 +1,189 @@
+"""The workflows, run for real with act on a simulated GitHub (pipelines/act): one scenario each.
+
+One simulated GitHub serves the module: an origin whose main is this project, the API stand-in,
+and one DVC cache and Python environment shared by the jobs. Scenarios that move main put it
+back.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipelines.act.simulation import PullRequest, Run, Simulation, git, simulate
+from pipelines.review.comment import MARKER
+from tests.scratch import ScratchRepo
+
+pytestmark = pytest.mark.slow
+
+WORSE = {r"^    n_estimators: \d+": "    n_estimators: 5", r"^    max_depth: \d+": "    max_depth: 1"}
+RESEED = {r"^(train:\n(?:  .*\n)*?)  seed: \d+": r"\g<1>  seed: 7"}
+
+
+@pytest.fixture(scope="module")
+def github(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulation]:
+    """A simulated GitHub whose main is this project (work in progress included)."""
+    project = ScratchRepo.create(tmp_path_factory.mktemp("act-project"))
+    root = tmp_path_factory.mktemp("github")
+    with simulate(root, project.path, environment=Path(sys.prefix)) as sim:
+        yield sim
+
+
+def edit_params(work: Path, edits: dict[str, str]) -> None:
+    params = work / "params.yaml"
+    text = params.read_text()
+    for pattern, replacement in edits.items():
+        text, count = re.subn(pattern, replacement, text, count=1, flags=re.MULTILINE)
+        assert count == 1, pattern
+    params.write_text(text)
+
+
+def propose(
+    sim: Simulation, work: Path, branch: str, number: int, edits: dict[str, str], fork: bool = False
+) -> PullRequest:
+    """Commit params edits on a branch of ``work`` and open them as a pull request."""
+    git("checkout", "-q", "-B", branch, "origin/main", cwd=work)
+    edit_params(work, edits)
+    git("commit", "-qam", f"{branch}: params", cwd=work)
+    return sim.pull_request(work, branch, number, fork=fork)
+
+
+def artifact(sim: Simulation, run: Run, name: str = "pr-comment") -> dict[str, str]:
+    with zipfile.ZipFile(sim.root / "artifacts" / str(run.id) / f"{name}.zip") as archive:
+        return {n: archive.read(n).decode() for n in archive.namelist()}
+
+
+def marked(sim: Simulation, pr: int) -> list[dict]:
+    return [c for c in sim.api.comments.get(pr, []) if MARKER in c["body"]]
+
+
+def writes(run: Run) -> list[str]:
+    return [f"{c.method} {c.path}" for c in run.calls if c.method != "GET"]
+
+
+@pytest.fixture(scope="module")
+def worse(github: Simulation, tmp_path_factory: pytest.TempPathFactory) -> tuple[PullRequest, Run]:
+    """pr.yml on a pull request with clearly worse params: 5 stumps."""
+    work = github.clone(tmp_path_factory.mktemp("worse") / "work")
+    pull = propose(github, work, "worse-params", 11, WORSE)
+    return pull, github.on_pull_request(pull, "pr.yml")
+
+
+def test_a_worse_pull_request_fails_its_check_with_the_report_kept(
+    github: Simulation, worse: tuple[PullRequest, Run]
+) -> None:
+    pull, run = worse
+    assert run.jobs == {"gate": "failure"}, run.text()[-3000:]
+    log = run.text()
+    # The gate's own verdict fails the check, after the report was shown and uploaded
+    assert "::error::the gate did not pass (make report exited 2" in log
+    summary = run.summaries["gate"]
+    assert summary.startswith("❌ **Gate failed**")
+    assert summary.rstrip().endswith(MARKER)
+    assert artifact(github, run) == {"pr-comment.md": summary, "pr-number.txt": f"{pull.number}\n"}
+    assert writes(run) == []  # the pull request's run writes nothing to GitHub
+    checkout = next(r for r in run.records if r["action"] == "checkout")
+    assert checkout["inputs"]["fetch-depth"] == "0"  # the base branch is there to compare with
+    assert checkout["inputs"]["persist-credentials"] == "false"
+
+
+def test_the_report_is_posted_once_and_the_next_push_updates_it(
+    github: Simulation, worse: tuple[PullRequest, Run], tmp_path: Path
+) -> None:
+    pull, run = worse
+    posted = github.on_workflow_run("pr-comment.yml", run, pull)
+    assert posted.jobs == {"comment": "success"}, posted.text()[-3000:]
+    assert writes(posted) == [f"POST /repos/{github.repository}/issues/{pull.number}/comments"]
+    (comment,) = marked(github, pull.number)
+    assert comment["body"] == artifact(github, run)["pr-comment.md"]
+    assert comment["user"]["login"] == "github-actions[bot]"
+
+    # A second push to the pull request: its run's report replaces the comment in place
+    work = github.clone(tmp_path / "work", pull.branch)
+    (work / "README.md").write_text((work / "README.md").read_text() + "\nA reviewer's note.\n")
+    git("commit", "-qam", "a second push", cwd=work)
+    pushed = github.pull_request(work, pull.branch, pull.number)
+    again = github.on_pull_request(pushed, "pr.yml")
+    assert again.jobs == {"gate": "failure"}
+    updated = github.on_workflow_run("pr-comment.yml", again, pushed)
+    assert updated.jobs == {"comment": "success"}
+    assert writes(updated) == [f"PATCH /repos/{github.repository}/issues/comments/{comment['id']}"]
+    assert marked(github, pull.number) == [comment]
+
+    # The first run's report is stale now (its commit is no longer the head): not posted
+    stale = github.on_workflow_run("pr-comment.yml", run, pull)
+    assert stale.jobs == {"comment": "failure"}
+    assert "no open pull request has head commit" in stale.text()
+    assert writes(stale) == []
+
+
+def test_a_seed_only_pull_request_passes_its_check(
+    github: Simulation, tmp_path: Path
+) -> None:
+    work = github.clone(tmp_path / "work")
+    pull = propose(github, work, "reseed", 12, RESEED)
+    run = github.on_pull_request(pull, "pr.yml")
+    assert run.jobs == {"gate": "success"}, run.text()[-3000:]
+    assert run.summaries["gate"].startswith("✅ **Gate passed**")
+    assert "| train.seed |" in run.summaries["gate"]
+
+
+def test_a_fork_runs_read_only_and_its_artifact_is_checked_before_posting(
+    github: Simulation, tmp_path: Path
+) -> None:
+    work = github.clone(tmp_path / "work")
+    pull = propose(github, work, "patch-1", 13, RESEED, fork=True)
+    run = github.on_pull_request(pull, "pr.yml")
+    assert run.jobs == {"gate": "success"}, run.text()[-3000:]
+    assert {c.token for c in run.calls} == {"read"}  # the token it was given, used by checkout
+    assert writes(run) == []
+
+    posted = github.on_workflow_run("pr-comment.yml", run, pull)
+    assert posted.jobs == {"comment": "success"}, posted.text()[-3000:]
+    assert len(marked(github, 13)) == 1  # found by its head commit: a fork's run names no PR
+
+    body = artifact(github, run)["pr-comment.md"]
+    tampered = {
+        "names pull request #11, but commit": {"pr-number.txt": "11\n", "pr-comment.md": body},
+        "larger than 240,000 bytes": {
+            "pr-number.txt": "13\n",
+            "pr-comment.md": MARKER + "x" * 300_000,
+        },
+        "must be a positive integer": {"pr-number.txt": "13; rm -rf /\n", "pr-comment.md": body},
+        "lacks the marker": {"pr-number.txt": "13\n", "pr-comment.md": "## Looks fine\n"},
+        "missing or not a regular file": {"pr-comment.md": body},
+    }
+    for message, files in tampered.items():
+        fake = github.uploaded("pr.yml", pull.head_sha, "pr-comment", {
+            k: v.encode() for k, v in files.items()
+        })  # fmt: skip
+        refused = github.on_workflow_run("pr-comment.yml", fake, pull)
+        assert refused.jobs == {"comment": "failure"}, message
+        assert message in refused.text(), refused.text()[-2000:]
+        assert writes(refused) == [], message
+    assert len(marked(github, 13)) == 1
+
+
+def test_template_update_is_a_no_op_here_and_needs_its_token_in_a_model_repository(
+    github: Simulation, tmp_path: Path
+) -> None:
+    here = github.on_dispatch("template-update.yml")
+    assert here.jobs == {"update": "success"}, here.text()[-2000:]
+    assert "this repository is the template itself, nothing to update" in here.text()
+    assert not any(r["action"] == "setup-uv" for r in here.records)  # later steps skipped
+
+    work = github.clone(tmp_path / "work")
+    git("checkout", "-q", "-b", "generated", cwd=work)
+    (work / ".copier-answers.yml").write_text("_commit: v1\n_src_path: /nowhere\n")
+    git("add", ".copier-answers.yml", cwd=work)
+    git("commit", "-qm", "as made by make new-model", cwd=work)
+    github.push_branch(work, "generated")
+    missing = github.on_dispatch("template-update.yml", branch="generated")
+    assert missing.jobs == {"update": "failure"}
+    assert "::error::set the secret TEMPLATE_UPDATE_TOKEN" in missing.text()
+    assert github.api.writes() == [c for c in github.api.writes() if "comments" in c.path]
