@@ -102,18 +102,24 @@ class GitHub:
             return status, payload, headers
 
     def _route(self, method: str, target: str, kind: str | None, body: Any) -> Answer:
-        if self.refuse:
-            return self.refuse, {"message": "Refused by the test"}, {}
-        if kind is None:
-            return 401, {"message": "Bad credentials"}, {}
-        if method != "GET" and kind != "write":
-            return FORBIDDEN
+        refused = self._refused(method, kind)
+        if refused is not None:
+            return refused
         path, query = urlsplit(target).path, parse_qs(urlsplit(target).query)
         prefix = f"/repos/{self.repository}"
         if path == prefix and method == "GET":
             owner, name = self.repository.split("/")
-            return 200, {"full_name": self.repository, "name": name, "owner": {"login": owner},
-                         "default_branch": "main", "private": False}, {}  # fmt: skip
+            return (
+                200,
+                {
+                    "full_name": self.repository,
+                    "name": name,
+                    "owner": {"login": owner},
+                    "default_branch": "main",
+                    "private": False,
+                },
+                {},
+            )
         if not path.startswith(prefix + "/"):
             return NOT_FOUND
         rest = path[len(prefix) :]
@@ -131,10 +137,19 @@ class GitHub:
                 return handler(method, m.group(1) if m.groups() else "", query, body)
         return NOT_FOUND
 
+    def _refused(self, method: str, kind: str | None) -> Answer | None:
+        if self.refuse:
+            return self.refuse, FORBIDDEN[1], {}
+        if kind is None:
+            return 401, {"message": "Bad credentials"}, {}
+        if method != "GET" and kind != "write":
+            return FORBIDDEN
+        return None
+
     def _page(self, items: list[Any], path: str, query: dict[str, list[str]]) -> Answer:
         page = int(query.get("page", ["1"])[0])
         size = min(int(query.get("per_page", [str(self.page_size)])[0]), self.page_size)
-        headers = {}
+        headers: dict[str, str] = {}
         if page * size < len(items):
             headers["Link"] = f'<{self.url}{path}?per_page={size}&page={page + 1}>; rel="next"'
         return 200, items[(page - 1) * size : page * size], headers
@@ -213,12 +228,13 @@ class GitHub:
 
     def _run_artifacts(self, method: str, run: str, query: dict[str, list[str]], _: Any) -> Answer:
         name = query.get("name", [None])[0]
+        prefix = f"/repos/{self.repository}"
         listed = [
             {
                 "id": i,
                 "name": p.stem,
                 "size_in_bytes": p.stat().st_size,
-                "archive_download_url": f"{self.url}/repos/{self.repository}/actions/artifacts/{i}/zip",
+                "archive_download_url": f"{self.url}{prefix}/actions/artifacts/{i}/zip",
                 "expired": False,
                 "workflow_run": {"id": int(run)},
             }
@@ -244,12 +260,14 @@ def serve(state: GitHub) -> Iterator[GitHub]:
             raw = self.rfile.read(length) if length else b""
             auth = self.headers.get("Authorization") or ""
             token = auth.partition(" ")[2] or None
+            answer: Answer
             try:
                 body = json.loads(raw) if raw else None
             except ValueError:
-                status, payload, headers = 400, {"message": "Problems parsing JSON"}, {}
+                answer = 400, {"message": "Problems parsing JSON"}, {}
             else:
-                status, payload, headers = state.answer(self.command, self.path, token, body)
+                answer = state.answer(self.command, self.path, token, body)
+            status, payload, headers = answer
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))

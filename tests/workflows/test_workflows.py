@@ -240,7 +240,8 @@ def test_the_release_deploys_staging_by_digest_and_cannot_loop() -> None:
     assert image["needs"] == "lock"
     assert staging["needs"] == "image"
     runs = "\n".join(s.get("run", "") for s in image["steps"])
-    assert 'make image IMAGE_REPO="ghcr.io/${GITHUB_REPOSITORY,,}" BACKEND=docker' in runs
+    assert 'make image IMAGE_REPO="${REGISTRY}/${GITHUB_REPOSITORY,,}" BACKEND=docker' in runs
+    assert image["env"]["REGISTRY"] == "${{ vars.IMAGE_REGISTRY || 'ghcr.io' }}"
     assert runs.index("make push") < runs.index("make sbom")
     attest = next(s for s in image["steps"] if "attest-build-provenance" in s.get("uses", ""))
     assert attest["with"]["subject-digest"] == "${{ steps.pushed.outputs.digest }}"
