@@ -164,6 +164,12 @@ serve: install ## serve the current model with BentoML on http://127.0.0.1:$(POR
 	BENTOML_DO_NOT_TRACK=True $(RUN) python -m pipelines.serving.store import
 	BENTOML_DO_NOT_TRACK=True $(RUN) bentoml serve pipelines.serving.service:ModelService --host 127.0.0.1 --port $(PORT)
 
+# The workflows, run for real: act on a simulated GitHub (local origin, API stand-in, stand-in actions)
+.PHONY: act
+act: install ## run .github/workflows/WORKFLOW on EVENT (pull_request|push|workflow_dispatch|workflow_run) with act, offline
+	$(if $(and $(WORKFLOW),$(EVENT)),,$(error usage: make act WORKFLOW=<pr.yml|ci.yml|...> EVENT=<pull_request|push|workflow_dispatch|workflow_run> [BASE=main] [KEEP=<folder>]))
+	$(RUN) python -m pipelines.act.simulation "$(WORKFLOW)" "$(EVENT)" --base "$(BASE)" $(if $(KEEP),--keep "$(KEEP)")
+
 # The template: a new model repository from a table, and template updates (copier)
 .PHONY: new-model update-template check-conflicts
 new-model: install ## a new model repository: DATA=<csv|parquet> TARGET=<column> NAME=<name> DEST=<dir> [POSITIVE=] [ID=]

@@ -46,6 +46,21 @@ STANDINS = HERE / "standins.py"
 OWNER = "local"
 WRITE_TOKEN = "ghs_simulated_write_token"  # noqa: S105 (only ever sent to the loopback stand-in)
 READ_TOKEN = "ghs_simulated_read_only_token"  # noqa: S105
+ISOLATED = ("GIT_", "DVC_", "MLFLOW_", "BENTOML_", "MAKE", "MFLAGS", "GITHUB_", "RUNNER_", "XDG_")
+ISOLATED_NAMES = {
+    "ACT",
+    "CI",
+    "UV",
+    "UV_PROJECT_ENVIRONMENT",
+    "UV_NO_SYNC",
+    "CHECK_ENV",
+    "VIRTUAL_ENV",
+    "PYTHONPATH",
+    "HOME",
+    "PATH",
+    "PWD",
+    "OLDPWD",
+}
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 USES = re.compile(r"^\s*(?:-\s+)?uses:\s*([\w.-]+/[\w.-]+)(?:/[\w./-]+)?@([0-9a-f]{40})", re.M)
 BOT = "github-actions[bot] <41898282+github-actions[bot]@users.noreply.github.com>"
@@ -422,7 +437,13 @@ class Simulation:
     def host_env(self) -> dict[str, str]:
         """What act and the jobs start from: the system's tools, a home of the simulation's own."""
         home = self.root / "home"
-        keep = {k: os.environ[k] for k in ("LANG", "TERM", "TMPDIR") if k in os.environ}
+        # The machine's network settings (proxies, certificates, package indexes) carry over;
+        # nothing of the caller's project, tools or CI does.
+        keep = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ISOLATED_NAMES and (not k.startswith(ISOLATED) or "SSL" in k)
+        }
         return keep | {
             "PATH": f"{self.root / 'runner-bin'}{os.pathsep}{SYSTEM_PATH}",
             "HOME": str(home),

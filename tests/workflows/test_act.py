@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from pipelines.act.simulation import PullRequest, Run, Simulation, git, simulate
+from pipelines.release import manifests
 from pipelines.review.comment import MARKER
 from tests.scratch import ScratchRepo
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.act]
 
 WORSE = {
     r"^    n_estimators: \d+": "    n_estimators: 5",
@@ -194,3 +195,63 @@ def test_template_update_is_a_no_op_here_and_needs_its_token_in_a_model_reposito
     assert missing.jobs == {"update": "failure"}
     assert "::error::set the secret TEMPLATE_UPDATE_TOKEN" in missing.text()
     assert github.api.writes() == [c for c in github.api.writes() if "comments" in c.path]
+
+
+@pytest.fixture
+def main_restored(github: Simulation) -> Iterator[str]:
+    """main's commit; main is put back there after the test."""
+    before = github.sha("refs/heads/main")
+    yield before
+    git("update-ref", "refs/heads/main", before, cwd=github.origin)
+
+
+def test_a_stale_lock_on_main_stops_the_release_before_anything_is_built(
+    github: Simulation, main_restored: str, tmp_path: Path
+) -> None:
+    work = github.clone(tmp_path / "work")
+    edit_params(work, {r"^  threshold: [0-9.]+": "  threshold: 0.45"})  # dvc.lock not updated
+    git("commit", "-qam", "a params change merged without its dvc.lock", cwd=work)
+    pushed = github.push_branch(work, "main")
+    run = github.on_push("release.yml", main_restored)
+    assert run.jobs.get("lock") == "failure", run.text()[-3000:]
+    assert run.jobs.get("image") != "success"
+    assert "dvc.lock" in run.text()
+    assert {r["action"] for r in run.records} <= {"checkout", "setup-uv"}  # no login, no attest
+    assert github.sha("refs/heads/main") == pushed  # nothing pushed to main
+
+
+def test_promote_opens_one_pull_request_moving_production_to_staging(
+    github: Simulation, main_restored: str, tmp_path: Path
+) -> None:
+    digest = "sha256:" + "5" * 64
+    staging = f"registry.example/team/model@{digest}"
+    work = github.clone(tmp_path / "work")
+    overlays = work / "deploy" / "overlays"
+    manifests.set_image(
+        manifests.overlay_file(overlays, "staging"), manifests.parse_reference(staging)
+    )
+    git("commit", "-qam", "staging runs a new image", cwd=work)
+    github.push_branch(work, "main")
+
+    run = github.on_dispatch("promote.yml")
+    assert run.jobs == {"promote": "success"}, run.text()[-3000:]
+    (created,) = [c for c in run.calls if c.method == "POST"]
+    assert created.path == f"/repos/{github.repository}/pulls"
+    assert created.body["head"] == "promote/production"
+    assert staging in created.body["title"]
+    changed = git("diff", "--name-only", "main", "promote/production", cwd=github.origin)
+    assert changed == "deploy/overlays/production/kustomization.yaml"
+    production = git("show", "promote/production:" + changed, cwd=github.origin)
+    assert str(manifests.read_image(production)) == staging
+
+    again = github.on_dispatch("promote.yml")
+    assert again.jobs == {"promote": "success"}
+    assert [c.method for c in again.calls if c.method != "GET"] == ["PATCH"]  # the same PR
+    promotions = [p for p in github.api.pulls.values() if p["head"]["ref"] == "promote/production"]
+    assert len(promotions) == 1
+
+
+def test_ci_passes(github: Simulation) -> None:
+    """ci.yml on a push to main; its test job runs the unit tests (this suite is the rest)."""
+    run = github.on_push("ci.yml", github.sha("refs/heads/main"), env={"PYTEST_ARGS": "tests/unit/test_params.py"})
+    assert run.jobs == {"lint": "success", "test": "success"}, run.text()[-4000:]
