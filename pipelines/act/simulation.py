@@ -136,8 +136,8 @@ class Run:
         return "".join(self.log)
 
 
-def parse_log(lines: Iterable[str], run: Run) -> None:
-    """Read act's JSON log into ``run``: job results, summaries, outputs, plain log."""
+def parse_log(lines: Iterable[str], run: Run, *, echo: bool = False) -> None:
+    """Read act's JSON log into ``run``: job results, summaries, outputs, plain log (echoed)."""
     for line in lines:
         try:
             entry = json.loads(line)
@@ -152,7 +152,10 @@ def parse_log(lines: Iterable[str], run: Run) -> None:
         if entry.get("command") == "set-output":
             run.outputs.setdefault(job, {})[entry["name"]] = entry.get("arg", "")
         message = str(entry.get("msg", ""))
-        run.log.append(f"[{job}] {message}" if message.endswith("\n") else f"[{job}] {message}\n")
+        shown = f"[{job}] {message}" if message.endswith("\n") else f"[{job}] {message}\n"
+        run.log.append(shown)
+        if echo and not message.startswith("LocalRepositoryCache"):
+            print(shown, end="", flush=True)
 
 
 @dataclass
@@ -166,6 +169,7 @@ class Simulation:
     environment: Path | None
     variables: dict[str, str] = field(default_factory=dict)
     job_env: dict[str, str] = field(default_factory=dict)
+    echo: bool = False  # print the jobs' log as it comes
     runs: list[Run] = field(default_factory=list)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(9001))
 
@@ -424,7 +428,7 @@ class Simulation:
             stderr=subprocess.STDOUT,
             text=True,
         ) as process:
-            parse_log(process.stdout or iter(()), run)
+            parse_log(process.stdout or iter(()), run, echo=self.echo)
         run.returncode = process.returncode
         if self.record.exists():
             lines = self.record.read_text().splitlines()[before:]
@@ -530,16 +534,15 @@ def simulate(
         yield Simulation(root, repository, api, standins, environment, dict(variables or {}))
 
 
-def report(simulation: Simulation, run: Run) -> str:
+def report(run: Run) -> str:
     """What a person wants to see of a run: jobs, summaries, API calls, stand-in inputs."""
     lines = [f"{run.workflow} on {run.event} (run {run.id}): {run.conclusion}"]
     lines += [f"  job {job}: {result}" for job, result in run.jobs.items()]
     for job, summary in run.summaries.items():
         lines += [f"--- job summary of {job}", summary.rstrip()]
-    calls = [c for c in simulation.api.calls]
-    if calls:
+    if run.calls:
         lines.append("--- GitHub API calls")
-        lines += [f"  {c.method} {c.path} ({c.token} token) -> {c.status}" for c in calls]
+        lines += [f"  {c.method} {c.path} ({c.token} token) -> {c.status}" for c in run.calls]
     if run.records:
         lines.append("--- stand-in actions")
         lines += [f"  {r['job']}: {r['action']} {json.dumps(r['inputs'])}" for r in run.records]
@@ -555,7 +558,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--base", default="main", help="the commit that is main (default main)")
     parser.add_argument("--keep", type=Path, help="keep the simulated GitHub in this folder")
+    parser.add_argument(
+        "--own-environments",
+        action="store_true",
+        help="each job installs its environment from uv.lock (default: they share this one)",
+    )
     args = parser.parse_args(argv)
+    environment = None if args.own_environments else Path(sys.prefix)
     project = Path.cwd()
     if not (project / ".github" / "workflows" / args.workflow).is_file():
         print(f"error: no workflow .github/workflows/{args.workflow}", file=sys.stderr)
@@ -566,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
         root = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="act-")))
         root.mkdir(parents=True, exist_ok=True)
         try:
-            sim = stack.enter_context(simulate(root, project, args.base, environment=None))
+            sim = stack.enter_context(simulate(root, project, args.base, environment=environment))
+            sim.echo = True
             work = sim.clone(root / "work")
             git("fetch", "-q", str(project), "HEAD", cwd=work)
             git("checkout", "-q", "-B", "change", "FETCH_HEAD", cwd=work)
@@ -575,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         for run in runs:
-            print(report(sim, run))
+            print(report(run))
         if args.keep:
             print(f"the simulated GitHub is kept in {root} (runs/<id>/log.txt)")
         return 0 if all(r.conclusion == "success" for r in runs) else 1
