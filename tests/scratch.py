@@ -95,6 +95,17 @@ class ScratchRepo:
         repo.warm_dvc_cache(root)
         return repo
 
+    def copy(self, path: Path) -> ScratchRepo:
+        """A copy at ``path`` (which must not exist): work tree, git history and DVC cache.
+
+        The MLflow store stays behind: its experiments hold absolute artifact paths into this
+        copy, so the new one starts its own.
+        """
+        store = load_paths(self.path / DEFAULT_PARAMS).mlflow
+        shutil.copytree(self.path, path, symlinks=True, ignore=shutil.ignore_patterns(str(store)))
+        env = {k: v.replace(str(self.path), str(path)) for k, v in self.env.items()}
+        return ScratchRepo(path, env)
+
     def warm_dvc_cache(self, root: Path = ROOT) -> None:
         """Put the project's table in the copy's DVC cache when params name no packaged copy.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -86,10 +87,9 @@ def test_added_and_removed_entries_are_named(edit: Any, expected: str) -> None:
 
 @pytest.mark.slow
 def test_check_lock_passes_on_a_committed_run_and_names_a_stale_stage(
-    tmp_path_factory: pytest.TempPathFactory,
+    trained_repo: ScratchRepo, tmp_path: Path
 ) -> None:
-    repo = ScratchRepo.create(tmp_path_factory.mktemp("project"))
-    repo.run("make", "run")
+    repo = trained_repo.copy(tmp_path / "project")
     repo.run("git", "commit", "-qam", "the run's dvc.lock", check=False)  # unchanged: no commit
 
     passed = repo.run("make", "check-lock")

@@ -29,10 +29,9 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> ScratchRepo:
-    """main with a trained model: `make run` once, outputs committed."""
-    repo = ScratchRepo.create(tmp_path_factory.mktemp("pr"))
-    repo.run("make", "run")
+def project(trained_repo: ScratchRepo, tmp_path_factory: pytest.TempPathFactory) -> ScratchRepo:
+    """main with a trained model (a copy of the session's), outputs committed."""
+    repo = trained_repo.copy(tmp_path_factory.mktemp("pr") / "project")
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "trained model")
     return repo
