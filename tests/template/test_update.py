@@ -1,10 +1,11 @@
 """Template updates, offline: a template tagged v1, a model made from it and edited, then a v2.
 
-v2 (a) changes a file the model did not touch, (b) changes a file the model edited, (c) adds a
-file, (d) deletes one and (e) adds a params key with its migration. `make update-template` must
-apply (a), (c), (d), show (b) as an inline conflict in that file only, migrate (e), leave every
-other model-owned file as it was and not run the data and schema bootstrap again; an unedited
-model updated to v2 must equal a fresh v2 copy.
+The update runs as the repository's template-update workflow runs it, with act on a simulated
+GitHub, and arrives as one pull request. v2 (a) changes a file the model did not touch, (b)
+changes a file the model edited, (c) adds a file, (d) deletes one and (e) adds a params key with
+its migration. `make update-template` must apply (a), (c), (d), show (b) as an inline conflict in
+that file only, migrate (e), leave every other model-owned file as it was and not run the data
+and schema bootstrap again; an unedited model updated to v2 must equal a fresh v2 copy.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipelines.act.simulation import WRITE_TOKEN, simulate
 from pipelines.template.migrate import add_key
 from tests.scratch import ScratchRepo
 from tests.template.conftest import files
@@ -113,8 +115,20 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     model.run("git", "commit", "-qam", "Describe the bento; another seed")
     before = {f: (dest / f).read_bytes() for f in files(dest) if not f.startswith(".venv")}
     make_v2(template)
-    done = model.run("make", "--no-print-directory", "update-template", "VERSION=v2")
-    return Scenario(template, model, before, done.stdout + done.stderr)
+    # template-update.yml, run by act: `make update-template`, then its pull request
+    github = tmp_path_factory.mktemp("github")
+    with simulate(github, dest, environment=Path(sys.prefix)) as sim:
+        token = {"TEMPLATE_UPDATE_TOKEN": WRITE_TOKEN}
+        run = sim.on_dispatch("template-update.yml", {"version": "v2"}, secrets=token)
+        assert run.jobs == {"update": "success"}, run.text()[-5000:]
+        (pull,) = sim.api.pulls.values()
+        assert pull["head"]["ref"] == "template-update"
+        assert pull["title"] == "Template update to v2"
+        assert "Resolve any conflict markers" in pull["body"]
+        # The model's work tree becomes the pull request's branch
+        model.run("git", "fetch", "-q", str(sim.origin), "template-update")
+        model.run("git", "checkout", "-q", "FETCH_HEAD")
+    return Scenario(template, model, before, run.text())
 
 
 def test_a_change_to_an_untouched_file_arrives(scenario: Scenario) -> None:  # (a)
@@ -167,9 +181,10 @@ def test_every_other_model_owned_file_is_unchanged_and_nothing_is_bootstrapped_a
     params = (root / "params.yaml").read_text()
     assert params.startswith(scenario.before["params.yaml"].decode().rstrip("\n"))
     assert "Running task" not in scenario.update  # the bootstrap is a copy-only task
-    # Nothing committed by the update: it is left for review as one change
+    # The update is one commit, proposed as a pull request
     log = scenario.model.run("git", "log", "--format=%s").stdout.splitlines()
     assert log == [
+        "Template update to v2",
         "Describe the bento; another seed",
         "New model loan-risk: data, schema, params and the baseline model",
     ]
