@@ -61,9 +61,11 @@ RUN_LABELS = frozenset({"mlflow_run_id", "mlflow_model_uri"})
 VERSION_LENGTH = 16
 REGISTRY_TIMEOUT = 120
 # A registry's definite "this tag is not here": the distribution errors MANIFEST_UNKNOWN and
-# NAME_UNKNOWN, a NOT_FOUND code or bare 404 on the manifest (skopeo says "reading manifest ...");
-# docker's `manifest inspect` says "no such manifest".
-ABSENT = ("manifest unknown", "name unknown", "not found", "statuscode: 404")
+# NAME_UNKNOWN (which `docker manifest inspect` passes on from ghcr.io, and otherwise says "no
+# such manifest"); and, once skopeo reached the registry ("reading manifest ..."), a NOT_FOUND
+# code or a bare 404 on the manifest.
+ABSENT = ("manifest unknown", "name unknown", "no such manifest")
+ABSENT_MANIFEST = ("not found", "statuscode: 404")
 REFUSED_ACCESS = ("unauthorized", "authentication required", "denied", "forbidden", "no basic auth")
 UNREACHABLE = (
     "connection refused",
@@ -336,9 +338,9 @@ def lookup_state(returncode: int, said: str) -> Literal["present", "absent", "un
     text = said.lower()
     if any(s in text for s in REFUSED_ACCESS):
         return "unknown"
-    if "no such manifest" in text:  # docker manifest inspect
+    if any(s in text for s in ABSENT):
         return "absent"
-    if "reading manifest" in text and any(s in text for s in ABSENT):  # skopeo, after its ping
+    if "reading manifest" in text and any(s in text for s in ABSENT_MANIFEST):  # after the ping
         return "absent"
     return "unknown"
 

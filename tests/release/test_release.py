@@ -316,6 +316,7 @@ ABSENT_ANSWERS = [
     skopeo_said("reading manifest v1 in h/library/m: not found: artifact library/m:v1 not found"),
     skopeo_said("reading manifest v1 in 127.0.0.1:5504/x: StatusCode: 404, 404 page not found"),
     "no such manifest: 127.0.0.1:5000/m:v1",
+    "manifest unknown",  # docker manifest inspect of a tag ghcr.io has not got
 ]
 UNKNOWN_ANSWERS = [
     skopeo_said("reading manifest v1 in 127.0.0.1:5502/m: unauthorized: authentication required"),
