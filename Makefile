@@ -84,7 +84,9 @@ check-lock: install ## dvc repro, then fail if the committed dvc.lock differs fr
 	$(RUN) python -m pipelines.release.lockcheck
 
 # The bento, its image under an immutable tag, the push by digest, the SBOM; and the whole
-# merge-to-deploy path on one machine without a Docker engine (buildah, a local registry, podman)
+# merge-to-deploy path on one machine without a Docker engine (buildah, a local registry, podman).
+# The same inputs give the same bento version and image tag: a tag the registry already holds is
+# neither built nor pushed again. A registry that cannot answer stops image and push.
 .PHONY: bento image push sbom image-e2e
 IMAGE_REPO ?=
 BACKEND ?=
@@ -92,22 +94,22 @@ BENTO_REPORT := reports/bento.json
 IMAGE_REPORT := reports/image.json
 SBOM := reports/sbom.spdx.json
 
-bento: install ## import the current model into BentoML's store, build the bento (reports/bento.json)
+bento: install ## import the current model, build the bento, versioned by its inputs (reports/bento.json)
 	$(RUN) python -m pipelines.serving.store import
 	$(RUN) python -m pipelines.release.build bento --bentofile bentofile.yaml --out $(BENTO_REPORT)
 
-image: install ## build IMAGE_REPO:<bento version>-<commit> (default localhost/<model name>; BACKEND=docker|buildah)
+image: install ## build IMAGE_REPO:<bento version>-<commit> unless pushed (default localhost/<model name>; BACKEND=docker|buildah)
 	$(RUN) python -m pipelines.release.build image --bento-report $(BENTO_REPORT) --repo "$(IMAGE_REPO)" \
 		--backend "$(BACKEND)" --out $(IMAGE_REPORT)
 
-push: install ## push the image of reports/image.json, never over an existing tag; record its digest
+push: install ## push the image of reports/image.json and record its digest; never over an existing tag
 	$(RUN) python -m pipelines.release.build push --report $(IMAGE_REPORT)
 
 sbom: install ## SPDX JSON SBOM of that image (syft): reports/sbom.spdx.json
 	$(RUN) python -m pipelines.release.build sbom --report $(IMAGE_REPORT) --out $(SBOM)
 
-image-e2e: install ## bento -> image (buildah) -> local registry -> podman -> /predict -> staging manifest
-	$(RUN) python -m pipelines.release.image_e2e
+image-e2e: install ## bento -> image -> local registry -> podman -> /predict -> staging (BACKEND=buildah|docker)
+	$(RUN) python -m pipelines.release.image_e2e $(if $(BACKEND),--backend "$(BACKEND)")
 
 # The pull-request gate and comment: compare the workspace's model with the one at BASE
 .PHONY: report

@@ -4,11 +4,17 @@ A merge turns into an image that a GitOps manifest can name by digest:
 
 - ``bento``: export the ``serve`` dependency group from ``uv.lock`` as pinned requirements, build
   the bento from ``bentofile.yaml`` with traceability labels (git commit, data hash, model,
-  metrics), and write its tag, labels and size to a JSON report.
-- ``image``: lint the generated Dockerfile (hadolint), refuse a tag the registry already holds,
-  and build ``<repo>:<bento version>-<git short commit>`` with Docker or buildah.
-- ``push``: push it and record the reference by digest (``<repo>@sha256:...``).
+  metrics), and write its tag, labels and size to a JSON report. Its version is a hash of what
+  goes into it, so building the same inputs again reuses the bento already in the store.
+- ``image``: lint the generated Dockerfile (hadolint), ask the registry about
+  ``<repo>:<bento version>-<git short commit>``, and build it with Docker or buildah; a tag the
+  registry already holds is not built again: the report takes its digest from the registry.
+- ``push``: push it and record the reference by digest (``<repo>@sha256:...``); a tag is never
+  overwritten, and pushing a tag the registry already holds with the same digest does nothing.
 - ``sbom``: an SPDX JSON SBOM of the image (syft).
+
+A registry that cannot say whether a tag exists (unreachable, no credentials, a server error)
+stops ``image`` and ``push``: only its definite "not found" lets a tag be pushed.
 
 Usage: ``python -m pipelines.release.build {bento,image,push,sbom} ...`` (see ``--help``)
 """
@@ -16,6 +22,7 @@ Usage: ``python -m pipelines.release.build {bento,image,push,sbom} ...`` (see ``
 from __future__ import annotations
 
 import argparse
+import hashlib
 import ipaddress
 import json
 import os
@@ -24,6 +31,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +54,29 @@ _HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*(?::[0-
 REPOSITORY = re.compile(rf"^(?:{_HOST}/)?{_COMPONENT}(?:/{_COMPONENT})*$")
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+# Labels that name one MLflow run rather than what the bento holds: a release job re-runs the
+# register stage and gets a new run for the same model bytes (lockcheck ignores it for the same
+# reason), so they stay out of the bento's version.
+RUN_LABELS = frozenset({"mlflow_run_id", "mlflow_model_uri"})
+VERSION_LENGTH = 16
+REGISTRY_TIMEOUT = 120
+# A registry's definite "this tag is not here": the distribution errors MANIFEST_UNKNOWN and
+# NAME_UNKNOWN (which `docker manifest inspect` passes on from ghcr.io, and otherwise says "no
+# such manifest"); and, once skopeo reached the registry ("reading manifest ..."), a NOT_FOUND
+# code or a bare 404 on the manifest.
+ABSENT = ("manifest unknown", "name unknown", "no such manifest")
+ABSENT_MANIFEST = ("not found", "statuscode: 404")
+REFUSED_ACCESS = ("unauthorized", "authentication required", "denied", "forbidden", "no basic auth")
+UNREACHABLE = (
+    "connection refused",
+    "no such host",
+    "timeout",
+    "timed out",
+    "network is unreachable",
+    "no route to host",
+    "connection reset",
+)
+TLS_TROUBLE = ("x509", "certificate", "tls:", "https client")
 
 
 class Report(BaseModel):
@@ -80,6 +113,8 @@ class ImageReport(Report):
     size_bytes: int | None = None
     hadolint: list[Finding] = []
     digest_ref: str | None = None
+    # The registry held the tag before this build: nothing was built, the digest is its answer.
+    already_pushed: bool = False
 
 
 # --- pure core -------------------------------------------------------------------------------
@@ -149,6 +184,45 @@ def bento_labels(
         labels["mlflow_model_uri"] = str(registry["model_uri"])
         labels["mlflow_run_id"] = str(registry["run_id"])
     return labels
+
+
+def file_digest(data: bytes) -> str:
+    """``sha256:<hex>`` of some bytes: how registries and this module name content."""
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def bento_version(
+    bentofile: str,
+    *,
+    files: Mapping[str, str],
+    requirements: str,
+    model: Mapping[str, str],
+    labels: Mapping[str, str],
+    bentoml_version: str,
+) -> str:
+    """The bento's version: a short hash of what goes into it, so the same inputs give the same one.
+
+    Args:
+        bentofile: The text of ``bentofile.yaml``.
+        files: The digest of each file the bento includes, by its path in the build context.
+        requirements: The exported, pinned requirements.
+        model: The digest of each file of the served model, by name.
+        labels: The bento's labels; those naming one MLflow run (``RUN_LABELS``) are left out.
+        bentoml_version: BentoML's own version, which writes the Dockerfile and the layout.
+
+    Returns:
+        ``VERSION_LENGTH`` hexadecimal digits: a valid BentoML version and image tag part.
+    """
+    inputs = {
+        "bentofile": bentofile,
+        "files": dict(files),
+        "requirements": requirements,
+        "model": dict(model),
+        "labels": {k: v for k, v in labels.items() if k not in RUN_LABELS},
+        "bentoml": bentoml_version,
+    }
+    text = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:VERSION_LENGTH]
 
 
 def image_tag(bento_version: str, commit: str) -> str:
@@ -247,6 +321,88 @@ def is_loopback(image: str) -> bool:
         return False
 
 
+def is_local_name(image: str) -> bool:
+    """Whether ``image`` is a local-only name (``localhost/<name>``, no port): in no registry."""
+    return registry_host(image) == "localhost"
+
+
+def lookup_state(returncode: int, said: str) -> Literal["present", "absent", "unknown"]:
+    """Classify what ``skopeo inspect`` or ``docker manifest inspect`` answered about a tag.
+
+    Only a definite "not found" from the registry makes a tag free. Refused access comes first:
+    some registries answer a missing repository with "denied" or "unauthorized", which says
+    nothing about the tag. Anything else (unreachable, TLS, server errors) cannot be told.
+    """
+    if returncode == 0:
+        return "present"
+    text = said.lower()
+    if any(s in text for s in REFUSED_ACCESS):
+        return "unknown"
+    if any(s in text for s in ABSENT):
+        return "absent"
+    if "reading manifest" in text and any(s in text for s in ABSENT_MANIFEST):  # after the ping
+        return "absent"
+    return "unknown"
+
+
+def registry_advice(host: str, said: str) -> str:
+    """What to do when the registry at ``host`` could not say whether a tag exists."""
+    text = said.lower()
+    if any(s in text for s in REFUSED_ACCESS):
+        return (
+            f"log in first (`docker login {host}`; skopeo reads the same credentials) with an "
+            "account that may read this repository"
+        )
+    if any(s in text for s in UNREACHABLE):
+        return f"check the registry address in IMAGE_REPO ({host}) and that it is up and reachable"
+    if any(s in text for s in TLS_TROUBLE):
+        return (
+            f"check {host}'s TLS certificate (only a registry on 127.0.0.1 or localhost is "
+            "reached over plain HTTP)"
+        )
+    return f"the registry failed to answer: try again later, or check {host}'s status"
+
+
+def last_line(said: str) -> str:
+    """The tool's last message, without its log prefix and wrapper, for an error to quote."""
+    lines = [line.strip() for line in said.strip().splitlines() if line.strip()]
+    line = lines[-1] if lines else "nothing"
+    logged = re.search(r'msg="(.*)"$', line)  # skopeo logs: time=... level=fatal msg="..."
+    if logged:
+        line = logged.group(1).replace('\\"', '"')
+    # skopeo wraps every failure as a name parsing error, which it is not
+    return re.sub(r'^Error parsing image name "[^"]*": ', "", line)[-500:]
+
+
+def pushed_digest(output: str) -> str | None:
+    """The digest that ``docker push`` reports (``<tag>: digest: sha256:... size: N``), if any."""
+    found = re.findall(r"digest: (sha256:[0-9a-f]{64})", output)
+    return found[-1] if found else None
+
+
+def classic_builder_reason(setting: str | None, engine: str, buildx: bool) -> str | None:
+    """Why ``docker build`` must run without BuildKit here, or None to keep BentoML's default.
+
+    BentoML's docker backend puts ``DOCKER_BUILDKIT=1`` in the build's environment, but the
+    caller's environment wins (``OCIBuilder.build`` merges ``os.environ`` over it) and BentoML
+    then writes the Dockerfile without BuildKit's cache mounts. BuildKit needs the CLI's buildx
+    plugin (Docker CLI 23 and later) and an engine that runs BuildKit, which Podman's Docker
+    API does not.
+
+    Args:
+        setting: ``DOCKER_BUILDKIT`` in the caller's environment, if set: it is kept as it is.
+        engine: The names of the engine's components (``docker version``).
+        buildx: Whether ``docker buildx version`` answers.
+    """
+    if setting is not None:
+        return None
+    if "podman" in engine.lower():
+        return "the engine is Podman, whose Docker API builds without BuildKit"
+    if not buildx:
+        return "this docker CLI has no buildx plugin, which BuildKit builds need"
+    return None
+
+
 def hadolint_findings(output: str) -> list[Finding]:
     """Parse ``hadolint --format json`` output."""
     return [
@@ -311,17 +467,57 @@ def _directory_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def build_bento(bentofile: Path, out: Path) -> BentoReport:
-    """Export the requirements, build the bento with its labels, and write the report."""
+def included_files(config: Mapping[str, Any], build_ctx: Path) -> dict[str, str]:
+    """The digest of each file the bento copies from ``build_ctx``, by its relative path.
+
+    The files are chosen by BentoML's own rule (``include``/``exclude`` as gitignore patterns,
+    ``.bentoignore`` files, and what it always leaves out such as ``.git/`` and ``.venv/``), so
+    the bento's version covers exactly what the bento holds.
+    """
+    include = config.get("include")
+    digests = {}
+    with warnings.catch_warnings():
+        # BentoML 1.4 builds its specs with pathspec's "gitwildmatch", which pathspec deprecates
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from bentoml._internal.bento.build_config import BentoPathSpec
+
+        specs = BentoPathSpec(
+            ["*"] if include is None else include, config.get("exclude") or [], str(build_ctx)
+        )
+        for root, dirs, names in os.walk(build_ctx):
+            folder = Path(root).relative_to(build_ctx)
+            # What BentoML always leaves out (.git, .venv, __pycache__) is not walked at all.
+            dirs[:] = [d for d in dirs if not specs.extra.match_file(f"{(folder / d).as_posix()}/")]
+            for name in names:
+                path = (folder / name).as_posix()
+                if specs.includes(path):
+                    digests[path] = file_digest((build_ctx / path).read_bytes())
+    return digests
+
+
+def model_digests() -> dict[str, str]:
+    """The digest of each file of the current model as the model store imports it."""
+    from pipelines.serving.store import Sources, model_files
+
+    return {
+        name: file_digest(path.read_bytes())
+        for name, path in model_files(Sources.from_params()).items()
+    }
+
+
+def stored_bento(version: str) -> Any:
+    """The bento of that version in the local store, or None."""
+    import bentoml
+
+    found = [b for b in bentoml.bentos.list() if b.tag.version == version]
+    return found[0] if found else None
+
+
+def current_labels() -> dict[str, str]:
+    """The labels of a bento of the current model (``bento_labels`` from the project's files)."""
     from pipelines.stages.register import data_hash, git_state
 
-    config = yaml.safe_load(bentofile.read_text())
-    requirements = (config.get("python") or {}).get("requirements_txt")
-    if not requirements:
-        raise PipelineError(f"{bentofile}: python.requirements_txt must name the requirements")
     paths = load_paths()
-    names = export_requirements(Path(requirements))
-    print(f"exported {len(names)} pinned requirements to {requirements}")
 
     def read(path: Path, step: str) -> dict[str, Any]:
         if not path.exists():
@@ -331,11 +527,54 @@ def build_bento(bentofile: Path, out: Path) -> BentoReport:
     meta = read(paths.model / "meta.json", "make run")
     metrics = read(paths.metrics, "make run")
     registry = read(paths.registry, "make run") if paths.registry.exists() else None
-    labels = bento_labels(git_state(), data_hash(paths.data_dvc), meta, metrics, registry)
+    return bento_labels(git_state(), data_hash(paths.data_dvc), meta, metrics, registry)
+
+
+def current_version(bentofile: Path, labels: Mapping[str, str]) -> str:
+    """The version of a bento of the work tree with these labels; nothing is built.
+
+    Reads the bentofile, the files it includes, the exported requirements it names and the
+    current model's files.
+    """
+    import bentoml
+
+    config = yaml.safe_load(bentofile.read_text())
+    requirements = Path(config["python"]["requirements_txt"])
+    return bento_version(
+        bentofile.read_text(),
+        files=included_files(config, Path.cwd()),
+        requirements=requirements.read_text(),
+        model=model_digests(),
+        labels=labels,
+        bentoml_version=bentoml.__version__,
+    )
+
+
+def build_bento(bentofile: Path, out: Path) -> BentoReport:
+    """Export the requirements, build the bento with its labels, and write the report.
+
+    The bento's version is a hash of its inputs (``current_version``); a bento of that version
+    already in the store is reused, as BentoML refuses to build one twice.
+    """
+    config = yaml.safe_load(bentofile.read_text())
+    requirements = (config.get("python") or {}).get("requirements_txt")
+    if not requirements:
+        raise PipelineError(f"{bentofile}: python.requirements_txt must name the requirements")
+    names = export_requirements(Path(requirements))
+    print(f"exported {len(names)} pinned requirements to {requirements}")
+    labels = current_labels()
+    version = current_version(bentofile, labels)
 
     import bentoml
 
-    bento = bentoml.bentos.build_bentofile(str(bentofile), labels=labels, build_ctx=".")
+    bento = stored_bento(version)
+    if bento is None:
+        bento = bentoml.bentos.build_bentofile(
+            str(bentofile), version=version, labels=labels, build_ctx="."
+        )
+        print(f"built bento {bento.tag}")
+    else:
+        print(f"bento {bento.tag} is already in the store, built from the same inputs: reusing it")
     models = [str(m.tag) for m in bento.info.all_models]
     # The store keeps the models beside the bento; its image (and an export) carries both.
     size = _directory_size(Path(bento.path)) + sum(
@@ -376,34 +615,106 @@ def choose_backend(requested: str | None) -> Backend:
     )
 
 
-def tag_exists(image: str) -> bool | None:
-    """Whether the registry already holds ``image``; None when it cannot be told."""
-    if shutil.which("skopeo"):
-        command = ["skopeo", "inspect", "--raw"]
-        if is_loopback(image):
-            command.append("--tls-verify=false")
-        command.append(f"docker://{image}")
-    elif shutil.which("docker"):
-        command = ["docker", "manifest", "inspect", *(["--insecure"] * is_loopback(image)), image]
+def registry_digest(image: str, client: str | None = None) -> str | None:
+    """The digest of ``image``'s manifest in its registry, or None when the tag is not there.
+
+    Asks with skopeo (the raw manifest, whose sha256 is the digest), else with the docker CLI
+    (``docker manifest inspect``). Both read the credentials of ``docker login``.
+
+    Args:
+        image: ``repository:tag``.
+        client: ``skopeo`` or ``docker``; default: skopeo when installed.
+
+    Raises:
+        PipelineError: The registry cannot say (unreachable, no credentials, a server or TLS
+            error), or neither client is installed: the message names the registry, what it
+            answered and what to do.
+    """
+    host = registry_host(image) or "docker.io"
+    client = client or ("skopeo" if shutil.which("skopeo") else "docker")
+    insecure = is_loopback(image)
+    if client == "skopeo":
+        tls = ["--tls-verify=false"] if insecure else []
+        command = ["skopeo", "inspect", "--raw", *tls, f"docker://{image}"]
     else:
-        return None
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode == 0:
-        return True
-    said = (done.stderr + done.stdout).lower()
-    if any(s in said for s in ("manifest unknown", "name unknown", "no such manifest")):
-        return False
-    print(f"note: could not ask the registry about {image}: {said.strip()[-300:]}")
-    return None
-
-
-def refuse_existing(image: str) -> None:
-    """Stop if the registry already has this tag: a pushed tag is never overwritten."""
-    if tag_exists(image):
+        command = [
+            "docker",
+            "manifest",
+            "inspect",
+            "--verbose",
+            *(["--insecure"] * insecure),
+            image,
+        ]
+    if shutil.which(command[0]) is None:
         raise PipelineError(
-            f"{image} already exists in its registry and tags are immutable: "
-            "build a new bento (`make bento`) for a new version"
+            f"cannot ask {host} whether {image} exists: install skopeo (`apt-get install skopeo`) "
+            "or the docker CLI"
         )
+    try:
+        done = subprocess.run(command, capture_output=True, check=False, timeout=REGISTRY_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        said, returncode = f"no answer within {REGISTRY_TIMEOUT}s (timed out)", -1
+    else:
+        said = (done.stderr + done.stdout).decode(errors="replace")
+        returncode = done.returncode
+    state = lookup_state(returncode, said)
+    if state == "absent":
+        return None
+    if state == "unknown":
+        raise PipelineError(
+            f"cannot tell whether {image} already exists; asking {host} gave: {last_line(said)}. "
+            "A tag is pushed only once, so nothing is built or pushed until the registry can "
+            f"say: {registry_advice(host, said)}"
+        )
+    if client == "skopeo":
+        return file_digest(done.stdout)
+    answer = json.loads(done.stdout)
+    if isinstance(answer, list):  # one entry per platform: the list's own digest is not shown
+        raise PipelineError(
+            f"{image} is a multi-platform image, whose digest `docker manifest inspect` does not "
+            "show: install skopeo (`apt-get install skopeo`)"
+        )
+    return str(answer["Descriptor"]["digest"])
+
+
+def refusal(image: str, remote: str, recorded: str | None, report: Path) -> str:
+    """The message refusing to push over a tag the registry already holds."""
+    held = f"{image} already exists in its registry as {remote}"
+    if recorded:
+        held += f", not as {recorded} that {report} records"
+    return (
+        f"{held}: a tag is never overwritten, so it is not pushed. Build a new version "
+        "(`make bento`, then `make image`), or run `make image` again, which takes the image "
+        "the registry has"
+    )
+
+
+def docker_build_env() -> dict[str, str]:
+    """The environment ``docker build`` needs on this machine (``DOCKER_BUILDKIT=0`` or nothing)."""
+    engine = _run("docker", "version", "--format", "{{range .Server.Components}}{{.Name}} {{end}}")
+    buildx = subprocess.run(["docker", "buildx", "version"], capture_output=True, check=False)
+    reason = classic_builder_reason(
+        os.environ.get("DOCKER_BUILDKIT"), engine.stdout, buildx.returncode == 0
+    )
+    if reason is None:
+        return {}
+    print(f"building with Docker's classic builder (DOCKER_BUILDKIT=0): {reason}")
+    return {"DOCKER_BUILDKIT": "0"}
+
+
+@contextmanager
+def environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the block (BentoML's builders read ``os.environ``)."""
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def lint_dockerfile(dockerfile: Path) -> list[Finding]:
@@ -439,7 +750,11 @@ def image_size(image: str, backend: Backend) -> int | None:
 
 
 def build_image(bento_report: Path, repository: str, backend: str | None, out: Path) -> ImageReport:
-    """Lint the bento's Dockerfile, check the tag is new, build the image and write the report."""
+    """Lint the bento's Dockerfile, ask the registry about the tag, build it if new, and report.
+
+    A tag the registry already holds is not built again (its image came from the same bento
+    and commit): the report records the registry's digest and that it was already pushed.
+    """
     bento = read_report(bento_report, BentoReport, "bento")
     import bentoml
 
@@ -447,9 +762,31 @@ def build_image(bento_report: Path, repository: str, backend: str | None, out: P
     image = image_name(repository, image_tag(stored.tag.version or "", bento.labels["git_commit"]))
     chosen = choose_backend(backend)
     findings = lint_dockerfile(Path(stored.path) / "env" / "docker" / "Dockerfile")
-    refuse_existing(image)
+    if is_local_name(image):
+        print(f"{image} is a local name: no registry to ask (IMAGE_REPO=<registry>/<name> to push)")
+        existing = None
+    else:
+        existing = registry_digest(image)
+    if existing is not None:
+        report = ImageReport(
+            image=image,
+            bento=bento.tag,
+            backend=chosen,
+            hadolint=findings,
+            digest_ref=digest_ref(image, existing),
+            already_pushed=True,
+        )
+        write_json(out, report.model_dump(mode="json"))
+        print(
+            f"{image} is already in its registry as {existing}: not built again "
+            "(a tag is never overwritten; `make push` keeps it as it is)"
+        )
+        return report
     print(f"building {image} from bento {bento.tag} with {chosen}...")
-    bentoml.container.build(bento.tag, backend=chosen, image_tag=(image,))
+    with environment(docker_build_env() if chosen == "docker" else {}):
+        built = bentoml.container.build(bento.tag, backend=chosen, image_tag=(image,))
+    if built is None:  # BentoML logs a failed build and returns nothing
+        raise PipelineError(f"{chosen} could not build {image}: see its output above")
     report = ImageReport(
         image=image,
         bento=bento.tag,
@@ -463,9 +800,29 @@ def build_image(bento_report: Path, repository: str, backend: str | None, out: P
 
 
 def push_image(path: Path) -> ImageReport:
-    """Push the image of the report, refusing to overwrite its tag; record its digest."""
+    """Push the image of the report and record its digest; never over an existing tag.
+
+    A tag the registry already holds with the digest the report records is left as it is
+    (a re-run pushes nothing); with any other digest, or none recorded, the push is refused.
+    """
     report = read_report(path, ImageReport, "image")
-    refuse_existing(report.image)
+    if is_local_name(report.image):
+        raise PipelineError(
+            f"{report.image} is a local name, with no registry to push to: build it for one "
+            "(`make image IMAGE_REPO=<registry>/<name>`)"
+        )
+    recorded = report.digest_ref.partition("@")[2] if report.digest_ref else None
+    remote = registry_digest(report.image)
+    if remote is not None:
+        if remote != recorded:
+            raise PipelineError(refusal(report.image, remote, recorded, path))
+        print(f"{report.image} is already in its registry as {remote}: nothing to push")
+        return report
+    if report.already_pushed:
+        raise PipelineError(
+            f"{path} records {report.image} as already pushed, but its registry no longer has "
+            "that tag: run `make image` again to build it"
+        )
     insecure = is_loopback(report.image)
     if report.backend == "buildah":
         with tempfile.TemporaryDirectory() as scratch:
@@ -479,19 +836,19 @@ def push_image(path: Path) -> ImageReport:
                 report.image,
                 f"docker://{report.image}",
             )
-            digest = digest_file.read_text()
+            claimed: str | None = digest_file.read_text().strip()
     else:
-        _run("docker", "push", report.image)
-        repository = split_image(report.image)[0]
-        digests = json.loads(
-            _run(
-                "docker", "image", "inspect", "--format", "{{json .RepoDigests}}", report.image
-            ).stdout
+        # Podman's Docker API answers `docker image inspect` with the digest of its local
+        # manifest, not the pushed one: the push's own output and the registry are the truth.
+        claimed = pushed_digest(_run("docker", "push", report.image).stdout)
+    digest = registry_digest(report.image)
+    if digest is None:
+        raise PipelineError(f"the registry does not list {report.image} after the push")
+    if claimed and claimed != digest:
+        raise PipelineError(
+            f"{report.image} was pushed as {claimed}, but its registry now has {digest}: "
+            "something else pushed the same tag"
         )
-        found = [d for d in digests if d.startswith(f"{repository}@")]
-        if not found:
-            raise PipelineError(f"docker reports no digest for {report.image} after the push")
-        digest = found[0].partition("@")[2]
     pushed = report.model_copy(update={"digest_ref": digest_ref(report.image, digest)})
     write_json(path, pushed.model_dump(mode="json"))
     print(f"pushed {pushed.digest_ref}")
@@ -547,7 +904,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.step == "bento":
         report = build_bento(args.bentofile, args.out)
-        print(f"built bento {report.tag} ({report.size_bytes / 1e6:.1f} MB) -> {args.out}")
+        print(f"bento {report.tag} ({report.size_bytes / 1e6:.1f} MB) -> {args.out}")
     elif args.step == "image":
         repository = args.repo or default_repository()
         build_image(args.bento_report, repository, args.backend or None, args.out)

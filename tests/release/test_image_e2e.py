@@ -63,6 +63,27 @@ def test_configs_parse_and_keep_state_where_told(tmp_path) -> None:
     assert "auth" not in registry
 
 
+def test_a_registry_can_require_a_login(tmp_path) -> None:
+    config = yaml.safe_load(image_e2e.registry_config(5123, tmp_path, tmp_path / "htpasswd"))
+    assert config["auth"] == {"htpasswd": {"realm": "local", "path": str(tmp_path / "htpasswd")}}
+
+
+def test_the_local_registries_go_over_plain_http_for_podman(tmp_path) -> None:
+    config = tomllib.loads(image_e2e.registries_conf(["127.0.0.1:5123", "localhost:5000"]))
+    assert config["registry"] == [
+        {"location": "127.0.0.1:5123", "insecure": True},
+        {"location": "localhost:5000", "insecure": True},
+    ]
+    assert config["short-name-mode"] == "permissive"
+    assert "registry" not in tomllib.loads(image_e2e.registries_conf())
+
+
+def test_the_store_can_share_layers_with_overlay(tmp_path) -> None:
+    assert tomllib.loads(image_e2e.storage_conf(tmp_path, "overlay"))["storage"]["driver"] == (
+        "overlay"
+    )
+
+
 def test_process_limit_stays_under_conmons() -> None:
     assert image_e2e.nproc_limit(96365, 32768) == 32768
     assert image_e2e.nproc_limit(4096, 32768) == 4096

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -214,3 +216,207 @@ def test_bentofile_serves_the_service_with_only_what_it_imports() -> None:
     assert not [item for item in include if item.startswith(("tests", "data", "mlruns"))]
     assert config["python"]["lock_packages"] is False
     assert config["docker"] == {"distro": "debian", "python_version": "3.11"}
+
+
+# --- the bento's version: a hash of its inputs --------------------------------------------------
+
+VERSION_INPUTS = {
+    "files": {"pipelines/serving/service.py": DIGEST, "schema.yaml": "sha256:" + "cd" * 32},
+    "requirements": "bentoml==1.4.39\nxgboost==3.2.0\n",
+    "model": {"model.ubj": "sha256:" + "01" * 32, "meta.json": "sha256:" + "02" * 32},
+    "labels": {"git_commit": "a" * 40, "data_md5": "d", "mlflow_run_id": "r1"},
+    "bentoml_version": "1.4.39",
+}
+
+
+def version(**changes: object) -> str:
+    inputs: dict = {**VERSION_INPUTS, **changes}
+    return release.bento_version("service: x\n", **inputs)
+
+
+def test_the_same_inputs_give_the_same_bento_version() -> None:
+    first = version()
+    assert first == version()
+    assert re.fullmatch(r"[0-9a-f]{16}", first)
+    assert release.image_tag(first, "c" * 40) == f"{first}-ccccccc"
+    reordered = dict(reversed(VERSION_INPUTS["files"].items()))
+    assert version(files=reordered) == first
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"model": {"model.ubj": "sha256:" + "09" * 32, "meta.json": "sha256:" + "02" * 32}},
+        {"files": {**VERSION_INPUTS["files"], "schema.yaml": "sha256:" + "ce" * 32}},
+        {"files": {**VERSION_INPUTS["files"], "pipelines/new.py": DIGEST}},
+        {"requirements": "bentoml==1.4.39\nxgboost==3.2.1\n"},
+        {"labels": {**VERSION_INPUTS["labels"], "git_commit": "b" * 40}},
+        {"bentoml_version": "1.4.40"},
+    ],
+    ids=["model", "included-file", "new-file", "requirements", "commit", "bentoml"],
+)
+def test_a_changed_input_gives_another_bento_version(change: dict) -> None:
+    assert version(**change) != version()
+
+
+def test_another_mlflow_run_of_the_same_model_keeps_the_version() -> None:
+    # A release job re-runs the register stage: a new MLflow run for the same model bytes.
+    rerun = {**VERSION_INPUTS["labels"], "mlflow_run_id": "r2", "mlflow_model_uri": "models:/m/2"}
+    assert version(labels=rerun) == version()
+    assert release.bento_version("service: y\n", **VERSION_INPUTS) != version()
+
+
+def test_included_files_follow_bentomls_include_and_exclude(tmp_path: Path) -> None:
+    files = {
+        "pipelines/serving/service.py": "a",
+        "pipelines/serving/__pycache__/service.cpython-311.pyc": "b",
+        "pipelines/serving/notes.txt": "c",
+        "pipelines/stages/train.py": "d",
+        "tests/test_x.py": "e",
+        "schema.yaml": "f",
+        "data/raw.csv": "g",
+        ".venv/lib/site.py": "h",
+        "pipelines/serving/.bentoignore": "notes.txt\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    config = {"include": ["pipelines/**/*.py", "schema.yaml", "tests/"], "exclude": ["tests/"]}
+    digests = release.included_files(config, tmp_path)
+    assert set(digests) == {
+        "pipelines/serving/service.py",
+        "pipelines/stages/train.py",
+        "schema.yaml",
+    }
+    assert digests["schema.yaml"] == "sha256:" + hashlib.sha256(b"f").hexdigest()
+    (tmp_path / "pipelines/stages/train.py").write_text("d2")
+    assert (
+        release.included_files(config, tmp_path)["pipelines/stages/train.py"]
+        != (digests["pipelines/stages/train.py"])
+    )
+    assert "data/raw.csv" in release.included_files({}, tmp_path)  # no include: everything
+
+
+# --- what registries answer about a tag --------------------------------------------------------
+
+SKOPEO = (
+    'time="2026-01-01T00:00:00Z" level=fatal msg="Error parsing image name \\"docker://{}\\": {}"'
+)
+
+
+def skopeo_said(message: str, image: str = "127.0.0.1:5000/m:v1") -> str:
+    return SKOPEO.format(image, message.replace('"', '\\"'))
+
+
+# What skopeo inspect and docker manifest inspect print (seen against docker-registry 2.8 and
+# loopback servers here; the ECR, Harbor and Docker Hub texts are those registries' own errors).
+ABSENT_ANSWERS = [
+    skopeo_said("reading manifest v1 in 127.0.0.1:5000/m: manifest unknown: manifest unknown"),
+    skopeo_said("reading manifest v1 in e/m: name unknown: The repository with name 'm' does not"),
+    skopeo_said("reading manifest v1 in h/library/m: not found: artifact library/m:v1 not found"),
+    skopeo_said("reading manifest v1 in 127.0.0.1:5504/x: StatusCode: 404, 404 page not found"),
+    "no such manifest: 127.0.0.1:5000/m:v1",
+    "manifest unknown",  # docker manifest inspect of a tag ghcr.io has not got
+]
+UNKNOWN_ANSWERS = [
+    skopeo_said("reading manifest v1 in 127.0.0.1:5502/m: unauthorized: authentication required"),
+    skopeo_said("reading manifest v1 in docker.io/o/m: requested access to the resource is denied"),
+    skopeo_said("reading manifest v1 in ghcr.io/o/m: denied: not found"),
+    'Get "http://127.0.0.1:5502/v2/m/manifests/v1": no basic auth credentials',
+    skopeo_said(
+        'pinging container registry 127.0.0.1:9: Get "http://127.0.0.1:9/v2/": '
+        "dial tcp 127.0.0.1:9: connect: connection refused"
+    ),
+    skopeo_said(
+        "pinging container registry 127.0.0.1:5503: invalid status code from registry 500 "
+        "(Internal Server Error)"
+    ),
+    skopeo_said("pinging container registry r.example: invalid status code from registry 404"),
+    skopeo_said("pinging container registry nowhere.invalid: lookup nowhere.invalid: no such host"),
+    'failed to configure transport: error pinging v2 registry: Get "https://r:5/v2/": '
+    "tls: first record does not look like a TLS handshake",
+    "",
+]
+
+
+@pytest.mark.parametrize(
+    ("said", "state"),
+    [(said, "absent") for said in ABSENT_ANSWERS] + [(said, "unknown") for said in UNKNOWN_ANSWERS],
+)
+def test_only_a_definite_not_found_frees_a_tag(said: str, state: str) -> None:
+    assert release.lookup_state(1, said) == state
+
+
+def test_a_manifest_means_the_tag_is_taken() -> None:
+    assert release.lookup_state(0, "") == "present"
+
+
+@pytest.mark.parametrize(
+    ("said", "advice"),
+    [
+        ("reading manifest v1 in r/m: unauthorized: authentication required", "docker login r:5"),
+        ("no basic auth credentials", "docker login r:5"),
+        ("dial tcp 127.0.0.1:9: connect: connection refused", "check the registry address"),
+        ("dial tcp: lookup nowhere.invalid: no such host", "check the registry address"),
+        ("x509: certificate signed by unknown authority", "TLS certificate"),
+        ("invalid status code from registry 500 (Internal Server Error)", "try again later"),
+    ],
+)
+def test_the_advice_fits_what_the_registry_said(said: str, advice: str) -> None:
+    assert advice in release.registry_advice("r:5", said)
+
+
+def test_the_quoted_answer_drops_skopeos_log_prefix_and_wrapper() -> None:
+    said = "some warning\n" + skopeo_said(
+        'pinging container registry r: Get "http://r/v2/": connection refused'
+    )
+    assert release.last_line(said) == (
+        'pinging container registry r: Get "http://r/v2/": connection refused'
+    )
+    assert release.last_line("no such manifest: r/m:v1\n") == "no such manifest: r/m:v1"
+    assert release.last_line("") == "nothing"
+
+
+def test_the_digest_docker_push_reports_is_read() -> None:
+    output = (
+        "The push refers to repository [127.0.0.1:5000/m]\n5f70bf18a086: Pushed\n"
+        f"v1-abc1234: digest: {DIGEST} size: 2201\n"
+    )
+    assert release.pushed_digest(output) == DIGEST
+    assert release.pushed_digest("Pushed\n") is None
+
+
+@pytest.mark.parametrize(
+    ("setting", "engine", "buildx", "classic"),
+    [
+        (None, "Podman Engine Conmon OCI Runtime (runc) Engine ", False, True),
+        (None, "Podman Engine Engine ", True, True),
+        (None, "Engine containerd runc docker-init ", False, True),
+        (None, "Engine containerd runc docker-init ", True, False),
+        ("1", "Podman Engine Engine ", False, False),  # the caller's choice stands
+        ("0", "Engine containerd ", True, False),
+    ],
+)
+def test_docker_builds_without_buildkit_only_where_it_cannot(
+    setting: str | None, engine: str, buildx: bool, classic: bool
+) -> None:
+    assert (release.classic_builder_reason(setting, engine, buildx) is not None) is classic
+
+
+def test_localhost_without_a_port_is_a_local_name() -> None:
+    assert release.is_local_name("localhost/my-model:v1")
+    assert not release.is_local_name("localhost:5000/my-model:v1")
+    assert not release.is_local_name("127.0.0.1:5000/my-model:v1")
+    assert not release.is_local_name("my-model:v1")
+
+
+def test_an_image_report_records_an_image_pushed_before() -> None:
+    report = ImageReport(
+        image="r:5/m:v1-abc1234",
+        bento="m:v1",
+        backend="docker",
+        digest_ref=f"r:5/m@{DIGEST}",
+        already_pushed=True,
+    )
+    assert ImageReport.model_validate_json(report.model_dump_json()) == report
+    assert not ImageReport(image="r:5/m:v", bento="m:v", backend="docker").already_pushed
