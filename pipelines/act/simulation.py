@@ -271,9 +271,16 @@ class Simulation:
             **kwargs,
         )
 
-    def on_push(self, workflow: str, before: str, branch: str = "main", **kwargs: Any) -> Run:
-        """Run ``workflow`` on a push of the origin's ``branch`` (from ``before``)."""
-        after = self.sha(f"refs/heads/{branch}")
+    def on_push(
+        self,
+        workflow: str,
+        before: str,
+        branch: str = "main",
+        after: str | None = None,
+        **kwargs: Any,
+    ) -> Run:
+        """Run ``workflow`` on the push of ``branch`` from ``before`` to ``after`` (its tip)."""
+        after = after or self.sha(f"refs/heads/{branch}")
         payload = {
             "ref": f"refs/heads/{branch}",
             "before": before,

@@ -7,18 +7,24 @@ back.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import sys
+import urllib.request
 import zipfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipelines.act.simulation import PullRequest, Run, Simulation, git, simulate
-from pipelines.release import manifests
+from pipelines.release import image_e2e, manifests
 from pipelines.review.comment import MARKER
-from tests.scratch import ScratchRepo
+from pipelines.stage import PipelineError
+from tests.scratch import ROOT, ScratchRepo
 
 pytestmark = [pytest.mark.slow, pytest.mark.act]
 
@@ -257,3 +263,82 @@ def test_ci_passes(github: Simulation) -> None:
     main = github.sha("refs/heads/main")
     run = github.on_push("ci.yml", main, env={"PYTEST_ARGS": "tests/unit/test_params.py"})
     assert run.jobs == {"lint": "success", "test": "success"}, run.text()[-4000:]
+
+
+@pytest.fixture(scope="module")
+def images(github: Simulation, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A registry on 127.0.0.1 and Podman's Docker API for release.yml's image job: its address.
+
+    The tools come from apt (root, Debian); CI fails without them. The base image the bento's
+    Dockerfile starts FROM is built with debootstrap (cached in ~/.cache).
+    """
+    root = tmp_path_factory.mktemp("images")
+    run = image_e2e.prepare(root, github.root, driver="overlay")
+    try:
+        image_e2e.ensure_tools(run)
+    except PipelineError as error:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(str(error))
+    with ExitStack() as stack:
+        stack.callback(image_e2e.unmount_under, root)
+        address = stack.enter_context(image_e2e.local_registry(root))
+        (root / "registries.conf").write_text(image_e2e.registries_conf(insecure=[address]))
+        docker = stack.enter_context(image_e2e.podman_docker_api(run))
+        python = yaml.safe_load((ROOT / "bentofile.yaml").read_text())["docker"]["python_version"]
+        image_e2e.import_base_image(run, f"docker.io/library/python:{python}-slim")
+        github.variables["IMAGE_REGISTRY"] = address
+        github.job_env |= docker
+        yield address
+
+
+def tags(address: str, repository: str) -> list[str]:
+    url = f"http://{address}/v2/{repository}/tags/list"
+    with urllib.request.urlopen(url) as answer:
+        return sorted(json.loads(answer.read())["tags"] or [])
+
+
+def test_a_merge_releases_one_image_and_points_staging_at_it_once(
+    github: Simulation, images: str, main_restored: str, tmp_path: Path
+) -> None:
+    # A merged pull request that changes the bento (release.yml's paths), not the model
+    work = github.clone(tmp_path / "work")
+    git("checkout", "-q", "-b", "describe", cwd=work)
+    bentofile = work / "bentofile.yaml"
+    text = bentofile.read_text()
+    bentofile.write_text(re.sub(r'(?m)^description: ".*"$', 'description: "Released."', text))
+    git("commit", "-qam", "Describe the bento", cwd=work)
+    git("checkout", "-q", "main", cwd=work)
+    git(
+        "merge", "-q", "--no-ff", "-m", "Merge pull request #14 from describe", "describe", cwd=work
+    )
+    merged = github.push_branch(work, "main")
+
+    run = github.on_push("release.yml", main_restored)
+    assert run.jobs == {"lock": "success", "image": "success", "staging": "success"}, run.text()[
+        -5000:
+    ]
+    reference = run.outputs["image"]["digest_ref"]
+    repository = reference.split("@")[0].split("/", 1)[1]
+    assert reference.startswith(f"{images}/{github.repository}@sha256:")
+    (tag,) = tags(images, repository)
+    assert tag.endswith(f"-{merged[:12]}")
+    # One commit on main, on top of the merge, changing only the staging overlay to the digest
+    assert git("rev-parse", "main~1", cwd=github.origin) == merged
+    overlay = "deploy/overlays/staging/kustomization.yaml"
+    assert git("diff", "--name-only", merged, "main", cwd=github.origin) == overlay
+    staged = manifests.read_image(git("show", f"main:{overlay}", cwd=github.origin))
+    assert str(staged) == reference
+    actions = {r["action"]: r for r in run.records}
+    assert actions["login-action"]["inputs"]["registry"] == images
+    assert actions["attest-build-provenance"]["subject"] == reference
+    released = github.sha("refs/heads/main")
+
+    # The same push again: the tag exists, so nothing is built or pushed, and staging already
+    # runs that digest, so nothing is committed
+    again = github.on_push("release.yml", main_restored, after=merged)
+    assert again.jobs == {"lock": "success", "image": "success", "staging": "success"}
+    assert again.outputs["image"]["digest_ref"] == reference
+    assert f"building {images}/" not in again.text()
+    assert "is already in its registry" in again.text()
+    assert tags(images, repository) == [tag]
+    assert github.sha("refs/heads/main") == released
+    assert f"staging already runs {reference}" in again.text()
