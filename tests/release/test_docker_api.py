@@ -70,3 +70,31 @@ def test_docker_clients_reach_podman_on_the_runs_store(
         assert not image_e2e.docker_api_answers(sock)
     finally:
         image_e2e.unmount_under(tmp_path)
+
+
+def test_a_buildah_image_is_pushed_by_digest_and_scanned_from_the_registry(
+    podman: None, registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The buildah backend's own steps (push with its digest file, SBOM by digest), on a small
+    image: `make image-e2e` runs them on the bento's image."""
+    run = image_e2e.prepare(tmp_path, Path.cwd())
+    for name in ("CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF", "TMPDIR"):
+        monkeypatch.setenv(name, run.env[name])
+    image = f"{registry}/tiny/model:v1-0123456789ab"
+    (tmp_path / "hello.txt").write_text("hello\n")
+    container = run.run("buildah", "from", "scratch").strip()
+    run.run("buildah", "copy", container, str(tmp_path / "hello.txt"), "/hello.txt")
+    run.run("buildah", "commit", "--quiet", container, image)
+    run.run("buildah", "rm", container)
+    try:
+        report = tmp_path / "image.json"
+        report.write_text(
+            build.ImageReport(image=image, bento="m:v1", backend="buildah").model_dump_json()
+        )
+        pushed = build.push_image(report)
+        assert pushed.digest_ref == f"{registry}/tiny/model@{build.registry_digest(image)}"
+        source = build.write_sbom(report, tmp_path / "sbom.json")
+        assert source == f"registry:{pushed.digest_ref}"
+        assert json.loads((tmp_path / "sbom.json").read_text())["spdxVersion"].startswith("SPDX-")
+    finally:
+        image_e2e.unmount_under(tmp_path)

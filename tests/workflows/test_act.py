@@ -15,6 +15,7 @@ import urllib.request
 import zipfile
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -265,15 +266,26 @@ def test_ci_passes(github: Simulation) -> None:
     assert run.jobs == {"lint": "success", "test": "success"}, run.text()[-4000:]
 
 
+@dataclass(frozen=True)
+class Images:
+    """Where release.yml pushes (a registry on 127.0.0.1), and the run that serves its images."""
+
+    registry: str
+    run: image_e2e.Run
+
+
 @pytest.fixture(scope="module")
-def images(github: Simulation, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A registry on 127.0.0.1 and Podman's Docker API for release.yml's image job: its address.
+def images(
+    github: Simulation, trained_repo: ScratchRepo, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Images]:
+    """A registry on 127.0.0.1 and Podman's Docker API for release.yml's image job.
 
     The tools come from apt (root, Debian); CI fails without them. The base image the bento's
-    Dockerfile starts FROM is built with debootstrap (cached in ~/.cache).
+    Dockerfile starts FROM is built with debootstrap (cached in ~/.cache). The run's project is
+    the session's trained copy, whose model is the one main releases.
     """
     root = tmp_path_factory.mktemp("images")
-    run = image_e2e.prepare(root, github.root, driver="overlay")
+    run = image_e2e.prepare(root, trained_repo.path, driver="overlay")
     try:
         image_e2e.ensure_tools(run)
     except PipelineError as error:
@@ -287,7 +299,7 @@ def images(github: Simulation, tmp_path_factory: pytest.TempPathFactory) -> Iter
         image_e2e.import_base_image(run, f"docker.io/library/python:{python}-slim")
         github.variables["IMAGE_REGISTRY"] = address
         github.job_env |= docker
-        yield address
+        yield Images(address, run)
 
 
 def tags(address: str, repository: str) -> list[str]:
@@ -297,8 +309,9 @@ def tags(address: str, repository: str) -> list[str]:
 
 
 def test_a_merge_releases_one_image_and_points_staging_at_it_once(
-    github: Simulation, images: str, main_restored: str, tmp_path: Path
+    github: Simulation, images: Images, main_restored: str, tmp_path: Path
 ) -> None:
+    registry, run = images.registry, images.run
     # A merged pull request that changes the bento (release.yml's paths), not the model
     work = github.clone(tmp_path / "work")
     git("checkout", "-q", "-b", "describe", cwd=work)
@@ -312,14 +325,13 @@ def test_a_merge_releases_one_image_and_points_staging_at_it_once(
     )
     merged = github.push_branch(work, "main")
 
-    run = github.on_push("release.yml", main_restored)
-    assert run.jobs == {"lock": "success", "image": "success", "staging": "success"}, run.text()[
-        -5000:
-    ]
-    reference = run.outputs["image"]["digest_ref"]
+    released = github.on_push("release.yml", main_restored)
+    jobs = {"lock": "success", "image": "success", "staging": "success"}
+    assert released.jobs == jobs, released.text()[-5000:]
+    reference = released.outputs["image"]["digest_ref"]
     repository = reference.split("@")[0].split("/", 1)[1]
-    assert reference.startswith(f"{images}/{github.repository}@sha256:")
-    (tag,) = tags(images, repository)
+    assert reference.startswith(f"{registry}/{github.repository}@sha256:")
+    (tag,) = tags(registry, repository)
     assert tag.endswith(f"-{merged[:12]}")
     # One commit on main, on top of the merge, changing only the staging overlay to the digest
     assert git("rev-parse", "main~1", cwd=github.origin) == merged
@@ -327,18 +339,24 @@ def test_a_merge_releases_one_image_and_points_staging_at_it_once(
     assert git("diff", "--name-only", merged, "main", cwd=github.origin) == overlay
     staged = manifests.read_image(git("show", f"main:{overlay}", cwd=github.origin))
     assert str(staged) == reference
-    actions = {r["action"]: r for r in run.records}
-    assert actions["login-action"]["inputs"]["registry"] == images
+    actions = {r["action"]: r for r in released.records}
+    assert actions["login-action"]["inputs"]["registry"] == registry
     assert actions["attest-build-provenance"]["subject"] == reference
-    released = github.sha("refs/heads/main")
+    head = github.sha("refs/heads/main")
+
+    # What staging now runs, pulled by digest into a store of its own and run as its non-root
+    # user, answers /predict as the model does
+    with ExitStack() as stack:
+        run.run("podman", "pull", "--quiet", "--tls-verify=false", reference, env=run.podman)
+        image_e2e.serve(run, stack, reference, run.podman)
 
     # The same push again: the tag exists, so nothing is built or pushed, and staging already
     # runs that digest, so nothing is committed
     again = github.on_push("release.yml", main_restored, after=merged)
-    assert again.jobs == {"lock": "success", "image": "success", "staging": "success"}
+    assert again.jobs == jobs, again.text()[-5000:]
     assert again.outputs["image"]["digest_ref"] == reference
-    assert f"building {images}/" not in again.text()
+    assert f"building {registry}/" not in again.text()
     assert "is already in its registry" in again.text()
-    assert tags(images, repository) == [tag]
-    assert github.sha("refs/heads/main") == released
+    assert tags(registry, repository) == [tag]
+    assert github.sha("refs/heads/main") == head
     assert f"staging already runs {reference}" in again.text()
