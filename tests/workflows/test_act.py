@@ -332,7 +332,7 @@ def test_a_merge_releases_one_image_and_points_staging_at_it_once(
     repository = reference.split("@")[0].split("/", 1)[1]
     assert reference.startswith(f"{registry}/{github.repository}@sha256:")
     (tag,) = tags(registry, repository)
-    assert tag.endswith(f"-{merged[:12]}")
+    assert merged.startswith(tag.rsplit("-", 1)[1])  # <bento version>-<short commit>
     # One commit on main, on top of the merge, changing only the staging overlay to the digest
     assert git("rev-parse", "main~1", cwd=github.origin) == merged
     overlay = "deploy/overlays/staging/kustomization.yaml"
