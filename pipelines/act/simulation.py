@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 from pipelines.act.github import Call, GitHub, serve
+from pipelines.stage import PipelineError
 
 HERE = Path(__file__).resolve().parent
 ACTIONS = HERE / "actions"
@@ -541,6 +542,37 @@ def simulate(
         yield Simulation(root, repository, api, standins, environment, dict(variables or {}))
 
 
+@contextmanager
+def images(sim: Simulation, root: Path, project: Path) -> Iterator[tuple[str, Any]]:
+    """A registry on 127.0.0.1 and Podman's Docker API for release.yml's image job.
+
+    The jobs push to it (the repository variable ``IMAGE_REGISTRY``) and build through Podman
+    (``DOCKER_HOST``). Needs root and Debian: the tools come from apt and the base image the
+    bento's Dockerfile starts FROM from debootstrap (see ``make image-e2e``).
+
+    Yields:
+        The registry's address and the image run (:class:`pipelines.release.image_e2e.Run`),
+        whose ``project`` is the repository whose model serves as the reference.
+    """
+    from pipelines.release import image_e2e
+
+    root.mkdir(parents=True, exist_ok=True)
+    run = image_e2e.prepare(root, project, driver="overlay")
+    image_e2e.ensure_tools(run)
+    with ExitStack() as stack:
+        stack.callback(image_e2e.unmount_under, root)
+        address = stack.enter_context(image_e2e.local_registry(root))
+        (root / "registries.conf").write_text(image_e2e.registries_conf(insecure=[address]))
+        docker = stack.enter_context(image_e2e.podman_docker_api(run))
+        python = yaml.safe_load((project / "bentofile.yaml").read_text())["docker"]
+        image_e2e.import_base_image(
+            run, f"docker.io/library/python:{python['python_version']}-slim"
+        )
+        sim.variables["IMAGE_REGISTRY"] = address
+        sim.job_env |= docker
+        yield address, run
+
+
 def report(run: Run) -> str:
     """What a person wants to see of a run: jobs, summaries, API calls, stand-in inputs."""
     lines = [f"{run.workflow} on {run.event} (run {run.id}): {run.conclusion}"]
@@ -584,11 +616,17 @@ def main(argv: list[str] | None = None) -> int:
         try:
             sim = stack.enter_context(simulate(root, project, args.base, environment=environment))
             sim.echo = True
+            if (
+                "docker/login-action@"
+                in (project / ".github" / "workflows" / args.workflow).read_text()
+            ):
+                address, _ = stack.enter_context(images(sim, root / "images", project))
+                print(f"images go to the registry on {address}")
             work = sim.clone(root / "work")
             git("fetch", "-q", str(project), "HEAD", cwd=work)
             git("checkout", "-q", "-B", "change", "FETCH_HEAD", cwd=work)
             runs = run_event(sim, work, args.workflow, args.event)
-        except SimulationError as error:
+        except (SimulationError, PipelineError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
         for run in runs:

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
+from pipelines.act import simulation
 from pipelines.act.simulation import PullRequest, Run, Simulation, git, simulate
 from pipelines.release import image_e2e, manifests
 from pipelines.review.comment import MARKER
 from pipelines.stage import PipelineError
-from tests.scratch import ROOT, ScratchRepo
+from tests.scratch import ScratchRepo
 
 pytestmark = [pytest.mark.slow, pytest.mark.act]
 
@@ -280,26 +280,15 @@ def images(
 ) -> Iterator[Images]:
     """A registry on 127.0.0.1 and Podman's Docker API for release.yml's image job.
 
-    The tools come from apt (root, Debian); CI fails without them. The base image the bento's
-    Dockerfile starts FROM is built with debootstrap (cached in ~/.cache). The run's project is
-    the session's trained copy, whose model is the one main releases.
+    The tools come from apt (root, Debian); CI fails without them. The reference model is the
+    session's trained copy, whose model is the one main releases.
     """
     root = tmp_path_factory.mktemp("images")
-    run = image_e2e.prepare(root, trained_repo.path, driver="overlay")
     try:
-        image_e2e.ensure_tools(run)
+        with simulation.images(github, root, trained_repo.path) as (registry, run):
+            yield Images(registry, run)
     except PipelineError as error:
         (pytest.fail if os.environ.get("CI") else pytest.skip)(str(error))
-    with ExitStack() as stack:
-        stack.callback(image_e2e.unmount_under, root)
-        address = stack.enter_context(image_e2e.local_registry(root))
-        (root / "registries.conf").write_text(image_e2e.registries_conf(insecure=[address]))
-        docker = stack.enter_context(image_e2e.podman_docker_api(run))
-        python = yaml.safe_load((ROOT / "bentofile.yaml").read_text())["docker"]["python_version"]
-        image_e2e.import_base_image(run, f"docker.io/library/python:{python}-slim")
-        github.variables["IMAGE_REGISTRY"] = address
-        github.job_env |= docker
-        yield Images(address, run)
 
 
 def tags(address: str, repository: str) -> list[str]:
