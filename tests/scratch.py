@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import subprocess
@@ -10,21 +9,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.act.simulation import uv_cache_dir
 from pipelines.params import DEFAULT_PARAMS, DataParams, load_paths, load_section
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STAGES = ("validate", "featurize", "train", "evaluate", "register")
 HOME = ".scratch-home"  # the copy's HOME, inside it and ignored by git
-
-
-@functools.cache
-def uv_cache_dir() -> str:
-    """The uv cache this process's uv uses (``uv cache dir``), to share with the copies."""
-    uv = os.environ.get("UV") or shutil.which("uv") or "uv"  # `uv run` sets UV to itself
-    return subprocess.run(
-        [uv, "cache", "dir"], capture_output=True, text=True, check=True
-    ).stdout.strip()
 
 
 def project_files(root: Path = ROOT) -> list[str]:

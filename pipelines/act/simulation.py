@@ -21,6 +21,7 @@ stand-ins' inputs, and exits non-zero when a job failed.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -64,7 +65,6 @@ ISOLATED_NAMES = {
 }
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 USES = re.compile(r"^\s*(?:-\s+)?uses:\s*([\w.-]+/[\w.-]+)(?:/[\w./-]+)?@([0-9a-f]{40})", re.M)
-BOT = "github-actions[bot] <41898282+github-actions[bot]@users.noreply.github.com>"
 
 
 class SimulationError(Exception):
@@ -484,8 +484,9 @@ def uv_binary() -> str:
     return str(Path(found).resolve())
 
 
+@functools.cache
 def uv_cache_dir() -> str:
-    """Uv's cache, shared with the jobs so that nothing is downloaded again."""
+    """Uv's cache, shared with the jobs (and scratch copies) so that nothing is downloaded again."""
     done = subprocess.run([uv_binary(), "cache", "dir"], capture_output=True, text=True, check=True)
     return done.stdout.strip()
 

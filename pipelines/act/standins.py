@@ -225,16 +225,26 @@ def upload_artifact() -> None:
     output(**{"artifact-id": name, "artifact-url": f"file://{target}"})
 
 
-def _api(path: str, token: str) -> bytes:
+def _call(method: str, path: str, token: str, body: Any = None) -> bytes:
+    """One request to the API stand-in (at most ``MAX_ZIP_BYTES`` read); HTTP errors refuse."""
     url = os.environ["GITHUB_API_URL"].rstrip("/") + path
-    request = urllib.request.Request(url)  # noqa: S310 (the simulation's own loopback API)
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (loopback API)
     request.add_header("Authorization", f"Bearer {token}")
     request.add_header("Accept", "application/vnd.github+json")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             return bytes(response.read(MAX_ZIP_BYTES + 1))
     except urllib.error.HTTPError as error:
-        raise StandInError(f"GET {path} got HTTP {error.code}: {error.read()[:200]!r}") from None
+        raise StandInError(
+            f"{method} {path} got HTTP {error.code}: {error.read()[:300]!r}"
+        ) from None
+
+
+def _api(path: str, token: str) -> bytes:
+    return _call("GET", path, token)
 
 
 def download_artifact() -> None:
@@ -328,18 +338,7 @@ def attest() -> None:
 
 
 def _request(method: str, path: str, token: str, body: Any = None) -> Any:
-    url = os.environ["GITHUB_API_URL"].rstrip("/") + path
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (loopback API)
-    request.add_header("Authorization", f"Bearer {token}")
-    request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        raise StandInError(
-            f"{method} {path} got HTTP {error.code}: {error.read()[:300]!r}"
-        ) from None
+    return json.loads(_call(method, path, token, body) or b"null")
 
 
 def create_pull_request() -> None:
