@@ -6,7 +6,7 @@ A misspelt or unknown key fails at load time with the key's name, before any wor
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -38,6 +38,8 @@ class Paths(Section):
     plots: Path
     registry: Path
     mlflow: Path
+    reference: Path
+    requests: Path
 
     @property
     def data_dvc(self) -> Path:
@@ -106,6 +108,30 @@ class RegisterParams(Section):
 
     experiment: str
     model_name: str
+
+
+Duration = Annotated[str, Field(pattern=r"^[1-9][0-9]*[smhd]$")]  # as Prometheus writes them
+
+
+class SloParams(Section):
+    """Service-level objectives: what the burn-rate alerts protect."""
+
+    availability: float = Field(gt=0, lt=1)
+    latency: float = Field(gt=0)
+    latency_target: float = Field(gt=0, lt=1)
+
+
+class MonitorParams(Section):
+    """The reference profile's bins, the drift verdict and the alerts (``monitor:``)."""
+
+    bins: int = Field(ge=2, le=50)
+    score_bins: int = Field(ge=2, le=50)
+    window: Duration
+    min_rows: int = Field(ge=1)
+    false_alarm_rate: float = Field(gt=0, lt=0.5)
+    psi_floor: float = Field(ge=0)
+    alert_after: Duration
+    slo: SloParams
 
 
 S = TypeVar("S", bound=Section)

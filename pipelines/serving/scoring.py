@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 
 SCHEMA_FILE = "schema.yaml"
+REFERENCE_FILE = "reference.json"  # the monitoring reference profile, stored with the model
 LOG = logging.getLogger(__name__)
 
 

@@ -24,7 +24,7 @@ from pipelines.params import (
     load_paths,
     load_section,
 )
-from pipelines.serving.scoring import SCHEMA_FILE
+from pipelines.serving.scoring import REFERENCE_FILE, SCHEMA_FILE
 from pipelines.stage import PipelineError, run_stage
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ class Sources:
     registry: Path
     metrics: Path
     data_dvc: Path
+    reference: Path
     threshold: float
     name: str
 
@@ -53,6 +54,7 @@ class Sources:
             registry=paths.registry,
             metrics=paths.metrics,
             data_dvc=paths.data_dvc,
+            reference=paths.reference,
             threshold=load_section("evaluate", EvaluateParams, params).threshold,
             name=load_section("register", RegisterParams, params).model_name,
         )
@@ -84,20 +86,20 @@ def serving_info(sources: Sources) -> dict[str, Any]:
 
 
 def model_files(sources: Sources) -> dict[str, Path]:
-    """The files stored with the model: the model file, ``meta.json`` and the schema.
+    """The files stored with the model: model file, ``meta.json``, schema, reference profile.
 
     Raises:
-        PipelineError: There is no model directory yet.
+        PipelineError: There is no model directory or reference profile yet.
     """
-    if not (sources.model / "meta.json").exists():
-        raise PipelineError(
-            f"{sources.model}/meta.json does not exist: train a model first (`make run`)"
-        )
+    for required in (sources.model / "meta.json", sources.reference):
+        if not required.exists():
+            raise PipelineError(f"{required} does not exist: train a model first (`make run`)")
     meta = json.loads((sources.model / "meta.json").read_text())
     return {
         meta["file"]: sources.model / meta["file"],
         "meta.json": sources.model / "meta.json",
         SCHEMA_FILE: sources.schema,
+        REFERENCE_FILE: sources.reference,
     }
 
 

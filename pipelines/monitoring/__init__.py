@@ -1,0 +1,1 @@
+"""Monitoring: reference profile, drift maths, Prometheus rules, dashboard, `make monitor`."""
