@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+import re
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from pipelines.stage import PipelineError
@@ -16,6 +20,8 @@ if TYPE_CHECKING:
 Scope = dict[str, Any]
 Message = dict[str, Any]
 LISTED_PROBLEMS = 50  # a 1000-record batch can hold 20,000 problems: the first ones suffice
+REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="")
+CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/-]{1,128}$")
 
 
 def explain_errors(body: bytes) -> bytes | None:
@@ -197,12 +203,63 @@ class RequestTimeout:
             await _reply(send, 504, f"Not able to process the request in {self.timeout} seconds")
 
 
-def install_request_timeout() -> type:
-    """Make BentoML build its apps with :class:`RequestTimeout` for ``traffic.timeout``.
+class RequestObserver:
+    """The outermost middleware: a request id and every API request's outcome and duration.
 
-    BentoML imports the class from its module when it assembles an app's middleware, so the
-    replacement must be in place before the service's app is built (importing
-    ``pipelines.serving.service`` does it). Installing twice changes nothing.
+    It sits where BentoML puts its timeout, outside the concurrency limit and the request
+    guard, so it sees every answer an API route gives: 200s, the guard's 413 and 415, the
+    schema's 400s, the limit's 429 and the timeout's 504 (:class:`RequestTimeout`, which it
+    wraps). Each request gets an id, the client's ``X-Request-ID`` when it sends a sane one,
+    else a random one, returned in the ``X-Request-ID`` response header and readable by the
+    handler through :data:`REQUEST_ID`. ``observe(route, status, seconds)`` is called once
+    per request, after its last byte.
+    """
+
+    routes: frozenset[str] = frozenset()
+    observe: Callable[[str, int, float], None] | None = None
+
+    def __init__(self, app: Any, timeout: float) -> None:
+        self.app = RequestTimeout(app, timeout)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        """Name the request, pass it on, and report its status and duration."""
+        if scope["type"] != "http" or scope["path"] not in self.routes:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        given = dict(scope["headers"]).get(b"x-request-id", b"")
+        request_id = given.decode() if CLIENT_REQUEST_ID.match(given) else secrets.token_hex(8)
+        REQUEST_ID.set(request_id)
+        status = 500  # what the client sees if the app fails before answering
+
+        async def naming_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, naming_send)
+        finally:
+            observe = type(self).observe
+            if observe is not None:
+                observe(scope["path"], status, time.perf_counter() - started)
+
+
+def install_request_timeout(
+    routes: Sequence[str] = (), observe: Callable[[str, int, float], None] | None = None
+) -> type:
+    """Make BentoML build its apps with :class:`RequestObserver` and :class:`RequestTimeout`.
+
+    BentoML imports its ``TimeoutMiddleware`` from its module when it assembles an app's
+    middleware, so the replacement must be in place before the service's app is built
+    (importing ``pipelines.serving.service`` does it). Installing twice changes nothing.
+
+    Args:
+        routes: The API routes to name, count and time.
+        observe: Called with ``(route, status, seconds)`` after each such request.
 
     Returns:
         BentoML's own class, the one replaced.
@@ -220,9 +277,11 @@ def install_request_timeout() -> type:
             "BentoML still holds every request for traffic.timeout seconds, then drop "
             "install_request_timeout"
         )
-    if current is not RequestTimeout:
+    RequestObserver.routes = frozenset(routes)
+    RequestObserver.observe = observe
+    if current is not RequestObserver:
         RequestTimeout.replaces = current
-        traffic.TimeoutMiddleware = RequestTimeout  # type: ignore[misc,assignment]
+        traffic.TimeoutMiddleware = RequestObserver  # type: ignore[misc,assignment]
     return RequestTimeout.replaces
 
 

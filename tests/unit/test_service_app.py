@@ -68,7 +68,7 @@ def default_app(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_the_request_timeout_is_ours_and_bentomls_is_gone(default_app: dict[str, Any]) -> None:
     names = default_app["middlewares"]
-    assert "pipelines.serving.http.RequestTimeout" in names
+    assert "pipelines.serving.http.RequestObserver" in names  # it wraps RequestTimeout
     assert not any(name.endswith(".TimeoutMiddleware") for name in names)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert default_app["timeout"] == params["serve"]["timeout"]
@@ -78,8 +78,18 @@ def test_the_guard_runs_inside_the_timeout_and_concurrency_limit(
     default_app: dict[str, Any],
 ) -> None:
     names = [name.rsplit(".", 1)[1] for name in default_app["middlewares"]]
-    assert names.index("RequestTimeout") < names.index("RequestGuard")
+    assert names.index("RequestObserver") < names.index("RequestGuard")
     assert names.index("MaxConcurrencyMiddleware") < names.index("RequestGuard")
+
+
+def test_the_request_metrics_are_taken_outside_the_limit_and_the_guard(
+    default_app: dict[str, Any],
+) -> None:
+    """So the observer sees the limit's 429, the guard's 413 and 415, and (its own timeout's)
+    504: Starlette runs the middleware listed first outermost."""
+    names = [name.rsplit(".", 1)[1] for name in default_app["middlewares"]]
+    assert names.index("RequestObserver") < names.index("MaxConcurrencyMiddleware"), names
+    assert names.index("RequestObserver") < names.index("RequestGuard"), names
 
 
 def test_api_routes_are_not_traced_unless_tracing_is_on(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import gc
@@ -18,6 +19,7 @@ import pytest
 import uvloop
 from pydantic import ValidationError
 
+from pipelines.monitoring import metrics
 from pipelines.params import RegisterParams, load_paths, load_section
 from pipelines.schema import Feature, Rows, Schema, Target
 from pipelines.serving import api, http, scoring
@@ -321,6 +323,100 @@ def test_small_requests_are_scored_by_treelite_as_xgboost_scores_them(
     # The small path really is treelite's: the same numbers, not XGBoost's again.
     np.testing.assert_array_equal(scorer.probability(x[:1]), scorer.small(x[:1]))
     assert len(scorer.probability(x[: scoring.SMALL_BATCH + 1])) == scoring.SMALL_BATCH + 1
+
+
+# --- request observer --------------------------------------------------------------------------
+
+
+def observe_one(
+    app: Any, headers: list[tuple[bytes, bytes]] | None = None, path: str = "/predict"
+) -> tuple[list[dict[str, Any]], list[tuple[str, int, float]], str]:
+    """One request through RequestObserver around ``app``: what it sent, observed and named."""
+    sent: list[dict[str, Any]] = []
+    seen: list[tuple[str, int, float]] = []
+    names: list[str] = []
+
+    async def named_app(scope: Any, receive: Any, send: Any) -> None:
+        names.append(http.REQUEST_ID.get())
+        await app(scope, receive, send)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    http.RequestObserver.routes = frozenset({"/predict"})
+    http.RequestObserver.observe = lambda *args: seen.append(args)
+    try:
+        middleware = http.RequestObserver(named_app, timeout=0.05)
+        scope = {"type": "http", "path": path, "headers": headers or []}
+        with contextlib.suppress(RuntimeError):
+            asyncio.run(middleware(scope, None, send))
+    finally:
+        http.RequestObserver.routes = frozenset()
+        http.RequestObserver.observe = None
+    return sent, seen, names[0] if names else ""
+
+
+async def _overloaded(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 429, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+async def _slow(scope: Any, receive: Any, send: Any) -> None:
+    await _respond(send, delay_before=1.0)
+
+
+async def _broken(scope: Any, receive: Any, send: Any) -> None:
+    raise RuntimeError("the app failed before answering")
+
+
+@pytest.mark.parametrize(
+    ("app", "status"),
+    [(_overloaded, 429), (_slow, 504), (_broken, 500)],
+    ids=["limit", "timeout", "crash"],
+)
+def test_the_observer_reports_what_the_client_got(app: Any, status: int) -> None:
+    sent, seen, _ = observe_one(app)
+    ((route, observed, seconds),) = seen
+    assert (route, observed) == ("/predict", status)
+    assert 0 <= seconds < 5
+    if sent:
+        assert sent[0]["status"] == status
+
+
+def test_the_observer_names_each_request_in_its_response_and_context() -> None:
+    sent, _, name = observe_one(_overloaded)
+    assert (b"x-request-id", name.encode()) in sent[0]["headers"]
+    assert len(name) == 16
+    _, _, other = observe_one(_overloaded)
+    assert other != name
+    sent, _, mine = observe_one(_overloaded, headers=[(b"x-request-id", b"order-7")])
+    assert mine == "order-7"
+    _, _, unsafe = observe_one(_overloaded, headers=[(b"x-request-id", b"a\nb")])
+    assert unsafe != "a\nb"
+
+
+def test_the_observer_leaves_other_routes_alone() -> None:
+    sent, seen, _ = observe_one(_overloaded, path="/metrics")
+    assert seen == []
+    assert all(name != b"x-request-id" for name, _ in sent[0]["headers"])
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (200, "ok"),
+        (400, "invalid"),
+        (404, "invalid"),
+        (413, "too_large"),
+        (415, "unsupported_type"),
+        (429, "overloaded"),
+        (500, "error"),
+        (503, "error"),
+        (504, "timeout"),
+    ],
+)
+def test_each_status_has_its_outcome(status: int, outcome: str) -> None:
+    assert metrics.outcome(status) == outcome
 
 
 # --- request timeout ---------------------------------------------------------------------------

@@ -1,0 +1,209 @@
+"""The model's own Prometheus metrics, exported by every worker of the service on ``/metrics``.
+
+Every series carries ``model`` (``register.model_name``) and ``model_version`` (the BentoML model
+tag's version, a content hash), and nothing of high cardinality: features, bins and outcomes are
+fixed by the schema and the reference profile.
+
+- ``model_info`` (gauge, 1): which model version serves, with its MLflow version and commit.
+- ``model_feature_bin_total`` / ``model_score_bin_total`` (counters): served values per bin of
+  the reference profile, per feature and for the score. PSI and KS are computed from them by
+  the Prometheus rules (``deploy/monitoring/``).
+- ``model_score`` (histogram): the score in fixed buckets, the same for every version.
+- ``model_reference_feature_fraction`` / ``model_reference_score_fraction`` and
+  ``model_reference_feature_rows`` / ``model_reference_score_rows`` (gauges, constant): the
+  reference profile itself, so a rule compares each version with its own reference.
+- ``model_requests_total`` (counter) and ``model_request_duration_seconds`` (histogram): every
+  request to an API route, seen outermost, so refusals (400, 413, 415, 429, 504) are counted
+  with their ``outcome``.
+
+The metric objects are created in each worker, after BentoML has pointed
+``PROMETHEUS_MULTIPROC_DIR`` at the directory it aggregates for ``/metrics``: created at import,
+they would write to the process's memory and never be served. ``bentoml.metrics`` (deprecated in
+BentoML 1.4 in favour of ``prometheus_client``) only defers that import, which this module does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pipelines.monitoring.drift import Binning
+from pipelines.monitoring.profile import Profile
+
+INFO = "model_info"
+FEATURE_BINS = "model_feature_bin_total"
+SCORE_BINS = "model_score_bin_total"
+SCORE = "model_score"
+REFERENCE_FEATURE_FRACTION = "model_reference_feature_fraction"
+REFERENCE_SCORE_FRACTION = "model_reference_score_fraction"
+REFERENCE_FEATURE_ROWS = "model_reference_feature_rows"
+REFERENCE_SCORE_ROWS = "model_reference_score_rows"
+REQUESTS = "model_requests_total"
+DURATION = "model_request_duration_seconds"
+
+SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+OUTCOMES = {
+    400: "invalid",
+    413: "too_large",
+    415: "unsupported_type",
+    429: "overloaded",
+    504: "timeout",
+}
+
+
+def outcome(status: int) -> str:
+    """What a response status says about the request, as ``model_requests_total`` labels it."""
+    if status < 400:
+        return "ok"
+    if status in OUTCOMES:
+        return OUTCOMES[status]
+    return "error" if status >= 500 else "invalid"
+
+
+class ServiceMetrics:
+    """One worker's metric series for one model version, resolved once.
+
+    Args:
+        profile: The model's reference profile.
+        model: The registered model name.
+        version: The model version every series is labelled with.
+        info: Extra ``model_info`` labels (MLflow version, git commit).
+    """
+
+    def __init__(
+        self, profile: Profile, model: str, version: str, info: Mapping[str, str | None]
+    ) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        ids = {"model": model, "model_version": version}
+        names = ("model", "model_version")
+        # registry=None: in multiprocess mode /metrics reads the files every process writes,
+        # not a registry, and a second instance in one process must not clash.
+        extra = {key: value or "" for key, value in info.items()}
+        Gauge(
+            INFO,
+            "The model version this worker serves",
+            [*names, *extra],
+            registry=None,
+            multiprocess_mode="max",
+        ).labels(**ids, **extra).set(1)
+
+        fraction = Gauge(
+            REFERENCE_FEATURE_FRACTION,
+            "Reference (training) fraction of each feature's bin",
+            [*names, "feature", "bin", "kind"],
+            registry=None,
+            multiprocess_mode="max",
+        )
+        rows = Gauge(
+            REFERENCE_FEATURE_ROWS,
+            "Reference (training) rows of each feature",
+            [*names, "feature"],
+            registry=None,
+            multiprocess_mode="max",
+        )
+        served = Counter(
+            FEATURE_BINS,
+            "Served values per feature and bin",
+            [*names, "feature", "bin"],
+            registry=None,
+        )
+        self._features: list[tuple[str, Binning, list[Any]]] = []
+        for name, reference in profile.features.items():
+            labels = reference.binning.labels
+            for label, value in zip(labels, reference.fractions, strict=True):
+                fraction.labels(**ids, feature=name, bin=label, kind=reference.binning.kind).set(
+                    value
+                )
+            rows.labels(**ids, feature=name).set(reference.rows)
+            children = [served.labels(**ids, feature=name, bin=label) for label in labels]
+            self._features.append((name, reference.binning, children))
+
+        score_fraction = Gauge(
+            REFERENCE_SCORE_FRACTION,
+            "Reference (test rows) fraction of each score bin",
+            [*names, "bin"],
+            registry=None,
+            multiprocess_mode="max",
+        )
+        score_rows = Gauge(
+            REFERENCE_SCORE_ROWS,
+            "Reference (test) rows of the score",
+            names,
+            registry=None,
+            multiprocess_mode="max",
+        )
+        score_bins = Counter(
+            SCORE_BINS, "Served scores per reference score bin", [*names, "bin"], registry=None
+        )
+        score = profile.score
+        for label, value in zip(score.binning.labels, score.fractions, strict=True):
+            score_fraction.labels(**ids, bin=label).set(value)
+        score_rows.labels(**ids).set(score.rows)
+        self._score_binning = score.binning
+        self._score_bins = [score_bins.labels(**ids, bin=label) for label in score.binning.labels]
+        self._score = Histogram(
+            SCORE,
+            "Served positive-class probability",
+            names,
+            buckets=SCORE_BUCKETS,
+            registry=None,
+        ).labels(**ids)
+
+        self._requests = Counter(
+            REQUESTS,
+            "API requests by endpoint, status code and outcome",
+            [*names, "endpoint", "code", "outcome"],
+            registry=None,
+        )
+        self._duration = Histogram(
+            DURATION,
+            "API request duration in seconds, refusals and queue wait included",
+            [*names, "endpoint"],
+            buckets=DURATION_BUCKETS,
+            registry=None,
+        )
+        self._ids = ids
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def observe(self, records: Sequence[Mapping[str, Any]], scores: Sequence[float]) -> None:
+        """Count served records into their feature bins and their scores into the score's."""
+        for name, binning, children in self._features:
+            index_of = binning.index_of
+            for record in records:
+                children[index_of(record[name])].inc()
+        index_of = self._score_binning.index_of
+        for score in scores:
+            self._score_bins[index_of(score)].inc()
+            self._score.observe(score)
+
+    def request(self, endpoint: str, status: int, seconds: float) -> None:
+        """Count one API request by its response status and time it."""
+        key = (endpoint, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self._requests.labels(
+                    **self._ids, endpoint=endpoint, code=str(status), outcome=outcome(status)
+                ),
+                self._duration.labels(**self._ids, endpoint=endpoint),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+
+_ACTIVE: ServiceMetrics | None = None
+
+
+def activate(metrics: ServiceMetrics) -> None:
+    """Make ``metrics`` the ones :func:`record_request` reports to (one model per worker)."""
+    global _ACTIVE  # noqa: PLW0603 - a worker serves one model; its middleware is built earlier
+    _ACTIVE = metrics
+
+
+def record_request(endpoint: str, status: int, seconds: float) -> None:
+    """Report an API request to the worker's active metrics (none before the model loads)."""
+    if _ACTIVE is not None:
+        _ACTIVE.request(endpoint, status, seconds)

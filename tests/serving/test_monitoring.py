@@ -1,0 +1,216 @@
+"""The model's metrics and request log over real HTTP, from a service with two workers."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipelines.monitoring import metrics
+from pipelines.monitoring.profile import Profile
+from pipelines.params import Paths
+from pipelines.schema import Schema
+from tests.scratch import ScratchRepo
+from tests.serving.conftest import Server, records, start
+
+pytestmark = pytest.mark.slow
+
+BATCH = 7  # records per batch request, besides the single-record ones
+ALLOWED_LABELS = {"model", "model_version", "feature", "bin", "kind", "endpoint", "code"}
+ALLOWED_LABELS |= {"outcome", "le", "mlflow_version", "git_commit"}
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("requests")
+
+
+@pytest.fixture(scope="module")
+def monitored(
+    project: ScratchRepo,
+    bentoml_env: dict[str, str],
+    tag: str,
+    logs: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    """A service with two workers (their metrics must add up) logging every request."""
+    name = tag.split(":", maxsplit=1)[0]
+    env = bentoml_env | {
+        "BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {name: {"workers": 2}}}),
+        "MODEL_REQUEST_LOG_RATE": "1",
+        "MODEL_REQUEST_LOG_DIR": str(logs),
+    }
+    server = start(project, env, tag, tmp_path_factory.mktemp("serve") / "serve.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def served(monitored: Server, test_rows: pd.DataFrame, project_schema: Schema) -> dict[str, Any]:
+    """Traffic: 20 single-record requests, then batches of BATCH, on fresh connections."""
+    rows = test_rows.head(20 + 5 * BATCH)
+    sent = records(rows, project_schema)
+    bodies = [sent[i : i + 1] for i in range(20)]
+    bodies += [sent[i : i + BATCH] for i in range(20, len(sent), BATCH)]
+    responses = []
+    for body in bodies:
+        # A new connection per request: the kernel spreads them over both workers.
+        with httpx.Client(base_url=monitored.url, timeout=30) as client:
+            responses.append(client.post("/predict", json={"records": body}))
+    assert [r.status_code for r in responses] == [200] * len(bodies)
+    probabilities = [p["probability"] for r in responses for p in r.json()["predictions"]]
+    return {"rows": rows, "bodies": bodies, "responses": responses, "scores": probabilities}
+
+
+def scrape(server: Server) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """Every sample of /metrics by name, keyed by its sorted labels."""
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[sample.name][tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def by(samples: dict[tuple[tuple[str, str], ...], float], *names: str) -> dict[Any, float]:
+    """Samples keyed by the values of the given labels (one name: the bare value)."""
+    keyed = {}
+    for labels, value in samples.items():
+        found = dict(labels)
+        key = tuple(found[name] for name in names)
+        keyed[key[0] if len(names) == 1 else key] = value
+    return keyed
+
+
+def test_every_served_value_is_counted_in_its_reference_bin(
+    served: dict[str, Any], monitored: Server, paths: Paths
+) -> None:
+    profile = Profile.read(paths.reference)
+    counted = by(scrape(monitored)[metrics.FEATURE_BINS], "feature", "bin")
+    rows = served["rows"]
+    for name, reference in profile.features.items():
+        expected = reference.binning.counts(rows[name])
+        got = [counted[(name, label)] for label in reference.binning.labels]
+        assert got == expected.tolist(), name
+    assert sum(counted.values()) == len(rows) * len(profile.features)
+
+
+def test_every_score_is_counted_in_its_bin_and_the_histogram(
+    served: dict[str, Any], monitored: Server, paths: Paths
+) -> None:
+    profile = Profile.read(paths.reference)
+    samples = scrape(monitored)
+    scores = np.asarray(served["scores"])
+    bins = by(samples[metrics.SCORE_BINS], "bin")
+    expected = profile.score.binning.counts(scores)
+    assert [bins[label] for label in profile.score.binning.labels] == expected.tolist()
+    buckets = by(samples[metrics.SCORE + "_bucket"], "le")
+    for bound in metrics.SCORE_BUCKETS:
+        assert buckets[str(bound)] == np.count_nonzero(scores <= bound), bound
+    assert buckets["+Inf"] == len(scores)
+    (total,) = samples[metrics.SCORE + "_sum"].values()
+    assert total == pytest.approx(scores.sum())
+
+
+def test_the_reference_profile_is_exported_as_it_was_written(
+    served: dict[str, Any], monitored: Server, paths: Paths
+) -> None:
+    profile = Profile.read(paths.reference)
+    samples = scrape(monitored)
+    fractions = by(samples[metrics.REFERENCE_FEATURE_FRACTION], "feature", "bin", "kind")
+    expected = {
+        (name, label, reference.binning.kind): fraction
+        for name, reference in profile.features.items()
+        for label, fraction in zip(reference.binning.labels, reference.fractions, strict=True)
+    }
+    assert fractions == pytest.approx(expected)
+    rows = by(samples[metrics.REFERENCE_FEATURE_ROWS], "feature")
+    assert rows == {name: reference.rows for name, reference in profile.features.items()}
+    score = by(samples[metrics.REFERENCE_SCORE_FRACTION], "bin")
+    assert score == pytest.approx(
+        dict(zip(profile.score.binning.labels, profile.score.fractions, strict=True))
+    )
+
+
+def test_refusals_are_counted_by_outcome_and_every_request_is_timed(
+    served: dict[str, Any], monitored: Server
+) -> None:
+    good = served["bodies"][0]
+    with httpx.Client(base_url=monitored.url, timeout=30) as client:
+        assert client.post("/predict", json={"records": [{}]}).status_code == 400
+        refused = client.post("/predict", content=b"a,b", headers={"content-type": "text/csv"})
+        assert refused.status_code == 415
+        oversized = client.post("/predict", content=b" " * (2 << 20), headers=JSON)
+        assert oversized.status_code == 413
+        assert client.post("/explain", json={"records": good}).status_code == 200
+    requests = by(scrape(monitored)[metrics.REQUESTS], "endpoint", "code", "outcome")
+    assert requests == {
+        ("/predict", "200", "ok"): len(served["bodies"]),
+        ("/predict", "400", "invalid"): 1,
+        ("/predict", "415", "unsupported_type"): 1,
+        ("/predict", "413", "too_large"): 1,
+        ("/explain", "200", "ok"): 1,
+    }
+    timed = by(scrape(monitored)[metrics.DURATION + "_count"], "endpoint")
+    assert timed == {"/predict": len(served["bodies"]) + 3, "/explain": 1}
+
+
+def test_every_model_series_names_the_model_and_version_and_nothing_per_request(
+    served: dict[str, Any], monitored: Server, tag: str
+) -> None:
+    name, version = tag.split(":")
+    samples = scrape(monitored)
+    ours = {key: value for key, value in samples.items() if key.startswith("model_")}
+    assert len(ours) >= 10
+    for series in ours.values():
+        for labels in series:
+            found = dict(labels)
+            assert found["model"] == name
+            assert found["model_version"] == version
+            assert set(found) <= ALLOWED_LABELS, found
+    (info,) = samples[metrics.INFO]
+    assert dict(info)["git_commit"]
+
+
+def test_each_response_carries_a_request_id(monitored: Server) -> None:
+    ids = [response.headers["x-request-id"] for response in served_once(monitored, 3)]
+    assert len(set(ids)) == 3
+    assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
+    with httpx.Client(base_url=monitored.url, timeout=30) as client:
+        mine = client.post("/predict", json={"records": [{}]}, headers={"x-request-id": "order-7"})
+        unsafe = client.post("/predict", json={"records": [{}]}, headers={"x-request-id": "a b"})
+    assert mine.headers["x-request-id"] == "order-7"  # a client's own id, even on a 400
+    assert unsafe.headers["x-request-id"] != "a b"
+
+
+def served_once(server: Server, n: int) -> list[httpx.Response]:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        return [client.post("/predict", json={"records": [{}]}) for _ in range(n)]
+
+
+def test_the_request_log_holds_each_record_with_its_id_and_prediction(
+    served: dict[str, Any], logs: Path, tag: str
+) -> None:
+    lines = [json.loads(line) for path in sorted(logs.glob("*.jsonl")) for line in path.open()]
+    by_id = {line["id"]: line for line in lines}
+    assert len(by_id) == len(lines) == len(served["rows"])  # only served /predict records
+    for body, response in zip(served["bodies"], served["responses"], strict=True):
+        request_id = response.headers["x-request-id"]
+        predictions = response.json()["predictions"]
+        ids = [request_id] if len(body) == 1 else [f"{request_id}/{i}" for i in range(len(body))]
+        for record_id, record, prediction in zip(ids, body, predictions, strict=True):
+            line = by_id[record_id]
+            assert line["record"] == record
+            assert line["probability"] == prediction["probability"]
+            assert line["label"] == prediction["label"]
+            assert line["model_version"] == tag.split(":")[1]
+    assert {path.name.count("-") for path in logs.glob("*.jsonl")} == {2}  # per worker and hour
