@@ -20,8 +20,10 @@ approximation, which PromQL can evaluate too, so the alert and the batch report 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from statistics import NormalDist
 from typing import Any, Literal
 
@@ -74,16 +76,19 @@ class Binning:
 
     def index_of(self, value: Any) -> int:
         """The bin index of one value (the service's per-record path: no numpy call)."""
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return len(self.labels) - 1
+        if value is None or value != value:  # noqa: PLR0124 - NaN is the one value unequal to itself
+            return self._missing
         if self.kind == "numeric":
-            from bisect import bisect_left
-
             return bisect_left(self.edges, value)
-        try:
-            return self.categories.index(value)
-        except ValueError:
-            return len(self.categories)
+        return self._lookup.get(value, len(self.categories))
+
+    @cached_property
+    def _missing(self) -> int:
+        return len(self.labels) - 1
+
+    @cached_property
+    def _lookup(self) -> dict[str, int]:
+        return {category: i for i, category in enumerate(self.categories)}
 
     def counts(self, values: Any) -> np.ndarray:
         """How many values fall in each bin."""

@@ -33,6 +33,7 @@ class ServeParams(Section):
     max_concurrency: int = Field(ge=1)
     access_log: bool
     tracing: bool
+    metrics: bool
     request_log: float = Field(ge=0, le=1)
 
 

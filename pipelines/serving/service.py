@@ -29,9 +29,35 @@ SETTINGS = load_section("serve", api.ServeParams)
 Records = api.request_model(load_schema(SOURCES.schema), SETTINGS.max_batch)
 API_ROUTES = ["/predict", "/explain"]
 http.install_request_timeout(API_ROUTES, observe=metrics.record_request)
-# The request log: serve.request_log and paths.requests, which a deployment overrides with these.
+# A deployment overrides serve.metrics, serve.request_log and paths.requests with these.
+METRICS = "MODEL_METRICS"
 REQUEST_LOG_RATE = "MODEL_REQUEST_LOG_RATE"
 REQUEST_LOG_DIR = "MODEL_REQUEST_LOG_DIR"
+
+
+SWITCH = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+
+
+def _switch(variable: str, default: bool) -> bool:
+    value = os.environ.get(variable)
+    if value is None:
+        return default
+    if value.lower() not in SWITCH:
+        raise PipelineError(f"{variable}={value!r}: use on or off")
+    return SWITCH[value.lower()]
+
+
+def _share(variable: str, default: float) -> float:
+    value = os.environ.get(variable)
+    if value is None:
+        return default
+    try:
+        share = float(value)
+    except ValueError:
+        share = -1.0
+    if not 0 <= share <= 1:
+        raise PipelineError(f"{variable}={value!r}: use a share from 0 to 1")
+    return share
 
 
 def _model_tag() -> str:
@@ -66,14 +92,16 @@ class ModelService:
         self.model = scoring.load_served(directory, self.stored.info.metadata, str(self.stored.tag))
         version = str(self.stored.tag.version)
         block = self.model.block
-        self.metrics = metrics.ServiceMetrics(
-            Profile.read(directory / scoring.REFERENCE_FILE),
-            model=block.name,
-            version=version,
-            info={"mlflow_version": block.version, "git_commit": block.git_commit},
-        )
-        metrics.activate(self.metrics)
-        rate = float(os.environ.get(REQUEST_LOG_RATE, SETTINGS.request_log))
+        self.metrics = None
+        if _switch(METRICS, SETTINGS.metrics):
+            self.metrics = metrics.ServiceMetrics(
+                Profile.read(directory / scoring.REFERENCE_FILE),
+                model=block.name,
+                version=version,
+                info={"mlflow_version": block.version, "git_commit": block.git_commit},
+            )
+            metrics.activate(self.metrics)
+        rate = _share(REQUEST_LOG_RATE, SETTINGS.request_log)
         log_dir = Path(os.environ.get(REQUEST_LOG_DIR, load_paths().requests))
         self.request_log = RequestLog(log_dir, rate, version) if rate > 0 else None
         # Everything loaded so far lives as long as the worker: keep it out of the collector's
@@ -89,7 +117,8 @@ class ModelService:
         rows = [vars(record) for record in records]
         response = self.model.predict(rows)
         predictions = response.predictions
-        self.metrics.observe(rows, [p.probability for p in predictions])
+        if self.metrics is not None:
+            self.metrics.observe(rows, [p.probability for p in predictions])
         if self.request_log is not None and self.request_log.sampled():
             self.request_log.write(
                 http.REQUEST_ID.get(), rows, [(p.probability, p.label) for p in predictions]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,8 @@ from tests.serving.conftest import Server, records, start
 
 pytestmark = pytest.mark.slow
 
-BATCH = 7  # records per batch request, besides the single-record ones
+BATCH = 7  # records per small batch, counted record by record
+LARGE = 40  # records of the one large batch, counted with numpy (metrics.VECTOR_BATCH)
 ALLOWED_LABELS = {"model", "model_version", "feature", "bin", "kind", "endpoint", "code"}
 ALLOWED_LABELS |= {"outcome", "le", "mlflow_version", "git_commit"}
 JSON = {"content-type": "application/json"}
@@ -56,11 +58,13 @@ def monitored(
 
 @pytest.fixture(scope="module")
 def served(monitored: Server, test_rows: pd.DataFrame, project_schema: Schema) -> dict[str, Any]:
-    """Traffic: 20 single-record requests, then batches of BATCH, on fresh connections."""
-    rows = test_rows.head(20 + 5 * BATCH)
+    """Traffic: 20 single-record requests, batches of BATCH and one of LARGE, new connections."""
+    rows = test_rows.head(20 + 5 * BATCH + LARGE)
     sent = records(rows, project_schema)
     bodies = [sent[i : i + 1] for i in range(20)]
-    bodies += [sent[i : i + BATCH] for i in range(20, len(sent), BATCH)]
+    bodies += [sent[i : i + BATCH] for i in range(20, 20 + 5 * BATCH, BATCH)]
+    bodies.append(sent[20 + 5 * BATCH :])
+    assert len(bodies[-1]) == LARGE >= metrics.VECTOR_BATCH
     responses = []
     for body in bodies:
         # A new connection per request: the kernel spreads them over both workers.
@@ -72,7 +76,8 @@ def served(monitored: Server, test_rows: pd.DataFrame, project_schema: Schema) -
 
 
 def scrape(server: Server) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    """Every sample of /metrics by name, keyed by its sorted labels."""
+    """Every sample of /metrics by name, keyed by its sorted labels, once counts are flushed."""
+    time.sleep(metrics.FLUSH_SECONDS + 0.5)
     samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
     text = httpx.get(f"{server.url}/metrics", timeout=10).text
     for family in text_string_to_metric_families(text):

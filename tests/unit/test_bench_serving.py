@@ -77,7 +77,7 @@ def test_request_bodies_carry_raw_json_types(raw: pd.DataFrame, schema: Schema) 
     assert body == {"records": [records[0]]}
 
 
-def _results(ours: float, naive: float, p99: float, batch: float) -> dict:
+def _results(ours: float, naive: float, p99: float, batch: float, off: float = 1300.0) -> dict:
     def loads(per_second: float, p99_ms: float) -> dict:
         figures = {"per_second": per_second, "p50_ms": 1.0, "p99_ms": p99_ms, "errors": 0}
         return {str(c): figures for c in serving.CLIENTS}
@@ -94,6 +94,7 @@ def _results(ours: float, naive: float, p99: float, batch: float) -> dict:
         },
         "servers": {
             "ours": loads(ours, p99),
+            "ours_off": loads(off, p99),
             "naive": loads(naive, 400.0),
             "mlflow": {"error": "mlflow models serve exited: no model"},
         },
@@ -118,6 +119,11 @@ def test_checks_compute_the_ratios_and_judge_the_targets() -> None:
     assert checks["ours / bare model calls, 8 clients"].passed is None  # no target
     assert checks["batch encode+predict / bare model rows/s"].passed is True
     assert checks["ours / mlflow models serve, 8 clients"].value is None
+    monitored = checks["ours / ours without model metrics, 8 clients"]
+    assert monitored.value == pytest.approx(1200.0 / 1300.0)
+    assert monitored.passed is True
+    costly = serving.checks(_results(1200.0, 40.0, 9.0, 0.9, off=1400.0))
+    assert next(c for c in costly if c.name.startswith("ours / ours")).passed is False
 
     failing = {c.name: c.passed for c in serving.checks(_results(200.0, 40.0, 30.0, 0.5))}
     assert failing["ours / naive throughput, 8 clients"] is False
