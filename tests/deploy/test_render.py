@@ -86,7 +86,7 @@ def test_the_pod_meets_the_restricted_pod_security_standard(overlay):
     assert all(key not in pod for key in ("hostNetwork", "hostPID", "hostIPC"))
 
 
-def test_only_tmp_and_bentoml_home_are_writable(overlay):
+def test_only_tmp_bentoml_home_and_the_request_log_are_writable(overlay):
     _, resources = overlay
     pod, server = pod_spec(resources), container(resources)
     empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
@@ -94,6 +94,8 @@ def test_only_tmp_and_bentoml_home_are_writable(overlay):
     env = {e["name"]: e.get("value") for e in server["env"]}
     assert mounts["/tmp"] in empty_dirs  # noqa: S108 (the pod's /tmp, not ours)
     assert mounts[env["BENTOML_HOME"]] in empty_dirs
+    assert mounts[env["MODEL_REQUEST_LOG_DIR"]] in empty_dirs
+    assert 0 < float(env["MODEL_REQUEST_LOG_RATE"]) <= 1  # on in the manifests
     assert set(mounts.values()) == empty_dirs
     assert not any(m.get("readOnly") for m in server["volumeMounts"])
 
