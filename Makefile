@@ -59,9 +59,10 @@ format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
-bench: install ## benchmarks: the pipeline (train vs a bare fit, no-op repro) and serving (vs naive, MLflow, bare)
+bench: install ## benchmarks: the pipeline (train vs a bare fit, no-op repro), serving (vs naive, MLflow, bare), monitor (vs a bare read)
 	$(RUN) python -m benchmarks.pipeline
 	$(RUN) python -m benchmarks.serving
+	$(RUN) python -m benchmarks.monitor
 
 mlflow-ui: install ## browse MLflow runs and registered models on http://127.0.0.1:5000
 	$(RUN) mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri \
@@ -117,6 +118,13 @@ BASE ?= main
 
 report: install ## gate the workspace model against BASE=<git ref> (default main): reports/pr-comment.md, exit 0/1/2
 	$(RUN) python -m pipelines.review.report --base "$(BASE)" --comment reports/pr-comment.md --json reports/gate.json
+
+# Drift and quality of served rows against the model's reference profile (the alerts' own rule)
+.PHONY: monitor
+monitor: install ## drift of ROWS=<file or folder: .csv .parquet .jsonl> [LABELS=<csv id,label>]: reports/monitor.md, exit 0/1/2
+	$(if $(ROWS),,$(error usage: make monitor ROWS=<table or request-log file or folder> [LABELS=<csv of id,label>]))
+	$(RUN) python -m pipelines.monitoring.report "$(ROWS)" $(if $(LABELS),--labels "$(LABELS)") \
+		--markdown reports/monitor.md --json reports/monitor.json
 
 # GitOps manifests: the image each Kustomize overlay deploys, and the checks of deploy/
 .PHONY: set-image show-image lint-deploy install-tools

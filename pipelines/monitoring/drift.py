@@ -99,15 +99,21 @@ def quantile_edges(values: Any, bins: int) -> tuple[float, ...]:
     """Bin edges at the ``1/bins, ..., (bins-1)/bins`` quantiles of the non-missing values.
 
     Repeated quantiles collapse into one edge and an edge at the maximum is dropped (its bin
-    would be empty), so a 0/1 column gets the single edge 0.
+    would be empty). When a quantile falls on the maximum, the maximum holds a large share of
+    the rows: the largest value below it becomes an edge, so that share keeps a bin of its own
+    (a 0/1 column gets the single edge 0 even when nearly every row is 1).
     """
     numbers = np.asarray(values, dtype=np.float64)
     numbers = numbers[~np.isnan(numbers)]
     if numbers.size == 0:
         return ()
+    top = numbers.max()
     quantiles = np.quantile(numbers, np.arange(1, bins) / bins, method="lower")
     edges = np.unique(quantiles)
-    return tuple(float(edge) for edge in edges[edges < numbers.max()])
+    below = numbers[numbers < top]
+    if edges[-1] == top and below.size:
+        edges = np.unique(np.append(edges, below.max()))
+    return tuple(float(edge) for edge in edges[edges < top])
 
 
 def fractions(counts: Sequence[float] | np.ndarray) -> np.ndarray:

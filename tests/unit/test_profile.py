@@ -1,0 +1,106 @@
+"""The reference profile of small inline tables: edges, fractions, rows, refusals, JSON form."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.monitoring.profile import Distribution, Profile, build_profile
+from pipelines.schema import Schema
+from pipelines.stage import PipelineError, write_json
+
+
+def make_schema(categories: tuple[str, ...] = ("a", "b", "c")) -> Schema:
+    return Schema.model_validate(
+        {
+            "target": {"column": "y", "positive": "yes", "values": ["no", "yes"]},
+            "id": "key",
+            "rows": {"min": 1, "max": 100},
+            "features": {
+                "amount": {"type": "number", "min": 0, "max": 100, "max_null_fraction": 0.5},
+                "flag": {"type": "integer", "min": 0, "max": 1},
+                "kind": {"type": "category", "categories": list(categories)},
+            },
+        }
+    )
+
+
+ROWS = pd.DataFrame(
+    {
+        "amount": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, math.nan, math.nan],
+        "flag": [0, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+        "kind": ["a", "a", "a", "b", "b", "c", None, "a", "b", "a"],
+    }
+)
+SCORES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+
+
+def test_edges_fractions_and_rows() -> None:
+    profile = build_profile(ROWS, SCORES, make_schema(), bins=4, score_bins=2)
+
+    amount = profile.features["amount"]
+    assert amount.binning.kind == "numeric"
+    assert amount.binning.edges == (2.0, 4.0, 6.0)  # quartiles of 1..8, "lower"
+    assert amount.fractions == pytest.approx((0.2, 0.2, 0.2, 0.2, 0.2))  # 2 missing of 10
+    assert amount.rows == 10
+
+    flag = profile.features["flag"]
+    assert flag.binning.edges == (0.0,)  # one zero in ten: still a bin of its own
+    assert flag.fractions == pytest.approx((0.1, 0.9, 0.0))
+
+    kind = profile.features["kind"]
+    assert kind.binning.categories == ("a", "b", "c")
+    assert kind.binning.labels == ["a", "b", "c", "(other)", "(missing)"]
+    assert kind.fractions == pytest.approx((0.5, 0.3, 0.1, 0.0, 0.1))
+
+    assert profile.score.binning.edges == (0.4,)
+    assert profile.score.fractions == pytest.approx((0.5, 0.5, 0.0))
+    assert profile.score.rows == len(SCORES)
+    for distribution in [*profile.features.values(), profile.score]:
+        assert sum(distribution.fractions) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", ["(other)", "(missing)"])
+def test_a_category_named_like_a_profile_bin_is_refused(name: str) -> None:
+    rows = ROWS.assign(kind=["a", name] * 5)
+    expected = re.escape(f"feature 'kind' has a category named '{name}'")
+    with pytest.raises(PipelineError, match=expected):
+        build_profile(rows, SCORES, make_schema(("a", name)), bins=4, score_bins=2)
+
+
+def test_no_rows_or_no_scores_are_refused() -> None:
+    with pytest.raises(PipelineError, match="needs training rows"):
+        build_profile(ROWS.head(0), SCORES, make_schema(), bins=4, score_bins=2)
+    with pytest.raises(PipelineError, match="needs the test rows' scores"):
+        build_profile(ROWS, [], make_schema(), bins=4, score_bins=2)
+
+
+def test_json_round_trip(tmp_path: Path) -> None:
+    profile = build_profile(ROWS, SCORES, make_schema(), bins=4, score_bins=2)
+    write_json(tmp_path / "reference.json", profile.to_json())
+
+    again = Profile.read(tmp_path / "reference.json")
+
+    assert again.features.keys() == profile.features.keys()
+    for before, after in zip(
+        [*profile.features.values(), profile.score],
+        [*again.features.values(), again.score],
+        strict=True,
+    ):
+        assert after.binning == before.binning
+        assert after.rows == before.rows
+        np.testing.assert_allclose(after.fractions, before.fractions, atol=1e-8)
+
+
+def test_a_profile_of_another_format_or_shape_is_refused() -> None:
+    document = build_profile(ROWS, SCORES, make_schema(), bins=4, score_bins=2).to_json()
+    with pytest.raises(PipelineError, match="format 2 is not 1"):
+        Profile.from_json({**document, "format": 2})
+    broken = {**document["score"], "fractions": [1.0]}
+    with pytest.raises(PipelineError, match="1 fractions for 3 bins"):
+        Distribution.from_json(broken)
