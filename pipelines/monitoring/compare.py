@@ -3,8 +3,9 @@
 Each feature's served values and the model's scores are counted into the reference's fixed bins
 (:mod:`pipelines.monitoring.profile`) and compared with its fractions by PSI and, for numeric
 features, a binned KS distance. A feature (or the score) drifts when its PSI exceeds
-``psi_threshold(N, M, degrees_of_freedom(p), monitor.false_alarm_rate, monitor.psi_floor)``, the
-rule the Prometheus alerts evaluate, so ``make monitor`` and the alerts agree on the same rows.
+``psi_threshold(N, M, degrees_of_freedom(p), alpha, monitor.psi_floor)`` with ``alpha``
+``per_test_rate(monitor.false_alarm_rate, features)``, the rule the Prometheus alerts evaluate,
+so ``make monitor`` and the alerts agree on the same rows.
 Quality is estimated from the scores (:mod:`pipelines.monitoring.quality`) and, given late
 labels, measured. Rows without a served score are scored with the current model, after the
 batch scorer's schema checks (:mod:`pipelines.serving.score`).
@@ -28,6 +29,7 @@ from pipelines.monitoring.drift import (
     fractions,
     ks,
     ks_threshold,
+    per_test_rate,
     psi,
     psi_threshold,
 )
@@ -90,8 +92,13 @@ def bin_counts(binning: Binning, values: Any) -> np.ndarray:
     return np.bincount(index, weights=weights, minlength=len(binning.labels)).astype(np.int64)
 
 
-def measure(name: str, reference: Distribution, values: Any, params: MonitorParams) -> Drift:
-    """PSI, KS and their thresholds of served ``values`` against one reference distribution."""
+def measure(
+    name: str, reference: Distribution, values: Any, params: MonitorParams, alpha: float
+) -> Drift:
+    """PSI, KS and their thresholds of served ``values`` against one reference distribution.
+
+    ``alpha`` is the false-alarm rate of this one test (:func:`per_test_rate`).
+    """
     binning = reference.binning
     counts = bin_counts(binning, values)
     served = fractions(counts)
@@ -107,11 +114,11 @@ def measure(name: str, reference: Distribution, values: Any, params: MonitorPara
             rows,
             m,
             degrees_of_freedom(reference.fractions),
-            params.false_alarm_rate,
+            alpha,
             params.psi_floor,
         ),
         ks=ks(served, reference.fractions, binning.ordered),
-        ks_threshold=ks_threshold(rows, m, params.false_alarm_rate) if numeric else None,
+        ks_threshold=ks_threshold(rows, m, alpha) if numeric else None,
     )
 
 
@@ -231,8 +238,9 @@ def build(rows: Path, labels: Path | None, paths: Paths, params_file: Path) -> M
     served = read_served(rows, schema)
     label_of = read_labels(labels, schema) if labels is not None else None
     scored = score_unscored(served, schema, paths.model)
+    alpha = per_test_rate(params.false_alarm_rate, len(schema.features))
     features = [
-        measure(name, profile.features[name], served.frame[name], params)
+        measure(name, profile.features[name], served.frame[name], params, alpha)
         for name in schema.features
     ]
     p = served.probability
@@ -260,7 +268,7 @@ def build(rows: Path, labels: Path | None, paths: Paths, params_file: Path) -> M
         files=served.files,
         scored=scored,
         features=features,
-        score=measure(SCORE, profile.score, p, params),
+        score=measure(SCORE, profile.score, p, params, alpha),
         params=params,
         threshold=threshold,
         estimated=quality.expected_quality(p, threshold),

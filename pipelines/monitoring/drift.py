@@ -12,7 +12,8 @@ profile). Drift is measured on the bin fractions of served rows ``q`` against th
 
 Without drift, PSI is approximately ``(1/N + 1/M) * chi2(k - 1)`` for ``N`` served rows, ``M``
 reference rows and ``k`` bins, so a fixed PSI threshold pages on small windows. The threshold here
-is the ``1 - alpha`` quantile of that distribution, never below a floor that keeps very large
+is the ``1 - alpha`` quantile of that distribution (``alpha`` the model's false-alarm rate split
+over its features and score, :func:`per_test_rate`), never below a floor that keeps very large
 windows from alarming on negligible shifts; the chi-square quantile is Wilson and Hilferty's
 approximation, which PromQL can evaluate too, so the alert and the batch report agree exactly.
 """
@@ -142,6 +143,16 @@ def ks(served: Any, reference: Any, ordered: int) -> float:
 def degrees_of_freedom(reference: Any) -> int:
     """Bins the reference holds rows in, minus one (at least 1)."""
     return max(int(np.count_nonzero(np.asarray(reference) > 0)) - 1, 1)
+
+
+def per_test_rate(false_alarm_rate: float, features: int) -> float:
+    """The rate each of a model's drift tests gets so that the model's stays ``false_alarm_rate``.
+
+    One test per feature and one for the score, each at ``false_alarm_rate / (features + 1)``
+    (Bonferroni): a window without drift alarms on some feature with probability at most the
+    model's rate, however many features it has.
+    """
+    return false_alarm_rate / (features + 1)
 
 
 def chi2_quantile(probability: float, df: int) -> float:

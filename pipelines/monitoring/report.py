@@ -86,13 +86,15 @@ def drift_table(monitor: Monitor) -> list[str]:
         if monitor.features
         else monitor.score.distribution.rows
     )
+    tests = len(monitor.features) + 1
     lines += [
         "",
-        f"Threshold per feature: max({p.psi_floor}, (1/N + 1/M) · χ²(1 - {p.false_alarm_rate}, "
-        f"bins - 1)) for N = {monitor.rows:,} served and M = {m:,} reference rows "
-        f"({monitor.score.distribution.rows:,} test rows for the score): the rule of the "
-        f"Prometheus alerts; a window without drift crosses it with probability "
-        f"{p.false_alarm_rate} per feature. KS is reported beside PSI; the verdict is PSI's.",
+        f"Threshold per feature: max({p.psi_floor}, (1/N + 1/M) · χ²(1 - a, bins - 1)) for "
+        f"N = {monitor.rows:,} served and M = {m:,} reference rows "
+        f"({monitor.score.distribution.rows:,} test rows for the score), a = "
+        f"{p.false_alarm_rate} / {tests} tests: the rule of the Prometheus alerts. Rows "
+        f"without drift cross some feature's threshold with probability at most "
+        f"{p.false_alarm_rate}. KS is reported beside PSI; the verdict is PSI's.",
     ]
     return lines
 
