@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +15,15 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipelines.monitoring import metrics
+from pipelines.monitoring import metrics, rules
 from pipelines.monitoring.profile import Profile
-from pipelines.params import Paths
-from pipelines.schema import Schema
+from pipelines.params import EvaluateParams, MonitorParams, Paths, RegisterParams, load_section
+from pipelines.schema import Schema, load_schema
 from tests.scratch import ScratchRepo
-from tests.serving.conftest import Server, records, start
+from tests.serving.conftest import Server, free_port, records, start
 
 pytestmark = pytest.mark.slow
 
@@ -219,3 +222,161 @@ def test_the_request_log_holds_each_record_with_its_id_and_prediction(
             assert line["label"] == prediction["label"]
             assert line["model_version"] == tag.split(":")[1]
     assert {path.name.count("-") for path in logs.glob("*.jsonl")} == {2}  # per worker and hour
+
+
+# --- end to end: the generated rules in a real Prometheus scraping the service ------------------
+# Runs last in this module: the exact counts above need the service's traffic to be theirs.
+
+E2E = {"window": "30s", "min_rows": 150, "alert_after": "5s", "false_alarm_rate": 0.01}
+DEADLINE_S = 150  # the whole end-to-end test, from the first request
+
+
+@dataclass
+class Prometheus:
+    """A Prometheus on 127.0.0.1 scraping the service every second, with the generated rules."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def query(self, expression: str) -> dict[str, float]:
+        """An instant query's vector, keyed by each sample's ``feature`` label (or "")."""
+        answer = httpx.get(f"{self.url}/api/v1/query", params={"query": expression}, timeout=10)
+        answer.raise_for_status()
+        return {
+            sample["metric"].get("feature", ""): float(sample["value"][1])
+            for sample in answer.json()["data"]["result"]
+        }
+
+    def alerts(self, name: str) -> dict[str, str]:
+        """The state (pending or firing) of each of alert ``name``'s instances, by feature."""
+        answer = httpx.get(f"{self.url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+        return {
+            a["labels"].get("feature", ""): a["state"]
+            for a in answer
+            if a["labels"]["alertname"] == name
+        }
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    monitored: Server, project: ScratchRepo, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Prometheus]:
+    home = tmp_path_factory.mktemp("prometheus")
+    params = load_section("monitor", MonitorParams, project.path / "params.yaml")
+    params = params.model_copy(update=E2E)
+    model = load_section("register", RegisterParams, project.path / "params.yaml").model_name
+    schema = load_schema(project.path / "schema.yaml")
+    (home / "rules.yml").write_text(yaml.safe_dump(rules.rule_groups(params, model, schema)))
+    target = monitored.url.removeprefix("http://")
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(home / "rules.yml")],
+        "scrape_configs": [{"job_name": "model", "static_configs": [{"targets": [target]}]}],
+    }
+    (home / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    with (home / "prometheus.log").open("wb") as log:
+        process = subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={home / 'prometheus.yml'}",
+                f"--storage.tsdb.path={home / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = Prometheus(f"http://127.0.0.1:{port}", process)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready(server.url + "/-/ready"):
+            assert process.poll() is None, (home / "prometheus.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "Prometheus not ready in 30 s"
+            time.sleep(0.2)
+        yield server
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def shifted(rows: pd.DataFrame, schema: Schema, numeric: str, category: str) -> pd.DataFrame:
+    """The rows with ``numeric`` halved towards its lower bound and ``category`` all one value."""
+    out = rows.copy()
+    low = schema.features[numeric].min or 0.0
+    halved = low + (out[numeric] - low) / 2
+    out[numeric] = halved.round() if schema.features[numeric].type == "integer" else halved
+    out[category] = out[category].mode().iloc[0]
+    return out
+
+
+def test_shifted_traffic_fires_the_drift_alert_of_exactly_the_shifted_features(
+    prometheus: Prometheus,
+    monitored: Server,
+    test_rows: pd.DataFrame,
+    project_schema: Schema,
+    project: ScratchRepo,
+) -> None:
+    """Test-split traffic raises no alert; then two features shift (the first evaluation
+    segment, set to its commonest value, and the integer feature with the most values, halved:
+    for churn, every contract month-to-month and tenure halved) and their alert fires, naming
+    each, while every other feature's PSI stays under its threshold."""
+    schema = project_schema
+    params = load_section("evaluate", EvaluateParams, project.path / "params.yaml")
+    category = next(c for c in params.segments if schema.features[c].type == "category")
+    numeric = max(
+        (n for n, f in schema.features.items() if f.type != "category"),
+        key=lambda n: (schema.features[n].type == "integer", test_rows[n].nunique()),
+    )
+    window = E2E["window"]
+    psi, threshold = f"model:feature_psi:{window}", f"model:feature_psi_threshold:{window}"
+    normal = records(test_rows, schema)
+    drifted = records(shifted(test_rows, schema, numeric, category), schema)
+    started = time.monotonic()
+    client = httpx.Client(base_url=monitored.url, timeout=30)
+
+    def send(rows: list[dict[str, Any]], seconds: float) -> None:
+        """Batches of 10 rows, 20 a second, for ``seconds``."""
+        end = time.monotonic() + seconds
+        i = 0
+        while time.monotonic() < end:
+            batch = [rows[(i + k) % len(rows)] for k in range(10)]
+            assert client.post("/predict", json={"records": batch}).status_code == 200
+            i += 10
+            time.sleep(0.05)
+        assert time.monotonic() - started < DEADLINE_S
+
+    # Without drift: the window fills, every feature is judged, none drifts, nothing fires.
+    send(normal, 12)
+    judged = prometheus.query(
+        f"{psi} and model:feature_rows_served:increase{window} >= {E2E['min_rows']}"
+    )
+    assert set(judged) == set(schema.features), judged
+    over = prometheus.query(f"{psi} > {threshold}")
+    assert over == {}, over
+    send(normal, 8)  # longer than alert_after
+    assert prometheus.alerts("ModelFeatureDrift") == {}
+
+    # Shifted traffic until both alerts fire (bounded).
+    shift_started = time.monotonic()
+    fired: dict[str, float] = {}
+    while len(fired) < 2:
+        send(drifted, 1)
+        for feature, state in prometheus.alerts("ModelFeatureDrift").items():
+            if state == "firing":
+                fired.setdefault(feature, time.monotonic() - shift_started)
+    assert set(fired) == {numeric, category}, fired
+    values, limits = prometheus.query(psi), prometheus.query(threshold)
+    calm = {f: values[f] for f in schema.features if f not in fired}
+    assert all(values[f] <= limits[f] for f in calm), {f: (values[f], limits[f]) for f in calm}
+    print(
+        f"\ndrift alerts firing after {fired} s of shifted traffic "
+        f"(window {window}, alert_after {E2E['alert_after']}); PSI {values}"
+    )
+    client.close()

@@ -35,7 +35,7 @@ V2_DESCRIPTION = 'description: "A binary classifier, built from schema.yaml (tem
 MODEL_DESCRIPTION = 'description: "Loan default risk per application."'
 MIGRATION = """  - version: "2"
     command: ["{{ _copier_python }}", "-m", "pipelines.template.migrate", "params.yaml",
-              "monitor.window", "100"]
+              "alerts.window", "100"]
 """
 
 
@@ -73,7 +73,7 @@ def make_v2(template: ScratchRepo) -> None:
     (root / "docs").mkdir()
     (root / "docs/added-in-v2.md").write_text("# New in v2\n")  # (c)
     (root / ".dvcignore").unlink()  # (d)
-    add_key(root / "params.yaml", "monitor.window", 100)  # (e), with its migration:
+    add_key(root / "params.yaml", "alerts.window", 100)  # (e), with its migration:
     edit(root / "copier.yml", "_migrations: []\n", "_migrations:\n" + MIGRATION)
     template.run("git", "add", "-A")
     template.run("git", "commit", "-qm", "template v2")
@@ -159,9 +159,9 @@ def test_a_new_params_key_arrives_by_its_migration_and_the_models_values_stay(
     scenario: Scenario,
 ) -> None:  # (e)
     params = yaml.safe_load((scenario.model.path / "params.yaml").read_text())
-    assert params["monitor"] == {"window": 100}
+    assert params["alerts"] == {"window": 100}
     assert params["featurize"]["seed"] == 7  # the model's own value
-    assert "migration: params.yaml monitor.window added" in scenario.update
+    assert "migration: params.yaml alerts.window added" in scenario.update
 
 
 def test_every_other_model_owned_file_is_unchanged_and_nothing_is_bootstrapped_again(
