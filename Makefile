@@ -127,7 +127,7 @@ monitor: install ## drift of ROWS=<file or folder: .csv .parquet .jsonl> [LABELS
 		--markdown reports/monitor.md --json reports/monitor.json
 
 # GitOps manifests: the image each Kustomize overlay deploys, and the checks of deploy/
-.PHONY: set-image show-image lint-deploy install-tools
+.PHONY: set-image show-image lint-deploy install-tools monitoring
 DEPLOY ?= deploy
 KUBERNETES_VERSION ?= 1.37.0
 # checkov is a uv tool, not in uv.lock (locked with the project it downgrades packaging):
@@ -144,12 +144,18 @@ set-image: | $(UV_NEEDED) ## write IMAGE=<repo>@sha256:<digest> into deploy/over
 show-image: | $(UV_NEEDED) ## print the image that deploy/overlays/OVERLAY deploys (nothing else on stdout)
 	@$(RUN) python -m pipelines.release.manifests --overlays $(DEPLOY)/overlays show "$(OVERLAY)"
 
-lint-deploy: | $(UV_NEEDED) ## render every overlay; kubernetes-validate, Argo CD schemas, checkov: zero failures (once: make install-tools)
+monitoring: | $(UV_NEEDED) ## write deploy/monitoring (Prometheus rules, alerts, ServiceMonitor, Grafana dashboard) from params.yaml
+	$(RUN) python -m pipelines.monitoring.rules --params params.yaml --out $(DEPLOY)/monitoring
+
+lint-deploy: | $(UV_NEEDED) ## render every overlay; kubernetes-validate, Argo CD schemas, promtool, checkov: zero failures (once: make install-tools)
+	@command -v promtool >/dev/null || { echo "promtool is missing: apt-get install prometheus" >&2; exit 1; }
+	promtool check rules $(DEPLOY)/monitoring/rules.yml
 	$(RUN) check-jsonschema --check-metaschema $(DEPLOY)/schemas/*.json
 	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/appproject_v1alpha1.json $(DEPLOY)/argocd/project.yaml
 	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/application_v1alpha1.json \
 		$(DEPLOY)/argocd/staging.yaml $(DEPLOY)/argocd/production.yaml
-	for overlay in $(DEPLOY)/overlays/*/; do \
+	@# deploy/monitoring too: its ConfigMap is checked; the operator's kinds only warn (no schema)
+	for overlay in $(DEPLOY)/overlays/*/ $(DEPLOY)/monitoring/; do \
 		echo "kubernetes-validate $$overlay"; \
 		kubectl kustomize "$$overlay" | $(RUN) kubernetes-validate --strict --quiet -k $(KUBERNETES_VERSION) -; \
 	done

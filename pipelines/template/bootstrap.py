@@ -221,6 +221,8 @@ def main() -> int:
 
     say("the first run: make run (environment, data check, every stage)")
     run("make", "--no-print-directory", "run", env=env)
+    say("deploy/monitoring: Prometheus rules and the Grafana dashboard for the model's name")
+    run("make", "--no-print-directory", "monitoring", env=env)
 
     paths = load_paths()
     metrics = json.loads(paths.metrics.read_text())
@@ -257,7 +259,8 @@ def main() -> int:
     print("\n".join(f"  {m:<9} {metrics[m]:.4f}" for m in better))
     print(
         f"\nWritten: {raw} (DVC; its remote {STORE}/ when small), schema.yaml, params.yaml "
-        "(paths, segments, names, gate bounds), README.md, dvc.lock, eval/, uv.lock\n"
+        "(paths, segments, names, gate bounds), README.md, dvc.lock, eval/, uv.lock, "
+        "deploy/monitoring/\n"
         "Next:\n"
         "  1. review schema.yaml (ranges, categories, missing values) and the gate in params.yaml\n"
         "  2. make test\n"

@@ -114,3 +114,10 @@ def test_argo_cd_schema_rejects_a_typo(deploy_copy, file, old, new, reported):
     output = lint_copy(deploy_copy)
     assert f"{file}::" in output
     assert reported in output
+
+
+def test_promtool_rejects_a_broken_rule(deploy_copy):
+    edit(deploy_copy / "monitoring" / "rules.yml", "(increase(", "(increase((")
+    output = lint_copy(deploy_copy)
+    assert "promtool check rules" in output
+    assert "could not parse expression" in output

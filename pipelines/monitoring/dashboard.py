@@ -1,0 +1,213 @@
+"""The Grafana dashboard of the served model, generated with its Prometheus rules.
+
+Traffic, errors by outcome, latency quantiles, the served score distribution against the
+reference's, the features with the highest PSI and the model version, per namespace (staging,
+production) and model version. Panels read the recording rules of ``pipelines.monitoring.rules``
+(the drift maths is written once, there) and ``model_info``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pipelines.monitoring import names
+from pipelines.params import MonitorParams
+
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+TOP = 10  # features in the PSI panel
+
+
+def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> dict[str, Any]:
+    """One Prometheus query of a panel."""
+    query: dict[str, Any] = {"datasource": DATASOURCE, "expr": expr, "refId": ref}
+    if legend:
+        query["legendFormat"] = legend
+    if instant:
+        query |= {"instant": True, "range": False, "format": "table"}
+    return query
+
+
+def panel(
+    title: str,
+    kind: str,
+    targets: list[dict[str, Any]],
+    place: tuple[int, int, int, int],
+    unit: str = "short",
+    **extra: Any,
+) -> dict[str, Any]:
+    """A panel at ``place`` = (x, y, width, height) on Grafana's 24-column grid."""
+    x, y, w, h = place
+    return {
+        "title": title,
+        "type": kind,
+        "datasource": DATASOURCE,
+        "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "targets": targets,
+        **extra,
+    }
+
+
+def variable(name: str, label: str, query: str) -> dict[str, Any]:
+    """A template variable filled from a label's values."""
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DATASOURCE,
+        "query": {"query": query, "refId": name},
+        "definition": query,
+        "refresh": 2,
+        "sort": 1,
+        "includeAll": False,
+        "multi": False,
+    }
+
+
+def dashboard(params: MonitorParams, model: str) -> dict[str, Any]:
+    """The dashboard's JSON model (Grafana 10+, loaded by the sidecar from a ConfigMap)."""
+    pin = f'model="{model}", namespace="$namespace"'
+    service, version = "{" + pin + "}", "{" + pin + ', model_version="$model_version"}'
+    w = params.window
+    requests = "model:requests:rate5m"
+    panels = [
+        panel(
+            "Model version",
+            "table",
+            [
+                target(
+                    "max by (namespace, model_version, mlflow_version, git_commit) "
+                    f"({names.INFO}{service})",
+                    instant=True,
+                )
+            ],
+            (0, 0, 24, 4),
+            transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True}}}],
+        ),
+        panel(
+            "Traffic",
+            "timeseries",
+            [target(f"sum by (endpoint) ({requests}{service})", "{{endpoint}}")],
+            (0, 4, 12, 8),
+            "reqps",
+        ),
+        panel(
+            "Errors by outcome",
+            "timeseries",
+            [target(f'sum by (outcome) ({requests}{{{pin}, outcome!="ok"}})', "{{outcome}}")],
+            (12, 4, 12, 8),
+            "reqps",
+        ),
+        panel(
+            "Latency p50 and p99",
+            "timeseries",
+            [
+                target(
+                    f"model:request_duration_seconds:p{q * 100:g}_rate5m{service}",
+                    f"p{q * 100:g} {{{{endpoint}}}}",
+                    ref,
+                )
+                for q, ref in zip((0.5, 0.99), "AB", strict=True)
+            ],
+            (0, 12, 12, 8),
+            "s",
+        ),
+        panel(
+            "Failed and slow requests (1h, against the SLO)",
+            "timeseries",
+            [
+                target(f"model:request_errors:ratio_rate1h{service}", "failed", "A"),
+                target(f"model:request_slow:ratio_rate1h{service}", "slow", "B"),
+            ],
+            (12, 12, 12, 8),
+            "percentunit",
+        ),
+        panel(
+            f"Score distribution against the reference ({w})",
+            "barchart",
+            [
+                target(
+                    f"sum by (bin) (model:score_bin_served:fraction{w}{version})",
+                    ref="A",
+                    instant=True,
+                ),
+                target(
+                    f"sum by (bin) (model:score_bin_reference:fraction{version})",
+                    ref="B",
+                    instant=True,
+                ),
+            ],
+            (0, 20, 12, 9),
+            "percentunit",
+            options={"xField": "bin", "legend": {"showLegend": True, "displayMode": "list"}},
+            transformations=[
+                {"id": "merge", "options": {}},
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {"Time": True},
+                        "renameByName": {"Value #A": "served", "Value #B": "reference"},
+                    },
+                },
+            ],
+        ),
+        panel(
+            f"Score PSI and its threshold ({w})",
+            "timeseries",
+            [
+                target(f"model:score_psi:{w}{version}", "PSI", "A"),
+                target(f"model:score_psi_threshold:{w}{version}", "threshold", "B"),
+            ],
+            (12, 20, 12, 9),
+        ),
+        panel(
+            f"Features with the highest PSI ({w})",
+            "bargauge",
+            [target(f"topk({TOP}, model:feature_psi:{w}{version})", "{{feature}}", instant=True)],
+            (0, 29, 12, 10),
+            options={"orientation": "horizontal", "displayMode": "basic"},
+        ),
+        panel(
+            f"PSI over time, top {TOP // 2} features ({w})",
+            "timeseries",
+            [target(f"topk({TOP // 2}, model:feature_psi:{w}{version})", "{{feature}}")],
+            (12, 29, 12, 10),
+        ),
+    ]
+    info = f'{names.INFO}{{model="{model}"}}'
+    return {
+        "uid": model[:40],
+        "title": f"{model}: served model",
+        "tags": ["model", model],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "editable": False,
+        "time": {"from": "now-6h", "to": "now"},
+        "refresh": "1m",
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Prometheus",
+                    "type": "datasource",
+                    "query": "prometheus",
+                },
+                variable("namespace", "Namespace", f"label_values({info}, namespace)"),
+                variable(
+                    "model_version",
+                    "Model version",
+                    f'label_values({names.INFO}{{model="{model}", namespace="$namespace"}}, '
+                    "model_version)",
+                ),
+            ]
+        },
+        "panels": [{"id": i, **p} for i, p in enumerate(panels, start=1)],
+    }
+
+
+def queries(document: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(panel title, PromQL) of every query of a dashboard."""
+    for item in document["panels"]:
+        for query in item.get("targets", ()):
+            yield item["title"], query["expr"]

@@ -1,0 +1,56 @@
+"""The names of the metric families the service exports, said once.
+
+The service registers them under these names; the Prometheus rules and the Grafana dashboard
+(``pipelines.monitoring.rules``) query them. Every series carries ``model`` and
+``model_version``. Counters are listed by the name Prometheus stores (with ``_total``);
+histograms by their family name (Prometheus stores ``_bucket``, ``_sum`` and ``_count``).
+"""
+
+from __future__ import annotations
+
+# Labels every series carries
+MODEL = "model"
+MODEL_VERSION = "model_version"
+
+# Gauge, 1: model_version, mlflow_version, git_commit
+INFO = "model_info"
+# Counters of served values per reference bin: labels feature and bin; bin
+FEATURE_BIN = "model_feature_bin_total"
+SCORE_BIN = "model_score_bin_total"
+# Histogram of the positive-class probability, buckets SCORE_BUCKETS
+SCORE = "model_score"
+# Gauges of the reference profile: fraction per bin (feature, bin, kind; bin) and rows M
+REFERENCE_FEATURE_FRACTION = "model_reference_feature_fraction"
+REFERENCE_SCORE_FRACTION = "model_reference_score_fraction"
+REFERENCE_FEATURE_ROWS = "model_reference_feature_rows"
+REFERENCE_SCORE_ROWS = "model_reference_score_rows"
+# Counter of requests to /predict and /explain: endpoint, code, outcome (OUTCOMES)
+REQUESTS = "model_requests_total"
+# Histogram of those requests' durations in seconds, buckets DURATION_BUCKETS
+REQUEST_DURATION = "model_request_duration_seconds"
+
+FAMILIES = (
+    INFO,
+    FEATURE_BIN,
+    SCORE_BIN,
+    SCORE,
+    REFERENCE_FEATURE_FRACTION,
+    REFERENCE_SCORE_FRACTION,
+    REFERENCE_FEATURE_ROWS,
+    REFERENCE_SCORE_ROWS,
+    REQUESTS,
+    REQUEST_DURATION,
+)
+HISTOGRAMS = (SCORE, REQUEST_DURATION)
+
+# outcome label values of REQUESTS, by status code: ok 2xx, invalid 400 and other 4xx,
+# too_large 413, unsupported_type 415, overloaded 429, timeout 504, error other 5xx
+OUTCOMES = ("ok", "invalid", "too_large", "unsupported_type", "overloaded", "timeout", "error")
+# The outcomes that spend the availability SLO's error budget (the service's fault or capacity)
+FAILED_OUTCOMES = ("overloaded", "timeout", "error")
+
+SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# BentoML's own families, which stay beside the model's
+BENTOML_FAMILIES = ("bentoml_service_request_total", "bentoml_service_request_duration_seconds")
