@@ -32,23 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.monitoring import names
 from pipelines.monitoring.drift import Binning
 from pipelines.monitoring.profile import Profile
 
-INFO = "model_info"
-FEATURE_BINS = "model_feature_bin_total"
-SCORE_BINS = "model_score_bin_total"
-SCORE = "model_score"
-REFERENCE_FEATURE_FRACTION = "model_reference_feature_fraction"
-REFERENCE_SCORE_FRACTION = "model_reference_score_fraction"
-REFERENCE_FEATURE_ROWS = "model_reference_feature_rows"
-REFERENCE_SCORE_ROWS = "model_reference_score_rows"
-REQUESTS = "model_requests_total"
-DURATION = "model_request_duration_seconds"
-
-SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-OUTCOMES = {
+STATUS_OUTCOMES = {  # the rest: 2xx ok, other 4xx invalid, other 5xx error
     400: "invalid",
     413: "too_large",
     415: "unsupported_type",
@@ -61,8 +49,8 @@ def outcome(status: int) -> str:
     """What a response status says about the request, as ``model_requests_total`` labels it."""
     if status < 400:
         return "ok"
-    if status in OUTCOMES:
-        return OUTCOMES[status]
+    if status in STATUS_OUTCOMES:
+        return STATUS_OUTCOMES[status]
     return "error" if status >= 500 else "invalid"
 
 
@@ -141,91 +129,94 @@ class ServiceMetrics:
         from prometheus_client import Counter, Gauge, Histogram
 
         ids = {"model": model, "model_version": version}
-        names = ("model", "model_version")
+        labels = (names.MODEL, names.MODEL_VERSION)
         # registry=None: in multiprocess mode /metrics reads the files every process writes,
         # not a registry, and a second instance in one process must not clash.
         extra = {key: value or "" for key, value in info.items()}
         Gauge(
-            INFO,
+            names.INFO,
             "The model version this worker serves",
-            [*names, *extra],
+            [*labels, *extra],
             registry=None,
             multiprocess_mode="max",
         ).labels(**ids, **extra).set(1)
         fraction = Gauge(
-            REFERENCE_FEATURE_FRACTION,
+            names.REFERENCE_FEATURE_FRACTION,
             "Reference (training) fraction of each feature's bin",
-            [*names, "feature", "bin", "kind"],
+            [*labels, "feature", "bin", "kind"],
             registry=None,
             multiprocess_mode="max",
         )
         rows = Gauge(
-            REFERENCE_FEATURE_ROWS,
+            names.REFERENCE_FEATURE_ROWS,
             "Reference (training) rows of each feature",
-            [*names, "feature"],
+            [*labels, "feature"],
             registry=None,
             multiprocess_mode="max",
         )
         served = Counter(
-            FEATURE_BINS,
+            names.FEATURE_BIN,
             "Served values per feature and bin",
-            [*names, "feature", "bin"],
+            [*labels, "feature", "bin"],
             registry=None,
         )
         self.batched = batched = Batched()
         self._features: list[tuple[str, Binning, int]] = []
         for name, reference in profile.features.items():
             kind = reference.binning.kind
-            labels = reference.binning.labels
-            for label, value in zip(labels, reference.fractions, strict=True):
+            bins = reference.binning.labels
+            for label, value in zip(bins, reference.fractions, strict=True):
                 fraction.labels(**ids, feature=name, bin=label, kind=kind).set(value)
             rows.labels(**ids, feature=name).set(reference.rows)
-            slots = [batched.slot(served.labels(**ids, feature=name, bin=bin)) for bin in labels]
+            slots = [batched.slot(served.labels(**ids, feature=name, bin=b)) for b in bins]
             self._features.append((name, reference.binning, slots[0]))
 
         score = profile.score
         score_fraction = Gauge(
-            REFERENCE_SCORE_FRACTION,
+            names.REFERENCE_SCORE_FRACTION,
             "Reference (test rows) fraction of each score bin",
-            [*names, "bin"],
+            [*labels, "bin"],
             registry=None,
             multiprocess_mode="max",
         )
         for label, value in zip(score.binning.labels, score.fractions, strict=True):
             score_fraction.labels(**ids, bin=label).set(value)
         Gauge(
-            REFERENCE_SCORE_ROWS,
+            names.REFERENCE_SCORE_ROWS,
             "Reference (test) rows of the score",
-            names,
+            labels,
             registry=None,
             multiprocess_mode="max",
         ).labels(**ids).set(score.rows)
         score_bins = Counter(
-            SCORE_BINS, "Served scores per reference score bin", [*names, "bin"], registry=None
+            names.SCORE_BIN,
+            "Served scores per reference score bin",
+            [*labels, "bin"],
+            registry=None,
         )
         self._score_binning = score.binning
-        slots = [batched.slot(score_bins.labels(**ids, bin=bin)) for bin in score.binning.labels]
+        slots = [batched.slot(score_bins.labels(**ids, bin=b)) for b in score.binning.labels]
         self._score_bins = slots[0]
         self._score = batched.histogram(
             Histogram(
-                SCORE,
+                names.SCORE,
                 "Served positive-class probability",
-                names,
-                buckets=SCORE_BUCKETS,
+                labels,
+                buckets=names.SCORE_BUCKETS,
                 registry=None,
             ).labels(**ids)
         )
         self._requests = Counter(
-            REQUESTS,
+            names.REQUESTS,
             "API requests by endpoint, status code and outcome",
-            [*names, "endpoint", "code", "outcome"],
+            [*labels, "endpoint", "code", "outcome"],
             registry=None,
         )
         self._duration = Histogram(
-            DURATION,
+            names.REQUEST_DURATION,
             "API request duration in seconds, refusals and queue wait included",
-            [*names, "endpoint"],
-            buckets=DURATION_BUCKETS,
+            [*labels, "endpoint"],
+            buckets=names.DURATION_BUCKETS,
             registry=None,
         )
         self._ids = ids

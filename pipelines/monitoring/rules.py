@@ -8,12 +8,12 @@ the dashboard into a ConfigMap for Grafana's sidecar. Nothing else writes those 
 Drift is the batch report's verdict (``pipelines.monitoring.drift``) in PromQL, per namespace,
 model version and feature, over the served rows of ``monitor.window`` (``N``) against the
 reference profile's ``M`` rows: a feature drifts when its PSI exceeds
-``max(psi_floor, (1/N + 1/M) * chi2_quantile(1 - false_alarm_rate, df))`` with ``df`` the
-reference bins that hold rows, minus one, and ``N >= min_rows``, for ``alert_after``. A window
-without drift crosses the chi-square part with probability ``false_alarm_rate`` (approximately:
-the chi-square law of PSI holds when no bin is nearly empty, which ``min_rows`` ensures), per
-feature and window; the floor only lowers that rate. The SLO alerts are the multiwindow,
-multi-burn-rate alerts of the Google SRE workbook (chapter 5).
+``max(psi_floor, (1/N + 1/M) * chi2_quantile(1 - alpha, df))`` with ``df`` the reference bins
+that hold rows, minus one, ``alpha = false_alarm_rate / (features + 1)`` and ``N >= min_rows``,
+for ``alert_after``. A window without drift crosses some feature's (or the score's) chi-square
+part with probability ``false_alarm_rate`` (approximately: the chi-square law of PSI holds when
+no bin is nearly empty, which ``min_rows`` ensures); the floor only lowers that rate. The SLO
+alerts are the multiwindow, multi-burn-rate alerts of the Google SRE workbook (chapter 5).
 
 Usage: ``python -m pipelines.monitoring.rules --params PARAMS --out DIR``
 """
@@ -28,7 +28,7 @@ from statistics import NormalDist
 from typing import Any
 
 from pipelines.monitoring import names
-from pipelines.monitoring.drift import EPSILON
+from pipelines.monitoring.drift import EPSILON, per_test_rate
 from pipelines.monitoring.manifests import (
     KUSTOMIZATION_HEADER,
     dump,
@@ -36,7 +36,8 @@ from pipelines.monitoring.manifests import (
     prometheus_rule,
     service_monitor,
 )
-from pipelines.params import MonitorParams, RegisterParams, load_section
+from pipelines.params import MonitorParams, RegisterParams, load_paths, load_section
+from pipelines.schema import load_schema
 from pipelines.stage import PipelineError, run_stage
 
 # Labels the rules keep: Prometheus adds `namespace` to what a ServiceMonitor scrapes, which keeps
@@ -130,7 +131,9 @@ def record(name: str, expr: str) -> dict[str, Any]:
     return {"record": name, "expr": expr}
 
 
-def drift_rules(subject: Subject, params: MonitorParams, model: str) -> list[dict[str, Any]]:
+def drift_rules(
+    subject: Subject, params: MonitorParams, model: str, features: int
+) -> list[dict[str, Any]]:
     """Recording rules of one subject's PSI, threshold and KS distance over ``monitor.window``.
 
     Served fractions ``q`` cover every reference bin (0 where nothing was served), so PSI and
@@ -143,7 +146,7 @@ def drift_rules(subject: Subject, params: MonitorParams, model: str) -> list[dic
     counts, rows = f"model:{s}_bin_served:increase{w}", f"model:{s}_rows_served:increase{w}"
     q, p = f"model:{s}_bin_served:fraction{w}", f"model:{s}_bin_reference:fraction"
     m, df = f"model:{s}_rows_reference:max", f"model:{s}_bins_reference:df"
-    z = NormalDist().inv_cdf(1.0 - params.false_alarm_rate)
+    z = NormalDist().inv_cdf(1.0 - per_test_rate(params.false_alarm_rate, features))
     rules = [
         record(counts, f"sum by {by(*cells)} (increase({subject.served}{selector(model)}[{w}]))"),
         record(rows, f"sum by {by(*keys)} ({counts})"),
@@ -164,7 +167,7 @@ def drift_rules(subject: Subject, params: MonitorParams, model: str) -> list[dic
             ")",
         ),
         # drift.psi_threshold, with Wilson and Hilferty's chi-square quantile (z is its normal
-        # quantile at 1 - false_alarm_rate)
+        # quantile at 1 - alpha, alpha the model's false-alarm rate over its features + 1)
         record(
             f"model:{s}_psi_threshold:{w}",
             "clamp_min(\n"
@@ -263,14 +266,15 @@ def lookup(rule: str, keys: tuple[str, ...], form: str = "%.3f") -> str:
     )
 
 
-def drift_alerts(params: MonitorParams) -> list[dict[str, Any]]:
+def drift_alerts(params: MonitorParams, features: int) -> list[dict[str, Any]]:
     """Feature and score drift: PSI above its threshold on enough rows, for ``alert_after``."""
     w = params.window
+    alpha = per_test_rate(params.false_alarm_rate, features)
     rule = (
         f"PSI over {w} > max({params.psi_floor:g}, (1/N + 1/M) * chi2_quantile("
-        f"{1 - params.false_alarm_rate:g}, reference bins - 1)) with N >= {params.min_rows} "
-        f"served rows, for {params.alert_after}; a window without drift crosses it with "
-        f"probability about {params.false_alarm_rate:g} per feature (the floor only lowers it)."
+        f"{1 - alpha:.6g}, reference bins - 1)) with N >= {params.min_rows} served rows, for "
+        f"{params.alert_after}; a window without drift crosses it on some feature or the score "
+        f"with probability about {params.false_alarm_rate:g} (the floor only lowers it)."
     )
     alerts = []
     for subject in subjects(params):
@@ -383,24 +387,27 @@ def service_alerts(model: str) -> list[dict[str, Any]]:
     ]
 
 
-def rule_groups(params: MonitorParams, model: str) -> dict[str, Any]:
-    """The whole rule file.
+def rule_groups(params: MonitorParams, model: str, features: int) -> dict[str, Any]:
+    """The whole rule file, for a model of ``features`` features.
 
     Rules of a group run in order at each evaluation, so an alert placed after the recording
     rules it reads sees this evaluation's values, not the previous one's.
     """
     feature, score = subjects(params)
-    drift = [*drift_rules(feature, params, model), *drift_rules(score, params, model)]
+    drift = [
+        *drift_rules(feature, params, model, features),
+        *drift_rules(score, params, model, features),
+    ]
     return {
         "groups": [
-            {"name": f"{model}-drift", "rules": [*drift, *drift_alerts(params)]},
+            {"name": f"{model}-drift", "rules": [*drift, *drift_alerts(params, features)]},
             {"name": f"{model}-slo", "rules": [*slo_rules(params, model), *slo_alerts(params)]},
             {"name": f"{model}-service", "rules": service_alerts(model)},
         ]
     }
 
 
-def render(params: MonitorParams, model: str) -> dict[str, str]:
+def render(params: MonitorParams, model: str, features: int) -> dict[str, str]:
     """Every file of deploy/monitoring, by name.
 
     Raises:
@@ -408,7 +415,7 @@ def render(params: MonitorParams, model: str) -> dict[str, str]:
     """
     from pipelines.monitoring.dashboard import dashboard
 
-    groups = rule_groups(params, model)
+    groups = rule_groups(params, model, features)
     return {
         "rules.yml": dump(groups),
         "prometheusrule.yaml": dump(prometheus_rule(groups, model)),
@@ -427,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     params = load_section("monitor", MonitorParams, args.params)
     model = load_section("register", RegisterParams, args.params).model_name
-    files = render(params, model)
+    features = len(load_schema(load_paths(args.params).schema_).features)
+    files = render(params, model, features)
     stale = [n for n, text in files.items() if not _same(args.out / n, text)]
     if args.check:
         if stale:

@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 
 from pipelines.monitoring import dashboard, rules
-from pipelines.params import MonitorParams, RegisterParams, load_section
+from pipelines.params import MonitorParams, RegisterParams, load_paths, load_section
+from pipelines.schema import load_schema
 from tests.monitoring.promtool import check_rules, exported_names, metric_names, needs_promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = load_section("monitor", MonitorParams, ROOT / "params.yaml")
 MODEL = load_section("register", RegisterParams, ROOT / "params.yaml").model_name
+FEATURES = len(load_schema(ROOT / load_paths(ROOT / "params.yaml").schema_).features)
 # Grafana fills these in before a query reaches Prometheus
 VARIABLES = {"$namespace": "prod", "$model_version": "v1"}
 
@@ -59,7 +61,7 @@ def test_every_panel_query_parses(document, tmp_path):
 
 
 def test_every_metric_is_exported_or_recorded(document):
-    groups = rules.rule_groups(PARAMS, MODEL)
+    groups = rules.rule_groups(PARAMS, MODEL, FEATURES)
     recorded = {r["record"] for g in groups["groups"] for r in g["rules"] if "record" in r}
     known = recorded | exported_names()
     for title, expr in queries(document):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import yaml
 from pipelines.monitoring import drift, manifests, names, rules
 from pipelines.monitoring.profile import Distribution, Profile
 from pipelines.params import MonitorParams, RegisterParams, load_paths, load_section
+from pipelines.schema import load_schema
 from pipelines.stage import PipelineError
 from tests.monitoring.promtool import (
     check_rules,
@@ -35,6 +37,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PARAMS = ROOT / "params.yaml"
 COMMITTED = load_section("monitor", MonitorParams, PARAMS)
 MODEL = load_section("register", RegisterParams, PARAMS).model_name
+FEATURES = len(load_schema(ROOT / load_paths(PARAMS).schema_).features)
+ALPHA = drift.per_test_rate(
+    load_section("monitor", MonitorParams, PARAMS).false_alarm_rate, FEATURES
+)
 SHORT = COMMITTED.model_copy(update={"window": "10m", "alert_after": "2m"})
 WINDOW = 10  # minutes, SHORT.window
 BASE = {"namespace": "prod", "model": MODEL, "model_version": "v1"}
@@ -115,9 +121,7 @@ def verdict(traffic: Traffic, name: str, d: Distribution, minute: int) -> dict[s
     df = drift.degrees_of_freedom(d.fractions)
     return {
         "psi": drift.psi(served, d.fractions),
-        "threshold": drift.psi_threshold(
-            counts.sum(), d.rows, df, SHORT.false_alarm_rate, SHORT.psi_floor
-        ),
+        "threshold": drift.psi_threshold(counts.sum(), d.rows, df, ALPHA, SHORT.psi_floor),
         "ks": drift.ks(served, d.fractions, d.binning.ordered),
         "rows": float(counts.sum()),
     }
@@ -158,7 +162,7 @@ def expand(template: str, labels: dict[str, str], value: float, values: dict[str
 
 def test_deploy_monitoring_is_the_generators_output_for_the_committed_params():
     folder = ROOT / "deploy" / "monitoring"
-    expected = rules.render(COMMITTED, MODEL)
+    expected = rules.render(COMMITTED, MODEL, FEATURES)
     assert {p.name for p in folder.iterdir()} == set(expected)
     stale = [n for n, text in expected.items() if (folder / n).read_text() != text]
     assert not stale, f"deploy/monitoring/{stale} differ from params.yaml: run `make monitoring`"
@@ -183,13 +187,13 @@ def test_promtool_accepts_the_committed_rule_file(tmp_path):
 
 @needs_promtool
 def test_promtool_rejects_a_broken_rule(tmp_path):
-    groups = rules.rule_groups(SHORT, MODEL)
+    groups = rules.rule_groups(SHORT, MODEL, FEATURES)
     groups["groups"][0]["rules"][0]["expr"] += " +"
     assert check_rules(groups, tmp_path).returncode != 0
 
 
 def test_rules_select_only_the_services_metrics_and_their_own_records():
-    groups = rules.rule_groups(COMMITTED, MODEL)
+    groups = rules.rule_groups(COMMITTED, MODEL, FEATURES)
     recorded = {r["record"] for g in groups["groups"] for r in g["rules"] if "record" in r}
     used = set().union(*(metric_names(r["expr"]) for g in groups["groups"] for r in g["rules"]))
     assert used - recorded - exported_names() == set()
@@ -216,7 +220,7 @@ def test_a_latency_that_is_no_bucket_stops_generation(latency):
         update={"slo": COMMITTED.slo.model_copy(update={"latency": latency})}
     )
     with pytest.raises(PipelineError, match=rf"monitor.slo.latency {latency:g} s is not a bucket"):
-        rules.rule_groups(params, MODEL)
+        rules.rule_groups(params, MODEL, FEATURES)
 
 
 @pytest.mark.parametrize(
@@ -235,11 +239,12 @@ def test_the_latency_bucket_matches_both_spellings_of_le(seconds, matcher):
 def test_the_threshold_rule_writes_the_normal_quantile_of_the_false_alarm_rate():
     (threshold,) = [
         r["expr"]
-        for r in rules.drift_rules(rules.subjects(COMMITTED)[0], COMMITTED, MODEL)
+        for r in rules.drift_rules(rules.subjects(COMMITTED)[0], COMMITTED, MODEL, FEATURES)
         if r["record"].startswith("model:feature_psi_threshold:")
     ]
-    z = 2.3263478740408408  # NormalDist().inv_cdf(0.99)
-    assert COMMITTED.false_alarm_rate == 0.01
+    # The model's rate, split over its features and score (Bonferroni)
+    z = NormalDist().inv_cdf(1 - COMMITTED.false_alarm_rate / (FEATURES + 1))
+    assert z > NormalDist().inv_cdf(1 - COMMITTED.false_alarm_rate)
     assert f"{z!r} * sqrt" in threshold
 
 
@@ -252,7 +257,7 @@ def test_no_drift_no_alert(profile, tmp_path):
     for name, d in distributions(profile).items():
         numbers = verdict(traffic, name, d, MINUTES)
         assert numbers["psi"] < numbers["threshold"], name  # the scenario is what it says
-    groups = without_annotations(rules.rule_groups(SHORT, MODEL))
+    groups = without_annotations(rules.rule_groups(SHORT, MODEL, FEATURES))
     tests = [
         {
             "interval": "1m",
@@ -291,7 +296,7 @@ def test_drift_on_one_subject_fires_its_alert_after_alert_after_naming_it(profil
     start = first_drifted_minute(traffic, subject, d)
     fired = start + 2  # SHORT.alert_after
     numbers = verdict(traffic, subject, d, fired)
-    groups = rules.rule_groups(SHORT, MODEL)
+    groups = rules.rule_groups(SHORT, MODEL, FEATURES)
     alertname = "ModelFeatureDrift" if kind == "feature" else "ModelScoreDrift"
     other = "ModelScoreDrift" if kind == "feature" else "ModelFeatureDrift"
     labels = labels_of(subject, severity="ticket")
@@ -308,7 +313,7 @@ def test_drift_on_one_subject_fires_its_alert_after_alert_after_naming_it(profil
     assert (f"feature {subject} drifted" if subject else "the score drifted") in annotations[
         "summary"
     ]
-    assert "probability about 0.01 per feature" in annotations["description"]
+    assert "some feature or the score with probability about 0.01" in annotations["description"]
     tests = [
         {
             "interval": "1m",
@@ -330,7 +335,7 @@ def test_drift_on_one_subject_fires_its_alert_after_alert_after_naming_it(profil
 
 @needs_promtool
 def test_a_quiet_window_with_skewed_values_gets_no_verdict(profile, tmp_path):
-    quiet = 30  # rows per minute: 300 per window, under min_rows
+    quiet = SHORT.min_rows // WINDOW - 5  # rows per minute: under min_rows per window
 
     def traffic(name: str, d: Distribution, minute: int) -> np.ndarray:
         return skewed(d, quiet, rarest=True)
@@ -350,7 +355,7 @@ def test_a_quiet_window_with_skewed_values_gets_no_verdict(profile, tmp_path):
             ],
         }
     ]
-    run_rule_tests(without_annotations(rules.rule_groups(SHORT, MODEL)), tests, tmp_path)
+    run_rule_tests(without_annotations(rules.rule_groups(SHORT, MODEL, FEATURES)), tests, tmp_path)
 
 
 def close_to(rule: str, labels: dict[str, str], value: float) -> dict[str, Any]:
@@ -368,7 +373,8 @@ def close_to(rule: str, labels: dict[str, str], value: float) -> dict[str, Any]:
 def test_psi_threshold_and_ks_rules_equal_the_batch_maths(profile, tmp_path, rows):
     """Halfway into a drift of one feature and the score, every subject's numbers match.
 
-    At 30 rows a minute (300 per window) the chi-square term of the threshold tops the floor.
+    At 30 rows a minute (300 per window) the chi-square term of the threshold tops the floor
+    for every subject; at 1000 (10,000 per window) the floor decides for some.
     """
     feature = drifted_subject(profile, "feature")
     drifted = {feature, ""}
@@ -377,14 +383,14 @@ def test_psi_threshold_and_ks_rules_equal_the_batch_maths(profile, tmp_path, row
         return skewed(d, rows) if name in drifted and minute > DRIFT_FROM else normal(d, rows)
 
     checks = []
-    numeric, above_floor = 0, 0
+    numeric, at_floor = 0, 0
     for name, d in distributions(profile).items():
         kind = "feature" if name else "score"
         numbers = verdict(traffic, name, d, DRIFT_FROM + 5)
         labels = labels_of(name)
         checks.append(close_to(f"model:{kind}_psi:10m", labels, numbers["psi"]))
         checks.append(close_to(f"model:{kind}_psi_threshold:10m", labels, numbers["threshold"]))
-        above_floor += numbers["threshold"] > SHORT.psi_floor
+        at_floor += numbers["threshold"] == SHORT.psi_floor
         checks.append(close_to(f"model:{kind}_rows_served:increase10m", labels, numbers["rows"]))
         if d.binning.kind == "numeric":
             checks.append(close_to(f"model:{kind}_ks:10m", labels, numbers["ks"]))
@@ -398,7 +404,7 @@ def test_psi_threshold_and_ks_rules_equal_the_batch_maths(profile, tmp_path, row
         }
     )
     assert verdict(traffic, feature, profile.features[feature], DRIFT_FROM + 5)["psi"] > 0.5
-    assert (above_floor > 0) == (rows < ROWS)  # the floor alone, or the chi-square term too
+    assert (at_floor > 0) == (rows == ROWS)  # the floor for some, or the chi-square term for all
     tests = [
         {
             "interval": "1m",
@@ -406,7 +412,7 @@ def test_psi_threshold_and_ks_rules_equal_the_batch_maths(profile, tmp_path, row
             "promql_expr_test": checks,
         }
     ]
-    run_rule_tests(rules.rule_groups(SHORT, MODEL), tests, tmp_path)
+    run_rule_tests(rules.rule_groups(SHORT, MODEL, FEATURES), tests, tmp_path)
 
 
 # -- SLO burn rates, traffic, versions --------------------------------------------------------
@@ -472,7 +478,7 @@ def test_the_error_budget_alerts_fire_on_a_burst_of_5xx_and_429_and_resolve(tmp_
             ],
         }
     ]
-    run_rule_tests(without_annotations(rules.rule_groups(SHORT, MODEL)), tests, tmp_path)
+    run_rule_tests(without_annotations(rules.rule_groups(SHORT, MODEL, FEATURES)), tests, tmp_path)
 
 
 FAST = 0.01  # seconds
@@ -538,7 +544,7 @@ def test_the_latency_budget_alerts_fire_on_slow_requests_and_resolve(tmp_path):
             ],
         }
     ]
-    run_rule_tests(without_annotations(rules.rule_groups(SHORT, MODEL)), tests, tmp_path)
+    run_rule_tests(without_annotations(rules.rule_groups(SHORT, MODEL, FEATURES)), tests, tmp_path)
 
 
 def str_labels(labels: dict[str, str], name: str = "") -> str:
@@ -591,7 +597,7 @@ def test_no_traffic_fires_after_ten_quiet_minutes_of_a_running_service(tmp_path)
             ],
         }
     ]
-    run_rule_tests(without_annotations(rules.rule_groups(SHORT, MODEL)), tests, tmp_path)
+    run_rule_tests(without_annotations(rules.rule_groups(SHORT, MODEL, FEATURES)), tests, tmp_path)
 
 
 @needs_promtool
@@ -609,7 +615,7 @@ def test_metrics_absent_fires_ten_minutes_after_the_service_disappears(tmp_path)
             ],
         }
     ]
-    run_rule_tests(without_annotations(rules.rule_groups(SHORT, MODEL)), tests, tmp_path)
+    run_rule_tests(without_annotations(rules.rule_groups(SHORT, MODEL, FEATURES)), tests, tmp_path)
 
 
 @needs_promtool
@@ -633,4 +639,4 @@ def test_a_new_model_version_is_announced_for_thirty_minutes(tmp_path):
             ],
         }
     ]
-    run_rule_tests(without_annotations(rules.rule_groups(SHORT, MODEL)), tests, tmp_path)
+    run_rule_tests(without_annotations(rules.rule_groups(SHORT, MODEL, FEATURES)), tests, tmp_path)
