@@ -162,6 +162,10 @@ class ServiceMetrics:
         )
         self.batched = batched = Batched()
         self._features: list[tuple[str, Binning, int]] = []
+        # The per-record path, without a call per value: (name, edges, first slot, missing slot)
+        # and (name, slot by category, other slot).
+        self._numeric: list[tuple[str, tuple[float, ...], int, int]] = []
+        self._categorical: list[tuple[str, dict[str | None, int], int]] = []
         for name, reference in profile.features.items():
             kind = reference.binning.kind
             bins = reference.binning.labels
@@ -170,6 +174,13 @@ class ServiceMetrics:
             rows.labels(**ids, feature=name).set(reference.rows)
             slots = [batched.slot(served.labels(**ids, feature=name, bin=b)) for b in bins]
             self._features.append((name, reference.binning, slots[0]))
+            binning = reference.binning
+            missing = slots[-1]
+            if binning.kind == "numeric":
+                self._numeric.append((name, binning.edges, slots[0], missing))
+            else:  # the request model allows only the schema's categories and None
+                lookup: dict[str | None, int] = dict(zip(binning.categories, slots, strict=False))
+                self._categorical.append((name, lookup | {None: missing}, slots[-2]))
 
         score = profile.score
         score_fraction = Gauge(
@@ -225,28 +236,32 @@ class ServiceMetrics:
     def observe(self, records: Sequence[Mapping[str, Any]], scores: Sequence[float]) -> None:
         """Count served records into their feature bins and their scores into the score's."""
         pending = self.batched.pending
-        for name, binning, first in self._features:
-            index_of = binning.index_of
-            if len(records) < VECTOR_BATCH:
-                for record in records:
-                    pending[first + index_of(record[name])] += 1
-            else:  # a batch: one bin lookup per distinct value
+        if len(records) < VECTOR_BATCH:
+            # Validated records: numbers are never NaN, categories are the schema's or None.
+            for record in records:
+                for name, edges, first, missing in self._numeric:
+                    value = record[name]
+                    pending[missing if value is None else first + bisect_left(edges, value)] += 1
+                for name, slots, other in self._categorical:
+                    pending[slots.get(record[name], other)] += 1
+        else:  # a batch: one bin lookup per distinct value
+            for name, binning, first in self._features:
                 for value, count in Counter([record[name] for record in records]).items():
-                    pending[first + index_of(value)] += count
+                    pending[first + binning.index_of(value)] += count
         bounds, buckets, total = self._score
         if len(scores) < VECTOR_BATCH:
-            index_of = self._score_binning.index_of
+            edges = self._score_binning.edges  # a score is never missing
             for score in scores:
-                pending[self._score_bins + index_of(score)] += 1
+                pending[self._score_bins + bisect_left(edges, score)] += 1
                 pending[buckets[bisect_left(bounds, score)]] += 1
                 pending[total] += score
         else:
             values = np.asarray(scores, dtype=np.float64)
-            for first, edges, width in (
+            for first, cuts, width in (
                 (self._score_bins, self._score_binning.edges, len(self._score_binning.labels)),
                 (buckets[0], bounds, len(buckets)),
             ):
-                index = np.searchsorted(edges, values, "left")
+                index = np.searchsorted(cuts, values, "left")
                 for i, count in enumerate(np.bincount(index, minlength=width).tolist()):
                     pending[first + i] += count
             pending[total] += float(values.sum())
