@@ -346,9 +346,9 @@ def test_shifted_traffic_fires_the_drift_alert_of_exactly_the_shifted_features(
     project: ScratchRepo,
 ) -> None:
     """Test-split traffic raises no alert; then two features shift (the first evaluation
-    segment, set to its commonest value, and the integer feature with the most values, halved:
-    for churn, every contract month-to-month and tenure halved) and their alert fires, naming
-    each, while every other feature's PSI stays under its threshold."""
+    segment, set to its commonest value, and the integer feature with the most values, halved)
+    and their alert fires, naming each, while every other feature's PSI stays under its
+    threshold."""
     schema = project_schema
     params = load_section("evaluate", EvaluateParams, project.path / "params.yaml")
     category = next(c for c in params.segments if schema.features[c].type == "category")

@@ -13,6 +13,7 @@ from pipelines.params import (
     DataParams,
     EvaluateParams,
     FeaturizeParams,
+    MonitorParams,
     ParamsError,
     Paths,
     RegisterParams,
@@ -34,6 +35,7 @@ SECTIONS: dict[str, type[Section]] = {
     "evaluate": EvaluateParams,
     "register": RegisterParams,
     "serve": ServeParams,
+    "monitor": MonitorParams,
     "gate": GateParams,
 }
 
