@@ -9,12 +9,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from pipelines.act.simulation import uv_cache_dir
 from pipelines.params import DEFAULT_PARAMS, DataParams, load_paths, load_section
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-STAGES = ("validate", "featurize", "train", "evaluate", "register")
+STAGES = tuple(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
 HOME = ".scratch-home"  # the copy's HOME, inside it and ignored by git
 
 

@@ -196,7 +196,7 @@ def test_metrics_and_params_are_visible_to_dvc(repo: ScratchRepo) -> None:
 def test_changing_a_train_param_reruns_only_downstream_stages(repo: ScratchRepo) -> None:
     model_before = repo.read("models/model/model.ubj")
     done = repo.dvc("exp", "run", "-S", "train.xgboost.max_depth=2")
-    assert ran(done.stdout) == {"train", "evaluate", "register"}
+    assert ran(done.stdout) == {"train", "evaluate", "profile", "register"}
     assert repo.read("models/model/model.ubj") != model_before
     # Back to the committed params: the run-cache restores the earlier model instead of refitting
     repo.run("git", "checkout", "--", "params.yaml")
@@ -259,7 +259,7 @@ def test_the_baseline_is_registered_in_the_scikit_learn_flavor(
     import mlflow
 
     done = repo.dvc("exp", "run", "-S", "train.model=logistic_regression")
-    assert ran(done.stdout) == {"train", "evaluate", "register"}
+    assert ran(done.stdout) == {"train", "evaluate", "profile", "register"}
     record = json.loads(repo.read("models/registry.json"))
     use_tracking_uri(monkeypatch, f"sqlite:///{repo.path / 'mlruns' / 'mlflow.db'}")
     info = mlflow.models.get_model_info(record["model_uri"])

@@ -131,7 +131,8 @@ def test_the_repository_is_one_clean_commit_with_the_baseline(generated: Generat
     assert any(f.startswith("dvc-store/files/md5/") for f in tracked)
     assert "remote = repository" in (repo / ".dvc/config").read_text()
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"validate", "featurize", "train", "evaluate", "register"}
+    assert set(lock["stages"]) == set(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])
+    assert (repo / "deploy/monitoring/rules.yml").is_file()  # written for its own name
     assert "tests/model/test_behaviour.py" in tracked
     assert not any(f.startswith("tests/template") for f in tracked)
     assert "copier.yml" not in tracked
