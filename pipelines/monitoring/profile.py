@@ -21,7 +21,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.monitoring.drift import MISSING, OTHER, Binning, fractions, quantile_edges
+from pipelines.monitoring.drift import (
+    MISSING,
+    OTHER,
+    Binning,
+    fractions,
+    merged_edges,
+    min_share,
+    quantile_edges,
+)
 from pipelines.params import MonitorParams, load_section
 from pipelines.schema import Schema, load_schema, read_raw
 from pipelines.stage import PipelineError, path_arguments, run_stage, write_json
@@ -101,8 +109,14 @@ class Profile:
         return cls.from_json(json.loads(Path(path).read_text()))
 
 
-def binning_of(name: str, values: pd.Series, schema: Schema, bins: int) -> Binning:
-    """The bins of feature ``name``: quantile edges of ``values``, or the schema's categories."""
+def binning_of(
+    name: str, values: pd.Series, schema: Schema, bins: int, share: float = 0.0
+) -> Binning:
+    """The bins of feature ``name``: quantile edges of ``values``, or the schema's categories.
+
+    A bin would hold under ``share`` of ``values`` (:func:`min_share`): numeric bins merge
+    into a neighbour, rare categories are counted in "(other)".
+    """
     feature = schema.features[name]
     if feature.type == "category":
         categories = tuple(feature.categories or ())
@@ -112,9 +126,11 @@ def binning_of(name: str, values: pd.Series, schema: Schema, bins: int) -> Binni
                 f"feature {name!r} has a category named {sorted(clash)[0]!r}, which the "
                 "monitoring profile uses for its own bins: rename that category in the data"
             )
-        return Binning("categorical", categories=categories)
+        counts = values.value_counts()
+        frequent = tuple(c for c in categories if counts.get(c, 0) >= share * len(values))
+        return Binning("categorical", categories=frequent)
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
-    return Binning("numeric", edges=quantile_edges(numbers, bins))
+    return Binning("numeric", edges=merged_edges(numbers, quantile_edges(numbers, bins), share))
 
 
 def distribution(binning: Binning, values: Any) -> Distribution:
@@ -124,9 +140,18 @@ def distribution(binning: Binning, values: Any) -> Distribution:
 
 
 def build_profile(
-    rows: pd.DataFrame, scores: Any, schema: Schema, bins: int, score_bins: int
+    rows: pd.DataFrame,
+    scores: Any,
+    schema: Schema,
+    bins: int,
+    score_bins: int,
+    *,
+    share: float = 0.0,
 ) -> Profile:
     """The profile of training ``rows`` (raw feature columns) and test-row ``scores``.
+
+    ``share``: the smallest share of rows a bin may hold (:func:`min_share` of
+    ``monitor.min_rows``); the score's quantile bins hold a tenth each and are left as they are.
 
     Raises:
         PipelineError: No rows, no scores, or a category clashes with the profile's own bins.
@@ -137,7 +162,7 @@ def build_profile(
     if scores.size == 0:
         raise PipelineError("the reference profile needs the test rows' scores: none were found")
     features = {
-        name: distribution(binning_of(name, rows[name], schema, bins), rows[name])
+        name: distribution(binning_of(name, rows[name], schema, bins, share), rows[name])
         for name in schema.features
     }
     score = Binning("numeric", edges=quantile_edges(scores, score_bins))
@@ -154,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     raw = read_raw(args.raw)
     rows = raw[raw[schema.id].isin(train_ids)]
     scores = pd.read_csv(args.predictions, usecols=[SCORE_COLUMN])[SCORE_COLUMN]
-    profile = build_profile(rows, scores, schema, params.bins, params.score_bins)
+    share = min_share(params.min_rows)
+    profile = build_profile(rows, scores, schema, params.bins, params.score_bins, share=share)
     write_json(args.out, profile.to_json())
     print(
         f"wrote {args.out}: {len(profile.features)} features from {len(rows)} training rows, "

@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from pipelines.monitoring import report
+from pipelines.monitoring.drift import min_share
 from pipelines.monitoring.profile import build_profile
 from pipelines.params import EvaluateParams, MonitorParams, load_paths, load_section
 from pipelines.schema import Feature, Schema
@@ -39,12 +41,13 @@ class Project:
     test_scores: np.ndarray
     threshold: float
     monitor: MonitorParams
+    params: Path
 
     def run(self, rows: Path, labels: Path | None = None) -> tuple[int, dict[str, Any], str]:
         """Run the report's main; its exit code, JSON and markdown."""
         out = self.root / "out"
         argv = [str(rows), "--markdown", str(out / "m.md"), "--json", str(out / "m.json")]
-        argv += ["--params", str(PARAMS), "--schema", str(ROOT / load_paths(PARAMS).schema_)]
+        argv += ["--params", str(self.params), "--schema", str(ROOT / load_paths(PARAMS).schema_)]
         for name in ("reference", "model", "metrics", "predictions"):
             argv += [f"--{name}", str(self.root / name)]
         if labels is not None:
@@ -59,13 +62,21 @@ def project(tmp_path_factory: pytest.TempPathFactory, raw: pd.DataFrame, schema:
     trained = fit_on(raw, schema, small_train_params("xgboost"))
     save_model(trained.model, "xgboost", {"features": feature_names(schema)}, root / "model")
     scores = trained.predict(trained.test_raw, schema)
-    monitor = load_section("monitor", MonitorParams, PARAMS)
-    threshold = load_section("evaluate", EvaluateParams, PARAMS).threshold
-    profile = build_profile(trained.train_raw, scores, schema, monitor.bins, monitor.score_bins)
+    # A small table's test split may hold fewer rows than a window needs for a verdict.
+    document = yaml.safe_load(PARAMS.read_text())
+    document["monitor"]["min_rows"] = min(document["monitor"]["min_rows"], len(trained.test_raw))
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump(document))
+    monitor = load_section("monitor", MonitorParams, params)
+    threshold = load_section("evaluate", EvaluateParams, params).threshold
+    share = min_share(monitor.min_rows)
+    profile = build_profile(
+        trained.train_raw, scores, schema, monitor.bins, monitor.score_bins, share=share
+    )
     write_json(root / "reference", profile.to_json())
     write_json(root / "metrics", classification_metrics(trained.y_test, scores, threshold))
     pd.DataFrame({"probability": scores}).to_csv(root / "predictions", index=False)
-    return Project(root, trained, scores, threshold, monitor)
+    return Project(root, trained, scores, threshold, monitor, params)
 
 
 def halved(values: pd.Series, feature: Feature) -> pd.Series:
@@ -247,6 +258,7 @@ def test_the_command_exits_with_the_verdict(project: Project, tmp_path: Path) ->
     command += ["--markdown", str(tmp_path / "m.md"), "--json", str(tmp_path / "m.json")]
     for name in ("reference", "model", "metrics", "predictions"):
         command += [f"--{name}", str(project.root / name)]
+    command += ["--params", str(project.params)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("🟢 No drift")

@@ -57,7 +57,10 @@ TOLERANCE = 1e-9
 def profile(trained: Trained, schema: Schema) -> Profile:
     """The profile stage's reference for the committed params' model, built in memory."""
     scores = trained.predict(trained.test_raw, schema)
-    return build_profile(trained.train_raw, scores, schema, COMMITTED.bins, COMMITTED.score_bins)
+    share = drift.min_share(COMMITTED.min_rows)
+    return build_profile(
+        trained.train_raw, scores, schema, COMMITTED.bins, COMMITTED.score_bins, share=share
+    )
 
 
 def distributions(profile: Profile) -> dict[str, Distribution]:
