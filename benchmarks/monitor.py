@@ -24,6 +24,7 @@ import numpy as np
 from benchmarks.pipeline import interleaved
 from pipelines.params import load_paths
 from pipelines.schema import load_schema, read_raw
+from pipelines.stage import write_json
 
 SECONDS_TARGET = 30.0  # for a million rows, on two cores
 
@@ -112,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         files = served_files(Path(scratch), args.rows)
         figures = measure(files, args.repeat, Path(scratch))
     print(report(figures))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    write_json(args.out, figures)
     return 0
 
 
