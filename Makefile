@@ -144,8 +144,9 @@ set-image: | $(UV_NEEDED) ## write IMAGE=<repo>@sha256:<digest> into deploy/over
 show-image: | $(UV_NEEDED) ## print the image that deploy/overlays/OVERLAY deploys (nothing else on stdout)
 	@$(RUN) python -m pipelines.release.manifests --overlays $(DEPLOY)/overlays show "$(OVERLAY)"
 
-monitoring: | $(UV_NEEDED) ## write deploy/monitoring (Prometheus rules, alerts, ServiceMonitor, Grafana dashboard) from params.yaml
+monitoring: | $(UV_NEEDED) ## write deploy/monitoring (rules, alerts, ServiceMonitor, dashboard) and the canary's Rollout and analysis from params.yaml
 	$(RUN) python -m pipelines.monitoring.rules --params params.yaml --out $(DEPLOY)/monitoring
+	$(RUN) python -m pipelines.monitoring.canary --params params.yaml --out $(DEPLOY)/components/canary
 
 lint-deploy: | $(UV_NEEDED) ## render every overlay; kubernetes-validate, Argo CD schemas, promtool, checkov: zero failures (once: make install-tools)
 	@command -v promtool >/dev/null || { echo "promtool is missing: apt-get install prometheus" >&2; exit 1; }

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipelines.stage import PipelineError
 
@@ -132,6 +132,30 @@ class MonitorParams(Section):
     psi_floor: float = Field(ge=0)
     alert_after: Duration
     slo: SloParams
+
+
+class CanaryParams(Section):
+    """The canary release of the overlays that use deploy/components/canary (``canary:``)."""
+
+    prometheus: str = Field(pattern=r"^https?://")
+    weights: tuple[int, ...] = Field(min_length=1)
+    interval: Duration
+    count: int = Field(ge=1)
+    failure_limit: int = Field(ge=0)
+    inconclusive_limit: int = Field(ge=0)
+    consecutive_error_limit: int = Field(ge=0)
+    max_error_ratio: float = Field(gt=0, lt=1)
+    max_p99_seconds: float = Field(gt=0)
+    min_rows: int = Field(ge=1)
+    false_alarm_rate: float = Field(gt=0, lt=0.5)
+    psi_floor: float = Field(ge=0)
+
+    @field_validator("weights")
+    @classmethod
+    def _increasing(cls, weights: tuple[int, ...]) -> tuple[int, ...]:
+        if list(weights) != sorted(set(weights)) or weights[0] < 1 or weights[-1] > 99:
+            raise ValueError("weights must increase strictly, from 1 to 99 (100 comes last)")
+        return weights
 
 
 S = TypeVar("S", bound=Section)
