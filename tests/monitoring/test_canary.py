@@ -1,0 +1,253 @@
+"""The canary analysis: its queries evaluated by promtool, its verdicts judged as Argo would.
+
+Synthetic series for a canary's and the stable pods' requests, durations and score bins go
+through the AnalysisTemplate's exact queries (arguments filled in as Argo Rollouts fills them)
+with `promtool test rules`, which checks each value against the same maths done here
+(``pipelines.monitoring.drift`` for the score distance). Those values are then judged by the
+template's own conditions and limits (``pipelines.release.analysis``): a healthy canary passes,
+each bad one fails, and one without traffic pauses for a human.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from pipelines.monitoring import canary, names
+from pipelines.monitoring.drift import chi2_quantile, degrees_of_freedom, fractions, psi
+from pipelines.params import CanaryParams, MonitorParams, RegisterParams, load_section
+from pipelines.release.analysis import Phase, judge, worst
+from tests.monitoring.promtool import needs_promtool, run_rule_tests, series
+
+ROOT = Path(__file__).resolve().parents[2]
+PARAMS = load_section("canary", CanaryParams, ROOT / "params.yaml")
+BINS = load_section("monitor", MonitorParams, ROOT / "params.yaml").score_bins
+MODEL = load_section("register", RegisterParams, ROOT / "params.yaml").model_name
+ARGS = {"model": MODEL, "namespace": f"{MODEL}-production", "canary-hash": "6d9f7c", "stable-hash": "58b4d1"}
+MINUTES = 6 * int(PARAMS.interval[:-1]) if PARAMS.interval.endswith("m") else 30
+WINDOW_MINUTES = int(PARAMS.interval[:-1]) if PARAMS.interval.endswith("m") else 5
+BUCKETS = (*names.DURATION_BUCKETS, math.inf)
+TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class Pods:
+    """What one side (canary or stable) serves per minute."""
+
+    requests: float  # answered requests per minute
+    error_share: float = 0.0  # of those, answered with `error` (a failed outcome)
+    durations: Sequence[float] = field(default=())  # share of requests per duration bucket
+    scores: Sequence[float] = field(default=())  # rows per minute per score bin
+
+
+def score_shares() -> np.ndarray:
+    """A score distribution over the bins, uneven as real ones are."""
+    weights = np.linspace(3.0, 1.0, BINS)
+    return weights / weights.sum()
+
+
+def fast() -> list[float]:
+    """Most requests in the fast buckets, a few slower, none beyond max_p99_seconds."""
+    shares = np.zeros(len(BUCKETS))
+    shares[:3] = (0.6, 0.3, 0.095)  # 5, 10, 25 ms
+    shares[4] = 0.005  # 100 ms
+    return list(shares)
+
+
+def slow() -> list[float]:
+    """Five percent of the requests take seconds."""
+    shares = np.array(fast()) * 0.95
+    shares[BUCKETS.index(2.5)] += 0.05
+    return list(shares)
+
+
+def stable_pods() -> Pods:
+    rows = 540.0  # per minute; the canary's tenth of the pods serves a ninth as much
+    return Pods(rows, 0.0005, fast(), list(score_shares() * rows))
+
+
+def sampled_scores(shares: np.ndarray, rows_per_minute: float, seed: int) -> list[float]:
+    """One window's rows drawn from ``shares`` (noise, as a real canary's), spread per minute."""
+    window = int(rows_per_minute * WINDOW_MINUTES)
+    counts = np.random.default_rng(seed).multinomial(window, shares)
+    return list(counts / WINDOW_MINUTES)
+
+
+def labels(which: str, **more: str) -> dict[str, str]:
+    return {
+        "model": MODEL,
+        "model_version": "3",
+        "namespace": ARGS["namespace"],
+        canary.HASH_LABEL: ARGS[f"{which}-hash"],
+        **more,
+    }
+
+
+def input_series(which: str, pods: Pods) -> list[dict[str, str]]:
+    """Counters that grow linearly, one sample a minute (what a steady canary exports)."""
+    minutes = range(MINUTES + 1)
+    out = []
+    if pods.requests:
+        errors = pods.requests * pods.error_share
+        for outcome, per_minute in (("ok", pods.requests - errors), ("error", errors)):
+            if per_minute:
+                code = "200" if outcome == "ok" else "500"
+                lab = labels(which, endpoint="predict", code=code, outcome=outcome)
+                out.append(series(names.REQUESTS, lab, (per_minute * m for m in minutes)))
+        cumulative = np.cumsum(pods.durations) * pods.requests
+        for bound, per_minute in zip(BUCKETS, cumulative, strict=True):
+            le = "+Inf" if math.isinf(bound) else repr(float(bound))
+            lab = labels(which, endpoint="predict", le=le)
+            name = f"{names.REQUEST_DURATION}_bucket"
+            out.append(series(name, lab, (per_minute * m for m in minutes)))
+    for index, per_minute in enumerate(pods.scores):
+        lab = labels(which, bin=str(index))
+        out.append(series(names.SCORE_BIN, lab, (per_minute * m for m in minutes)))
+    return out
+
+
+def histogram_quantile(q: float, shares: Sequence[float]) -> float:
+    """Prometheus' histogram_quantile over these bucket shares (linear within a bucket)."""
+    cumulative = np.cumsum(shares)
+    rank = q * cumulative[-1]
+    index = int(np.searchsorted(cumulative, rank - 1e-12))
+    if math.isinf(BUCKETS[index]):
+        return BUCKETS[-2]
+    lower = BUCKETS[index - 1] if index else 0.0
+    below = cumulative[index - 1] if index else 0.0
+    return lower + (BUCKETS[index] - lower) * (rank - below) / (cumulative[index] - below)
+
+
+def expected(canary_pods: Pods, stable: Pods) -> dict[str, float | None]:
+    """Each metric's value by the batch maths; None: no result (no rows, too few rows)."""
+    values: dict[str, float | None] = {"error-ratio": None, "latency-p99": None}
+    if canary_pods.requests:
+        values["error-ratio"] = canary_pods.error_share
+        values["latency-p99"] = float(histogram_quantile(0.99, canary_pods.durations))
+    # increase() over the window extrapolates the samples' span to the whole window
+    served = np.asarray(canary_pods.scores) * WINDOW_MINUTES
+    reference = np.asarray(stable.scores) * WINDOW_MINUTES
+    n, m = served.sum(), reference.sum()
+    if n < PARAMS.min_rows or m < PARAMS.min_rows:
+        values["score-distance"] = None
+    else:
+        df = degrees_of_freedom(reference)
+        spread = 1 / n + 1 / m
+        threshold = max(PARAMS.psi_floor, spread * chi2_quantile(1 - PARAMS.false_alarm_rate, df))
+        values["score-distance"] = float(psi(fractions(served), fractions(reference)) / threshold)
+    return values
+
+
+def filled(query: str) -> str:
+    """The query with its arguments as Argo Rollouts substitutes them."""
+    for name, value in ARGS.items():
+        query = query.replace("{{args." + name + "}}", value)
+    assert "{{" not in query, query
+    return query
+
+
+def check(query: str, value: float | None) -> dict[str, Any]:
+    """A promql_expr_test: the query gives ``value`` (or nothing) at the end of the series."""
+    if value is None:
+        return {"expr": filled(query), "eval_time": f"{MINUTES}m", "exp_samples": []}
+    return {
+        "expr": f"abs(({filled(query)}) - {float(value)!r}) < bool {TOLERANCE * max(1.0, abs(value))!r}",
+        "eval_time": f"{MINUTES}m",
+        "exp_samples": [{"labels": "{}", "value": 1}],
+    }
+
+
+def metrics() -> dict[str, Mapping[str, Any]]:
+    template = canary.analysis_template(PARAMS)
+    return {m["name"]: m for m in template["spec"]["metrics"]}
+
+
+def verdicts(canary_pods: Pods, tmp_path: Path) -> tuple[dict[str, Phase], dict[str, float | None]]:
+    """promtool checks every query's value; the template's rules judge those values."""
+    stable = stable_pods()
+    values = expected(canary_pods, stable)
+    by_name = metrics()
+    tests = [
+        {
+            "interval": "1m",
+            "input_series": input_series("canary", canary_pods) + input_series("stable", stable),
+            "promql_expr_test": [
+                check(by_name[n]["provider"]["prometheus"]["query"], v) for n, v in values.items()
+            ],
+        }
+    ]
+    run_rule_tests({"groups": []}, tests, tmp_path)
+    phases = {}
+    for name, value in values.items():
+        result = [] if value is None else [value]
+        # a steady canary: every measurement of the step sees the same window
+        phases[name] = judge(by_name[name], [result] * PARAMS.count)
+    return phases, values
+
+
+HEALTHY_SCORES = sampled_scores(score_shares(), 60.0, seed=0)
+
+
+@needs_promtool
+def test_a_healthy_canary_passes_every_metric(tmp_path):
+    phases, values = verdicts(Pods(60.0, 0.0005, fast(), HEALTHY_SCORES), tmp_path)
+    assert phases == dict.fromkeys(phases, Phase.SUCCESSFUL), values
+    assert worst(list(phases.values())) is Phase.SUCCESSFUL
+
+
+def shifted_scores() -> list[float]:
+    """A canary whose scores moved up by a bin (a model that scores everyone higher)."""
+    shares = np.roll(score_shares(), 1)
+    return sampled_scores(shares, 60.0, seed=0)
+
+
+@needs_promtool
+@pytest.mark.parametrize(
+    ("pods", "failing"),
+    [
+        (Pods(60.0, 0.05, fast(), HEALTHY_SCORES), "error-ratio"),
+        (Pods(60.0, 0.0005, slow(), HEALTHY_SCORES), "latency-p99"),
+        (Pods(60.0, 0.0005, fast(), shifted_scores()), "score-distance"),
+    ],
+    ids=["errors", "slow", "shifted-scores"],
+)
+def test_a_bad_canary_fails_the_metric_it_breaks_and_only_that(pods, failing, tmp_path):
+    phases, values = verdicts(pods, tmp_path)
+    assert phases[failing] is Phase.FAILED, values
+    assert {n: p for n, p in phases.items() if n != failing} == dict.fromkeys(
+        set(phases) - {failing}, Phase.SUCCESSFUL
+    ), values
+    assert worst(list(phases.values())) is Phase.FAILED  # the rollout aborts
+
+
+@needs_promtool
+def test_a_canary_without_traffic_gets_no_verdict_and_pauses(tmp_path):
+    phases, values = verdicts(Pods(0.0), tmp_path)
+    assert values == dict.fromkeys(values)  # every query comes back empty
+    assert phases == dict.fromkeys(phases, Phase.INCONCLUSIVE)
+
+
+@needs_promtool
+def test_too_few_canary_rows_give_no_score_verdict(tmp_path):
+    few = sampled_scores(score_shares(), (PARAMS.min_rows - 1) / WINDOW_MINUTES, seed=1)
+    phases, values = verdicts(Pods(60.0, 0.0005, fast(), few), tmp_path)
+    assert values["score-distance"] is None
+    assert phases["score-distance"] is Phase.INCONCLUSIVE
+
+
+def test_deploy_components_canary_is_the_generators_output_for_the_committed_params():
+    folder = ROOT / "deploy" / "components" / "canary"
+    for name, text in canary.render(PARAMS).items():
+        assert (folder / name).read_text() == text, f"run `make monitoring`: {name} is stale"
+
+
+def test_the_servicemonitor_keeps_the_rollouts_pod_label():
+    monitor = yaml.safe_load((ROOT / "deploy" / "monitoring" / "servicemonitor.yaml").read_text())
+    assert monitor["spec"]["podTargetLabels"] == [canary.HASH_LABEL.replace("_", "-")]
