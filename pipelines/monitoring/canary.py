@@ -84,7 +84,9 @@ def score_distance_query(params: CanaryParams) -> str:
     while either side has fewer than ``min_rows`` rows in the window.
     """
     w, e = params.interval, EPSILON
-    counts = {s: f"sum by (bin) (increase({names.SCORE_BIN}{pods(s)}[{w}]))" for s in ("canary", "stable")}
+    counts = {
+        s: f"sum by (bin) (increase({names.SCORE_BIN}{pods(s)}[{w}]))" for s in ("canary", "stable")
+    }
     rows = {s: f"sum(increase({names.SCORE_BIN}{pods(s)}[{w}]))" for s in ("canary", "stable")}
     share = {s: f"({counts[s]} / on () group_left () {rows[s]})" for s in counts}
     full = {
@@ -100,7 +102,9 @@ def score_distance_query(params: CanaryParams) -> str:
         f"  * ({df} * (1 - 2 / (9 * {df}) + {z!r} * sqrt(2 / (9 * {df}))) ^ 3),\n"
         f"  {params.psi_floor!r}\n)"
     )
-    enough = f"{rows['canary']} >= {params.min_rows} and on () {rows['stable']} >= {params.min_rows}"
+    enough = (
+        f"{rows['canary']} >= {params.min_rows} and on () {rows['stable']} >= {params.min_rows}"
+    )
     return f"({psi})\n/ on () ({threshold})\nand on () ({enough})"
 
 

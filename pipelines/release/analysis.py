@@ -144,17 +144,21 @@ class _Parser:
         return left
 
     def primary(self) -> Node:
-        token = self.take()
-        if token == "(":
+        word = self.take()
+        if word == "(":
             inner = self.either()
             self.take(")")
             return inner
-        if token in {"true", "false"}:
-            return lambda _: token == "true"
-        if token[0].isdigit() or token[0] == ".":
-            number = float(token)
+        if word in {"true", "false"}:
+            return lambda _: word == "true"
+        if word[0].isdigit() or word[0] == ".":
+            number = float(word)
             return lambda _: number
-        if token == "result":
+        return self.reference(word)
+
+    def reference(self, word: str) -> Node:
+        """``result``, ``result[i]`` or a function call."""
+        if word == "result":
             if self.peek() != "[":
                 return lambda result: result
             self.take("[")
@@ -165,15 +169,15 @@ class _Parser:
                 )
             self.take("]")
             return lambda result: _item(result, int(index))
-        if token in _FUNCTIONS:
+        if word in _FUNCTIONS:
             self.take("(")
             argument = self.either()
             self.take(")")
-            if token == "len":
+            if word == "len":
                 return lambda result: float(len(_list(argument(result))))
             return lambda result: math.isnan(_number(argument(result)))
         raise UnsupportedConditionError(
-            f"condition {self.condition!r}: {token!r} is not supported; supported: {_SUPPORTED}"
+            f"condition {self.condition!r}: {word!r} is not supported; supported: {_SUPPORTED}"
         )
 
 

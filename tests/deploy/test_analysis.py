@@ -47,7 +47,7 @@ def test_conditions(condition, result, expected):
     ["result[0] > 0.9 ? true : false", "all(result, {# > 0})", "result[0] + 1 > 2", "result['a']"],
 )
 def test_anything_else_is_refused_with_what_is_supported(condition):
-    with pytest.raises(UnsupportedConditionError, match="supported|expected|whole number"):
+    with pytest.raises(UnsupportedConditionError, match=r"supported|expected|whole number"):
         compile_condition(condition)
 
 
@@ -63,15 +63,19 @@ def test_anything_else_is_refused_with_what_is_supported(condition):
         ([1.5], "result[0] < 1", "result[0] > 2", Phase.INCONCLUSIVE),  # neither
         ([], "result[0] < 1", "", Phase.ERROR),  # argo-rollouts #1466: empty result
         ([], GUARDED, "len(result) > 0 && result[0] > 0.01", Phase.INCONCLUSIVE),
-        ([NAN], GUARDED, "len(result) > 0 && !isNaN(result[0]) && result[0] > 0.01",
-         Phase.INCONCLUSIVE),
+        (
+            [NAN],
+            GUARDED,
+            "len(result) > 0 && !isNaN(result[0]) && result[0] > 0.01",
+            Phase.INCONCLUSIVE,
+        ),
     ],
 )
 def test_a_measurement(result, success, failure, phase):
     assert measure(result, success, failure) is phase
 
 
-S, F, I, E = Phase.SUCCESSFUL, Phase.FAILED, Phase.INCONCLUSIVE, Phase.ERROR
+S, F, N, E = Phase.SUCCESSFUL, Phase.FAILED, Phase.INCONCLUSIVE, Phase.ERROR  # N: no verdict
 
 
 @pytest.mark.parametrize(
@@ -82,8 +86,8 @@ S, F, I, E = Phase.SUCCESSFUL, Phase.FAILED, Phase.INCONCLUSIVE, Phase.ERROR
         ([S, F], {"count": 3}, F),  # failureLimit defaults to 0
         ([F, S, S], {"count": 3, "failureLimit": 1}, S),
         ([F, F], {"count": 3, "failureLimit": 1}, F),
-        ([I], {"count": 3}, I),  # inconclusiveLimit defaults to 0
-        ([I, S, S], {"count": 3, "inconclusiveLimit": 1}, S),
+        ([N], {"count": 3}, N),  # inconclusiveLimit defaults to 0
+        ([N, S, S], {"count": 3, "inconclusiveLimit": 1}, S),
         ([E, E, E, E], {"count": 3}, Phase.RUNNING),  # consecutiveErrorLimit defaults to 4
         ([E, E, E, E, E], {"count": 3}, E),
         ([E, E, S, E, E], {"count": 3, "consecutiveErrorLimit": 2}, Phase.RUNNING),
@@ -100,6 +104,6 @@ def test_judge_stops_at_the_first_decision_and_the_worst_metric_decides_the_run(
     metric = {"count": 3, "successCondition": "result[0] < 1"}
     assert judge(metric, [[0.5], [2.0], [0.5]]) is F
     assert judge(metric, [[0.5], [0.5], [0.5]]) is S
-    assert worst([S, I, F, E]) is F
-    assert worst([S, I, E]) is E
-    assert worst([S, I]) is I
+    assert worst([S, N, F, E]) is F
+    assert worst([S, N, E]) is E
+    assert worst([S, N]) is N

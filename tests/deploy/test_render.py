@@ -18,6 +18,14 @@ def overlay(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
     return request.param, render(DEPLOY / "overlays" / request.param)
 
 
+def uses_canary(overlay: str) -> bool:
+    """Whether the overlay lists the canary component."""
+    kustomization = yaml.safe_load(
+        (DEPLOY / "overlays" / overlay / "kustomization.yaml").read_text()
+    )
+    return "../../components/canary" in kustomization.get("components", [])
+
+
 def pod_spec(resources: list[dict[str, Any]]) -> dict[str, Any]:
     return one(resources, "Deployment")["spec"]["template"]["spec"]
 
@@ -34,6 +42,7 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 def test_every_resource_is_in_the_overlays_namespace(overlay):
     name, resources = overlay
     kinds = sorted(r["kind"] for r in resources)
+    canary = ["AnalysisTemplate", "Rollout"] if uses_canary(name) else []
     assert kinds == sorted(
         [
             "Deployment",
@@ -42,10 +51,13 @@ def test_every_resource_is_in_the_overlays_namespace(overlay):
             "PodDisruptionBudget",
             "Service",
             "ServiceAccount",
+            *canary,
         ]
     )
     assert {r["metadata"]["namespace"] for r in resources} == {f"{MODEL}-{name}"}
     for resource in resources:
+        if resource["kind"] == "AnalysisTemplate":
+            continue  # named for what it analyses, and without labels: it runs no pods
         assert resource["metadata"]["name"] == f"{MODEL}-server"
         labels = resource["metadata"]["labels"]
         assert labels["app.kubernetes.io/name"] == MODEL
@@ -156,7 +168,12 @@ def test_service_budget_autoscaler_and_policy_select_the_pods(overlay):
 
     autoscaler = one(resources, "HorizontalPodAutoscaler")
     target = autoscaler["spec"]["scaleTargetRef"]
-    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    # A canary overlay's Rollout owns the pods (the Deployment is its template, scaled to zero)
+    workload = (
+        one(resources, "Rollout") if any(r["kind"] == "Rollout" for r in resources) else deployment
+    )
+    assert (target["apiVersion"], target["kind"]) == (workload["apiVersion"], workload["kind"])
+    assert target["name"] == workload["metadata"]["name"] == deployment["metadata"]["name"]
     assert 1 <= autoscaler["spec"]["minReplicas"] <= autoscaler["spec"]["maxReplicas"]
     assert autoscaler["spec"]["metrics"][0]["resource"]["name"] == "cpu"
     # The autoscaler owns the count: a replicas field would make Argo CD undo its scaling.

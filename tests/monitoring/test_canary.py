@@ -30,7 +30,12 @@ ROOT = Path(__file__).resolve().parents[2]
 PARAMS = load_section("canary", CanaryParams, ROOT / "params.yaml")
 BINS = load_section("monitor", MonitorParams, ROOT / "params.yaml").score_bins
 MODEL = load_section("register", RegisterParams, ROOT / "params.yaml").model_name
-ARGS = {"model": MODEL, "namespace": f"{MODEL}-production", "canary-hash": "6d9f7c", "stable-hash": "58b4d1"}
+ARGS = {
+    "model": MODEL,
+    "namespace": f"{MODEL}-production",
+    "canary-hash": "6d9f7c",
+    "stable-hash": "58b4d1",
+}
 MINUTES = 6 * int(PARAMS.interval[:-1]) if PARAMS.interval.endswith("m") else 30
 WINDOW_MINUTES = int(PARAMS.interval[:-1]) if PARAMS.interval.endswith("m") else 5
 BUCKETS = (*names.DURATION_BUCKETS, math.inf)
@@ -157,8 +162,9 @@ def check(query: str, value: float | None) -> dict[str, Any]:
     """A promql_expr_test: the query gives ``value`` (or nothing) at the end of the series."""
     if value is None:
         return {"expr": filled(query), "eval_time": f"{MINUTES}m", "exp_samples": []}
+    tolerance = TOLERANCE * max(1.0, abs(value))
     return {
-        "expr": f"abs(({filled(query)}) - {float(value)!r}) < bool {TOLERANCE * max(1.0, abs(value))!r}",
+        "expr": f"abs(({filled(query)}) - {float(value)!r}) < bool {tolerance!r}",
         "eval_time": f"{MINUTES}m",
         "exp_samples": [{"labels": "{}", "value": 1}],
     }

@@ -1,0 +1,62 @@
+"""The canary component: a Rollout of the base Deployment's pods, with the analysis it runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipelines.monitoring import canary
+from pipelines.params import CanaryParams, load_section
+from tests.deploy.conftest import DEPLOY, ROOT, one, render
+
+PARAMS = load_section("canary", CanaryParams, ROOT / "params.yaml")
+
+
+@pytest.fixture(scope="module")
+def production() -> list[dict[str, Any]]:
+    return render(DEPLOY / "overlays" / "production")
+
+
+def test_the_rollout_takes_the_deployments_pods_without_copying_them(production):
+    deployment, rollout = one(production, "Deployment"), one(production, "Rollout")
+    assert "template" not in rollout["spec"]  # the pod spec lives in deploy/base alone
+    ref = rollout["spec"]["workloadRef"]
+    assert (ref["apiVersion"], ref["kind"]) == ("apps/v1", "Deployment")
+    assert ref["name"] == rollout["metadata"]["name"] == deployment["metadata"]["name"]
+    assert ref["scaleDown"] in {"progressively", "onsuccess"}
+    assert rollout["spec"]["selector"] == deployment["spec"]["selector"]
+    assert rollout["metadata"]["labels"] == deployment["metadata"]["labels"]
+    assert rollout["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    # The base's spread per ReplicaSet also holds for the Rollout's ReplicaSets
+    for spread in deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]:
+        assert canary.HASH_LABEL.replace("_", "-") in spread["matchLabelKeys"]
+
+
+def test_each_weight_is_followed_by_the_analysis_of_canary_against_stable(production):
+    steps = one(production, "Rollout")["spec"]["strategy"]["canary"]["steps"]
+    weights = [s["setWeight"] for s in steps if "setWeight" in s]
+    assert weights == list(PARAMS.weights)
+    template = one(production, "AnalysisTemplate")
+    for step, following in zip(steps[::2], steps[1::2], strict=True):
+        assert "setWeight" in step
+        analysis = following["analysis"]
+        assert analysis["templates"] == [{"templateName": template["metadata"]["name"]}]
+        hashes = {a["name"]: a["valueFrom"].get("podTemplateHashValue") for a in analysis["args"]}
+        assert (hashes["canary-hash"], hashes["stable-hash"]) == ("Latest", "Stable")
+        # every argument the template declares is passed
+        assert {a["name"] for a in template["spec"]["args"]} == set(hashes)
+
+
+def test_every_metric_guards_empty_and_nan_results(production):
+    for metric in one(production, "AnalysisTemplate")["spec"]["metrics"]:
+        for key in ("successCondition", "failureCondition"):
+            assert metric[key].startswith("len(result) > 0 && !isNaN(result[0]) && ")
+        assert metric["provider"]["prometheus"]["address"] == PARAMS.prometheus
+        assert metric["count"] == PARAMS.count
+
+
+def test_staging_keeps_a_plain_deployment():
+    kinds = {r["kind"] for r in render(DEPLOY / "overlays" / "staging")}
+    assert "Deployment" in kinds
+    assert not kinds & {"Rollout", "AnalysisTemplate"}
