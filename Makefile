@@ -148,13 +148,18 @@ monitoring: | $(UV_NEEDED) ## write deploy/monitoring (rules, alerts, ServiceMon
 	$(RUN) python -m pipelines.monitoring.rules --params params.yaml --out $(DEPLOY)/monitoring
 	$(RUN) python -m pipelines.monitoring.canary --params params.yaml --out $(DEPLOY)/components/canary
 
-lint-deploy: | $(UV_NEEDED) ## render every overlay; kubernetes-validate, Argo CD schemas, promtool, checkov: zero failures (once: make install-tools)
+lint-deploy: | $(UV_NEEDED) ## render every overlay; kubernetes-validate, Argo CD and Argo Rollouts schemas, promtool, checkov: zero failures (once: make install-tools)
 	@command -v promtool >/dev/null || { echo "promtool is missing: apt-get install prometheus" >&2; exit 1; }
 	promtool check rules $(DEPLOY)/monitoring/rules.yml
 	$(RUN) check-jsonschema --check-metaschema $(DEPLOY)/schemas/*.json
 	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/appproject_v1alpha1.json $(DEPLOY)/argocd/project.yaml
 	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/application_v1alpha1.json \
 		$(DEPLOY)/argocd/staging.yaml $(DEPLOY)/argocd/production.yaml
+	@# The canary's Argo Rollouts resources (tests/deploy/test_canary.py checks them as rendered too)
+	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/rollout_v1alpha1.json \
+		$(DEPLOY)/components/canary/rollout.yaml
+	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/analysistemplate_v1alpha1.json \
+		$(DEPLOY)/components/canary/analysistemplate.yaml
 	@# deploy/monitoring too: its ConfigMap is checked; the operator's kinds only warn (no schema)
 	for overlay in $(DEPLOY)/overlays/*/ $(DEPLOY)/monitoring/; do \
 		echo "kubernetes-validate $$overlay"; \

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from pipelines.monitoring import canary
 from pipelines.params import CanaryParams, load_section
@@ -60,3 +62,33 @@ def test_staging_keeps_a_plain_deployment():
     kinds = {r["kind"] for r in render(DEPLOY / "overlays" / "staging")}
     assert "Deployment" in kinds
     assert not kinds & {"Rollout", "AnalysisTemplate"}
+
+
+def validator(kind: str) -> Draft202012Validator:
+    schema = json.loads((DEPLOY / "schemas" / f"{kind.lower()}_v1alpha1.json").read_text())
+    return Draft202012Validator(schema)
+
+
+@pytest.mark.parametrize("kind", ["Rollout", "AnalysisTemplate"])
+def test_the_rendered_resources_match_their_crd_schemas(production, kind):
+    errors = [e.message for e in validator(kind).iter_errors(one(production, kind))]
+    assert errors == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "typo"),
+    [
+        ("Rollout", ("spec", "strategy", "canary", "steps", 0), "setWieght"),
+        ("Rollout", ("spec", "workloadRef"), "scaledown"),
+        ("AnalysisTemplate", ("spec", "metrics", 0), "sucessCondition"),
+        ("AnalysisTemplate", ("spec", "metrics", 0, "provider", "prometheus"), "adress"),
+    ],
+)
+def test_the_schemas_reject_a_misspelt_field(production, kind, path, typo):
+    resource = json.loads(json.dumps(one(production, kind)))
+    place = resource
+    for key in path:
+        place = place[key]
+    place[typo] = place.get(typo, 1)
+    messages = " ".join(e.message for e in validator(kind).iter_errors(resource))
+    assert f"'{typo}' was unexpected" in messages
