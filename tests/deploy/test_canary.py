@@ -9,7 +9,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from pipelines.monitoring import canary
-from pipelines.params import CanaryParams, load_section
+from pipelines.params import CanaryParams, ParamsError, load_section
 from tests.deploy.conftest import DEPLOY, ROOT, one, render
 
 PARAMS = load_section("canary", CanaryParams, ROOT / "params.yaml")
@@ -92,3 +92,12 @@ def test_the_schemas_reject_a_misspelt_field(production, kind, path, typo):
     place[typo] = place.get(typo, 1)
     messages = " ".join(e.message for e in validator(kind).iter_errors(resource))
     assert f"'{typo}' was unexpected" in messages
+
+
+@pytest.mark.parametrize("weights", [[50, 10], [10, 10], [0, 50], [10, 100], []])
+def test_weights_must_increase_below_100(tmp_path, weights):
+    section = PARAMS.model_dump() | {"weights": weights}
+    path = tmp_path / "params.yaml"
+    path.write_text(json.dumps({"canary": section}))
+    with pytest.raises(ParamsError, match=r"canary\.weights"):
+        load_section("canary", CanaryParams, path)
