@@ -102,6 +102,10 @@ KUSTOMIZATION_HEADER = f"""\
 class _Dumper(yaml.SafeDumper):
     """Block style for multi-line strings (PromQL reads as written), keys in given order."""
 
+    def ignore_aliases(self, data: Any) -> bool:
+        """A value used twice is written twice: manifests read without YAML anchors."""
+        return True
+
 
 def _string(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
     style = "|" if "\n" in text else None
