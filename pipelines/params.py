@@ -40,6 +40,8 @@ class Paths(Section):
     mlflow: Path
     reference: Path
     requests: Path
+    card: Path
+    card_text: Path
 
     @property
     def data_dvc(self) -> Path:
@@ -132,6 +134,16 @@ class MonitorParams(Section):
     psi_floor: float = Field(ge=0)
     alert_after: Duration
     slo: SloParams
+
+
+class CardParams(Section):
+    """The model card (``card:``): bootstrap intervals and which segment groups are shown."""
+
+    min_segment_rows: int = Field(ge=1)
+    resamples: int = Field(ge=100)
+    seed: int
+    confidence: float = Field(gt=0.5, lt=1)
+    segment_metrics: tuple[str, ...] = Field(min_length=1)
 
 
 S = TypeVar("S", bound=Section)

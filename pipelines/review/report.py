@@ -35,6 +35,7 @@ import yaml
 from pipelines.params import Paths, load_paths, load_section
 from pipelines.review.gate import GateParams, GateResult, MetricResult, Predictions, Side, compare
 from pipelines.stage import PipelineError, write_atomically, write_json
+from pipelines.stages.card import changes_section as card_changes
 
 MARKER = "<!-- model-report -->"  # the posting client finds (and updates) the comment by it
 MAX_CHARS = 60_000  # GitHub refuses comments over 65,536 characters
@@ -703,6 +704,10 @@ def render(report: Report) -> str:
         params_section(report),
         data_section(report),
         segments_section(report),
+        card_changes(
+            None if base.outputs is None else (base.outputs.metrics, base.outputs.segments),
+            (report.pr.metrics, report.pr.segments),
+        ),
         model_section(report),
         [f"<sub>Base outputs of `{cell(base.ref)}` ({base.commit[:12]}): {source}.</sub>"],
     ]

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from pipelines.params import (
+    CardParams,
     DataParams,
     EvaluateParams,
     FeaturizeParams,
@@ -37,6 +38,7 @@ SECTIONS: dict[str, type[Section]] = {
     "serve": ServeParams,
     "monitor": MonitorParams,
     "gate": GateParams,
+    "card": CardParams,
 }
 
 TRAIN = {
