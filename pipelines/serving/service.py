@@ -140,10 +140,10 @@ if sorted(api.route for api in _service.apis.values()) != sorted(API_ROUTES):
 
 def _card() -> bytes:
     """The card stored with the served model (a bento's store holds exactly that model)."""
-    stored = ModelService.stored.stored
-    if stored is None:
-        raise PipelineError(f"model {ModelService.stored.tag} is not in the BentoML model store")
-    return (Path(stored.path) / store.CARD_FILE).read_bytes()
+    reference = _service.inner.stored  # the decorated class's own attribute
+    if reference.stored is None:
+        raise PipelineError(f"model {reference.tag} is not in the BentoML model store")
+    return (Path(reference.stored.path) / store.CARD_FILE).read_bytes()
 
 
 _service.add_asgi_middleware(
