@@ -33,9 +33,9 @@ import pandas as pd
 import yaml
 
 from pipelines.params import Paths, load_paths, load_section
+from pipelines.review.card import changes_section as card_changes
 from pipelines.review.gate import GateParams, GateResult, MetricResult, Predictions, Side, compare
 from pipelines.stage import PipelineError, write_atomically, write_json
-from pipelines.stages.card import changes_section as card_changes
 
 MARKER = "<!-- model-report -->"  # the posting client finds (and updates) the comment by it
 MAX_CHARS = 60_000  # GitHub refuses comments over 65,536 characters

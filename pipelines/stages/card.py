@@ -237,15 +237,16 @@ def card_metadata(
     }
 
 
-def _number(value: float | None, digits: int = 4) -> str:
+def number(value: float | None, digits: int = 4) -> str:
+    """A metric as the card prints it (``n/a`` when undefined)."""
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def _with_interval(entry: Interval) -> str:
-    text = _number(entry["value"])
+    text = number(entry["value"])
     if entry["low"] is None or entry["high"] is None:
         return text
-    return f"{text} ({_number(entry['low'])} to {_number(entry['high'])})"
+    return f"{text} ({number(entry['low'])} to {number(entry['high'])})"
 
 
 def generated_limitations(
@@ -317,14 +318,14 @@ def render_card(facts: dict[str, Any], text: str) -> str:
         "",
         "## Calibration",
         "",
-        f"Expected calibration error: {_number(calibration['ece'])} "
+        f"Expected calibration error: {number(calibration['ece'])} "
         "(row-weighted mean |predicted - observed| over the probability bins).",
         "",
         "| mean predicted | observed rate | rows |",
         "|---|---|---|",
     ]
     lines += [
-        f"| {_number(p['predicted'])} | {_number(p['observed'])} | {p['rows']:,} |"
+        f"| {number(p['predicted'])} | {number(p['observed'])} | {p['rows']:,} |"
         for p in calibration["points"]
     ]
     lines += ["", "## Metrics per segment", ""]
@@ -451,58 +452,6 @@ def card_facts(
             "params": params,
         },
     }
-
-
-# --- what changed, for the pull-request comment ---------------------------------------------
-
-
-def summary(metrics: dict[str, Any], segments: dict[str, Any]) -> dict[str, float]:
-    """What the card's headline says of one model: test metrics and segment gaps.
-
-    Reads the evaluation outputs both sides of a pull request have (``eval/metrics.json`` and
-    ``eval/segments.json``), so BASE needs no card of its own.
-    """
-    result = {
-        METRIC_NAMES[n]: float(metrics[n])
-        for n in METRIC_NAMES
-        if isinstance(metrics.get(n), int | float)
-    }
-    for column, groups in segments.items():
-        for name in ("roc_auc", "f1"):
-            values = [
-                float(g[name]) for g in groups.values() if isinstance(g.get(name), int | float)
-            ]
-            if len(values) >= 2:
-                result[f"{METRIC_NAMES[name]} gap across {column}"] = max(values) - min(values)
-    return result
-
-
-def changes_section(
-    base: tuple[dict[str, Any], dict[str, Any]] | None,
-    pr: tuple[dict[str, Any], dict[str, Any]],
-    tolerance: float = 5e-4,
-) -> list[str]:
-    """Markdown lines for the PR comment: what changed in the model card, base vs PR.
-
-    Args:
-        base: BASE's metrics and segments (None: BASE has no model).
-        pr: The PR's metrics and segments.
-        tolerance: Changes smaller than this are not shown.
-    """
-    lines = ["#### Model card", ""]
-    after = summary(*pr)
-    if base is None:
-        return [*lines, "New card: BASE has no model."]
-    before = summary(*base)
-    rows = []
-    for key in [*after, *(k for k in before if k not in after)]:
-        old, new = before.get(key), after.get(key)
-        if old is None or new is None or abs(new - old) > tolerance:
-            delta = "" if old is None or new is None else f"{new - old:+.4f}"
-            rows.append(f"| {key} | {_number(old)} | {_number(new)} | {delta} |")
-    if not rows:
-        return [*lines, "Unchanged: the card's metrics and segment gaps are the same as BASE's."]
-    return [*lines, "| | base | PR | Δ |", "|---|---|---|---|", *rows]
 
 
 # --- the stage ------------------------------------------------------------------------------

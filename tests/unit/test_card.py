@@ -11,6 +11,7 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from pipelines.params import CardParams, load_paths
+from pipelines.review.card import changes_section
 from pipelines.review.gate import Predictions
 from pipelines.schema import load_schema
 from pipelines.stages import card
@@ -125,13 +126,13 @@ def test_the_front_matter_carries_the_metrics_file_in_a_model_index() -> None:
 def test_the_pr_section_shows_changed_metrics_and_gaps_or_says_unchanged() -> None:
     metrics = {"roc_auc": 0.8, "f1": 0.5}
     segments = {"plan": {"a": {"roc_auc": 0.9, "f1": 0.6}, "b": {"roc_auc": 0.7, "f1": 0.5}}}
-    same = card.changes_section((metrics, segments), (metrics, segments))
+    same = changes_section((metrics, segments), (metrics, segments))
     assert any(line.startswith("Unchanged") for line in same)
     moved = {"plan": {"a": {"roc_auc": 0.9, "f1": 0.6}, "b": {"roc_auc": 0.6, "f1": 0.5}}}
-    changed = "\n".join(card.changes_section((metrics, segments), (metrics, moved)))
+    changed = "\n".join(changes_section((metrics, segments), (metrics, moved)))
     assert "| ROC AUC gap across plan | 0.2000 | 0.3000 | +0.1000 |" in changed
     assert "| ROC AUC |" not in changed  # unchanged rows are left out
-    assert "BASE has no model" in "\n".join(card.changes_section(None, (metrics, segments)))
+    assert "BASE has no model" in "\n".join(changes_section(None, (metrics, segments)))
 
 
 def test_an_empty_human_text_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
