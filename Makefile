@@ -205,3 +205,12 @@ update-template: install ## apply a newer template version (VERSION=<tag>, defau
 
 check-conflicts: | $(UV_NEEDED) ## fail while a file holds a conflict marker (left by update-template)
 	$(RUN) python -m pipelines.template.update --check
+
+# The model card, and the lineage of any image (labels + git + DVC at its commit)
+.PHONY: card trace
+card: | $(UV_NEEDED) ## write the model card (paths.card) with the card stage: dvc repro card
+	$(RUN) dvc repro card
+
+trace: | $(UV_NEEDED) ## lineage of IMAGE=<ref> or of OVERLAY=<staging|production>'s image: commit, data, stages, run, gate, card
+	$(if $(or $(IMAGE),$(OVERLAY)),,$(error usage: make trace IMAGE=<registry/name@sha256:...> or OVERLAY=<staging|production>))
+	@$(RUN) python -m pipelines.release.trace $(if $(IMAGE),"$(IMAGE)") $(if $(OVERLAY),--overlay "$(OVERLAY)" --overlays $(DEPLOY)/overlays)

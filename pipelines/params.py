@@ -40,6 +40,8 @@ class Paths(Section):
     mlflow: Path
     reference: Path
     requests: Path
+    card: Path
+    card_text: Path
 
     @property
     def data_dvc(self) -> Path:
@@ -156,6 +158,16 @@ class CanaryParams(Section):
         if list(weights) != sorted(set(weights)) or weights[0] < 1 or weights[-1] > 99:
             raise ValueError("weights must increase strictly, from 1 to 99 (100 comes last)")
         return weights
+
+
+class CardParams(Section):
+    """The model card (``card:``): bootstrap intervals and which segment groups are shown."""
+
+    min_segment_rows: int = Field(ge=1)
+    resamples: int = Field(ge=100)
+    seed: int
+    confidence: float = Field(gt=0.5, lt=1)
+    segment_metrics: tuple[str, ...] = Field(min_length=1)
 
 
 S = TypeVar("S", bound=Section)

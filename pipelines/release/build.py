@@ -784,7 +784,10 @@ def build_image(bento_report: Path, repository: str, backend: str | None, out: P
         return report
     print(f"building {image} from bento {bento.tag} with {chosen}...")
     with environment(docker_build_env() if chosen == "docker" else {}):
-        built = bentoml.container.build(bento.tag, backend=chosen, image_tag=(image,))
+        # The bento's labels on the image too: `make trace` reads them from the registry
+        built = bentoml.container.build(
+            bento.tag, backend=chosen, image_tag=(image,), label=dict(bento.labels)
+        )
     if built is None:  # BentoML logs a failed build and returns nothing
         raise PipelineError(f"{chosen} could not build {image}: see its output above")
     report = ImageReport(

@@ -2,8 +2,9 @@
 
 A merge whose dvc.lock is stale would ship a model and metrics that the committed code does not
 produce. This runs ``dvc repro`` and compares the resulting dvc.lock with the one in the last
-commit, stage by stage (command, dependencies, params, outputs), ignoring only the register
-stage's outputs: models/registry.json names a local MLflow run, so its hash differs per machine.
+commit, stage by stage (command, dependencies, params, outputs), ignoring only what names a local
+MLflow run, whose hash differs per machine: the register stage's outputs (models/registry.json)
+and the card stage's, which quotes the run (and its dependency on registry.json).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pipelines.stage import PipelineError, run_stage
 
 LOCK = Path("dvc.lock")  # DVC's own name for it, beside dvc.yaml
 FIELDS = ("cmd", "deps", "params", "outs")
-IGNORED = frozenset({("register", "outs")})
+IGNORED = frozenset({("register", "outs"), ("card", "outs")})
 FIX = "run `make repro` and commit dvc.lock"
 
 
@@ -76,6 +77,13 @@ def compare_locks(committed: Mapping[str, Any], reproduced: Mapping[str, Any]) -
     """
     old_stages = committed.get("stages") or {}
     new_stages = reproduced.get("stages") or {}
+    # a dependency on an ignored output differs as that output does
+    ignored = {
+        e["path"]
+        for stage, field in IGNORED
+        for lock in (old_stages, new_stages)
+        for e in (lock.get(stage) or {}).get(field) or []
+    }
     problems = []
     for stage in [*new_stages, *(s for s in old_stages if s not in new_stages)]:
         if stage not in old_stages:
@@ -86,6 +94,8 @@ def compare_locks(committed: Mapping[str, Any], reproduced: Mapping[str, Any]) -
             continue
         for field in FIELDS:
             old, new = old_stages[stage].get(field), new_stages[stage].get(field)
+            if field == "deps":
+                old, new = ([e for e in d or [] if e["path"] not in ignored] for d in (old, new))
             if (stage, field) in IGNORED or old == new:
                 continue
             changes = list(_field_changes(field, old, new)) or ["changed"]

@@ -33,6 +33,7 @@ import pandas as pd
 import yaml
 
 from pipelines.params import Paths, load_paths, load_section
+from pipelines.review.card import changes_section as card_changes
 from pipelines.review.gate import GateParams, GateResult, MetricResult, Predictions, Side, compare
 from pipelines.stage import PipelineError, write_atomically, write_json
 
@@ -703,6 +704,10 @@ def render(report: Report) -> str:
         params_section(report),
         data_section(report),
         segments_section(report),
+        card_changes(
+            None if base.outputs is None else (base.outputs.metrics, base.outputs.segments),
+            (report.pr.metrics, report.pr.segments),
+        ),
         model_section(report),
         [f"<sub>Base outputs of `{cell(base.ref)}` ({base.commit[:12]}): {source}.</sub>"],
     ]

@@ -285,6 +285,39 @@ def install_request_timeout(
     return RequestTimeout.replaces
 
 
+class Document:
+    """ASGI middleware that answers ``GET``/``HEAD`` on one path with a document (``GET /card``).
+
+    ``read`` is called on the first request, in the worker, once the model is in place; the bytes
+    are then kept. Other methods on the path get 405; other paths pass through untouched.
+    """
+
+    def __init__(self, app: Any, path: str, media_type: str, read: Callable[[], bytes]) -> None:
+        self.app = app
+        self.path = path
+        self.media_type = media_type.encode()
+        self.read = read
+        self.body: bytes | None = None
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        """Answer the document's path; pass anything else on."""
+        if scope["type"] != "http" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] not in ("GET", "HEAD"):
+            await _reply(send, 405, f"{self.path} answers GET only")
+            return
+        if self.body is None:
+            self.body = self.read()
+        headers = [
+            (b"content-type", self.media_type),
+            (b"content-length", str(len(self.body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        body = b"" if scope["method"] == "HEAD" else self.body
+        await send({"type": "http.response.body", "body": body})
+
+
 async def _reply(send: Any, status: int, error: str) -> None:
     body = json.dumps({"error": error}).encode()
     await send(

@@ -1,10 +1,11 @@
 """The HTTP service: ``bentoml serve pipelines.serving.service:ModelService`` (``make serve``).
 
 ``POST /predict`` and ``POST /explain`` take ``{"records": [{<raw feature>: value, ...}, ...]}``;
-``GET /livez``, ``/readyz`` and ``/metrics`` are BentoML's. The request model, the encoder, the
-scoring, the HTTP guard and the model store live beside it (``api``, ``scoring``, ``http``,
-``store``); this module only wires them to BentoML. Importing it reads params.yaml, the schema and
-the model's files (to name its tag); the model itself is loaded when a worker starts.
+``GET /card`` answers the model card stored with the model (Markdown); ``GET /livez``,
+``/readyz`` and ``/metrics`` are BentoML's. The request model, the encoder, the scoring, the HTTP
+guard and the model store live beside it (``api``, ``scoring``, ``http``, ``store``); this module
+only wires them to BentoML. Importing it reads params.yaml, the schema and the model's files (to
+name its tag); the model itself is loaded when a worker starts.
 """
 
 from __future__ import annotations
@@ -135,6 +136,19 @@ class ModelService:
 _service = cast("bentoml.Service[Any]", ModelService)
 if sorted(api.route for api in _service.apis.values()) != sorted(API_ROUTES):
     raise PipelineError(f"API_ROUTES {API_ROUTES} must list the service's API routes")
+
+
+def _card() -> bytes:
+    """The card stored with the served model (a bento's store holds exactly that model)."""
+    reference = _service.inner.stored  # the decorated class's own attribute
+    if reference.stored is None:
+        raise PipelineError(f"model {reference.tag} is not in the BentoML model store")
+    return (Path(reference.stored.path) / store.CARD_FILE).read_bytes()
+
+
+_service.add_asgi_middleware(
+    http.Document, path="/card", media_type="text/markdown; charset=utf-8", read=_card
+)
 _service.add_asgi_middleware(
     http.RequestGuard,
     max_body_bytes=SETTINGS.max_body_bytes,

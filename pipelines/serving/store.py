@@ -27,6 +27,8 @@ from pipelines.params import (
 from pipelines.serving.scoring import REFERENCE_FILE, SCHEMA_FILE
 from pipelines.stage import PipelineError, run_stage
 
+CARD_FILE = "card.md"  # the model card (pipelines/stages/card.py), stored with the model
+
 if TYPE_CHECKING:
     pass
 
@@ -41,6 +43,7 @@ class Sources:
     metrics: Path
     data_dvc: Path
     reference: Path
+    card: Path
     threshold: float
     name: str
 
@@ -55,6 +58,7 @@ class Sources:
             metrics=paths.metrics,
             data_dvc=paths.data_dvc,
             reference=paths.reference,
+            card=paths.card,
             threshold=load_section("evaluate", EvaluateParams, params).threshold,
             name=load_section("register", RegisterParams, params).model_name,
         )
@@ -86,12 +90,14 @@ def serving_info(sources: Sources) -> dict[str, Any]:
 
 
 def model_files(sources: Sources) -> dict[str, Path]:
-    """The files stored with the model: model file, ``meta.json``, schema, reference profile.
+    """The files stored with the model: model file, ``meta.json``, schema, reference profile, card.
+
+    Every bento thus carries the card of its own model (``GET /card`` serves it).
 
     Raises:
-        PipelineError: There is no model directory or reference profile yet.
+        PipelineError: There is no model directory, reference profile or model card yet.
     """
-    for required in (sources.model / "meta.json", sources.reference):
+    for required in (sources.model / "meta.json", sources.reference, sources.card):
         if not required.exists():
             raise PipelineError(f"{required} does not exist: train a model first (`make run`)")
     meta = json.loads((sources.model / "meta.json").read_text())
@@ -100,6 +106,7 @@ def model_files(sources: Sources) -> dict[str, Path]:
         "meta.json": sources.model / "meta.json",
         SCHEMA_FILE: sources.schema,
         REFERENCE_FILE: sources.reference,
+        CARD_FILE: sources.card,
     }
 
 

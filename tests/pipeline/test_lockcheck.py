@@ -50,6 +50,23 @@ def test_only_the_register_stages_outputs_are_ignored() -> None:
     assert compare_locks(lock(), reproduced) == ["register.deps: models/model changed"]
 
 
+def test_the_card_which_quotes_the_mlflow_run_is_ignored_as_the_run_is() -> None:
+    def card(registry: str, metrics: str, out: str) -> dict[str, Any]:
+        deps = [
+            {"path": "models/registry.json", "md5": registry},
+            {"path": "m.json", "md5": metrics},
+        ]
+        return {"cmd": "card", "deps": deps, "outs": [{"path": "models/card.md", "md5": out}]}
+
+    committed, reproduced = lock(), lock()
+    committed["stages"]["card"] = card("d1", "m1", "e1")
+    reproduced["stages"]["register"]["outs"][0]["md5"] = "another-mlflow-run"
+    reproduced["stages"]["card"] = card("another-mlflow-run", "m1", "e2")
+    assert compare_locks(committed, reproduced) == []
+    reproduced["stages"]["card"] = card("another-mlflow-run", "m2", "e2")
+    assert compare_locks(committed, reproduced) == ["card.deps: m.json changed"]
+
+
 def test_each_stage_and_field_that_differs_is_named() -> None:
     reproduced = lock()
     train = reproduced["stages"]["train"]

@@ -11,8 +11,14 @@ import urllib.request
 from pipelines.release.build import file_digest
 
 
-def push_manifest(address: str, repository: str, tag: str, auth: str | None = None) -> str:
-    """Push a one-file image with the registry's HTTP API; return its manifest's digest."""
+def push_manifest(
+    address: str,
+    repository: str,
+    tag: str,
+    auth: str | None = None,
+    labels: dict[str, str] | None = None,
+) -> str:
+    """Push a one-file image (with ``labels``) with the registry's HTTP API; return its digest."""
     headers = {"Authorization": f"Basic {base64.b64encode(auth.encode()).decode()}"} if auth else {}
     layer_tar = io.BytesIO()
     with tarfile.open(fileobj=layer_tar, mode="w") as archive:
@@ -26,7 +32,7 @@ def push_manifest(address: str, repository: str, tag: str, auth: str | None = No
             "architecture": "amd64",
             "os": "linux",
             "rootfs": {"type": "layers", "diff_ids": [file_digest(layer)]},
-            "config": {},
+            "config": {"Labels": labels} if labels else {},
         }
     ).encode()
 

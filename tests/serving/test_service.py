@@ -329,6 +329,18 @@ def test_health_endpoints(client: httpx.Client) -> None:
     assert client.get("/readyz").status_code == 200
 
 
+def test_the_card_of_the_served_model_is_on_get_card(client: httpx.Client, paths: Paths) -> None:
+    """GET /card answers the card packed with the model: the one the card stage wrote."""
+    response = client.get("/card")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/markdown")
+    assert response.text == paths.card.read_text()
+    assert response.text.startswith("---\n")
+    assert "model-index:" in response.text
+    assert client.head("/card").status_code == 200
+    assert client.post("/card", json={}).status_code == 405
+
+
 def test_a_short_load_run_has_no_errors_and_shows_in_metrics(
     server: Server, good: list[dict[str, Any]]
 ) -> None:

@@ -11,6 +11,7 @@ import yaml
 
 from pipelines.params import (
     CanaryParams,
+    CardParams,
     DataParams,
     EvaluateParams,
     FeaturizeParams,
@@ -39,6 +40,7 @@ SECTIONS: dict[str, type[Section]] = {
     "monitor": MonitorParams,
     "gate": GateParams,
     "canary": CanaryParams,
+    "card": CardParams,
 }
 
 TRAIN = {

@@ -1,0 +1,543 @@
+"""Card stage: the model card, in Hugging Face's format, from the outputs of the pipeline.
+
+The card (``paths.card``, beside the model) is YAML front matter with a ``model-index`` whose
+results are the test metrics, then Markdown: the human-owned text of ``paths.card_text``
+(intended and out-of-scope use, known limitations), the training data (hash, rows, class
+balance, time of the snapshot), the test metrics with bootstrap intervals (the gate's metric
+functions, :mod:`pipelines.review.gate`), calibration, metrics per segment with intervals and
+the largest gap between groups, generated limitations, and the lineage (commit, ``dvc.lock``
+output hashes, MLflow run and model URI, params).
+
+Usage: ``python -m pipelines.stages.card --raw RAW --schema SCHEMA --data-dvc DVCFILE
+--predictions CSV --metrics JSON --plots DIR --registry JSON --model DIR --text MD --out MD``
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from pipelines.params import (
+    DEFAULT_PARAMS,
+    CardParams,
+    EvaluateParams,
+    RegisterParams,
+    load_section,
+)
+from pipelines.review.gate import METRICS, Predictions, Sorted, interval, point_metrics
+from pipelines.schema import Schema, load_schema, read_raw
+from pipelines.stage import PipelineError, path_arguments, run_stage, write_atomically
+
+MISSING = "<missing>"  # a missing segment value, named as the evaluate stage names it
+TASK = {"type": "tabular-classification", "name": "Binary classification"}
+METRIC_NAMES = {
+    "roc_auc": "ROC AUC",
+    "pr_auc": "PR AUC (average precision)",
+    "log_loss": "Log loss",
+    "brier": "Brier score",
+    "accuracy": "Accuracy",
+    "precision": "Precision",
+    "recall": "Recall",
+    "f1": "F1",
+}
+LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
+LIBRARIES = {"xgboost": "xgboost", "logistic_regression": "sklearn"}  # Hugging Face's names
+
+Interval = dict[str, float | None]  # {"value", "low", "high"}
+
+
+@dataclass(frozen=True)
+class Gap:
+    """The largest difference of one metric between the groups of one segment column."""
+
+    column: str
+    metric: str
+    best: str
+    worst: str
+    gap: float
+
+
+# --- pure core ------------------------------------------------------------------------------
+
+
+def _finite(value: float) -> float | None:
+    return round(float(value), 6) if math.isfinite(value) else None
+
+
+def metric_intervals(
+    predictions: Predictions,
+    names: list[str],
+    *,
+    resamples: int,
+    seed: int,
+    confidence: float,
+) -> dict[str, Interval]:
+    """Each metric's value on the rows and its bootstrap percentile interval.
+
+    The resampled metrics are the gate's (:data:`pipelines.review.gate.METRICS`): the same
+    definitions the pull-request gate compares, evaluated for all resamples at once.
+
+    Returns:
+        ``{metric: {"value", "low", "high"}}``; None where undefined (one class only, NaN).
+    """
+    if len(predictions) == 0:
+        return {name: {"value": None, "low": None, "high": None} for name in names}
+    values = point_metrics(predictions, names)
+    rows = Sorted.of(predictions)
+    rng = np.random.default_rng(seed)
+    n = len(predictions)
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
+    ordered = counts[:, rows.order]
+    result = {}
+    for name in names:
+        low, high = interval(METRICS[name](rows, ordered), confidence)
+        result[name] = {"value": _finite(values[name]), "low": _finite(low), "high": _finite(high)}
+    return result
+
+
+def segment_intervals(
+    predictions: pd.DataFrame,
+    groups: pd.DataFrame,
+    names: list[str],
+    params: CardParams,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Metrics with intervals for each group of each segment column.
+
+    Args:
+        predictions: Columns id, label, probability, predicted (``eval/predictions.csv``).
+        groups: The segment columns, indexed by id (rows of the raw table).
+        names: Metrics to compute.
+        params: The card's settings: groups under ``min_segment_rows`` are suppressed (their
+            rows counted, no metric shown: too few rows to say anything).
+
+    Returns:
+        ``{column: {group: {"rows", "positives", "suppressed", "metrics": {metric: interval}}}}``.
+    """
+    missing = [i for i in predictions["id"] if i not in groups.index]
+    if missing:
+        raise PipelineError(
+            f"{len(missing)} test ids (e.g. {missing[0]!r}) are not in the raw table: "
+            "run `dvc repro` so the predictions come from the current data"
+        )
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    for column in groups.columns:
+        values = groups.loc[predictions["id"], column].astype("string").fillna(MISSING).to_numpy()
+        result[column] = {}
+        for value in sorted(set(values)):
+            rows = predictions[values == value]
+            suppressed = len(rows) < params.min_segment_rows
+            entry: dict[str, Any] = {
+                "rows": len(rows),
+                "positives": int(rows["label"].sum()),
+                "suppressed": suppressed,
+                "metrics": {},
+            }
+            if not suppressed:
+                entry["metrics"] = metric_intervals(
+                    Predictions.from_frame(rows),
+                    names,
+                    resamples=params.resamples,
+                    seed=params.seed,
+                    confidence=params.confidence,
+                )
+            result[column][str(value)] = entry
+    return result
+
+
+def largest_gaps(segments: dict[str, dict[str, dict[str, Any]]], names: list[str]) -> list[Gap]:
+    """For each segment column and metric, the best and worst shown group and their gap.
+
+    Suppressed groups and undefined values take no part. Largest gap first.
+    """
+    gaps = []
+    for column, groups in segments.items():
+        for name in names:
+            shown = {
+                group: entry["metrics"][name]["value"]
+                for group, entry in groups.items()
+                if not entry["suppressed"] and entry["metrics"][name]["value"] is not None
+            }
+            if len(shown) < 2:
+                continue
+            lower = name in LOWER_IS_BETTER
+            ranked = sorted(shown, key=lambda g: shown[g], reverse=not lower)
+            best, worst = ranked[0], ranked[-1]
+            gaps.append(Gap(column, name, best, worst, round(abs(shown[best] - shown[worst]), 6)))
+    return sorted(gaps, key=lambda g: -g.gap)
+
+
+def class_balance(target: pd.Series, positive: str | int) -> dict[str, Any]:
+    """Rows per class of the target column, and the share of the positive class."""
+    counts = target.astype("string").value_counts(dropna=False)
+    return {
+        "classes": {str(k): int(v) for k, v in counts.items()},
+        "positive": str(positive),
+        "positive_share": round(float((target.astype("string") == str(positive)).mean()), 6),
+    }
+
+
+def expected_calibration_error(points: list[dict[str, Any]]) -> float | None:
+    """Row-weighted mean |predicted - observed| over the calibration bins (None: no bins)."""
+    rows = sum(int(p["rows"]) for p in points)
+    if not rows:
+        return None
+    error = sum(int(p["rows"]) * abs(p["predicted"] - p["observed"]) for p in points) / rows
+    return round(error, 6)
+
+
+def stage_hashes(lock: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The md5 of every output of every stage that ``dvc.lock`` records."""
+    return {
+        str(name): {str(out["path"]): str(out.get("md5", "")) for out in stage.get("outs") or []}
+        for name, stage in (lock.get("stages") or {}).items()
+    }
+
+
+def card_metadata(
+    name: str, metrics: dict[str, Any], dataset: str, data_md5: str, library: str
+) -> dict[str, Any]:
+    """The front matter: Hugging Face model card metadata with a ``model-index``.
+
+    The results are the test metrics of ``metrics`` (``eval/metrics.json``) that the card
+    knows, with their values exactly as written there.
+    """
+    results = [
+        {"type": key, "value": metrics[key], "name": METRIC_NAMES[key]}
+        for key in METRIC_NAMES
+        if isinstance(metrics.get(key), int | float)
+    ]
+    return {
+        "library_name": library,
+        "tags": [TASK["type"]],
+        "model-index": [
+            {
+                "name": name,
+                "results": [
+                    {
+                        "task": dict(TASK),
+                        "dataset": {
+                            "type": dataset,
+                            "name": dataset,
+                            "split": "test",
+                            "revision": data_md5,
+                        },
+                        "metrics": results,
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def number(value: float | None, digits: int = 4) -> str:
+    """A metric as the card prints it (``n/a`` when undefined)."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _with_interval(entry: Interval) -> str:
+    text = number(entry["value"])
+    if entry["low"] is None or entry["high"] is None:
+        return text
+    return f"{text} ({number(entry['low'])} to {number(entry['high'])})"
+
+
+def generated_limitations(
+    segments: dict[str, dict[str, dict[str, Any]]],
+    gaps: list[Gap],
+    metrics: dict[str, Interval],
+    params: CardParams,
+) -> list[str]:
+    """Facts the numbers say: suppressed groups, the widest gaps, undefined metrics."""
+    facts = []
+    for column, groups in segments.items():
+        small = [f"{g} ({e['rows']} rows)" for g, e in groups.items() if e["suppressed"]]
+        if small:
+            facts.append(
+                f"`{column}`: {', '.join(small)} under {params.min_segment_rows} test rows; "
+                "no metric is reported for them and the model is unmeasured there."
+            )
+    for gap in gaps[:3]:
+        facts.append(
+            f"{METRIC_NAMES[gap.metric]} differs by {gap.gap:.4f} across `{gap.column}` "
+            f"({gap.best} best, {gap.worst} worst)."
+        )
+    undefined = [METRIC_NAMES[n] for n, e in metrics.items() if e["low"] is None]
+    if undefined:
+        facts.append(f"No interval for {', '.join(undefined)} (undefined on some resamples).")
+    return facts
+
+
+def render_card(facts: dict[str, Any], text: str) -> str:
+    """The card: front matter, then the human text, then the generated sections.
+
+    Args:
+        facts: What :func:`card_facts` gathers.
+        text: The human-owned text (intended and out-of-scope use, known limitations).
+    """
+    front = yaml.safe_dump(facts["metadata"], sort_keys=False, allow_unicode=True)
+    confidence = facts["confidence"]
+    data = facts["data"]
+    lines = [
+        "---",
+        front.rstrip(),
+        "---",
+        "",
+        f"# Model card: {facts['name']}",
+        "",
+        "<!-- Generated by the card stage (`make card`); edit the human text in "
+        f"{facts['text_path']}, not this file. -->",
+        "",
+        text.strip(),
+        "",
+        "## Training data",
+        "",
+        f"- Data hash (DVC md5): `{data['md5']}`",
+        f"- Snapshot: {data['snapshot']}",
+        f"- Rows: {data['rows']:,} ({data['train_rows']:,} train, {data['test_rows']:,} test)",
+        "- Class balance: "
+        + ", ".join(f"`{k}` {v:,}" for k, v in data["balance"]["classes"].items())
+        + f" (positive `{data['balance']['positive']}`: {data['balance']['positive_share']:.1%})",
+        "",
+        f"## Test metrics ({confidence:.0%} bootstrap intervals, "
+        f"{facts['resamples']:,} resamples of the {data['test_rows']:,} test rows)",
+        "",
+        "| metric | value (interval) |",
+        "|---|---|",
+    ]
+    lines += [f"| {METRIC_NAMES[n]} | {_with_interval(e)} |" for n, e in facts["metrics"].items()]
+    calibration = facts["calibration"]
+    lines += [
+        "",
+        "## Calibration",
+        "",
+        f"Expected calibration error: {number(calibration['ece'])} "
+        "(row-weighted mean |predicted - observed| over the probability bins).",
+        "",
+        "| mean predicted | observed rate | rows |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {number(p['predicted'])} | {number(p['observed'])} | {p['rows']:,} |"
+        for p in calibration["points"]
+    ]
+    lines += ["", "## Metrics per segment", ""]
+    names = facts["segment_metrics"]
+    for column, groups in facts["segments"].items():
+        lines += [
+            f"### `{column}`",
+            "",
+            "| group | rows | positives | " + " | ".join(METRIC_NAMES[n] for n in names) + " |",
+            "|---|---|---|" + "---|" * len(names),
+        ]
+        for group, entry in groups.items():
+            cells = (
+                ["suppressed"] * len(names)
+                if entry["suppressed"]
+                else [_with_interval(entry["metrics"][n]) for n in names]
+            )
+            lines.append(
+                f"| {group} | {entry['rows']:,} | {entry['positives']:,} | "
+                + " | ".join(cells)
+                + " |"
+            )
+        lines.append("")
+    gaps = facts["gaps"]
+    if gaps:
+        top = gaps[0]
+        lines.append(
+            f"**Largest gap:** {METRIC_NAMES[top['metric']]} {top['gap']:.4f} across "
+            f"`{top['column']}` ({top['best']} best, {top['worst']} worst)."
+        )
+    else:
+        lines.append("No segment has two groups large enough to compare.")
+    lines += [
+        f"Groups under {facts['min_segment_rows']} test rows are suppressed.",
+        "",
+        "## Limitations (generated)",
+        "",
+    ]
+    lines += [f"- {fact}" for fact in facts["limitations"]] or ["- None found in the numbers."]
+    lineage = facts["lineage"]
+    lines += [
+        "",
+        "## Lineage",
+        "",
+        f"- Git commit: `{lineage['git_commit']}`",
+        f"- MLflow run: `{lineage['mlflow_run_id']}`",
+        f"- MLflow model: `{lineage['mlflow_model_uri']}`",
+        "",
+        "| stage | output | md5 (dvc.lock) |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {stage} | `{path}` | `{md5}` |"
+        for stage, outs in lineage["stages"].items()
+        for path, md5 in outs.items()
+    ]
+    lines += [
+        "",
+        "Params:",
+        "",
+        "```yaml",
+        yaml.safe_dump(lineage["params"], sort_keys=False).rstrip(),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def card_facts(
+    *,
+    name: str,
+    schema: Schema,
+    raw: pd.DataFrame,
+    predictions: pd.DataFrame,
+    metrics: dict[str, Any],
+    calibration: list[dict[str, Any]],
+    registry: dict[str, Any],
+    lock: dict[str, Any],
+    params: dict[str, Any],
+    segment_columns: list[str],
+    card: CardParams,
+    data_md5: str,
+    snapshot: str,
+    dataset: str,
+    library: str,
+    text_path: str,
+) -> dict[str, Any]:
+    """Everything the card says, as one JSON-ready dict (see :func:`render_card`)."""
+    names = [n for n in METRIC_NAMES if isinstance(metrics.get(n), int | float)]
+    test = Predictions.from_frame(predictions)
+    overall = metric_intervals(
+        test, names, resamples=card.resamples, seed=card.seed, confidence=card.confidence
+    )
+    groups = raw.set_index(schema.id)[segment_columns]
+    segment_names = [n for n in card.segment_metrics if n in names]
+    segments = segment_intervals(predictions, groups, segment_names, card)
+    gaps = largest_gaps(segments, segment_names)
+    return {
+        "name": name,
+        "text_path": text_path,
+        "metadata": card_metadata(name, metrics, dataset, data_md5, library),
+        "confidence": card.confidence,
+        "resamples": card.resamples,
+        "min_segment_rows": card.min_segment_rows,
+        "data": {
+            "md5": data_md5,
+            "snapshot": snapshot,
+            "rows": len(raw),
+            "test_rows": len(predictions),
+            "train_rows": len(raw) - len(predictions),
+            "balance": class_balance(raw[schema.target.column], schema.target.positive),
+        },
+        "metrics": overall,
+        "calibration": {"ece": expected_calibration_error(calibration), "points": calibration},
+        "segment_metrics": segment_names,
+        "segments": segments,
+        "gaps": [vars(g) for g in gaps],
+        "limitations": generated_limitations(segments, gaps, overall, card),
+        "lineage": {
+            "git_commit": registry.get("git_commit", "unknown"),
+            "mlflow_run_id": registry.get("run_id", "none"),
+            "mlflow_model_uri": registry.get("model_uri", "none"),
+            "stages": {s: h for s, h in stage_hashes(lock).items() if s != "card"},
+            "params": params,
+        },
+    }
+
+
+# --- the stage ------------------------------------------------------------------------------
+
+
+def snapshot_time(dvc_file: Path) -> str:
+    """When the data's ``.dvc`` file was last committed, or that it is not committed yet."""
+    done = subprocess.run(
+        ["git", "log", "-1", "--format=%cI", "--", str(dvc_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    when = done.stdout.strip() if done.returncode == 0 else ""
+    return f"{when} (last commit of {dvc_file})" if when else f"{dvc_file} is not committed yet"
+
+
+def read_text(path: Path) -> str:
+    """The human-owned card text; it must say something."""
+    if not path.exists():
+        raise PipelineError(
+            f"{path} does not exist: write the model's intended use, out-of-scope use and "
+            "known limitations there (paths.card_text in params.yaml)"
+        )
+    text = path.read_text()
+    if not text.strip():
+        raise PipelineError(f"{path} is empty: write the model's intended and out-of-scope use")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Gather the facts, render the card and write it."""
+    names = (
+        "raw",
+        "schema",
+        "data-dvc",
+        "predictions",
+        "metrics",
+        "plots",
+        "registry",
+        "model",
+        "lock",
+        "text",
+        "out",
+    )
+    args = path_arguments(__doc__.splitlines()[0], names, argv)
+    card = load_section("card", CardParams)
+    evaluate = load_section("evaluate", EvaluateParams)
+    register = load_section("register", RegisterParams)
+    unknown = sorted(set(card.segment_metrics) - set(METRIC_NAMES))
+    if unknown:
+        raise PipelineError(
+            f"card.segment_metrics names unknown metrics {unknown}: use {list(METRIC_NAMES)}"
+        )
+    schema = load_schema(args.schema)
+    text = read_text(args.text)
+    document = yaml.safe_load(DEFAULT_PARAMS.read_text())
+    params = {k: document[k] for k in ("featurize", "train", "evaluate", "card") if k in document}
+    from pipelines.stages.register import data_hash
+
+    segment_columns = list(evaluate.segments)
+    kind = str(json.loads((args.model / "meta.json").read_text())["kind"])
+    raw = read_raw(args.raw)[[schema.id, schema.target.column, *segment_columns]]
+    facts = card_facts(
+        name=register.model_name,
+        schema=schema,
+        raw=raw,
+        predictions=pd.read_csv(args.predictions),
+        metrics=json.loads(args.metrics.read_text()),
+        calibration=json.loads((args.plots / "calibration.json").read_text()),
+        registry=json.loads(args.registry.read_text()),
+        lock=yaml.safe_load(args.lock.read_text()) if args.lock.exists() else {},
+        params=params,
+        segment_columns=segment_columns,
+        card=card,
+        data_md5=data_hash(args.data_dvc),
+        snapshot=snapshot_time(args.data_dvc),
+        dataset=args.raw.stem,
+        library=LIBRARIES.get(kind, kind),
+        text_path=str(args.text),
+    )
+    rendered = render_card(facts, text)
+    write_atomically(args.out, lambda p: p.write_text(rendered))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,128 @@
+"""Lineage from an image: labels -> commit, data, stages, run, gate, card; `make trace` for real."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.release import trace
+from pipelines.stage import PipelineError
+from tests.release.registries import push_manifest
+from tests.scratch import ScratchRepo
+
+COMMIT = "a" * 40
+LOCK = yaml.safe_dump(
+    {
+        "schema": "2.0",
+        "stages": {
+            "train": {"outs": [{"path": "models/model", "md5": "m1.dir"}]},
+            "card": {"outs": [{"path": "models/card.md", "md5": "c1"}]},
+        },
+    }
+)
+DVC_FILE = yaml.safe_dump({"outs": [{"md5": "d1.dir", "path": "data"}]})
+LABELS = {
+    "git_commit": COMMIT,
+    "git_dirty": "false",
+    "data_md5": "d1.dir",
+    "mlflow_run_id": "run1",
+    "mlflow_model_uri": "models:/m/3",
+}
+
+
+@pytest.mark.parametrize(
+    "inspected",
+    [
+        {"Name": "r/x", "Labels": {"a": "1"}},  # skopeo inspect
+        [{"Id": "x", "Config": {"Labels": {"a": "1"}}}],  # podman image inspect
+    ],
+)
+def test_labels_come_from_skopeo_or_podman(inspected: object) -> None:
+    assert trace.image_labels(inspected) == {"a": "1"}
+
+
+def test_an_image_without_labels_has_none_and_garbage_is_an_error() -> None:
+    assert trace.image_labels({"Labels": None}) == {}
+    with pytest.raises(PipelineError, match="not a JSON object"):
+        trace.image_labels("text")
+
+
+def test_labels_and_git_give_the_lineage() -> None:
+    found = trace.lineage(
+        "r/x@sha256:1", LABELS, lock_text=LOCK, dvc_file_text=DVC_FILE, note=None, card="# c"
+    )
+    assert (found.commit, found.data_md5, found.recorded_data_md5) == (COMMIT, "d1.dir", "d1.dir")
+    assert found.stages == {"train": {"models/model": "m1.dir"}, "card": {"models/card.md": "c1"}}
+    assert (found.mlflow_run_id, found.mlflow_model_uri) == ("run1", "models:/m/3")
+    assert found.gate == trace.NOT_RECORDED
+    assert not found.problems
+    text = trace.render(found)
+    assert f"- Commit: {COMMIT}" in text
+    assert "- train: models/model m1.dir" in text
+    assert text.rstrip().endswith("# c")
+    assert "not recorded" in text
+
+
+def test_disagreements_and_unknown_commits_are_problems() -> None:
+    labels = LABELS | {"data_md5": "other.dir", "git_dirty": "true"}
+    found = trace.lineage("i", labels, lock_text=LOCK, dvc_file_text=DVC_FILE, note=None, card=None)
+    assert any("differs from d1.dir" in p for p in found.problems)
+    assert any("uncommitted" in p for p in found.problems)
+    unknown = trace.lineage("i", LABELS, lock_text=None, dvc_file_text=None, note=None, card=None)
+    assert any("git fetch" in p for p in unknown.problems)
+    assert unknown.stages == {}
+    bare = trace.lineage("i", {}, lock_text=None, dvc_file_text=None, note=None, card=None)
+    assert any("no git_commit label" in p for p in bare.problems)
+    assert "Not available" in trace.render(bare)
+
+
+def test_the_gate_verdict_comes_from_a_label_or_a_note() -> None:
+    note = json.dumps({"verdict": "fail", "base": {"ref": "main"}, "reason": "f1 regressed"})
+    from_note = trace.lineage("i", LABELS, lock_text=LOCK, dvc_file_text=None, note=note, card=None)
+    assert from_note.gate == "fail against main: f1 regressed"
+    labelled = LABELS | {"gate_verdict": "pass"}
+    assert (
+        trace.lineage("i", labelled, lock_text=LOCK, dvc_file_text=None, note=note, card=None).gate
+        == "pass"
+    )
+    assert trace.gate_verdict("passed by hand\nmore") == "passed by hand"
+
+
+def test_trace_needs_an_image_or_an_overlay() -> None:
+    with pytest.raises(PipelineError, match="give an image or an overlay"):
+        trace.main([])
+
+
+@pytest.mark.slow
+def test_make_trace_reads_an_image_in_a_registry(
+    registry: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A labelled image in a real registry, a commit with a gate note: `make trace` finds both."""
+    repo = ScratchRepo.create(tmp_path_factory.mktemp("trace"))
+    commit = repo.run("git", "rev-parse", "HEAD").stdout.strip()
+    gate = {"verdict": "pass", "base": {"ref": "main"}, "reason": None}
+    (tmp_path / "gate.json").write_text(json.dumps(gate))
+    repo.run("git", "notes", "--ref=gate", "add", "-F", str(tmp_path / "gate.json"), commit)
+    data_md5 = yaml.safe_load(repo.read("data.dvc"))["outs"][0]["md5"]
+    labels = LABELS | {"git_commit": commit, "data_md5": data_md5}
+    digest = push_manifest(registry, "trace/model", "v1", labels=labels)
+    image = f"{registry}/trace/model@{digest}"
+
+    done = repo.run("make", "--no-print-directory", "trace", f"IMAGE={image}", check=False)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert f"# Lineage of {image}" in out
+    assert f"- Commit: {commit}" in out
+    assert f"- Data hash: {data_md5} (data.dvc at the commit: {data_md5})" in out
+    assert "- MLflow run: run1" in out
+    assert "- Gate verdict of the pull request: pass against main" in out
+    lock = yaml.safe_load(repo.read("dvc.lock"))
+    some_stage, entry = next(iter(lock["stages"].items()))
+    assert f"- {some_stage}: {entry['outs'][0]['path']} {entry['outs'][0]['md5']}" in out
+
+    missing = repo.run("make", "trace", f"IMAGE={registry}/trace/none:v9", check=False)
+    assert missing.returncode != 0
+    assert "cannot inspect" in missing.stderr
