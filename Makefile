@@ -199,3 +199,19 @@ update-template: install ## apply a newer template version (VERSION=<tag>, defau
 
 check-conflicts: | $(UV_NEEDED) ## fail while a file holds a conflict marker (left by update-template)
 	$(RUN) python -m pipelines.template.update --check
+
+# Retraining: production rows fetched with DVC, the decision, and a new version of the training
+# table from the labelled rows (README: Retraining; .github/workflows/monitor.yml runs these)
+.PHONY: production-rows retrain-decision refresh-data
+production-rows: install ## copy FROM=<path tracked by a .dvc file, or a URL/path that dvc get-url reads> TO=<path>
+	$(if $(and $(FROM),$(TO)),,$(error usage: make production-rows FROM=<s3://bucket/rows/, a DVC-tracked path or a local path> TO=<path>))
+	rm -rf "$(TO)" && mkdir -p "$$(dirname "$(TO)")"
+	if [ -f "$(FROM).dvc" ]; then $(RUN) dvc pull "$(FROM)" && cp -R "$(FROM)" "$(TO)"; \
+	else $(RUN) dvc get-url "$(FROM)" "$(TO)"; fi
+
+retrain-decision: | $(UV_NEEDED) ## whether reports/monitor.json calls for retraining (GitHub step outputs on stdout)
+	@$(RUN) python -m pipelines.monitoring.retrain reports/monitor.json
+
+refresh-data: data ## add the labelled rows of ROWS=<served rows> LABELS=<csv id,label> to the raw table; dvc add
+	$(if $(and $(ROWS),$(LABELS)),,$(error usage: make refresh-data ROWS=<table or request-log file or folder> LABELS=<csv of id,label>))
+	$(RUN) python -m pipelines.monitoring.refresh "$(ROWS)" --labels "$(LABELS)" --summary reports/refresh.md

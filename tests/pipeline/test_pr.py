@@ -8,9 +8,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 
+from pipelines.params import load_paths
 from pipelines.review.report import MARKER
+from pipelines.schema import load_schema, read_raw
+from tests.columns import unknown_category
 from tests.scratch import ScratchRepo
 
 pytestmark = pytest.mark.slow
@@ -226,3 +231,78 @@ def test_what_cannot_be_compared_exits_2_with_the_reason(project: ScratchRepo) -
     assert any(
         line.startswith("error: could not compare") for line in stale.done.stderr.splitlines()
     )
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """`make refresh-data` on a branch: its output, and main's and the branch's raw tables."""
+
+    done: subprocess.CompletedProcess[str]
+    before: pd.DataFrame
+    after: pd.DataFrame
+    served: int
+    labelled: int
+
+
+def served_rows(repo: ScratchRepo, folder: Path, rows: int = 300) -> tuple[Path, Path, int]:
+    """Served rows made from the table's own rows under new ids, and late labels for most.
+
+    One labelled row breaks the schema (an unknown category or a value above its maximum).
+    Returns the rows' file, the labels' file and how many rows have a label.
+    """
+    paths = load_paths(repo.path / "params.yaml")
+    schema = load_schema(repo.path / paths.schema_)
+    raw = read_raw(repo.path / paths.raw)
+    served = raw.sample(rows, random_state=0).reset_index(drop=True)
+    first = int(pd.to_numeric(raw[schema.id], errors="coerce").max()) + 1
+    served[schema.id] = [str(first + i) for i in range(rows)]
+    name, feature = next(iter(schema.features.items()))
+    served[name] = served[name].astype(object)
+    served.loc[0, name] = (
+        unknown_category(feature) if feature.type == "category" else (feature.max or 0) + 1
+    )
+    labelled = rows - rows // 10  # the rest have no label yet
+    folder.mkdir()
+    served.drop(columns=[schema.target.column]).to_csv(folder / "rows.csv", index=False)
+    labels = served.iloc[:labelled].rename(columns={schema.id: "id", schema.target.column: "label"})
+    labels[["id", "label"]].to_csv(folder / "labels.csv", index=False)
+    return folder / "rows.csv", folder / "labels.csv", labelled
+
+
+@pytest.fixture(scope="module")
+def refreshed(project: ScratchRepo, tmp_path_factory: pytest.TempPathFactory) -> Refreshed:
+    """A branch whose raw table gained labelled production rows (`make refresh-data`)."""
+    switch(project, "main")
+    project.run("git", "checkout", "-qb", "refresh")
+    rows, labels, labelled = served_rows(project, tmp_path_factory.mktemp("served") / "rows")
+    raw = project.path / load_paths(project.path / "params.yaml").raw
+    before = read_raw(raw)
+    done = project.run("make", "refresh-data", f"ROWS={rows}", f"LABELS={labels}", check=False)
+    return Refreshed(done, before, read_raw(raw), 300, labelled)
+
+
+def test_refresh_data_records_the_labelled_rows_as_a_new_dvc_version(
+    project: ScratchRepo, refreshed: Refreshed
+) -> None:
+    done = refreshed.done
+    assert done.returncode == 0, done.stdout + done.stderr
+    paths = load_paths(project.path / "params.yaml")
+    kept = refreshed.labelled - 1  # one breaks the schema
+    assert len(refreshed.after) == len(refreshed.before) + kept
+    assert list(refreshed.after.columns) == list(refreshed.before.columns)
+    assert refreshed.after.iloc[: len(refreshed.before)].equals(refreshed.before)
+    assert f"{refreshed.labelled - kept} labelled rows break schema.yaml and were dropped" in (
+        done.stdout
+    )
+    assert f"{refreshed.served - refreshed.labelled} without one are not training data" in (
+        done.stdout
+    )
+    # A new DVC data version: only the .dvc file changes in git, its table is in the cache
+    changed = project.run("git", "diff", "--name-only").stdout.split()
+    assert changed == [str(paths.data_dvc)]
+    status = project.dvc("status", str(paths.data_dvc), "--json").stdout
+    assert json.loads(status) == {}
+    main_md5 = yaml.safe_load(project.run("git", "show", f"main:{paths.data_dvc}").stdout)
+    new_md5 = yaml.safe_load((project.path / paths.data_dvc).read_text())
+    assert new_md5["outs"][0]["md5"] != main_md5["outs"][0]["md5"]
+    assert "#### Training data refreshed" in project.read("reports/refresh.md").decode()
