@@ -306,3 +306,38 @@ def test_refresh_data_records_the_labelled_rows_as_a_new_dvc_version(
     new_md5 = yaml.safe_load((project.path / paths.data_dvc).read_text())
     assert new_md5["outs"][0]["md5"] != main_md5["outs"][0]["md5"]
     assert "#### Training data refreshed" in project.read("reports/refresh.md").decode()
+
+
+@pytest.fixture(scope="module")
+def new_data(project: ScratchRepo, refreshed: Refreshed) -> Run:
+    """The refreshed data reproduced and committed on its branch, then reported against main."""
+    assert refreshed.done.returncode == 0, refreshed.done.stderr
+    project.dvc("repro")
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-qm", "retrain on labelled production rows")
+    return report(project)
+
+
+def test_a_data_change_is_gated_paired_on_the_new_holdout(
+    project: ScratchRepo, new_data: Run
+) -> None:
+    gate, comment = new_data.gate, new_data.comment
+    assert gate["exit_code"] in (0, 1), new_data.done.stderr
+    assert gate["mode"] == "paired on new holdout", gate["notes"]
+    holdout = gate["holdout"]
+    predictions = pd.read_csv(project.path / load_paths(project.path / "params.yaml").predictions)
+    # The PR's test rows that main's model never trained on, scored by main's model
+    assert 0 < holdout["rows"] < len(predictions)
+    assert holdout["rows"] + holdout["excluded"] == len(predictions)
+    assert gate["rows"] == {"pr": holdout["rows"], "base": holdout["rows"]}
+    assert "scoring BASE's model on the PR's test rows" in new_data.done.stderr
+    assert "paired on the new holdout" in comment
+    assert f"({gate['mode']} bootstrap over {holdout['rows']:,} test rows)" in comment or (
+        "Gate failed" in comment
+    )
+    assert "both measured on the PR's test rows that BASE did not train on" in comment
+    # main's values are its model's on the new rows, not its metrics file's
+    metrics = load_paths(project.path / "params.yaml").metrics
+    main = json.loads(project.run("git", "show", f"main:{metrics}").stdout)
+    assert gate["metrics"]["roc_auc"]["base"] != main["roc_auc"]
+    assert "**changed**" in comment  # the data section says the data changed
