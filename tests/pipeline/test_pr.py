@@ -15,7 +15,7 @@ import yaml
 from pipelines.params import load_paths
 from pipelines.review.report import MARKER
 from pipelines.schema import load_schema, read_raw
-from tests.columns import unknown_category
+from tests.columns import breaking, new_ids
 from tests.scratch import ScratchRepo
 
 pytestmark = pytest.mark.slow
@@ -254,13 +254,10 @@ def served_rows(repo: ScratchRepo, folder: Path, rows: int = 300) -> tuple[Path,
     schema = load_schema(repo.path / paths.schema_)
     raw = read_raw(repo.path / paths.raw)
     served = raw.sample(rows, random_state=0).reset_index(drop=True)
-    first = int(pd.to_numeric(raw[schema.id], errors="coerce").max()) + 1
-    served[schema.id] = [str(first + i) for i in range(rows)]
+    served[schema.id] = new_ids(raw[schema.id], rows)
     name, feature = next(iter(schema.features.items()))
     served[name] = served[name].astype(object)
-    served.loc[0, name] = (
-        unknown_category(feature) if feature.type == "category" else (feature.max or 0) + 1
-    )
+    served.loc[0, name] = breaking(feature)
     labelled = rows - rows // 10  # the rest have no label yet
     folder.mkdir()
     served.drop(columns=[schema.target.column]).to_csv(folder / "rows.csv", index=False)

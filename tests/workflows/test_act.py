@@ -20,7 +20,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from pipelines.act import simulation
@@ -31,7 +30,7 @@ from pipelines.review.comment import MARKER
 from pipelines.schema import load_schema, read_raw
 from pipelines.stage import PipelineError
 from pipelines.stages.register import RegisterParams
-from tests.columns import pick
+from tests.columns import new_ids, pick
 from tests.scratch import ScratchRepo
 
 pytestmark = [pytest.mark.slow, pytest.mark.act]
@@ -296,10 +295,9 @@ def production(
     # Drift: the rows with the highest values of one feature; no drift: a random sample
     drifted = raw.sort_values(shifted, kind="stable").tail(size)
     steady = raw.sample(size, random_state=1)
-    first = int(pd.to_numeric(raw[schema.id], errors="coerce").max()) + 1
     variables = {}
     for name, chosen in (("drifted", drifted), ("steady", steady)):
-        rows = chosen.assign(**{schema.id: range(first, first + size)})
+        rows = chosen.assign(**{schema.id: new_ids(raw[schema.id], size)})
         folder = tmp_path_factory.mktemp(name)
         (folder / "rows").mkdir()
         rows.drop(columns=[schema.target.column]).to_csv(
