@@ -214,3 +214,19 @@ card: | $(UV_NEEDED) ## write the model card (paths.card) with the card stage: d
 trace: | $(UV_NEEDED) ## lineage of IMAGE=<ref> or of OVERLAY=<staging|production>'s image: commit, data, stages, run, gate, card
 	$(if $(or $(IMAGE),$(OVERLAY)),,$(error usage: make trace IMAGE=<registry/name@sha256:...> or OVERLAY=<staging|production>))
 	@$(RUN) python -m pipelines.release.trace $(if $(IMAGE),"$(IMAGE)") $(if $(OVERLAY),--overlay "$(OVERLAY)" --overlays $(DEPLOY)/overlays)
+
+# Retraining: production rows fetched with DVC, the decision, and a new version of the training
+# table from the labelled rows (README: Retraining; .github/workflows/monitor.yml runs these)
+.PHONY: production-rows retrain-decision refresh-data
+production-rows: install ## copy FROM=<path tracked by a .dvc file, or a URL/path that dvc get-url reads> TO=<path>
+	$(if $(and $(FROM),$(TO)),,$(error usage: make production-rows FROM=<s3://bucket/rows/, a DVC-tracked path or a local path> TO=<path>))
+	rm -rf "$(TO)" && mkdir -p "$$(dirname "$(TO)")"
+	if [ -f "$(FROM).dvc" ]; then $(RUN) dvc pull "$(FROM)" && cp -R "$(FROM)" "$(TO)"; \
+	else $(RUN) dvc get-url "$(FROM)" "$(TO)"; fi
+
+retrain-decision: | $(UV_NEEDED) ## whether reports/monitor.json calls for retraining (GitHub step outputs on stdout)
+	@$(RUN) python -m pipelines.monitoring.retrain reports/monitor.json
+
+refresh-data: data ## add the labelled rows of ROWS=<served rows> LABELS=<csv id,label> to the raw table; dvc add
+	$(if $(and $(ROWS),$(LABELS)),,$(error usage: make refresh-data ROWS=<table or request-log file or folder> LABELS=<csv of id,label>))
+	$(RUN) python -m pipelines.monitoring.refresh "$(ROWS)" --labels "$(LABELS)" --summary reports/refresh.md

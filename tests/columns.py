@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 from _pytest.mark import ParameterSet
@@ -157,3 +157,10 @@ def negative_class(schema: Schema) -> str | int:
     """The target value that is not the positive class."""
     (negative,) = [value for value in schema.target.values if value != schema.target.positive]
     return negative
+
+
+def new_ids(ids: Any, count: int) -> list[str]:
+    """Ids a table's id column (a pandas Series) does not have yet, numbers when its are."""
+    if ids.dtype.kind in "iu":
+        return [str(int(ids.max()) + 1 + i) for i in range(count)]
+    return [f"served-{i}" for i in range(count)]

@@ -18,8 +18,11 @@ positive is always better). With that interval ``[low, high]`` and the metric's 
 
 The gate fails when any metric is ``regressed`` or ``invalid`` (it fails closed), or when the PR's
 value breaks the metric's absolute floor (higher is better) or ceiling (lower is better).
-When the test rows differ (another split or other data: different ids or labels), the two sides
-are resampled independently instead (an **unpaired bootstrap**), which gives wider intervals.
+When the data changed, the report scores BASE's model on the PR's test rows
+(:mod:`pipelines.review.holdout`) and the bootstrap is paired on that new holdout. When the test
+rows still differ (another split or other data: different ids or labels, and BASE's model could
+not score the PR's rows), the two sides are resampled independently instead (an **unpaired
+bootstrap**), which gives wider intervals.
 
 Metrics are computed for all resamples at once with NumPy: each resample is a row of counts (how
 often each test row was drawn), and every metric is a weighted sum over rows sorted once by score.
@@ -172,7 +175,7 @@ class GateResult:
     """The gate's decision and everything it is based on."""
 
     passed: bool
-    mode: Literal["paired", "unpaired", "first model"]
+    mode: Literal["paired", "paired on new holdout", "unpaired", "first model"]
     rows: tuple[int, int | None]
     metrics: list[MetricResult]
     failures: list[str]
@@ -455,16 +458,19 @@ def judge(
     return MetricResult(name, rule, base, pr, low, high, decided, broken), failures
 
 
-def compare(base: Side | None, pr: Side, params: GateParams) -> GateResult:
+def compare(
+    base: Side | None, pr: Side, params: GateParams, *, new_holdout: bool = False
+) -> GateResult:
     """Gate the PR's model against BASE's (``None``: BASE has no model yet).
 
     Point estimates come from each side's metrics file; intervals from the bootstrap over the
-    predictions. Every failure is listed, each naming its metric.
+    predictions. Every failure is listed, each naming its metric. ``new_holdout``: BASE's side
+    holds its model's predictions on the PR's test rows (the mode says so when they pair).
     """
     names = list(params.metrics)
     failures: list[str] = []
     notes: list[str] = []
-    mode: Literal["paired", "unpaired", "first model"] = "first model"
+    mode: Literal["paired", "paired on new holdout", "unpaired", "first model"] = "first model"
     differences: dict[str, np.ndarray] = {}
     for label, side in (("the PR", pr), ("BASE", base)):
         problem = None if side is None else side.predictions.problem()
@@ -472,7 +478,9 @@ def compare(base: Side | None, pr: Side, params: GateParams) -> GateResult:
             failures.append(f"{label}'s predictions are unusable: {problem}")
     if base is not None:
         aligned, why = pair(base.predictions, pr.predictions)
-        mode = "paired" if aligned is not None else "unpaired"
+        mode = "unpaired"
+        if aligned is not None:
+            mode = "paired on new holdout" if new_holdout else "paired"
         if aligned is None:
             notes.append(f"The test rows differ ({why}): the bootstrap is unpaired.")
         differences = bootstrap_differences(

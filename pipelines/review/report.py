@@ -13,6 +13,7 @@ printed in one line and written to the JSON file).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -95,6 +96,7 @@ class Report:
     data_md5: tuple[str | None, str | None] = (None, None)
     validation: dict[str, Any] | None = None
     model_stats: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    holdout: dict[str, Any] | None = None  # the new holdout BASE's model was scored on, if any
 
 
 def progress(message: str) -> None:
@@ -190,7 +192,7 @@ def fetch(root: Path, commit: str, paths: Paths, into: Path) -> None:
     fs = DVCFileSystem(str(root), rev=commit)
     required = (paths.metrics, paths.segments, paths.predictions, paths.model)
     try:
-        for path in (*required, paths.registry):
+        for path in (*required, paths.registry, paths.train):
             destination = into / path
             destination.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -254,7 +256,7 @@ def reproduce(root: Path, commit: str, stage: str, paths: Paths, into: Path) -> 
         run_logged([python, "-m", "pipelines.stages.data"], tree, env)
         progress(f"dvc repro {stage} at BASE")
         run_logged([python, "-m", "dvc", "repro", stage], tree, env)
-        for path in (paths.metrics, paths.segments, paths.predictions, paths.model):
+        for path in (paths.metrics, paths.segments, paths.predictions, paths.model, paths.train):
             destination = into / path
             destination.parent.mkdir(parents=True, exist_ok=True)
             if (tree / path).is_dir():
@@ -422,11 +424,14 @@ def build(root: Path, ref: str, into: Path) -> Report:
     consistent(pr, names, "the PR")
     if base.outputs is not None:
         consistent(base.outputs, names, "BASE")
-    progress(f"bootstrapping {params.resamples} resamples")
     try:
-        result = compare(None if base.outputs is None else base.outputs.side(), pr.side(), params)
+        sides, holdout = same_holdout(root, paths, base, pr, into)
+        progress(f"bootstrapping {params.resamples} resamples")
+        result = compare(*sides, params, new_holdout=holdout is not None and "rows" in holdout)
     except ValueError as error:
         raise CompareError(f"cannot read the predictions: {error}") from None
+    if holdout is not None:
+        result = dataclasses.replace(result, notes=[holdout["note"], *result.notes])
     validation_file = root / paths.validation
     return Report(
         base=base,
@@ -438,7 +443,56 @@ def build(root: Path, ref: str, into: Path) -> Report:
         data_md5=data_md5(root, base.commit, paths),
         validation=json.loads(validation_file.read_text()) if validation_file.exists() else None,
         model_stats=model_stats(base.outputs, pr, root / paths.test),
+        holdout=holdout,
     )
+
+
+def same_holdout(
+    root: Path, paths: Paths, base: Base, pr: Outputs, into: Path
+) -> tuple[tuple[Side | None, Side], dict[str, Any] | None]:
+    """The sides to gate: on the same holdout when the data changed and BASE's model can say.
+
+    When BASE's and the PR's test rows differ, BASE's model scores the PR's test rows
+    (:mod:`pipelines.review.holdout`). Returns the two sides and what was done: None when the
+    rows were the same already (or BASE has no model); ``rows``, ``excluded`` and ``note`` for a
+    new holdout; ``fallback`` (why not) and ``note`` for the unpaired fallback.
+    """
+    from pipelines.review.gate import pair
+    from pipelines.review.holdout import rescore
+    from pipelines.schema import Schema, load_schema, read_raw
+    from pipelines.stages.featurize import read_features
+
+    if base.outputs is None:
+        return (None, pr.side()), None
+    if pair(base.outputs.side().predictions, pr.side().predictions)[0] is not None:
+        return (base.outputs.side(), pr.side()), None
+    progress("the test rows differ: scoring BASE's model on the PR's test rows")
+    schema_text = git(root, "show", f"{base.commit}:{paths.schema_.as_posix()}")
+    train = into / paths.train
+    if schema_text is None or not train.exists():
+        missing = paths.schema_ if schema_text is None else paths.train
+        holdout, why = None, f"BASE's {missing} could not be read"
+    else:
+        holdout, why = rescore(
+            read_raw(root / paths.raw),
+            pr.predictions,
+            base_schema=Schema.model_validate(yaml.safe_load(schema_text)),
+            pr_schema=load_schema(root / paths.schema_),
+            base_train_ids=read_features(train)[2],
+            base_model=base.outputs.model,
+            thresholds=(
+                float(base.outputs.metrics.get("threshold", 0.5)),
+                float(pr.metrics.get("threshold", 0.5)),
+            ),
+        )
+    if holdout is None:
+        note = f"BASE's model cannot score the PR's test rows: {why}; the bootstrap is unpaired."
+        return (base.outputs.side(), pr.side()), {"fallback": why, "note": note}
+    sides = (
+        Side(Predictions.from_frame(holdout.base), holdout.base_metrics),
+        Side(Predictions.from_frame(holdout.pr), holdout.pr_metrics),
+    )
+    return sides, {"rows": len(holdout.pr), "excluded": holdout.excluded, "note": holdout.note()}
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -522,12 +576,17 @@ def metrics_table(report: Report) -> list[str]:
     how = (
         f"{report.params.resamples:,} resamples of the same {gate.rows[0]:,} test rows, "
         "paired by id"
-        if gate.mode == "paired"
+        if gate.mode in ("paired", "paired on new holdout")
         else f"{report.params.resamples:,} resamples of each side's test rows, drawn independently"
+    )
+    values = (
+        "Base and PR values are both measured on the PR's test rows that BASE did not train on."
+        if gate.mode == "paired on new holdout"
+        else "Base and PR values are those of the metrics files."
     )
     lines += [
         "",
-        f"Base and PR values are those of the metrics files. Bootstrap ({gate.mode}): {how}, "
+        f"{values} Bootstrap ({gate.mode}): {how}, "
         f"seed {report.params.seed}. *regressed*: the whole interval is worse than the "
         "tolerance; *improved*: the whole interval is better than 0; *unchanged*: the interval "
         "lies within ± the tolerance; *inconclusive*: otherwise (does not fail the gate).",
@@ -750,6 +809,7 @@ def gate_document(report: Report) -> dict[str, Any]:
         },
         "mode": gate.mode,
         "rows": {"pr": gate.rows[0], "base": gate.rows[1]},
+        "holdout": report.holdout,
         "failures": gate.failures,
         "notes": gate.notes,
         "bootstrap": {

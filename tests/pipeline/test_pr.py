@@ -8,9 +8,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 
+from pipelines.params import load_paths
 from pipelines.review.report import MARKER
+from pipelines.schema import load_schema, read_raw
+from tests.columns import breaking, new_ids
 from tests.scratch import ScratchRepo
 
 pytestmark = pytest.mark.slow
@@ -226,3 +231,110 @@ def test_what_cannot_be_compared_exits_2_with_the_reason(project: ScratchRepo) -
     assert any(
         line.startswith("error: could not compare") for line in stale.done.stderr.splitlines()
     )
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """`make refresh-data` on a branch: its output, and main's and the branch's raw tables."""
+
+    done: subprocess.CompletedProcess[str]
+    before: pd.DataFrame
+    after: pd.DataFrame
+    served: int
+    labelled: int
+
+
+def served_rows(repo: ScratchRepo, folder: Path, rows: int = 300) -> tuple[Path, Path, int]:
+    """Served rows made from the table's own rows under new ids, and late labels for most.
+
+    One labelled row breaks the schema (an unknown category or a value above its maximum).
+    Returns the rows' file, the labels' file and how many rows have a label.
+    """
+    paths = load_paths(repo.path / "params.yaml")
+    schema = load_schema(repo.path / paths.schema_)
+    raw = read_raw(repo.path / paths.raw)
+    served = raw.sample(rows, random_state=0).reset_index(drop=True)
+    served[schema.id] = new_ids(raw[schema.id], rows)
+    name, feature = next(iter(schema.features.items()))
+    served[name] = served[name].astype(object)
+    served.loc[0, name] = breaking(feature)
+    labelled = rows - rows // 10  # the rest have no label yet
+    folder.mkdir()
+    served.drop(columns=[schema.target.column]).to_csv(folder / "rows.csv", index=False)
+    labels = served.iloc[:labelled].rename(columns={schema.id: "id", schema.target.column: "label"})
+    labels[["id", "label"]].to_csv(folder / "labels.csv", index=False)
+    return folder / "rows.csv", folder / "labels.csv", labelled
+
+
+@pytest.fixture(scope="module")
+def refreshed(project: ScratchRepo, tmp_path_factory: pytest.TempPathFactory) -> Refreshed:
+    """A branch whose raw table gained labelled production rows (`make refresh-data`)."""
+    switch(project, "main")
+    project.run("git", "checkout", "-qb", "refresh")
+    rows, labels, labelled = served_rows(project, tmp_path_factory.mktemp("served") / "rows")
+    raw = project.path / load_paths(project.path / "params.yaml").raw
+    before = read_raw(raw)
+    done = project.run("make", "refresh-data", f"ROWS={rows}", f"LABELS={labels}", check=False)
+    return Refreshed(done, before, read_raw(raw), 300, labelled)
+
+
+def test_refresh_data_records_the_labelled_rows_as_a_new_dvc_version(
+    project: ScratchRepo, refreshed: Refreshed
+) -> None:
+    done = refreshed.done
+    assert done.returncode == 0, done.stdout + done.stderr
+    paths = load_paths(project.path / "params.yaml")
+    kept = refreshed.labelled - 1  # one breaks the schema
+    assert len(refreshed.after) == len(refreshed.before) + kept
+    assert list(refreshed.after.columns) == list(refreshed.before.columns)
+    assert refreshed.after.iloc[: len(refreshed.before)].equals(refreshed.before)
+    assert f"{refreshed.labelled - kept} labelled rows break schema.yaml and were dropped" in (
+        done.stdout
+    )
+    assert f"{refreshed.served - refreshed.labelled} without one are not training data" in (
+        done.stdout
+    )
+    # A new DVC data version: only the .dvc file changes in git, its table is in the cache
+    changed = project.run("git", "diff", "--name-only").stdout.split()
+    assert changed == [str(paths.data_dvc)]
+    status = project.dvc("status", str(paths.data_dvc), "--json").stdout
+    assert json.loads(status) == {}
+    main_md5 = yaml.safe_load(project.run("git", "show", f"main:{paths.data_dvc}").stdout)
+    new_md5 = yaml.safe_load((project.path / paths.data_dvc).read_text())
+    assert new_md5["outs"][0]["md5"] != main_md5["outs"][0]["md5"]
+    assert "#### Training data refreshed" in project.read("reports/refresh.md").decode()
+
+
+@pytest.fixture(scope="module")
+def new_data(project: ScratchRepo, refreshed: Refreshed) -> Run:
+    """The refreshed data reproduced and committed on its branch, then reported against main."""
+    assert refreshed.done.returncode == 0, refreshed.done.stderr
+    project.dvc("repro")
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-qm", "retrain on labelled production rows")
+    return report(project)
+
+
+def test_a_data_change_is_gated_paired_on_the_new_holdout(
+    project: ScratchRepo, new_data: Run
+) -> None:
+    gate, comment = new_data.gate, new_data.comment
+    assert gate["exit_code"] in (0, 1), new_data.done.stderr
+    assert gate["mode"] == "paired on new holdout", gate["notes"]
+    holdout = gate["holdout"]
+    predictions = pd.read_csv(project.path / load_paths(project.path / "params.yaml").predictions)
+    # The PR's test rows that main's model never trained on, scored by main's model
+    assert 0 < holdout["rows"] < len(predictions)
+    assert holdout["rows"] + holdout["excluded"] == len(predictions)
+    assert gate["rows"] == {"pr": holdout["rows"], "base": holdout["rows"]}
+    assert "scoring BASE's model on the PR's test rows" in new_data.done.stderr
+    assert "paired on the new holdout" in comment
+    assert f"({gate['mode']} bootstrap over {holdout['rows']:,} test rows)" in comment or (
+        "Gate failed" in comment
+    )
+    assert "both measured on the PR's test rows that BASE did not train on" in comment
+    # main's values are its model's on the new rows, not its metrics file's
+    metrics = load_paths(project.path / "params.yaml").metrics
+    main = json.loads(project.run("git", "show", f"main:{metrics}").stdout)
+    assert gate["metrics"]["roc_auc"]["base"] != main["roc_auc"]
+    assert "**changed**" in comment  # the data section says the data changed

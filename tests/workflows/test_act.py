@@ -7,9 +7,11 @@ back.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
+import shutil
 import sys
 import urllib.request
 import zipfile
@@ -21,10 +23,14 @@ from pathlib import Path
 import pytest
 
 from pipelines.act import simulation
-from pipelines.act.simulation import PullRequest, Run, Simulation, git, simulate
+from pipelines.act.simulation import WRITE_TOKEN, PullRequest, Run, Simulation, git, simulate
+from pipelines.params import MonitorParams, load_paths, load_section
 from pipelines.release import image_e2e, manifests
 from pipelines.review.comment import MARKER
+from pipelines.schema import load_schema, read_raw
 from pipelines.stage import PipelineError
+from pipelines.stages.register import RegisterParams
+from tests.columns import new_ids, pick
 from tests.scratch import ScratchRepo
 
 pytestmark = [pytest.mark.slow, pytest.mark.act]
@@ -256,6 +262,114 @@ def test_promote_opens_one_pull_request_moving_production_to_staging(
     assert [c.method for c in again.calls if c.method != "GET"] == ["PATCH"]  # the same PR
     promotions = [p for p in github.api.pulls.values() if p["head"]["ref"] == "promote/production"]
     assert len(promotions) == 1
+
+
+@dataclass(frozen=True)
+class Production:
+    """Served rows with late labels for monitor.yml: folders of drifted and of undrifted rows."""
+
+    drifted: dict[str, str]
+    steady: dict[str, str]
+    branch: str
+    data_dvc: str
+
+
+@pytest.fixture(scope="module")
+def production(
+    github: Simulation, trained_repo: ScratchRepo, tmp_path_factory: pytest.TempPathFactory
+) -> Production:
+    """Drifted and steady served rows, from the table's own rows under new ids, with labels.
+
+    main's model and data go into the DVC cache the jobs share (as a DVC remote holds what main
+    trained), so the monitor job restores them instead of training.
+    """
+    shutil.copytree(
+        trained_repo.path / ".dvc" / "cache", github.root / "dvc-cache", dirs_exist_ok=True
+    )
+    params = trained_repo.path / "params.yaml"
+    paths = load_paths(params)
+    schema = load_schema(trained_repo.path / paths.schema_)
+    raw = read_raw(trained_repo.path / paths.raw)
+    size = min(2 * load_section("monitor", MonitorParams, params).min_rows, len(raw) // 3)
+    shifted = pick(schema, "integer", "number") or next(iter(schema.features))
+    # Drift: the rows with the highest values of one feature; no drift: a random sample
+    drifted = raw.sort_values(shifted, kind="stable").tail(size)
+    steady = raw.sample(size, random_state=1)
+    variables = {}
+    for name, chosen in (("drifted", drifted), ("steady", steady)):
+        rows = chosen.assign(**{schema.id: new_ids(raw[schema.id], size)})
+        folder = tmp_path_factory.mktemp(name)
+        (folder / "rows").mkdir()
+        rows.drop(columns=[schema.target.column]).to_csv(
+            folder / "rows" / "served.csv", index=False
+        )
+        labels = rows[[schema.id, schema.target.column]]
+        labels.columns = ["id", "label"]
+        labels.to_csv(folder / "labels.csv", index=False)
+        variables[name] = {
+            "MONITOR_ROWS": str(folder / "rows"),
+            "MONITOR_LABELS": str(folder / "labels.csv"),
+        }
+    model = load_section("register", RegisterParams, params).model_name
+    return Production(
+        variables["drifted"], variables["steady"], f"retrain/{model}", str(paths.data_dvc)
+    )
+
+
+def monitor(github: Simulation, variables: dict[str, str], token: bool = True) -> Run:
+    secrets = {"RETRAIN_TOKEN": WRITE_TOKEN} if token else {}
+    return github.on_dispatch("monitor.yml", secrets=secrets, variables=variables)
+
+
+def test_monitor_needs_its_token(github: Simulation, production: Production) -> None:
+    run = monitor(github, production.drifted, token=False)
+    assert run.jobs == {"monitor": "failure"}
+    assert "::error::set the secret RETRAIN_TOKEN" in run.text()
+    assert writes(run) == []
+    assert not any(r["action"] == "checkout" for r in run.records)  # stopped before any work
+
+
+def test_drift_opens_one_retraining_pull_request_and_updates_it(
+    github: Simulation, production: Production
+) -> None:
+    run = monitor(github, production.drifted)
+    assert run.jobs == {"monitor": "success"}, run.text()[-4000:]
+    (created,) = [c for c in run.calls if c.method == "POST"]
+    assert created.path == f"/repos/{github.repository}/pulls"
+    assert created.body["head"] == production.branch
+    assert created.body["title"].startswith("Retrain ")
+    body = created.body["body"]
+    assert body.startswith("🔴 **Drift**"), body[:500]
+    assert body.strip() in run.summaries["monitor"]  # the report make monitor wrote
+    assert "Training data refreshed" in run.summaries["monitor"]
+    print(f"\n--- the retraining pull request's body ---\n{body}\n---")
+    changed = git("diff", "--name-only", "main", production.branch, cwd=github.origin)
+    assert changed == production.data_dvc
+    (record,) = [r for r in run.records if r["action"] == "create-pull-request"]
+    assert record["inputs"]["token"] == "***"  # noqa: S105 (masked by the stand-in)
+    assert record["inputs"]["body-path"] == "reports/monitor.md"
+
+    again = monitor(github, production.drifted)
+    assert again.jobs == {"monitor": "success"}, again.text()[-4000:]
+    patched = [c for c in again.calls if c.method != "GET"]
+    assert [c.method for c in patched] == ["PATCH"]  # the same pull request, updated
+    retraining = [p for p in github.api.pulls.values() if p["head"]["ref"] == production.branch]
+    assert len(retraining) == 1
+    assert retraining[0]["body"].startswith("🔴 **Drift**")
+
+
+def test_no_drift_proposes_nothing_and_leaves_the_open_pull_request(
+    github: Simulation, production: Production
+) -> None:
+    before = copy.deepcopy([p for p in github.api.pulls.values()])
+    head = github.sha(f"refs/heads/{production.branch}")  # opened by the drift scenario
+    run = monitor(github, production.steady)
+    assert run.jobs == {"monitor": "success"}, run.text()[-4000:]
+    assert "retrain=false" in run.text()
+    assert writes(run) == []
+    assert not any(r["action"] == "create-pull-request" for r in run.records)
+    assert list(github.api.pulls.values()) == before
+    assert github.sha(f"refs/heads/{production.branch}") == head
 
 
 def test_ci_passes(github: Simulation) -> None:

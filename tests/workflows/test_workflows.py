@@ -15,7 +15,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 GITHUB = ROOT / ".github"
 WORKFLOWS = sorted((GITHUB / "workflows").glob("*.yml"))
-NAMES = {"ci.yml", "pr.yml", "pr-comment.yml", "release.yml", "promote.yml", "template-update.yml"}
+NAMES = {
+    "ci.yml",
+    "pr.yml",
+    "pr-comment.yml",
+    "release.yml",
+    "promote.yml",
+    "template-update.yml",
+    "monitor.yml",
+}
 PIPELINE_INPUTS = [
     "params.yaml",
     "dvc.yaml",
@@ -89,6 +97,29 @@ def test_triggers() -> None:
     update = workflow("template-update.yml")["on"]
     assert list(update) == ["schedule", "workflow_dispatch"]
     assert update["workflow_dispatch"]["inputs"]["version"]["default"] == ""
+    monitor = workflow("monitor.yml")["on"]
+    assert list(monitor) == ["schedule", "workflow_dispatch"]
+
+
+def test_the_retraining_pull_request_needs_its_token_and_comes_from_make() -> None:
+    (job,) = workflow("monitor.yml")["jobs"].values()
+    assert job["permissions"] == {"contents": "read"}  # the pull request uses RETRAIN_TOKEN
+    first = job["steps"][0]
+    assert first["env"]["TOKEN"] == "${{ secrets.RETRAIN_TOKEN }}"  # noqa: S105
+    assert "::error::set the secret RETRAIN_TOKEN" in first["run"]
+    runs = "\n".join(s.get("run", "") for s in job["steps"])
+    for target in ("production-rows", "monitor", "retrain-decision", "refresh-data"):
+        assert f"make {target}" in runs or f"make --no-print-directory {target}" in runs, target
+    (opens,) = [s for s in job["steps"] if "create-pull-request" in s.get("uses", "")]
+    promote = next(
+        s
+        for s in workflow("promote.yml")["jobs"]["promote"]["steps"]
+        if "create-pull" in s.get("uses", "")
+    )
+    assert opens["uses"] == promote["uses"]  # one pin, one stand-in
+    assert opens["with"]["token"] == "${{ secrets.RETRAIN_TOKEN }}"  # noqa: S105
+    assert opens["with"]["body-path"] == "reports/monitor.md"
+    assert opens["if"] == "steps.decide.outputs.retrain == 'true'"
 
 
 def test_the_template_update_needs_its_token_and_runs_only_in_a_model_repository() -> None:

@@ -1,0 +1,96 @@
+"""Whether ``make monitor``'s report calls for retraining, for the scheduled monitor workflow.
+
+Retrain when the served rows drift (the report's exit code 1), or when their quality dropped:
+a realised metric (late labels) breaks its gate floor or ceiling, or a gated metric estimated
+from the scores fell below the same estimate on the test rows by more than its gate tolerance.
+A report without a verdict (too few rows, or an error) never calls for it.
+
+Usage: ``python -m pipelines.monitoring.retrain reports/monitor.json`` prints GitHub step
+outputs: ``retrain=true|false``, ``reason=...``, ``branch=retrain/<model name>``, ``model=...``
+and ``data=<the .dvc file of the data>``. It exits 1 when the report has no verdict (too few
+rows, or could not compare), naming why, so that the scheduled job fails visibly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipelines.params import load_paths, load_section
+from pipelines.review.gate import GateParams, MetricRule
+
+BRANCH_PREFIX = "retrain/"
+
+
+def reasons(report: Mapping[str, Any], rules: Mapping[str, MetricRule]) -> list[str]:
+    """Why the report calls for retraining; empty when it does not.
+
+    Args:
+        report: ``reports/monitor.json``.
+        rules: The gate's metric rules (``gate.metrics`` of params.yaml).
+    """
+    if report.get("exit_code") not in (0, 1):
+        return []
+    found = []
+    if report["exit_code"] == 1:
+        drifting = [
+            *report.get("drifting", []),
+            *(["the score"] if report.get("score_drift") else []),
+        ]
+        found.append(f"drift in {', '.join(drifting)}")
+    quality = report.get("quality") or {}
+    realised = quality.get("realised") or {}
+    for name, bound in (realised.get("bounds") or {}).items():
+        if bound.get("broken"):
+            side = "below its floor" if bound["better"] == "higher" else "above its ceiling"
+            found.append(f"realised {name} {bound['value']} is {side} {bound['bound']}")
+    served, test = quality.get("estimated") or {}, quality.get("test_estimated") or {}
+    for name, rule in rules.items():
+        now, before = served.get(name), test.get(name)
+        if not isinstance(now, int | float) or not isinstance(before, int | float):
+            continue
+        drop = (before - now) * rule.sign
+        if drop > rule.tolerance:
+            found.append(
+                f"estimated {name} moved from {before:.4f} on the test rows to {now:.4f} on the "
+                f"served rows (more than the gate's tolerance {rule.tolerance})"
+            )
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the step outputs; exit 0 whatever the decision, 1 without a verdict."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("report", type=Path, help="reports/monitor.json of make monitor")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args(argv)
+    from pipelines.stages.register import RegisterParams
+
+    try:
+        report = json.loads(args.report.read_text())
+    except (OSError, ValueError) as error:
+        print(
+            f"error: cannot read {args.report} ({error}): run `make monitor` first", file=sys.stderr
+        )
+        return 1
+    if report.get("exit_code") not in (0, 1):
+        reason = report.get("reason") or "no verdict"
+        print(f"::error::make monitor gave no verdict: {reason}", file=sys.stderr)
+        return 1
+    rules = load_section("gate", GateParams, args.params).metrics
+    model = load_section("register", RegisterParams, args.params).model_name
+    found = reasons(report, rules)
+    print(f"retrain={'true' if found else 'false'}")
+    print(f"reason={'; '.join(found) or report.get('verdict', 'no verdict')}")
+    print(f"branch={BRANCH_PREFIX}{model}")
+    print(f"model={model}")
+    print(f"data={load_paths(args.params).data_dvc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
