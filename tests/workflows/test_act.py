@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import urllib.request
 import zipfile
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipelines.act import simulation
 from pipelines.act.simulation import WRITE_TOKEN, PullRequest, Run, Simulation, git, simulate
@@ -445,6 +447,8 @@ def test_a_merge_releases_one_image_and_points_staging_at_it_once(
     actions = {r["action"]: r for r in released.records}
     assert actions["login-action"]["inputs"]["registry"] == registry
     assert actions["attest-build-provenance"]["subject"] == reference
+    card = artifact(github, released, "model-card")["card.md"]
+    assert card.startswith("---\n") and "model-index:" in card
     head = github.sha("refs/heads/main")
 
     # What staging now runs, pulled by digest into a store of its own and run as its non-root
@@ -452,6 +456,21 @@ def test_a_merge_releases_one_image_and_points_staging_at_it_once(
     with ExitStack() as stack:
         run.run("podman", "pull", "--quiet", "--tls-verify=false", reference, env=run.podman)
         image_e2e.serve(run, stack, reference, run.podman)
+
+    # Its lineage, read back from the image's labels and git at its commit (`make trace`)
+    path = f"{Path(sys.executable).parent}{os.pathsep}{simulation.SYSTEM_PATH}"
+    traced = subprocess.run(
+        [sys.executable, "-m", "pipelines.release.trace", reference],
+        cwd=work,
+        env=github.host_env() | {"PATH": path},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert traced.returncode == 0, traced.stdout + traced.stderr
+    assert f"- Commit: {merged}" in traced.stdout, traced.stdout
+    data = yaml.safe_load(git("show", f"{merged}:data.dvc", cwd=work))["outs"][0]["md5"]
+    assert f"- Data hash: {data} (data.dvc at the commit: {data})" in traced.stdout
 
     # The same push again: the tag exists, so nothing is built or pushed, and staging already
     # runs that digest, so nothing is committed
