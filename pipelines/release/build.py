@@ -33,7 +33,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import chdir, contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -550,9 +550,14 @@ def current_version(bentofile: Path, labels: Mapping[str, str]) -> str:
 
     config = yaml.safe_load(bentofile.read_text())
     requirements = Path(config["python"]["requirements_txt"])
+    files = included_files(config, Path.cwd())
+    # The Dockerfile template is an input of the bento (BentoML copies it into env/docker).
+    template = (config.get("docker") or {}).get("dockerfile_template")
+    if template:
+        files[template] = file_digest(Path(template).read_bytes())
     return bento_version(
         bentofile.read_text(),
-        files=included_files(config, Path.cwd()),
+        files=files,
         requirements=requirements.read_text(),
         model=model_digests(),
         labels=labels,
@@ -793,7 +798,13 @@ def build_image(bento_report: Path, repository: str, backend: str | None, out: P
         )
         return report
     print(f"building {image} from bento {bento.tag} with {chosen}...")
-    with environment(docker_build_env() if chosen == "docker" else {}):
+    # BentoML 1.4 containerizes from a copy of the bento in a temporary directory and accepts
+    # its Dockerfile.template (bentofile.yaml `dockerfile_template`) only from under the working
+    # directory: build from the temporary directories' root.
+    with (
+        environment(docker_build_env() if chosen == "docker" else {}),
+        chdir(tempfile.gettempdir()),
+    ):
         built = bentoml.container.build(bento.tag, backend=chosen, image_tag=(image,))
     if built is None:  # BentoML logs a failed build and returns nothing
         raise PipelineError(f"{chosen} could not build {image}: see its output above")
