@@ -17,10 +17,14 @@
    and takes the pushed digest from the registry, ``make push`` does nothing;
 9. sbom: ``make sbom`` from the registry, by digest;
 10. pull: ``podman pull`` by digest into a store of its own;
-11. serve: ``podman run`` as the image's non-root user, port published on 127.0.0.1, then
-    ``/readyz`` and a ``/predict`` of a row of the real table, whose probability must equal the
-    host model's;
-12. manifest: ``make set-image OVERLAY=staging DEPLOY=<a copy of deploy/>``, rendered with
+11. lean: the pulled image has no compiler, git or GPU package and is under its size target
+    (``image_checks``);
+12. serve: ``podman run`` locked down as the staging overlay's Deployment runs it (read-only
+    root file system, its user, its emptyDirs as the only writable paths, its environment), port
+    published on 127.0.0.1; the time from start to ``/readyz``, a refused write to the root file
+    system, a ``/predict`` of a row of the real table, whose probability must equal the host
+    model's, and the request written to the request log;
+13. manifest: ``make set-image OVERLAY=staging DEPLOY=<a copy of deploy/>``, rendered with
     ``kubectl kustomize``, which must name the pushed digest.
 
 Everything it starts (registry, Podman's API service, container, storage, temporary
@@ -622,8 +626,16 @@ def check_sbom(run: Run) -> None:
     run.say(f"sbom: {len(names)} packages")
 
 
-def check_lean(run: Run, reference: str, size_bytes: int | None, podman: dict[str, str]) -> None:
-    """The pulled image holds no compiler, git or GPU package and is under its size target."""
+def check_lean(run: Run, reference: str, podman: dict[str, str]) -> None:
+    """The pulled image holds no compiler, git or GPU package and is under its size target.
+
+    Reads the image as pulled (podman's store, ``podman`` its environment): its size, and what
+    a container of it lists on PATH and in its Python environment.
+    """
+    inspected = run.run(
+        "podman", "image", "inspect", "--format", "{{.Size}}", reference, env=podman, log="podman"
+    )
+    size_bytes = int(inspected.strip().splitlines()[-1])
     listing = run.run(
         "podman",
         "run",
@@ -745,7 +757,6 @@ def end_to_end(run: Run, stack: ExitStack, backend: Backend = "buildah") -> str:
         with run.step("docker", "podman system service: a Docker API on buildah's store"):
             docker = stack.enter_context(podman_docker_api(run))
     image = [f"IMAGE_REPO={repository}", f"BACKEND={backend}"]
-    report: ImageReport | None = None
     with run.step("image", f"make image BACKEND={backend}"):
         run.run("make", "image", *image, env=docker, log="make-image")
         report = read_report(run.repo / "reports/image.json", ImageReport, "image")
@@ -759,7 +770,7 @@ def end_to_end(run: Run, stack: ExitStack, backend: Backend = "buildah") -> str:
     with run.step("pull", "podman pull by digest, into a store of its own"):
         run.run("podman", "pull", "--quiet", "--tls-verify=false", reference, env=run.podman)
     with run.step("lean", "no compiler, git or GPU package in the image; under its size target"):
-        check_lean(run, reference, report.size_bytes if report else None, run.podman)
+        check_lean(run, reference, run.podman)
     with run.step("serve", "podman run locked down as the Deployment; /readyz; /predict"):
         serve(run, stack, reference, run.podman)
     with run.step("manifest", "make set-image OVERLAY=staging on a copy; kubectl kustomize"):

@@ -113,7 +113,10 @@ def test_the_bento_version_follows_its_inputs(
         edited = version()
     with changed(repo, "models/model/meta.json", lambda b: b.rstrip() + b"\n\n"):
         retrained = version()
-    assert len({first, edited, retrained}) == 3
+    # The Dockerfile template is not in `include`, but BentoML copies it into the bento
+    with changed(repo, "pipelines/release/Dockerfile.template", lambda b: b + b"\n"):
+        templated = version()
+    assert len({first, edited, retrained, templated}) == 4
     assert version() == first
 
 

@@ -228,7 +228,16 @@ def test_bentofile_serves_the_service_with_only_what_it_imports() -> None:
     assert {"schema.yaml", "params.yaml", "pipelines/serving/service.py"} <= set(include)
     assert not [item for item in include if item.startswith(("tests", "data", "mlruns"))]
     assert config["python"]["lock_packages"] is False
-    assert config["docker"] == {"distro": "debian", "python_version": "3.11"}
+    template = "pipelines/release/Dockerfile.template"
+    assert config["docker"] == {
+        "distro": "debian",
+        "python_version": "3.11",
+        "dockerfile_template": template,
+    }
+    # A final stage on a fresh base, with the virtual environment and the bento copied in
+    text = (ROOT / template).read_text()
+    assert text.startswith("{% extends bento_base_template %}")
+    assert "COPY --from=base-container /app /app" in text
 
 
 # --- the bento's version: a hash of its inputs --------------------------------------------------
