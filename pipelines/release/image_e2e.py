@@ -17,10 +17,14 @@
    and takes the pushed digest from the registry, ``make push`` does nothing;
 9. sbom: ``make sbom`` from the registry, by digest;
 10. pull: ``podman pull`` by digest into a store of its own;
-11. serve: ``podman run`` as the image's non-root user, port published on 127.0.0.1, then
-    ``/readyz`` and a ``/predict`` of a row of the real table, whose probability must equal the
-    host model's;
-12. manifest: ``make set-image OVERLAY=staging DEPLOY=<a copy of deploy/>``, rendered with
+11. lean: the pulled image has no compiler, git or GPU package and is under its size target
+    (``image_checks``);
+12. serve: ``podman run`` locked down as the staging overlay's Deployment runs it (read-only
+    root file system, its user, its emptyDirs as the only writable paths, its environment), port
+    published on 127.0.0.1; the time from start to ``/readyz``, a refused write to the root file
+    system, a ``/predict`` of a row of the real table, whose probability must equal the host
+    model's, and the request written to the request log;
+13. manifest: ``make set-image OVERLAY=staging DEPLOY=<a copy of deploy/>``, rendered with
     ``kubectl kustomize``, which must name the pushed digest.
 
 Everything it starts (registry, Podman's API service, container, storage, temporary
@@ -65,6 +69,13 @@ from pipelines.release.build import (
     check_digest_ref,
     model_name,
     read_report,
+)
+from pipelines.release.image_checks import (
+    LISTING,
+    image_problems,
+    lockdown,
+    parse_listing,
+    podman_run_args,
 )
 from pipelines.stage import PipelineError, run_stage, write_json
 
@@ -363,6 +374,7 @@ def wait_for(
     timeout: float,
     alive: Callable[[], bool] = lambda: True,
     statuses: tuple[int, ...] = (200,),
+    poll: float = 0.5,
 ) -> None:
     """Wait until ``url`` answers with one of ``statuses``, or raise after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -379,7 +391,7 @@ def wait_for(
             last = f"HTTP {error.code}"
         except (urllib.error.URLError, OSError) as error:
             last = str(error)
-        time.sleep(0.5)
+        time.sleep(poll)
     raise PipelineError(f"{url} did not answer {statuses} within {timeout:.0f}s ({last})")
 
 
@@ -609,18 +621,60 @@ def check_sbom(run: Run) -> None:
     run.run("make", "sbom", log="make-sbom")
     sbom = json.loads((run.repo / "reports/sbom.spdx.json").read_text())
     names = {p.get("name") for p in sbom.get("packages", [])}
-    if not {"xgboost", "bentoml"} <= names:
-        raise PipelineError("the SBOM does not list xgboost and bentoml")
+    if not {"xgboost-cpu", "bentoml"} <= names:
+        raise PipelineError("the SBOM does not list xgboost-cpu and bentoml")
     run.say(f"sbom: {len(names)} packages")
 
 
+def check_lean(run: Run, reference: str, podman: dict[str, str]) -> None:
+    """The pulled image holds no compiler, git or GPU package and is under its size target.
+
+    Reads the image as pulled (podman's store, ``podman`` its environment): its size, and what
+    a container of it lists on PATH and in its Python environment.
+    """
+    inspected = run.run(
+        "podman", "image", "inspect", "--format", "{{.Size}}", reference, env=podman, log="podman"
+    )
+    size_bytes = int(inspected.strip().splitlines()[-1])
+    listing = run.run(
+        "podman",
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/sh",
+        reference,
+        "-c",
+        LISTING,
+        env=podman,
+        log="podman",
+    )
+    programs, distributions = parse_listing(listing)
+    problems = image_problems(programs, distributions, size_bytes)
+    if problems:
+        raise PipelineError(f"the image is not lean: {'; '.join(problems)}")
+    run.say(
+        f"lean: {(size_bytes or 0) / 1e6:.0f} MB, {len(programs)} programs on PATH and "
+        f"{len(distributions)} Python packages: no compiler, git or GPU package"
+    )
+
+
 def serve(run: Run, stack: ExitStack, reference: str, podman: dict[str, str]) -> None:
-    """Run the pulled image with podman; check its user, /readyz and one real /predict."""
+    """Run the pulled image locked down as the Deployment runs it; check it serves.
+
+    The staging overlay is rendered and its container's settings applied: read-only root file
+    system, its user, its emptyDir paths as the only writable ones, its environment (every
+    request logged, to see the request log written). Checks the time from start to /readyz,
+    the user, that the root file system refuses writes, one real /predict and the request log.
+    """
+    rendered = run.run("kubectl", "kustomize", str(run.repo / "deploy/overlays/staging"))
+    lock = lockdown(rendered)
     port = free_port()
+    begun = time.monotonic()
     started = run.run(
         "podman",
         "run",
         "--detach",
+        *podman_run_args(lock, {"MODEL_REQUEST_LOG_RATE": "1"}),
         "--publish",
         f"127.0.0.1:{port}:{CONTAINER_PORT}",
         reference,
@@ -637,19 +691,36 @@ def serve(run: Run, stack: ExitStack, reference: str, podman: dict[str, str]) ->
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(f"{url}/readyz", READY_TIMEOUT)
+        wait_for(f"{url}/readyz", READY_TIMEOUT, poll=0.1)
     except PipelineError as error:
         logs = run.run("podman", "logs", container, env=podman, log="podman")
         raise PipelineError(f"{error}; the container's log:\n{logs[-3000:]}") from None
+    ready = time.monotonic() - begun
     uid = run.run("podman", "exec", container, "id", "-u", env=podman, log="podman").strip()
     if uid != str(BENTO_UID):
         raise PipelineError(f"the service runs as uid {uid}, not the image's user {BENTO_UID}")
+    touched = subprocess.run(
+        ["podman", "exec", container, "touch", "/home/bentoml/written"],
+        env={**run.env, **podman},
+        capture_output=True,
+        check=False,
+    )
+    if touched.returncode == 0:
+        raise PipelineError("the container could write to its root file system")
     record, expected = host_prediction(run.repo)
     answer = post_json(f"{url}/predict", {"records": [record]})
     served = float(answer["predictions"][0]["probability"])
     if abs(served - expected) > TOLERANCE:
         raise PipelineError(f"the image predicts {served} where the host model says {expected}")
-    run.say(f"serve: uid {uid}; /predict {served:.6f} == host model {expected:.6f}")
+    request_log = lock.env.get("MODEL_REQUEST_LOG_DIR")
+    if request_log:
+        found = run.run("podman", "exec", container, "find", request_log, "-type", "f", env=podman)
+        if not found.strip():
+            raise PipelineError(f"the request was not logged under {request_log}")
+    run.say(
+        f"serve: read-only root, writable only {', '.join(lock.writable)}; uid {uid}; "
+        f"start to ready {ready:.1f} s; /predict {served:.6f} == host model {expected:.6f}"
+    )
 
 
 def deploy_staging(run: Run, reference: str) -> None:
@@ -698,7 +769,9 @@ def end_to_end(run: Run, stack: ExitStack, backend: Backend = "buildah") -> str:
         check_sbom(run)
     with run.step("pull", "podman pull by digest, into a store of its own"):
         run.run("podman", "pull", "--quiet", "--tls-verify=false", reference, env=run.podman)
-    with run.step("serve", "podman run; /readyz; /predict equals the host model"):
+    with run.step("lean", "no compiler, git or GPU package in the image; under its size target"):
+        check_lean(run, reference, run.podman)
+    with run.step("serve", "podman run locked down as the Deployment; /readyz; /predict"):
         serve(run, stack, reference, run.podman)
     with run.step("manifest", "make set-image OVERLAY=staging on a copy; kubectl kustomize"):
         deploy_staging(run, reference)

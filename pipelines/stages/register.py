@@ -80,7 +80,8 @@ def pip_requirements(kind: str) -> list[str]:
     from importlib.metadata import version
 
     packages = ["numpy", "pandas", "scikit-learn"]
-    packages += ["xgboost"] if kind == "xgboost" else ["skops"]
+    # The CPU build (same `xgboost` import): the default wheel pulls CUDA libraries nothing uses.
+    packages += ["xgboost-cpu"] if kind == "xgboost" else ["skops"]
     return [f"{p}=={version(p)}" for p in packages]
 
 

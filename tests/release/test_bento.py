@@ -68,7 +68,7 @@ def test_make_bento_builds_a_traceable_bento_of_the_current_model(
         if "version" in p
     }
     requirements = (bento_dir / "env/python/requirements.txt").read_text().splitlines()
-    for package in ("xgboost", "bentoml", "scikit-learn", "pandas"):
+    for package in ("xgboost-cpu", "bentoml", "scikit-learn", "pandas"):
         assert f"{package}=={versions[package]}" in requirements
     assert not [r for r in requirements if r.startswith(("mlflow", "dvc", "great-expectations"))]
 
@@ -113,7 +113,10 @@ def test_the_bento_version_follows_its_inputs(
         edited = version()
     with changed(repo, "models/model/meta.json", lambda b: b.rstrip() + b"\n\n"):
         retrained = version()
-    assert len({first, edited, retrained}) == 3
+    # The Dockerfile template is not in `include`, but BentoML copies it into the bento
+    with changed(repo, "pipelines/release/Dockerfile.template", lambda b: b + b"\n"):
+        templated = version()
+    assert len({first, edited, retrained, templated}) == 4
     assert version() == first
 
 

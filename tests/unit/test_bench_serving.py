@@ -180,16 +180,43 @@ def model(project: Path) -> LoadedModel:
 
 
 @pytest.fixture(scope="module")
-def naive_url(project: Path) -> Iterator[str]:
+def naive(project: Path) -> Iterator[serving.Running]:
     command = [sys.executable, "-m", "uvicorn", "benchmarks.naive_server:create_app"]
     command += ["--factory", "--host", "127.0.0.1", "--port", "{port}"]
     server = serving.Server("naive", "naive", command, "/predict", "/openapi.json", [], [], float)
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    with serving.running(server, project / "naive.log", env, cwd=project) as base:
-        yield base
-    host, port = base.removeprefix("http://").split(":")
+    with serving.running(server, project / "naive.log", env, cwd=project) as started:
+        yield started
+    host, port = started.base.removeprefix("http://").split(":")
     with socket.socket() as sock:  # stopped: nothing listens on its port any more
         assert sock.connect_ex((host, int(port))) != 0
+
+
+@pytest.fixture(scope="module")
+def naive_url(naive: serving.Running) -> str:
+    return naive.base
+
+
+def test_the_peak_rss_of_each_process_of_the_server_is_read(
+    naive: serving.Running, naive_url: str
+) -> None:
+    peaks = serving.tree_peaks(naive.pid)
+    leader = [p for p in peaks if p["pid"] == naive.pid]
+    assert len(leader) == 1
+    # A Python server with pandas and the model loaded: tens of MiB at least, far from 0.
+    assert 30 < leader[0]["peak_mib"] < 4096
+    assert leader[0]["role"].startswith("python")
+    assert not [p for p in peaks if p["role"] == "worker"]  # uvicorn, not BentoML
+    assert serving.tree_peaks(-1) == []
+    # This test's own process tree holds the server: found among the descendants.
+    assert naive.pid in {p["pid"] for p in serving.tree_peaks(os.getpid())}
+
+
+def test_peak_rss_comes_from_the_vmhwm_line() -> None:
+    status = "Name:\tpython\nVmPeak:\t  900 kB\nVmHWM:\t  123456 kB\nVmRSS:\t 100 kB\n"
+    assert serving.peak_rss_kib(status) == 123456
+    with pytest.raises(ValueError, match="VmHWM"):
+        serving.peak_rss_kib("Name:\tkthreadd\n")
 
 
 def test_the_naive_server_answers_the_models_probabilities(

@@ -45,7 +45,7 @@ def test_run_params_hold_only_the_chosen_model_s_hyperparameters(kind: str) -> N
     assert {"seed", "test_size", "split_seed", "threshold"} <= logged.keys()
 
 
-@pytest.mark.parametrize(("kind", "library"), [("xgboost", "xgboost"), ("baseline", "skops")])
+@pytest.mark.parametrize(("kind", "library"), [("xgboost", "xgboost-cpu"), ("baseline", "skops")])
 def test_pip_requirements_are_pinned(kind: str, library: str) -> None:
     requirements = pip_requirements(kind)
     assert any(r.startswith(f"{library}==") for r in requirements)

@@ -451,11 +451,13 @@ def test_a_merge_releases_one_image_and_points_staging_at_it_once(
     assert card.startswith("---\n") and "model-index:" in card
     head = github.sha("refs/heads/main")
 
-    # What staging now runs, pulled by digest into a store of its own and run as its non-root
-    # user, answers /predict as the model does
+    # What staging now runs, pulled by digest into a store of its own and run locked down as
+    # the Deployment runs it, answers /predict as the model does
     with ExitStack() as stack:
         run.run("podman", "pull", "--quiet", "--tls-verify=false", reference, env=run.podman)
         image_e2e.serve(run, stack, reference, run.podman)
+    # ... and carries no compiler, git or GPU package, under its size target
+    image_e2e.check_lean(run, reference, run.podman)
 
     # Its lineage, read back from the image's labels and git at its commit (`make trace`)
     path = f"{Path(sys.executable).parent}{os.pathsep}{simulation.SYSTEM_PATH}"
