@@ -448,7 +448,8 @@ def test_a_merge_releases_one_image_and_points_staging_at_it_once(
     assert actions["login-action"]["inputs"]["registry"] == registry
     assert actions["attest-build-provenance"]["subject"] == reference
     card = artifact(github, released, "model-card")["card.md"]
-    assert card.startswith("---\n") and "model-index:" in card
+    assert card.startswith("---\n")
+    assert "model-index:" in card
     head = github.sha("refs/heads/main")
 
     # What staging now runs, pulled by digest into a store of its own and run locked down as
