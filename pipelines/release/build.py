@@ -506,12 +506,18 @@ def included_files(config: Mapping[str, Any], build_ctx: Path) -> dict[str, str]
 
 
 def model_digests() -> dict[str, str]:
-    """The digest of each file of the current model as the model store imports it."""
-    from pipelines.serving.store import Sources, model_files
+    """The digest of each file of the current model as the model store imports it.
+
+    All but the model card: it quotes the MLflow run and commit of the register stage, which a
+    release job re-runs (``RUN_LABELS``, same reason), and says nothing the other files and the
+    labels do not decide. A re-run thus finds its bento's tag already pushed, card and all.
+    """
+    from pipelines.serving.store import CARD_FILE, Sources, model_files
 
     return {
         name: file_digest(path.read_bytes())
         for name, path in model_files(Sources.from_params()).items()
+        if name != CARD_FILE
     }
 
 
