@@ -34,9 +34,9 @@ from typing import Any
 
 from pipelines.monitoring import names
 from pipelines.monitoring.drift import EPSILON
-from pipelines.monitoring.manifests import ROLLOUT_POD_LABEL, dump
+from pipelines.monitoring.manifests import ROLLOUT_POD_LABEL, dump, write_files
 from pipelines.params import CanaryParams, load_section
-from pipelines.stage import PipelineError, run_stage
+from pipelines.stage import run_stage
 
 TEMPLATE = "model-canary"
 HASH_LABEL = ROLLOUT_POD_LABEL.replace("-", "_")  # the pod label as Prometheus names it (sanitised)
@@ -193,23 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare, write nothing")
     args = parser.parse_args(argv)
     files = render(load_section("canary", CanaryParams, args.params))
-    stale = [n for n, text in files.items() if not _same(args.out / n, text)]
-    if args.check:
-        if stale:
-            raise PipelineError(
-                f"{args.out}: {', '.join(stale)} differ from {args.params}: run `make monitoring`"
-            )
-        print(f"{args.out} matches {args.params}")
-        return 0
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name in stale:
-        (args.out / name).write_text(files[name])
-    print(f"wrote {args.out}: {', '.join(stale) or 'nothing changed'}")
-    return 0
-
-
-def _same(path: Path, text: str) -> bool:
-    return path.is_file() and path.read_text() == text
+    return write_files(files, args.out, args.params, check=args.check)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,12 @@ For kube-prometheus-stack (the Prometheus Operator's CRDs, Grafana with its dash
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pipelines.stage import PipelineError
 
 # kube-prometheus-stack selects PrometheusRules and ServiceMonitors by its Helm release's name
 RELEASE = "kube-prometheus-stack"
@@ -118,3 +121,24 @@ _Dumper.add_representer(str, _string)
 def dump(document: Any, header: str = f"# {HEADER}\n") -> str:
     """YAML text of ``document`` under a header comment."""
     return header + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=1 << 16)
+
+
+def write_files(files: dict[str, str], out: Path, params: Path, *, check: bool) -> int:
+    """Write the generated ``files`` that differ into ``out``; with ``check``, fail naming them."""
+    stale = [n for n, text in files.items() if not _same(out / n, text)]
+    if check:
+        if stale:
+            raise PipelineError(
+                f"{out}: {', '.join(stale)} differ from {params}: run `make monitoring`"
+            )
+        print(f"{out} matches {params}")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    for name in stale:
+        (out / name).write_text(files[name])
+    print(f"wrote {out}: {', '.join(stale) or 'nothing changed'}")
+    return 0
+
+
+def _same(path: Path, text: str) -> bool:
+    return path.is_file() and path.read_text() == text

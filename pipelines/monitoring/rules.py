@@ -35,6 +35,7 @@ from pipelines.monitoring.manifests import (
     kustomization,
     prometheus_rule,
     service_monitor,
+    write_files,
 )
 from pipelines.params import MonitorParams, RegisterParams, load_paths, load_section
 from pipelines.schema import load_schema
@@ -436,23 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_section("register", RegisterParams, args.params).model_name
     features = len(load_schema(load_paths(args.params).schema_).features)
     files = render(params, model, features)
-    stale = [n for n, text in files.items() if not _same(args.out / n, text)]
-    if args.check:
-        if stale:
-            raise PipelineError(
-                f"{args.out}: {', '.join(stale)} differ from {args.params}: run `make monitoring`"
-            )
-        print(f"{args.out} matches {args.params}")
-        return 0
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name in stale:
-        (args.out / name).write_text(files[name])
-    print(f"wrote {args.out}: {', '.join(stale) or 'nothing changed'}")
-    return 0
-
-
-def _same(path: Path, text: str) -> bool:
-    return path.is_file() and path.read_text() == text
+    return write_files(files, args.out, args.params, check=args.check)
 
 
 if __name__ == "__main__":
