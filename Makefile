@@ -91,6 +91,7 @@ check-lock: install ## dvc repro, then fail if the committed dvc.lock differs fr
 .PHONY: bento image push sbom image-e2e
 IMAGE_REPO ?=
 BACKEND ?=
+GATE ?=
 BENTO_REPORT := reports/bento.json
 IMAGE_REPORT := reports/image.json
 SBOM := reports/sbom.spdx.json
@@ -99,9 +100,9 @@ bento: install ## import the current model, build the bento, versioned by its in
 	$(RUN) python -m pipelines.serving.store import
 	$(RUN) python -m pipelines.release.build bento --bentofile bentofile.yaml --out $(BENTO_REPORT)
 
-image: install ## build IMAGE_REPO:<bento version>-<commit> unless pushed (default localhost/<model name>; BACKEND=docker|buildah)
+image: install ## build IMAGE_REPO:<bento version>-<commit> unless pushed (default localhost/<model name>; BACKEND=docker|buildah; GATE=reports/gate.json labels the verdict)
 	$(RUN) python -m pipelines.release.build image --bento-report $(BENTO_REPORT) --repo "$(IMAGE_REPO)" \
-		--backend "$(BACKEND)" --out $(IMAGE_REPORT)
+		--backend "$(BACKEND)" --out $(IMAGE_REPORT) $(if $(GATE),--gate "$(GATE)")
 
 push: install ## push the image of reports/image.json and record its digest; never over an existing tag
 	$(RUN) python -m pipelines.release.build push --report $(IMAGE_REPORT)

@@ -770,13 +770,33 @@ def image_size(image: str, backend: Backend) -> int | None:
     return int(_run(inspect, "image", "inspect", "--format", "{{.Size}}", image).stdout.strip())
 
 
-def build_image(bento_report: Path, repository: str, backend: str | None, out: Path) -> ImageReport:
+def gate_label(gate: Path) -> dict[str, str]:
+    """The ``gate_verdict`` label: one line of the gate's verdict file (``make report --json``)."""
+    from pipelines.review.report import gate_summary
+
+    try:
+        document = json.loads(gate.read_text())
+    except (OSError, ValueError) as error:
+        raise PipelineError(
+            f"cannot read the gate's verdict {gate}: {error} (run `make report BASE=<ref>` first)"
+        ) from error
+    if not isinstance(document, dict) or "verdict" not in document:
+        raise PipelineError(f"{gate} is not a gate verdict (reports/gate.json of `make report`)")
+    return {"gate_verdict": gate_summary(document)}
+
+
+def build_image(
+    bento_report: Path, repository: str, backend: str | None, out: Path, gate: Path | None = None
+) -> ImageReport:
     """Lint the bento's Dockerfile, ask the registry about the tag, build it if new, and report.
 
     A tag the registry already holds is not built again (its image came from the same bento
     and commit): the report records the registry's digest and that it was already pushed.
+    ``gate`` (a ``make report`` verdict file) adds the image label ``gate_verdict``, which
+    ``make trace`` prints; it is on the image only, so the bento's version does not depend on it.
     """
     bento = read_report(bento_report, BentoReport, "bento")
+    labels = dict(bento.labels) | (gate_label(gate) if gate else {})
     import bentoml
 
     stored = bentoml.get(bento.tag)
@@ -812,9 +832,7 @@ def build_image(bento_report: Path, repository: str, backend: str | None, out: P
         environment(docker_build_env() if chosen == "docker" else {}),
         chdir(tempfile.gettempdir()),
     ):
-        built = bentoml.container.build(
-            bento.tag, backend=chosen, image_tag=(image,), label=dict(bento.labels)
-        )
+        built = bentoml.container.build(bento.tag, backend=chosen, image_tag=(image,), label=labels)
     if built is None:  # BentoML logs a failed build and returns nothing
         raise PipelineError(f"{chosen} could not build {image}: see its output above")
     report = ImageReport(
@@ -923,6 +941,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     image.add_argument("--backend", default=None, help="docker or buildah (default: detected)")
     image.add_argument("--out", type=Path, required=True, help="the image report (JSON)")
+    image.add_argument(
+        "--gate", type=Path, default=None, help="reports/gate.json: its verdict becomes a label"
+    )
     push = steps.add_parser("push", help="push the image and record its digest")
     push.add_argument("--report", type=Path, required=True, help="the image report (JSON)")
     sbom = steps.add_parser("sbom", help="write an SPDX JSON SBOM of the image")
@@ -937,7 +958,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bento {report.tag} ({report.size_bytes / 1e6:.1f} MB) -> {args.out}")
     elif args.step == "image":
         repository = args.repo or default_repository()
-        build_image(args.bento_report, repository, args.backend or None, args.out)
+        build_image(args.bento_report, repository, args.backend or None, args.out, args.gate)
     elif args.step == "push":
         push_image(args.report)
     else:

@@ -6,9 +6,9 @@ that overlay deploys, read with :mod:`pipelines.release.manifests`); ``make trac
 The image's labels (``make image`` copies the bento's labels, :func:`build.bento_labels`, onto
 it; ``skopeo inspect`` reads them without pulling the layers) name the git commit, the data hash
 and the MLflow run. Git at that commit gives the ``dvc.lock`` stage hashes, the recorded data
-hash (checked against the label) and the gate verdict, if one was recorded as a git note under
-``refs/notes/gate`` on the commit or one of its parents (``git notes --ref=gate add -F
-reports/gate.json <commit>``); DVC at that commit gives the model card.
+hash (checked against the label); DVC at that commit gives the model card. The gate verdict is the
+image's ``gate_verdict`` label: release.yml gates the merge against main before it (``make report``)
+and builds the image with ``GATE=reports/gate.json``.
 """
 
 from __future__ import annotations
@@ -27,11 +27,9 @@ from pipelines.release.manifests import DEFAULT_OVERLAYS, overlay_file, show_ima
 from pipelines.stage import PipelineError, run_stage
 from pipelines.stages.card import stage_hashes
 
-NOTES_REF = "refs/notes/gate"
 NOT_RECORDED = (
-    "not recorded: no `gate_verdict` label on the image and no git note under "
-    f"{NOTES_REF} on the commit or its parents (record it after the gate with "
-    "`git notes --ref=gate add -F reports/gate.json <commit>` and push refs/notes/gate)"
+    "not recorded: the image has no `gate_verdict` label (release.yml records it: "
+    "`make report BASE=<main before the merge>`, then `make image GATE=reports/gate.json`)"
 )
 
 
@@ -76,30 +74,12 @@ def data_md5(dvc_file_text: str | None) -> str | None:
     return str(outs[0].get("md5")) if outs else None
 
 
-def gate_verdict(note: str) -> str:
-    """One line from a gate note: ``reports/gate.json`` as written by ``make report``, or text."""
-    try:
-        document = json.loads(note)
-    except ValueError:
-        return note.strip().splitlines()[0] if note.strip() else NOT_RECORDED
-    if not isinstance(document, dict) or "verdict" not in document:
-        return note.strip().splitlines()[0]
-    base = (document.get("base") or {}).get("ref")
-    reason = document.get("reason")
-    return (
-        f"{document['verdict']}"
-        + (f" against {base}" if base else "")
-        + (f": {reason}" if reason else "")
-    )
-
-
 def lineage(
     image: str,
     labels: dict[str, str],
     *,
     lock_text: str | None,
     dvc_file_text: str | None,
-    note: str | None,
     card: str | None,
 ) -> Lineage:
     """Put the labels and what git holds at their commit together; list what disagrees."""
@@ -121,12 +101,6 @@ def lineage(
         problems.append(f"the data_md5 label {label_md5} differs from {recorded} at the commit")
     if labels.get("git_dirty") == "true":
         problems.append("built from a work tree with uncommitted changes (git_dirty=true)")
-    if "gate_verdict" in labels:
-        gate = labels["gate_verdict"]
-    elif note is not None:
-        gate = gate_verdict(note)
-    else:
-        gate = NOT_RECORDED
     return Lineage(
         image=image,
         commit=commit,
@@ -135,7 +109,7 @@ def lineage(
         mlflow_run_id=labels.get("mlflow_run_id"),
         mlflow_model_uri=labels.get("mlflow_model_uri"),
         stages=stage_hashes(yaml.safe_load(lock_text) or {}) if lock_text else {},
-        gate=gate,
+        gate=labels.get("gate_verdict", NOT_RECORDED),
         card=card,
         problems=problems,
     )
@@ -159,7 +133,7 @@ def render(found: Lineage) -> str:
         ),
         f"- MLflow run: {shown(found.mlflow_run_id)}",
         f"- MLflow model: {shown(found.mlflow_model_uri)}",
-        f"- Gate verdict of the pull request: {found.gate}",
+        f"- Gate verdict of the merge: {found.gate}",
     ]
     if found.stages:
         lines += ["", "## dvc.lock at the commit", ""]
@@ -214,16 +188,6 @@ def git(*args: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
-def note_of(commit: str) -> str | None:
-    """The gate note on ``commit`` or, failing that, on one of its parents (a merge's PR head)."""
-    parents = (git("rev-list", "--parents", "-n", "1", commit) or "").split()
-    for candidate in parents or [commit]:
-        note = git("notes", f"--ref={NOTES_REF}", "show", candidate)
-        if note:
-            return note
-    return None
-
-
 def card_at(commit: str) -> str | None:
     """The model card that ``dvc.lock`` records at ``commit``, from the DVC cache or remote."""
     from dvc.api import DVCFileSystem
@@ -242,17 +206,14 @@ def trace(image: str) -> Lineage:
     """Read the image's labels and what git and DVC hold at its commit."""
     labels = inspect_image(image)
     commit = labels.get("git_commit")
-    lock_text = dvc_file = note = card = None
+    lock_text = dvc_file = card = None
     if commit and git("cat-file", "-e", f"{commit}^{{commit}}") is not None:
         lock_text = git("show", f"{commit}:dvc.lock")
         params = yaml.safe_load(git("show", f"{commit}:params.yaml") or "") or {}
         data = (params.get("paths") or {}).get("data", "data")
         dvc_file = git("show", f"{commit}:{data}.dvc")
-        note = note_of(commit)
         card = card_at(commit)
-    found = lineage(
-        image, labels, lock_text=lock_text, dvc_file_text=dvc_file, note=note, card=card
-    )
+    found = lineage(image, labels, lock_text=lock_text, dvc_file_text=dvc_file, card=card)
     if commit and lock_text is not None and card is None:
         found.problems.append(
             f"the model card of {commit[:12]} is not in the DVC cache or remote (`dvc pull`)"

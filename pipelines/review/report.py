@@ -838,6 +838,26 @@ def gate_document(report: Report) -> dict[str, Any]:
     }
 
 
+def gate_summary(document: dict[str, Any], limit: int = 300) -> str:
+    """One line of a ``gate.json`` (:func:`gate_document`, or the error document of :func:`main`).
+
+    What release.yml records on the image as its ``gate_verdict`` label, and ``make trace`` prints.
+    """
+    base = document.get("base") or {}
+    against = str(base.get("ref") or "?")
+    if base.get("commit") and not str(against).startswith(str(base["commit"])[:7]):
+        against += f" ({str(base['commit'])[:12]})"
+    line = f"{document.get('verdict', 'unknown')} against {against}"
+    if document.get("verdict") == "pass":
+        verdicts = [m.get("verdict") for m in (document.get("metrics") or {}).values()]
+        counts = [f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts)]
+        line += f", {document.get('mode')}: " + ", ".join(counts)
+    elif document.get("reason"):
+        line += f": {document['reason']}"
+    line = " ".join(line.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Compare, write the comment and the verdict, and exit 0 (pass), 1 (fail) or 2 (error)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.release import trace
+from pipelines.release import build, trace
+from pipelines.review.report import gate_summary
 from pipelines.stage import PipelineError
 from tests.release.registries import push_manifest
 from tests.scratch import ScratchRepo
@@ -52,7 +53,7 @@ def test_an_image_without_labels_has_none_and_garbage_is_an_error() -> None:
 
 def test_labels_and_git_give_the_lineage() -> None:
     found = trace.lineage(
-        "r/x@sha256:1", LABELS, lock_text=LOCK, dvc_file_text=DVC_FILE, note=None, card="# c"
+        "r/x@sha256:1", LABELS, lock_text=LOCK, dvc_file_text=DVC_FILE, card="# c"
     )
     assert (found.commit, found.data_md5, found.recorded_data_md5) == (COMMIT, "d1.dir", "d1.dir")
     assert found.stages == {"train": {"models/model": "m1.dir"}, "card": {"models/card.md": "c1"}}
@@ -68,27 +69,63 @@ def test_labels_and_git_give_the_lineage() -> None:
 
 def test_disagreements_and_unknown_commits_are_problems() -> None:
     labels = LABELS | {"data_md5": "other.dir", "git_dirty": "true"}
-    found = trace.lineage("i", labels, lock_text=LOCK, dvc_file_text=DVC_FILE, note=None, card=None)
+    found = trace.lineage("i", labels, lock_text=LOCK, dvc_file_text=DVC_FILE, card=None)
     assert any("differs from d1.dir" in p for p in found.problems)
     assert any("uncommitted" in p for p in found.problems)
-    unknown = trace.lineage("i", LABELS, lock_text=None, dvc_file_text=None, note=None, card=None)
+    unknown = trace.lineage("i", LABELS, lock_text=None, dvc_file_text=None, card=None)
     assert any("git fetch" in p for p in unknown.problems)
     assert unknown.stages == {}
-    bare = trace.lineage("i", {}, lock_text=None, dvc_file_text=None, note=None, card=None)
+    bare = trace.lineage("i", {}, lock_text=None, dvc_file_text=None, card=None)
     assert any("no git_commit label" in p for p in bare.problems)
     assert "Not available" in trace.render(bare)
 
 
-def test_the_gate_verdict_comes_from_a_label_or_a_note() -> None:
-    note = json.dumps({"verdict": "fail", "base": {"ref": "main"}, "reason": "f1 regressed"})
-    from_note = trace.lineage("i", LABELS, lock_text=LOCK, dvc_file_text=None, note=note, card=None)
-    assert from_note.gate == "fail against main: f1 regressed"
-    labelled = LABELS | {"gate_verdict": "pass"}
-    assert (
-        trace.lineage("i", labelled, lock_text=LOCK, dvc_file_text=None, note=note, card=None).gate
-        == "pass"
-    )
-    assert trace.gate_verdict("passed by hand\nmore") == "passed by hand"
+GATE = {
+    "verdict": "pass",
+    "base": {"ref": "b" * 40, "commit": "b" * 40},
+    "mode": "paired",
+    "metrics": {
+        m: {"verdict": v}
+        for m, v in [("auc", "improved"), ("f1", "unchanged"), ("brier", "unchanged")]
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("document", "line"),
+    [
+        (GATE, f"pass against {'b' * 40}, paired: 1 improved, 2 unchanged"),
+        (
+            {
+                "verdict": "fail",
+                "base": {"ref": "main", "commit": "c" * 40},
+                "reason": "f1 regressed",
+            },
+            f"fail against main ({'c' * 12}): f1 regressed",
+        ),
+        (
+            {"verdict": "error", "base": {"ref": "0" * 40}, "reason": "no such\n commit"},
+            f"error against {'0' * 40}: no such commit",
+        ),
+    ],
+)
+def test_a_gate_verdict_is_one_line(document: dict[str, object], line: str) -> None:
+    assert gate_summary(document) == line
+
+
+def test_make_image_gate_labels_the_verdict_and_refuses_what_is_not_one(tmp_path: Path) -> None:
+    gate = tmp_path / "gate.json"
+    gate.write_text(json.dumps(GATE))
+    assert build.gate_label(gate) == {"gate_verdict": gate_summary(GATE)}
+    gate.write_text("[]")
+    with pytest.raises(PipelineError, match="is not a gate verdict"):
+        build.gate_label(gate)
+    with pytest.raises(PipelineError, match="make report"):
+        build.gate_label(tmp_path / "missing.json")
+    labelled = LABELS | {"gate_verdict": gate_summary(GATE)}
+    found = trace.lineage("i", labelled, lock_text=LOCK, dvc_file_text=None, card=None)
+    assert found.gate == gate_summary(GATE)
+    assert f"- Gate verdict of the merge: {found.gate}" in trace.render(found)
 
 
 def test_trace_needs_an_image_or_an_overlay() -> None:
@@ -100,14 +137,15 @@ def test_trace_needs_an_image_or_an_overlay() -> None:
 def test_make_trace_reads_an_image_in_a_registry(
     registry: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """A labelled image in a real registry, a commit with a gate note: `make trace` finds both."""
+    """A labelled image in a real registry: `make trace` reads it and git at its commit."""
     repo = ScratchRepo.create(tmp_path_factory.mktemp("trace"))
     commit = repo.run("git", "rev-parse", "HEAD").stdout.strip()
-    gate = {"verdict": "pass", "base": {"ref": "main"}, "reason": None}
-    (tmp_path / "gate.json").write_text(json.dumps(gate))
-    repo.run("git", "notes", "--ref=gate", "add", "-F", str(tmp_path / "gate.json"), commit)
     data_md5 = yaml.safe_load(repo.read("data.dvc"))["outs"][0]["md5"]
-    labels = LABELS | {"git_commit": commit, "data_md5": data_md5}
+    labels = LABELS | {
+        "git_commit": commit,
+        "data_md5": data_md5,
+        "gate_verdict": "pass against main",
+    }
     digest = push_manifest(registry, "trace/model", "v1", labels=labels)
     image = f"{registry}/trace/model@{digest}"
 
@@ -118,7 +156,7 @@ def test_make_trace_reads_an_image_in_a_registry(
     assert f"- Commit: {commit}" in out
     assert f"- Data hash: {data_md5} (data.dvc at the commit: {data_md5})" in out
     assert "- MLflow run: run1" in out
-    assert "- Gate verdict of the pull request: pass against main" in out
+    assert "- Gate verdict of the merge: pass against main" in out
     lock = yaml.safe_load(repo.read("dvc.lock"))
     some_stage, entry = next(iter(lock["stages"].items()))
     assert f"- {some_stage}: {entry['outs'][0]['path']} {entry['outs'][0]['md5']}" in out

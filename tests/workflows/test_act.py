@@ -474,6 +474,8 @@ def test_a_merge_releases_one_image_and_points_staging_at_it_once(
     assert f"- Commit: {merged}" in traced.stdout, traced.stdout
     data = yaml.safe_load(git("show", f"{merged}:data.dvc", cwd=work))["outs"][0]["md5"]
     assert f"- Data hash: {data} (data.dvc at the commit: {data})" in traced.stdout
+    # The merge gated against main before it: the same model, so nothing regressed
+    assert f"- Gate verdict of the merge: pass against {main_restored}, paired: " in traced.stdout
 
     # The same push again: the tag exists, so nothing is built or pushed, and staging already
     # runs that digest, so nothing is committed

@@ -271,7 +271,14 @@ def test_the_release_deploys_staging_by_digest_and_cannot_loop() -> None:
     assert image["needs"] == "lock"
     assert staging["needs"] == "image"
     runs = "\n".join(s.get("run", "") for s in image["steps"])
-    assert 'make image IMAGE_REPO="${REGISTRY}/${GITHUB_REPOSITORY,,}" BACKEND=docker' in runs
+    image_step = 'make image IMAGE_REPO="${REGISTRY}/${GITHUB_REPOSITORY,,}" BACKEND=docker'
+    assert f"{image_step} GATE=reports/gate.json" in runs
+    # the merge is gated against main before the push, its model rebuilt first
+    assert (
+        runs.index("make repro") < runs.index('make report BASE="$BEFORE"') < runs.index(image_step)
+    )
+    report = next(s for s in image["steps"] if "make report" in s.get("run", ""))
+    assert report["env"]["BEFORE"] == "${{ github.event.before }}"
     assert image["env"]["REGISTRY"] == "${{ vars.IMAGE_REGISTRY || 'ghcr.io' }}"
     assert runs.index("make push") < runs.index("make sbom")
     attest = next(s for s in image["steps"] if "attest-build-provenance" in s.get("uses", ""))
