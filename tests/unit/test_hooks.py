@@ -123,3 +123,14 @@ def test_dvc_hooks_push_to_a_remote_and_check_out_on_switch(
     assert switched.returncode == 0, switched.stdout + switched.stderr
     assert "not in the DVC cache: make data" in switched.stdout + switched.stderr
     assert (hooked.path / "probe.txt").read_text() == "first\n"
+
+
+def test_several_yaml_documents_in_one_file_pass(repo: ScratchRepo) -> None:
+    # as in a Kubernetes manifest holding several resources
+    path = repo.path / "several.yaml"
+    path.write_text("kind: ConfigMap\n---\nkind: Service\n")
+    try:
+        code, output = pre_commit(repo, "run", "check-yaml", "--files", path.name)
+    finally:
+        path.unlink()
+    assert code == 0, output
