@@ -134,3 +134,17 @@ def test_several_yaml_documents_in_one_file_pass(repo: ScratchRepo) -> None:
     finally:
         path.unlink()
     assert code == 0, output
+
+
+def test_a_dvc_remote_inside_the_repository_may_hold_large_files(repo: ScratchRepo) -> None:
+    name = "dvc-store/files/md5/00/large"
+    path = repo.path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(BREAKS["check-added-large-files"][1])
+    try:
+        repo.run("git", "add", "--force", name)
+        code, output = pre_commit(repo, "run", "check-added-large-files", "--files", name)
+    finally:
+        repo.run("git", "rm", "-q", "--cached", "--force", name)
+        path.unlink()
+    assert code == 0, output
