@@ -231,3 +231,11 @@ retrain-decision: | $(UV_NEEDED) ## whether reports/monitor.json calls for retra
 refresh-data: data ## add the labelled rows of ROWS=<served rows> LABELS=<csv id,label> to the raw table; dvc add
 	$(if $(and $(ROWS),$(LABELS)),,$(error usage: make refresh-data ROWS=<table or request-log file or folder> LABELS=<csv of id,label>))
 	$(RUN) python -m pipelines.monitoring.refresh "$(ROWS)" --labels "$(LABELS)" --summary reports/refresh.md
+
+# The repository's GitHub settings as code: the ruleset of main and the Actions settings
+# (README: Ready for a team's GitHub)
+.PHONY: github-settings
+RULESET ?= .github/rulesets/main.json
+github-settings: | $(UV_NEEDED) ## apply RULESET and the Actions settings to GitHub (GITHUB_TOKEN; REPOSITORY=owner/name, else origin; DRY_RUN=1 shows the diff)
+	$(RUN) python -m pipelines.github_settings --ruleset "$(RULESET)" \
+		$(if $(REPOSITORY),--repository "$(REPOSITORY)") $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
