@@ -175,7 +175,8 @@ def load_ruleset(path: Path) -> dict[str, Any]:
     """The ruleset in ``path`` (GitHub's REST format), checked for what applying it needs.
 
     Raises:
-        SettingsError: the file is missing, is not JSON, or lacks a name, target or rules.
+        SettingsError: the file is missing, is not JSON, or lacks a name, target, enforcement
+            or rules.
     """
     try:
         ruleset = json.loads(path.read_text())
@@ -183,10 +184,11 @@ def load_ruleset(path: Path) -> dict[str, Any]:
         raise SettingsError(f"{path}: no such ruleset file") from None
     except ValueError as error:
         raise SettingsError(f"{path}: not JSON ({error})") from None
-    missing = [k for k in ("name", "target", "enforcement", "rules") if k not in ruleset]
-    if not isinstance(ruleset, dict) or missing:
+    needed = ("name", "target", "enforcement", "rules")
+    missing = [k for k in needed if k not in ruleset] if isinstance(ruleset, dict) else needed
+    if missing:
         raise SettingsError(
-            f"{path}: a ruleset needs {missing or 'an object'}; see "
+            f"{path}: a ruleset is an object with {', '.join(missing)}; see "
             "https://docs.github.com/rest/repos/rules#create-a-repository-ruleset"
         )
     return ruleset
