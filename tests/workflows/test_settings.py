@@ -66,7 +66,8 @@ def test_the_ruleset_protects_the_default_branch() -> None:
     assert wanted["target"] == "branch"
     assert wanted["enforcement"] == "active"
     assert wanted["conditions"]["ref_name"]["include"] == ["~DEFAULT_BRANCH"]
-    assert wanted["bypass_actors"] == [], "nobody merges around the review"
+    # a bypass (a one-person team's admin, say) may skip the review, never the pull request
+    assert all(a["bypass_mode"] == "pull_request" for a in wanted["bypass_actors"])
     assert rule(wanted, "deletion") == {}
     assert rule(wanted, "non_fast_forward") == {}
     review = rule(wanted, "pull_request")
@@ -126,7 +127,8 @@ def test_the_code_owners_review_what_decides_the_model_and_where_it_runs() -> No
     answers_file = ROOT / ".copier-answers.yml"
     if answers_file.is_file():
         answers = yaml.safe_load(answers_file.read_text())
-        assert set(answers["code_owners"].split()) <= {o for line in lines for o in line[1:]}
+        owners = set(answers.get("code_owners", "").split())
+        assert owners <= {o for line in lines for o in line[1:]}
 
 
 def test_the_pull_request_template_asks_for_the_hypothesis_the_metric_and_the_changes() -> None:
