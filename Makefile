@@ -240,3 +240,11 @@ refresh-data: data ## add the labelled rows of ROWS=<served rows> LABELS=<csv id
 .PHONY: hooks
 hooks: install ## turn on the git hooks: ruff, YAML/JSON, large files, conflict markers; dvc checkout, dvc push
 	$(RUN) pre-commit install
+
+# The repository's GitHub settings as code: the ruleset of main and the Actions settings
+# (README: Ready for a team's GitHub)
+.PHONY: github-settings
+RULESET ?= .github/rulesets/main.json
+github-settings: | $(UV_NEEDED) ## apply RULESET and the Actions settings to GitHub (GITHUB_TOKEN; REPOSITORY=owner/name, else origin; DRY_RUN=1 shows the diff)
+	$(RUN) python -m pipelines.github_settings --ruleset "$(RULESET)" \
+		$(if $(REPOSITORY),--repository "$(REPOSITORY)") $(if $(filter-out 0,$(DRY_RUN)),--dry-run)

@@ -2,7 +2,9 @@
 
 It answers as GitHub does for what the workflows and their stand-in actions use: pull-request
 comments (listed by page with a ``Link`` header, created, updated), pull requests (by head commit,
-by branch, created, updated), and a workflow run's artifacts (listed, downloaded as a zip). Every
+by branch, created, updated), a workflow run's artifacts (listed, downloaded as a zip), and what
+``make github-settings`` sets: repository rulesets (listed, read, created, updated) and the Actions
+workflow permissions (read, set; a new repository's token may write, as older ones do). Every
 call is recorded with the kind of token it carried. A token is ``write`` or ``read``: writing with
 a read token gets GitHub's 403, as a fork's pull-request run does; an unknown token gets 401.
 
@@ -58,6 +60,13 @@ class GitHub:
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
+    rulesets: dict[int, dict[str, Any]] = field(default_factory=dict)
+    workflow_permissions: dict[str, Any] = field(
+        default_factory=lambda: {
+            "default_workflow_permissions": "write",
+            "can_approve_pull_request_reviews": True,
+        }
+    )
     refuse: int | None = None  # answer every request with this status
     url: str = ""
     _next_id: int = 1000
@@ -131,6 +140,9 @@ class GitHub:
             (r"/pulls/(\d+)", self._pull),
             (r"/actions/runs/(\d+)/artifacts", self._run_artifacts),
             (r"/actions/artifacts/(\d+)/zip", self._artifact_zip),
+            (r"/rulesets", self._rulesets),
+            (r"/rulesets/(\d+)", self._ruleset),
+            (r"/actions/permissions/workflow", self._workflow_permissions),
         ]
         for pattern, handler in routes:
             if m := re.fullmatch(pattern, rest):
@@ -249,6 +261,118 @@ class GitHub:
                 return 200, p.read_bytes(), {"Content-Type": "application/zip"}
         return NOT_FOUND
 
+    # --- rulesets and Actions settings (make github-settings) ----------------------------------
+
+    def _rulesets(self, method: str, _: str, query: Any, body: Any) -> Answer:
+        if method == "POST":
+            return self._save_ruleset(None, body)
+        if method != "GET":
+            return NOT_FOUND
+        summary = (
+            *("id", "name", "target", "source_type", "source", "enforcement", "node_id"),
+            *("_links", "created_at", "updated_at"),
+        )
+        return 200, [{k: r[k] for k in summary} for r in self.rulesets.values()], {}
+
+    def _ruleset(self, method: str, number: str, query: Any, body: Any) -> Answer:
+        if int(number) not in self.rulesets:
+            return NOT_FOUND
+        if method == "PUT":
+            return self._save_ruleset(int(number), body)
+        if method == "DELETE":
+            del self.rulesets[int(number)]
+            return 204, None, {}
+        return 200, self.rulesets[int(number)], {}
+
+    def _save_ruleset(self, number: int | None, body: Any) -> Answer:
+        """Create (``number`` None) or replace a ruleset, checked as GitHub checks it."""
+        problem = _ruleset_problem(body)
+        others = [r["name"] for i, r in self.rulesets.items() if i != number]
+        if problem is None and body["name"] in others:
+            problem = "Name must be unique"
+        if problem is not None:
+            return 422, {"message": "Validation Failed", "errors": [problem], "status": "422"}, {}
+        created = number is None
+        if number is None:
+            self._next_id += 1
+            number = self._next_id
+        stamp = "2026-01-01T00:00:00Z"
+        url = f"{self.url}/repos/{self.repository}/rulesets/{number}"
+        rules = json.loads(json.dumps(body.get("rules", [])))
+        for rule in rules:
+            if rule["type"] == "pull_request":  # GitHub fills in a parameter it was not sent
+                merges = ["merge", "squash", "rebase"]
+                rule["parameters"].setdefault("allowed_merge_methods", merges)
+        self.rulesets[number] = {
+            "id": number,
+            "name": body["name"],
+            "target": body.get("target", "branch"),
+            "source_type": "Repository",
+            "source": self.repository,
+            "enforcement": body["enforcement"],
+            "bypass_actors": body.get("bypass_actors", []),
+            "current_user_can_bypass": "never",
+            "node_id": f"RRS_{number}",
+            "_links": {
+                "self": {"href": url},
+                "html": {"href": f"https://github.com/{self.repository}/rules/{number}"},
+            },
+            "conditions": body.get("conditions"),
+            "rules": rules,
+            "created_at": self.rulesets.get(number, {}).get("created_at", stamp),
+            "updated_at": stamp,
+        }
+        return (201 if created else 200), self.rulesets[number], {}
+
+    def _workflow_permissions(self, method: str, _: str, query: Any, body: Any) -> Answer:
+        if method == "PUT":
+            level = body.get("default_workflow_permissions", "read")
+            approve = body.get("can_approve_pull_request_reviews", False)
+            if level not in {"read", "write"} or not isinstance(approve, bool):
+                return 422, {"message": "Invalid request.", "status": "422"}, {}
+            self.workflow_permissions = {
+                "default_workflow_permissions": level,
+                "can_approve_pull_request_reviews": approve,
+            }
+            return 204, None, {}
+        return 200, self.workflow_permissions, {}
+
+
+# The rules `make github-settings` may send, with the parameters GitHub requires of each.
+RULE_PARAMETERS = {
+    "creation": set(),
+    "deletion": set(),
+    "non_fast_forward": set(),
+    "required_linear_history": set(),
+    "required_signatures": set(),
+    "pull_request": {
+        "dismiss_stale_reviews_on_push",
+        "require_code_owner_review",
+        "require_last_push_approval",
+        "required_approving_review_count",
+        "required_review_thread_resolution",
+    },
+    "required_status_checks": {"required_status_checks", "strict_required_status_checks_policy"},
+}
+
+
+def _ruleset_problem(body: Any) -> str | None:
+    """What GitHub's validation would say of a ruleset's body, or None when it is valid."""
+    if not isinstance(body, dict) or not body.get("name"):
+        return "Name can't be blank"
+    if body.get("target", "branch") not in {"branch", "tag", "push"}:
+        return f"Invalid target: {body.get('target')}"
+    if body.get("enforcement") not in {"disabled", "active", "evaluate"}:
+        return f"Invalid enforcement: {body.get('enforcement')}"
+    for rule in body.get("rules", []):
+        kind = rule.get("type")
+        if kind not in RULE_PARAMETERS:
+            return f"Invalid rule '{kind}': "
+        missing = RULE_PARAMETERS[kind] - set(rule.get("parameters", {}))
+        if missing:
+            return f"Invalid rule '{kind}': missing parameters {sorted(missing)}"
+    return None
+
 
 @contextmanager
 def serve(state: GitHub) -> Iterator[GitHub]:
@@ -269,6 +393,7 @@ def serve(state: GitHub) -> Iterator[GitHub]:
                 answer = state.answer(self.command, self.path, token, body)
             status, payload, headers = answer
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            data = b"" if status == 204 else data
             self.send_response(status)
             self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
             self.send_header("Content-Length", str(len(data)))
