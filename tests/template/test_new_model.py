@@ -5,8 +5,8 @@ in several columns) and a constructed one with no id column, awkward column name
 capitals, dashes, non-ASCII letters), a target of two phrases and missing values, given as
 Parquet. Each generated repository must pass its own `.ci/run` in a fresh clone (the awkward
 table every test that reads the table, slow ones and the real service included; the credit table
-its quick suite), skipping only cases for a kind of column the table lacks; `copier copy` with the same answers must give the same repository as
-`make new-model`.
+its quick suite), skipping only cases for a kind of column the table lacks; `copier copy` with
+the same answers must give the same repository as `make new-model`.
 """
 
 from __future__ import annotations
