@@ -118,8 +118,14 @@ image-e2e: install ## bento -> image -> local registry -> podman -> /predict -> 
 	$(RUN) python -m pipelines.release.image_e2e $(if $(BACKEND),--backend "$(BACKEND)")
 
 # The pull-request gate and comment: compare the workspace's model with the one at BASE
-.PHONY: report
+.PHONY: report inputs-changed
 BASE ?= main
+# What the model is made of (release.yml's paths say the same): a pull request that changes none
+# of them skips the gate (pr.yml). A git error prints changed=true: the gate then runs and says why.
+PIPELINE_INPUTS := params.yaml dvc.yaml dvc.lock data.dvc schema.yaml pipelines pyproject.toml uv.lock
+
+inputs-changed: ## print changed=true when a pipeline input differs between BASE and HEAD, else changed=false
+	@if git diff --quiet "$(BASE)...HEAD" -- $(PIPELINE_INPUTS); then echo changed=false; else echo changed=true; fi
 
 report: install ## gate the workspace model against BASE=<git ref> (default main): reports/pr-comment.md, exit 0/1/2
 	$(RUN) python -m pipelines.review.report --base "$(BASE)" --comment reports/pr-comment.md --json reports/gate.json

@@ -128,8 +128,8 @@ class Run:
 
     @property
     def conclusion(self) -> str:
-        """``success`` when act and every job that ran succeeded, else ``failure``."""
-        ok = self.returncode == 0 and all(r == "success" for r in self.jobs.values())
+        """``success`` when act succeeded and no job failed (a job its ``if:`` skipped passes)."""
+        ok = self.returncode == 0 and all(r in ("success", "skipped") for r in self.jobs.values())
         return "success" if ok else "failure"
 
     def text(self) -> str:

@@ -103,7 +103,7 @@ def test_a_worse_pull_request_fails_its_check_with_the_report_kept(
     github: Simulation, worse: tuple[PullRequest, Run]
 ) -> None:
     pull, run = worse
-    assert run.jobs == {"gate": "failure"}, run.text()[-3000:]
+    assert run.jobs == {"inputs": "success", "gate": "failure"}, run.text()[-3000:]
     log = run.text()
     # The gate's own verdict fails the check, after the report was shown and uploaded
     assert "::error::the gate did not pass (make report exited 2" in log
@@ -134,7 +134,7 @@ def test_the_report_is_posted_once_and_the_next_push_updates_it(
     git("commit", "-qam", "a second push", cwd=work)
     pushed = github.pull_request(work, pull.branch, pull.number)
     again = github.on_pull_request(pushed, "pr.yml")
-    assert again.jobs == {"gate": "failure"}
+    assert again.jobs == {"inputs": "success", "gate": "failure"}
     updated = github.on_workflow_run("pr-comment.yml", again, pushed)
     assert updated.jobs == {"comment": "success"}
     assert writes(updated) == [f"PATCH /repos/{github.repository}/issues/comments/{comment['id']}"]
@@ -151,9 +151,30 @@ def test_a_seed_only_pull_request_passes_its_check(github: Simulation, tmp_path:
     work = github.clone(tmp_path / "work")
     pull = propose(github, work, "reseed", 12, RESEED)
     run = github.on_pull_request(pull, "pr.yml")
-    assert run.jobs == {"gate": "success"}, run.text()[-3000:]
+    assert run.jobs == {"inputs": "success", "gate": "success"}, run.text()[-3000:]
     assert run.summaries["gate"].startswith("✅ **Gate passed**")
     assert "| train.seed |" in run.summaries["gate"]
+
+
+def test_a_pull_request_that_changes_no_pipeline_input_skips_the_gate_and_posts_nothing(
+    github: Simulation, tmp_path: Path
+) -> None:
+    work = github.clone(tmp_path / "work")
+    git("checkout", "-q", "-B", "docs", "origin/main", cwd=work)
+    (work / "README.md").write_text((work / "README.md").read_text() + "\nA clearer sentence.\n")
+    git("commit", "-qam", "docs: a clearer sentence", cwd=work)
+    pull = github.pull_request(work, "docs", 16)
+    run = github.on_pull_request(pull, "pr.yml")
+    assert run.outputs["inputs"]["changed"] == "false", run.text()[-3000:]
+    # The gate job is skipped, which its required check counts as passed
+    assert run.jobs.get("gate", "skipped") == "skipped", run.text()[-3000:]
+    assert run.jobs["inputs"] == "success"
+    assert run.conclusion == "success"
+    posted = github.on_workflow_run("pr-comment.yml", run, pull)
+    assert posted.jobs == {"comment": "success"}, posted.text()[-3000:]
+    assert "left no report" in posted.text()
+    assert writes(posted) == []
+    assert marked(github, 16) == []
 
 
 def test_a_fork_runs_read_only_and_its_artifact_is_checked_before_posting(
@@ -162,7 +183,7 @@ def test_a_fork_runs_read_only_and_its_artifact_is_checked_before_posting(
     work = github.clone(tmp_path / "work")
     pull = propose(github, work, "patch-1", 13, RESEED, fork=True)
     run = github.on_pull_request(pull, "pr.yml")
-    assert run.jobs == {"gate": "success"}, run.text()[-3000:]
+    assert run.jobs == {"inputs": "success", "gate": "success"}, run.text()[-3000:]
     assert {c.token for c in run.calls} == {"read"}  # the token it was given, used by checkout
     assert writes(run) == []
 

@@ -80,9 +80,9 @@ def test_the_required_checks_are_the_jobs_that_run_on_every_pull_request() -> No
     """A required check must exist on every pull request, under the name its job reports.
 
     A job's check is named by its ``name:``. A workflow that runs only when some paths change
-    (pr.yml, the gate) would leave its check "expected" forever on the other pull requests and
-    block them, so it cannot be required; rename a job, or drop a workflow's path filter,
-    without changing the ruleset, and this fails.
+    would leave its check "expected" forever on the other pull requests and block them, so it
+    cannot be required (pr.yml therefore starts on every pull request and skips its gate job by
+    an ``if:``); rename a job, or add a path filter, without changing the ruleset, and this fails.
     """
     every_pull_request = {
         job.get("name", key)

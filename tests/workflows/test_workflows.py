@@ -85,7 +85,15 @@ def test_triggers() -> None:
     ci = workflow("ci.yml")["on"]
     assert ci["push"] == {"branches": ["main"]}
     assert "pull_request" in ci
-    assert workflow("pr.yml")["on"] == {"pull_request": {"paths": PIPELINE_INPUTS}}
+    # pr.yml starts on every pull request (its gate is a required check) and skips the gate job
+    # when none of make's PIPELINE_INPUTS changed: the same list as release.yml's paths
+    assert workflow("pr.yml")["on"] == {"pull_request": None}
+    gate = workflow("pr.yml")["jobs"]["gate"]
+    assert gate["needs"] == "inputs"
+    assert gate["if"] == "needs.inputs.outputs.changed == 'true'"
+    makefile = (ROOT / "Makefile").read_text()
+    (inputs,) = re.findall(r"(?m)^PIPELINE_INPUTS := (.*)$", makefile)
+    assert [p.replace("pipelines", "pipelines/**") for p in inputs.split()] == PIPELINE_INPUTS
     assert workflow("pr-comment.yml")["on"] == {
         "workflow_run": {"workflows": [workflow("pr.yml")["name"]], "types": ["completed"]}
     }
@@ -236,7 +244,7 @@ def test_the_pull_request_job_reports_even_when_the_gate_fails() -> None:
 
 def test_the_comment_workflow_never_runs_the_pull_requests_code() -> None:
     job = workflow("pr-comment.yml")["jobs"]["comment"]
-    checkout, download, post = job["steps"]
+    checkout, download, nothing, post = job["steps"]
     assert checkout["uses"].startswith("actions/checkout@")
     assert set(checkout["with"]) == {
         "persist-credentials",
@@ -246,6 +254,10 @@ def test_the_comment_workflow_never_runs_the_pull_requests_code() -> None:
     assert checkout["with"]["sparse-checkout"] == "pipelines/review/comment.py"
     assert download["uses"].startswith("actions/download-artifact@")
     assert download["with"]["run-id"] == "${{ github.event.workflow_run.id }}"
+    # a run that skipped its gate left no report: nothing is posted, and nothing fails
+    assert download["continue-on-error"] is True
+    assert nothing["if"] == "steps.download.outcome != 'success'"
+    assert post["if"] == "steps.download.outcome == 'success'"
     assert post["run"].startswith("python3 pipelines/review/comment.py")
     for flag in ("--pr-file", "--head-sha", "--body-file", "--author"):
         assert flag in post["run"]
