@@ -844,9 +844,9 @@ def gate_summary(document: dict[str, Any], limit: int = 300) -> str:
     What release.yml records on the image as its ``gate_verdict`` label, and ``make trace`` prints.
     """
     base = document.get("base") or {}
-    against = str(base.get("ref") or "?")
-    if base.get("commit") and not str(against).startswith(str(base["commit"])[:7]):
-        against += f" ({str(base['commit'])[:12]})"
+    against, commit = str(base.get("ref") or "?"), str(base.get("commit") or "")
+    if commit and not commit.startswith(against):  # a branch name, not (part of) the commit
+        against += f" ({commit[:12]})"
     line = f"{document.get('verdict', 'unknown')} against {against}"
     if document.get("verdict") == "pass":
         verdicts = [m.get("verdict") for m in (document.get("metrics") or {}).values()]
