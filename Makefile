@@ -138,7 +138,7 @@ monitor: install ## drift of ROWS=<file or folder: .csv .parquet .jsonl> [LABELS
 		--markdown reports/monitor.md --json reports/monitor.json
 
 # GitOps manifests: the image each Kustomize overlay deploys, and the checks of deploy/
-.PHONY: set-image show-image lint-deploy install-tools monitoring
+.PHONY: set-image show-image deploy-staging lint-deploy install-tools monitoring
 DEPLOY ?= deploy
 KUBERNETES_VERSION ?= 1.37.0
 # checkov is a uv tool, not in uv.lock (locked with the project it downgrades packaging):
@@ -152,8 +152,12 @@ install-tools: | $(UV_NEEDED) ## once: install checkov (for lint-deploy) as a uv
 set-image: | $(UV_NEEDED) ## write IMAGE=<repo>@sha256:<digest> into deploy/overlays/OVERLAY (staging|production)
 	$(RUN) python -m pipelines.release.manifests --overlays $(DEPLOY)/overlays set "$(OVERLAY)" "$(IMAGE)"
 
-show-image: | $(UV_NEEDED) ## print the image that deploy/overlays/OVERLAY deploys (nothing else on stdout)
-	@$(RUN) python -m pipelines.release.manifests --overlays $(DEPLOY)/overlays show "$(OVERLAY)"
+show-image: | $(UV_NEEDED) ## print the image OVERLAY runs: its overlay at the revision Argo CD watches (nothing else on stdout)
+	@$(RUN) python -m pipelines.release.manifests --overlays $(DEPLOY)/overlays show "$(OVERLAY)" --argocd $(DEPLOY)/argocd
+
+deploy-staging: | $(UV_NEEDED) ## staging runs IMAGE=<repo>@sha256:<digest>, on the branch Argo CD watches (deploy/staging: SOURCE=<commit> merged in); no IMAGE: merge only
+	$(RUN) python -m pipelines.release.writeback --overlay staging \
+		$(if $(IMAGE),--image "$(IMAGE)") $(if $(SOURCE),--source "$(SOURCE)")
 
 monitoring: | $(UV_NEEDED) ## write deploy/monitoring (rules, alerts, ServiceMonitor, dashboard) and the canary's Rollout and analysis from params.yaml
 	$(RUN) python -m pipelines.monitoring.rules --params params.yaml --out $(DEPLOY)/monitoring
@@ -206,10 +210,10 @@ act: install ## run .github/workflows/WORKFLOW on EVENT (pull_request|push|workf
 # The template: a new model repository from a table, and template updates (copier)
 .PHONY: new-model update-template check-conflicts
 new-model: install ## a new model repository: DATA=<csv|parquet> TARGET=<column> NAME=<name> DEST=<dir> [POSITIVE=] [ID=]
-	$(if $(and $(DATA),$(TARGET),$(NAME),$(DEST)),,$(error usage: make new-model DATA=<table.csv|.parquet> TARGET=<label column> NAME=<model-name> DEST=<new folder> [POSITIVE=<class>] [ID=<id column>] [REPOSITORY=<owner/name>]))
+	$(if $(and $(DATA),$(TARGET),$(NAME),$(DEST)),,$(error usage: make new-model DATA=<table.csv|.parquet> TARGET=<label column> NAME=<model-name> DEST=<new folder> [POSITIVE=<class>] [ID=<id column>] [REPOSITORY=<owner/name>] [CODE_OWNERS="@user @org/team"]))
 	$(RUN) python -m pipelines.template.new_model --data "$(DATA)" --target "$(TARGET)" \
 		--name "$(NAME)" --dest "$(DEST)" --positive "$(POSITIVE)" --id "$(ID)" \
-		$(if $(REPOSITORY),--repository "$(REPOSITORY)")
+		$(if $(REPOSITORY),--repository "$(REPOSITORY)") $(if $(CODE_OWNERS),--code-owners "$(CODE_OWNERS)")
 
 update-template: install ## apply a newer template version (VERSION=<tag>, default the latest); conflicts inline
 	$(RUN) python -m pipelines.template.update $(if $(VERSION),--version "$(VERSION)")
@@ -224,7 +228,7 @@ card: | $(UV_NEEDED) ## write the model card (paths.card) with the card stage: d
 
 trace: | $(UV_NEEDED) ## lineage of IMAGE=<ref> or of OVERLAY=<staging|production>'s image: commit, data, stages, run, gate, card
 	$(if $(or $(IMAGE),$(OVERLAY)),,$(error usage: make trace IMAGE=<registry/name@sha256:...> or OVERLAY=<staging|production>))
-	@$(RUN) python -m pipelines.release.trace $(if $(IMAGE),"$(IMAGE)") $(if $(OVERLAY),--overlay "$(OVERLAY)" --overlays $(DEPLOY)/overlays)
+	@$(RUN) python -m pipelines.release.trace $(if $(IMAGE),"$(IMAGE)") $(if $(OVERLAY),--overlay "$(OVERLAY)" --overlays $(DEPLOY)/overlays --argocd $(DEPLOY)/argocd)
 
 # Retraining: production rows fetched with DVC, the decision, and a new version of the training
 # table from the labelled rows (README: Retraining; .github/workflows/monitor.yml runs these)
@@ -250,7 +254,7 @@ hooks: install ## turn on the git hooks: ruff, YAML/JSON, large files, conflict 
 # The repository's GitHub settings as code: the ruleset of main and the Actions settings
 # (README: Ready for a team's GitHub)
 .PHONY: github-settings
-RULESET ?= .github/rulesets/main.json
-github-settings: | $(UV_NEEDED) ## apply RULESET and the Actions settings to GitHub (GITHUB_TOKEN; REPOSITORY=owner/name, else origin; DRY_RUN=1 shows the diff)
-	$(RUN) python -m pipelines.github_settings --ruleset "$(RULESET)" \
+RULESETS ?= $(wildcard .github/rulesets/*.json)
+github-settings: | $(UV_NEEDED) ## apply RULESETS and the Actions settings to GitHub (GITHUB_TOKEN; REPOSITORY=owner/name, else origin; DRY_RUN=1 shows the diff)
+	$(RUN) python -m pipelines.github_settings $(foreach r,$(RULESETS),--ruleset "$(r)") \
 		$(if $(REPOSITORY),--repository "$(REPOSITORY)") $(if $(filter-out 0,$(DRY_RUN)),--dry-run)

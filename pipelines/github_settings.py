@@ -1,12 +1,14 @@
 """``make github-settings``: the repository's GitHub settings as code, applied through the REST API.
 
-Two things are set: the ruleset that protects the default branch (a JSON file in GitHub's own
-format, ``.github/rulesets/main.json``: pull requests with a code owner's approval, the CI checks
-required, no force push, no deletion), and the Actions settings every workflow relies on (the
-workflow token is read-only unless a job asks for more, and Actions may not approve pull requests).
+Two things are set: the rulesets, JSON files in GitHub's own format in ``.github/rulesets/``
+(``main.json`` protects the default branch: pull requests with a code owner's approval, the CI
+checks required, no force push, no deletion; ``deploy.json`` keeps the deploy branches the release
+writes, ``deploy/staging``, moving forward only, undeleted), and the Actions settings every
+workflow relies on (the workflow token is read-only unless a job asks for more, and Actions may
+not approve pull requests).
 
-Applying is idempotent: the ruleset with the same name is updated in place, or created, and only
-when it differs from the file; a second run changes nothing and says so. ``--dry-run`` prints a
+Applying is idempotent: a ruleset with the same name is updated in place, or created, and only
+when it differs from its file; a second run changes nothing and says so. ``--dry-run`` prints a
 diff of what GitHub has against what is wanted and changes nothing.
 
 The token comes from ``GITHUB_TOKEN`` or ``GH_TOKEN``, the repository from ``--repository`` or the
@@ -270,27 +272,35 @@ def find_ruleset(request: Request, repository: str, name: str) -> dict[str, Any]
         page += 1
 
 
-def settle(request: Request, repository: str, ruleset: dict[str, Any], dry_run: bool) -> list[str]:
-    """Bring the ruleset and the Actions permissions to what is wanted; the lines to print.
+def ruleset_write(
+    request: Request, repository: str, ruleset: dict[str, Any]
+) -> tuple[Change, Callable[[], Any]]:
+    """The change one ruleset needs, and the call that makes it (create, or update in place)."""
+    current = find_ruleset(request, repository, ruleset["name"])
+    rulesets = f"/repos/{repository}/rulesets"
+    return (
+        ruleset_change(current, ruleset),
+        lambda: (
+            request("POST", rulesets, ruleset)
+            if current is None
+            else request("PUT", f"{rulesets}/{current['id']}", ruleset)
+        ),
+    )
+
+
+def settle(
+    request: Request, repository: str, rulesets: Sequence[dict[str, Any]], dry_run: bool
+) -> list[str]:
+    """Bring the rulesets and the Actions permissions to what is wanted; the lines to print.
 
     With ``dry_run`` nothing is written: the lines say what would change, with a diff.
     """
-    current = find_ruleset(request, repository, ruleset["name"])
-    rulesets = f"/repos/{repository}/rulesets"
     permissions = f"/repos/{repository}/actions/permissions/workflow"
-    writes: list[tuple[Change, Callable[[], Any]]] = [
-        (
-            ruleset_change(current, ruleset),
-            lambda: (
-                request("POST", rulesets, ruleset)
-                if current is None
-                else request("PUT", f"{rulesets}/{current['id']}", ruleset)
-            ),
-        ),
+    writes = [ruleset_write(request, repository, ruleset) for ruleset in rulesets] + [
         (
             permissions_change(request("GET", permissions, None), WORKFLOW_PERMISSIONS),
             lambda: request("PUT", permissions, WORKFLOW_PERMISSIONS),
-        ),
+        )
     ]
     lines = []
     for change, write in writes:
@@ -326,19 +336,25 @@ def origin_remote(cwd: Path) -> str:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Apply (or, with ``--dry-run``, show) the repository's GitHub settings."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ruleset", type=Path, required=True, help="the ruleset's JSON file")
+    parser.add_argument(
+        "--ruleset",
+        type=Path,
+        action="append",
+        required=True,
+        help="a ruleset's JSON file (repeat for each)",
+    )
     parser.add_argument("--repository", default="", help="owner/name (default: the origin remote)")
     parser.add_argument("--dry-run", action="store_true", help="show the changes, make none")
     args = parser.parse_args(argv)
     environ = os.environ if environ is None else environ
     try:
-        ruleset = load_ruleset(args.ruleset)
+        rulesets = [load_ruleset(path) for path in args.ruleset]
         token = token_from(environ)
         repository = check_repository(
             args.repository or repository_from_remote(origin_remote(Path.cwd()))
         )
         request = api(environ.get("GITHUB_API_URL") or DEFAULT_API, token)
-        for line in settle(request, repository, ruleset, args.dry_run):
+        for line in settle(request, repository, rulesets, args.dry_run):
             print(line.rstrip("\n"))
     except SettingsError as error:
         print(f"github-settings: {error}", file=sys.stderr)

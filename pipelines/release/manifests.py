@@ -5,6 +5,11 @@ An overlay's ``kustomization.yaml`` pins the model server's image in its ``image
 leaves every other byte of the file as it was, comments included, so a release commit's diff is
 the image change and nothing else. Writing the image an overlay already has changes nothing.
 
+What an overlay deploys is what Argo CD reads: its Application (in ``deploy/argocd/``) names the
+git revision. Staging's Application watches the branch ``deploy/staging``, which the release
+writes to (:mod:`pipelines.release.writeback`), so ``show`` reads staging's image from
+``origin/deploy/staging``; an overlay watched on the checked-out branch is read from the files.
+
 Usage::
 
     python -m pipelines.release.manifests set OVERLAY REPOSITORY@sha256:DIGEST   # make set-image
@@ -15,14 +20,17 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import yaml
 
 from pipelines.stage import PipelineError, run_stage, write_atomically
 
 DEFAULT_OVERLAYS = Path("deploy/overlays")
+DEFAULT_ARGOCD = Path("deploy/argocd")
 IMAGE_NAME = "model-server"  # the image name in deploy/base that every overlay replaces
 
 # The repository grammar of the OCI distribution reference: an optional registry host (with
@@ -189,6 +197,73 @@ def show_image(path: Path) -> ImageRef:
         raise PipelineError(f"{path}: {error}") from error
 
 
+def watched_revision(argocd: Path, overlay: str) -> str:
+    """The git revision Argo CD deploys ``overlay`` from.
+
+    That is the ``targetRevision`` of the Application in ``argocd`` whose source path ends in
+    ``overlays/<overlay>`` (``HEAD``, the default branch, when it names none).
+
+    Raises:
+        PipelineError: no Application deploys that overlay.
+    """
+    for path in sorted(argocd.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if not isinstance(document, dict) or document.get("kind") != "Application":
+                continue
+            source = (document.get("spec") or {}).get("source") or {}
+            if PurePosixPath(str(source.get("path", ""))).parts[-2:] == ("overlays", overlay):
+                return str(source.get("targetRevision") or "HEAD")
+    raise PipelineError(
+        f"no Argo CD Application in {argocd} deploys overlays/{overlay}: add one whose "
+        f"spec.source.path is deploy/overlays/{overlay}"
+    )
+
+
+def current_branch(cwd: Path | None = None) -> str | None:
+    """The branch checked out in ``cwd`` (default: here), or None (a detached HEAD)."""
+    done = subprocess.run(
+        ["git", "symbolic-ref", "--short", "-q", "HEAD"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() or None
+
+
+def follows_checkout(revision: str) -> bool:
+    """Whether Argo CD's ``revision`` is the branch checked out here (so the files are it)."""
+    return revision == "HEAD" or revision == current_branch()
+
+
+def deployed_image(overlays: Path, argocd: Path, overlay: str, remote: str = "origin") -> ImageRef:
+    """The image ``overlay`` runs: its kustomization at the revision Argo CD watches.
+
+    Raises:
+        PipelineError: the overlay or its Application is unknown, or the watched branch has not
+            been fetched (or made: the first release makes ``deploy/staging``).
+    """
+    path = overlay_file(overlays, overlay)
+    revision = watched_revision(argocd, overlay)
+    if follows_checkout(revision):
+        return show_image(path)
+    ref = f"{remote}/{revision}"
+    done = subprocess.run(
+        ["git", "show", f"{ref}:./{path.as_posix()}"], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise PipelineError(
+            f"Argo CD deploys {overlay} from the branch {revision}, and {ref} is not here: "
+            f"`git fetch {remote} {revision}` (the first release makes it; until then "
+            f"{overlay} runs nothing from this repository)"
+        )
+    print(f"{overlay} runs what {ref} says", file=sys.stderr)
+    try:
+        return read_image(done.stdout)
+    except PipelineError as error:
+        raise PipelineError(f"{ref}:{path}: {error}") from error
+
+
 def main(argv: list[str] | None = None) -> int:
     """Set or show the image of an overlay."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -203,14 +278,23 @@ def main(argv: list[str] | None = None) -> int:
     set_parser = commands.add_parser("set", help="write an image, by digest, into an overlay")
     set_parser.add_argument("overlay")
     set_parser.add_argument("image", help="REPOSITORY@sha256:<64 hex>")
-    show_parser = commands.add_parser("show", help="print the image an overlay deploys")
+    show_parser = commands.add_parser(
+        "show", help="print the image an overlay deploys, at the revision Argo CD watches"
+    )
     show_parser.add_argument("overlay")
+    show_parser.add_argument(
+        "--argocd",
+        type=Path,
+        default=DEFAULT_ARGOCD,
+        metavar="DIR",
+        help=f"the Argo CD Applications (default: {DEFAULT_ARGOCD})",
+    )
     args = parser.parse_args(argv)
 
-    path = overlay_file(args.overlays, args.overlay)
     if args.command == "show":
-        print(show_image(path))
+        print(deployed_image(args.overlays, args.argocd, args.overlay))
         return 0
+    path = overlay_file(args.overlays, args.overlay)
     image = parse_reference(args.image)
     changed = set_image(path, image)
     print(f"{path}: {image}{'' if changed else ' (unchanged)'}")

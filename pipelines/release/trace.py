@@ -1,7 +1,8 @@
 """Lineage of an image: the commit, data, stages, MLflow run, gate verdict and card behind it.
 
-Usage: ``python -m pipelines.release.trace IMAGE`` or ``--overlay staging|production`` (the image
-that overlay deploys, read with :mod:`pipelines.release.manifests`); ``make trace``.
+Usage: ``python -m pipelines.release.trace IMAGE`` or ``--overlay staging|production`` (the
+image that overlay runs, at the revision Argo CD watches: :func:`manifests.deployed_image`);
+``make trace``.
 
 The image's labels (``make image`` copies the bento's labels, :func:`build.bento_labels`, onto
 it; ``skopeo inspect`` reads them without pulling the layers) name the git commit, the data hash
@@ -23,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from pipelines.release.manifests import DEFAULT_OVERLAYS, overlay_file, show_image
+from pipelines.release.manifests import DEFAULT_ARGOCD, DEFAULT_OVERLAYS, deployed_image
 from pipelines.stage import PipelineError, run_stage
 from pipelines.stages.card import stage_hashes
 
@@ -227,10 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("image", nargs="?", help="an image reference (by digest or tag)")
     parser.add_argument("--overlay", help="staging, production, ...: the image it deploys")
     parser.add_argument("--overlays", type=Path, default=DEFAULT_OVERLAYS, metavar="DIR")
+    parser.add_argument("--argocd", type=Path, default=DEFAULT_ARGOCD, metavar="DIR")
     args = parser.parse_args(argv)
     if bool(args.image) == bool(args.overlay):
         raise PipelineError("give an image or an overlay: make trace IMAGE=<ref> or OVERLAY=<name>")
-    image = args.image or str(show_image(overlay_file(args.overlays, args.overlay)))
+    image = args.image or str(deployed_image(args.overlays, args.argocd, args.overlay))
     print(render(trace(image)), end="")
     return 0
 

@@ -45,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--positive", default="", help="the positive class, when not obvious")
     parser.add_argument("--id", dest="id_column", default="", help="the unique row id column")
     parser.add_argument("--repository", default="OWNER/REPO", help="GitHub owner/name")
+    parser.add_argument(
+        "--code-owners",
+        default="",
+        help="who reviews the schema, params, production and workflows (.github/CODEOWNERS): "
+        "GitHub handles separated by spaces (default: the repository's owner)",
+    )
     args = parser.parse_args(argv)
 
     started = time.monotonic()
@@ -72,25 +78,34 @@ def main(argv: list[str] | None = None) -> int:
             "update-template` cannot start from it; commit the template first"
         )
 
+    answers = {
+        "name": name,
+        "data": str(data),
+        "target": args.target,
+        "positive": args.positive,
+        "id": args.id_column,
+        "repository": args.repository,
+    } | ({"code_owners": args.code_owners} if args.code_owners else {})
     with warnings.catch_warnings():
         # Uncommitted changes of the template are rendered too; that is what a developer wants.
         warnings.simplefilter("ignore", DirtyLocalWarning)
-        run_copy(
-            str(TEMPLATE),
-            dest,
-            data={
-                "name": name,
-                "data": str(data),
-                "target": args.target,
-                "positive": args.positive,
-                "id": args.id_column,
-                "repository": args.repository,
-            },
-            vcs_ref="HEAD",
-            defaults=True,
-            unsafe=True,  # the bootstrap task runs this template's own code
-            quiet=True,
-        )
+        try:
+            run_copy(
+                str(TEMPLATE),
+                dest,
+                data=answers,
+                vcs_ref="HEAD",
+                defaults=True,
+                unsafe=True,  # the bootstrap task runs this template's own code
+                quiet=True,
+            )
+        except ValueError as error:  # copier checks the answers before it writes anything
+            if not str(error).startswith("Validation error for question"):
+                raise
+            question = str(error).split("'")[1]
+            raise TableError(
+                f"{question.upper()}={answers.get(question, '')!r}: {str(error).split(': ', 1)[1]}"
+            ) from error
     print(f"made {dest} in {time.monotonic() - started:.0f} s")
     return 0
 

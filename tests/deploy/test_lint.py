@@ -96,8 +96,8 @@ def test_kubernetes_validate_checks_each_overlay(deploy_copy, overlay):
     [
         (
             "staging.yaml",
-            "targetRevision: main",
-            "targetRevison: main",
+            "targetRevision: deploy/staging",
+            "targetRevison: deploy/staging",
             "'targetRevison' was unexpected",
         ),
         (

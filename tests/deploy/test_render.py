@@ -203,7 +203,8 @@ def test_argo_cd_application_deploys_the_overlay(name):
     namespace = one(render(DEPLOY / "overlays" / name), "Deployment")["metadata"]["namespace"]
     assert spec["source"]["path"] == f"deploy/overlays/{name}"
     assert (DEPLOY / "overlays" / name / "kustomization.yaml").is_file()
-    assert spec["source"]["targetRevision"] == "main"
+    # staging from the branch the release writes (make deploy-staging), production from main
+    assert spec["source"]["targetRevision"] == {"staging": "deploy/staging"}.get(name, "main")
     assert spec["destination"]["namespace"] == namespace
     assert "CreateNamespace=true" in spec["syncPolicy"]["syncOptions"]
     assert spec["project"] == project["metadata"]["name"]

@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.release.manifests import ImageRef, parse_reference, read_image, write_image
+from pipelines.release.manifests import (
+    ImageRef,
+    parse_reference,
+    read_image,
+    watched_revision,
+    write_image,
+)
 from pipelines.stage import PipelineError
-from tests.deploy.conftest import DEPLOY, OVERLAYS, make, one, render
+from tests.deploy.conftest import DEPLOY, OVERLAYS, edit, make, one, render
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 OTHER = "sha256:" + "fedcba9876543210" * 4
@@ -139,6 +145,11 @@ def test_make_set_image_then_show_image_round_trip(deploy_copy: Path, overlay):
     assert "(unchanged)" in second.stdout
     assert path.read_bytes() == after
 
+    # Read where Argo CD reads it: here, an Application that follows the checked-out branch
+    # (deploy/staging is read from its branch: tests/deploy/test_writeback.py)
+    application = deploy_copy / "argocd" / f"{overlay}.yaml"
+    revision = watched_revision(deploy_copy / "argocd", overlay)
+    edit(application, f"targetRevision: {revision}", "targetRevision: HEAD")
     shown = make("show-image", f"DEPLOY={deploy_copy}", f"OVERLAY={overlay}")
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout == reference + "\n"  # promote.yml reads it: nothing else on stdout

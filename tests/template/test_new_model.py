@@ -33,6 +33,7 @@ from tests.template.conftest import ROOT, example_words
 pytestmark = pytest.mark.slow
 
 AWKWARD_POSITIVE = "charged off"
+CODE_OWNERS = "CODE_OWNERS=@acme/risk-reviewers @acme-platform"  # two handles: quoted through make
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def credit(tmp_path_factory: pytest.TempPathFactory) -> Generated:
     data = tmp_path_factory.mktemp("tables") / "credit_data.csv"
     table.to_csv(data, index=False)
     dest = tmp_path_factory.mktemp("credit") / "credit-model"
-    arguments = ("TARGET=Status", "POSITIVE=bad", "ID=rownames", "NAME=credit-model")
+    arguments = ("TARGET=Status", "POSITIVE=bad", "ID=rownames", "NAME=credit-model", CODE_OWNERS)
     return Generated(dest, new_model(dest, f"DATA={data}", *arguments), table)
 
 
@@ -152,6 +153,15 @@ def test_nothing_of_the_example_is_left(generated: Generated) -> None:
         text = (repo / name).read_bytes().decode("utf-8", errors="replace")
         leftovers += [f"{name}: {m.group(0)!r}" for m in pattern.finditer(text)]
     assert not leftovers, "\n".join(leftovers[:50])
+
+
+def test_the_code_owners_are_the_ones_given(credit: Generated, awkward: Generated) -> None:
+    owned = (credit.path / ".github" / "CODEOWNERS").read_text()
+    given = CODE_OWNERS.split("=", 1)[1]
+    assert f"/schema.yaml {given}\n" in owned
+    assert f"/deploy/argocd/ {given}\n" in owned
+    # without CODE_OWNERS: the repository's owner
+    assert "/schema.yaml @OWNER\n" in (awkward.path / ".github" / "CODEOWNERS").read_text()
 
 
 def test_schema_and_params_describe_the_new_table(credit: Generated, awkward: Generated) -> None:

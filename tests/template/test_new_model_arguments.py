@@ -83,6 +83,10 @@ def bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (but(name="m-"), "NAME='m-'"),
         (but(dest=str(occupied)), "exists and is not an empty directory: choose a new path"),
         (but(dest=str(good)), "exists and is not an empty directory"),
+        (
+            but(**{"code-owners": "acme"}),
+            "CODE_OWNERS='acme': give GitHub handles separated by spaces: @user or @org/team",
+        ),
     ]
 
 
@@ -104,6 +108,7 @@ CASES = [
     "name ends with a dash",
     "dest not empty",
     "dest is a file",
+    "code owners not handles",
 ]
 
 

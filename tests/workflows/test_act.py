@@ -41,6 +41,8 @@ WORSE = {
     r"^    n_estimators: \d+": "    n_estimators: 5",
     r"^    max_depth: \d+": "    max_depth: 1",
 }
+STAGING = "deploy/staging"  # the branch staging's Argo CD Application watches
+OVERLAY = "deploy/overlays/staging/kustomization.yaml"
 RESEED = {r"^(train:\n(?:  .*\n)*?)  seed: \d+": r"\g<1>  seed: 7"}
 
 
@@ -235,10 +237,16 @@ def test_template_update_is_a_no_op_here_and_needs_its_token_in_a_model_reposito
 
 @pytest.fixture
 def main_restored(github: Simulation) -> Iterator[str]:
-    """main's commit; main is put back there after the test."""
+    """main's commit; after the test, main is put back there and deploy/staging is removed."""
     before = github.sha("refs/heads/main")
     yield before
     git("update-ref", "refs/heads/main", before, cwd=github.origin)
+    git("update-ref", "-d", f"refs/heads/{STAGING}", cwd=github.origin)
+
+
+def staged(github: Simulation, ref: str = STAGING) -> str:
+    """The image the staging overlay names at ``ref`` of the origin."""
+    return str(manifests.read_image(git("show", f"{ref}:{OVERLAY}", cwd=github.origin)))
 
 
 def test_a_stale_lock_on_main_stops_the_release_before_anything_is_built(
@@ -262,12 +270,9 @@ def test_promote_opens_one_pull_request_moving_production_to_staging(
     digest = "sha256:" + "5" * 64
     staging = f"registry.example/team/model@{digest}"
     work = github.clone(tmp_path / "work")
-    overlays = work / "deploy" / "overlays"
-    manifests.set_image(
-        manifests.overlay_file(overlays, "staging"), manifests.parse_reference(staging)
-    )
+    manifests.set_image(work / OVERLAY, manifests.parse_reference(staging))
     git("commit", "-qam", "staging runs a new image", cwd=work)
-    github.push_branch(work, "main")
+    github.push_branch(work, STAGING)  # where the release writes it, and Argo CD reads it
 
     run = github.on_dispatch("promote.yml")
     assert run.jobs == {"promote": "success"}, run.text()[-3000:]
@@ -285,6 +290,55 @@ def test_promote_opens_one_pull_request_moving_production_to_staging(
     assert [c.method for c in again.calls if c.method != "GET"] == ["PATCH"]  # the same PR
     promotions = [p for p in github.api.pulls.values() if p["head"]["ref"] == "promote/production"]
     assert len(promotions) == 1
+
+
+def test_staging_moves_on_its_branch_and_a_direct_push_to_the_protected_main_is_refused(
+    github: Simulation, main_restored: str, tmp_path: Path
+) -> None:
+    image = f"registry.example/team/model@sha256:{'6' * 64}"
+    # By hand, an image already pushed: deploy/staging is made from main, plus the image
+    run = github.on_dispatch("staging.yml", {"image": image})
+    assert run.jobs == {"staging": "success"}, run.text()[-3000:]
+    assert github.sha("refs/heads/main") == main_restored
+    assert git("rev-parse", f"{STAGING}~1", cwd=github.origin) == main_restored
+    assert staged(github) == image
+    deployed = github.sha(f"refs/heads/{STAGING}")
+
+    # A merge that changes deploy/ reaches staging, which keeps running its image
+    work = github.clone(tmp_path / "work")
+    deployment = work / "deploy" / "base" / "deployment.yaml"
+    deployment.write_text(
+        deployment.read_text().replace("revisionHistoryLimit: 5", "revisionHistoryLimit: 3")
+    )
+    git("commit", "-qam", "Keep three old ReplicaSets", cwd=work)
+    merged = github.push_branch(work, "main")
+    carried = github.on_push("staging.yml", main_restored)
+    assert carried.jobs == {"staging": "success"}, carried.text()[-3000:]
+    parents = git("log", "-1", "--format=%P", STAGING, cwd=github.origin).split()
+    assert parents == [deployed, merged]
+    assert staged(github) == image
+    base = git("show", f"{STAGING}:deploy/base/deployment.yaml", cwd=github.origin)
+    assert "revisionHistoryLimit: 3" in base
+
+    # Staging's Application watching main instead: the image would be pushed to main, which
+    # the ruleset refuses; the job fails saying so and what to do, and nothing moves
+    application = work / "deploy" / "argocd" / "staging.yaml"
+    text = application.read_text()
+    application.write_text(text.replace(f"targetRevision: {STAGING}", "targetRevision: main"))
+    git("commit", "-qam", "Staging follows main", cwd=work)
+    direct = github.push_branch(work, "main")
+    refused = github.on_dispatch("staging.yml", {"image": image})
+    assert refused.jobs == {"staging": "failure"}, refused.text()[-3000:]
+    assert "GH013: Repository rule violations found for refs/heads/main." in refused.text()
+    assert "targetRevision: deploy/staging" in refused.text()
+    assert github.sha("refs/heads/main") == direct
+    # ... and without the ruleset, one commit on main's tip changing the overlay only
+    with github.unprotected():
+        pushed = github.on_dispatch("staging.yml", {"image": image})
+    assert pushed.jobs == {"staging": "success"}, pushed.text()[-3000:]
+    assert git("rev-parse", "main~1", cwd=github.origin) == direct
+    assert git("diff", "--name-only", direct, "main", cwd=github.origin) == OVERLAY
+    assert staged(github, "main") == image
 
 
 @dataclass(frozen=True)
@@ -459,19 +513,20 @@ def test_a_merge_releases_one_image_and_points_staging_at_it_once(
     assert reference.startswith(f"{registry}/{github.repository}@sha256:")
     (tag,) = tags(registry, repository)
     assert merged.startswith(tag.rsplit("-", 1)[1])  # <bento version>-<short commit>
-    # One commit on main, on top of the merge, changing only the staging overlay to the digest
-    assert git("rev-parse", "main~1", cwd=github.origin) == merged
-    overlay = "deploy/overlays/staging/kustomization.yaml"
-    assert git("diff", "--name-only", merged, "main", cwd=github.origin) == overlay
-    staged = manifests.read_image(git("show", f"main:{overlay}", cwd=github.origin))
-    assert str(staged) == reference
+    # main is protected and untouched; deploy/staging is made from the merge, plus one commit
+    # changing only the staging overlay to the digest
+    assert github.sha("refs/heads/main") == merged
+    assert git("rev-parse", f"{STAGING}~1", cwd=github.origin) == merged
+    assert git("diff", "--name-only", merged, STAGING, cwd=github.origin) == OVERLAY
+    assert staged(github) == reference
+    assert f"staging runs {reference}: {STAGING} created at " in released.text()
     actions = {r["action"]: r for r in released.records}
     assert actions["login-action"]["inputs"]["registry"] == registry
     assert actions["attest-build-provenance"]["subject"] == reference
     card = artifact(github, released, "model-card")["card.md"]
     assert card.startswith("---\n")
     assert "model-index:" in card
-    head = github.sha("refs/heads/main")
+    head = github.sha(f"refs/heads/{STAGING}")
 
     # What staging now runs, pulled by digest into a store of its own and run locked down as
     # the Deployment runs it, answers /predict as the model does
@@ -506,5 +561,6 @@ def test_a_merge_releases_one_image_and_points_staging_at_it_once(
     assert f"building {registry}/" not in again.text()
     assert "is already in its registry" in again.text()
     assert tags(registry, repository) == [tag]
-    assert github.sha("refs/heads/main") == head
-    assert f"staging already runs {reference}" in again.text()
+    assert github.sha(f"refs/heads/{STAGING}") == head
+    assert github.sha("refs/heads/main") == merged
+    assert f"staging already runs {reference} ({STAGING} at {head[:12]})" in again.text()

@@ -105,8 +105,10 @@ def test_the_code_owners_review_what_decides_the_model_and_where_it_runs() -> No
         "params.yaml",
         str(load_paths(ROOT / "params.yaml").schema_),
         "deploy/overlays/production/kustomization.yaml",
+        "deploy/argocd/staging.yaml",
         ".github/workflows/ci.yml",
         ".github/rulesets/main.json",
+        ".github/rulesets/deploy.json",
         ".github/CODEOWNERS",
     ]
     lines = [
@@ -319,7 +321,16 @@ def test_make_github_settings_applies_with_the_makefiles_variables(github: GitHu
     assert github.writes() == []
     applied = make()
     assert applied.returncode == 0, applied.stderr
-    assert len(github.rulesets) == 1
+    # main's, and the deploy branches' that the release writes: forward only, never deleted
+    made = {r["name"]: r for r in github.rulesets.values()}
+    assert set(made) == {"main", "deploy branches"}
+    deploy = made["deploy branches"]
+    assert deploy["conditions"]["ref_name"]["include"] == ["refs/heads/deploy/**"]
+    assert {r["type"] for r in deploy["rules"]} == {"deletion", "non_fast_forward"}
+    again = make()
+    assert again.returncode == 0, again.stderr
+    assert f"{REPOSITORY}: nothing to change" in again.stdout
+    assert again.stdout.count(": unchanged") == 3
 
 
 # --- the README's secrets and variables ---------------------------------------------------------

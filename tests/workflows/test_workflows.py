@@ -23,6 +23,7 @@ NAMES = {
     "promote.yml",
     "template-update.yml",
     "monitor.yml",
+    "staging.yml",
 }
 PIPELINE_INPUTS = [
     "params.yaml",
@@ -39,11 +40,12 @@ WRITE_SCOPES: dict[tuple[str, str], set[str]] = {
     ("pr-comment.yml", "comment"): {"pull-requests"},
     ("release.yml", "image"): {"packages", "id-token", "attestations"},
     ("release.yml", "staging"): {"contents"},
+    ("staging.yml", "staging"): {"contents"},
     ("promote.yml", "promote"): {"contents", "pull-requests"},
 }
 READ_SCOPES = {"contents", "actions"}
-# Checkouts that keep the token: the job that pushes the staging change to main.
-KEEPS_CREDENTIALS = {("release.yml", "staging")}
+# Checkouts that keep the token: the jobs that push staging's image (to deploy/staging).
+KEEPS_CREDENTIALS = {("release.yml", "staging"), ("staging.yml", "staging")}
 SHA_PIN = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
 USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$")
 UNTRUSTED = re.compile(r"\$\{\{[^}]*\b(github\.event|inputs\.|head_ref|base_ref)")
@@ -295,10 +297,21 @@ def test_the_release_deploys_staging_by_digest_and_cannot_loop() -> None:
     assert runs.index("make push") < runs.index("make sbom")
     attest = next(s for s in image["steps"] if "attest-build-provenance" in s.get("uses", ""))
     assert attest["with"]["subject-digest"] == "${{ steps.pushed.outputs.digest }}"
-    script = "\n".join(s.get("run", "") for s in staging["steps"])
-    assert 'make set-image OVERLAY=staging IMAGE="$IMAGE"' in script
-    assert "git push origin HEAD:main" in script
+    script = "\n".join(s["run"] for s in staging["steps"] if "run" in s)
+    assert script == 'make deploy-staging IMAGE="$IMAGE" SOURCE="$GITHUB_SHA"'
     assert "GITHUB_TOKEN starts no workflow" in (GITHUB / "workflows" / "release.yml").read_text()
+    # staging.yml writes the same branch: one at a time, and its merges are not releases
+    carry = workflow("staging.yml")["jobs"]["staging"]
+    assert (
+        staging["concurrency"]
+        == carry["concurrency"]
+        == {
+            "group": "deploy-staging",
+            "cancel-in-progress": False,
+        }
+    )
+    assert "!deploy/**" in release["on"]["push"]["paths"]
+    assert workflow("staging.yml")["on"]["push"]["paths"] == ["deploy/**"]
     for wf, _, step in steps():
         if wf == "release.yml" and step.get("uses", "").startswith("astral-sh/setup-uv@"):
             assert step["with"]["enable-cache"] is False, "no shared cache on the publishing path"
