@@ -52,7 +52,8 @@ def git(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
     """Run git; a failure (with ``check``) is a PipelineError quoting git's own words."""
     done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
     if check and done.returncode != 0:
-        said = "\n".join(line for line in (done.stderr + done.stdout).splitlines() if line.strip())
+        lines = (done.stderr + done.stdout).splitlines()
+        said = "\n".join(line.rstrip() for line in lines if line.strip())
         raise PipelineError(f"git {' '.join(args)} failed:\n{said}")
     return done
 
@@ -170,7 +171,7 @@ def write_back(
             return f"{overlay} already runs {runs} ({branch} at {head[:12]}): nothing to push"
         pushed = git("push", "-q", remote, f"HEAD:refs/heads/{branch}", cwd=work, check=False)
     if pushed.returncode != 0:
-        said = "\n".join(line for line in pushed.stderr.splitlines() if line.strip())
+        said = "\n".join(line.rstrip() for line in pushed.stderr.splitlines() if line.strip())
         hint = (
             f"a {branch} that takes no direct push needs the release to write elsewhere: let "
             f"Argo CD deploy {overlay} from a branch of its own (targetRevision: "
