@@ -7,9 +7,9 @@ at 1, 8 and 32 concurrent clients:
 
 - ours: the BentoML service, ``make serve`` (``pipelines/serving/service.py``);
 - naive: FastAPI + pydantic + a pandas DataFrame per request (``benchmarks/naive_server.py``);
-- mlflow: ``mlflow models serve`` of the registered model. It takes the encoded features (MLflow
-  serves the model, not its featurizer) and its XGBoost flavor answers labels, not
-  probabilities: it is what MLflow gives you, not the same work;
+- mlflow: ``mlflow models serve`` of the registered model, which takes the same raw records
+  and answers the same probabilities (``pipelines/serving/mlflow_model.py``: the schema check,
+  the encoding and the model as the batch scorer runs them), one DataFrame per request;
 - bare: ``booster.inplace_predict`` on a prepared float32 row, in-process: the ceiling;
 - ours without model metrics (``MODEL_METRICS=off``): the cost of monitoring (feature and score
   bins, refusals, request durations), which must stay under 10%. Both run at once, one worker
@@ -75,7 +75,7 @@ CHECKED = 20  # bodies whose answers are compared with the model's own before lo
 START_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 20.0
 SEED = 0
-MLFLOW_NOTE = "encoded features in, labels out (xgboost pyfunc): what MLflow gives you"
+MLFLOW_NOTE = "the registered model: raw records in, probabilities out, a DataFrame per request"
 
 # One request per call, bodies taken in turn; done() prints the figures as one JSON line, in
 # microseconds, so nothing depends on wrk's human-readable units.
@@ -213,11 +213,9 @@ def service_bodies(records: Sequence[dict[str, Any]]) -> list[str]:
     return [json.dumps({"records": [record]}) for record in records]
 
 
-def mlflow_bodies(frame: pd.DataFrame, schema: Schema, model: LoadedModel) -> list[str]:
-    """Single-row bodies of MLflow's ``POST /invocations``: the encoded features."""
-    x = encode(frame, schema)[model.meta["features"]].astype(np.float64)
-    rows = json.loads(x.to_json(orient="records"))
-    return [json.dumps({"dataframe_records": [row]}) for row in rows]
+def mlflow_bodies(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Single-record bodies of MLflow's ``POST /invocations``: the same raw records."""
+    return [json.dumps({"dataframe_records": [record]}) for record in records]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,7 +233,7 @@ class Server:
         path: Where requests are POSTed.
         ready: A GET path that answers 200 once the model is loaded.
         bodies: The request bodies.
-        expected: What each body must be answered with (same order; probabilities or labels).
+        expected: The probability each body must be answered with (same order).
         answer: Reads the prediction out of a response document.
         env: Environment variables of this server only.
     """
@@ -729,7 +727,7 @@ def servers(
     def probability(document: dict[str, Any]) -> float:
         return float(document["predictions"][0]["probability"])
 
-    def label(document: dict[str, Any]) -> float:
+    def mlflow_probability(document: dict[str, Any]) -> float:
         return float(document["predictions"][0])
 
     naive = [
@@ -745,7 +743,7 @@ def servers(
         Server("naive", TITLES["naive"], naive, "/predict", "/openapi.json", bodies, expected,
                probability),
         Server("mlflow", TITLES["mlflow"], mlflow, "/invocations", "/ping",
-               mlflow_bodies(rows, schema, model), [float(p >= 0.5) for p in expected], label),
+               mlflow_bodies(raw_records(rows, schema)), expected, mlflow_probability),
         Server("ours", TITLES["ours"], serve, "/predict", "/readyz", bodies, expected,
                probability),
     ]  # fmt: skip

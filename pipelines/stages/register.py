@@ -1,12 +1,17 @@
 """Register stage: log the trained and evaluated model to MLflow and register a new version.
 
-One MLflow run per pipeline run that trained a model: params, train and test metrics, the model
-(XGBoost or scikit-learn flavor, with signature and input example), the data hash from the
-``.dvc`` file, the git commit, the schema and the plot data. The store defaults to a local
-sqlite file (offline); ``MLFLOW_TRACKING_URI`` points it elsewhere.
+One MLflow run per pipeline run that trained a model: params, train and test metrics, the model,
+the data hash from the ``.dvc`` file, the git commit, the schema and the plot data. The store
+defaults to a local sqlite file (offline); ``MLFLOW_TRACKING_URI`` points it elsewhere.
 
-Usage: ``python -m pipelines.stages.register --model DIR --test FEATURES --metrics JSON
---data-dvc FILE --schema SCHEMA --plots DIR --store DIR --out JSON``
+The registered model stands on its own: it takes raw rows (the schema's feature columns) and
+returns the positive-class probability (:mod:`pipelines.serving.mlflow_model`, logged as code
+with the model directory and the schema as artifacts; nothing is pickled). Its signature comes
+from the schema and its input example is raw test rows, so ``mlflow.pyfunc.load_model`` and
+``mlflow models serve`` score a customer record as the service does.
+
+Usage: ``python -m pipelines.stages.register --model DIR --test FEATURES --raw TABLE
+--metrics JSON --data-dvc FILE --schema SCHEMA --plots DIR --store DIR --out JSON``
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+import pipelines
 from pipelines.params import (
     EvaluateParams,
     FeaturizeParams,
@@ -27,9 +34,18 @@ from pipelines.params import (
     load_paths,
     load_section,
 )
+from pipelines.schema import Feature, Schema, load_schema, read_raw
 from pipelines.stage import path_arguments, run_stage, write_json
 
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.models import ModelSignature
+
 INPUT_EXAMPLE_ROWS = 5
+# The registered model's code (MLflow runs the file; the package does not import it), and the
+# names of its artifacts there
+PYFUNC = str(Path(pipelines.__file__).parent / "serving" / "mlflow_model.py")
+MODEL_ARTIFACT, SCHEMA_ARTIFACT = "model", "schema"
 
 
 def tracking_uri(store: Path | None = None) -> str:
@@ -79,29 +95,57 @@ def pip_requirements(kind: str) -> list[str]:
     """Pinned requirements of the logged model (given, so MLflow need not infer them slowly)."""
     from importlib.metadata import version
 
-    packages = ["numpy", "pandas", "scikit-learn"]
+    # What pipelines.serving.mlflow_model imports to check, encode and score raw rows
+    packages = ["numpy", "pandas", "pydantic", "pyyaml", "scikit-learn", "treelite"]
     # The CPU build (same `xgboost` import): the default wheel pulls CUDA libraries nothing uses.
     packages += ["xgboost-cpu"] if kind == "xgboost" else ["skops"]
     return [f"{p}=={version(p)}" for p in packages]
 
 
+def column_type(feature: Feature) -> str:
+    """The MLflow type of a raw column, as ``read_raw`` reads it.
+
+    MLflow converts no int64 column to double, and pandas reads an integer column with a missing
+    value as floats: an integer feature is ``long``, or ``double`` where it may be missing.
+    """
+    if feature.type == "category":
+        return "string"
+    return "long" if feature.type == "integer" and not feature.nullable else "double"
+
+
+def raw_signature(schema: Schema) -> ModelSignature:
+    """The registered model's signature: the schema's feature columns in, a probability out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec
+    from mlflow.types import Schema as Columns
+
+    inputs = Columns([ColSpec(column_type(f), name) for name, f in schema.features.items()])
+    return ModelSignature(inputs=inputs, outputs=Columns([ColSpec("double")]))
+
+
+def raw_example(raw: pd.DataFrame, schema: Schema, ids: Sequence[Any]) -> pd.DataFrame:
+    """The raw rows of ``ids`` (test rows), feature columns only, typed as the signature says."""
+    rows = raw.set_index(schema.id).loc[list(ids), list(schema.features)].reset_index(drop=True)
+    types = {"long": "int64", "double": "float64", "string": "object"}
+    return rows.astype({n: types[column_type(f)] for n, f in schema.features.items()})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Log the run to MLflow, register the model, write the registry record."""
-    names = ("model", "test", "metrics", "data-dvc", "schema", "plots", "store", "out")
+    names = ("model", "test", "raw", "metrics", "data-dvc", "schema", "plots", "store", "out")
     args = path_arguments(__doc__.splitlines()[0], names, argv)
     params = load_section("register", RegisterParams)
     train = load_section("train", TrainParams)
 
     import mlflow
-    from mlflow.models import infer_signature
 
     from pipelines.stages.featurize import read_features
-    from pipelines.stages.train import SKOPS_TRUSTED, load_model
+    from pipelines.stages.train import load_model
 
     loaded = load_model(args.model)
-    x, _, _ = read_features(args.test)
-    example = x[loaded.meta["features"]].head(INPUT_EXAMPLE_ROWS)
-    signature = infer_signature(example, loaded.model.predict_proba(example))
+    schema = load_schema(args.schema)
+    _, _, ids = read_features(args.test)
+    example = raw_example(read_raw(args.raw), schema, list(ids[:INPUT_EXAMPLE_ROWS]))
     metrics = {
         k: v for k, v in json.loads(args.metrics.read_text()).items() if isinstance(v, float)
     }
@@ -123,22 +167,16 @@ def main(argv: list[str] | None = None) -> int:
         featurize = load_section("featurize", FeaturizeParams)
         mlflow.log_params(run_params(train, featurize, load_section("evaluate", EvaluateParams)))
         mlflow.log_metrics(metrics | loaded.meta.get("cv", {}))
-        common = {
-            "name": "model",
-            "signature": signature,
-            "input_example": example,
-            "registered_model_name": params.model_name,
-            "pip_requirements": pip_requirements(loaded.meta["kind"]),
-        }
-        if loaded.meta["kind"] == "xgboost":
-            info = mlflow.xgboost.log_model(loaded.model, **common)
-        else:
-            info = mlflow.sklearn.log_model(
-                loaded.model,
-                serialization_format="skops",
-                skops_trusted_types=SKOPS_TRUSTED,
-                **common,
-            )
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=PYFUNC,
+            artifacts={MODEL_ARTIFACT: str(args.model), SCHEMA_ARTIFACT: str(args.schema)},
+            code_paths=[str(Path(pipelines.__file__).parent)],
+            signature=raw_signature(schema),
+            input_example=example,
+            registered_model_name=params.model_name,
+            pip_requirements=pip_requirements(loaded.meta["kind"]),
+        )
         mlflow.log_artifact(str(args.schema))
         mlflow.log_artifacts(str(args.plots), artifact_path="plots")
 

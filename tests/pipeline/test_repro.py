@@ -165,16 +165,36 @@ def test_run_is_logged_and_registered_in_mlflow(
 
     use_tracking_uri(monkeypatch, uri)
     info = mlflow.models.get_model_info(record["model_uri"])
-    registered = mlflow.xgboost.load_model(record["model_uri"])
-    assert info.signature is not None
-    assert info.flavors.keys() >= {"xgboost", "python_function"}
-    # The registered model is the one the pipeline evaluated: same probabilities, row for row.
-    predictions = pd.read_csv(repo.path / "eval/predictions.csv")
-    x, _, ids = read_features(repo.path / "features/test.parquet")
-    np.testing.assert_array_equal(ids, predictions["id"])
-    np.testing.assert_allclose(
-        registered.predict_proba(x)[:, 1], predictions["probability"], rtol=0, atol=1e-7
+    assert info.flavors.keys() == {"python_function"}
+    # Its signature is the schema's feature columns; its example, raw test rows
+    schema = project_schema()
+    assert info.signature.inputs.input_names() == list(schema.features)
+    example = pd.read_json(
+        Path(mlflow.artifacts.download_artifacts(f"{record['model_uri']}/input_example.json")),
+        orient="split",
     )
+    assert list(example.columns) == list(schema.features)
+    # The registered model is the one the pipeline evaluated: raw rows in, the same
+    # probabilities out, row for row
+    assert_scores_raw_rows_as_evaluated(repo, record["model_uri"])
+
+
+def raw_test_rows(repo: ScratchRepo) -> tuple[pd.DataFrame, pd.Series]:
+    """The raw rows of the test set, as read_raw reads them, and their evaluated probability."""
+    predictions = pd.read_csv(repo.path / "eval/predictions.csv")
+    _, _, ids = read_features(repo.path / "features/test.parquet")
+    np.testing.assert_array_equal(ids, predictions["id"])
+    schema = project_schema()
+    raw = read_raw(repo.path / RAW).set_index(schema.id).loc[predictions["id"]]
+    return raw[list(schema.features)].reset_index(drop=True), predictions["probability"]
+
+
+def assert_scores_raw_rows_as_evaluated(repo: ScratchRepo, model_uri: str) -> None:
+    import mlflow
+
+    rows, probability = raw_test_rows(repo)
+    registered = mlflow.pyfunc.load_model(model_uri)
+    np.testing.assert_allclose(registered.predict(rows), probability, rtol=0, atol=1e-6)
 
 
 def test_second_repro_runs_nothing(repo: ScratchRepo) -> None:
@@ -253,7 +273,7 @@ def test_data_bootstrap_refuses_a_table_that_does_not_match_data_dvc(repo: Scrat
 
 
 @pytest.mark.usefixtures("committed_params")
-def test_the_baseline_is_registered_in_the_scikit_learn_flavor(
+def test_the_baseline_is_registered_with_its_skops_file_and_scores_raw_rows(
     repo: ScratchRepo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mlflow
@@ -262,14 +282,10 @@ def test_the_baseline_is_registered_in_the_scikit_learn_flavor(
     assert ran(done.stdout) == {"train", "evaluate", "profile", "register", "card"}
     record = json.loads(repo.read("models/registry.json"))
     use_tracking_uri(monkeypatch, f"sqlite:///{repo.path / 'mlruns' / 'mlflow.db'}")
-    info = mlflow.models.get_model_info(record["model_uri"])
-    registered = mlflow.sklearn.load_model(record["model_uri"])
-    assert info.flavors["sklearn"]["serialization_format"] == "skops"
-    predictions = pd.read_csv(repo.path / "eval/predictions.csv")
-    x, _, _ = read_features(repo.path / "features/test.parquet")
-    np.testing.assert_allclose(
-        registered.predict_proba(x)[:, 1], predictions["probability"], rtol=0, atol=1e-7
-    )
+    model = Path(mlflow.artifacts.download_artifacts(f"{record['model_uri']}/artifacts/model"))
+    assert json.loads((model / "meta.json").read_text())["kind"] == "logistic_regression"
+    assert {p.suffix for p in model.iterdir()} == {".json", ".skops"}  # nothing pickled
+    assert_scores_raw_rows_as_evaluated(repo, record["model_uri"])
 
 
 def test_data_comes_from_the_dvc_remote_when_one_is_configured(

@@ -141,23 +141,22 @@ def test_the_report_prints_figures_ratios_verdicts_and_what_was_not_measured() -
     assert next(line for line in lines if line.startswith("ours p99")).endswith("FAIL")
     assert "mlflow models serve                       not measured (below)" in text
     assert "not measured:\n  mlflow models serve exited: no model" in text
-    assert "labels out" in text  # MLflow's answers are said to be labels
+    assert "raw records in, probabilities out" in text  # what MLflow's server is given
     assert "300,000" in text
     without_ours = _results(1.0, 1.0, 1.0, 1.0)
     del without_ours["servers"]["ours"]
     assert "n/a  >= 10x      n/a" in serving.report(without_ours)
 
 
-def test_mlflow_bodies_are_the_encoded_features_in_the_models_order(
-    raw: pd.DataFrame, schema: Schema, model: LoadedModel
+def test_mlflow_bodies_are_the_raw_records_the_service_gets(
+    raw: pd.DataFrame, schema: Schema
 ) -> None:
-    rows = raw.head(3)
-    bodies = [json.loads(b) for b in serving.mlflow_bodies(rows, schema, model)]
-    x = encode(rows, schema)[model.meta["features"]]
-    assert [list(b["dataframe_records"][0]) for b in bodies] == [list(x.columns)] * 3
-    np.testing.assert_allclose(
-        [list(b["dataframe_records"][0].values()) for b in bodies], x.to_numpy(), rtol=1e-6
-    )
+    records = serving.raw_records(raw.head(3), schema)
+    bodies = [json.loads(b) for b in serving.mlflow_bodies(records)]
+    assert [b["dataframe_records"] for b in bodies] == [[r] for r in records]
+    assert [json.loads(b)["records"] for b in serving.service_bodies(records)] == [
+        b["dataframe_records"] for b in bodies
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

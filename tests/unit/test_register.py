@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from pipelines.params import EvaluateParams, FeaturizeParams, TrainParams, load_section
+from pipelines.schema import Schema
+from pipelines.stages import register
 from pipelines.stages.register import data_hash, pip_requirements, run_params, tracking_uri
 from tests.conftest import PARAMS
 
@@ -50,3 +53,32 @@ def test_pip_requirements_are_pinned(kind: str, library: str) -> None:
     requirements = pip_requirements(kind)
     assert any(r.startswith(f"{library}==") for r in requirements)
     assert all("==" in r for r in requirements)
+
+
+def test_the_signature_is_the_schemas_feature_columns_typed_as_read_raw_reads_them(
+    schema: Schema,
+) -> None:
+    signature = register.raw_signature(schema)
+    inputs = signature.inputs.to_dict()
+    assert [c["name"] for c in inputs] == list(schema.features)
+    for column in inputs:
+        feature = schema.features[column["name"]]
+        if feature.type == "category":
+            assert column["type"] == "string"
+        else:  # MLflow turns no int64 into a double: whole numbers are long unless nullable
+            whole = feature.type == "integer" and not feature.nullable
+            assert column["type"] == ("long" if whole else "double"), column
+    assert signature.outputs.to_dict() == [{"type": "double", "required": True}]
+
+
+def test_the_input_example_is_raw_rows_of_the_given_ids_in_order(
+    raw: pd.DataFrame, schema: Schema
+) -> None:
+    ids = list(raw[schema.id].iloc[[7, 2, 5]])
+    example = register.raw_example(raw, schema, ids)
+    assert list(example.columns) == list(schema.features)
+    expected = raw.set_index(schema.id).loc[ids, list(schema.features)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(example, expected, check_dtype=False)
+    for name, feature in schema.features.items():
+        kind = example[name].dtype.kind
+        assert kind == {"string": "O", "long": "i", "double": "f"}[register.column_type(feature)]

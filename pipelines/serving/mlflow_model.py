@@ -1,0 +1,61 @@
+"""The registered MLflow model: raw rows in, the positive-class probability out.
+
+MLflow runs this file when it loads the model ("models from code": nothing is pickled), with the
+``pipelines`` package on its path and two artifacts: the model directory that
+:func:`pipelines.stages.train.save_model` wrote (XGBoost's JSON or skops, never a pickle) and
+``schema.yaml``. Rows are checked against the schema and encoded exactly as the batch scorer
+(:mod:`pipelines.serving.score`) and the pipeline's evaluation do, so
+``mlflow.pyfunc.load_model("models:/<name>/<version>").predict(raw_rows)`` and
+``mlflow models serve`` give ``eval/predictions.csv``'s probabilities for the same rows.
+
+Not imported by the package: :func:`mlflow.models.set_model` at the bottom is how MLflow finds
+the model in the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.pyfunc import PythonModel, PythonModelContext
+
+MODEL_ARTIFACT, SCHEMA_ARTIFACT = "model", "schema"  # as pipelines.stages.register logs them
+
+
+class RawRowsModel(PythonModel):
+    """Positive-class probability of each raw row (the schema's feature columns)."""
+
+    def load_context(self, context: PythonModelContext) -> None:
+        """Read the schema and the model from the logged artifacts."""
+        from pipelines.schema import load_schema
+        from pipelines.stages.train import load_model
+
+        self.schema = load_schema(Path(context.artifacts[SCHEMA_ARTIFACT]))
+        self.model = load_model(Path(context.artifacts[MODEL_ARTIFACT]))
+
+    def predict(
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: Any = None
+    ) -> np.ndarray:
+        """Probabilities, one per row, in order.
+
+        Raises:
+            MlflowException: rows that break the schema (invalid parameter value: a 400 from
+                ``mlflow models serve``), one line per broken rule naming the column, the rule
+                and how many rows; nothing is scored.
+        """
+        from mlflow.exceptions import MlflowException
+
+        from pipelines.serving.score import check_table, describe, probabilities
+
+        frame = pd.DataFrame(model_input).reset_index(drop=True)
+        problems = check_table(frame, self.schema)
+        if problems:
+            message = describe(problems, len(frame), "the input")
+            raise MlflowException.invalid_parameter_value(message)
+        return probabilities(frame, self.schema, self.model)
+
+
+mlflow.models.set_model(RawRowsModel())

@@ -1,0 +1,90 @@
+"""`mlflow models serve` of the registered model: raw records in, the evaluated probabilities out.
+
+The registered model stands on its own (pipelines/serving/mlflow_model.py): MLflow users serve it
+without this repository's service, and a bad record gets a 400 naming the column and the rule.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.params import load_paths
+from pipelines.schema import load_schema, read_raw
+from pipelines.stages.register import tracking_uri
+from tests.scratch import BIN, ScratchRepo
+from tests.serving.conftest import STARTUP_SECONDS, Server, free_port, records
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(
+    project: ScratchRepo, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    paths = load_paths(project.path / "params.yaml")
+    uri = json.loads((project.path / paths.registry).read_text())["model_uri"]
+    env = project.env | {"MLFLOW_TRACKING_URI": tracking_uri(project.path / paths.mlflow)}
+    log = tmp_path_factory.mktemp("mlflow-serve") / "serve.log"
+    port = free_port()
+    command = [str(BIN / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local"]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [*command, "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+            cwd=project.path,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(project, process, f"http://127.0.0.1:{port}", uri, env, log)
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"mlflow models serve exited {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{server.url}/ping", timeout=2).status_code == 200:
+                yield server
+                server.stop()
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    server.stop()
+    pytest.fail(f"mlflow models serve not ready after {STARTUP_SECONDS} s:\n{log.read_text()}")
+
+
+def test_raw_records_get_the_probabilities_the_pipeline_evaluated(mlflow_server: Server) -> None:
+    repo = mlflow_server.repo
+    paths = load_paths(repo.path / "params.yaml")
+    schema = load_schema(repo.path / paths.schema_)
+    predictions = pd.read_csv(repo.path / paths.predictions).head(20)
+    rows = read_raw(repo.path / paths.raw).set_index(schema.id).loc[predictions["id"]]
+    body = {"dataframe_records": records(rows.reset_index(), schema)}  # ints, floats, nulls
+    answer = httpx.post(f"{mlflow_server.url}/invocations", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    got = np.asarray(answer.json()["predictions"], dtype=np.float64)
+    np.testing.assert_allclose(got, predictions["probability"], rtol=0, atol=1e-6)
+
+
+def test_a_record_that_breaks_the_schema_gets_a_400_naming_the_column(
+    mlflow_server: Server,
+) -> None:
+    repo = mlflow_server.repo
+    paths = load_paths(repo.path / "params.yaml")
+    schema = load_schema(repo.path / paths.schema_)
+    name = next(n for n, f in schema.features.items() if f.type == "category")
+    (record,) = records(read_raw(repo.path / paths.raw).head(1), schema)
+    body = {"dataframe_records": [record | {name: "no such category"}]}
+    answer = httpx.post(f"{mlflow_server.url}/invocations", json=body, timeout=30)
+    assert answer.status_code == 400, answer.text
+    message = answer.json()["message"]
+    assert f"{name}: expected values in" in message, message
+    assert "1 of 1 rows fails" in message
