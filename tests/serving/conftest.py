@@ -74,11 +74,19 @@ class Server:
 
 def start(repo: ScratchRepo, env: dict[str, str], tag: str, log: Path) -> Server:
     """Start `bentoml serve` in ``repo`` and wait until /readyz answers 200."""
-    port = free_port()
     command = [str(BIN / "bentoml"), "serve", "pipelines.serving.service:ModelService"]
+    command += ["--host", "127.0.0.1", "--port", "{port}"]
+    return launch(repo, command, env, tag, log, ready="/readyz")
+
+
+def launch(
+    repo: ScratchRepo, command: list[str], env: dict[str, str], tag: str, log: Path, *, ready: str
+) -> Server:
+    """Start ``command`` (``{port}`` is a free port) in ``repo``; wait until ``ready`` is 200."""
+    port = free_port()
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(port)],
+            [part.replace("{port}", str(port)) for part in command],
             cwd=repo.path,
             env=env,
             stdout=sink,
@@ -86,18 +94,19 @@ def start(repo: ScratchRepo, env: dict[str, str], tag: str, log: Path) -> Server
             start_new_session=True,  # its own process group: stop() reaches every worker
         )
     server = Server(repo, process, f"http://127.0.0.1:{port}", tag, env, log)
+    name = " ".join(Path(command[0]).name.split() + command[1:2])
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"bentoml serve exited {process.returncode}:\n{log.read_text()[-5000:]}")
+            pytest.fail(f"{name} exited {process.returncode}:\n{log.read_text()[-5000:]}")
         try:
-            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{server.url}{ready}", timeout=2).status_code == 200:
                 return server
         except httpx.TransportError:
             pass
         time.sleep(0.3)
     server.stop()
-    pytest.fail(f"bentoml serve not ready after {STARTUP_SECONDS} s:\n{log.read_text()[-5000:]}")
+    pytest.fail(f"{name} not ready after {STARTUP_SECONDS} s:\n{log.read_text()[-5000:]}")
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,6 @@ without this repository's service, and a bad record gets a 400 naming the column
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -20,7 +18,7 @@ from pipelines.params import load_paths
 from pipelines.schema import load_schema, read_raw
 from pipelines.stages.register import tracking_uri
 from tests.scratch import BIN, ScratchRepo
-from tests.serving.conftest import STARTUP_SECONDS, Server, free_port, records
+from tests.serving.conftest import Server, launch, records
 
 pytestmark = pytest.mark.slow
 
@@ -33,32 +31,11 @@ def mlflow_server(
     uri = json.loads((project.path / paths.registry).read_text())["model_uri"]
     env = project.env | {"MLFLOW_TRACKING_URI": tracking_uri(project.path / paths.mlflow)}
     log = tmp_path_factory.mktemp("mlflow-serve") / "serve.log"
-    port = free_port()
     command = [str(BIN / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local"]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [*command, "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-            cwd=project.path,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(project, process, f"http://127.0.0.1:{port}", uri, env, log)
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"mlflow models serve exited {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{server.url}/ping", timeout=2).status_code == 200:
-                yield server
-                server.stop()
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
+    command += ["-h", "127.0.0.1", "-p", "{port}", "-w", "1"]
+    server = launch(project, command, env, uri, log, ready="/ping")
+    yield server
     server.stop()
-    pytest.fail(f"mlflow models serve not ready after {STARTUP_SECONDS} s:\n{log.read_text()}")
 
 
 def test_raw_records_get_the_probabilities_the_pipeline_evaluated(mlflow_server: Server) -> None:
