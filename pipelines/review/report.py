@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -498,6 +499,12 @@ def same_holdout(
 # --- rendering ----------------------------------------------------------------------------------
 
 
+# A run's page on an MLflow server, as pipelines.stages.register records it
+RUN_URL = re.compile(
+    r"https?://[\w.-]+(:[0-9]+)?(/[\w.~-]+)*/#/experiments/[0-9]+/runs/[0-9a-f]{32}"
+)
+
+
 def cell(value: Any, limit: int = 80) -> str:
     """Text safe inside a markdown table cell (the PR's params are untrusted input)."""
     text = " ".join(str(value).split())
@@ -741,7 +748,10 @@ def model_section(report: Report) -> list[str]:
         for s in sides:
             outputs = registries[s]
             registry = outputs.registry if outputs is not None else None
-            values.append(f"`{cell(registry[key])}`" if registry and key in registry else "n/a")
+            value = f"`{cell(registry[key])}`" if registry and key in registry else "n/a"
+            url = str(registry.get("run_url", "")) if registry and key == "run_id" else ""
+            # The PR's registry.json is untrusted: only a run page on an http(s) server links
+            values.append(f"[{value}]({url})" if RUN_URL.fullmatch(url) else value)
         lines.append(f"| {label} | " + " | ".join(values) + " |")
     return lines
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,19 @@ def tracking_uri(store: Path | None = None) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{store or load_paths().mlflow}/mlflow.db"
+
+
+def run_url(tracking: str, experiment_id: str, run_id: str) -> str | None:
+    """The run's page on an MLflow server (an http(s) tracking URI), None for a local store.
+
+    Credentials in the URI (``https://user:secret@host``) are left out.
+    """
+    parts = urllib.parse.urlsplit(tracking)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return None
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    base = urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def data_hash(dvc_file: Path) -> str:
@@ -188,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         "experiment": params.experiment,
         **tags,
     }
+    if url := run_url(uri, run.info.experiment_id, run.info.run_id):
+        record["run_url"] = url  # the pull-request comment links the run on the team's server
     write_json(args.out, record)
     print(f"MLflow run {run.info.run_id}: registered {record['model_uri']} in {uri}")
     return 0

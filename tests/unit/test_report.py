@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -289,3 +290,42 @@ def test_predictions_read_back_from_csv_give_the_same_gate(tmp_path: Path) -> No
     read = Predictions.from_frame(pd.read_csv(tmp_path / "p.csv"))
     np.testing.assert_array_equal(read.ids, written.predictions["id"])
     np.testing.assert_allclose(read.probability, written.predictions["probability"])
+
+
+def test_the_mlflow_run_links_to_its_page_on_the_teams_server(worse: Report) -> None:
+    run = "0123456789abcdef0123456789abcdef"
+    url = f"https://mlflow.example.com/#/experiments/4/runs/{run}"
+    linked = dataclasses.replace(
+        worse, pr=dataclasses.replace(worse.pr, registry={"run_id": run, "run_url": url})
+    )
+    assert f"[`{run}`]({url})" in report.render(linked)
+    # The PR's registry.json is untrusted: anything but a run page stays plain text
+    for bad in (
+        "javascript:alert(1)",
+        f"https://x.example/#/experiments/4/runs/{run})](https://evil.example",
+        f"ftp://mlflow.example.com/#/experiments/4/runs/{run}",
+    ):
+        plain = dataclasses.replace(
+            worse, pr=dataclasses.replace(worse.pr, registry={"run_id": run, "run_url": bad})
+        )
+        comment = report.render(plain)
+        assert f"`{run}`" in comment
+        assert "](" not in comment.split("| MLflow run |")[1].splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    ("tracking", "url"),
+    [
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000/#/experiments/3/runs/r"),
+        (
+            "https://u:secret@mlflow.example.com/ml/",
+            "https://mlflow.example.com/ml/#/experiments/3/runs/r",
+        ),
+        ("sqlite:///mlruns/mlflow.db", None),
+        ("databricks", None),
+    ],
+)
+def test_the_run_url_is_a_servers_page_without_credentials(tracking: str, url: str | None) -> None:
+    from pipelines.stages.register import run_url
+
+    assert run_url(tracking, "3", "r") == url
