@@ -8,7 +8,7 @@ The registered model stands on its own: it takes raw rows (the schema's feature 
 returns the positive-class probability (:mod:`pipelines.serving.mlflow_model`, logged as code
 with the model directory and the schema as artifacts; nothing is pickled). Its signature comes
 from the schema and its input example is raw test rows, so ``mlflow.pyfunc.load_model`` and
-``mlflow models serve`` score a customer record as the service does.
+``mlflow models serve`` score a raw record as the service does.
 
 Usage: ``python -m pipelines.stages.register --model DIR --test FEATURES --raw TABLE
 --metrics JSON --data-dvc FILE --schema SCHEMA --plots DIR --store DIR --out JSON``
