@@ -266,3 +266,8 @@ RULESETS ?= $(wildcard .github/rulesets/*.json)
 github-settings: | $(UV_NEEDED) ## apply RULESETS and the Actions settings to GitHub (GITHUB_TOKEN; REPOSITORY=owner/name, else origin; DRY_RUN=1 shows the diff)
 	$(RUN) python -m pipelines.github_settings $(foreach r,$(RULESETS),--ruleset "$(r)") \
 		$(if $(REPOSITORY),--repository "$(REPOSITORY)") $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
+
+# A team's shared services on this machine (README: Shared services for a team)
+.PHONY: services
+services: | $(UV_NEEDED) ## MLflow server (PostgreSQL, S3 artifacts) and S3 for a DVC remote on 127.0.0.1, until Ctrl-C (make install GROUPS=shared)
+	$(RUN) python -m pipelines.services
