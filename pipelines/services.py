@@ -378,10 +378,19 @@ Everything, data included, is removed when this stops: Ctrl-C."""
 def main(argv: list[str] | None = None) -> int:
     """Run the services until Ctrl-C, printing what a client exports."""
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+    # The services run in sessions of their own, out of reach of the terminal's signals: this
+    # process stops them, on Ctrl-C and on SIGTERM alike.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with running() as services:
         print(instructions(services), flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
+        try:
             signal.pause()
+        except KeyboardInterrupt:
+            # Ctrl-C reaches this process twice (uv run forwards it): stop once, undisturbed
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            print("\nstopping the services", flush=True)
+    print("stopped; their data is removed")
     return 0
 
 
