@@ -188,37 +188,17 @@ def start_postgres(
         shutil.chown(root, user)
         shutil.chown(data, user)
         shutil.chown(root / "pwfile", user)
-    subprocess.run(
-        [
-            binary("initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "mlflow",
-            f"--pwfile={root / 'pwfile'}",
-            "--auth=scram-sha-256",
-            "--encoding=UTF8",
-            "--no-sync",
-        ],
-        user=user,
-        capture_output=True,
-        check=True,
-    )
+    # scram-sha-256: the password counts, even on 127.0.0.1; --no-sync: a throw-away cluster
+    options = "-U mlflow --auth=scram-sha-256 --encoding=UTF8 --no-sync"
+    initdb = [binary("initdb"), "-D", str(data), f"--pwfile={root / 'pwfile'}", *options.split()]
+    done = subprocess.run(initdb, user=user, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise PipelineError(f"initdb failed ({done.returncode}):\n{done.stdout}{done.stderr}")
     (root / "pwfile").unlink()
     port = free_port()
-    # fsync off: a throw-away cluster; no Unix socket, so nothing is written outside ``root``
-    command = [
-        binary("postgres"),
-        "-D",
-        str(data),
-        "-h",
-        HOST,
-        "-p",
-        str(port),
-        "-F",
-        "-c",
-        "unix_socket_directories=",
-    ]
+    # -F: fsync off (a throw-away cluster); no Unix socket, so nothing is written outside root
+    options = f"-h {HOST} -p {port} -F -c unix_socket_directories="
+    command = [binary("postgres"), "-D", str(data), *options.split()]
     process = start(stack, pids, "postgres", command, root / "postgres.log", user=user)
 
     import psycopg
