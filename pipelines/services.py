@@ -140,14 +140,22 @@ def stop(process: subprocess.Popen[bytes], what: str) -> None:
             os.killpg(group, signal.SIGKILL)
         process.wait(STOP_SECONDS)
     deadline = time.monotonic() + STOP_SECONDS
-    while True:  # the leader is gone; its workers may take a moment more
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            return
+    while left := running_in(group):  # the leader is gone; its workers may take a moment more
         if time.monotonic() > deadline:
-            raise PipelineError(f"{what}: processes of group {group} are still running")
+            raise PipelineError(f"{what}: processes {left} of group {group} are still running")
         time.sleep(0.2)
+
+
+def running_in(group: int) -> list[int]:
+    """Processes of a process group that still run (an exited one not yet reaped does not)."""
+    import psutil
+
+    alive = []
+    for process in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(process.pid) == group and process.info["status"] != psutil.STATUS_ZOMBIE:
+                alive.append(process.pid)
+    return alive
 
 
 def start(
