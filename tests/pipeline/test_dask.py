@@ -8,6 +8,7 @@ in DASK_SCHEDULER_ADDRESS is the one used, and left running.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,12 @@ from tests.scratch import ScratchRepo, ran
 
 pytestmark = pytest.mark.slow
 
-TOLERANCE = 0.01  # ROC AUC, Dask engine against local: measured gap 0.0003-0.0006 on the example
+# Dask is an optional group (`make install GROUPS=distributed`); .ci/run installs it, so in CI
+# (the CI variable set) its absence is a failure, not a skip.
+if not os.environ.get("CI"):
+    pytest.importorskip("distributed", reason="no Dask: make install GROUPS=distributed")
+
+TOLERANCE = 0.01  # ROC AUC, Dask engine against local: gaps of -0.0017 to +0.0006 measured here
 
 
 @pytest.fixture(scope="module")
