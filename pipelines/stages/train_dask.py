@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 ADDRESS_VARIABLE = "DASK_SCHEDULER_ADDRESS"
 INSTALL = "make install GROUPS=distributed"
+CONNECT_TIMEOUT = "30s"  # for a scheduler at DASK_SCHEDULER_ADDRESS to answer
 
 
 class EngineError(PipelineError):
@@ -78,7 +79,7 @@ def cluster_client(engine: EngineParams, address: str | None) -> Iterator[Client
 
     if address:
         try:
-            client = Client(address, timeout="30s")
+            client = Client(address, timeout=CONNECT_TIMEOUT)
         except OSError as error:
             raise EngineError(
                 f"no Dask scheduler answers at {ADDRESS_VARIABLE}={address} ({error}): "

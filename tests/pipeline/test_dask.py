@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from pipelines.params import EvaluateParams, load_paths, load_section
+from pipelines.params import EngineParams, EvaluateParams, load_paths, load_section
 from pipelines.schema import load_schema, read_raw
 from pipelines.serving.score import score
 from pipelines.serving.scoring import Scorer
@@ -62,8 +64,9 @@ def test_dask_trains_a_model_that_scores_like_the_local_one(
     repo, output = dask_run
     assert ran(output) == {"train", "evaluate"}
     assert "on the Dask scheduler at tcp://127.0.0.1:" in output
-    assert "(a local cluster, 2 workers): 4 partitions of" in output
     paths = load_paths(repo.path / "params.yaml")
+    engine = load_section("engine", EngineParams, repo.path / "params.yaml")
+    assert f"(a local cluster, {engine.workers} workers): {engine.partitions} partitions" in output
 
     local = json.loads(trained_repo.read(str(paths.metrics)))["roc_auc"]
     dask = json.loads(repo.read(str(paths.metrics)))["roc_auc"]
@@ -76,8 +79,13 @@ def test_dask_trains_a_model_that_scores_like_the_local_one(
         p.name for p in (trained_repo.path / model).iterdir()
     )
     assert repo.read(f"{model}/meta.json") == trained_repo.read(f"{model}/meta.json")
-    # Nothing of the local cluster outlives the stage
+    # Nothing of the local cluster outlives the stage: no process, no scheduler listening
     assert processes_in(repo.path) == []
+    scheduler = re.search(r"Dask scheduler at tcp://([\d.]+):(\d+)", output)
+    assert scheduler
+    host, port = scheduler.groups()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, int(port)), timeout=5).close()
 
 
 def test_the_serving_code_scores_raw_rows_with_the_dask_model(
@@ -135,3 +143,17 @@ def test_the_scheduler_in_dask_scheduler_address_is_used_and_left_running(
         with Client(cluster) as client:
             assert client.submit(sum, [1, 2]).result() == 3
     assert load_model(out).meta["features"] == load_model(repo.path / paths.model).meta["features"]
+
+
+def test_a_scheduler_that_does_not_answer_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.stages import train_dask
+
+    monkeypatch.setattr(train_dask, "CONNECT_TIMEOUT", "2s")
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{unused.getsockname()[1]}"
+    with (
+        pytest.raises(train_dask.EngineError, match=re.escape(f"DASK_SCHEDULER_ADDRESS={address}")),
+        train_dask.cluster_client(EngineParams(kind="dask"), address),
+    ):
+        pass
