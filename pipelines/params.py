@@ -97,6 +97,20 @@ class TrainParams(Section):
     logistic_regression: LogisticRegressionParams
 
 
+class EngineParams(Section):
+    """Where the train stage fits the model (``engine:``): in its own process, or on Dask.
+
+    The Dask scheduler's address is not a param: it comes from ``DASK_SCHEDULER_ADDRESS``, so
+    that moving the cluster does not make DVC retrain. Without it, the stage starts a local
+    cluster of ``workers`` workers on 127.0.0.1 and closes it when done.
+    """
+
+    kind: Literal["local", "dask"] = "local"
+    partitions: int = Field(default=4, ge=1)  # of the training features, spread over the workers
+    workers: int = Field(default=2, ge=1)  # of the local cluster
+    threads_per_worker: int = Field(default=1, ge=1)  # of the local cluster
+
+
 class EvaluateParams(Section):
     """Decision threshold, segment columns and calibration bins."""
 

@@ -5,6 +5,9 @@ loader builds only scikit-learn, NumPy and SciPy types and refuses anything else
 class of someone else's code) instead of running it. ``meta.json`` beside it says what the model
 is, which features it takes in which order, and the cross-validation scores when asked for.
 
+``engine.kind`` says where the fit runs: here (``local``), or on a Dask cluster (``dask``, XGBoost
+only: :mod:`pipelines.stages.train_dask`), which writes the same model file.
+
 Usage: ``python -m pipelines.stages.train --train FEATURES --schema SCHEMA --out MODEL_DIR``
 """
 
@@ -17,9 +20,10 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from pipelines.params import TrainParams, load_section
+from pipelines.params import EngineParams, TrainParams, load_section
 from pipelines.schema import load_schema
 from pipelines.stage import atomic_path, path_arguments, run_stage, write_json
+from pipelines.stages import train_dask
 from pipelines.stages.featurize import read_features
 
 META = "meta.json"
@@ -138,16 +142,23 @@ def main(argv: list[str] | None = None) -> int:
     """Fit the model on the training set and save it with its metadata."""
     args = path_arguments(__doc__.splitlines()[0], ("train", "schema", "out"), argv)
     params = load_section("train", TrainParams)
+    engine = load_section("engine", EngineParams)
+    train_dask.check_engine(params, engine)
     schema = load_schema(args.schema)
 
-    x, y, _ = read_features(args.train)
-    print(f"training {params.model} on {len(x)} rows x {x.shape[1]} features...")
-    cv = cross_validate(x, y, params)
-    model = fit(x, y, params)
+    if engine.kind == "dask":
+        model, rows, features = train_dask.train_on_dask(args.train, params, engine)
+        cv: dict[str, float] = {}
+    else:
+        x, y, _ = read_features(args.train)
+        print(f"training {params.model} on {len(x)} rows x {x.shape[1]} features...")
+        cv = cross_validate(x, y, params)
+        model = fit(x, y, params)
+        rows, features = len(x), list(x.columns)
     meta = {
-        "features": list(x.columns),
+        "features": features,
         "target": schema.target.model_dump(mode="json"),
-        "train_rows": len(x),
+        "train_rows": rows,
         "params": params.model_dump(mode="json")[params.model] | {"seed": params.seed},
         "cv": cv,
     }
