@@ -23,7 +23,6 @@ import pandas as pd
 from pipelines.params import EngineParams, TrainParams, load_section
 from pipelines.schema import load_schema
 from pipelines.stage import atomic_path, path_arguments, run_stage, write_json
-from pipelines.stages import train_dask
 from pipelines.stages.featurize import read_features
 
 META = "meta.json"
@@ -143,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     args = path_arguments(__doc__.splitlines()[0], ("train", "schema", "out"), argv)
     params = load_section("train", TrainParams)
     engine = load_section("engine", EngineParams)
+    # Here, not at the top: the service imports this module (load_model), and the bento holds
+    # only what the service needs
+    from pipelines.stages import train_dask
+
     train_dask.check_engine(params, engine)
     schema = load_schema(args.schema)
 

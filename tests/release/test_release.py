@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -442,3 +446,26 @@ def test_an_image_report_records_an_image_pushed_before() -> None:
     )
     assert ImageReport.model_validate_json(report.model_dump_json()) == report
     assert not ImageReport(image="r:5/m:v", bento="m:v", backend="docker").already_pushed
+
+
+def test_every_module_the_bento_includes_imports_from_the_bento_alone(tmp_path: Path) -> None:
+    """A module of the bento that imports one left out of `include` breaks the image at start."""
+    root = Path(__file__).resolve().parents[2]
+    config = yaml.safe_load((root / "bentofile.yaml").read_text())
+    modules = []
+    for name in config["include"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / name, tmp_path / name)
+        if name.endswith(".py"):
+            modules.append(name.removesuffix(".py").removesuffix("/__init__").replace("/", "."))
+    load_all = "import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", load_all, *modules],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
