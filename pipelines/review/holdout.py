@@ -5,9 +5,10 @@ Instead BASE's model scores the PR's test rows (their raw records, through the b
 :class:`pipelines.serving.scoring.Scorer`, the code path that serves BASE's model), and both
 models are compared on the same rows: a paired bootstrap on the new holdout.
 
-Rows that BASE's model was trained on are left out of that holdout: the split is redrawn when
-rows are added, so some of the PR's test rows were BASE's training rows, and BASE would be
-judged on rows it has seen. Both sides' metrics are then computed on the rows that remain.
+Rows that BASE's model was trained on are left out of that holdout, or BASE would be judged on
+rows it has seen. The split goes by a hash of the id, so rows added or changed keep every row on
+its side and none is left out; after another ``featurize.seed`` or ``test_size`` some are. Both
+sides' metrics are then computed on the rows that remain.
 
 BASE's model cannot score the new rows after a schema change (a new or removed column, a new
 category, another type) or when the rows break BASE's schema: the gate then falls back to an

@@ -1,5 +1,9 @@
 """Evaluate stage: test-set metrics, plot data for DVC, per-row predictions, segment metrics.
 
+With ``engine.kind: dask`` the test rows are scored on the cluster
+(:func:`pipelines.stages.dask_engine.score_on_dask`); the metrics are the same functions of the
+gathered labels and probabilities.
+
 Usage: ``python -m pipelines.stages.evaluate --model DIR --test FEATURES --raw RAW --schema SCHEMA
 --metrics OUT --segments OUT --predictions OUT --plots DIR``
 """
@@ -11,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.params import EvaluateParams, load_section
+from pipelines.params import EngineParams, EvaluateParams, load_section
 from pipelines.schema import load_schema
 from pipelines.stage import (
     PipelineError,
@@ -150,8 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.stages.train import load_model
 
     model = load_model(args.model)
-    x, y, ids = read_features(args.test)
-    p = model.predict_proba(x)
+    engine = load_section("engine", EngineParams)
+    if engine.kind == "dask":
+        from pipelines.stages.dask_engine import score_on_dask
+
+        y, p, ids = score_on_dask(model.model, model.meta["features"], args.test, engine)
+    else:
+        x, y, ids = read_features(args.test)
+        p = model.predict_proba(x)
     raw = pd.read_csv(args.raw, usecols=[schema.id, *params.segments]).set_index(schema.id)
 
     metrics = _rounded(classification_metrics(y, p, params.threshold))

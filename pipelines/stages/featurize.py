@@ -1,4 +1,10 @@
-"""Featurize stage: stratified train/test split and the schema-derived encoding.
+"""Featurize stage: the train/test split by a hash of the id, and the schema-derived encoding.
+
+A row's side of the split depends on its id and ``featurize.seed`` alone (:func:`in_test`), not
+on the other rows or their order: the Dask engine, which sees the table one partition at a time,
+splits it exactly as the local engine does, and a row added to the table leaves every other row
+on its side. The test share is ``test_size`` on average; the classes are not stratified, which a
+hash cannot do, and on a few thousand rows their test share differs by about a point.
 
 The encoding is a pure function of the schema (no fitted state): numeric features pass through
 as floats (missing stays NaN), each category becomes a 0/1 column ``<feature>=<category>``.
@@ -10,6 +16,7 @@ Usage: ``python -m pipelines.stages.featurize --raw RAW --schema SCHEMA --train 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.params import FeaturizeParams, load_section
+from pipelines.params import EngineParams, FeaturizeParams, load_section
 from pipelines.schema import Schema, load_schema, read_raw
 from pipelines.stage import path_arguments, run_stage, write_atomically
 
@@ -81,16 +88,23 @@ def labels(frame: pd.DataFrame, schema: Schema) -> np.ndarray:
     return (frame[schema.target.column] == schema.target.positive).to_numpy(dtype=np.int8)
 
 
+def in_test(ids: pd.Series, test_size: float, seed: int) -> np.ndarray:
+    """Whether each id's row belongs to the test set: its hash, salted with ``seed``, is low.
+
+    The id is hashed as text, so an id read as a number by one reader and as text by another
+    still lands on the same side.
+    """
+    key = hashlib.blake2b(str(seed).encode(), digest_size=8).hexdigest()  # 16 characters
+    hashes = pd.util.hash_pandas_object(ids.astype("string"), index=False, hash_key=key)
+    return hashes.to_numpy() < np.uint64(int(test_size * 2.0**64))
+
+
 def split(
     frame: pd.DataFrame, schema: Schema, test_size: float, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stratified split on the target, reproducible for a given seed."""
-    from sklearn.model_selection import train_test_split
-
-    train, test = train_test_split(
-        frame, test_size=test_size, random_state=seed, stratify=frame[schema.target.column]
-    )
-    return train.sort_values(schema.id), test.sort_values(schema.id)
+    """The train and test rows of ``frame`` (:func:`in_test`), each sorted by id."""
+    test = in_test(frame[schema.id], test_size, seed)
+    return frame[~test].sort_values(schema.id), frame[test].sort_values(schema.id)
 
 
 def featurize(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
@@ -102,7 +116,10 @@ def featurize(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
 
 
 def read_features(path: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Read a featurize output as (feature matrix, labels, ids)."""
+    """Read a featurize output as (feature matrix, labels, ids).
+
+    The output is one Parquet file (local engine) or a folder of them (Dask engine's partitions).
+    """
     table = pd.read_parquet(path)
     return table.drop(columns=[ID, LABEL]), table[LABEL].to_numpy(), table[ID].to_numpy()
 
@@ -111,8 +128,21 @@ def main(argv: list[str] | None = None) -> int:
     """Split the validated raw table and write the encoded train and test sets."""
     args = path_arguments(__doc__.splitlines()[0], ("raw", "schema", "train", "test"), argv)
     params = load_section("featurize", FeaturizeParams)
-
+    engine = load_section("engine", EngineParams)
     schema = load_schema(args.schema)
+
+    if engine.kind == "dask":
+        from pipelines.stages.dask_engine import featurize_on_dask
+
+        featurize_on_dask(
+            args.raw,
+            schema,
+            params=params,
+            engine=engine,
+            train_path=args.train,
+            test_path=args.test,
+        )
+        return 0
     train, test = split(read_raw(args.raw), schema, params.test_size, params.seed)
     for part, path in ((train, args.train), (test, args.test)):
         table = featurize(part, schema)

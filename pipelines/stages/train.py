@@ -6,7 +6,8 @@ class of someone else's code) instead of running it. ``meta.json`` beside it say
 is, which features it takes in which order, and the cross-validation scores when asked for.
 
 ``engine.kind`` says where the fit runs: here (``local``), or on a Dask cluster (``dask``, XGBoost
-only: :mod:`pipelines.stages.train_dask`), which writes the same model file.
+only: :mod:`pipelines.stages.dask_engine`), which writes the same model file; ``meta.json``
+says which engine fitted it.
 
 Usage: ``python -m pipelines.stages.train --train FEATURES --schema SCHEMA --out MODEL_DIR``
 """
@@ -144,13 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     engine = load_section("engine", EngineParams)
     # Here, not at the top: the service imports this module (load_model), and the bento holds
     # only what the service needs
-    from pipelines.stages import train_dask
+    from pipelines.stages import dask_engine
 
-    train_dask.check_engine(params, engine)
+    dask_engine.check_engine(params, engine)
     schema = load_schema(args.schema)
 
     if engine.kind == "dask":
-        model, rows, features = train_dask.train_on_dask(args.train, params, engine)
+        model, rows, features = dask_engine.train_on_dask(args.train, params, engine)
         cv: dict[str, float] = {}
     else:
         x, y, _ = read_features(args.train)
@@ -162,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         "features": features,
         "target": schema.target.model_dump(mode="json"),
         "train_rows": rows,
+        "engine": engine.kind,
         "params": params.model_dump(mode="json")[params.model] | {"seed": params.seed},
         "cv": cv,
     }

@@ -1,7 +1,8 @@
 """The Dask engine in the real pipeline: `dvc exp run -S engine.kind=dask` on a trained copy.
 
-The model it trains scores like the local engine's (ROC AUC within TOLERANCE on the same test
-rows), sits in the same files, and the serving code scores raw rows with it. A scheduler given
+featurize splits the table into the local engine's train and test rows, as Parquet partitions;
+the model trained on them scores like the local engine's (ROC AUC within TOLERANCE on the same
+test rows), sits in the same files, and the serving code scores raw rows with it. A scheduler given
 in DASK_SCHEDULER_ADDRESS is the one used, and left running.
 """
 
@@ -62,8 +63,9 @@ def test_dask_trains_a_model_that_scores_like_the_local_one(
     trained_repo: ScratchRepo, dask_run: tuple[ScratchRepo, str]
 ) -> None:
     repo, output = dask_run
-    assert ran(output) == {"train", "evaluate"}
-    assert "on the Dask scheduler at tcp://127.0.0.1:" in output
+    assert ran(output) == {"featurize", "train", "evaluate"}
+    for stage in ("featurizing", "training xgboost", "scoring"):
+        assert f"{stage} on the Dask scheduler at tcp://127.0.0.1:" in output
     paths = load_paths(repo.path / "params.yaml")
     engine = load_section("engine", EngineParams, repo.path / "params.yaml")
     assert f"(a local cluster, {engine.workers} workers): {engine.partitions} partitions" in output
@@ -78,7 +80,10 @@ def test_dask_trains_a_model_that_scores_like_the_local_one(
     assert sorted(p.name for p in (repo.path / model).iterdir()) == sorted(
         p.name for p in (trained_repo.path / model).iterdir()
     )
-    assert repo.read(f"{model}/meta.json") == trained_repo.read(f"{model}/meta.json")
+    meta = json.loads(repo.read(f"{model}/meta.json"))
+    local_meta = json.loads(trained_repo.read(f"{model}/meta.json"))
+    assert (meta.pop("engine"), local_meta.pop("engine")) == ("dask", "local")
+    assert meta == local_meta
     # Nothing of the local cluster outlives the stage: no process, no scheduler listening
     assert processes_in(repo.path) == []
     scheduler = re.search(r"Dask scheduler at tcp://([\d.]+):(\d+)", output)
@@ -86,6 +91,20 @@ def test_dask_trains_a_model_that_scores_like_the_local_one(
     host, port = scheduler.groups()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((host, int(port)), timeout=5).close()
+
+
+def test_both_engines_split_into_the_same_rows(
+    trained_repo: ScratchRepo, dask_run: tuple[ScratchRepo, str]
+) -> None:
+    repo, _ = dask_run
+    paths = load_paths(repo.path / "params.yaml")
+    engine = load_section("engine", EngineParams, repo.path / "params.yaml")
+    for path in (paths.train, paths.test):
+        partitions = sorted((repo.path / path).glob("*.parquet"))
+        assert len(partitions) >= engine.partitions
+        dask = pd.read_parquet(repo.path / path).sort_values("id", ignore_index=True)
+        local = pd.read_parquet(trained_repo.path / path)  # sorted by id
+        pd.testing.assert_frame_equal(dask, local)
 
 
 def test_the_serving_code_scores_raw_rows_with_the_dask_model(
@@ -146,14 +165,15 @@ def test_the_scheduler_in_dask_scheduler_address_is_used_and_left_running(
 
 
 def test_a_scheduler_that_does_not_answer_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.stages import train_dask
+    from pipelines.stages import dask_engine
 
-    monkeypatch.setattr(train_dask, "CONNECT_TIMEOUT", "2s")
+    monkeypatch.setattr(dask_engine, "CONNECT_TIMEOUT", "2s")
     with socket.socket() as unused:  # a port nothing listens on
         unused.bind(("127.0.0.1", 0))
         address = f"tcp://127.0.0.1:{unused.getsockname()[1]}"
+    named = re.escape(f"DASK_SCHEDULER_ADDRESS={address}")
     with (
-        pytest.raises(train_dask.EngineError, match=re.escape(f"DASK_SCHEDULER_ADDRESS={address}")),
-        train_dask.cluster_client(EngineParams(kind="dask"), address),
+        pytest.raises(dask_engine.EngineError, match=named),
+        dask_engine.cluster_client(EngineParams(kind="dask"), address),
     ):
         pass

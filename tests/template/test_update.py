@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from pipelines.act.simulation import WRITE_TOKEN, simulate
+from pipelines.params import EngineParams
 from pipelines.template.migrate import add_key
 from tests.scratch import ScratchRepo
 from tests.template.conftest import files
@@ -66,6 +67,17 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
+def older_params(path: Path) -> None:
+    from ruamel.yaml import YAML
+
+    rt = YAML()
+    document = rt.load(path.read_text())
+    document["featurize"]["seed"] = 7
+    del document["engine"]
+    with path.open("w") as out:
+        rt.dump(document, out)
+
+
 def make_v2(template: ScratchRepo) -> None:
     root = template.path
     edit(root / "Makefile", "\n.DEFAULT_GOAL", "\n# Template v2.\n.DEFAULT_GOAL")  # (a)
@@ -74,7 +86,7 @@ def make_v2(template: ScratchRepo) -> None:
     (root / "docs/added-in-v2.md").write_text("# New in v2\n")  # (c)
     (root / ".dvcignore").unlink()  # (d)
     add_key(root / "params.yaml", "alerts.window", 100)  # (e), with its migration:
-    edit(root / "copier.yml", "_migrations: []\n", "_migrations:\n" + MIGRATION)
+    edit(root / "copier.yml", "_migrations:\n", "_migrations:\n" + MIGRATION)
     template.run("git", "add", "-A")
     template.run("git", "commit", "-qm", "template v2")
     template.run("git", "tag", "v2")
@@ -111,7 +123,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     )
     model = ScratchRepo(dest, dict(template.env))
     edit(dest / "bentofile.yaml", V1_DESCRIPTION, MODEL_DESCRIPTION)  # the model edits (b)
-    edit(dest / "params.yaml", "  seed: 42\n", "  seed: 7\n")  # featurize.seed: a model-owned file
+    # params.yaml is model-owned: another featurize.seed, and no engine: (as a repository made
+    # before the template had it), which the template's own migration adds back
+    older_params(dest / "params.yaml")
     model.run("git", "commit", "-qam", "Describe the bento; another seed")
     before = {f: (dest / f).read_bytes() for f in files(dest) if not f.startswith(".venv")}
     make_v2(template)
@@ -162,6 +176,9 @@ def test_a_new_params_key_arrives_by_its_migration_and_the_models_values_stay(
     assert params["alerts"] == {"window": 100}
     assert params["featurize"]["seed"] == 7  # the model's own value
     assert "migration: params.yaml alerts.window added" in scenario.update
+    # The template's own migration: engine: is back, with the defaults its typed section has
+    assert "migration: params.yaml engine added" in scenario.update
+    assert EngineParams.model_validate(params["engine"]) == EngineParams()
 
 
 def test_every_other_model_owned_file_is_unchanged_and_nothing_is_bootstrapped_again(

@@ -10,7 +10,7 @@ import yaml
 
 from pipelines.params import EngineParams, ParamsError, TrainParams, load_section
 from pipelines.stages import train
-from pipelines.stages.train_dask import EngineError, check_engine
+from pipelines.stages.dask_engine import EngineError, check_engine
 from tests.conftest import small_train_params
 
 

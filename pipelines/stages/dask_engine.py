@@ -1,10 +1,17 @@
-"""The train stage's Dask engine: the XGBoost model fitted with ``xgboost.dask`` on a cluster.
+"""The Dask engine: featurize, train and evaluate on a Dask cluster, a partition at a time.
 
-Used by :mod:`pipelines.stages.train` when ``engine.kind`` is ``dask``. The cluster is the one at
-``DASK_SCHEDULER_ADDRESS`` (Dask's own variable), or a local cluster on 127.0.0.1 that lives as
-long as the fit. The training features are read as ``engine.partitions`` Dask partitions, so no
-process holds the whole table; the fitted model is the same XGBoost model, saved in the same
-file as the local engine's, so evaluation and serving do not know which engine made it.
+Used by the featurize, train and evaluate stages when ``engine.kind`` is ``dask``. The cluster is
+the one at ``DASK_SCHEDULER_ADDRESS`` (Dask's own variable), or a local cluster on 127.0.0.1 that
+lives as long as the stage. No process holds the whole table:
+
+- featurize reads the raw CSV in blocks (at least ``engine.partitions``), splits each by the
+  hash of its ids exactly as the local engine does, and writes the train and test features as
+  folders of Parquet partitions;
+- train fits ``xgboost.dask`` on ``engine.partitions`` partitions of them; the model is the same
+  XGBoost model, saved in the same file as the local engine's, so serving does not know which
+  engine made it;
+- evaluate scores the test partitions on the cluster and gathers only ids, labels and
+  probabilities (three numbers a row) for the metrics.
 
 Dask needs the optional dependency group: ``make install GROUPS=distributed``.
 """
@@ -17,8 +24,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.params import EngineParams, TrainParams
-from pipelines.stage import PipelineError
+import numpy as np
+
+from pipelines.params import EngineParams, FeaturizeParams, TrainParams
+from pipelines.schema import Schema
+from pipelines.stage import PipelineError, atomic_path
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -133,6 +143,67 @@ def fit_dask(client: Client, x: dd.DataFrame, y: dd.Series, params: TrainParams)
     return model
 
 
+def _where(client: Client, address: str | None) -> str:
+    info = client.scheduler_info()
+    where = f"{ADDRESS_VARIABLE}={address}" if address else "a local cluster"
+    return f"the Dask scheduler at {info['address']} ({where}, {len(info['workers'])} workers)"
+
+
+def _partition_name(index: int) -> str:
+    return f"part.{index:05d}.parquet"  # sorts as it is numbered: readers keep the row order
+
+
+def featurize_on_dask(
+    raw: Path,
+    schema: Schema,
+    *,
+    params: FeaturizeParams,
+    engine: EngineParams,
+    train_path: Path,
+    test_path: Path,
+) -> None:
+    """Split and encode the raw table on the cluster; write both sides as Parquet folders.
+
+    Rows keep the raw table's order within each side (the local engine sorts by id); the sides
+    hold the same rows as the local engine's.
+    """
+    address = os.environ.get(ADDRESS_VARIABLE) or None
+    with cluster_client(engine, address) as client:
+        import dask
+        import dask.dataframe as dd
+
+        from pipelines.stages.featurize import featurize, in_test
+
+        numeric = {n: "float64" for n, f in schema.features.items() if f.type != "category"}
+        table = dd.read_csv(raw, dtype=numeric)
+        if table.npartitions < engine.partitions:
+            table = table.repartition(npartitions=engine.partitions)
+        print(f"featurizing on {_where(client, address)}: {table.npartitions} partitions of {raw}")
+
+        def side(frame: Any, test: bool) -> Any:
+            rows = in_test(frame[schema.id], params.test_size, params.seed) == test
+            return featurize(frame[rows], schema)
+
+        empty = featurize(table._meta, schema)
+        with atomic_path(train_path) as train, atomic_path(test_path) as test:
+            writes = [
+                table.map_partitions(side, is_test, meta=empty).to_parquet(
+                    folder, write_index=False, name_function=_partition_name, compute=False
+                )
+                for folder, is_test in ((train, False), (test, True))
+            ]
+            dask.compute(*writes)
+            counts = [_rows(folder) for folder in (train, test)]
+    for path, rows in zip((train_path, test_path), counts, strict=True):
+        print(f"wrote {path}/: {rows} rows, {empty.shape[1] - 2} features")
+
+
+def _rows(folder: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(part).metadata.num_rows for part in folder.glob("*.parquet"))
+
+
 def train_on_dask(
     path: Path, params: TrainParams, engine: EngineParams
 ) -> tuple[Any, int, list[str]]:
@@ -143,13 +214,34 @@ def train_on_dask(
     """
     address = os.environ.get(ADDRESS_VARIABLE) or None
     with cluster_client(engine, address) as client:
-        info = client.scheduler_info()
-        where = f"{ADDRESS_VARIABLE}={address}" if address else "a local cluster"
         x, y = read_partitioned(path, engine.partitions)
         print(
-            f"training {params.model} on the Dask scheduler at {info['address']} ({where}, "
-            f"{len(info['workers'])} workers): {engine.partitions} partitions of {path}"
+            f"training {params.model} on {_where(client, address)}: "
+            f"{engine.partitions} partitions of {path}"
         )
         model = fit_dask(client, x, y, params)
         rows = int(y.shape[0].compute())
     return model, rows, list(x.columns)
+
+
+def score_on_dask(
+    model: Any, features: list[str], path: Path, engine: EngineParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Score the test features at ``path`` on the cluster with a fitted XGBoost model.
+
+    Returns:
+        Labels, positive-class probabilities and ids, in the order of the features' rows.
+    """
+    import dask
+    import dask.dataframe as dd
+    from xgboost import dask as dxgb
+
+    from pipelines.stages.featurize import ID, LABEL
+
+    address = os.environ.get(ADDRESS_VARIABLE) or None
+    with cluster_client(engine, address) as client:
+        table = dd.read_parquet(path)
+        print(f"scoring on {_where(client, address)}: {table.npartitions} partitions of {path}")
+        probability = dxgb.inplace_predict(client, model.get_booster(), table[features])
+        y, p, ids = dask.compute(table[LABEL], probability, table[ID])
+    return np.asarray(y), np.asarray(p, dtype=np.float64), np.asarray(ids)
