@@ -117,12 +117,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.model_uri and args.overlay:
         raise PipelineError("give MODEL_URI or OVERLAY, not both: each names the version")
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if args.overlay:
-        args.model_uri = deployed_model_uri(args.overlay, args.overlays, args.argocd)
+        try:
+            args.model_uri = deployed_model_uri(args.overlay, args.overlays, args.argocd)
+        except PipelineError as error:
+            if tracking_uri:
+                raise
+            # Without a server nothing would be set anyway: an overlay whose image no registry
+            # holds yet (a new repository's placeholder) must not fail the workflow.
+            print(
+                f"no tracking server configured (MLFLOW_TRACKING_URI): {args.alias} not set; "
+                f"the version {args.overlay}'s image serves is unknown: {error}"
+            )
+            return 0
     elif not args.model_uri:
         args.model_uri = json.loads(load_paths().registry.read_text())["model_uri"]
     parse_model_uri(args.model_uri)
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if not tracking_uri:
         print(
             f"no tracking server configured (MLFLOW_TRACKING_URI): {args.alias} not set on "
