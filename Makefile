@@ -233,9 +233,10 @@ check-conflicts: | $(UV_NEEDED) ## fail while a file holds a conflict marker (le
 card: | $(UV_NEEDED) ## write the model card (paths.card) with the card stage: dvc repro card
 	$(RUN) dvc repro card
 
-model-alias: | $(UV_NEEDED) ## registry alias ALIAS=<staging|production> on MODEL_URI=models:/<name>/<n> (default: models/registry.json's), on MLFLOW_TRACKING_URI
-	$(if $(ALIAS),,$(error usage: make model-alias ALIAS=<staging|production> [MODEL_URI=models:/<name>/<version>]))
-	$(RUN) python -m pipelines.release.alias --alias "$(ALIAS)" $(if $(MODEL_URI),--model-uri "$(MODEL_URI)")
+model-alias: | $(UV_NEEDED) ## registry alias ALIAS=<staging|production> on MODEL_URI=models:/<name>/<n> or OVERLAY's image's version (default: models/registry.json's), on MLFLOW_TRACKING_URI
+	$(if $(ALIAS),,$(error usage: make model-alias ALIAS=<staging|production> [MODEL_URI=models:/<name>/<version> or OVERLAY=<staging|production>]))
+	$(RUN) python -m pipelines.release.alias --alias "$(ALIAS)" $(if $(MODEL_URI),--model-uri "$(MODEL_URI)") \
+		$(if $(OVERLAY),--overlay "$(OVERLAY)" --overlays $(DEPLOY)/overlays --argocd $(DEPLOY)/argocd)
 
 trace: | $(UV_NEEDED) ## lineage of IMAGE=<ref> or of OVERLAY=<staging|production>'s image: commit, data, stages, run, gate, card
 	$(if $(or $(IMAGE),$(OVERLAY)),,$(error usage: make trace IMAGE=<registry/name@sha256:...> or OVERLAY=<staging|production>))

@@ -288,8 +288,10 @@ class Simulation:
             "repository": self._repository(),
         }
         if pull.fork:
-            kwargs.setdefault("token", READ_TOKEN)  # a fork's run: read-only token, no secrets
+            # a fork's run: a read-only token, and neither secrets nor repository variables
+            kwargs.setdefault("token", READ_TOKEN)
             kwargs["secrets"] = {}
+            kwargs["repository_variables"] = False
         return self.run(
             workflow,
             "pull_request",
@@ -396,8 +398,12 @@ class Simulation:
         variables: Mapping[str, str] | None = None,
         env: Mapping[str, str] | None = None,
         job: str | None = None,
+        repository_variables: bool = True,
     ) -> Run:
-        """Run one workflow with act at ``sha`` (its YAML from that commit) and return the run."""
+        """Run one workflow with act at ``sha`` (its YAML from that commit) and return the run.
+
+        ``repository_variables=False`` passes no ``vars.*`` at all, as GitHub does for a fork.
+        """
         run = Run(next(self._ids), workflow, event, head_sha, returncode=-1)
         cwd = self.root / "act-cwd"
         git("fetch", "-q", str(self.origin), sha, cwd=cwd)
@@ -436,7 +442,8 @@ class Simulation:
             command += ["--local-repository", f"{action}={standin}"]
         for key, value in {**(secrets or {})}.items():
             command += ["-s", f"{key}={value}"]
-        for key, value in {**self.variables, **(variables or {})}.items():
+        given = {**self.variables, **(variables or {})} if repository_variables else {}
+        for key, value in given.items():
             command += ["--var", f"{key}={value}"]
         job_env = {
             "GITHUB_RUN_ID": str(run.id),
@@ -653,10 +660,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             sim = stack.enter_context(simulate(root, project, args.base, environment=environment))
             sim.echo = True
-            if (
-                "docker/login-action@"
-                in (project / ".github" / "workflows" / args.workflow).read_text()
-            ):
+            # the jobs that log in to a registry on a push build images (release.yml) or read
+            # their labels (promote.yml's production alias)
+            spec = (project / ".github" / "workflows" / args.workflow).read_text()
+            if args.event == "push" and "docker/login-action@" in spec:
                 address, _ = stack.enter_context(images(sim, root / "images", project))
                 print(f"images go to the registry on {address}")
             work = sim.clone(root / "work")

@@ -1,10 +1,12 @@
 """Registry aliases follow the releases: ``make model-alias ALIAS= MODEL_URI=models:/<name>/<n>``.
 
 The version a release builds gets ``staging`` and a promotion ``production``, so that
-``models:/<name>@staging`` is what staging runs. MODEL_URI defaults to the version
-``models/registry.json`` records. The alias is set on the tracking server ``MLFLOW_TRACKING_URI``
-names; without one, the store is this machine's own sqlite file (a CI job's is gone when the job
-ends): then this says so and changes nothing.
+``models:/<name>@staging`` is what staging runs. The version is MODEL_URI, or the one the image
+an overlay deploys was built from (``OVERLAY=production``: its ``mlflow_model_uri`` label, read
+from the registry as ``make trace`` reads it), or by default the one ``models/registry.json``
+records. The alias is set on the tracking server ``MLFLOW_TRACKING_URI`` names; without one, the
+store is this machine's own sqlite file (a CI job's is gone when the job ends): then this says so
+and changes nothing.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import argparse
 import json
 import os
 import re
+from pathlib import Path
 
 from pipelines.params import load_paths
+from pipelines.release.manifests import DEFAULT_ARGOCD, DEFAULT_OVERLAYS, deployed_image
 from pipelines.stage import PipelineError, run_stage
 
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)/(?P<version>[0-9]+)")
@@ -35,6 +39,33 @@ def parse_model_uri(uri: str) -> tuple[str, str]:
             "(models/registry.json's model_uri)"
         )
     return found["name"], found["version"]
+
+
+def labelled_model_uri(image: str, labels: dict[str, str]) -> str:
+    """The registered version an image was built from: its ``mlflow_model_uri`` label.
+
+    Raises:
+        PipelineError: the image has no such label, or it names no registered version.
+    """
+    uri = labels.get("mlflow_model_uri", "")
+    if not uri:
+        raise PipelineError(
+            f"{image} has no mlflow_model_uri label, so which version it serves is unknown: "
+            "give it, make model-alias ALIAS=<alias> MODEL_URI=models:/<name>/<version>"
+        )
+    try:
+        parse_model_uri(uri)
+    except PipelineError as error:
+        raise PipelineError(f"{image}'s mlflow_model_uri label: {error}") from error
+    return uri
+
+
+def deployed_model_uri(overlay: str, overlays: Path, argocd: Path) -> str:
+    """The registered version of the image ``overlay`` deploys (at the revision Argo CD reads)."""
+    from pipelines.release.trace import inspect_image  # skopeo or podman, only when asked
+
+    image = str(deployed_image(overlays, argocd, overlay))
+    return labelled_model_uri(image, inspect_image(image))
 
 
 def set_alias(alias: str, model_uri: str, tracking_uri: str) -> str:
@@ -78,11 +109,31 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="models:/<name>/<version> (default: the one models/registry.json records)",
     )
+    parser.add_argument(
+        "--overlay", default="", help="staging, production, ...: the version its image serves"
+    )
+    parser.add_argument("--overlays", type=Path, default=DEFAULT_OVERLAYS, metavar="DIR")
+    parser.add_argument("--argocd", type=Path, default=DEFAULT_ARGOCD, metavar="DIR")
     args = parser.parse_args(argv)
-    if not args.model_uri:
+    if args.model_uri and args.overlay:
+        raise PipelineError("give MODEL_URI or OVERLAY, not both: each names the version")
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if args.overlay:
+        try:
+            args.model_uri = deployed_model_uri(args.overlay, args.overlays, args.argocd)
+        except PipelineError as error:
+            if tracking_uri:
+                raise
+            # Without a server nothing would be set anyway: an overlay whose image no registry
+            # holds yet (a new repository's placeholder) must not fail the workflow.
+            print(
+                f"no tracking server configured (MLFLOW_TRACKING_URI): {args.alias} not set; "
+                f"the version {args.overlay}'s image serves is unknown: {error}"
+            )
+            return 0
+    elif not args.model_uri:
         args.model_uri = json.loads(load_paths().registry.read_text())["model_uri"]
     parse_model_uri(args.model_uri)
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if not tracking_uri:
         print(
             f"no tracking server configured (MLFLOW_TRACKING_URI): {args.alias} not set on "

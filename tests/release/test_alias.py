@@ -112,3 +112,82 @@ def test_make_model_alias_sets_it_on_the_configured_server(store: str) -> None:
     assert "models:/m@production is now version 1" in done.stdout
     client = MlflowClient(tracking_uri=store)
     assert str(client.get_model_version_by_alias("m", "production").version) == "1"
+
+
+@pytest.mark.parametrize(
+    ("labels", "said"),
+    [
+        ({}, "has no mlflow_model_uri label"),
+        ({"mlflow_model_uri": ""}, "has no mlflow_model_uri label"),
+        ({"mlflow_model_uri": "runs:/abc/model"}, "label: MODEL_URI='runs:/abc/model'"),
+    ],
+)
+def test_an_image_without_a_registered_version_is_named(labels: dict[str, str], said: str) -> None:
+    with pytest.raises(PipelineError, match=said):
+        alias.labelled_model_uri("reg/m@sha256:" + "1" * 64, labels)
+    assert alias.labelled_model_uri("i", {"mlflow_model_uri": "models:/m/4"}) == "models:/m/4"
+
+
+def production_from_files(tmp_path: Path) -> list[str]:
+    """Arguments naming this repository's overlays and an Argo CD Application that deploys
+    production from the files checked out (HEAD), whatever branch this runs on."""
+    from tests.deploy.conftest import ROOT
+
+    argocd = tmp_path / "argocd"
+    argocd.mkdir()
+    (argocd / "production.yaml").write_text(
+        "kind: Application\nspec:\n  source:\n    path: deploy/overlays/production\n"
+    )
+    return ["--overlays", str(ROOT / "deploy" / "overlays"), "--argocd", str(argocd)]
+
+
+def test_overlay_sets_the_alias_on_the_version_its_image_was_built_from(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The overlay's image and its labels come from the repository's overlays and the registry
+    (the act release scenario reads a real one); here the registry's answer is given."""
+    from pipelines.release import manifests, trace
+    from tests.deploy.conftest import ROOT
+
+    asked = []
+
+    def labels(image: str) -> dict[str, str]:
+        asked.append(image)
+        return {"mlflow_model_uri": "models:/m/2", "git_commit": "abc"}
+
+    monkeypatch.setattr(trace, "inspect_image", labels)
+    where = production_from_files(tmp_path)
+    overlays = ROOT / "deploy" / "overlays"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    assert alias.main(["--alias", "production", "--overlay", "production", *where]) == 0
+    assert capsys.readouterr().out.startswith("models:/m@production is now version 2 on ")
+    assert asked == [str(manifests.show_image(manifests.overlay_file(overlays, "production")))]
+    with pytest.raises(PipelineError, match="give MODEL_URI or OVERLAY, not both"):
+        alias.main(["--alias", "production", "--overlay", "production", "--model-uri", "x"])
+
+
+def test_an_overlay_image_the_registry_cannot_show_fails_only_with_a_server(
+    store: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A new repository's overlays name a placeholder image: without a server, promote.yml's
+    alias job says so and passes; with one, the alias cannot be set and the job fails."""
+    from pipelines.release import trace
+
+    def unreachable(image: str) -> dict[str, str]:
+        raise PipelineError(f"cannot inspect {image}: manifest unknown")
+
+    monkeypatch.setattr(trace, "inspect_image", unreachable)
+    where = production_from_files(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert alias.main(["--alias", "production", "--overlay", "production", *where]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith(
+        "no tracking server configured (MLFLOW_TRACKING_URI): production not set; the version "
+        "production's image serves is unknown: "
+    )
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    with pytest.raises(PipelineError, match="manifest unknown"):
+        alias.main(["--alias", "production", "--overlay", "production", *where])

@@ -149,13 +149,43 @@ def test_the_report_is_posted_once_and_the_next_push_updates_it(
     assert writes(stale) == []
 
 
-def test_a_seed_only_pull_request_passes_its_check(github: Simulation, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def team_server() -> Iterator[str]:
+    """The team's MLflow server (PostgreSQL, S3 artifacts): its address, all a client needs.
+
+    Needs Debian's ``postgresql`` and the optional group ``shared``: outside CI a machine without
+    them skips; in CI (``.ci/run`` installs both) their absence fails.
+    """
+    from pipelines.services import running
+
+    stack = ExitStack()
+    try:
+        services = stack.enter_context(running())
+    except (PipelineError, ImportError) as error:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"shared services: {error}")
+    with stack:
+        yield services.tracking_uri
+
+
+def test_a_seed_only_pull_request_passes_its_check_and_links_its_run_on_the_team_server(
+    github: Simulation, team_server: str, tmp_path: Path
+) -> None:
+    """The repository variable MLFLOW_TRACKING_URI names the team's server: the pull request's
+    run is logged there, holding the address only, and the comment links it."""
+    from mlflow import MlflowClient
+
     work = github.clone(tmp_path / "work")
     pull = propose(github, work, "reseed", 12, RESEED)
-    run = github.on_pull_request(pull, "pr.yml")
+    run = github.on_pull_request(pull, "pr.yml", variables={"MLFLOW_TRACKING_URI": team_server})
     assert run.jobs == {"inputs": "success", "gate": "success"}, run.text()[-3000:]
-    assert run.summaries["gate"].startswith("✅ **Gate passed**")
-    assert "| train.seed |" in run.summaries["gate"]
+    comment = run.summaries["gate"]
+    assert comment.startswith("✅ **Gate passed**")
+    assert "| train.seed |" in comment
+    link = re.compile(
+        rf"\[`([0-9a-f]{{32}})`\]\({re.escape(team_server)}/#/experiments/\d+/runs/\1\)"
+    )
+    (run_id,) = link.findall(comment)
+    assert MlflowClient(tracking_uri=team_server).get_run(run_id).info.status == "FINISHED"
 
 
 def test_a_pull_request_that_changes_no_pipeline_input_skips_the_gate_and_posts_nothing(
@@ -552,6 +582,11 @@ def test_a_merge_releases_one_image_and_points_staging_at_it_once(
     assert f"- Data hash: {data} (data.dvc at the commit: {data})" in traced.stdout
     # The merge gated against main before it: the same model, so nothing regressed
     assert f"- Gate verdict of the merge: pass against {main_restored}, paired: " in traced.stdout
+    # The registry alias followed the release: without a tracking server (the repository variable
+    # MLFLOW_TRACKING_URI), the version the image serves is named and nothing is set
+    (model_uri,) = re.findall(r"(?m)^- MLflow model: (models:/\S+/\d+)$", traced.stdout)
+    no_server = "no tracking server configured (MLFLOW_TRACKING_URI): {} not set on {}, whose"
+    assert no_server.format("staging", model_uri) in released.text()
 
     # The same push again: the tag exists, so nothing is built or pushed, and staging already
     # runs that digest, so nothing is committed
@@ -564,3 +599,14 @@ def test_a_merge_releases_one_image_and_points_staging_at_it_once(
     assert github.sha(f"refs/heads/{STAGING}") == head
     assert github.sha("refs/heads/main") == merged
     assert f"staging already runs {reference} ({STAGING} at {head[:12]})" in again.text()
+
+    # A promotion's merge puts the image in production: the production alias follows, to the
+    # version the image's label names, read from the registry
+    production = work / "deploy" / "overlays" / "production" / "kustomization.yaml"
+    manifests.set_image(production, manifests.parse_reference(reference))
+    git("commit", "-qam", "Merge pull request #15 from promote/production", cwd=work)
+    promoted = github.on_push("promote.yml", merged, after=github.push_branch(work, "main"))
+    assert promoted.jobs.get("alias") == "success", promoted.text()[-5000:]
+    assert promoted.jobs.get("promote", "skipped") == "skipped"
+    assert no_server.format("production", model_uri) in promoted.text()
+    assert writes(promoted) == []

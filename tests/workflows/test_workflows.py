@@ -44,6 +44,23 @@ WRITE_SCOPES: dict[tuple[str, str], set[str]] = {
     ("promote.yml", "promote"): {"contents", "pull-requests"},
 }
 READ_SCOPES = {"contents", "actions"}
+EXTRA_READS = {("promote.yml", "alias"): {"packages"}}  # the image's labels, from ghcr.io
+# The team's shared services (README: Shared services for a team): the MLflow server's address is
+# a variable, its credentials and the DVC remote's keys are secrets.
+MLFLOW_SECRETS = {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"}
+DVC_SECRETS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+REGISTRY_SECRETS = {"IMAGE_REGISTRY_PASSWORD", "GITHUB_TOKEN"}
+# Every secret each job reads; a job not listed reads none.
+SECRETS: dict[tuple[str, str], set[str]] = {
+    ("release.yml", "lock"): DVC_SECRETS,
+    ("release.yml", "image"): MLFLOW_SECRETS | DVC_SECRETS | REGISTRY_SECRETS,
+    ("promote.yml", "alias"): MLFLOW_SECRETS | REGISTRY_SECRETS,
+    ("monitor.yml", "monitor"): DVC_SECRETS | {"RETRAIN_TOKEN"},
+    ("template-update.yml", "update"): {"TEMPLATE_UPDATE_TOKEN"},
+}
+# The jobs that talk to the team's MLflow server: the address, from the repository variable
+TRACKED = {("pr.yml", "gate"), ("release.yml", "image"), ("promote.yml", "alias")}
+SECRET = re.compile(r"\bsecrets\.(\w+)")
 # Checkouts that keep the token: the jobs that push staging's image (to deploy/staging).
 KEEPS_CREDENTIALS = {("release.yml", "staging"), ("staging.yml", "staging")}
 SHA_PIN = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
@@ -103,7 +120,11 @@ def test_triggers() -> None:
     assert list(release) == ["push"]
     assert release["push"]["branches"] == ["main"]
     assert release["push"]["paths"] == [*PIPELINE_INPUTS, "bentofile.yaml", "!deploy/**"]
-    assert workflow("promote.yml")["on"] == {"workflow_dispatch": None}
+    assert workflow("promote.yml")["on"] == {
+        "workflow_dispatch": None,
+        # a merged promotion, or its revert: the production alias follows
+        "push": {"branches": ["main"], "paths": ["deploy/overlays/production/**"]},
+    }
     update = workflow("template-update.yml")["on"]
     assert list(update) == ["schedule", "workflow_dispatch"]
     assert update["workflow_dispatch"]["inputs"]["version"]["default"] == ""
@@ -154,7 +175,8 @@ def test_least_privilege() -> None:
         reads = {scope for scope, level in granted.items() if level == "read"}
         assert set(granted.values()) <= {"read", "write"}, f"{wf} {name}: {granted}"
         assert writes <= WRITE_SCOPES.get((wf, name), set()), f"{wf} {name} writes {writes}"
-        assert reads <= READ_SCOPES, f"{wf} {name} reads {reads}"
+        allowed = READ_SCOPES | EXTRA_READS.get((wf, name), set())
+        assert reads <= allowed, f"{wf} {name} reads {reads}"
     comment = workflow("pr-comment.yml")["jobs"]["comment"]["permissions"]
     assert comment == {"actions": "read", "pull-requests": "write"}
 
@@ -222,6 +244,56 @@ def test_the_pull_request_workflow_needs_no_secrets() -> None:
     used = strings(workflow("pr.yml"))
     assert not [s for s in used if "secrets." in s or "token" in s.lower()]
     assert "pull_request_target" not in used
+
+
+def test_each_job_reads_only_its_own_secrets_and_pull_requests_none() -> None:
+    """Shared-service credentials go to jobs that run on main's pushes, schedules or by hand;
+    no job a pull request starts reads any secret (a fork's would get none, and its code runs)."""
+    for path in WORKFLOWS:
+        document = load(path)
+        triggers = set(document["on"])
+        for name, job in document["jobs"].items():
+            read = {m for text in strings(job) for m in SECRET.findall(text)}
+            assert read == SECRETS.get((path.name, name), set()), f"{path.name} {name}: {read}"
+            if read:
+                assert not triggers & {"pull_request", "pull_request_target"}, path.name
+        # nothing outside the jobs (workflow-level env) hands a secret to every job
+        rest = {k: v for k, v in document.items() if k != "jobs"}
+        assert not [s for s in strings(rest) if SECRET.search(s)], path.name
+    assert set(SECRETS) <= {(wf, name) for wf, name, _ in jobs()}
+
+
+def test_the_tracking_server_is_a_variable_and_a_pull_request_gets_the_address_only() -> None:
+    for wf, name, job in jobs():
+        env = job.get("env", {})
+        if (wf, name) in TRACKED:
+            assert env["MLFLOW_TRACKING_URI"] == "${{ vars.MLFLOW_TRACKING_URI }}", (wf, name)
+        else:  # the lock check and the monitor register nothing: no stray runs on the server
+            assert "MLFLOW_TRACKING_URI" not in str(job), (wf, name)
+        for secret in MLFLOW_SECRETS | DVC_SECRETS:
+            if secret in SECRETS.get((wf, name), set()):
+                assert env[secret] == f"${{{{ secrets.{secret} }}}}", (wf, name, secret)
+    gate = workflow("pr.yml")["jobs"]["gate"]
+    assert gate["env"] == {"MLFLOW_TRACKING_URI": "${{ vars.MLFLOW_TRACKING_URI }}"}
+    assert "fork" in (GITHUB / "workflows" / "pr.yml").read_text()
+
+
+def test_the_registry_aliases_follow_the_release_and_the_promotion() -> None:
+    image = workflow("release.yml")["jobs"]["image"]
+    runs = [s.get("run", "") for s in image["steps"]]
+    # once the image is pushed: the version it serves, registry.json's
+    assert runs.index("make model-alias ALIAS=staging") == runs.index("make push") + 1
+    jobs_ = workflow("promote.yml")["jobs"]
+    assert jobs_["promote"]["if"] == "github.event_name == 'workflow_dispatch'"
+    alias = jobs_["alias"]
+    assert alias["if"] == "github.event_name == 'push'"
+    assert alias["permissions"] == {"contents": "read", "packages": "read"}
+    uses = [s["uses"].split("@")[0] for s in alias["steps"] if "uses" in s]
+    assert uses == ["actions/checkout", "astral-sh/setup-uv", "docker/login-action"]
+    assert alias["steps"][-1]["run"] == "make model-alias ALIAS=production OVERLAY=production"
+    login = next(s for s in image["steps"] if "login-action" in s.get("uses", ""))
+    assert next(s for s in alias["steps"] if "login-action" in s.get("uses", "")) == login
+    assert alias["env"]["REGISTRY"] == image["env"]["REGISTRY"]
 
 
 def test_the_pull_request_job_reports_even_when_the_gate_fails() -> None:
