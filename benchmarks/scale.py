@@ -274,6 +274,11 @@ class Result:
         """The highest peak of any stage: the memory the pipeline needs at this size."""
         return max(self.peak_bytes.values())
 
+    @property
+    def peak_stage(self) -> str:
+        """The stage that needs the most memory."""
+        return max(self.peak_bytes, key=lambda stage: self.peak_bytes[stage])
+
 
 def _environment() -> dict[str, str]:
     env = dict(os.environ)
@@ -407,7 +412,12 @@ def _number(value: float | None, form: str) -> str:
 
 def summary(results: list[Result]) -> dict[str, Any]:
     """Exponents per engine (total and fit, all sizes and the two largest), AUC gaps, 24 GiB."""
-    figures: dict[str, Any] = {"exponent": {}, "rows_at_24_gib": {}, "auc_gap": {}}
+    figures: dict[str, Any] = {
+        "exponent": {},
+        "rows_at_24_gib": {},
+        "rows_at_24_gib_by_stage": {},
+        "auc_gap": {},
+    }
     for engine in dict.fromkeys(r.engine for r in results):
         mine = sorted((r for r in results if r.engine == engine), key=lambda r: r.rows)
         largest = mine[-2:]
@@ -423,6 +433,11 @@ def summary(results: list[Result]) -> dict[str, Any]:
             ),
         }
         figures["rows_at_24_gib"][engine] = rows_at([r.rows for r in mine], [r.peak for r in mine])
+        figures["rows_at_24_gib_by_stage"][engine] = {
+            stage: rows_at([r.rows for r in mine], [r.peak_bytes[stage] for r in mine])
+            for stage in mine[-1].peak_bytes
+            if all(stage in r.peak_bytes for r in mine)
+        }
     for result in results:
         local = next((r for r in results if r.size == result.size and r.engine == "local"), None)
         if result.engine != "local" and local and result.roc_auc and local.roc_auc:
@@ -447,7 +462,7 @@ def report(results: list[Result], figures: dict[str, Any]) -> str:
             _number(r.fit_seconds, ".1f"),
             _number(r.total_seconds, ".1f"),
             _number(r.total_seconds / r.rows * 1e6, ".2f"),
-            _number(r.peak / GIB, ".2f"),
+            f"{_number(r.peak / GIB, '.2f')} ({r.peak_stage})",
             _number(r.peak / r.rows, ",.0f"),
             _number(r.roc_auc, ".4f"),
             _number(gap, "+.4f"),
@@ -456,6 +471,11 @@ def report(results: list[Result], figures: dict[str, Any]) -> str:
     shared = [s for s in stages if s in SHARED_STAGES]
     if shared:
         lines.append(f"\n{', '.join(shared)}: run once per size (engine-independent).")
+    lines.append(
+        "fit s: from the train stage's line before the fit to the one after it (imports of "
+        "XGBoost, a Dask cluster's start, the fit, the model's save); peak: the highest of the "
+        "stages' process trees, and the stage that reached it."
+    )
     for engine, slopes in figures["exponent"].items():
         lines.append(
             f"{engine}: time grows as rows^{_number(slopes['total'], '.2f')} over all sizes "
@@ -464,9 +484,12 @@ def report(results: list[Result], figures: dict[str, Any]) -> str:
             f"(rows^{_number(slopes['fit_two_largest'], '.2f')})."
         )
     for engine, rows in figures["rows_at_24_gib"].items():
+        by_stage = figures["rows_at_24_gib_by_stage"].get(engine, {})
+        stages_text = ", ".join(f"{s} {_number(n, ',.0f')}" for s, n in by_stage.items())
         lines.append(
             f"{engine}: peak memory reaches {MEMORY_LIMIT // GIB} GiB at about "
-            f"{_number(rows, ',.0f')} rows (straight line through the measured peaks)."
+            f"{_number(rows, ',.0f')} rows (straight line through the measured peaks; "
+            f"by stage: {stages_text})."
         )
     return "\n".join(lines)
 

@@ -165,11 +165,13 @@ def test_the_report_has_a_row_per_size_and_engine_and_the_auc_gap() -> None:
     assert figures["exponent"]["dask"]["fit"] == pytest.approx(1.0)
     assert figures["auc_gap"] == {f"{r} dask": pytest.approx(0.01) for r in ROWS}
     assert figures["rows_at_24_gib"]["local"] == pytest.approx(24 * GIB / 2000)
+    assert figures["rows_at_24_gib_by_stage"]["local"]["validate"] == pytest.approx(24 * GIB / 1000)
     text = report(results, figures)
     rows = [line for line in text.splitlines() if line.startswith("| ") and "engine" not in line]
     assert len(rows) == len(results)
     for line, r in zip(rows, results, strict=True):
         assert line.startswith(f"| {r.rows:,} | {r.engine} |")
+        assert f"{r.peak / GIB:.2f} (train)" in line
     assert "+0.0100" in text
     assert "rows^1.00" in text
 
