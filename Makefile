@@ -202,6 +202,13 @@ score: install ## score a CSV of raw rows: make score INPUT=rows.csv OUTPUT=scor
 bench-serving: install ## serving benchmark: service vs FastAPI+pandas, mlflow serve, bare model; batch scorer
 	$(RUN) python -m benchmarks.serving
 
+# How the pipeline scales (README: How it scales): the stages on the real table and on resampled
+# ones, per engine. Dask's engine needs the `distributed` group, added here to what install syncs.
+.PHONY: bench-scale
+bench-scale: GROUPS := $(sort $(GROUPS) distributed)
+bench-scale: install ## stage times, fit, memory and AUC per rows and engine (SIZES=real,1000000,5000000 ENGINES=local,dask)
+	$(RUN) python -m benchmarks.scale $(if $(SIZES),--sizes "$(SIZES)") $(if $(ENGINES),--engines "$(ENGINES)")
+
 .PHONY: serve
 serve: install ## serve the current model with BentoML on http://127.0.0.1:$(PORT) (POST /predict, /explain)
 	@# Offline first: no usage reports. The import is content-addressed: the same model is a no-op.
