@@ -25,7 +25,7 @@ from pipelines.params import (
 from pipelines.release.lockcheck import compare_locks
 from pipelines.review.gate import GateParams
 from pipelines.schema import read_raw
-from pipelines.stages.featurize import read_features
+from pipelines.stages.featurize import in_test, read_features
 from tests.columns import PARAMS, breaking, pick, project_schema
 from tests.scratch import STAGES, ScratchRepo, ran
 
@@ -96,9 +96,10 @@ def test_make_run_gets_the_data_and_runs_every_stage(pipeline: Pipeline) -> None
     for name, rule in gate.metrics.items():  # the model clears the gate's floors and ceilings
         assert rule.floor is None or metrics[name] >= rule.floor, name
         assert rule.ceiling is None or metrics[name] <= rule.ceiling, name
-    raw_rows = len(read_raw(repo.path / RAW))
-    test_size = load_section("featurize", FeaturizeParams, PARAMS).test_size
-    assert metrics["rows"] == math.ceil(test_size * raw_rows)  # scikit-learn rounds up
+    raw = read_raw(repo.path / RAW)
+    split = load_section("featurize", FeaturizeParams, PARAMS)
+    schema = project_schema()
+    assert metrics["rows"] == in_test(raw[schema.id], split.test_size, split.seed).sum() > 0
     segments = json.loads(repo.read("eval/segments.json"))
     assert set(segments) == set(load_section("evaluate", EvaluateParams, PARAMS).segments)
     for column in segments:
