@@ -83,7 +83,7 @@ def awkward_table(path: Path) -> pd.DataFrame:
         }
     )
     frame.loc[rng.choice(rows, 40, replace=False), "Monthly Income"] = np.nan
-    frame.loc[rng.choice(rows, 25, replace=False), "Región"] = None
+    frame.loc[rng.choice(rows, 30, replace=False), "Región"] = None
     frame.to_parquet(path, index=False)
     return frame
 
