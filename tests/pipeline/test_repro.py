@@ -118,13 +118,13 @@ def test_make_run_gets_the_data_and_runs_every_stage(pipeline: Pipeline) -> None
 def test_make_installs_uv_when_the_machine_has_none(pipeline: Pipeline) -> None:
     """A fresh machine has Python, make and git: `make run` fetched uv itself and said so."""
     repo = pipeline.repo
-    assert "uv is not on PATH: installing uv" in pipeline.first.stdout
+    assert "uv is not on PATH: installing uv" in pipeline.first.stderr  # stdout stays the tools'
     local_uv = repo.path / ".tools/bin/uv"
     assert local_uv.is_file()
     assert f"{local_uv} sync --locked" in pipeline.first.stdout
     # ... and `make test` goes on with it, without installing it again
     done = repo.run("make", "test", "PYTEST_ARGS=-q -p no:cacheprovider tests/unit/test_params.py")
-    assert "installing uv" not in done.stdout
+    assert "installing uv" not in done.stdout + done.stderr
     assert f"{local_uv} run --locked pytest" in done.stdout
     assert " passed" in done.stdout.splitlines()[-1]
     assert not repo.run("git", "status", "--porcelain", "--", ".tools").stdout  # git-ignored
