@@ -61,7 +61,7 @@ metrics: | $(UV_NEEDED) ## show the current metrics and their change against the
 test: install ## the whole test suite
 	$(RUN) pytest $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" && exit 0; exit $$rc; }
 
-lint: install check-conflicts lint-workflows lint-deploy ## ruff, format check, type check, workflow and manifest checks
+lint: install check-conflicts lint-workflows lint-deploy docs ## ruff, format check, type check, workflow and manifest checks
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
@@ -78,6 +78,12 @@ bench: install ## benchmarks: the pipeline (train vs a bare fit, no-op repro), s
 mlflow-ui: install ## browse MLflow runs and registered models on http://127.0.0.1:5000
 	$(RUN) mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri \
 		"$$($(RUN) python -c 'import pipelines.stages.register as r; print(r.tracking_uri())')"
+
+# The docs site: docs/ pages (the template's) built with mkdocs-material; --strict fails on a
+# broken link or anchor and on a page missing from mkdocs.yml's nav
+.PHONY: docs
+docs: install ## build the docs site (mkdocs-material, --strict): site/
+	NO_MKDOCS_2_WARNING=1 $(RUN) mkdocs build --strict --site-dir site
 
 # Workflow checks, the pull request comment and the lock check (what .github/workflows/ runs)
 .PHONY: lint-workflows comment check-lock
