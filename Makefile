@@ -227,16 +227,19 @@ github-settings: | $(UV_NEEDED) ## apply RULESETS and the Actions settings to Gi
 		$(if $(REPOSITORY),--repository "$(REPOSITORY)") $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
 
 ##@ Development: tests, checks, benchmarks, hooks, workflows run here (docs/testing.md)
-.PHONY: test lint format lint-workflows lint-deploy install-tools hooks act bench bench-serving bench-scale
+.PHONY: test lint docs format lint-workflows lint-deploy install-tools hooks act bench bench-serving bench-scale
 KUBERNETES_VERSION ?= 1.37.0
 
 test: install install-tools ## the whole test suite (PYTEST_ARGS= narrows it)
 	$(RUN) pytest $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" && exit 0; exit $$rc; }
 
-lint: install check-conflicts lint-workflows lint-deploy ## ruff, format check, type check, workflow and manifest checks
+lint: install check-conflicts lint-workflows lint-deploy docs ## ruff, format check, type check, workflow, manifest and docs checks
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+
+docs: install ## build the docs site (mkdocs-material, --strict: a broken link or a page missing from the nav fails): site/
+	NO_MKDOCS_2_WARNING=1 $(RUN) mkdocs build --strict --site-dir site
 
 format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .

@@ -1,4 +1,4 @@
-"""A team's shared services on one machine: ``make services`` (README: Shared services for a team).
+"""A team's shared services on one machine: ``make services`` (docs/shared-services.md).
 
 PostgreSQL (MLflow's store), SeaweedFS's S3 server (the artifacts and a DVC remote, one bucket)
 and ``mlflow server --serve-artifacts`` on top of both, all on 127.0.0.1 at free ports, their

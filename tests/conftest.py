@@ -16,7 +16,7 @@ from pipelines.params import FeaturizeParams, TrainParams, load_paths, load_sect
 from pipelines.schema import Schema, read_raw
 from pipelines.stages import featurize, train
 from tests.columns import PARAMS, ROOT, project_schema
-from tests.scratch import ScratchRepo
+from tests.scratch import FreshClone, ScratchRepo
 
 
 @pytest.fixture(autouse=True)
@@ -124,3 +124,16 @@ def trained_repo(tmp_path_factory: pytest.TempPathFactory) -> ScratchRepo:
     repo.python("-m", "pipelines.stages.data")
     repo.dvc("repro")
     return repo
+
+
+@pytest.fixture(scope="session")
+def fresh_clone(tmp_path_factory: pytest.TempPathFactory) -> FreshClone:
+    """`make run` in a fresh copy on a machine without uv (reusing this environment).
+
+    Shared by the pipeline tests and the docs' commands, so the pipeline runs once for both; a
+    test that changes the copy puts it back, or works on a ``repo.copy()``.
+    """
+    repo = ScratchRepo.create(tmp_path_factory.mktemp("project"))
+    assert not (repo.path / "data").exists()
+    repo.hide_uv(tmp_path_factory.mktemp("bin"))
+    return FreshClone(repo, repo.run("make", "run"))

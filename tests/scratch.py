@@ -151,3 +151,11 @@ class ScratchRepo:
     def read(self, relative: str) -> bytes:
         """Bytes of a file of the copy."""
         return (self.path / relative).read_bytes()
+
+
+@dataclass(frozen=True)
+class FreshClone:
+    """A copy where `make run` ran as on a fresh clone, on a machine without uv, and its output."""
+
+    repo: ScratchRepo
+    first: subprocess.CompletedProcess[str]

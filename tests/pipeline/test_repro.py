@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,28 +25,20 @@ from pipelines.review.gate import GateParams
 from pipelines.schema import read_raw
 from pipelines.stages.featurize import in_test, read_features
 from tests.columns import PARAMS, breaking, pick, project_schema
-from tests.scratch import STAGES, ScratchRepo, ran
+from tests.scratch import STAGES, FreshClone, ScratchRepo, ran
 
 RAW = str(load_paths(PARAMS).raw)  # the raw table, relative to the project
 
 pytestmark = pytest.mark.slow
 
 
-@dataclass(frozen=True)
-class Pipeline:
-    """A scratch repository with data materialized and the pipeline run once."""
-
-    repo: ScratchRepo
-    first: subprocess.CompletedProcess[str]
+Pipeline = FreshClone  # a scratch repository where `make run` ran once
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    """`make run` in a fresh copy on a machine without uv (reusing this environment)."""
-    repo = ScratchRepo.create(tmp_path_factory.mktemp("project"))
-    assert not (repo.path / "data").exists()
-    repo.hide_uv(tmp_path_factory.mktemp("bin"))
-    return Pipeline(repo, repo.run("make", "run"))
+def pipeline(fresh_clone: FreshClone) -> Pipeline:
+    """`make run` in a fresh copy on a machine without uv (tests/conftest.py)."""
+    return fresh_clone
 
 
 @pytest.fixture

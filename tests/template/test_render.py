@@ -76,6 +76,14 @@ def test_the_model_owns_its_data_params_schema_tests_and_overlays() -> None:
         assert not MODEL_OWNED.match_file(template), template
 
 
+def test_the_docs_are_the_templates_and_travel_with_updates(other: Path) -> None:
+    """docs/ and mkdocs.yml are rendered into every model and refreshed by a template update."""
+    for page in ("docs/index.md", "mkdocs.yml"):
+        assert not MODEL_OWNED.match_file(page), page
+        assert not EXCLUDED.match_file(page), page
+        assert (other / page).read_bytes() == (ROOT / page).read_bytes(), page
+
+
 def test_another_model_gets_its_names_and_nothing_of_the_example(other: Path) -> None:
     rendered = files(other)
     for example_only in ("data.dvc", "dvc.lock", "schema.yaml", "eval/metrics.json"):

@@ -82,8 +82,8 @@ def make_v2(template: ScratchRepo) -> None:
     root = template.path
     edit(root / "Makefile", "\n.DEFAULT_GOAL", "\n# Template v2.\n.DEFAULT_GOAL")  # (a)
     edit(root / "bentofile.yaml", V1_DESCRIPTION, V2_DESCRIPTION)  # (b)
-    (root / "docs").mkdir()
     (root / "docs/added-in-v2.md").write_text("# New in v2\n")  # (c)
+    edit(root / "docs/index.md", "# The first ten minutes\n", "# The first ten minutes (v2)\n")
     (root / ".dvcignore").unlink()  # (d)
     add_key(root / "params.yaml", "alerts.window", 100)  # (e), with its migration:
     edit(root / "copier.yml", "_migrations:\n", "_migrations:\n" + MIGRATION)
@@ -166,6 +166,12 @@ def test_a_change_to_an_edited_file_is_an_inline_conflict_in_that_file_only(
 
 def test_a_new_file_arrives_and_a_deleted_one_goes(scenario: Scenario) -> None:  # (c), (d)
     assert (scenario.model.path / "docs/added-in-v2.md").read_text() == "# New in v2\n"
+    # the docs are the template's: an update refreshes them
+    assert (
+        (scenario.model.path / "docs/index.md")
+        .read_text()
+        .startswith("# The first ten minutes (v2)\n")
+    )
     assert not (scenario.model.path / ".dvcignore").exists()
 
 

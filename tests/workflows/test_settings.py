@@ -1,5 +1,5 @@
 """Settings as code: the ruleset of main, the code owners, ``make github-settings`` against the
-GitHub API stand-in, and the README's list of the secrets and variables the workflows read."""
+GitHub API stand-in, and the docs' list of the secrets and variables the workflows read."""
 
 from __future__ import annotations
 
@@ -333,7 +333,10 @@ def test_make_github_settings_applies_with_the_makefiles_variables(github: GitHu
     assert again.stdout.count(": unchanged") == 3
 
 
-# --- the README's secrets and variables ---------------------------------------------------------
+# --- the docs' secrets and variables -------------------------------------------------------------
+
+
+TEAM_DOCS = "docs/team-github.md"  # the page that lists them
 
 
 def read_by_workflows() -> dict[tuple[str, str, str, str], bool]:
@@ -351,10 +354,10 @@ def read_by_workflows() -> dict[tuple[str, str, str, str], bool]:
     return found
 
 
-def readme_table() -> dict[tuple[str, str, str, str], bool]:
-    text = (ROOT / "README.md").read_text()
+def docs_table() -> dict[tuple[str, str, str, str], bool]:
+    text = (ROOT / TEAM_DOCS).read_text()
     heading = "**Secrets and variables the workflows read**"
-    assert heading in text, f"README.md has no section {heading}"
+    assert heading in text, f"{TEAM_DOCS} has no section {heading}"
     rows = {}
     for line in text.split(heading, 1)[1].split("\n\n", 2)[1].splitlines()[2:]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -364,11 +367,11 @@ def readme_table() -> dict[tuple[str, str, str, str], bool]:
     return rows
 
 
-def test_the_readme_lists_exactly_the_secrets_and_variables_the_workflows_read() -> None:
-    read, listed = read_by_workflows(), readme_table()
-    assert set(listed) - set(read) == set(), "the README lists what no workflow reads"
-    assert set(read) - set(listed) == set(), "add these to the README's table"
-    assert listed == read, "the README's 'read on pull requests' column is wrong"
+def test_the_docs_list_exactly_the_secrets_and_variables_the_workflows_read() -> None:
+    read, listed = read_by_workflows(), docs_table()
+    assert set(listed) - set(read) == set(), f"{TEAM_DOCS} lists what no workflow reads"
+    assert set(read) - set(listed) == set(), f"add these to the table of {TEAM_DOCS}"
+    assert listed == read, f"the 'read on pull requests' column of {TEAM_DOCS} is wrong"
 
 
 def test_pull_request_workflows_read_no_secret_but_their_own_token() -> None:

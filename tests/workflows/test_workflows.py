@@ -45,7 +45,7 @@ WRITE_SCOPES: dict[tuple[str, str], set[str]] = {
 }
 READ_SCOPES = {"contents", "actions"}
 EXTRA_READS = {("promote.yml", "alias"): {"packages"}}  # the image's labels, from ghcr.io
-# The team's shared services (README: Shared services for a team): the MLflow server's address is
+# The team's shared services (docs/shared-services.md): the MLflow server's address is
 # a variable, its credentials and the DVC remote's keys are secrets.
 MLFLOW_SECRETS = {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"}
 DVC_SECRETS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}

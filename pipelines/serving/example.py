@@ -1,0 +1,42 @@
+"""Request bodies from the raw table: what ``POST /predict`` (or MLflow's ``/invocations``) takes.
+
+The first rows of the raw table, feature columns only (no target, no id), missing values as
+``null``: a body the service accepts, whatever the model's columns are.
+
+Usage: ``python -m pipelines.serving.example [--rows N] [--mlflow] > request.json``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import pandas as pd
+
+from pipelines.params import load_paths
+from pipelines.schema import Schema, load_schema, read_raw
+from pipelines.stage import run_stage
+
+
+def request_records(rows: pd.DataFrame, schema: Schema) -> list[dict[str, Any]]:
+    """Raw rows as JSON records: feature columns only, ints stay ints, missing values null."""
+    return list(json.loads(rows[list(schema.features)].to_json(orient="records")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print a request body of the raw table's first rows."""
+    paths = load_paths()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1, help="how many rows (default 1)")
+    parser.add_argument(
+        "--mlflow", action="store_true", help="MLflow's body: dataframe_records, not records"
+    )
+    args = parser.parse_args(argv)
+    records = request_records(read_raw(paths.raw).head(args.rows), load_schema(paths.schema_))
+    print(json.dumps({"dataframe_records" if args.mlflow else "records": records}))
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage(main)
