@@ -37,6 +37,7 @@ from tests.columns import (
     unknown_category,
 )
 from tests.conftest import PARAMS, ROOT, Trained, fit_on, small_train_params
+from tests.floats import EPS32, logit_tolerance, saturation_margin, sum_tolerance
 
 SCHEMA = project_schema()
 MODEL_NAME = load_section("register", RegisterParams, PARAMS).model_name
@@ -291,15 +292,6 @@ def test_a_probability_equal_to_the_threshold_gets_the_positive_label(
     assert [x.label == schema.target.positive for x in at] == [q >= middle for q in p]
 
 
-def logit_tolerance(p: float, dtype: np.dtype[Any]) -> float:
-    """How far a log-odds recovered from a probability stored as ``dtype`` can be off.
-
-    One unit in the last place of ``p`` moves ``log(p / (1 - p))`` by ``spacing(p) / (p (1 - p))``:
-    a float32 probability of 0.99986 (margin 8.9) pins the margin only to about 5e-4.
-    """
-    return 2 * float(np.spacing(dtype.type(p))) / (p * (1 - p))
-
-
 def test_explanations_add_up_to_the_margin(
     served: tuple[scoring.ServedModel, Trained], schema: Schema
 ) -> None:
@@ -307,22 +299,18 @@ def test_explanations_add_up_to_the_margin(
     rows = pd.concat([trained.test_raw.head(20), trained.test_raw.tail(5)])
     explained = model.explain(as_records(rows, schema)).explanations
     p = np.asarray(trained.predict(rows, schema))
-    eps = float(np.finfo(np.float32).eps)  # the features are float32, and so may the sums be
-    columns = trained.x_test.shape[1] + 1
+    columns = trained.x_test.shape[1] + 1  # the terms a margin sums, the base among them
     for explanation, q in zip(explained, p, strict=True):
         assert list(explanation.contributions) == list(schema.features)
         parts = [explanation.base, *explanation.contributions.values()]
-        # a float32 sum of n terms is off by up to n * eps * (the sum of their magnitudes)
-        summed = columns * eps * sum(abs(v) for v in parts)
-        assert sum(parts) == pytest.approx(explanation.margin, abs=summed, rel=4 * eps)
+        summed = sum_tolerance(parts, columns)
+        assert sum(parts) == pytest.approx(explanation.margin, abs=summed, rel=4 * EPS32)
         if 0 < q < 1:
             margin = float(np.log(q) - np.log1p(-q))
             off = logit_tolerance(float(q), p.dtype) + summed
-            assert explanation.margin == pytest.approx(margin, abs=off, rel=4 * eps)
+            assert explanation.margin == pytest.approx(margin, abs=off, rel=4 * EPS32)
         else:  # the probability saturated: the margin lies beyond the last one it can store
-            below_one = float(np.finfo(p.dtype).epsneg)
-            limit = float(np.log((1 - below_one) / below_one))
-            assert explanation.margin * (1 if q == 1 else -1) > limit - 1
+            assert explanation.margin * (1 if q == 1 else -1) > saturation_margin(p.dtype) - 1
 
 
 def test_small_requests_are_scored_by_treelite_as_xgboost_scores_them(
