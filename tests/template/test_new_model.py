@@ -304,12 +304,14 @@ def test_its_own_ci_passes_in_a_fresh_clone_skipping_only_absent_column_kinds(
     # (`-m "not slow"`) and the other, slow tests included, every test that reads the table,
     # its schema or the model: data validation, model behaviour, stages, scoring, the served
     # model over HTTP, its bento, the monitoring rules, dashboard and canary made from its
-    # features. The rest does not depend on the table and runs once, on the example: the DVC,
-    # git and make mechanics of tests/pipeline (`make new-model` has just run the pipeline on
-    # this table), the manifest linters (checkov, kubernetes-validate), the git hooks,
-    # registries, image builders and trace.
+    # features, the gate's verdicts on worse and on reseeded params (pull requests) and the Dask
+    # engine's AUC against the local one. The rest does not depend on the table and runs once,
+    # on the example: the DVC, git and make mechanics of tests/pipeline (`make new-model` has
+    # just run the pipeline on this table), the manifest linters (checkov, kubernetes-validate),
+    # the git hooks, registries, image builders and trace.
     reads_the_table = ["data", "model", "unit", "serving", "monitoring"]
     reads_the_table += ["deploy/test_monitoring.py", "release/test_bento.py"]
+    reads_the_table += ["pipeline/test_pr.py", "pipeline/test_dask.py"]
     ignored = " ".join(f"--ignore=tests/{t}" for t in ("deploy/test_lint.py", "unit/test_hooks.py"))
     table = "-m 'not act' " + " ".join(f"tests/{t}" for t in reads_the_table) + f" {ignored}"
     quick = f"-m 'not slow' {ignored}"
