@@ -127,6 +127,37 @@ def breaks(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     return found
 
 
+def _within_null_fractions(
+    raw: pd.DataFrame, kept: pd.DataFrame, schema: Schema, dropped: Counter[tuple[str, str]]
+) -> pd.DataFrame:
+    """``kept`` without the new rows whose missing values would break a ``max_null_fraction``.
+
+    A nullable column's null fraction is a rule of the whole table. The rows a dropped row
+    would have replaced stay, and a dropped row leaves the table too (the fraction's
+    denominator), so the rows are counted again until every column keeps its fraction.
+    """
+    while True:
+        base = raw.loc[~raw[schema.id].isin(kept[schema.id]).to_numpy()]
+        changed = False
+        for name, feature in schema.features.items():
+            share = feature.max_null_fraction
+            nulls = np.flatnonzero(kept[name].isna().to_numpy())
+            if len(nulls) == 0 or share >= 1:
+                continue
+            # k new nulls fit when (base nulls + k) <= share * (rows without a new null + k)
+            present = len(base) + len(kept) - len(nulls)
+            fits = (share * present - int(base[name].isna().sum())) / (1 - share)
+            room = max(int(np.floor(fits + 1e-9)), 0)
+            if len(nulls) > room:
+                over = kept.index[nulls[room:]]
+                rule = f"missing values beyond max_null_fraction {share:g}"
+                dropped[(name, rule)] += len(over)
+                kept = kept.drop(index=over)
+                changed = True
+        if not changed:
+            return kept
+
+
 def _ids_like(ids: pd.Series, raw_ids: pd.Series) -> pd.Series:
     """Served ids (text) in the raw table's id type; NaN where one cannot be."""
     if pd.api.types.is_integer_dtype(raw_ids):
@@ -200,18 +231,7 @@ def refresh(
     kept = new.drop_duplicates(schema.id, keep="last")
     duplicates = len(new) - len(kept)
     kept = _cast_like(kept, raw, schema)
-    replaced = raw[schema.id].isin(kept[schema.id])
-    base = raw.loc[~replaced.to_numpy()]
-    # A nullable column's null fraction is a rule of the table: new nulls beyond it are dropped.
-    for name, feature in schema.features.items():
-        allowed = int(np.floor(feature.max_null_fraction * (len(base) + len(kept))))
-        room = max(allowed - int(base[name].isna().sum()), 0)
-        nulls = np.flatnonzero(kept[name].isna().to_numpy())
-        if len(nulls) > room:
-            over = kept.index[nulls[room:]]
-            rule = f"missing values beyond max_null_fraction {feature.max_null_fraction:g}"
-            dropped[(name, rule)] += len(over)
-            kept = kept.drop(index=over)
+    kept = _within_null_fractions(raw, kept, schema, dropped)
     if kept.empty:
         raise RefreshError(
             f"all {matched.size:,} labelled rows break schema.yaml ("

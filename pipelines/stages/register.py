@@ -78,15 +78,22 @@ def data_hash(dvc_file: Path) -> str:
     return str(outs[0]["md5"])
 
 
-def git_state() -> dict[str, str]:
-    """Current commit and whether the work tree has uncommitted changes."""
+def git_state(outputs: Sequence[str | Path] = ()) -> dict[str, str]:
+    """Current commit and whether the work tree has uncommitted changes.
+
+    Args:
+        outputs: Files and folders the pipeline itself writes (``dvc.lock``, the metrics, the
+            plots): a change there is the run being recorded, not a change of what it ran.
+    """
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
         return done.stdout.strip() if done.returncode == 0 else ""
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    return {"git_commit": commit, "git_dirty": str(bool(git("status", "--porcelain")))}
+    excluded = [f":(exclude){path}" for path in outputs]
+    changed = git("status", "--porcelain", "--", ".", *excluded)
+    return {"git_commit": commit, "git_dirty": str(bool(changed))}
 
 
 def run_params(
@@ -175,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         mlflow.create_experiment(params.experiment, artifact_location=artifacts)
     mlflow.set_experiment(params.experiment)
 
-    tags = {"data_md5": data_hash(args.data_dvc), **git_state()}
+    # What the stages before this one wrote is the run itself, not an uncommitted change
+    written = ("dvc.lock", args.metrics, load_paths().segments, args.plots)
+    tags = {"data_md5": data_hash(args.data_dvc), **git_state(written)}
     run_name = f"{loaded.meta['kind']}@{tags['git_commit'][:8]}"
     with mlflow.start_run(run_name=run_name, tags=tags) as run:
         featurize = load_section("featurize", FeaturizeParams)

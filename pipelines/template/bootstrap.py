@@ -2,9 +2,10 @@
 
 From the answers copier wrote (``.copier-answers.yml``): the table into ``data/`` (tracked by
 DVC, with a ``row_id`` when it had no id), ``schema.yaml`` inferred from it, the example-specific
-params reset for this table, ``uv.lock`` for the new project name, the pipeline run once
-(``make run``), the gate's floors and ceilings set from that first model, the README's summary,
-and one git commit: the baseline that the first pull request is compared with.
+params reset for this table and ``uv.lock`` for the new project name, committed; the pipeline
+run once from that commit (``make run``: the first model names it); then the gate's floors and
+ceilings set from that model, the README's summary and a second commit: the baseline that the
+first pull request is compared with.
 
 Usage: ``python -m pipelines.template.bootstrap`` in the new repository (copier runs it).
 """
@@ -218,6 +219,8 @@ def main() -> int:
         run(uv, "lock", "--quiet")
     run(sys.executable, "-m", "dvc", "add", "--quiet", "data")
     store_data(raw)
+    # The first model is trained from a commit, so its registry record and /predict name it
+    commit(f"New model {name}: the template, data, schema and params")
 
     say("the first run: make run (environment, data check, every stage)")
     run("make", "--no-print-directory", "run", env=env)
@@ -240,20 +243,7 @@ def main() -> int:
         readme.read_text().replace(SUMMARY, summary(table, str(raw), metrics, bounds))
     )
 
-    run("git", "add", "-A")
-    identity = (
-        []
-        if _git_identity()
-        else ["-c", "user.name=make new-model", "-c", "user.email=new-model@localhost"]
-    )
-    run(
-        "git",
-        *identity,
-        "commit",
-        "-q",
-        "-m",
-        f"New model {name}: data, schema, params and the baseline model",
-    )
+    commit(f"The baseline of {name}: its first model's lock, metrics and gate bounds")
     seconds = time.monotonic() - started
     print(f"\n{name}: the first model, committed as the baseline ({seconds:.0f} s)")
     print("\n".join(f"  {m:<9} {metrics[m]:.4f}" for m in better))
@@ -267,6 +257,17 @@ def main() -> int:
         "  3. git remote add origin <url> && git push -u origin main\n"
     )
     return 0
+
+
+def commit(message: str) -> None:
+    """Commit everything, as the user when git knows them, else as ``make new-model``."""
+    run("git", "add", "-A")
+    identity = (
+        []
+        if _git_identity()
+        else ["-c", "user.name=make new-model", "-c", "user.email=new-model@localhost"]
+    )
+    run("git", *identity, "commit", "-q", "-m", message)
 
 
 def _git_identity() -> bool:

@@ -1,9 +1,11 @@
 """``make new-model``: the repository of a new model, rendered from this template by copier.
 
 Checks every argument against the table first and writes nothing when one is wrong; then runs
-``copier copy`` with the answers, whose task (:mod:`pipelines.template.bootstrap`) writes the data,
-schema and params, runs the pipeline once and commits the baseline. ``copier copy --trust`` with
-the same answers (``--data name=... --data data=... ...``) gives the same repository.
+``copier copy`` with the answers on the template's last commit (uncommitted changes are left
+out), whose task (:mod:`pipelines.template.bootstrap`) writes the data, schema and params,
+commits them, trains the first model from that commit and commits it as the baseline.
+``copier copy --trust`` with the same answers (``--data name=... --data data=... ...``) gives
+the same repository.
 
 Usage: ``python -m pipelines.template.new_model --data FILE --target COLUMN --name NAME
 --dest DIR [--positive VALUE] [--id COLUMN]``
@@ -15,7 +17,6 @@ import argparse
 import os
 import subprocess
 import time
-import warnings
 from pathlib import Path
 
 from pipelines.stage import run_stage
@@ -33,6 +34,35 @@ def check_dest(dest: Path) -> Path:
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise TableError(f"DEST={dest} exists and is not an empty directory: choose a new path")
     return dest
+
+
+def template_commit(template: Path) -> str:
+    """The template's last commit, which the new repository is rendered from.
+
+    Uncommitted changes and untracked files (a ``dvc plots`` page, a scratch table) are left
+    out, and said in one line: the version the new repository records must exist for
+    ``make update-template`` to start from it.
+
+    Raises:
+        TableError: The template is not a git repository with a commit.
+    """
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", *args], cwd=template, capture_output=True, text=True, check=False
+        )
+
+    head = git("rev-parse", "--verify", "HEAD^{commit}")
+    if head.returncode != 0:
+        raise TableError(f"{template} has no commit to render the new repository from")
+    commit = head.stdout.strip()
+    changed = git("status", "--porcelain").stdout.splitlines()
+    if changed:
+        print(
+            f"note: {len(changed)} uncommitted change(s) in {template} are left out: the new "
+            f"repository is rendered from its commit {commit[:12]}"
+        )
+    return commit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,16 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         raise TableError(f"{TEMPLATE} is not the template repository (no copier.yml)")
 
     from copier import run_copy
-    from copier.errors import DirtyLocalWarning
 
-    if subprocess.run(
-        ["git", "status", "--porcelain"], cwd=TEMPLATE, capture_output=True, check=False
-    ).stdout.strip():
-        print(
-            f"warning: {TEMPLATE} has uncommitted changes: they are rendered too, but the "
-            "template version the new repository records will not exist, so `make "
-            "update-template` cannot start from it; commit the template first"
-        )
+    commit = template_commit(TEMPLATE)
 
     answers = {
         "name": name,
@@ -86,26 +108,23 @@ def main(argv: list[str] | None = None) -> int:
         "id": args.id_column,
         "repository": args.repository,
     } | ({"code_owners": args.code_owners} if args.code_owners else {})
-    with warnings.catch_warnings():
-        # Uncommitted changes of the template are rendered too; that is what a developer wants.
-        warnings.simplefilter("ignore", DirtyLocalWarning)
-        try:
-            run_copy(
-                str(TEMPLATE),
-                dest,
-                data=answers,
-                vcs_ref="HEAD",
-                defaults=True,
-                unsafe=True,  # the bootstrap task runs this template's own code
-                quiet=True,
-            )
-        except ValueError as error:  # copier checks the answers before it writes anything
-            if not str(error).startswith("Validation error for question"):
-                raise
-            question = str(error).split("'")[1]
-            raise TableError(
-                f"{question.upper()}={answers.get(question, '')!r}: {str(error).split(': ', 1)[1]}"
-            ) from error
+    try:
+        run_copy(
+            str(TEMPLATE),
+            dest,
+            data=answers,
+            vcs_ref=commit,  # the committed tree: a work tree's leftovers are not the template
+            defaults=True,
+            unsafe=True,  # the bootstrap task runs this template's own code
+            quiet=True,
+        )
+    except ValueError as error:  # copier checks the answers before it writes anything
+        if not str(error).startswith("Validation error for question"):
+            raise
+        question = str(error).split("'")[1]
+        raise TableError(
+            f"{question.upper()}={answers.get(question, '')!r}: {str(error).split(': ', 1)[1]}"
+        ) from error
     print(f"made {dest} in {time.monotonic() - started:.0f} s")
     return 0
 

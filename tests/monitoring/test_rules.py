@@ -9,6 +9,7 @@ them.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -118,14 +119,16 @@ def window_counts(traffic: Traffic, name: str, d: Distribution, minute: int) -> 
     return sum(traffic(name, d, m) for m in range(minute - WINDOW + 1, minute + 1))
 
 
-def verdict(traffic: Traffic, name: str, d: Distribution, minute: int) -> dict[str, float]:
+def verdict(
+    traffic: Traffic, name: str, d: Distribution, minute: int, floor: float = SHORT.psi_floor
+) -> dict[str, float]:
     """The batch side's numbers (pipelines.monitoring.drift) for one subject at ``minute``."""
     counts = window_counts(traffic, name, d, minute)
     served = drift.fractions(counts)
     df = drift.degrees_of_freedom(d.fractions)
     return {
         "psi": drift.psi(served, d.fractions),
-        "threshold": drift.psi_threshold(counts.sum(), d.rows, df, ALPHA, SHORT.psi_floor),
+        "threshold": drift.psi_threshold(counts.sum(), d.rows, df, ALPHA, floor),
         "ks": drift.ks(served, d.fractions, d.binning.ordered),
         "rows": float(counts.sum()),
     }
@@ -373,28 +376,41 @@ def close_to(rule: str, labels: dict[str, str], value: float) -> dict[str, Any]:
 
 
 @needs_promtool
-@pytest.mark.parametrize("rows", [ROWS, 30])
-def test_psi_threshold_and_ks_rules_equal_the_batch_maths(profile, tmp_path, rows):
+@pytest.mark.parametrize("decides", ["floor", "chi-square"])
+def test_psi_threshold_and_ks_rules_equal_the_batch_maths(profile, tmp_path, decides):
     """Halfway into a drift of one feature and the score, every subject's numbers match.
 
-    At 30 rows a minute (300 per window) the chi-square term of the threshold tops the floor
-    for every subject; at 1000 (10,000 per window) the floor decides for some.
+    Which side of ``max(psi_floor, chi-square part)`` wins depends on the reference's size, so the
+    floor is set from this profile's chi-square parts: above them all (the floor decides for every
+    subject, at ROWS a minute), or below them all (the chi-square part decides, at 30 a minute).
+    The floor has three decimals, as params.yaml would write it.
     """
+    rows = ROWS if decides == "floor" else 30
     feature = drifted_subject(profile, "feature")
     drifted = {feature, ""}
 
     def traffic(name: str, d: Distribution, minute: int) -> np.ndarray:
         return skewed(d, rows) if name in drifted and minute > DRIFT_FROM else normal(d, rows)
 
+    subjects = distributions(profile)
+    at = DRIFT_FROM + 5
+    terms = [verdict(traffic, n, d, at, floor=0.0)["threshold"] for n, d in subjects.items()]
+    floor = (
+        math.ceil(max(terms) * 1000 + 1) / 1000
+        if decides == "floor"
+        else math.floor(min(terms) * 1000 - 1) / 1000
+    )
+    assert floor > 0
+    config = SHORT.model_copy(update={"psi_floor": floor})
     checks = []
     numeric, at_floor = 0, 0
-    for name, d in distributions(profile).items():
+    for name, d in subjects.items():
         kind = "feature" if name else "score"
-        numbers = verdict(traffic, name, d, DRIFT_FROM + 5)
+        numbers = verdict(traffic, name, d, at, floor)
         labels = labels_of(name)
         checks.append(close_to(f"model:{kind}_psi:10m", labels, numbers["psi"]))
         checks.append(close_to(f"model:{kind}_psi_threshold:10m", labels, numbers["threshold"]))
-        at_floor += numbers["threshold"] == SHORT.psi_floor
+        at_floor += numbers["threshold"] == floor
         checks.append(close_to(f"model:{kind}_rows_served:increase10m", labels, numbers["rows"]))
         if d.binning.kind == "numeric":
             checks.append(close_to(f"model:{kind}_ks:10m", labels, numbers["ks"]))
@@ -408,7 +424,7 @@ def test_psi_threshold_and_ks_rules_equal_the_batch_maths(profile, tmp_path, row
         }
     )
     assert verdict(traffic, feature, profile.features[feature], DRIFT_FROM + 5)["psi"] > 0.5
-    assert (at_floor > 0) == (rows == ROWS)  # the floor for some, or the chi-square term for all
+    assert at_floor == (len(subjects) if decides == "floor" else 0)
     tests = [
         {
             "interval": "1m",
@@ -416,7 +432,7 @@ def test_psi_threshold_and_ks_rules_equal_the_batch_maths(profile, tmp_path, row
             "promql_expr_test": checks,
         }
     ]
-    run_rule_tests(rules.rule_groups(SHORT, MODEL, FEATURES), tests, tmp_path)
+    run_rule_tests(rules.rule_groups(config, MODEL, FEATURES), tests, tmp_path)
 
 
 # -- SLO burn rates, traffic, versions --------------------------------------------------------

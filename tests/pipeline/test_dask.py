@@ -37,6 +37,23 @@ if not os.environ.get("CI"):
 TOLERANCE = 0.01  # ROC AUC, Dask engine against local: gaps of -0.0017 to +0.0006 measured here
 
 
+def auc_tolerance(metrics: dict[str, float]) -> float:
+    """TOLERANCE, or the local AUC's standard error on the test rows when that is larger.
+
+    Hanley and McNeil's (1982) standard error: 0.014 on the example's 1,386 test rows, 0.04 for
+    an AUC of 0.85 on 110. The engines' models differ a little (each partition sketches its own
+    histogram bins), and on a small test split a few rows ranked otherwise move the AUC by more
+    than TOLERANCE without either model being worse; a broken engine misses by far more.
+    """
+    auc, rows, rate = metrics["roc_auc"], metrics["rows"], metrics["positive_rate"]
+    positives, negatives = rows * rate, rows * (1 - rate)
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    variance = (
+        auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)
+    ) / (positives * negatives)
+    return max(TOLERANCE, variance**0.5)
+
+
 @pytest.fixture(scope="module")
 def dask_run(
     trained_repo: ScratchRepo, tmp_path_factory: pytest.TempPathFactory
@@ -70,10 +87,11 @@ def test_dask_trains_a_model_that_scores_like_the_local_one(
     engine = load_section("engine", EngineParams, repo.path / "params.yaml")
     assert f"(a local cluster, {engine.workers} workers): {engine.partitions} partitions" in output
 
-    local = json.loads(trained_repo.read(str(paths.metrics)))["roc_auc"]
+    metrics = json.loads(trained_repo.read(str(paths.metrics)))
+    local = metrics["roc_auc"]
     dask = json.loads(repo.read(str(paths.metrics)))["roc_auc"]
     print(f"test ROC AUC: local {local:.4f}, dask {dask:.4f}, gap {dask - local:+.4f}")
-    assert abs(dask - local) <= TOLERANCE
+    assert abs(dask - local) <= auc_tolerance(metrics)
     # Really retrained (not the local model restored), into the same files and metadata
     model = paths.model
     assert repo.read(f"{model}/model.ubj") != trained_repo.read(f"{model}/model.ubj")

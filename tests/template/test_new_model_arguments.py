@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,13 @@ import pandas as pd
 import pytest
 
 from pipelines.template import new_model
-from pipelines.template.table import ROW_ID, check_table, data_file, positive_class
+from pipelines.template.table import (
+    ROW_ID,
+    TableError,
+    check_table,
+    data_file,
+    positive_class,
+)
 from tests.deploy.conftest import make
 
 
@@ -209,3 +216,51 @@ def test_gate_bounds_sit_a_margin_from_the_first_model() -> None:
         "brier": {"ceiling": 0.15},
         "f1": {"floor": 0.0},
     }
+
+
+def test_the_new_repository_is_rendered_from_the_templates_last_commit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A work tree's leftovers (an edit, a `dvc plots` page) never reach a new repository."""
+    from copier import run_copy
+
+    template = tmp_path / "template"
+    template.mkdir()
+    (template / "copier.yml").write_text("_answers_file: .copier-answers.yml\n")
+    (template / "kept.txt").write_text("committed\n")
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=template, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-q", "-m", "v1")
+    assert new_model.template_commit(template) == git("rev-parse", "HEAD")
+    assert capsys.readouterr().out == ""  # a clean template: nothing to say
+
+    (template / "kept.txt").write_text("edited, not committed\n")
+    (template / "index.html").write_text("<html>left by dvc plots diff</html>\n")
+    commit = new_model.template_commit(template)
+    said = capsys.readouterr().out
+    assert commit == git("rev-parse", "HEAD")
+    assert said.count("\n") == 1, said  # one line, naming the commit
+    assert "2 uncommitted change(s)" in said
+    assert commit[:12] in said
+    run_copy(str(template), tmp_path / "new", vcs_ref=commit, defaults=True, quiet=True)
+    assert (tmp_path / "new" / "kept.txt").read_text() == "committed\n"
+    assert not (tmp_path / "new" / "index.html").exists()
+
+
+def test_dvc_plots_pages_are_not_the_templates_files() -> None:
+    done = subprocess.run(
+        ["git", "check-ignore", "-q", "dvc_plots/index.html"], cwd=new_model.TEMPLATE, check=False
+    )
+    assert done.returncode == 0, "dvc plots writes dvc_plots/: .gitignore must leave it out"
+
+
+def test_a_template_without_a_commit_is_refused(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    with pytest.raises(TableError, match="no commit"):
+        new_model.template_commit(tmp_path)

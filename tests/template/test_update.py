@@ -209,7 +209,8 @@ def test_every_other_model_owned_file_is_unchanged_and_nothing_is_bootstrapped_a
     assert log == [
         "Template update to v2",
         "Describe the bento; another seed",
-        "New model loan-risk: data, schema, params and the baseline model",
+        "The baseline of loan-risk: its first model's lock, metrics and gate bounds",
+        "New model loan-risk: the template, data, schema and params",
     ]
 
 

@@ -113,9 +113,22 @@ def test_an_id_that_is_not_of_the_raw_id_type_is_dropped() -> None:
     assert done.added == 1
 
 
+def with_null_fraction(schema: Schema, column: str, share: float | None) -> Schema:
+    """``schema`` with ``column``'s max_null_fraction set to ``share`` (None: as it is)."""
+    if share is None:
+        return schema
+    feature = schema.features[column].model_copy(update={"max_null_fraction": share})
+    return schema.model_copy(update={"features": schema.features | {column: feature}})
+
+
+# The schema's own fraction, and fractions where rounding the room for new nulls down from
+# ``share * rows`` (rows before dropping) would let the table end above its fraction
+@pytest.mark.parametrize("share", [None, 0.11, 0.3, 0.45])
 @pytest.mark.parametrize(("column", "value"), [case(SCHEMA, "nullable", nullable=True)])
-def test_new_missing_values_beyond_the_null_fraction_are_dropped(column: str, value: None) -> None:
-    schema = SCHEMA
+def test_new_missing_values_beyond_the_null_fraction_are_dropped(
+    column: str, value: None, share: float | None
+) -> None:
+    schema = with_null_fraction(SCHEMA, column, share)
     share = schema.features[column].max_null_fraction
     raw = raw_table(schema, rows=int(np.ceil(3 / share)))  # room for about 3 missing values
     ids = [str(10**6 + i) for i in range(10)]

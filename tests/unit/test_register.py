@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +11,13 @@ import pytest
 from pipelines.params import EvaluateParams, FeaturizeParams, TrainParams, load_section
 from pipelines.schema import Schema
 from pipelines.stages import register
-from pipelines.stages.register import data_hash, pip_requirements, run_params, tracking_uri
+from pipelines.stages.register import (
+    data_hash,
+    git_state,
+    pip_requirements,
+    run_params,
+    tracking_uri,
+)
 from tests.conftest import PARAMS
 
 
@@ -24,6 +31,34 @@ def test_tracking_uri_defaults_to_a_sqlite_store_inside_the_repo(
 def test_mlflow_tracking_uri_overrides_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking_uri(Path("store")) == "http://127.0.0.1:5000"
+
+
+def test_a_run_from_a_commit_is_clean_though_the_pipeline_wrote_its_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    (tmp_path / "eval").mkdir()
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-q", "-m", "first")
+    monkeypatch.chdir(tmp_path)
+    outputs = ("dvc.lock", Path("eval/metrics.json"), Path("eval/plots"))
+    # the stages before register wrote the lock, the metrics and the plots
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
+    (tmp_path / "eval/metrics.json").write_text("{}\n")
+    (tmp_path / "eval/plots").mkdir()
+    (tmp_path / "eval/plots/roc.json").write_text("[]\n")
+    state = git_state(outputs)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert state == {"git_commit": head, "git_dirty": "False"}
+    assert git_state()["git_dirty"] == "True"  # the bento's build counts every change
+    (tmp_path / "params.yaml").write_text("seed: 2\n")  # what the run ran is not committed
+    assert git_state(outputs)["git_dirty"] == "True"
 
 
 def test_data_hash_is_the_md5_recorded_in_the_dvc_file(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from tests.columns import (
     unknown_category,
 )
 from tests.conftest import PARAMS, ROOT, Trained, fit_on, small_train_params
+from tests.floats import EPS32, logit_tolerance, saturation_margin, sum_tolerance
 
 SCHEMA = project_schema()
 MODEL_NAME = load_section("register", RegisterParams, PARAMS).model_name
@@ -297,13 +298,19 @@ def test_explanations_add_up_to_the_margin(
     model, trained = served
     rows = pd.concat([trained.test_raw.head(20), trained.test_raw.tail(5)])
     explained = model.explain(as_records(rows, schema)).explanations
-    p = trained.predict(rows, schema)
-    margins = np.log(p / (1 - p))
-    for explanation, margin in zip(explained, margins, strict=True):
+    p = np.asarray(trained.predict(rows, schema))
+    columns = trained.x_test.shape[1] + 1  # the terms a margin sums, the base among them
+    for explanation, q in zip(explained, p, strict=True):
         assert list(explanation.contributions) == list(schema.features)
-        total = explanation.base + sum(explanation.contributions.values())
-        assert total == pytest.approx(explanation.margin, abs=1e-4)
-        assert explanation.margin == pytest.approx(margin, abs=1e-4)
+        parts = [explanation.base, *explanation.contributions.values()]
+        summed = sum_tolerance(parts, columns)
+        assert sum(parts) == pytest.approx(explanation.margin, abs=summed, rel=4 * EPS32)
+        if 0 < q < 1:
+            margin = float(np.log(q) - np.log1p(-q))
+            off = logit_tolerance(float(q), p.dtype) + summed
+            assert explanation.margin == pytest.approx(margin, abs=off, rel=4 * EPS32)
+        else:  # the probability saturated: the margin lies beyond the last one it can store
+            assert explanation.margin * (1 if q == 1 else -1) > saturation_margin(p.dtype) - 1
 
 
 def test_small_requests_are_scored_by_treelite_as_xgboost_scores_them(
