@@ -49,7 +49,7 @@ $(UV_LOCAL):
 	@python3 -m pip --version >/dev/null 2>&1 || { echo "python3 has no pip: install uv" \
 		"(https://docs.astral.sh/uv/) or pip (apt-get install python3-pip), then run make again" >&2; exit 1; }
 	@python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
-		--target $(CURDIR)/.tools "uv==$(UV_VERSION)" >&2
+		--root-user-action=ignore --target $(CURDIR)/.tools "uv==$(UV_VERSION)" >&2
 
 ##@ Pipeline: the data-to-model graph (docs/index.md)
 .PHONY: run install data schema repro metrics card mlflow-ui uv-path
