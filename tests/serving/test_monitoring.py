@@ -336,15 +336,20 @@ def ready(url: str) -> bool:
         return False
 
 
-def shifted(rows: pd.DataFrame, schema: Schema, numeric: str, category: str) -> pd.DataFrame:
-    """The rows with ``numeric`` halved towards its lower bound and ``category`` all one value."""
+def shifted(rows: pd.DataFrame, schema: Schema, features: list[str]) -> pd.DataFrame:
+    """The rows with each numeric feature of ``features`` halved towards its lower bound and
+    each category feature all one value (its commonest)."""
     out = rows.copy()
-    low = schema.features[numeric].min or 0.0
-    halved = low + (out[numeric] - low) / 2
-    if schema.features[numeric].type == "integer":  # a JSON integer, missing stays missing
-        halved = halved.round().astype(object).where(halved.isna(), halved.round().map(int))
-    out[numeric] = halved
-    out[category] = out[category].mode().iloc[0]
+    for name in features:
+        feature = schema.features[name]
+        if feature.type == "category":
+            out[name] = out[name].mode().iloc[0]
+            continue
+        low = feature.min or 0.0
+        halved = low + (out[name] - low) / 2
+        if feature.type == "integer":  # a JSON integer, missing stays missing
+            halved = halved.round().astype(object).where(halved.isna(), halved.round().map(int))
+        out[name] = halved
     return out
 
 
@@ -355,22 +360,25 @@ def test_shifted_traffic_fires_the_drift_alert_of_exactly_the_shifted_features(
     project_schema: Schema,
     project: ScratchRepo,
 ) -> None:
-    """Test-split traffic raises no alert; then two features shift (the first evaluation
-    segment, set to its commonest value, and the integer feature with the most values, halved)
-    and their alert fires, naming each, while every other feature's PSI stays under its
-    threshold."""
+    """Test-split traffic raises no alert; then two features shift (the numeric feature with
+    the most values, integers first, halved; and the first evaluation segment set to its
+    commonest value, or where the table has no category column the next numeric feature) and
+    their alert fires, naming each, while every other feature's PSI stays under its threshold."""
     schema = project_schema
     params = load_section("evaluate", EvaluateParams, project.path / "params.yaml")
-    category = next(c for c in params.segments if schema.features[c].type == "category")
-    numeric = max(
+    numerics = sorted(
         (n for n, f in schema.features.items() if f.type != "category"),
         key=lambda n: (schema.features[n].type == "integer", test_rows[n].nunique()),
+        reverse=True,
     )
+    segment = [c for c in params.segments if schema.features[c].type == "category"]
+    moved = [numerics[0], *(segment or numerics[1:])[:1]]
+    assert len(moved) == 2, "two features to shift: the table has one feature"
     window = E2E["window"]
     min_rows = window_min_rows(test_rows)
     psi, threshold = f"model:feature_psi:{window}", f"model:feature_psi_threshold:{window}"
     normal = records(test_rows, schema)
-    drifted = records(shifted(test_rows, schema, numeric, category), schema)
+    drifted = records(shifted(test_rows, schema, moved), schema)
     started = time.monotonic()
     client = httpx.Client(base_url=monitored.url, timeout=30)
 
@@ -421,7 +429,7 @@ def test_shifted_traffic_fires_the_drift_alert_of_exactly_the_shifted_features(
         for feature, state in prometheus.alerts("ModelFeatureDrift").items():
             if state == "firing":
                 fired.setdefault(feature, time.monotonic() - shift_started)
-    assert set(fired) == {numeric, category}, fired
+    assert set(fired) == set(moved), fired
     values, limits = prometheus.query(psi), prometheus.query(threshold)
     calm = {f: values[f] for f in schema.features if f not in fired}
     assert all(values[f] <= limits[f] for f in calm), {f: (values[f], limits[f]) for f in calm}

@@ -36,10 +36,9 @@ def test_make_help_lists_every_documented_target_once_by_section() -> None:
         if heading := re.match(r"^(\w+): ", line):
             current = heading.group(1)
             sections[current] = []
-        elif target := re.match(r"^  make (\S+) ", line):
-            if target.group(1) != "help":
-                assert current is not None, f"{target.group(1)} is listed before any section"
-                sections[current].append(target.group(1))
+        elif (target := re.match(r"^  make (\S+) ", line)) and target.group(1) != "help":
+            assert current is not None, f"{target.group(1)} is listed before any section"
+            sections[current].append(target.group(1))
     assert list(sections) == SECTIONS
     assert all(sections.values()), "a section without targets"
     documented = re.findall(r"(?m)^([a-z0-9-]+):[^=\n]*## ", (ROOT / "Makefile").read_text())
