@@ -44,12 +44,16 @@ help: ## list the targets by section
 	@awk 'BEGIN {FS = ":.*## "} /^##@ / {printf "\n%s\n", substr($$0, 5)} \
 		/^[a-z0-9-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# Installed into a folder of its own, then moved into place: the git hooks may start several
+# makes at once (pre-commit runs a hook on batches of files in parallel), and only one uv lands.
 $(UV_LOCAL):
 	@echo "uv is not on PATH: installing uv $(UV_VERSION) from PyPI into .tools/ (python3 -m pip)" >&2
 	@python3 -m pip --version >/dev/null 2>&1 || { echo "python3 has no pip: install uv" \
 		"(https://docs.astral.sh/uv/) or pip (apt-get install python3-pip), then run make again" >&2; exit 1; }
-	@python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
-		--root-user-action=ignore --target $(CURDIR)/.tools "uv==$(UV_VERSION)" >&2
+	@mkdir -p $(dir $@) && new="$$(mktemp -d $(CURDIR)/.tools/install.XXXXXX)" \
+		&& { python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+			--root-user-action=ignore --target "$$new" "uv==$(UV_VERSION)" >&2 \
+			&& mv -f "$$new/bin/uv" $@; status=$$?; rm -rf "$$new"; exit $$status; }
 
 ##@ Pipeline: the data-to-model graph (docs/index.md)
 .PHONY: run install data schema repro metrics card mlflow-ui uv-path
