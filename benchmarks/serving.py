@@ -55,6 +55,7 @@ import pandas as pd
 
 from pipelines.params import EvaluateParams, Paths, RegisterParams, load_paths, load_section
 from pipelines.schema import Schema, load_schema, read_raw
+from pipelines.serving.example import request_records
 from pipelines.serving.score import probabilities, read_table, score_file
 from pipelines.stage import PipelineError, write_json
 from pipelines.stages.featurize import encode
@@ -201,11 +202,6 @@ def run_wrk(wrk: str, url: str, script: Path, clients: int, seconds: float) -> L
 
 # ---------------------------------------------------------------------------------------------
 # Request bodies
-
-
-def raw_records(frame: pd.DataFrame, schema: Schema) -> list[dict[str, Any]]:
-    """Raw feature values per row, as JSON types: ints stay ints, missing becomes null."""
-    return list(json.loads(frame[list(schema.features)].to_json(orient="records")))
 
 
 def service_bodies(records: Sequence[dict[str, Any]]) -> list[str]:
@@ -722,7 +718,7 @@ def servers(
     venv_bin = Path(sys.executable).parent
     registry = json.loads(paths.registry.read_text()) if paths.registry.exists() else {}
     expected = model.predict_proba(encode(rows, schema)).tolist()
-    bodies = service_bodies(raw_records(rows, schema))
+    bodies = service_bodies(request_records(rows, schema))
 
     def probability(document: dict[str, Any]) -> float:
         return float(document["predictions"][0]["probability"])
@@ -743,7 +739,7 @@ def servers(
         Server("naive", TITLES["naive"], naive, "/predict", "/openapi.json", bodies, expected,
                probability),
         Server("mlflow", TITLES["mlflow"], mlflow, "/invocations", "/ping",
-               mlflow_bodies(raw_records(rows, schema)), expected, mlflow_probability),
+               mlflow_bodies(request_records(rows, schema)), expected, mlflow_probability),
         Server("ours", TITLES["ours"], serve, "/predict", "/readyz", bodies, expected,
                probability),
     ]  # fmt: skip

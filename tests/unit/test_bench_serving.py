@@ -16,6 +16,7 @@ import pytest
 
 from benchmarks import serving
 from pipelines.schema import Schema
+from pipelines.serving.example import request_records
 from pipelines.stages.featurize import encode
 from pipelines.stages.train import LoadedModel, load_model
 from tests.columns import negative_class
@@ -63,7 +64,7 @@ def test_the_lua_script_holds_every_body_and_refuses_its_own_delimiter() -> None
 def test_request_bodies_carry_raw_json_types(raw: pd.DataFrame, schema: Schema) -> None:
     with_nulls = raw[raw[list(schema.features)].isna().any(axis=1)]  # none when nothing is nullable
     rows = pd.concat([with_nulls.head(2), raw.head(2)])
-    records = serving.raw_records(rows, schema)
+    records = request_records(rows, schema)
     assert [list(r) for r in records] == [list(schema.features)] * len(rows)
     kinds = {"integer": int, "number": float, "category": str}
     for record, (_, row) in zip(records, rows.iterrows(), strict=True):
@@ -151,7 +152,7 @@ def test_the_report_prints_figures_ratios_verdicts_and_what_was_not_measured() -
 def test_mlflow_bodies_are_the_raw_records_the_service_gets(
     raw: pd.DataFrame, schema: Schema
 ) -> None:
-    records = serving.raw_records(raw.head(3), schema)
+    records = request_records(raw.head(3), schema)
     bodies = [json.loads(b) for b in serving.mlflow_bodies(records)]
     assert [b["dataframe_records"] for b in bodies] == [[r] for r in records]
     assert [json.loads(b)["records"] for b in serving.service_bodies(records)] == [
@@ -222,7 +223,7 @@ def test_the_naive_server_answers_the_models_probabilities(
     naive_url: str, raw: pd.DataFrame, schema: Schema, model: LoadedModel
 ) -> None:
     rows = pd.concat([raw.head(20), raw[raw[list(schema.features)].isna().any(axis=1)].head(3)])
-    records = serving.raw_records(rows, schema)
+    records = request_records(rows, schema)
     expected = model.predict_proba(encode(rows, schema))
 
     answer = serving._post(naive_url + "/predict", json.dumps({"records": records}))
@@ -248,7 +249,7 @@ def test_wrk_loads_the_naive_server_with_the_generated_script(
 ) -> None:
     assert WRK is not None, "wrk is not installed: .ci/run installs it (apt-get install wrk)"
     script = tmp_path / "load.lua"
-    bodies = serving.service_bodies(serving.raw_records(raw.head(5), schema))
+    bodies = serving.service_bodies(request_records(raw.head(5), schema))
     script.write_text(serving.lua_script(bodies))
     load = serving.run_wrk(WRK, naive_url + "/predict", script, 2, 1)
     assert load.requests > 0

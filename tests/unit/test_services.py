@@ -33,7 +33,12 @@ def install_command(*args: str, env: dict[str, str] | None = None) -> str:
         text=True,
         check=True,
     )
-    return next(line for line in done.stdout.splitlines() if "sync --locked" in line)
+    return sync_line(done.stdout)
+
+
+def sync_line(output: str) -> str:
+    """The `uv sync` line of make's output."""
+    return next(line for line in output.splitlines() if "sync --locked" in line)
 
 
 def test_make_install_adds_groups_from_its_arguments_or_the_environment() -> None:
@@ -42,10 +47,6 @@ def test_make_install_adds_groups_from_its_arguments_or_the_environment() -> Non
     assert "--group shared " in install_command(env={"DEPENDENCY_GROUPS": "shared"})
     both = install_command("GROUPS=shared other")
     assert "--group shared --group other " in both
-
-
-def sync_line(output: str) -> str:
-    return next(line for line in output.splitlines() if "sync --locked" in line)
 
 
 def test_make_install_keeps_the_groups_it_was_given_until_told_otherwise(tmp_path: Path) -> None:
