@@ -126,7 +126,7 @@ serve: install ## serve the current model with BentoML on http://127.0.0.1:3000 
 
 score: install ## score a CSV of raw rows: make score INPUT=rows.csv OUTPUT=scores.csv
 	$(if $(and $(INPUT),$(OUTPUT)),,$(error usage: make score INPUT=rows.csv OUTPUT=scores.csv))
-	$(RUN) python -m pipelines.serving.score "$(INPUT)" "$(OUTPUT)"
+	$(RUN) python -m pipelines.serving.batch "$(INPUT)" "$(OUTPUT)"
 
 ##@ Release: merge -> bento -> image -> GitOps manifests (docs/release.md)
 # The same inputs give the same bento version and image tag: a tag the registry already holds is
@@ -158,7 +158,7 @@ sbom: install ## SPDX JSON SBOM of that image (syft): reports/sbom.spdx.json
 	$(RUN) python -m pipelines.release.build sbom --report $(IMAGE_REPORT) --out $(SBOM)
 
 image-e2e: install ## bento -> image -> local registry -> podman -> /predict -> staging (BACKEND=buildah|docker)
-	$(RUN) python -m pipelines.release.image_e2e $(if $(BACKEND),--backend "$(BACKEND)")
+	$(RUN) python -m tools.image_e2e $(if $(BACKEND),--backend "$(BACKEND)")
 
 set-image: | $(UV_NEEDED) ## write IMAGE=<repo>@sha256:<digest> into deploy/overlays/OVERLAY (staging|production)
 	$(RUN) python -m pipelines.release.manifests --overlays $(DEPLOY)/overlays set "$(OVERLAY)" "$(IMAGE)"
@@ -184,7 +184,7 @@ trace: | $(UV_NEEDED) ## lineage of IMAGE=<ref> or of OVERLAY=<staging|productio
 
 monitor: install ## drift of ROWS=<file or folder: .csv .parquet .jsonl> [LABELS=<csv id,label>]: reports/monitor.md; fails on drift (reports/monitor.json: exit_code 1 drift, 2 could not compare)
 	$(if $(ROWS),,$(error usage: make monitor ROWS=<table or request-log file or folder> [LABELS=<csv of id,label>]))
-	$(RUN) python -m pipelines.monitoring.report "$(ROWS)" $(if $(LABELS),--labels "$(LABELS)") \
+	$(RUN) python -m pipelines.monitoring.monitor "$(ROWS)" $(if $(LABELS),--labels "$(LABELS)") \
 		--markdown reports/monitor.md --json reports/monitor.json
 
 monitoring: | $(UV_NEEDED) ## write deploy/monitoring (rules, alerts, ServiceMonitor, dashboard) and the canary's Rollout and analysis from params.yaml
@@ -224,10 +224,10 @@ check-conflicts: | $(UV_NEEDED) ## fail while a file holds a conflict marker (le
 RULESETS ?= $(wildcard .github/rulesets/*.json)
 
 services: | $(UV_NEEDED) ## MLflow server (PostgreSQL, S3 artifacts) and S3 for a DVC remote on 127.0.0.1, until Ctrl-C (make install GROUPS=shared)
-	$(RUN) python -m pipelines.services
+	$(RUN) python -m tools.services
 
 github-settings: | $(UV_NEEDED) ## apply RULESETS and the Actions settings to GitHub (GITHUB_TOKEN; REPOSITORY=owner/name, else origin; DRY_RUN=1 shows the diff)
-	$(RUN) python -m pipelines.github_settings $(foreach r,$(RULESETS),--ruleset "$(r)") \
+	$(RUN) python -m tools.github_settings $(foreach r,$(RULESETS),--ruleset "$(r)") \
 		$(if $(REPOSITORY),--repository "$(REPOSITORY)") $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
 
 ##@ Development: tests, checks, benchmarks, hooks, workflows run here (docs/testing.md)
@@ -288,7 +288,7 @@ hooks: install ## turn on the git hooks: ruff, YAML/JSON, large files, conflict 
 
 act: install ## run .github/workflows/WORKFLOW on EVENT (pull_request|push|workflow_dispatch|workflow_run) with act, offline
 	$(if $(and $(WORKFLOW),$(EVENT)),,$(error usage: make act WORKFLOW=<pr.yml|ci.yml|...> EVENT=<pull_request|push|workflow_dispatch|workflow_run> [BASE=main] [KEEP=<folder>]))
-	$(RUN) python -m pipelines.act.simulation "$(WORKFLOW)" "$(EVENT)" --base "$(BASE)" $(if $(KEEP),--keep "$(KEEP)")
+	$(RUN) python -m tools.act.simulation "$(WORKFLOW)" "$(EVENT)" --base "$(BASE)" $(if $(KEEP),--keep "$(KEEP)")
 
 bench: install ## benchmarks: the pipeline (train vs a bare fit, no-op repro), serving (vs naive, MLflow, bare), monitor (vs a bare read)
 	$(RUN) python -m benchmarks.pipeline

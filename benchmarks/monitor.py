@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.pipeline import interleaved
+from pipelines.core.io import write_json
 from pipelines.params import load_paths
 from pipelines.schema import load_schema, read_raw
-from pipelines.stage import write_json
 
 SECONDS_TARGET = 30.0  # for a million rows, on two cores
 
@@ -58,7 +58,7 @@ def measure(files: list[Path], repeat: int, scratch: Path) -> dict[str, dict[str
     figures = {}
     for path in files:
         print(f"{path.name}: make monitor vs a bare read, interleaved x{repeat}...", flush=True)
-        command = [sys.executable, "-m", "pipelines.monitoring.report", str(path)]
+        command = [sys.executable, "-m", "pipelines.monitoring.monitor", str(path)]
         command += ["--markdown", str(scratch / "m.md"), "--json", str(scratch / "m.json")]
 
         def report(command: list[str] = command) -> None:

@@ -1,7 +1,7 @@
 """The tutorial way to serve the model, the serving benchmark's baseline.
 
 FastAPI with a pydantic model of the record, one ``pd.DataFrame`` per request, the pipeline's
-:func:`pipelines.stages.featurize.encode` and ``predict_proba``: the pattern most serving tutorials
+:func:`pipelines.core.features.encode` and ``predict_proba``: the pattern most serving tutorials
 teach. It takes the service's request shape and answers with the same probabilities, so the two
 can be compared request for request. Model, schema and threshold come from ``params.yaml`` in the
 working directory.
@@ -18,10 +18,10 @@ import pandas as pd
 from fastapi import FastAPI
 from pydantic import BaseModel, create_model
 
+from pipelines.core.features import encode
+from pipelines.core.model import load_model
 from pipelines.params import EvaluateParams, load_paths, load_section
 from pipelines.schema import Schema, load_schema
-from pipelines.stages.featurize import encode
-from pipelines.stages.train import load_model
 
 TYPES: dict[str, type] = {"integer": int, "number": float, "category": str}
 

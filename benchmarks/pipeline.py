@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipelines.core.model import xgboost_arguments
 from pipelines.params import Paths, TrainParams, load_paths, load_section
-from pipelines.stages.train import xgboost_arguments
 from tests.scratch import ScratchRepo
 
 TRAIN_RATIO_TARGET = 1.3

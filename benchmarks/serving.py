@@ -53,14 +53,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.core.features import encode
+from pipelines.core.io import PipelineError, write_json
+from pipelines.core.lineage import tracking_uri
+from pipelines.core.model import LoadedModel, load_model
 from pipelines.params import EvaluateParams, Paths, RegisterParams, load_paths, load_section
 from pipelines.schema import Schema, load_schema, read_raw
+from pipelines.serving.batch import probabilities, read_table, score_file
 from pipelines.serving.example import request_records
-from pipelines.serving.score import probabilities, read_table, score_file
-from pipelines.stage import PipelineError, write_json
-from pipelines.stages.featurize import encode
-from pipelines.stages.register import tracking_uri
-from pipelines.stages.train import LoadedModel, load_model
 
 CLIENTS = (1, 8, 32)
 AT = 8  # clients at which the targets are judged
@@ -534,7 +534,7 @@ def batch_figures(
         ],
         REPEAT,
     )
-    command = [sys.executable, "-m", "pipelines.serving.score", str(source), str(target)]
+    command = [sys.executable, "-m", "pipelines.serving.batch", str(source), str(target)]
     [cli] = best_seconds([lambda: subprocess.run(command, check=True, capture_output=True)], 1)
     return {
         "rows": rows,
@@ -687,11 +687,11 @@ def report(results: dict[str, Any]) -> str:
             "",
             f"{'batch scoring, ' + format(batch['rows'], ',') + ' rows':<42}{'rows/s':>12}",
             f"  {'bare model, prepared float32 matrix':<40}{batch['bare_rows_per_s']:>12,.0f}",
-            f"  {'pipelines.serving.score: encode+predict':<40}"
+            f"  {'pipelines.serving.batch: encode+predict':<40}"
             f"{batch['encode_predict_rows_per_s']:>12,.0f}",
-            f"  {'pipelines.serving.score: end to end':<40}"
+            f"  {'pipelines.serving.batch: end to end':<40}"
             f"{batch['end_to_end_rows_per_s']:>12,.0f}",
-            f"  {'python -m pipelines.serving.score (with start-up)':<40}"
+            f"  {'python -m pipelines.serving.batch (with start-up)':<40}"
             f"{batch['rows'] / batch['command_seconds']:>12,.0f}"
             f"  ({batch['command_seconds']:.2f} s)",
         ]

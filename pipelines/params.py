@@ -6,12 +6,13 @@ A misspelt or unknown key fails at load time with the key's name, before any wor
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipelines.stage import PipelineError
+from pipelines.core.io import PipelineError
+from pipelines.core.metrics import METRICS, Better
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -174,6 +175,21 @@ class CanaryParams(Section):
         return weights
 
 
+class ServeParams(Section):
+    """Limits and concurrency of the HTTP service (``serve:`` in params.yaml)."""
+
+    max_batch: int = Field(ge=1)
+    max_body_bytes: int = Field(ge=1024)
+    workers: Annotated[int, Field(ge=1)] | Literal["cpu_count"]
+    threads: int = Field(ge=1)
+    timeout: float = Field(gt=0)
+    max_concurrency: int = Field(ge=1)
+    access_log: bool
+    tracing: bool
+    metrics: bool
+    request_log: float = Field(ge=0, le=1)
+
+
 class CardParams(Section):
     """The model card (``card:``): bootstrap intervals and which segment groups are shown."""
 
@@ -182,6 +198,65 @@ class CardParams(Section):
     seed: int
     confidence: float = Field(gt=0.5, lt=1)
     segment_metrics: tuple[str, ...] = Field(min_length=1)
+
+
+class MetricRule(Section):
+    """How one metric is gated."""
+
+    better: Better
+    floor: float | None = None
+    ceiling: float | None = None
+    tolerance: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _bound_matches_direction(self) -> MetricRule:
+        if self.better == "higher" and self.ceiling is not None:
+            raise ValueError("a higher-is-better metric takes a floor, not a ceiling")
+        if self.better == "lower" and self.floor is not None:
+            raise ValueError("a lower-is-better metric takes a ceiling, not a floor")
+        return self
+
+    @property
+    def sign(self) -> int:
+        """+1 when higher is better, -1 when lower is better."""
+        return 1 if self.better == "higher" else -1
+
+    @property
+    def bound(self) -> float | None:
+        """The floor or the ceiling, whichever applies."""
+        return self.floor if self.better == "higher" else self.ceiling
+
+    def breaks_bound(self, value: float) -> bool:
+        """Whether ``value`` is below the floor or above the ceiling."""
+        if self.bound is None:
+            return False
+        return value < self.bound if self.better == "higher" else value > self.bound
+
+
+class GateParams(Section):
+    """The ``gate:`` section of params.yaml: rules per metric and bootstrap settings."""
+
+    resamples: int = Field(ge=200)
+    seed: int
+    confidence: float = Field(gt=0.5, lt=1)
+    metrics: dict[str, MetricRule] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _directions_from_the_registry(cls, data: Any) -> Any:
+        """A metric's ``better`` is the registry's: params may leave it out, not contradict it."""
+        if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+            return data
+        unknown = sorted(set(data["metrics"]) - set(METRICS))
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}: the gate knows {list(METRICS)}")
+        metrics = {}
+        for name, rule in data["metrics"].items():
+            better = METRICS[name].better
+            if isinstance(rule, dict) and rule.get("better", better) != better:
+                raise ValueError(f"metrics.{name}.better: {better} is better, not {rule['better']}")
+            metrics[name] = {"better": better, **rule} if isinstance(rule, dict) else rule
+        return data | {"metrics": metrics}
 
 
 S = TypeVar("S", bound=Section)

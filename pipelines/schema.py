@@ -19,8 +19,8 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipelines.core.io import PipelineError, run_stage
 from pipelines.params import load_paths
-from pipelines.stage import PipelineError, run_stage
 
 MAX_CATEGORIES = 50
 

@@ -12,9 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.core import features
+from pipelines.core.model import Classifier
 from pipelines.params import FeaturizeParams, TrainParams, load_paths, load_section
 from pipelines.schema import Schema, read_raw
-from pipelines.stages import featurize, train
+from pipelines.stages import train
 from tests.columns import PARAMS, ROOT, project_schema
 from tests.scratch import FreshClone, ScratchRepo
 
@@ -83,7 +85,7 @@ def small_train_params(model: str, cv_folds: int = 0, seed: int = 0) -> TrainPar
 class Trained:
     """A model trained with the committed params, and the raw and encoded test rows."""
 
-    model: train.Classifier
+    model: Classifier
     params: TrainParams
     train_raw: pd.DataFrame
     test_raw: pd.DataFrame
@@ -92,22 +94,22 @@ class Trained:
 
     def predict(self, rows: pd.DataFrame, schema: Schema) -> np.ndarray:
         """Positive-class probability for raw rows."""
-        return self.model.predict_proba(featurize.encode(rows, schema))[:, 1]
+        return self.model.predict_proba(features.encode(rows, schema))[:, 1]
 
 
 def fit_on(raw: pd.DataFrame, schema: Schema, params: TrainParams) -> Trained:
     """Split, encode and fit as the pipeline does, in memory."""
     split = load_section("featurize", FeaturizeParams, PARAMS)
-    train_raw, test_raw = featurize.split(raw, schema, split.test_size, split.seed)
-    x_train = featurize.encode(train_raw, schema)
-    model = train.fit(x_train, featurize.labels(train_raw, schema), params)
+    train_raw, test_raw = features.split(raw, schema, split.test_size, split.seed)
+    x_train = features.encode(train_raw, schema)
+    model = train.fit(x_train, features.labels(train_raw, schema), params)
     return Trained(
         model=model,
         params=params,
         train_raw=train_raw,
         test_raw=test_raw,
-        x_test=featurize.encode(test_raw, schema),
-        y_test=featurize.labels(test_raw, schema),
+        x_test=features.encode(test_raw, schema),
+        y_test=features.labels(test_raw, schema),
     )
 
 

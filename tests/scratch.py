@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.act.simulation import uv_cache_dir
 from pipelines.params import DEFAULT_PARAMS, DataParams, load_paths, load_section
+from tools.act.simulation import uv_cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

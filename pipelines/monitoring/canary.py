@@ -9,7 +9,7 @@ whose measurements query Prometheus for the canary's pods against the stable one
   (``names.FAILED_OUTCOMES``, as the availability SLO counts them);
 - ``latency-p99``: the canary's 99th percentile request duration;
 - ``score-distance``: PSI between the canary's and the stable pods' score bins, divided by the
-  threshold of ``pipelines.monitoring.drift`` (``max(psi_floor, (1/N + 1/M) * chi2_quantile(1 -
+  threshold of ``pipelines.core.drift`` (``max(psi_floor, (1/N + 1/M) * chi2_quantile(1 -
   false_alarm_rate, df))`` with Wilson and Hilferty's quantile, as the drift rules write it):
   above 1 the two distributions differ by more than noise explains.
 
@@ -32,11 +32,11 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-from pipelines.monitoring import names
-from pipelines.monitoring.drift import EPSILON
-from pipelines.monitoring.manifests import ROLLOUT_POD_LABEL, dump, write_files
+from pipelines.core.drift import EPSILON
+from pipelines.core.io import run_stage
+from pipelines.monitoring.kustomize import ROLLOUT_POD_LABEL, dump, write_files
 from pipelines.params import CanaryParams, load_section
-from pipelines.stage import run_stage
+from pipelines.serving import names
 
 TEMPLATE = "model-canary"
 HASH_LABEL = ROLLOUT_POD_LABEL.replace("-", "_")  # the pod label as Prometheus names it (sanitised)

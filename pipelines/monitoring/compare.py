@@ -1,14 +1,14 @@
 """The comparison of served rows with the model's reference profile: drift and quality.
 
 Each feature's served values and the model's scores are counted into the reference's fixed bins
-(:mod:`pipelines.monitoring.profile`) and compared with its fractions by PSI and, for numeric
+(:mod:`pipelines.core.profile`) and compared with its fractions by PSI and, for numeric
 features, a binned KS distance. A feature (or the score) drifts when its PSI exceeds
 ``psi_threshold(N, M, degrees_of_freedom(p), alpha, monitor.psi_floor)`` with ``alpha``
 ``per_test_rate(monitor.false_alarm_rate, features)``, the rule the Prometheus alerts evaluate,
 so ``make monitor`` and the alerts agree on the same rows.
 Quality is estimated from the scores (:mod:`pipelines.monitoring.quality`) and, given late
 labels, measured. Rows without a served score are scored with the current model, after the
-batch scorer's schema checks (:mod:`pipelines.serving.score`).
+batch scorer's schema checks (:mod:`pipelines.serving.batch`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.monitoring import quality
-from pipelines.monitoring.drift import (
+from pipelines.core.drift import (
     Binning,
     degrees_of_freedom,
     fractions,
@@ -33,7 +32,9 @@ from pipelines.monitoring.drift import (
     psi,
     psi_threshold,
 )
-from pipelines.monitoring.profile import Distribution, Profile
+from pipelines.core.model import load_model
+from pipelines.core.profile import Distribution, Profile
+from pipelines.monitoring import quality
 from pipelines.monitoring.served import (
     MonitorError,
     Served,
@@ -42,8 +43,9 @@ from pipelines.monitoring.served import (
     read_served,
     unused_labels,
 )
-from pipelines.params import EvaluateParams, MonitorParams, Paths, load_section
+from pipelines.params import EvaluateParams, GateParams, MonitorParams, Paths, load_section
 from pipelines.schema import Schema, load_schema
+from pipelines.serving import batch as scorer
 
 SCORE = "score"  # the model's score, in the report beside the features
 
@@ -169,8 +171,6 @@ def score_unscored(served: Served, schema: Schema, model_dir: Path) -> int:
     Raises:
         MonitorError: Those rows break the schema (one line per broken rule).
     """
-    from pipelines.serving import score as scorer
-
     unscored = served.unscored
     if not unscored.any():
         return 0
@@ -181,7 +181,6 @@ def score_unscored(served: Served, schema: Schema, model_dir: Path) -> int:
             " ..." if len(served.files) > 3 else ""
         )
         raise MonitorError(scorer.describe(problems, len(frame), source))
-    from pipelines.stages.train import load_model
 
     if not Path(model_dir).exists():
         raise MonitorError(
@@ -229,8 +228,6 @@ def build(rows: Path, labels: Path | None, paths: Paths, params_file: Path) -> M
         MonitorError: Could not compare (no profile, unreadable rows, missing columns, rows that
             break the schema and need scoring, bad labels).
     """
-    from pipelines.review.gate import GateParams
-
     params = load_section("monitor", MonitorParams, params_file)
     threshold = load_section("evaluate", EvaluateParams, params_file).threshold
     schema = load_schema(paths.schema_)

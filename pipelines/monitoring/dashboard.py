@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pipelines.monitoring import names
 from pipelines.params import MonitorParams
+from pipelines.serving import names
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 TOP = 10  # features in the PSI panel

@@ -7,7 +7,7 @@ is a true positive with probability ``p`` and a false positive with probability 
 p_i < t)`` and ``E[TN] = sum(1 - p_i for p_i < t)``. The same estimate on the test rows shows how
 far calibration alone moves it from the measured test metrics; a change between the two
 estimates is the served rows' doing. With labels, the metrics are the evaluate stage's own
-(:func:`pipelines.stages.evaluate.classification_metrics`), checked against the gate's floors
+(:func:`pipelines.core.metrics.classification_metrics`), checked against the gate's floors
 and ceilings.
 """
 
@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from pipelines.core.metrics import classification_metrics
 
 # What the expected confusion matrix gives, under the metrics file's names.
 ESTIMATED = ("accuracy", "precision", "recall", "f1", "positive_rate")
@@ -65,8 +67,6 @@ def realised_quality(
     labels: np.ndarray, probability: np.ndarray, threshold: float
 ) -> dict[str, float]:
     """The evaluate stage's metrics of the labelled served rows."""
-    from pipelines.stages.evaluate import classification_metrics
-
     return classification_metrics(labels, probability, threshold)
 
 
@@ -75,7 +75,7 @@ def bounds(metrics: Mapping[str, float], rules: Mapping[str, Any]) -> dict[str, 
 
     Args:
         metrics: Realised metrics.
-        rules: Metric name to :class:`pipelines.review.gate.MetricRule`.
+        rules: Metric name to :class:`pipelines.params.MetricRule`.
 
     Returns:
         Per gated metric with a bound: ``value``, ``bound``, ``better`` and ``broken`` (NaN or

@@ -34,10 +34,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines.core.io import PipelineError, run_stage, write_atomically
 from pipelines.monitoring.served import join_labels, read_labels, read_served
 from pipelines.params import load_paths
 from pipelines.schema import Schema, load_schema, read_raw
-from pipelines.stage import PipelineError, run_stage, write_atomically
+from pipelines.stages.data import write_csv_atomically
 
 ID_RULE = ("id", "missing or not of the raw table's id type")
 
@@ -279,8 +280,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summary", type=Path, help="also write the summary here (markdown)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
-
-    from pipelines.stages.data import write_csv_atomically
 
     paths = load_paths(args.params)
     schema = load_schema(paths.schema_)

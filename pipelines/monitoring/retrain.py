@@ -20,8 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines.params import load_paths, load_section
-from pipelines.review.gate import GateParams, MetricRule
+from pipelines.params import GateParams, MetricRule, RegisterParams, load_paths, load_section
 
 BRANCH_PREFIX = "retrain/"
 
@@ -68,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("report", type=Path, help="reports/monitor.json of make monitor")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
-    from pipelines.stages.register import RegisterParams
 
     try:
         report = json.loads(args.report.read_text())

@@ -5,7 +5,7 @@
 (kube-prometheus-stack), ``dashboard.json`` (Grafana) and the ``kustomization.yaml`` that packs
 the dashboard into a ConfigMap for Grafana's sidecar. Nothing else writes those files.
 
-Drift is the batch report's verdict (``pipelines.monitoring.drift``) in PromQL, per namespace,
+Drift is the batch report's verdict (``pipelines.core.drift``) in PromQL, per namespace,
 model version and feature, over the served rows of ``monitor.window`` (``N``) against the
 reference profile's ``M`` rows: a feature drifts when its PSI exceeds
 ``max(psi_floor, (1/N + 1/M) * chi2_quantile(1 - alpha, df))`` with ``df`` the reference bins
@@ -27,9 +27,10 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-from pipelines.monitoring import names
-from pipelines.monitoring.drift import EPSILON, per_test_rate
-from pipelines.monitoring.manifests import (
+from pipelines.core.drift import EPSILON, per_test_rate
+from pipelines.core.io import PipelineError, run_stage
+from pipelines.monitoring.dashboard import dashboard
+from pipelines.monitoring.kustomize import (
     KUSTOMIZATION_HEADER,
     dump,
     kustomization,
@@ -39,7 +40,7 @@ from pipelines.monitoring.manifests import (
 )
 from pipelines.params import MonitorParams, RegisterParams, load_paths, load_section
 from pipelines.schema import load_schema
-from pipelines.stage import PipelineError, run_stage
+from pipelines.serving import names
 
 # Labels the rules keep: Prometheus adds `namespace` to what a ServiceMonitor scrapes, which keeps
 # staging and production apart; without it (a plain scrape config) the label is simply absent.
@@ -414,8 +415,6 @@ def render(params: MonitorParams, model: str, features: int) -> dict[str, str]:
     Raises:
         PipelineError: ``monitor.slo.latency`` is not a bucket of the duration histogram.
     """
-    from pipelines.monitoring.dashboard import dashboard
-
     groups = rule_groups(params, model, features)
     return {
         "rules.yml": dump(groups),

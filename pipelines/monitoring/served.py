@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines.core.io import PipelineError
 from pipelines.schema import Schema
-from pipelines.serving.score import PROBABILITY
-from pipelines.stage import PipelineError
+from pipelines.serving.batch import PROBABILITY
 
 SUFFIXES = (".csv", ".parquet", ".jsonl")
 LOG_ID = "id"  # of a request-log line, and the id column of a labels file

@@ -17,9 +17,10 @@ import os
 import re
 from pathlib import Path
 
+from pipelines.core.io import PipelineError, run_stage
 from pipelines.params import load_paths
+from pipelines.release import trace
 from pipelines.release.manifests import DEFAULT_ARGOCD, DEFAULT_OVERLAYS, deployed_image
-from pipelines.stage import PipelineError, run_stage
 
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)/(?P<version>[0-9]+)")
 # MLflow's rule for an alias: letters, digits, _ and -; not "latest", not a version like v3
@@ -62,10 +63,8 @@ def labelled_model_uri(image: str, labels: dict[str, str]) -> str:
 
 def deployed_model_uri(overlay: str, overlays: Path, argocd: Path) -> str:
     """The registered version of the image ``overlay`` deploys (at the revision Argo CD reads)."""
-    from pipelines.release.trace import inspect_image  # skopeo or podman, only when asked
-
     image = str(deployed_image(overlays, argocd, overlay))
-    return labelled_model_uri(image, inspect_image(image))
+    return labelled_model_uri(image, trace.inspect_image(image))
 
 
 def set_alias(alias: str, model_uri: str, tracking_uri: str) -> str:

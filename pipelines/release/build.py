@@ -40,8 +40,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from pipelines.core.io import PipelineError, run_stage, write_atomically, write_json
+from pipelines.core.lineage import data_hash, git_state
 from pipelines.params import RegisterParams, load_paths, load_section
-from pipelines.stage import PipelineError, run_stage, write_atomically, write_json
+from pipelines.review.report import gate_summary
+from pipelines.serving.store import CARD_FILE, Sources, model_files
 
 Backend = Literal["docker", "buildah"]
 # Tools of the pipeline that must never reach the image: the lock pins them for training only.
@@ -513,8 +516,6 @@ def model_digests() -> dict[str, str]:
     release job re-runs (``RUN_LABELS``, same reason), and says nothing the other files and the
     labels do not decide. A re-run thus finds its bento's tag already pushed, card and all.
     """
-    from pipelines.serving.store import CARD_FILE, Sources, model_files
-
     return {
         name: file_digest(path.read_bytes())
         for name, path in model_files(Sources.from_params()).items()
@@ -532,8 +533,6 @@ def stored_bento(version: str) -> Any:
 
 def current_labels() -> dict[str, str]:
     """The labels of a bento of the current model (``bento_labels`` from the project's files)."""
-    from pipelines.stages.register import data_hash, git_state
-
     paths = load_paths()
 
     def read(path: Path, step: str) -> dict[str, Any]:
@@ -773,8 +772,6 @@ def image_size(image: str, backend: Backend) -> int | None:
 
 def gate_label(gate: Path) -> dict[str, str]:
     """The ``gate_verdict`` label: one line of the gate's verdict file (``make report --json``)."""
-    from pipelines.review.report import gate_summary
-
     try:
         document = json.loads(gate.read_text())
     except (OSError, ValueError) as error:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from pipelines.stage import PipelineError, run_stage
+from pipelines.core.io import PipelineError, run_stage
 
 LOCK = Path("dvc.lock")  # DVC's own name for it, beside dvc.yaml
 FIELDS = ("cmd", "deps", "params", "outs")

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from pipelines.stage import PipelineError, run_stage, write_atomically
+from pipelines.core.io import PipelineError, run_stage, write_atomically
 
 DEFAULT_OVERLAYS = Path("deploy/overlays")
 DEFAULT_ARGOCD = Path("deploy/argocd")

@@ -24,9 +24,10 @@ from typing import Any
 
 import yaml
 
+from pipelines.core.io import PipelineError, run_stage
+from pipelines.core.lineage import stage_hashes
+from pipelines.release.build import is_loopback
 from pipelines.release.manifests import DEFAULT_ARGOCD, DEFAULT_OVERLAYS, deployed_image
-from pipelines.stage import PipelineError, run_stage
-from pipelines.stages.card import stage_hashes
 
 NOT_RECORDED = (
     "not recorded: the image has no `gate_verdict` label (release.yml records it: "
@@ -159,8 +160,6 @@ def inspect_image(image: str) -> dict[str, str]:
     A loopback registry (127.0.0.1, localhost) is asked over plain HTTP, as the local release
     path pushes to one.
     """
-    from pipelines.release.build import is_loopback
-
     podman = shutil.which("podman")
     if podman:
         local = subprocess.run(

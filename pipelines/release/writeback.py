@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipelines.core.io import PipelineError, run_stage
 from pipelines.release.manifests import (
     DEFAULT_ARGOCD,
     DEFAULT_OVERLAYS,
@@ -41,7 +42,6 @@ from pipelines.release.manifests import (
     set_image,
     watched_revision,
 )
-from pipelines.stage import PipelineError, run_stage
 
 # Branches whose only purpose is to deploy: main is merged into them. Any other revision that
 # Argo CD watches (main) takes the image commit directly, and only for an image built from it.

@@ -24,123 +24,26 @@ rows still differ (another split or other data: different ids or labels, and BAS
 not score the PR's rows), the two sides are resampled independently instead (an **unpaired
 bootstrap**), which gives wider intervals.
 
-Metrics are computed for all resamples at once with NumPy: each resample is a row of counts (how
-often each test row was drawn), and every metric is a weighted sum over rows sorted once by score.
+The metrics, and how each is computed for all resamples at once, are the registry's
+(:mod:`pipelines.core.metrics`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
 
-from pipelines.params import Section
+from pipelines.core.metrics import METRICS, Predictions, Sorted, interval
+from pipelines.params import GateParams, MetricRule
 
-Better = Literal["higher", "lower"]
 Verdict = Literal["improved", "unchanged", "regressed", "inconclusive", "new", "invalid"]
-COLUMNS = ("id", "label", "probability", "predicted")
 # Resamples are processed in blocks of at most this many (resample, row) cells, so memory stays
 # bounded (~100 MB) whatever the size of the test set.
 BLOCK_CELLS = 4_000_000
-
-
-class MetricRule(Section):
-    """How one metric is gated."""
-
-    better: Better
-    floor: float | None = None
-    ceiling: float | None = None
-    tolerance: float = Field(ge=0)
-
-    @model_validator(mode="after")
-    def _bound_matches_direction(self) -> MetricRule:
-        if self.better == "higher" and self.ceiling is not None:
-            raise ValueError("a higher-is-better metric takes a floor, not a ceiling")
-        if self.better == "lower" and self.floor is not None:
-            raise ValueError("a lower-is-better metric takes a ceiling, not a floor")
-        return self
-
-    @property
-    def sign(self) -> int:
-        """+1 when higher is better, -1 when lower is better."""
-        return 1 if self.better == "higher" else -1
-
-    @property
-    def bound(self) -> float | None:
-        """The floor or the ceiling, whichever applies."""
-        return self.floor if self.better == "higher" else self.ceiling
-
-    def breaks_bound(self, value: float) -> bool:
-        """Whether ``value`` is below the floor or above the ceiling."""
-        if self.bound is None:
-            return False
-        return value < self.bound if self.better == "higher" else value > self.bound
-
-
-class GateParams(Section):
-    """The ``gate:`` section of params.yaml: rules per metric and bootstrap settings."""
-
-    resamples: int = Field(ge=200)
-    seed: int
-    confidence: float = Field(gt=0.5, lt=1)
-    metrics: dict[str, MetricRule] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _known_metrics(self) -> GateParams:
-        unknown = sorted(set(self.metrics) - set(METRICS))
-        if unknown:
-            raise ValueError(f"unknown metrics {unknown}: the gate knows {sorted(METRICS)}")
-        return self
-
-
-@dataclass(frozen=True)
-class Predictions:
-    """One model's predictions on the test rows (the columns of ``eval/predictions.csv``)."""
-
-    ids: np.ndarray
-    label: np.ndarray
-    probability: np.ndarray
-    predicted: np.ndarray
-
-    @classmethod
-    def from_frame(cls, frame: pd.DataFrame) -> Predictions:
-        """Take the predictions out of a frame with the columns id, label, probability, predicted.
-
-        Raises:
-            ValueError: A column is missing or the table is empty.
-        """
-        missing = [c for c in COLUMNS if c not in frame.columns]
-        if missing or frame.empty:
-            raise ValueError(f"expected columns {list(COLUMNS)} and rows; missing {missing}")
-        return cls(
-            ids=frame["id"].to_numpy(),
-            label=frame["label"].to_numpy(dtype=np.int8),
-            probability=frame["probability"].to_numpy(dtype=np.float64),
-            predicted=frame["predicted"].to_numpy(dtype=np.int8),
-        )
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def problem(self) -> str | None:
-        """What makes these predictions unusable (NaN or out-of-range values), if anything."""
-        bad = ~np.isfinite(self.probability) | (self.probability < 0) | (self.probability > 1)
-        if bad.any():
-            return f"{int(bad.sum())} probabilities are NaN or outside [0, 1]"
-        if not np.isin(self.label, (0, 1)).all() or not np.isin(self.predicted, (0, 1)).all():
-            return "labels and predicted labels must be 0 or 1"
-        return None
-
-    def take(self, rows: np.ndarray) -> Predictions:
-        """The predictions of the given row positions, in that order."""
-        return Predictions(
-            self.ids[rows], self.label[rows], self.probability[rows], self.predicted[rows]
-        )
 
 
 @dataclass(frozen=True)
@@ -181,140 +84,6 @@ class GateResult:
     failures: list[str]
     notes: list[str] = field(default_factory=list)
     confidence: float = 0.95
-
-
-# --- metrics of many resamples at once ----------------------------------------------------------
-# Each takes the rows sorted by descending probability and a (resamples, rows) matrix of counts,
-# and returns one value per resample. With all counts 1 they equal scikit-learn's metrics.
-
-MetricFunction = Callable[["Sorted", np.ndarray], np.ndarray]
-
-
-@dataclass(frozen=True)
-class Sorted:
-    """Test rows sorted once by descending probability, with the groups of tied scores."""
-
-    order: np.ndarray
-    label: np.ndarray
-    probability: np.ndarray
-    predicted: np.ndarray
-    starts: np.ndarray  # first position of each group of equal probabilities
-
-    @classmethod
-    def of(cls, predictions: Predictions) -> Sorted:
-        """Sort ``predictions`` by descending probability (NaN last)."""
-        order = np.argsort(-predictions.probability, kind="stable")
-        probability = predictions.probability[order]
-        new_group = np.ones(len(order), dtype=bool)
-        new_group[1:] = probability[1:] != probability[:-1]
-        return cls(
-            order=order,
-            label=predictions.label[order].astype(np.float64),
-            probability=probability,
-            predicted=predictions.predicted[order].astype(np.float64),
-            starts=np.flatnonzero(new_group),
-        )
-
-
-def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """``numerator / denominator``, 0 where the denominator is 0 (scikit-learn's zero_division)."""
-    safe = np.where(denominator == 0, 1.0, denominator)
-    return np.where(denominator == 0, 0.0, numerator / safe)
-
-
-def _class_weights(rows: Sorted, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weight of positives and of negatives in each group of tied scores, per resample."""
-    positive = np.add.reduceat(counts * rows.label, rows.starts, axis=1)
-    negative = np.add.reduceat(counts * (1.0 - rows.label), rows.starts, axis=1)
-    return positive, negative
-
-
-def roc_auc(rows: Sorted, counts: np.ndarray) -> np.ndarray:
-    """Area under the ROC curve: the chance a positive outscores a negative (ties count half)."""
-    positive, negative = _class_weights(rows, counts)
-    # negatives scored strictly lower than each group: all negatives minus those up to it
-    total_negative = negative.sum(axis=1, keepdims=True)
-    lower = total_negative - np.cumsum(negative, axis=1)
-    pairs = (positive * (lower + 0.5 * negative)).sum(axis=1)
-    total = positive.sum(axis=1) * total_negative[:, 0]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, pairs / np.where(total > 0, total, 1.0), np.nan)
-
-
-def pr_auc(rows: Sorted, counts: np.ndarray) -> np.ndarray:
-    """Average precision: precision at each threshold weighted by the recall it adds."""
-    positive, negative = _class_weights(rows, counts)
-    true_positive = np.cumsum(positive, axis=1)
-    precision = _divide(true_positive, true_positive + np.cumsum(negative, axis=1))
-    total = positive.sum(axis=1)
-    has_positive = total > 0
-    average = (positive * precision).sum(axis=1) / np.where(has_positive, total, 1.0)
-    has_negative = negative.sum(axis=1) > 0
-    return np.where(has_positive & has_negative, average, np.nan)
-
-
-def log_loss(rows: Sorted, counts: np.ndarray) -> np.ndarray:
-    """Mean negative log-likelihood (probabilities clipped as scikit-learn clips them)."""
-    eps = np.finfo(np.float64).eps
-    p = np.clip(rows.probability, eps, 1 - eps)
-    loss = -(rows.label * np.log(p) + (1 - rows.label) * np.log1p(-p))
-    return np.asarray((counts @ loss) / counts.sum(axis=1))
-
-
-def brier(rows: Sorted, counts: np.ndarray) -> np.ndarray:
-    """Mean squared difference between probability and label."""
-    return np.asarray((counts @ (rows.probability - rows.label) ** 2) / counts.sum(axis=1))
-
-
-def _confusion(rows: Sorted, counts: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Weighted true positives, false positives, false negatives and row totals."""
-    tp = counts @ (rows.predicted * rows.label)
-    fp = counts @ (rows.predicted * (1 - rows.label))
-    fn = counts @ ((1 - rows.predicted) * rows.label)
-    return tp, fp, fn, counts.sum(axis=1).astype(np.float64)
-
-
-def accuracy(rows: Sorted, counts: np.ndarray) -> np.ndarray:
-    """Share of rows whose predicted label is right."""
-    _, fp, fn, n = _confusion(rows, counts)
-    return np.asarray((n - fp - fn) / n)
-
-
-def precision(rows: Sorted, counts: np.ndarray) -> np.ndarray:
-    """Share of predicted positives that are positive."""
-    tp, fp, _, _ = _confusion(rows, counts)
-    return _divide(tp, tp + fp)
-
-
-def recall(rows: Sorted, counts: np.ndarray) -> np.ndarray:
-    """Share of positives predicted positive."""
-    tp, _, fn, _ = _confusion(rows, counts)
-    return _divide(tp, tp + fn)
-
-
-def f1(rows: Sorted, counts: np.ndarray) -> np.ndarray:
-    """Harmonic mean of precision and recall at the decision threshold."""
-    tp, fp, fn, _ = _confusion(rows, counts)
-    return _divide(2 * tp, 2 * tp + fp + fn)
-
-
-METRICS: dict[str, MetricFunction] = {
-    "roc_auc": roc_auc,
-    "pr_auc": pr_auc,
-    "log_loss": log_loss,
-    "brier": brier,
-    "accuracy": accuracy,
-    "precision": precision,
-    "recall": recall,
-    "f1": f1,
-}
-
-
-def point_metrics(predictions: Predictions, names: list[str]) -> dict[str, float]:
-    """The metrics of the predictions as they are (every row counted once)."""
-    rows = Sorted.of(predictions)
-    ones = np.ones((1, len(predictions)))
-    return {name: float(METRICS[name](rows, ones)[0]) for name in names}
 
 
 # --- the bootstrap ------------------------------------------------------------------------------
@@ -362,20 +131,11 @@ def bootstrap_differences(
         counts = _counts(rng, len(base), size)
         pr_counts = counts if paired else _counts(rng, len(pr), size)
         for name in names:
-            metric = METRICS[name]
+            metric = METRICS[name].weighted
             out[name][start : start + size] = metric(pr_rows, pr_counts[:, pr_rows.order]) - metric(
                 base_rows, counts[:, base_rows.order]
             )
     return out
-
-
-def interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
-    """Percentile interval of ``samples``; NaN when any sample is NaN (fail closed)."""
-    if not np.all(np.isfinite(samples)):
-        return math.nan, math.nan
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(samples, [tail, 1 - tail])
-    return float(low), float(high)
 
 
 def verdict(low: float, high: float, rule: MetricRule) -> Verdict:

@@ -24,7 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.core.metrics import classification_metrics
+from pipelines.core.model import load_model
 from pipelines.schema import Schema
+from pipelines.serving import batch as score
 
 MAX_NAMED = 5
 
@@ -135,10 +138,6 @@ def rescore(
     Returns:
         The holdout, or None and why BASE's model cannot score the PR's test rows.
     """
-    from pipelines.serving import score
-    from pipelines.stages.evaluate import classification_metrics
-    from pipelines.stages.train import load_model
-
     change = schema_change(base_schema, pr_schema)
     if change is not None:
         return None, f"a schema change ({change})"

@@ -34,10 +34,17 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipelines.params import Paths, load_paths, load_section
-from pipelines.review.card import changes_section as card_changes
-from pipelines.review.gate import GateParams, GateResult, MetricResult, Predictions, Side, compare
-from pipelines.stage import PipelineError, write_atomically, write_json
+from pipelines.core.curves import pr_points, roc_points
+from pipelines.core.features import read_features
+from pipelines.core.formatting import cell, number
+from pipelines.core.io import PipelineError, write_atomically, write_json
+from pipelines.core.metrics import Predictions, classification_metrics
+from pipelines.core.model import load_model
+from pipelines.params import GateParams, Paths, load_paths, load_section
+from pipelines.review.card_changes import changes_section as card_changes
+from pipelines.review.gate import GateResult, MetricResult, Side, compare, pair
+from pipelines.review.holdout import rescore
+from pipelines.schema import Schema, load_schema, read_raw
 
 MARKER = "<!-- model-report -->"  # the posting client finds (and updates) the comment by it
 MAX_CHARS = 60_000  # GitHub refuses comments over 65,536 characters
@@ -291,8 +298,6 @@ def base_outputs(root: Path, ref: str, paths: Paths, into: Path) -> Base:
 
 def consistent(outputs: Outputs, names: list[str], side: str) -> None:
     """Check that the metrics file says what the predictions say (both come from one run)."""
-    from pipelines.stages.evaluate import classification_metrics
-
     predictions = Predictions.from_frame(outputs.predictions)
     if predictions.problem():
         return  # the gate reports unusable predictions as a failure of its own
@@ -351,8 +356,6 @@ def latency(directories: dict[str, Path], x: pd.DataFrame) -> dict[str, dict[str
     Models are loaded with the pipeline's own loader and timed in turn, repeat after repeat, so
     that a busy machine slows them alike and the first one timed pays no warm-up for the others.
     """
-    from pipelines.stages.train import load_model
-
     models = {name: load_model(directory) for name, directory in directories.items()}
     timed = {n: m for n, m in models.items() if set(m.meta["features"]) <= set(x.columns)}
     times: dict[str, dict[str, list[float]]] = {n: {"single": [], "batch": []} for n in timed}
@@ -378,8 +381,6 @@ def latency(directories: dict[str, Path], x: pd.DataFrame) -> dict[str, dict[str
 
 def model_stats(base: Outputs | None, pr: Outputs, test: Path) -> dict[str, dict[str, Any]]:
     """Size and prediction latency of each model, on the workspace's test features."""
-    from pipelines.stages.featurize import read_features
-
     x, _, _ = read_features(test)
     directories = {name: o.model for name, o in (("base", base), ("pr", pr)) if o is not None}
     progress(f"timing the models on {len(x):,} test rows")
@@ -396,8 +397,6 @@ def curve(predictions: pd.DataFrame, kind: str) -> list[float]:
     ROC: the best true positive rate at each false positive rate or less. Precision-recall: the
     best precision at each recall or more (interpolated precision).
     """
-    from pipelines.stages.evaluate import pr_points, roc_points
-
     y = predictions["label"].to_numpy()
     p = predictions["probability"].to_numpy(dtype=np.float64)
     if kind == "roc":
@@ -458,11 +457,6 @@ def same_holdout(
     rows were the same already (or BASE has no model); ``rows``, ``excluded`` and ``note`` for a
     new holdout; ``fallback`` (why not) and ``note`` for the unpaired fallback.
     """
-    from pipelines.review.gate import pair
-    from pipelines.review.holdout import rescore
-    from pipelines.schema import Schema, load_schema, read_raw
-    from pipelines.stages.featurize import read_features
-
     if base.outputs is None:
         return (None, pr.side()), None
     if pair(base.outputs.side().predictions, pr.side().predictions)[0] is not None:
@@ -503,23 +497,6 @@ def same_holdout(
 RUN_URL = re.compile(
     r"https?://[\w.-]+(:[0-9]+)?(/[\w.~-]+)*/#/experiments/[0-9]+/runs/[0-9a-f]{32}"
 )
-
-
-def cell(value: Any, limit: int = 80) -> str:
-    """Text safe inside a markdown table cell (the PR's params are untrusted input)."""
-    text = " ".join(str(value).split())
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    for raw, escaped in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("`", "'")):
-        text = text.replace(raw, escaped)
-    return text
-
-
-def number(value: float | None, digits: int = 6, signed: bool = False) -> str:
-    """A number as the metrics files write it, or n/a."""
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
 def verdict_line(report: Report) -> str:

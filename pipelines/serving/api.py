@@ -6,35 +6,13 @@ and range; unknown fields, NaN and infinities refused; at most ``serve.max_batch
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from pipelines.params import (
-    Section,
-)
 from pipelines.schema import Schema
 
-if TYPE_CHECKING:
-    pass
-
-
 STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
-
-
-class ServeParams(Section):
-    """Limits and concurrency of the HTTP service (``serve:`` in params.yaml)."""
-
-    max_batch: int = Field(ge=1)
-    max_body_bytes: int = Field(ge=1024)
-    workers: Annotated[int, Field(ge=1)] | Literal["cpu_count"]
-    threads: int = Field(ge=1)
-    timeout: float = Field(gt=0)
-    max_concurrency: int = Field(ge=1)
-    access_log: bool
-    tracing: bool
-    metrics: bool
-    request_log: float = Field(ge=0, le=1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ from typing import Any
 
 import pandas as pd
 
+from pipelines.core.io import run_stage
 from pipelines.params import load_paths
 from pipelines.schema import Schema, load_schema, read_raw
-from pipelines.stage import run_stage
 
 
 def request_records(rows: pd.DataFrame, schema: Schema) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from pipelines.stage import PipelineError
+from pipelines.core.io import PipelineError
 
 if TYPE_CHECKING:
     pass

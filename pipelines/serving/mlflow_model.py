@@ -2,9 +2,9 @@
 
 MLflow runs this file when it loads the model ("models from code": nothing is pickled), with the
 ``pipelines`` package on its path and two artifacts: the model directory that
-:func:`pipelines.stages.train.save_model` wrote (XGBoost's JSON or skops, never a pickle) and
+:func:`pipelines.core.model.save_model` wrote (XGBoost's JSON or skops, never a pickle) and
 ``schema.yaml``. Rows are checked against the schema and encoded exactly as the batch scorer
-(:mod:`pipelines.serving.score`) and the pipeline's evaluation do, so
+(:mod:`pipelines.serving.batch`) and the pipeline's evaluation do, so
 ``mlflow.pyfunc.load_model("models:/<name>/<version>").predict(raw_rows)`` and
 ``mlflow models serve`` give ``eval/predictions.csv``'s probabilities for the same rows.
 
@@ -30,8 +30,8 @@ class RawRowsModel(PythonModel):
 
     def load_context(self, context: PythonModelContext) -> None:
         """Read the schema and the model from the logged artifacts."""
+        from pipelines.core.model import load_model
         from pipelines.schema import load_schema
-        from pipelines.stages.train import load_model
 
         self.schema = load_schema(Path(context.artifacts[SCHEMA_ARTIFACT]))
         self.model = load_model(Path(context.artifacts[MODEL_ARTIFACT]))
@@ -48,7 +48,7 @@ class RawRowsModel(PythonModel):
         """
         from mlflow.exceptions import MlflowException
 
-        from pipelines.serving.score import check_table, describe, probabilities
+        from pipelines.serving.batch import check_table, describe, probabilities
 
         frame = pd.DataFrame(model_input).reset_index(drop=True)
         problems = check_table(frame, self.schema)

@@ -1,6 +1,6 @@
 """Scoring a request: rows encoded straight into numpy, scored by treelite or XGBoost, explained.
 
-The encoder gives the same columns as :func:`pipelines.stages.featurize.encode`, in the model's
+The encoder gives the same columns as :func:`pipelines.core.features.encode`, in the model's
 feature order, without a DataFrame per request.
 """
 
@@ -10,10 +10,13 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from pipelines.core.features import feature_names
+from pipelines.core.io import PipelineError
+from pipelines.core.model import LoadedModel, load_model
 from pipelines.schema import Schema, load_schema
 from pipelines.serving.api import (
     ExplainResponse,
@@ -22,12 +25,6 @@ from pipelines.serving.api import (
     Prediction,
     PredictResponse,
 )
-from pipelines.stage import PipelineError
-from pipelines.stages.featurize import feature_names
-
-if TYPE_CHECKING:
-    from pipelines.stages.train import LoadedModel
-
 
 SCHEMA_FILE = "schema.yaml"
 REFERENCE_FILE = "reference.json"  # the monitoring reference profile, stored with the model
@@ -38,7 +35,7 @@ LOG = logging.getLogger(__name__)
 class RowEncoder:
     """Encodes validated raw records into the model's float32 matrix, row by row.
 
-    The columns are :func:`pipelines.stages.featurize.feature_names` (numeric features as floats
+    The columns are :func:`pipelines.core.features.feature_names` (numeric features as floats
     with ``None`` as NaN, one 0/1 column per category, all 0 for ``None``), in the order the
     model was trained on.
     """
@@ -152,7 +149,7 @@ class Scorer:
 
     @classmethod
     def of(cls, loaded: LoadedModel, threads: int | None = None, *, small: bool = False) -> Scorer:
-        """The scorer of a model read by :func:`pipelines.stages.train.load_model`.
+        """The scorer of a model read by :func:`pipelines.core.model.load_model`.
 
         Args:
             loaded: The model and its ``meta.json``.
@@ -306,7 +303,7 @@ def load_served(directory: Path, info: Mapping[str, Any], tag: str) -> ServedMod
     """Load a model saved by :func:`import_model` (or a pipeline model dir plus its info).
 
     Never unpickles: XGBoost reads its UBJSON file, the baseline loads through skops with the
-    project's trusted types (:func:`pipelines.stages.train.load_model`).
+    project's trusted types (:func:`pipelines.core.model.load_model`).
 
     Args:
         directory: Holds the model file, ``meta.json`` and ``schema.yaml``.
@@ -316,8 +313,6 @@ def load_served(directory: Path, info: Mapping[str, Any], tag: str) -> ServedMod
     Raises:
         PipelineError: The model's features do not match its schema.
     """
-    from pipelines.stages.train import load_model
-
     loaded = load_model(directory)
     schema = load_schema(Path(directory) / SCHEMA_FILE)
     encoder = RowEncoder.from_schema(schema, loaded.meta["features"])

@@ -17,19 +17,18 @@ from typing import Any, cast
 
 import bentoml
 
-from pipelines.monitoring import metrics
-from pipelines.monitoring.profile import Profile
-from pipelines.monitoring.request_log import RequestLog
-from pipelines.params import load_paths, load_section
+from pipelines.core.io import PipelineError
+from pipelines.core.profile import Profile
+from pipelines.params import ServeParams, load_paths, load_section
 from pipelines.schema import load_schema
-from pipelines.serving import api, http, scoring, store
-from pipelines.stage import PipelineError
+from pipelines.serving import api, http, scoring, store, telemetry
+from pipelines.serving.request_log import RequestLog
 
 SOURCES = store.Sources.from_params()
-SETTINGS = load_section("serve", api.ServeParams)
+SETTINGS = load_section("serve", ServeParams)
 Records = api.request_model(load_schema(SOURCES.schema), SETTINGS.max_batch)
 API_ROUTES = ["/predict", "/explain"]
-http.install_request_timeout(API_ROUTES, observe=metrics.record_request)
+http.install_request_timeout(API_ROUTES, observe=telemetry.record_request)
 # A deployment overrides serve.metrics, serve.request_log and paths.requests with these.
 METRICS = "MODEL_METRICS"
 REQUEST_LOG_RATE = "MODEL_REQUEST_LOG_RATE"
@@ -95,13 +94,13 @@ class ModelService:
         block = self.model.block
         self.metrics = None
         if _switch(METRICS, SETTINGS.metrics):
-            self.metrics = metrics.ServiceMetrics(
+            self.metrics = telemetry.ServiceMetrics(
                 Profile.read(directory / scoring.REFERENCE_FILE),
                 model=block.name,
                 version=version,
                 info={"mlflow_version": block.version, "git_commit": block.git_commit},
             )
-            metrics.activate(self.metrics)
+            telemetry.activate(self.metrics)
         rate = _share(REQUEST_LOG_RATE, SETTINGS.request_log)
         log_dir = Path(os.environ.get(REQUEST_LOG_DIR, load_paths().requests))
         self.request_log = RequestLog(log_dir, rate, version) if rate > 0 else None

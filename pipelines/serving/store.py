@@ -14,8 +14,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pipelines.core.io import PipelineError, run_stage
+from pipelines.core.lineage import data_hash, git_state
 from pipelines.params import (
     DEFAULT_PARAMS,
     EvaluateParams,
@@ -25,12 +27,8 @@ from pipelines.params import (
     load_section,
 )
 from pipelines.serving.scoring import REFERENCE_FILE, SCHEMA_FILE
-from pipelines.stage import PipelineError, run_stage
 
 CARD_FILE = "card.md"  # the model card (pipelines/stages/card.py), stored with the model
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass(frozen=True)
@@ -74,8 +72,6 @@ def serving_info(sources: Sources) -> dict[str, Any]:
     Keys: ``name``, ``threshold``, ``metrics`` and, when the files exist, ``mlflow_version``,
     ``mlflow_run_id``, ``git_commit`` (the commit MLflow recorded for the run) and ``data_md5``.
     """
-    from pipelines.stages.register import data_hash
-
     registry = _read_json(sources.registry)
     info: dict[str, Any] = {
         "name": sources.name,
@@ -143,8 +139,6 @@ def import_model(sources: Sources) -> str:
     import shutil
 
     import bentoml
-
-    from pipelines.stages.register import git_state
 
     files = model_files(sources)
     info = serving_info(sources)

@@ -4,7 +4,7 @@ The card (``paths.card``, beside the model) is YAML front matter with a ``model-
 results are the test metrics, then Markdown: the human-owned text of ``paths.card_text``
 (intended and out-of-scope use, known limitations), the training data (hash, rows, class
 balance, time of the snapshot), the test metrics with bootstrap intervals (the gate's metric
-functions, :mod:`pipelines.review.gate`), calibration, metrics per segment with intervals and
+functions, :mod:`pipelines.core.metrics`), calibration, metrics per segment with intervals and
 the largest gap between groups, generated limitations, and the lineage (commit, ``dvc.lock``
 output hashes, MLflow run and model URI, params).
 
@@ -25,6 +25,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from pipelines.core.formatting import number
+from pipelines.core.io import PipelineError, path_arguments, run_stage, write_atomically
+from pipelines.core.lineage import data_hash, stage_hashes
+from pipelines.core.metrics import METRICS, Predictions, Sorted, interval, point_metrics
 from pipelines.params import (
     DEFAULT_PARAMS,
     CardParams,
@@ -32,23 +36,10 @@ from pipelines.params import (
     RegisterParams,
     load_section,
 )
-from pipelines.review.gate import METRICS, Predictions, Sorted, interval, point_metrics
 from pipelines.schema import Schema, load_schema, read_raw
-from pipelines.stage import PipelineError, path_arguments, run_stage, write_atomically
 
 MISSING = "<missing>"  # a missing segment value, named as the evaluate stage names it
 TASK = {"type": "tabular-classification", "name": "Binary classification"}
-METRIC_NAMES = {
-    "roc_auc": "ROC AUC",
-    "pr_auc": "PR AUC (average precision)",
-    "log_loss": "Log loss",
-    "brier": "Brier score",
-    "accuracy": "Accuracy",
-    "precision": "Precision",
-    "recall": "Recall",
-    "f1": "F1",
-}
-LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
 LIBRARIES = {"xgboost": "xgboost", "logistic_regression": "sklearn"}  # Hugging Face's names
 
 Interval = dict[str, float | None]  # {"value", "low", "high"}
@@ -82,7 +73,7 @@ def metric_intervals(
 ) -> dict[str, Interval]:
     """Each metric's value on the rows and its bootstrap percentile interval.
 
-    The resampled metrics are the gate's (:data:`pipelines.review.gate.METRICS`): the same
+    The resampled metrics are the gate's (:data:`pipelines.core.metrics.METRICS`): the same
     definitions the pull-request gate compares, evaluated for all resamples at once.
 
     Returns:
@@ -98,7 +89,7 @@ def metric_intervals(
     ordered = counts[:, rows.order]
     result = {}
     for name in names:
-        low, high = interval(METRICS[name](rows, ordered), confidence)
+        low, high = interval(METRICS[name].weighted(rows, ordered), confidence)
         result[name] = {"value": _finite(values[name]), "low": _finite(low), "high": _finite(high)}
     return result
 
@@ -167,7 +158,7 @@ def largest_gaps(segments: dict[str, dict[str, dict[str, Any]]], names: list[str
             }
             if len(shown) < 2:
                 continue
-            lower = name in LOWER_IS_BETTER
+            lower = METRICS[name].better == "lower"
             ranked = sorted(shown, key=lambda g: shown[g], reverse=not lower)
             best, worst = ranked[0], ranked[-1]
             gaps.append(Gap(column, name, best, worst, round(abs(shown[best] - shown[worst]), 6)))
@@ -193,14 +184,6 @@ def expected_calibration_error(points: list[dict[str, Any]]) -> float | None:
     return round(error, 6)
 
 
-def stage_hashes(lock: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """The md5 of every output of every stage that ``dvc.lock`` records."""
-    return {
-        str(name): {str(out["path"]): str(out.get("md5", "")) for out in stage.get("outs") or []}
-        for name, stage in (lock.get("stages") or {}).items()
-    }
-
-
 def card_metadata(
     name: str, metrics: dict[str, Any], dataset: str, data_md5: str, library: str
 ) -> dict[str, Any]:
@@ -210,8 +193,8 @@ def card_metadata(
     knows, with their values exactly as written there.
     """
     results = [
-        {"type": key, "value": metrics[key], "name": METRIC_NAMES[key]}
-        for key in METRIC_NAMES
+        {"type": key, "value": metrics[key], "name": METRICS[key].label}
+        for key in METRICS
         if isinstance(metrics.get(key), int | float)
     ]
     return {
@@ -237,16 +220,11 @@ def card_metadata(
     }
 
 
-def number(value: float | None, digits: int = 4) -> str:
-    """A metric as the card prints it (``n/a`` when undefined)."""
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
 def _with_interval(entry: Interval) -> str:
-    text = number(entry["value"])
+    text = number(entry["value"], 4)
     if entry["low"] is None or entry["high"] is None:
         return text
-    return f"{text} ({number(entry['low'])} to {number(entry['high'])})"
+    return f"{text} ({number(entry['low'], 4)} to {number(entry['high'], 4)})"
 
 
 def generated_limitations(
@@ -266,10 +244,10 @@ def generated_limitations(
             )
     for gap in gaps[:3]:
         facts.append(
-            f"{METRIC_NAMES[gap.metric]} differs by {gap.gap:.4f} across `{gap.column}` "
+            f"{METRICS[gap.metric].label} differs by {gap.gap:.4f} across `{gap.column}` "
             f"({gap.best} best, {gap.worst} worst)."
         )
-    undefined = [METRIC_NAMES[n] for n, e in metrics.items() if e["low"] is None]
+    undefined = [METRICS[n].label for n, e in metrics.items() if e["low"] is None]
     if undefined:
         facts.append(f"No interval for {', '.join(undefined)} (undefined on some resamples).")
     return facts
@@ -312,20 +290,20 @@ def render_card(facts: dict[str, Any], text: str) -> str:
         "| metric | value (interval) |",
         "|---|---|",
     ]
-    lines += [f"| {METRIC_NAMES[n]} | {_with_interval(e)} |" for n, e in facts["metrics"].items()]
+    lines += [f"| {METRICS[n].label} | {_with_interval(e)} |" for n, e in facts["metrics"].items()]
     calibration = facts["calibration"]
     lines += [
         "",
         "## Calibration",
         "",
-        f"Expected calibration error: {number(calibration['ece'])} "
+        f"Expected calibration error: {number(calibration['ece'], 4)} "
         "(row-weighted mean |predicted - observed| over the probability bins).",
         "",
         "| mean predicted | observed rate | rows |",
         "|---|---|---|",
     ]
     lines += [
-        f"| {number(p['predicted'])} | {number(p['observed'])} | {p['rows']:,} |"
+        f"| {number(p['predicted'], 4)} | {number(p['observed'], 4)} | {p['rows']:,} |"
         for p in calibration["points"]
     ]
     lines += ["", "## Metrics per segment", ""]
@@ -334,7 +312,7 @@ def render_card(facts: dict[str, Any], text: str) -> str:
         lines += [
             f"### `{column}`",
             "",
-            "| group | rows | positives | " + " | ".join(METRIC_NAMES[n] for n in names) + " |",
+            "| group | rows | positives | " + " | ".join(METRICS[n].label for n in names) + " |",
             "|---|---|---|" + "---|" * len(names),
         ]
         for group, entry in groups.items():
@@ -353,7 +331,7 @@ def render_card(facts: dict[str, Any], text: str) -> str:
     if gaps:
         top = gaps[0]
         lines.append(
-            f"**Largest gap:** {METRIC_NAMES[top['metric']]} {top['gap']:.4f} across "
+            f"**Largest gap:** {METRICS[top['metric']].label} {top['gap']:.4f} across "
             f"`{top['column']}` ({top['best']} best, {top['worst']} worst)."
         )
     else:
@@ -414,7 +392,7 @@ def card_facts(
     text_path: str,
 ) -> dict[str, Any]:
     """Everything the card says, as one JSON-ready dict (see :func:`render_card`)."""
-    names = [n for n in METRIC_NAMES if isinstance(metrics.get(n), int | float)]
+    names = [n for n in METRICS if isinstance(metrics.get(n), int | float)]
     test = Predictions.from_frame(predictions)
     overall = metric_intervals(
         test, names, resamples=card.resamples, seed=card.seed, confidence=card.confidence
@@ -501,16 +479,15 @@ def main(argv: list[str] | None = None) -> int:
     card = load_section("card", CardParams)
     evaluate = load_section("evaluate", EvaluateParams)
     register = load_section("register", RegisterParams)
-    unknown = sorted(set(card.segment_metrics) - set(METRIC_NAMES))
+    unknown = sorted(set(card.segment_metrics) - set(METRICS))
     if unknown:
         raise PipelineError(
-            f"card.segment_metrics names unknown metrics {unknown}: use {list(METRIC_NAMES)}"
+            f"card.segment_metrics names unknown metrics {unknown}: use {list(METRICS)}"
         )
     schema = load_schema(args.schema)
     text = read_text(args.text)
     document = yaml.safe_load(DEFAULT_PARAMS.read_text())
     params = {k: document[k] for k in ("featurize", "train", "evaluate", "card") if k in document}
-    from pipelines.stages.register import data_hash
 
     segment_columns = list(evaluate.segments)
     kind = str(json.loads((args.model / "meta.json").read_text())["kind"])

@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipelines.core.features import ID, LABEL, featurize, in_test
+from pipelines.core.io import PipelineError, atomic_path
+from pipelines.core.model import xgboost_arguments
 from pipelines.params import EngineParams, FeaturizeParams, TrainParams
 from pipelines.schema import Schema
-from pipelines.stage import PipelineError, atomic_path
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -122,8 +124,6 @@ def read_partitioned(path: Path, partitions: int) -> tuple[dd.DataFrame, dd.Seri
     """
     import dask.dataframe as dd
 
-    from pipelines.stages.featurize import ID, LABEL
-
     table = dd.read_parquet(path).repartition(npartitions=partitions).persist()
     return table.drop(columns=[ID, LABEL]), table[LABEL]
 
@@ -137,8 +137,6 @@ def fit_dask(client: Client, x: dd.DataFrame, y: dd.Series, params: TrainParams)
     """
     import dask
     from xgboost.dask import DaskXGBClassifier
-
-    from pipelines.stages.train import xgboost_arguments
 
     model = DaskXGBClassifier(**xgboost_arguments(params))
     model.client = client
@@ -177,8 +175,6 @@ def featurize_on_dask(
     with cluster_client(engine, address) as client:
         import dask
         import dask.dataframe as dd
-
-        from pipelines.stages.featurize import featurize, in_test
 
         numeric = {n: "float64" for n, f in schema.features.items() if f.type != "category"}
         table = dd.read_csv(raw, dtype=numeric)
@@ -241,8 +237,6 @@ def score_on_dask(
     import dask
     import dask.dataframe as dd
     from xgboost import dask as dxgb
-
-    from pipelines.stages.featurize import ID, LABEL
 
     address = os.environ.get(ADDRESS_VARIABLE) or None
     with cluster_client(engine, address) as client:

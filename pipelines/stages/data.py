@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipelines.core.io import PipelineError, run_stage, write_atomically
 from pipelines.params import DataParams, load_paths, load_section
-from pipelines.stage import PipelineError, run_stage, write_atomically
 
 if TYPE_CHECKING:
     import pandas as pd

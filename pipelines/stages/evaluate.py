@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.params import EngineParams, EvaluateParams, load_section
-from pipelines.schema import load_schema
-from pipelines.stage import (
+from pipelines.core.curves import Points, calibration_points, pr_points, roc_points, rounded
+from pipelines.core.features import read_features
+from pipelines.core.io import (
     PipelineError,
     atomic_path,
     path_arguments,
@@ -25,76 +25,11 @@ from pipelines.stage import (
     write_atomically,
     write_json,
 )
-from pipelines.stages.featurize import read_features
-
-Points = list[dict[str, Any]]
-
-
-def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    """Ranking, probability and decision metrics of predictions ``p`` for labels ``y``.
-
-    ROC and PR AUC are NaN when ``y`` holds a single class (they are undefined there).
-    """
-    from sklearn import metrics
-
-    y = np.asarray(y)
-    p = np.asarray(p, dtype=np.float64)
-    predicted = (p >= threshold).astype(int)
-    both_classes = len(np.unique(y)) == 2
-    return {
-        "roc_auc": float(metrics.roc_auc_score(y, p)) if both_classes else float("nan"),
-        "pr_auc": float(metrics.average_precision_score(y, p)) if both_classes else float("nan"),
-        "log_loss": float(metrics.log_loss(y, p, labels=[0, 1])),
-        "brier": float(metrics.brier_score_loss(y, p, pos_label=1)),
-        "accuracy": float(metrics.accuracy_score(y, predicted)),
-        "precision": float(metrics.precision_score(y, predicted, zero_division=0)),
-        "recall": float(metrics.recall_score(y, predicted, zero_division=0)),
-        "f1": float(metrics.f1_score(y, predicted, zero_division=0)),
-        "threshold": float(threshold),
-        "rows": len(y),
-        "positive_rate": float(np.mean(y)),
-    }
-
-
-def roc_points(y: np.ndarray, p: np.ndarray) -> Points:
-    """ROC curve as ``fpr``/``tpr``/``threshold`` points."""
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, thresholds = roc_curve(y, p)
-    return [
-        {"fpr": _r(f), "tpr": _r(t), "threshold": _r(min(h, 1.0))}
-        for f, t, h in zip(fpr, tpr, thresholds, strict=True)
-    ]
-
-
-def pr_points(y: np.ndarray, p: np.ndarray) -> Points:
-    """Precision-recall curve as ``recall``/``precision``/``threshold`` points."""
-    from sklearn.metrics import precision_recall_curve
-
-    precision, recall, thresholds = precision_recall_curve(y, p)
-    thresholds = np.append(thresholds, 1.0)
-    return [
-        {"recall": _r(r), "precision": _r(q), "threshold": _r(h)}
-        for r, q, h in zip(recall, precision, thresholds, strict=True)
-    ]
-
-
-def calibration_points(y: np.ndarray, p: np.ndarray, bins: int) -> Points:
-    """Reliability diagram: mean predicted probability vs observed rate per probability bin."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    points = []
-    for b in range(bins):
-        rows = which == b
-        if rows.any():
-            points.append(
-                {
-                    "predicted": _r(p[rows].mean()),
-                    "observed": _r(y[rows].mean()),
-                    "rows": int(rows.sum()),
-                }
-            )
-    return points
+from pipelines.core.metrics import HEADLINE, classification_metrics
+from pipelines.core.model import load_model
+from pipelines.params import EngineParams, EvaluateParams, load_section
+from pipelines.schema import load_schema
+from pipelines.stages import dask_engine
 
 
 def feature_importance(model: Any, names: list[str]) -> Points:
@@ -107,7 +42,7 @@ def feature_importance(model: Any, names: list[str]) -> Points:
         values = list(coefficients)
     total = float(sum(values)) or 1.0
     ranked = sorted(zip(names, values, strict=True), key=lambda nv: -nv[1])
-    return [{"feature": n, "importance": _r(v / total)} for n, v in ranked]
+    return [{"feature": n, "importance": rounded(v / total)} for n, v in ranked]
 
 
 def segment_metrics(
@@ -126,12 +61,8 @@ def segment_metrics(
     return result
 
 
-def _r(value: float) -> float:
-    return round(float(value), 6)
-
-
 def _rounded(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: v if isinstance(v, int) or np.isnan(v) else _r(v) for k, v in metrics.items()}
+    return {k: v if isinstance(v, int) or np.isnan(v) else rounded(v) for k, v in metrics.items()}
 
 
 def _nan_to_none(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -151,14 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise PipelineError(f"evaluate.segments in params.yaml names unknown features {unknown}")
 
-    from pipelines.stages.train import load_model
-
     model = load_model(args.model)
     engine = load_section("engine", EngineParams)
     if engine.kind == "dask":
-        from pipelines.stages.dask_engine import score_on_dask
-
-        y, p, ids = score_on_dask(model.model, model.meta["features"], args.test, engine)
+        y, p, ids = dask_engine.score_on_dask(
+            model.model, model.meta["features"], args.test, engine
+        )
     else:
         x, y, ids = read_features(args.test)
         p = model.predict_proba(x)
@@ -181,10 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(plots / "calibration.json", calibration_points(y, p, params.calibration_bins))
         importance = feature_importance(model.model, model.meta["features"])
         write_json(plots / "importance.json", importance)
-    print(
-        "test metrics: "
-        + ", ".join(f"{k} {metrics[k]:.4f}" for k in ("roc_auc", "pr_auc", "log_loss", "f1"))
-    )
+    print("test metrics: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in HEADLINE))
     return 0
 
 

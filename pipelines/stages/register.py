@@ -17,16 +17,15 @@ Usage: ``python -m pipelines.stages.register --model DIR --test FEATURES --raw T
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 import pipelines
+from pipelines.core.features import read_features
+from pipelines.core.io import path_arguments, run_stage, write_json
+from pipelines.core.lineage import data_hash, git_state, run_url, tracking_uri
+from pipelines.core.model import load_model
 from pipelines.params import (
     EvaluateParams,
     FeaturizeParams,
@@ -36,7 +35,6 @@ from pipelines.params import (
     load_section,
 )
 from pipelines.schema import Feature, Schema, load_schema, read_raw
-from pipelines.stage import path_arguments, run_stage, write_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,53 +45,6 @@ INPUT_EXAMPLE_ROWS = 5
 # names of its artifacts there
 PYFUNC = str(Path(pipelines.__file__).parent / "serving" / "mlflow_model.py")
 MODEL_ARTIFACT, SCHEMA_ARTIFACT = "model", "schema"
-
-
-def tracking_uri(store: Path | None = None) -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else a sqlite database inside ``store``.
-
-    ``store`` defaults to ``paths.mlflow`` of params.yaml.
-    """
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{store or load_paths().mlflow}/mlflow.db"
-
-
-def run_url(tracking: str, experiment_id: str, run_id: str) -> str | None:
-    """The run's page on an MLflow server (an http(s) tracking URI), None for a local store.
-
-    Credentials in the URI (``https://user:secret@host``) are left out.
-    """
-    parts = urllib.parse.urlsplit(tracking)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        return None
-    host = parts.hostname + (f":{parts.port}" if parts.port else "")
-    base = urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
-
-
-def data_hash(dvc_file: Path) -> str:
-    """The content hash that a ``.dvc`` file records for its data."""
-    outs = yaml.safe_load(dvc_file.read_text())["outs"]
-    return str(outs[0]["md5"])
-
-
-def git_state(outputs: Sequence[str | Path] = ()) -> dict[str, str]:
-    """Current commit and whether the work tree has uncommitted changes.
-
-    Args:
-        outputs: Files and folders the pipeline itself writes (``dvc.lock``, the metrics, the
-            plots): a change there is the run being recorded, not a change of what it ran.
-    """
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    commit = git("rev-parse", "HEAD") or "unknown"
-    excluded = [f":(exclude){path}" for path in outputs]
-    changed = git("status", "--porcelain", "--", ".", *excluded)
-    return {"git_commit": commit, "git_dirty": str(bool(changed))}
 
 
 def run_params(
@@ -159,9 +110,6 @@ def main(argv: list[str] | None = None) -> int:
     train = load_section("train", TrainParams)
 
     import mlflow
-
-    from pipelines.stages.featurize import read_features
-    from pipelines.stages.train import load_model
 
     loaded = load_model(args.model)
     schema = load_schema(args.schema)

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from pipelines.core.io import run_stage, write_atomically
 from pipelines.params import ParamsError, load_paths
 from pipelines.schema import Feature, Schema, SchemaError, load_schema, read_raw
-from pipelines.stage import run_stage, write_atomically
 
 if TYPE_CHECKING:
     from great_expectations import ExpectationSuite

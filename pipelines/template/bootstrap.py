@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
+from pipelines.core.io import PipelineError, run_stage
 from pipelines.params import load_paths
 from pipelines.schema import Schema, dump_schema
-from pipelines.stage import PipelineError, run_stage
 from pipelines.template.table import Table, check_table, data_file, read_table
 
 ANSWERS = Path(".copier-answers.yml")

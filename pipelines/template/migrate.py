@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.stage import PipelineError, run_stage
+from pipelines.core.io import PipelineError, run_stage
 
 
 def add_key(path: Path, dotted: str, value: object) -> bool:

@@ -19,7 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from pipelines.stage import run_stage
+from pipelines.core.io import run_stage
 from pipelines.template.table import TableError, check_name, check_table, read_table
 
 TEMPLATE = Path(__file__).resolve().parents[2]

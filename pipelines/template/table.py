@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from pipelines.core.io import PipelineError
 from pipelines.schema import Schema, SchemaError, infer_schema
-from pipelines.stage import PipelineError
 
 ROW_ID = "row_id"  # the id column added to a table that has none
 MIN_ROWS = 50

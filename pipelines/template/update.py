@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.stage import PipelineError, run_stage
+from pipelines.core.io import PipelineError, run_stage
 
 ANSWERS = Path(".copier-answers.yml")
 LOCK = "uv.lock"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pipelines.release.analysis import (
+from tests.support.rollouts import (
     Phase,
     UnsupportedConditionError,
     assess,

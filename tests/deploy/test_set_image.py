@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.core.io import PipelineError
 from pipelines.release.manifests import (
     ImageRef,
     parse_reference,
@@ -14,7 +15,6 @@ from pipelines.release.manifests import (
     watched_revision,
     write_image,
 )
-from pipelines.stage import PipelineError
 from tests.deploy.conftest import DEPLOY, OVERLAYS, edit, make, one, render
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.act.simulation import protect_main
+from pipelines.core.io import PipelineError
 from pipelines.release import manifests, writeback
-from pipelines.stage import PipelineError
 from tests.deploy.conftest import DEPLOY, ROOT, edit
+from tools.act.simulation import protect_main
 
 OVERLAY = Path("deploy/overlays/staging/kustomization.yaml")
 APPLICATION = Path("deploy/argocd/staging.yaml")

@@ -15,9 +15,9 @@ import pytest
 from sklearn.dummy import DummyClassifier
 from sklearn.metrics import log_loss, roc_auc_score
 
+from pipelines.core.features import feature_names
 from pipelines.params import TrainParams
 from pipelines.schema import Schema
-from pipelines.stages import featurize
 from tests.conftest import Trained, fit_on
 
 # How far above the dummy's 0.5 a model's ROC AUC must be: a model that learns anything of
@@ -53,7 +53,7 @@ def test_the_baseline_also_learns(raw: pd.DataFrame, schema: Schema, trained: Tr
 def test_the_id_is_not_a_feature(trained: Trained, schema: Schema) -> None:
     # What the model was really fitted on and the matrix it scores, not what the schema promises.
     fitted = [str(name) for name in trained.model.feature_names_in_]
-    assert fitted == featurize.feature_names(schema) == list(trained.x_test.columns)
+    assert fitted == feature_names(schema) == list(trained.x_test.columns)
     assert not [n for n in fitted if n == schema.id or n.startswith(f"{schema.id}=")]
     # Nor under another name: no column of the matrix holds the rows' ids.
     ids = pd.to_numeric(trained.test_raw[schema.id], errors="coerce").to_numpy(np.float64)

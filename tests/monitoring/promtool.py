@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipelines.monitoring import names
+from pipelines.serving import names
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(

@@ -3,8 +3,8 @@
 Synthetic series for a canary's and the stable pods' requests, durations and score bins go
 through the AnalysisTemplate's exact queries (arguments filled in as Argo Rollouts fills them)
 with `promtool test rules`, which checks each value against the same maths done here
-(``pipelines.monitoring.drift`` for the score distance). Those values are then judged by the
-template's own conditions and limits (``pipelines.release.analysis``): a healthy canary passes,
+(``pipelines.core.drift`` for the score distance). Those values are then judged by the
+template's own conditions and limits (``tests.support.rollouts``): a healthy canary passes,
 each bad one fails, and one without traffic pauses for a human.
 """
 
@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 import yaml
 
-from pipelines.monitoring import canary, names
-from pipelines.monitoring.drift import chi2_quantile, degrees_of_freedom, fractions, psi
+from pipelines.core.drift import chi2_quantile, degrees_of_freedom, fractions, psi
+from pipelines.monitoring import canary
 from pipelines.params import CanaryParams, MonitorParams, RegisterParams, load_section
-from pipelines.release.analysis import Phase, judge, worst
+from pipelines.serving import names
 from tests.monitoring.promtool import needs_promtool, run_rule_tests, series
+from tests.support.rollouts import Phase, judge, worst
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = load_section("canary", CanaryParams, ROOT / "params.yaml")

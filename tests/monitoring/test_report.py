@@ -19,15 +19,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines.monitoring import report
-from pipelines.monitoring.drift import min_share
-from pipelines.monitoring.profile import build_profile
+from pipelines.core.drift import min_share
+from pipelines.core.features import feature_names
+from pipelines.core.io import write_json
+from pipelines.core.metrics import classification_metrics
+from pipelines.core.model import save_model
+from pipelines.core.profile import build_profile
+from pipelines.monitoring import monitor as report
 from pipelines.params import EvaluateParams, MonitorParams, load_paths, load_section
 from pipelines.schema import Feature, Schema
-from pipelines.stage import write_json
-from pipelines.stages.evaluate import classification_metrics
-from pipelines.stages.featurize import feature_names
-from pipelines.stages.train import save_model
 from tests.columns import PARAMS, ROOT, negative_class, pick
 from tests.conftest import Trained, fit_on, small_train_params
 
@@ -254,7 +254,7 @@ def test_an_unknown_label_is_refused(project: Project, schema: Schema, tmp_path:
 def test_the_command_exits_with_the_verdict(project: Project, tmp_path: Path) -> None:
     rows = tmp_path / "rows.csv"
     project.trained.test_raw.to_csv(rows, index=False)
-    command = [sys.executable, "-m", "pipelines.monitoring.report", str(rows)]
+    command = [sys.executable, "-m", "pipelines.monitoring.monitor", str(rows)]
     command += ["--markdown", str(tmp_path / "m.md"), "--json", str(tmp_path / "m.json")]
     for name in ("reference", "model", "metrics", "predictions"):
         command += [f"--{name}", str(project.root / name)]

@@ -20,11 +20,14 @@ import numpy as np
 import pytest
 import yaml
 
-from pipelines.monitoring import drift, manifests, names, rules
-from pipelines.monitoring.profile import Distribution, Profile, build_profile
+from pipelines.core import drift
+from pipelines.core.io import PipelineError
+from pipelines.core.profile import Distribution, Profile, build_profile
+from pipelines.monitoring import kustomize as manifests
+from pipelines.monitoring import rules
 from pipelines.params import MonitorParams, RegisterParams, load_paths, load_section
 from pipelines.schema import Schema, load_schema
-from pipelines.stage import PipelineError
+from pipelines.serving import names
 from tests.conftest import Trained
 from tests.monitoring.promtool import (
     check_rules,
@@ -122,7 +125,7 @@ def window_counts(traffic: Traffic, name: str, d: Distribution, minute: int) -> 
 def verdict(
     traffic: Traffic, name: str, d: Distribution, minute: int, floor: float = SHORT.psi_floor
 ) -> dict[str, float]:
-    """The batch side's numbers (pipelines.monitoring.drift) for one subject at ``minute``."""
+    """The batch side's numbers (pipelines.core.drift) for one subject at ``minute``."""
     counts = window_counts(traffic, name, d, minute)
     served = drift.fractions(counts)
     df = drift.degrees_of_freedom(d.fractions)

@@ -19,12 +19,12 @@ import pandas as pd
 import psutil
 import pytest
 
+from pipelines.core.features import encode
+from pipelines.core.model import load_model
 from pipelines.params import EngineParams, EvaluateParams, load_paths, load_section
 from pipelines.schema import load_schema, read_raw
-from pipelines.serving.score import score
+from pipelines.serving.batch import score
 from pipelines.serving.scoring import Scorer
-from pipelines.stages.featurize import encode
-from pipelines.stages.train import load_model
 from tests.scratch import ScratchRepo, ran
 
 pytestmark = pytest.mark.slow

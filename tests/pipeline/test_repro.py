@@ -13,17 +13,17 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipelines.core.features import in_test, read_features
 from pipelines.params import (
     DataParams,
     EvaluateParams,
     FeaturizeParams,
+    GateParams,
     load_paths,
     load_section,
 )
 from pipelines.release.lockcheck import compare_locks
-from pipelines.review.gate import GateParams
 from pipelines.schema import read_raw
-from pipelines.stages.featurize import in_test, read_features
 from tests.columns import PARAMS, breaking, pick, project_schema
 from tests.scratch import STAGES, FreshClone, ScratchRepo, ran
 

@@ -1,6 +1,6 @@
 """A team's shared services on 127.0.0.1: MLflow on PostgreSQL, artifacts in S3, a DVC remote.
 
-pipelines/services.py starts PostgreSQL, SeaweedFS's S3 server and ``mlflow server
+tools/services.py starts PostgreSQL, SeaweedFS's S3 server and ``mlflow server
 --serve-artifacts``; the session's trained copy of the project then logs and registers its model
 there holding only the tracking URI, sets an alias, loads the model back by it, pushes its
 outputs to a DVC remote in the same bucket, restores them from it, and a teammate's clone gets
@@ -25,12 +25,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.core.io import PipelineError
 from pipelines.params import RegisterParams, load_paths, load_section
 from pipelines.schema import read_raw
-from pipelines.services import Services, running
-from pipelines.stage import PipelineError
 from tests.columns import PARAMS, project_schema
 from tests.scratch import ScratchRepo
+from tools.services import Services, running
 
 pytestmark = pytest.mark.slow
 PATHS = load_paths(PARAMS)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipelines.release import image_e2e
+from tools import image_e2e
 
 TOOLS = {"skopeo": "skopeo", "docker-registry": "docker-registry"}  # command -> Debian package
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.core.io import PipelineError
 from pipelines.release import alias
-from pipelines.stage import PipelineError
 
 
 @pytest.fixture

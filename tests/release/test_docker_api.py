@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.release import build, image_e2e
+from pipelines.release import build
+from tools import image_e2e
 
 pytestmark = pytest.mark.slow  # a podman service and an image commit, a few seconds
 

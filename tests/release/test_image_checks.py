@@ -9,9 +9,9 @@ import subprocess
 import pytest
 import yaml
 
-from pipelines.release import image_checks
-from pipelines.stage import PipelineError
+from pipelines.core.io import PipelineError
 from tests.conftest import ROOT
+from tools import image_checks
 
 # ld.so (the dynamic loader) and ldd are in every Debian image: not build tools.
 LEAN_PROGRAMS = ["bash", "python3", "python3.11", "pip", "bentoml", "sh", "ld.so", "ldd"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipelines.release import image_e2e
+from tools import image_e2e
 
 
 def test_missing_tools_are_named_by_debian_package() -> None:

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.release import build, image_e2e
+from pipelines.core.io import PipelineError
+from pipelines.release import build
 from pipelines.release.build import ImageReport
-from pipelines.stage import PipelineError
 from tests.release.registries import push_manifest
+from tools import image_e2e
 
 pytestmark = pytest.mark.slow  # real registries and servers on 127.0.0.1, a few seconds
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.core.io import PipelineError
 from pipelines.release import build as release
 from pipelines.release.build import BentoReport, ImageReport
-from pipelines.stage import PipelineError
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "ab12" * 16

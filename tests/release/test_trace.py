@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.core.io import PipelineError
 from pipelines.release import build, trace
 from pipelines.review.report import gate_summary
-from pipelines.stage import PipelineError
 from tests.release.registries import push_manifest
 from tests.scratch import ScratchRepo
 

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.core.lineage import tracking_uri
 from pipelines.params import load_paths
 from pipelines.schema import load_schema, read_raw
-from pipelines.stages.register import tracking_uri
 from tests.scratch import BIN, ScratchRepo
 from tests.serving.conftest import Server, launch, records
 

@@ -20,10 +20,12 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipelines.monitoring import metrics, names, rules
-from pipelines.monitoring.profile import Profile
+from pipelines.core.profile import Profile
+from pipelines.monitoring import rules
 from pipelines.params import EvaluateParams, MonitorParams, Paths, RegisterParams, load_section
 from pipelines.schema import Schema, load_schema
+from pipelines.serving import names
+from pipelines.serving import telemetry as metrics
 from tests.scratch import ScratchRepo
 from tests.serving.conftest import Server, free_port, records, start
 

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipelines.core.features import encode
+from pipelines.core.model import load_model
 from pipelines.params import Paths
 from pipelines.schema import Schema
 from pipelines.serving.scoring import SCHEMA_FILE
-from pipelines.stages.featurize import encode
-from pipelines.stages.train import load_model
 from tests.columns import (
     NUMERIC,
     UNKNOWN_COLUMN,

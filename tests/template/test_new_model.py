@@ -26,8 +26,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipelines.core.features import in_test
 from pipelines.params import FeaturizeParams, load_section
-from pipelines.stages.featurize import in_test
 from tests.scratch import BIN
 from tests.template.conftest import ROOT, example_words
 

@@ -40,7 +40,7 @@ def write(path: Path, frame: pd.DataFrame) -> Path:
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    from pipelines.stage import run_stage
+    from pipelines.core.io import run_stage
 
     with pytest.raises(SystemExit) as exited:
         run_stage(lambda: new_model.main(list(args)))

@@ -20,11 +20,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines.act.simulation import WRITE_TOKEN, simulate
 from pipelines.params import EngineParams
 from pipelines.template.migrate import add_key
 from tests.scratch import ScratchRepo
 from tests.template.conftest import files
+from tools.act.simulation import WRITE_TOKEN, simulate
 
 pytestmark = pytest.mark.slow
 

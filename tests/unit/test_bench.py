@@ -12,8 +12,9 @@ import pandas as pd
 from xgboost import XGBClassifier
 
 from benchmarks.pipeline import BARE_FIT, report
+from pipelines.core.model import xgboost_arguments
 from pipelines.params import TrainParams, load_section
-from pipelines.stages.train import fit, xgboost_arguments
+from pipelines.stages.train import fit
 from tests.conftest import PARAMS
 
 

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 
 from benchmarks import serving
+from pipelines.core.features import encode
+from pipelines.core.model import LoadedModel, load_model
 from pipelines.schema import Schema
 from pipelines.serving.example import request_records
-from pipelines.stages.featurize import encode
-from pipelines.stages.train import LoadedModel, load_model
 from tests.columns import negative_class
 from tests.conftest import ROOT
 from tests.unit.test_score import save_small_model

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
+from pipelines.core.metrics import METRICS, Predictions
 from pipelines.params import CardParams, load_paths
-from pipelines.review.card import changes_section
-from pipelines.review.gate import Predictions
+from pipelines.review.card_changes import changes_section
 from pipelines.schema import load_schema
 from pipelines.stages import card
 from tests.scratch import ScratchRepo
@@ -156,7 +156,7 @@ def test_the_stage_writes_a_card_whose_model_index_is_the_metrics_file(
     metrics = json.loads((root / paths.metrics).read_text())
     (result,) = metadata["model-index"][0]["results"]
     shown = {m["type"]: m["value"] for m in result["metrics"]}
-    assert shown == {k: v for k, v in metrics.items() if k in card.METRIC_NAMES}
+    assert shown == {k: v for k, v in metrics.items() if k in METRICS}
     assert (root / paths.card_text).read_text().strip() in body
     schema = load_schema(root / paths.schema_)
     assert schema.target.column  # the card names its balance in the target's classes

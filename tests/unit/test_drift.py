@@ -9,12 +9,11 @@ import pandas as pd
 import pytest
 from scipy.stats import binom, chi2
 
-from pipelines.monitoring import drift
-from pipelines.monitoring.drift import EPSILON, Binning
-from pipelines.monitoring.profile import binning_of, distribution
+from pipelines.core import drift, features
+from pipelines.core.drift import EPSILON, Binning
+from pipelines.core.profile import binning_of, distribution
 from pipelines.params import FeaturizeParams, MonitorParams, load_section
 from pipelines.schema import Schema
-from pipelines.stages import featurize
 from tests.columns import PARAMS
 
 # --- PSI and KS ---------------------------------------------------------------------------------
@@ -255,8 +254,8 @@ def test_the_models_false_alarm_rate_is_the_configured_one(
     in: measured 1.27x the configured rate on the example's table, 1.17x and 2.19x on the two
     tables the template tests generate (bins under ``min_share`` merged; 4.5x without).
     """
-    split = load_section("featurize", FeaturizeParams, PARAMS)
-    train_rows, _ = featurize.split(raw, schema, split.test_size, split.seed)
+    featurize = load_section("featurize", FeaturizeParams, PARAMS)
+    train_rows, _ = features.split(raw, schema, featurize.test_size, featurize.seed)
     rng = np.random.default_rng(0)
     alpha = drift.per_test_rate(monitor.false_alarm_rate, len(schema.features))
     expected = 1 - (1 - alpha) ** len(schema.features)  # the score is not part of this family

@@ -9,14 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.stages.evaluate import (
-    calibration_points,
-    classification_metrics,
-    feature_importance,
-    pr_points,
-    roc_points,
-    segment_metrics,
-)
+from pipelines.core.curves import calibration_points, pr_points, roc_points
+from pipelines.core.metrics import classification_metrics
+from pipelines.stages.evaluate import feature_importance, segment_metrics
 from pipelines.stages.train import fit
 from tests.conftest import small_train_params
 

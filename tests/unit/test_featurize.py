@@ -13,9 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.params import FeaturizeParams, load_section
-from pipelines.schema import Feature, Rows, Schema, Target
-from pipelines.stages.featurize import (
+from pipelines.core.features import (
     ID,
     LABEL,
     encode,
@@ -26,6 +24,8 @@ from pipelines.stages.featurize import (
     read_features,
     split,
 )
+from pipelines.params import FeaturizeParams, load_section
+from pipelines.schema import Feature, Rows, Schema, Target
 from tests.columns import PARAMS
 
 TARGET = "Loan Status"

@@ -11,10 +11,16 @@ import pytest
 import yaml
 from sklearn import metrics as sk
 
-from pipelines.params import ParamsError, load_section
+from pipelines.core.metrics import (
+    METRICS,
+    Predictions,
+    Sorted,
+    classification_metrics,
+    point_metrics,
+)
+from pipelines.params import GateParams, MetricRule, ParamsError, load_section
 from pipelines.review import gate
-from pipelines.review.gate import GateParams, MetricRule, Predictions, Side
-from pipelines.stages.evaluate import classification_metrics
+from pipelines.review.gate import Side
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 800
@@ -62,7 +68,7 @@ def test_resampled_metrics_equal_scikit_learn_with_and_without_weights(ties: boo
     if ties:  # many tied scores: AUC counts ties half, AP groups them
         rounded = np.round(p.probability, 1)
         p = Predictions(p.ids, p.label, rounded, (rounded >= 0.5).astype(np.int8))
-    rows = gate.Sorted.of(p)
+    rows = Sorted.of(p)
     counts = np.vstack([np.ones(ROWS), np.random.default_rng(5).poisson(1.0, ROWS)])
     for weights in counts:
         w = weights[None, rows.order]
@@ -77,12 +83,12 @@ def test_resampled_metrics_equal_scikit_learn_with_and_without_weights(ties: boo
             "f1": sk.f1_score(p.label, p.predicted, sample_weight=weights),
         }
         for name, value in expected.items():
-            assert gate.METRICS[name](rows, w)[0] == pytest.approx(value, abs=1e-12), name
+            assert METRICS[name].weighted(rows, w)[0] == pytest.approx(value, abs=1e-12), name
 
 
 def test_point_metrics_equal_the_evaluate_stage() -> None:
     written = classification_metrics(BASE.label, BASE.probability, 0.5)
-    computed = gate.point_metrics(BASE, list(gate.METRICS))
+    computed = point_metrics(BASE, list(METRICS))
     for name, value in computed.items():
         assert value == pytest.approx(written[name], abs=1e-12)
 
@@ -292,7 +298,10 @@ def test_the_committed_gate_section_loads() -> None:
             "takes a ceiling, not a floor",
         ),
         ({"confidence": 1.5}, "gate.confidence"),
-        ({"metrics": {"f1": {"better": "up", "tolerance": 0.01}}}, "gate.metrics.f1.better"),
+        (
+            {"metrics": {"f1": {"better": "up", "tolerance": 0.01}}},
+            "metrics.f1.better: higher is better, not up",
+        ),
     ],
 )
 def test_bad_gate_params_name_the_key(tmp_path: Path, change: dict, message: str) -> None:

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.params import load_section
-from pipelines.review.gate import GateParams, Predictions, Side, compare
+from pipelines.core.metrics import Predictions
+from pipelines.params import GateParams, load_section
+from pipelines.review.gate import Side, compare
 from pipelines.review.holdout import predictions, rescore, schema_change
 from pipelines.schema import Feature, Schema
 from tests.columns import PARAMS, pick, project_schema
@@ -94,7 +95,7 @@ def test_rows_base_trained_on_are_left_out_and_all_of_them_is_no_holdout(tmp_pat
 
 
 def side(frame: pd.DataFrame) -> Side:
-    from pipelines.stages.evaluate import classification_metrics
+    from pipelines.core.metrics import classification_metrics
 
     p = Predictions.from_frame(frame)
     return Side(p, classification_metrics(p.label, p.probability, 0.5))

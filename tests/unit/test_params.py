@@ -16,17 +16,17 @@ from pipelines.params import (
     EngineParams,
     EvaluateParams,
     FeaturizeParams,
+    GateParams,
     MonitorParams,
     ParamsError,
     Paths,
     RegisterParams,
     Section,
+    ServeParams,
     TrainParams,
     load_paths,
     load_section,
 )
-from pipelines.review.gate import GateParams
-from pipelines.serving.api import ServeParams
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "params.yaml"

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.monitoring.profile import Distribution, Profile, build_profile
+from pipelines.core.io import PipelineError, write_json
+from pipelines.core.profile import Distribution, Profile, build_profile
 from pipelines.schema import Schema
-from pipelines.stage import PipelineError, write_json
 
 
 def make_schema(categories: tuple[str, ...] = ("a", "b", "c")) -> Schema:

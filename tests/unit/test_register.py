@@ -8,16 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipelines.core.lineage import data_hash, git_state, tracking_uri
 from pipelines.params import EvaluateParams, FeaturizeParams, TrainParams, load_section
 from pipelines.schema import Schema
 from pipelines.stages import register
-from pipelines.stages.register import (
-    data_hash,
-    git_state,
-    pip_requirements,
-    run_params,
-    tracking_uri,
-)
+from pipelines.stages.register import pip_requirements, run_params
 from tests.conftest import PARAMS
 
 

@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.params import RegisterParams, load_section
+from pipelines.core.metrics import Predictions, classification_metrics
+from pipelines.core.model import save_model
+from pipelines.params import GateParams, RegisterParams, load_section
 from pipelines.review import gate, report
-from pipelines.review.gate import GateParams, Predictions
 from pipelines.review.report import MARKER, MAX_CHARS, Base, Outputs, Report
 from pipelines.stages import train
-from pipelines.stages.evaluate import classification_metrics, segment_metrics
+from pipelines.stages.evaluate import segment_metrics
 from tests.columns import PARAMS as PARAMS_FILE
 from tests.conftest import small_train_params
 
@@ -260,7 +261,7 @@ def test_size_and_latency_of_a_saved_model(tmp_path: Path) -> None:
     x = pd.DataFrame(rng.normal(size=(300, 3)), columns=["a", "b", "c"]).astype("float32")
     y = (x["a"] + rng.normal(size=300) > 0).to_numpy(dtype=int)
     model = train.fit(x, y, small_train_params("xgboost"))
-    train.save_model(model, "xgboost", {"features": ["a", "b", "c"]}, tmp_path / "model")
+    save_model(model, "xgboost", {"features": ["a", "b", "c"]}, tmp_path / "model")
     files = list((tmp_path / "model").iterdir())
     assert report.model_bytes(tmp_path / "model") == sum(f.stat().st_size for f in files)
     timed = report.latency({"pr": tmp_path / "model"}, x)["pr"]
@@ -326,6 +327,6 @@ def test_the_mlflow_run_links_to_its_page_on_the_teams_server(worse: Report) -> 
     ],
 )
 def test_the_run_url_is_a_servers_page_without_credentials(tracking: str, url: str | None) -> None:
-    from pipelines.stages.register import run_url
+    from pipelines.core.lineage import run_url
 
     assert run_url(tracking, "3", "r") == url

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from pipelines.monitoring.retrain import main, reasons
-from pipelines.params import load_section
-from pipelines.review.gate import GateParams
+from pipelines.params import GateParams, load_section
 from tests.columns import PARAMS
 
 RULES = load_section("gate", GateParams, PARAMS).metrics

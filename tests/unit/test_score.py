@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.core.features import encode, feature_names
+from pipelines.core.model import LoadedModel, load_model, save_model
 from pipelines.schema import Feature, Schema
-from pipelines.serving import score
-from pipelines.stages.featurize import encode, feature_names
-from pipelines.stages.train import LoadedModel, load_model, save_model
+from pipelines.serving import batch as score
 from tests.columns import (
     NUMERIC,
     UNKNOWN_COLUMN,
@@ -284,7 +284,7 @@ def test_the_command_refuses_bad_rows_in_one_message(
     assert column is not None, "a schema has a category or a bounded number"
     value = breaking(schema.features[column])
     _set(column, value)(raw.head(30)).to_csv(bad, index=False)
-    command = [sys.executable, "-m", "pipelines.serving.score", "--model", str(model_dir)]
+    command = [sys.executable, "-m", "pipelines.serving.batch", "--model", str(model_dir)]
     done = subprocess.run(
         [*command, str(bad), str(out)], cwd=ROOT, capture_output=True, text=True, check=False
     )

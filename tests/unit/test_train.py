@@ -12,17 +12,16 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler
 
-from pipelines.stages.train import (
+from pipelines.core.model import (
     FILES,
     META,
     Classifier,
     LoadedModel,
-    cross_validate,
-    fit,
     load_model,
     make_model,
     save_model,
 )
+from pipelines.stages.train import cross_validate, fit
 from tests.conftest import small_train_params
 
 KINDS = ["xgboost", "logistic_regression"]

@@ -1,4 +1,4 @@
-"""The workflows, run for real with act on a simulated GitHub (pipelines/act): one scenario each.
+"""The workflows, run for real with act on a simulated GitHub (tools/act): one scenario each.
 
 One simulated GitHub serves the module: an origin whose main is this project, the API stand-in,
 and one DVC cache and Python environment shared by the jobs. Scenarios that move main put it
@@ -24,16 +24,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.act import simulation
-from pipelines.act.simulation import WRITE_TOKEN, PullRequest, Run, Simulation, git, simulate
+from pipelines.core.io import PipelineError
 from pipelines.params import MonitorParams, load_paths, load_section
-from pipelines.release import image_e2e, manifests
+from pipelines.release import manifests
 from pipelines.review.comment import MARKER
 from pipelines.schema import load_schema, read_raw
-from pipelines.stage import PipelineError
 from pipelines.stages.register import RegisterParams
 from tests.columns import new_ids, pick
 from tests.scratch import ScratchRepo
+from tools import image_e2e
+from tools.act import simulation
+from tools.act.simulation import WRITE_TOKEN, PullRequest, Run, Simulation, git, simulate
 
 pytestmark = [pytest.mark.slow, pytest.mark.act]
 
@@ -156,7 +157,7 @@ def team_server() -> Iterator[str]:
     Needs Debian's ``postgresql`` and the optional group ``shared``: outside CI a machine without
     them skips; in CI (``.ci/run`` installs both) their absence fails.
     """
-    from pipelines.services import running
+    from tools.services import running
 
     stack = ExitStack()
     try:

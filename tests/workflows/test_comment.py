@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from pipelines.act.github import GitHub, serve
 from pipelines.review import comment
 from pipelines.review.comment import MARKER, MAX_BODY_CHARS
+from tools.act.github import GitHub, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 REPO = "octo/model"

@@ -15,9 +15,9 @@ import pathspec
 import pytest
 import yaml
 
-from pipelines.act.github import GitHub, serve
-from pipelines.github_settings import WORKFLOW_PERMISSIONS, main, repository_from_remote
 from pipelines.params import load_paths
+from tools.act.github import GitHub, serve
+from tools.github_settings import WORKFLOW_PERMISSIONS, main, repository_from_remote
 
 ROOT = Path(__file__).resolve().parents[2]
 GITHUB = ROOT / ".github"

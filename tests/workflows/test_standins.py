@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from pipelines.act import standins
-from pipelines.act.github import GitHub, serve
-from pipelines.act.simulation import ACTIONS, SimulationError, pinned_actions
+from tools.act import standins
+from tools.act.github import GitHub, serve
+from tools.act.simulation import ACTIONS, SimulationError, pinned_actions
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"

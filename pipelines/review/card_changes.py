@@ -1,0 +1,61 @@
+"""What changed in the model card between BASE and a pull request: a section of the PR comment.
+
+It reads the evaluation outputs both sides have (``eval/metrics.json``, ``eval/segments.json``),
+so BASE needs no card of its own; :mod:`pipelines.review.report` adds the section.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.core.formatting import number
+from pipelines.core.metrics import METRICS
+
+
+def summary(metrics: dict[str, Any], segments: dict[str, Any]) -> dict[str, float]:
+    """What the card's headline says of one model: test metrics and segment gaps.
+
+    Reads the evaluation outputs both sides of a pull request have (``eval/metrics.json`` and
+    ``eval/segments.json``), so BASE needs no card of its own.
+    """
+    result = {
+        METRICS[n].label: float(metrics[n])
+        for n in METRICS
+        if isinstance(metrics.get(n), int | float)
+    }
+    for column, groups in segments.items():
+        for name in ("roc_auc", "f1"):
+            values = [
+                float(g[name]) for g in groups.values() if isinstance(g.get(name), int | float)
+            ]
+            if len(values) >= 2:
+                result[f"{METRICS[name].label} gap across {column}"] = max(values) - min(values)
+    return result
+
+
+def changes_section(
+    base: tuple[dict[str, Any], dict[str, Any]] | None,
+    pr: tuple[dict[str, Any], dict[str, Any]],
+    tolerance: float = 5e-4,
+) -> list[str]:
+    """Markdown lines for the PR comment: what changed in the model card, base vs PR.
+
+    Args:
+        base: BASE's metrics and segments (None: BASE has no model).
+        pr: The PR's metrics and segments.
+        tolerance: Changes smaller than this are not shown.
+    """
+    lines = ["#### Model card", ""]
+    after = summary(*pr)
+    if base is None:
+        return [*lines, "New card: BASE has no model."]
+    before = summary(*base)
+    rows = []
+    for key in [*after, *(k for k in before if k not in after)]:
+        old, new = before.get(key), after.get(key)
+        if old is None or new is None or abs(new - old) > tolerance:
+            delta = "" if old is None or new is None else f"{new - old:+.4f}"
+            rows.append(f"| {key} | {number(old, 4)} | {number(new, 4)} | {delta} |")
+    if not rows:
+        return [*lines, "Unchanged: the card's metrics and segment gaps are the same as BASE's."]
+    return [*lines, "| | base | PR | Δ |", "|---|---|---|---|", *rows]

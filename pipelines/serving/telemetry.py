@@ -1,0 +1,301 @@
+"""The model's own Prometheus metrics, exported by every worker of the service on ``/metrics``.
+
+Every series carries ``model`` (``register.model_name``) and ``model_version`` (the BentoML model
+tag's version, a content hash), and nothing of high cardinality: features, bins and outcomes are
+fixed by the schema and the reference profile.
+
+- ``model_info`` (gauge, 1): which model version serves, with its MLflow version and commit.
+- ``model_feature_bin_total`` / ``model_score_bin_total`` (counters): served values per bin of
+  the reference profile, per feature and for the score. PSI and KS are computed from them by
+  the Prometheus rules (``deploy/monitoring/``).
+- ``model_score`` (histogram): the score in fixed buckets, the same for every version.
+- ``model_reference_feature_fraction`` / ``model_reference_score_fraction`` and
+  ``model_reference_feature_rows`` / ``model_reference_score_rows`` (gauges, constant): the
+  reference profile itself, so a rule compares each version with its own reference.
+- ``model_requests_total`` (counter) and ``model_request_duration_seconds`` (histogram): every
+  request to an API route, seen outermost, so refusals (400, 413, 415, 429, 504) are counted
+  with their ``outcome``.
+
+The metric objects are created in each worker, after BentoML has pointed
+``PROMETHEUS_MULTIPROC_DIR`` at the directory it aggregates for ``/metrics``: created at import,
+they would write to the process's memory and never be served. ``bentoml.metrics`` (deprecated in
+BentoML 1.4 in favour of ``prometheus_client``) only defers that import, which this module does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from pipelines.core.drift import Binning
+from pipelines.core.profile import Profile
+from pipelines.serving import names
+
+STATUS_OUTCOMES = {  # the rest: 2xx ok, other 4xx invalid, other 5xx error
+    400: "invalid",
+    413: "too_large",
+    415: "unsupported_type",
+    429: "overloaded",
+    504: "timeout",
+}
+
+
+def outcome(status: int) -> str:
+    """What a response status says about the request, as ``model_requests_total`` labels it."""
+    if status < 400:
+        return "ok"
+    if status in STATUS_OUTCOMES:
+        return STATUS_OUTCOMES[status]
+    return "error" if status >= 500 else "invalid"
+
+
+FLUSH_SECONDS = 1.0  # counts reach /metrics at most this late
+VECTOR_BATCH = 16  # records from which a feature's bins are counted with numpy
+
+
+class Batched:
+    """Increments held in a plain list and handed to ``prometheus_client`` once a second.
+
+    An increment of a multiprocess metric locks and writes a memory-mapped file (~3 us here):
+    twenty of them per record cost ~10% of a one-record request. Adding to a list entry costs
+    a few percent of that; :meth:`flush` passes the sums on, scheduled on the worker's event
+    loop (where the service's coroutines run, so no count is lost between the two) at most
+    ``FLUSH_SECONDS`` after the first unflushed one. Outside an event loop it flushes at once.
+    """
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []  # anything with .inc(amount)
+        self.pending: list[float] = []
+        self._scheduled = False
+
+    def slot(self, value: Any) -> int:
+        """Register a value to add to; returns its index in :attr:`pending`."""
+        self.values.append(value)
+        self.pending.append(0)
+        return len(self.values) - 1
+
+    def histogram(self, child: Any) -> tuple[list[float], list[int], int]:
+        """Upper bounds, bucket slots and the sum's slot of a labelled ``Histogram``.
+
+        prometheus_client cannot add many observations at once; its histogram keeps one value
+        per bucket (not cumulative) and one for the sum, which are added to here. The service's
+        tests check the exported histogram against the served scores, observation for
+        observation.
+        """
+        bounds = list(child._upper_bounds)
+        buckets = [self.slot(value) for value in child._buckets]
+        return bounds, buckets, self.slot(child._sum)
+
+    def schedule(self) -> None:
+        """Flush within ``FLUSH_SECONDS`` (at once outside an event loop)."""
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        loop.call_later(FLUSH_SECONDS, self.flush)
+        self._scheduled = True
+
+    def flush(self) -> None:
+        """Add every pending amount to its value and start again from zero."""
+        self._scheduled = False
+        pending = self.pending
+        for i, amount in enumerate(pending):
+            if amount:
+                self.values[i].inc(amount)
+                pending[i] = 0
+
+
+class ServiceMetrics:
+    """One worker's metric series for one model version, resolved once.
+
+    Args:
+        profile: The model's reference profile.
+        model: The registered model name.
+        version: The model version every series is labelled with.
+        info: Extra ``model_info`` labels (MLflow version, git commit).
+    """
+
+    def __init__(
+        self, profile: Profile, model: str, version: str, info: Mapping[str, str | None]
+    ) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        ids = {"model": model, "model_version": version}
+        labels = (names.MODEL, names.MODEL_VERSION)
+        # registry=None: in multiprocess mode /metrics reads the files every process writes,
+        # not a registry, and a second instance in one process must not clash.
+        extra = {key: value or "" for key, value in info.items()}
+        Gauge(
+            names.INFO,
+            "The model version this worker serves",
+            [*labels, *extra],
+            registry=None,
+            multiprocess_mode="max",
+        ).labels(**ids, **extra).set(1)
+        fraction = Gauge(
+            names.REFERENCE_FEATURE_FRACTION,
+            "Reference (training) fraction of each feature's bin",
+            [*labels, "feature", "bin", "kind"],
+            registry=None,
+            multiprocess_mode="max",
+        )
+        rows = Gauge(
+            names.REFERENCE_FEATURE_ROWS,
+            "Reference (training) rows of each feature",
+            [*labels, "feature"],
+            registry=None,
+            multiprocess_mode="max",
+        )
+        served = Counter(
+            names.FEATURE_BIN,
+            "Served values per feature and bin",
+            [*labels, "feature", "bin"],
+            registry=None,
+        )
+        self.batched = batched = Batched()
+        self._features: list[tuple[str, Binning, int]] = []
+        # The per-record path, without a call per value: (name, edges, first slot, missing slot)
+        # and (name, slot by category, other slot).
+        self._numeric: list[tuple[str, tuple[float, ...], int, int]] = []
+        self._categorical: list[tuple[str, dict[str | None, int], int]] = []
+        for name, reference in profile.features.items():
+            kind = reference.binning.kind
+            bins = reference.binning.labels
+            for label, value in zip(bins, reference.fractions, strict=True):
+                fraction.labels(**ids, feature=name, bin=label, kind=kind).set(value)
+            rows.labels(**ids, feature=name).set(reference.rows)
+            slots = [batched.slot(served.labels(**ids, feature=name, bin=b)) for b in bins]
+            self._features.append((name, reference.binning, slots[0]))
+            binning = reference.binning
+            missing = slots[-1]
+            if binning.kind == "numeric":
+                self._numeric.append((name, binning.edges, slots[0], missing))
+            else:  # the request model allows only the schema's categories and None
+                lookup: dict[str | None, int] = dict(zip(binning.categories, slots, strict=False))
+                self._categorical.append((name, lookup | {None: missing}, slots[-2]))
+
+        score = profile.score
+        score_fraction = Gauge(
+            names.REFERENCE_SCORE_FRACTION,
+            "Reference (test rows) fraction of each score bin",
+            [*labels, "bin"],
+            registry=None,
+            multiprocess_mode="max",
+        )
+        for label, value in zip(score.binning.labels, score.fractions, strict=True):
+            score_fraction.labels(**ids, bin=label).set(value)
+        Gauge(
+            names.REFERENCE_SCORE_ROWS,
+            "Reference (test) rows of the score",
+            labels,
+            registry=None,
+            multiprocess_mode="max",
+        ).labels(**ids).set(score.rows)
+        score_bins = Counter(
+            names.SCORE_BIN,
+            "Served scores per reference score bin",
+            [*labels, "bin"],
+            registry=None,
+        )
+        self._score_binning = score.binning
+        slots = [batched.slot(score_bins.labels(**ids, bin=b)) for b in score.binning.labels]
+        self._score_bins = slots[0]
+        self._score = batched.histogram(
+            Histogram(
+                names.SCORE,
+                "Served positive-class probability",
+                labels,
+                buckets=names.SCORE_BUCKETS,
+                registry=None,
+            ).labels(**ids)
+        )
+        self._requests = Counter(
+            names.REQUESTS,
+            "API requests by endpoint, status code and outcome",
+            [*labels, "endpoint", "code", "outcome"],
+            registry=None,
+        )
+        self._duration = Histogram(
+            names.REQUEST_DURATION,
+            "API request duration in seconds, refusals and queue wait included",
+            [*labels, "endpoint"],
+            buckets=names.DURATION_BUCKETS,
+            registry=None,
+        )
+        self._ids = ids
+        self._request_slots: dict[tuple[str, int], tuple[int, tuple[Any, ...]]] = {}
+
+    def observe(self, records: Sequence[Mapping[str, Any]], scores: Sequence[float]) -> None:
+        """Count served records into their feature bins and their scores into the score's."""
+        pending = self.batched.pending
+        if len(records) < VECTOR_BATCH:
+            # Validated records: numbers are never NaN, categories are the schema's or None.
+            for record in records:
+                for name, edges, first, missing in self._numeric:
+                    value = record[name]
+                    pending[missing if value is None else first + bisect_left(edges, value)] += 1
+                for name, slots, other in self._categorical:
+                    pending[slots.get(record[name], other)] += 1
+        else:  # a batch: one bin lookup per distinct value
+            for name, binning, first in self._features:
+                for value, count in Counter([record[name] for record in records]).items():
+                    pending[first + binning.index_of(value)] += count
+        bounds, buckets, total = self._score
+        if len(scores) < VECTOR_BATCH:
+            edges = self._score_binning.edges  # a score is never missing
+            for score in scores:
+                pending[self._score_bins + bisect_left(edges, score)] += 1
+                pending[buckets[bisect_left(bounds, score)]] += 1
+                pending[total] += score
+        else:
+            values = np.asarray(scores, dtype=np.float64)
+            for first, cuts, width in (
+                (self._score_bins, self._score_binning.edges, len(self._score_binning.labels)),
+                (buckets[0], bounds, len(buckets)),
+            ):
+                index = np.searchsorted(cuts, values, "left")
+                for i, count in enumerate(np.bincount(index, minlength=width).tolist()):
+                    pending[first + i] += count
+            pending[total] += float(values.sum())
+        self.batched.schedule()
+
+    def request(self, endpoint: str, status: int, seconds: float) -> None:
+        """Count one API request by its response status and time it."""
+        key = (endpoint, status)
+        slots = self._request_slots.get(key)
+        if slots is None:
+            counter = self._requests.labels(
+                **self._ids, endpoint=endpoint, code=str(status), outcome=outcome(status)
+            )
+            duration = self.batched.histogram(self._duration.labels(**self._ids, endpoint=endpoint))
+            slots = (self.batched.slot(counter), duration)
+            self._request_slots[key] = slots
+        count, (bounds, buckets, total) = slots
+        pending = self.batched.pending
+        pending[count] += 1
+        pending[buckets[bisect_left(bounds, seconds)]] += 1
+        pending[total] += seconds
+        self.batched.schedule()
+
+
+_ACTIVE: ServiceMetrics | None = None
+
+
+def activate(metrics: ServiceMetrics) -> None:
+    """Make ``metrics`` the ones :func:`record_request` reports to (one model per worker)."""
+    global _ACTIVE  # noqa: PLW0603 - a worker serves one model; its middleware is built earlier
+    _ACTIVE = metrics
+
+
+def record_request(endpoint: str, status: int, seconds: float) -> None:
+    """Report an API request to the worker's active metrics (none before the model loads)."""
+    if _ACTIVE is not None:
+        _ACTIVE.request(endpoint, status, seconds)

@@ -1,0 +1,859 @@
+"""The merge-to-deploy path on one machine, with no Docker engine and no Docker Hub.
+
+``make image-e2e`` runs what a release does, for real, and checks each result:
+
+1. tools: buildah, podman, skopeo, docker-registry, debootstrap and runc (installed with apt
+   when missing and running as root), kubectl;
+2. model: the current model (``make run`` first when there is none);
+3. bento: ``make bento``;
+4. base: the base image that the generated Dockerfile starts ``FROM``, built with debootstrap
+   (the root file system is cached in ``~/.cache``, keyed by its package list);
+5. registry: a real ``docker-registry`` on 127.0.0.1 (free port, no auth, temporary storage);
+6. image: ``make image BACKEND=buildah`` (hadolint, immutable tag); with ``--backend docker``,
+   ``make image BACKEND=docker`` through Podman's Docker-compatible API on a socket of its own;
+7. push: ``make push``; pushing again does nothing and keeps the digest, and a report whose
+   digest differs from the registry's is refused;
+8. rerun: the release again: ``make bento`` gives the same bento, ``make image`` builds nothing
+   and takes the pushed digest from the registry, ``make push`` does nothing;
+9. sbom: ``make sbom`` from the registry, by digest;
+10. pull: ``podman pull`` by digest into a store of its own;
+11. lean: the pulled image has no compiler, git or GPU package and is under its size target
+    (``image_checks``);
+12. serve: ``podman run`` locked down as the staging overlay's Deployment runs it (read-only
+    root file system, its user, its emptyDirs as the only writable paths, its environment), port
+    published on 127.0.0.1; the time from start to ``/readyz``, a refused write to the root file
+    system, a ``/predict`` of a row of the real table, whose probability must equal the host
+    model's, and the request written to the request log;
+13. manifest: ``make set-image OVERLAY=staging DEPLOY=<a copy of deploy/>``, rendered with
+    ``kubectl kustomize``, which must name the pushed digest.
+
+Everything it starts (registry, Podman's API service, container, storage, temporary
+directories, mounts) is removed at the end, on failure or interruption too, and a table of the
+time of each step is printed.
+
+Other harnesses reuse the pieces: ``prepare`` (the containers configuration and environment of
+a run), ``ensure_tools``, ``start_registry`` / ``local_registry``, ``podman_docker_api`` (a
+Docker API for docker clients, on the same store) and ``import_base_image``.
+
+Usage: ``python -m tools.image_e2e [--backend buildah|docker] [--keep]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.core.features import encode
+from pipelines.core.io import PipelineError, run_stage, write_json
+from pipelines.core.model import load_model
+from pipelines.params import load_paths
+from pipelines.release.build import (
+    Backend,
+    BentoReport,
+    ImageReport,
+    check_digest_ref,
+    model_name,
+    read_report,
+)
+from pipelines.schema import load_schema, read_raw
+from tools.image_checks import LISTING, image_problems, lockdown, parse_listing, podman_run_args
+
+# Command -> Debian package.
+APT_TOOLS = {
+    "buildah": "buildah",
+    "podman": "podman",
+    "skopeo": "skopeo",
+    "docker-registry": "docker-registry",
+    "debootstrap": "debootstrap",
+    "runc": "runc",
+}
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+CONTAINER_PORT = 3000
+BENTO_UID = 1034
+READY_TIMEOUT = 180.0
+LOG_TAIL = 40
+TOLERANCE = 1e-6
+# Under the home directory: the base image's root file system, shared by every model repository.
+CACHE = Path(".cache") / "model-image-e2e"
+
+
+# --- pure core -------------------------------------------------------------------------------
+
+
+def missing_tools(which: Callable[[str], str | None] = shutil.which) -> list[str]:
+    """Debian packages whose commands are not on PATH."""
+    return sorted({package for command, package in APT_TOOLS.items() if which(command) is None})
+
+
+def storage_conf(root: Path, driver: str = "vfs") -> str:
+    """A containers-storage config keeping every layer under ``root``.
+
+    Args:
+        root: Where the store lives.
+        driver: ``vfs`` needs no kernel mounts but copies the whole file system for each layer;
+            ``overlay`` (root and a kernel with overlayfs) shares them.
+    """
+    return f'[storage]\ndriver = "{driver}"\nrunroot = "{root}/run"\ngraphroot = "{root}/graph"\n'
+
+
+def containers_conf(nofile: int, nproc: int) -> str:
+    """A containers.conf whose limits podman can apply, with runc as the runtime.
+
+    podman asks for limits above this host's, which the runtime cannot set; crun fails on the
+    cgroup layout of such hosts, runc does not.
+    """
+    return (
+        "[containers]\n"
+        f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n'
+        "[engine]\n"
+        'runtime = "runc"\n'
+    )
+
+
+def registries_conf(insecure: Sequence[str] = ()) -> str:
+    """Short names (the Dockerfile's ``FROM python:...``) resolve as Docker Hub's, never asked.
+
+    Args:
+        insecure: Registries (``host:port``) reached over plain HTTP, like the local one: Podman
+            (and so ``docker push`` through its API) otherwise insists on TLS.
+    """
+    text = 'unqualified-search-registries = ["docker.io"]\nshort-name-mode = "permissive"\n'
+    for location in insecure:
+        text += f'\n[[registry]]\nlocation = "{location}"\ninsecure = true\n'
+    return text
+
+
+def registry_config(port: int, storage: Path, htpasswd: Path | None = None) -> str:
+    """A ``docker-registry`` config: 127.0.0.1 only, storage in ``storage``.
+
+    Args:
+        port: The port to listen on.
+        storage: Where the registry keeps its blobs.
+        htpasswd: With a path, clients must log in (basic auth, bcrypt entries); a missing file
+            is created by the registry with a user ``docker`` whose password it logs.
+    """
+    auth = f"auth:\n  htpasswd:\n    realm: local\n    path: {htpasswd}\n" if htpasswd else ""
+    return (
+        "version: 0.1\n"
+        "log:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {storage}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"{auth}"
+    )
+
+
+def base_image(dockerfile: str) -> str:
+    """The fully qualified image that a Dockerfile's first ``FROM`` names.
+
+    Raises:
+        PipelineError: There is no ``FROM`` line.
+    """
+    found = re.search(r"^FROM\s+(?:--\S+\s+)*(\S+)", dockerfile, flags=re.MULTILINE | re.I)
+    if not found:
+        raise PipelineError("the generated Dockerfile has no FROM line")
+    name = found.group(1)
+    first = name.split("/")[0]
+    if "/" not in name:
+        return f"docker.io/library/{name}"
+    if "." not in first and ":" not in first and first != "localhost":
+        return f"docker.io/{name}"
+    return name
+
+
+def rootfs_key(suite: str, packages: tuple[str, ...], mirror: str) -> str:
+    """The cache key of a debootstrap root file system: what it was built from."""
+    text = json.dumps({"suite": suite, "packages": sorted(packages), "mirror": mirror})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def nproc_limit(hard: int, pid_max: int) -> int:
+    """The process limit to ask podman for: conmon itself runs with at most ``pid_max``."""
+    return pid_max if hard in (resource.RLIM_INFINITY, -1) else min(hard, pid_max)
+
+
+def request_record(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A raw table row as a JSON record: NaN becomes null, NumPy scalars Python values."""
+    record = {}
+    for name, value in row.items():
+        plain = value.item() if hasattr(value, "item") else value
+        record[name] = None if isinstance(plain, float) and math.isnan(plain) else plain
+    return record
+
+
+def timing_table(steps: list[tuple[str, float, str]]) -> str:
+    """A table of each step's name, seconds and outcome, and the total."""
+    lines = [f"{'step':<10} {'seconds':>8}  result", f"{'-' * 10} {'-' * 8}  {'-' * 6}"]
+    lines += [f"{name:<10} {seconds:>8.1f}  {result}" for name, seconds, result in steps]
+    lines.append(f"{'total':<10} {sum(s for _, s, _ in steps):>8.1f}")
+    return "\n".join(lines)
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """The state of one end-to-end run: its directory, environment and step timings."""
+
+    root: Path
+    repo: Path
+    logs: Path
+    env: dict[str, str]
+    started: float = field(default_factory=time.monotonic)
+    steps: list[tuple[str, float, str]] = field(default_factory=list)
+
+    @property
+    def podman(self) -> dict[str, str]:
+        """What ``podman pull`` and ``run`` add to ``env``: a store of their own, runc, limits."""
+        return {
+            "CONTAINERS_STORAGE_CONF": str(self.root / "podman-storage.conf"),
+            "CONTAINERS_CONF": str(self.root / "containers.conf"),
+        }
+
+    def say(self, message: str) -> None:
+        """Print a progress line stamped with the time since the start."""
+        print(f"[{time.monotonic() - self.started:7.1f}s] {message}", flush=True)
+
+    @contextmanager
+    def step(self, name: str, what: str) -> Iterator[None]:
+        """Time a step, print its start and end, and record it for the table."""
+        self.say(f"{name}: {what}")
+        begun = time.monotonic()
+        try:
+            yield
+        except BaseException:
+            self.steps.append((name, time.monotonic() - begun, "FAILED"))
+            raise
+        self.steps.append((name, time.monotonic() - begun, "ok"))
+        self.say(f"{name}: done in {time.monotonic() - begun:.1f}s")
+
+    def run(self, *args: str, env: Mapping[str, str] | None = None, log: str | None = None) -> str:
+        """Run a command; its output goes to a log file, whose tail is shown if it fails."""
+        path = self.logs / f"{log or Path(args[0]).name}.log"
+        with path.open("a") as out:
+            out.write(f"$ {' '.join(args)}\n")
+            out.flush()
+            done = subprocess.run(
+                args,
+                cwd=self.repo,
+                env={**self.env, **(env or {})},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                check=False,
+            )
+            out.write(done.stdout)
+        if done.returncode != 0:
+            tail = "\n".join(done.stdout.splitlines()[-LOG_TAIL:])
+            raise PipelineError(f"`{' '.join(args)}` exited {done.returncode}:\n{tail}")
+        return done.stdout
+
+
+def ensure_tools(run: Run) -> None:
+    """Install the missing Debian packages with apt (as root), or say what is missing."""
+    missing = missing_tools()
+    if missing:
+        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+            raise PipelineError(
+                f"missing {', '.join(missing)}: install them (as root: "
+                f"`apt-get install -y {' '.join(missing)}`) and run `make image-e2e` again"
+            )
+        apt = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "-q"]
+        noninteractive = {"DEBIAN_FRONTEND": "noninteractive"}
+        run.say(f"installing {' '.join(missing)} with apt")
+        run.run(*apt, "update", env=noninteractive, log="apt")
+        run.run(*apt, "install", "-y", *missing, env=noninteractive, log="apt")
+    if shutil.which("kubectl") is None:
+        raise PipelineError(
+            "kubectl is not installed (it renders the overlay with `kubectl kustomize`): "
+            "install it from the Kubernetes packages and run `make image-e2e` again"
+        )
+
+
+def rootfs_tarball(run: Run, cache: Path) -> Path:
+    """A tarball of a minimal Debian with Python, from the cache or built with debootstrap."""
+    tarball = cache / f"rootfs-{SUITE}-{rootfs_key(SUITE, BASE_PACKAGES, MIRROR)}.tar"
+    if tarball.exists():
+        run.say(f"base: root file system from the cache ({tarball})")
+        return tarball
+    rootfs = run.root / "rootfs"
+    run.say(f"base: debootstrap {SUITE} with {', '.join(BASE_PACKAGES)} (about a minute)")
+    run.run(
+        "debootstrap",
+        "--variant=minbase",
+        f"--include={','.join(BASE_PACKAGES)}",
+        SUITE,
+        str(rootfs),
+        MIRROR,
+        log="debootstrap",
+    )
+    # The Dockerfile runs a bare `pip install`, which Debian's marker file forbids.
+    for marker in rootfs.glob("usr/lib/python3*/EXTERNALLY-MANAGED"):
+        marker.unlink()
+    for leftover in [
+        *rootfs.glob("var/cache/apt/archives/*.deb"),
+        *rootfs.glob("var/lib/apt/lists/*_*"),
+    ]:
+        leftover.unlink()
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = tarball.with_suffix(".partial")
+    with tarfile.open(partial, "w") as archive:
+        archive.add(rootfs, arcname=".")
+    partial.replace(tarball)
+    shutil.rmtree(rootfs)
+    return tarball
+
+
+def import_base(run: Run, tarball: Path, name: str) -> None:
+    """Commit the root file system as ``name`` in buildah's store, trusting the host's CAs.
+
+    A host behind a TLS-inspecting proxy trusts extra certificate authorities; without them pip
+    inside the build cannot reach PyPI.
+    """
+    container = run.run("buildah", "from", "scratch", log="base").strip()
+    try:
+        run.run("buildah", "add", "--quiet", container, str(tarball), "/", log="base")
+        if HOST_CA_BUNDLE.exists():
+            run.run(
+                "buildah",
+                "copy",
+                "--quiet",
+                container,
+                str(HOST_CA_BUNDLE),
+                str(HOST_CA_BUNDLE),
+                log="base",
+            )
+        run.run(
+            "buildah",
+            "config",
+            "--env",
+            f"SSL_CERT_FILE={HOST_CA_BUNDLE}",
+            "--cmd",
+            "python3",
+            container,
+            log="base",
+        )
+        run.run("buildah", "commit", "--quiet", container, name, log="base")
+    finally:
+        run.run("buildah", "rm", container, log="base")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(
+    url: str,
+    timeout: float,
+    alive: Callable[[], bool] = lambda: True,
+    statuses: tuple[int, ...] = (200,),
+    poll: float = 0.5,
+) -> None:
+    """Wait until ``url`` answers with one of ``statuses``, or raise after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline and alive():
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (our own URL)
+                if response.status in statuses:
+                    return
+                last = f"HTTP {response.status}"
+        except urllib.error.HTTPError as error:
+            if error.code in statuses:
+                return
+            last = f"HTTP {error.code}"
+        except (urllib.error.URLError, OSError) as error:
+            last = str(error)
+        time.sleep(poll)
+    raise PipelineError(f"{url} did not answer {statuses} within {timeout:.0f}s ({last})")
+
+
+def post_json(url: str, document: Any) -> Any:
+    """POST a JSON document and return the decoded JSON answer."""
+    request = urllib.request.Request(  # noqa: S310 (our own URL)
+        url,
+        data=json.dumps(document).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise PipelineError(f"POST {url} got HTTP {error.code}: {error.read()[:500]!r}") from None
+
+
+def host_prediction(repo: Path) -> tuple[dict[str, Any], float]:
+    """A row of the real table as a request record, and the host model's probability for it."""
+    paths = load_paths(repo / "params.yaml")
+    schema = load_schema(repo / paths.schema_)
+    row = read_raw(repo / paths.raw).iloc[[0]]
+    record = request_record({name: row[name].iloc[0] for name in schema.features})
+    probability = float(load_model(repo / paths.model).predict_proba(encode(row, schema))[0])
+    return record, probability
+
+
+def unmount_under(root: Path) -> None:
+    """Lazily unmount whatever is still mounted under ``root`` (an interrupted debootstrap)."""
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for point in sorted((m for m in mounts if m.startswith(f"{root}/")), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+def model_and_bento(run: Run) -> dict[str, Any]:
+    """The current model (``make run`` when there is none) and ``make bento``'s report."""
+    if not (run.repo / load_paths(run.repo / "params.yaml").model / "meta.json").exists():
+        run.say("model: none yet: `make run`")
+        run.run("make", "run", log="make-run")
+    run.run("make", "bento", log="make-bento")
+    bento: dict[str, Any] = json.loads((run.repo / "reports" / "bento.json").read_text())
+    run.say(f"bento: {bento['tag']}, {bento['size_bytes'] / 1e6:.1f} MB with its model")
+    return bento
+
+
+def import_base_image(run: Run, name: str, cache: Path | None = None) -> None:
+    """Put a minimal Debian with Python into buildah's store as ``name`` (a Dockerfile's FROM).
+
+    Podman's Docker API (``podman_docker_api``) reads the same store, so a ``docker build``
+    through it finds the image too. The root file system is cached in ``cache`` (default
+    ``~/.cache/model-image-e2e``).
+    """
+    import_base(run, rootfs_tarball(run, cache or Path.home() / CACHE), name)
+    run.say(f"base: {name} in buildah's store")
+
+
+def base(run: Run, bento_tag: str) -> None:
+    """Put the image that the bento's Dockerfile starts FROM into buildah's store."""
+    import bentoml
+
+    dockerfile = Path(bentoml.get(bento_tag).path) / "env" / "docker" / "Dockerfile"
+    import_base_image(run, base_image(dockerfile.read_text()))
+
+
+@contextmanager
+def local_registry(root: Path, htpasswd: Path | None = None) -> Iterator[str]:
+    """Run ``docker-registry`` on a free port of 127.0.0.1 with its files under ``root``.
+
+    Args:
+        root: A directory for its config, storage and log (``registry-<port>.*``).
+        htpasswd: Require a login (see ``registry_config``).
+
+    Yields:
+        Its address, ``127.0.0.1:<port>``; it is stopped by its process id when the block ends.
+    """
+    port = free_port()
+    config = root / f"registry-{port}.yml"
+    config.write_text(registry_config(port, root / f"registry-{port}", htpasswd))
+    with (root / f"registry-{port}.log").open("a") as log:
+        registry = subprocess.Popen(
+            ["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            # With a login required, /v2/ answers 401 as soon as the registry listens.
+            wait_for(
+                f"http://127.0.0.1:{port}/v2/", 30, lambda: registry.poll() is None, (200, 401)
+            )
+            yield f"127.0.0.1:{port}"
+        finally:
+            _stop(registry)
+
+
+def start_registry(run: Run, stack: ExitStack) -> str:
+    """Start a local registry for the run, stopped with ``stack``; return its image repository.
+
+    The registry is written into the run's ``registries.conf`` as plain HTTP: start it before
+    ``podman_docker_api``, which reads that file when it starts.
+
+    Returns:
+        ``127.0.0.1:<port>/<model name>``.
+    """
+    address = stack.enter_context(local_registry(run.root))
+    (run.root / "registries.conf").write_text(registries_conf(insecure=[address]))
+    run.say(f"registry: serving on {address}")
+    return f"{address}/{model_name()}"
+
+
+def docker_api_answers(path: Path) -> bool:
+    """Whether a Docker API answers ``GET /_ping`` with 200 on the unix socket ``path``."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(5)
+            client.connect(str(path))
+            client.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            return client.recv(64).split(b" ")[1:2] == [b"200"]
+    except OSError:
+        return False
+
+
+@contextmanager
+def podman_docker_api(run: Run) -> Iterator[dict[str, str]]:
+    """Serve Podman's Docker-compatible API on a socket of its own, for docker clients.
+
+    ``podman system service`` runs with the run's containers configuration: buildah's store
+    (where ``import_base_image`` put the base image), ``containers.conf`` (runc, limits the host
+    allows) and ``registries.conf`` (the local registry over plain HTTP: start it first). The
+    docker CLI builds through it without BuildKit (``make image`` sees Podman and says so).
+
+    Yields:
+        The environment for docker clients, ``{"DOCKER_HOST": "unix://<socket>"}``. The service
+        is stopped by its own process id when the block ends, and its socket removed.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="podman-api-"))  # a socket path has at most 107 bytes
+    sock = folder / "docker.sock"
+    log_path = run.logs / "podman-service.log"
+    env = {**run.env, "CONTAINERS_CONF": str(run.root / "containers.conf")}
+    try:
+        with log_path.open("a") as log:
+            service = subprocess.Popen(
+                ["podman", "system", "service", "--time=0", f"unix://{sock}"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                deadline = time.monotonic() + 30
+                while not docker_api_answers(sock):
+                    if service.poll() is not None or time.monotonic() > deadline:
+                        raise PipelineError(
+                            f"podman system service does not answer on {sock}: see {log_path}"
+                        )
+                    time.sleep(0.2)
+                run.say(f"docker API: podman system service on unix://{sock}")
+                yield {"DOCKER_HOST": f"unix://{sock}"}
+            finally:
+                _stop(service)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def push_once(run: Run, env: Mapping[str, str]) -> str:
+    """``make push``; pushing again keeps the digest, and another digest is refused.
+
+    Args:
+        run: The run.
+        env: What ``make`` needs besides the run's environment (``DOCKER_HOST``).
+
+    Returns:
+        The pushed reference by digest.
+    """
+    path = run.repo / "reports/image.json"
+    run.run("make", "push", env=env, log="make-push")
+    report = read_report(path, ImageReport, "image")
+    reference = check_digest_ref(report.digest_ref or "")
+    again = run.run("make", "push", env=env, log="make-push-again")
+    if "nothing to push" not in again or read_report(path, ImageReport, "image") != report:
+        raise PipelineError(f"pushing {report.image} again did something:\n{again[-1000:]}")
+    other = report.model_copy(update={"digest_ref": reference[:-12] + "0" * 12})
+    write_json(path, other.model_dump(mode="json"))
+    try:
+        run.run("make", "push", env=env, log="make-push-other")
+    except PipelineError as refused:
+        if "already exists in its registry" not in str(refused):
+            raise
+    else:
+        raise PipelineError(f"a report with another digest for {report.image} was pushed")
+    finally:
+        write_json(path, report.model_dump(mode="json"))
+    run.say(f"push: {reference}; again: nothing to push; another digest: refused")
+    return reference
+
+
+def rerun(run: Run, reference: str, image: Sequence[str], env: Mapping[str, str]) -> None:
+    """The release again on the same commit: the same bento, nothing built, nothing pushed.
+
+    Args:
+        run: The run.
+        reference: The reference by digest that the first push recorded.
+        image: ``make image``'s arguments (``IMAGE_REPO=...``, ``BACKEND=...``).
+        env: What ``make`` needs besides the run's environment (``DOCKER_HOST``).
+    """
+    before = read_report(run.repo / "reports/bento.json", BentoReport, "bento")
+    rebuilt = run.run("make", "bento", log="make-bento-again")
+    bento = read_report(run.repo / "reports/bento.json", BentoReport, "bento")
+    if bento.tag != before.tag or "already in the store" not in rebuilt:
+        raise PipelineError(f"the same inputs gave bento {bento.tag}, not {before.tag} again")
+    said = run.run("make", "image", *image, env=env, log="make-image-again")
+    report = read_report(run.repo / "reports/image.json", ImageReport, "image")
+    if not report.already_pushed or report.digest_ref != reference or "not built" not in said:
+        raise PipelineError(f"`make image` again did not take {reference} from the registry")
+    pushed = run.run("make", "push", env=env, log="make-push-rerun")
+    if "nothing to push" not in pushed:
+        raise PipelineError(f"`make push` of an image already pushed did something:\n{pushed}")
+    run.say(f"rerun: bento {bento.tag} again; nothing built, nothing pushed; {reference}")
+
+
+def check_sbom(run: Run) -> None:
+    """``make sbom``; the SBOM must list the serving packages."""
+    run.run("make", "sbom", log="make-sbom")
+    sbom = json.loads((run.repo / "reports/sbom.spdx.json").read_text())
+    names = {p.get("name") for p in sbom.get("packages", [])}
+    if not {"xgboost-cpu", "bentoml"} <= names:
+        raise PipelineError("the SBOM does not list xgboost-cpu and bentoml")
+    run.say(f"sbom: {len(names)} packages")
+
+
+def check_lean(run: Run, reference: str, podman: dict[str, str]) -> None:
+    """The pulled image holds no compiler, git or GPU package and is under its size target.
+
+    Reads the image as pulled (podman's store, ``podman`` its environment): its size, and what
+    a container of it lists on PATH and in its Python environment.
+    """
+    inspected = run.run(
+        "podman", "image", "inspect", "--format", "{{.Size}}", reference, env=podman, log="podman"
+    )
+    size_bytes = int(inspected.strip().splitlines()[-1])
+    listing = run.run(
+        "podman",
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/sh",
+        reference,
+        "-c",
+        LISTING,
+        env=podman,
+        log="podman",
+    )
+    programs, distributions = parse_listing(listing)
+    problems = image_problems(programs, distributions, size_bytes)
+    if problems:
+        raise PipelineError(f"the image is not lean: {'; '.join(problems)}")
+    run.say(
+        f"lean: {(size_bytes or 0) / 1e6:.0f} MB, {len(programs)} programs on PATH and "
+        f"{len(distributions)} Python packages: no compiler, git or GPU package"
+    )
+
+
+def serve(run: Run, stack: ExitStack, reference: str, podman: dict[str, str]) -> None:
+    """Run the pulled image locked down as the Deployment runs it; check it serves.
+
+    The staging overlay is rendered and its container's settings applied: read-only root file
+    system, its user, its emptyDir paths as the only writable ones, its environment (every
+    request logged, to see the request log written). Checks the time from start to /readyz,
+    the user, that the root file system refuses writes, one real /predict and the request log.
+    """
+    rendered = run.run("kubectl", "kustomize", str(run.repo / "deploy/overlays/staging"))
+    lock = lockdown(rendered)
+    port = free_port()
+    begun = time.monotonic()
+    started = run.run(
+        "podman",
+        "run",
+        "--detach",
+        *podman_run_args(lock, {"MODEL_REQUEST_LOG_RATE": "1"}),
+        "--publish",
+        f"127.0.0.1:{port}:{CONTAINER_PORT}",
+        reference,
+        env=podman,
+        log="podman",
+    )
+    container = started.strip().splitlines()[-1]
+    stack.callback(
+        subprocess.run,
+        ["podman", "rm", "--force", "--time", "2", container],
+        env={**run.env, **podman},
+        capture_output=True,
+        check=False,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{url}/readyz", READY_TIMEOUT, poll=0.1)
+    except PipelineError as error:
+        logs = run.run("podman", "logs", container, env=podman, log="podman")
+        raise PipelineError(f"{error}; the container's log:\n{logs[-3000:]}") from None
+    ready = time.monotonic() - begun
+    uid = run.run("podman", "exec", container, "id", "-u", env=podman, log="podman").strip()
+    if uid != str(BENTO_UID):
+        raise PipelineError(f"the service runs as uid {uid}, not the image's user {BENTO_UID}")
+    touched = subprocess.run(
+        ["podman", "exec", container, "touch", "/home/bentoml/written"],
+        env={**run.env, **podman},
+        capture_output=True,
+        check=False,
+    )
+    if touched.returncode == 0:
+        raise PipelineError("the container could write to its root file system")
+    record, expected = host_prediction(run.repo)
+    answer = post_json(f"{url}/predict", {"records": [record]})
+    served = float(answer["predictions"][0]["probability"])
+    if abs(served - expected) > TOLERANCE:
+        raise PipelineError(f"the image predicts {served} where the host model says {expected}")
+    request_log = lock.env.get("MODEL_REQUEST_LOG_DIR")
+    if request_log:
+        found = run.run("podman", "exec", container, "find", request_log, "-type", "f", env=podman)
+        if not found.strip():
+            raise PipelineError(f"the request was not logged under {request_log}")
+    run.say(
+        f"serve: read-only root, writable only {', '.join(lock.writable)}; uid {uid}; "
+        f"start to ready {ready:.1f} s; /predict {served:.6f} == host model {expected:.6f}"
+    )
+
+
+def deploy_staging(run: Run, reference: str) -> None:
+    """``make set-image`` on a copy of deploy/; the rendered overlay must name the digest."""
+    deploy = run.root / "deploy"
+    shutil.copytree(run.repo / "deploy", deploy)
+    run.run(
+        "make",
+        "set-image",
+        f"DEPLOY={deploy}",
+        "OVERLAY=staging",
+        f"IMAGE={reference}",
+        log="make-set-image",
+    )
+    overlay = deploy / "overlays" / "staging"
+    rendered = run.run("kubectl", "kustomize", str(overlay), log="kubectl")
+    if f"image: {reference}" not in rendered:
+        raise PipelineError(f"the staging overlay does not render image {reference}")
+    run.say(f"manifest: the staging overlay renders image: {reference}")
+
+
+def end_to_end(run: Run, stack: ExitStack, backend: Backend = "buildah") -> str:
+    """Run every step, building with ``backend``; return the pushed reference by digest."""
+    with run.step("tools", "buildah podman skopeo docker-registry debootstrap runc kubectl"):
+        ensure_tools(run)
+    with run.step("bento", "the current model, make bento"):
+        bento = model_and_bento(run)
+    with run.step("base", "the Dockerfile's base image, from debootstrap"):
+        base(run, bento["tag"])
+    with run.step("registry", "docker-registry on 127.0.0.1"):
+        repository = start_registry(run, stack)
+    docker: dict[str, str] = {}
+    if backend == "docker":
+        with run.step("docker", "podman system service: a Docker API on buildah's store"):
+            docker = stack.enter_context(podman_docker_api(run))
+    image = [f"IMAGE_REPO={repository}", f"BACKEND={backend}"]
+    with run.step("image", f"make image BACKEND={backend}"):
+        run.run("make", "image", *image, env=docker, log="make-image")
+        report = read_report(run.repo / "reports/image.json", ImageReport, "image")
+        run.say(f"image: {report.image}, {(report.size_bytes or 0) / 1e6:.0f} MB")
+    with run.step("push", "make push; again: nothing to push; another digest: refused"):
+        reference = push_once(run, docker)
+    with run.step("rerun", "make bento, image, push again: same bento, no build, no push"):
+        rerun(run, reference, image, docker)
+    with run.step("sbom", "make sbom (syft, from the registry by digest)"):
+        check_sbom(run)
+    with run.step("pull", "podman pull by digest, into a store of its own"):
+        run.run("podman", "pull", "--quiet", "--tls-verify=false", reference, env=run.podman)
+    with run.step("lean", "no compiler, git or GPU package in the image; under its size target"):
+        check_lean(run, reference, run.podman)
+    with run.step("serve", "podman run locked down as the Deployment; /readyz; /predict"):
+        serve(run, stack, reference, run.podman)
+    with run.step("manifest", "make set-image OVERLAY=staging on a copy; kubectl kustomize"):
+        deploy_staging(run, reference)
+    return reference
+
+
+def prepare(root: Path, repo: Path, driver: str = "vfs") -> Run:
+    """A run in ``root`` (which must exist) for the project in ``repo``: configs and environment.
+
+    Writes the containers configuration (buildah's store, Podman's own store, containers.conf
+    with runc and the host's limits, registries.conf) and returns a run whose ``env`` points
+    every tool at it, with BentoML's home in ``root`` too. Logs go to ``root/logs``.
+
+    Args:
+        root: The run's directory.
+        repo: The project.
+        driver: The storage driver of both stores. A ``docker build`` commits a layer per
+            instruction, which ``vfs`` copies in full (over 30 GB for a bento's image, and as
+            much again to pull it): use ``overlay`` with ``podman_docker_api``.
+    """
+    logs = root / "logs"
+    logs.mkdir(exist_ok=True)
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nproc = nproc_limit(
+        resource.getrlimit(resource.RLIMIT_NPROC)[1],
+        int(Path("/proc/sys/kernel/pid_max").read_text()),
+    )
+    (root / "storage.conf").write_text(storage_conf(root / "buildah", driver))
+    (root / "podman-storage.conf").write_text(storage_conf(root / "podman", driver))
+    (root / "containers.conf").write_text(containers_conf(nofile, nproc))
+    (root / "registries.conf").write_text(registries_conf())
+    (root / "tmp").mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(root / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "BUILDAH_ISOLATION": "chroot",
+        "CONTAINERS_STORAGE_CONF": str(root / "storage.conf"),
+        "CONTAINERS_REGISTRIES_CONF": str(root / "registries.conf"),
+        "TMPDIR": str(root / "tmp"),
+    }
+    return Run(root=root, repo=repo, logs=logs, env=env)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _interrupted(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the cleanups, like Ctrl-C
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the whole path, clean up, print the timings."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--backend",
+        choices=["buildah", "docker"],
+        default="buildah",
+        help="build with buildah, or with docker through Podman's Docker API (default: buildah)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupted)
+
+    root = Path(tempfile.mkdtemp(prefix="image-e2e-"))
+    run = prepare(root, Path.cwd(), "overlay" if args.backend == "docker" else "vfs")
+    os.environ["BENTOML_HOME"] = run.env["BENTOML_HOME"]  # base() reads the store in-process
+    reference = ""
+    try:
+        with ExitStack() as stack:
+            reference = end_to_end(run, stack, args.backend)
+    finally:
+        print("\n" + timing_table(run.steps), flush=True)
+        unmount_under(root)
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    print(
+        f"image-e2e passed ({args.backend}): {reference} built, pushed, pulled, served and "
+        "deployed to staging"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage(main)
