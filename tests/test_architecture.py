@@ -138,3 +138,11 @@ def test_the_bento_holds_exactly_the_code_the_service_imports() -> None:
     assert needed - code == set(), "bentofile.yaml's include misses modules the service imports"
     assert code - needed == set(), "bentofile.yaml's include holds code the service never runs"
     assert not any(f.startswith(("pipelines/stages/", "tools/")) for f in code)
+
+
+def test_the_stand_ins_match_image_digests_as_the_release_does() -> None:
+    """The act stand-ins run with the standard library only, so they write the pattern out."""
+    from pipelines.release import reference
+    from tools.act import standins
+
+    assert standins.DIGEST.pattern == reference.DIGEST.pattern

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from pipelines.core.io import PipelineError
-from pipelines.release.build import GPU_PACKAGE
+from pipelines.release.bento import GPU_PACKAGE
 
 # 700 MB (decimal, as `make image` prints sizes): BentoML's single-stage image was 2.1 GB, of
 # which a compiler toolchain, git and CUDA's NCCL took over 1.3 GB.

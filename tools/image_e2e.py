@@ -66,14 +66,8 @@ from pipelines.core.features import encode
 from pipelines.core.io import PipelineError, run_stage, write_json
 from pipelines.core.model import load_model
 from pipelines.params import load_paths
-from pipelines.release.build import (
-    Backend,
-    BentoReport,
-    ImageReport,
-    check_digest_ref,
-    model_name,
-    read_report,
-)
+from pipelines.release.reference import check_digest_ref, model_name
+from pipelines.release.reports import Backend, BentoReport, ImageReport, read_report
 from pipelines.schema import load_schema, read_raw
 from tools.image_checks import LISTING, image_problems, lockdown, parse_listing, podman_run_args
 

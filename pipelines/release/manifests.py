@@ -19,71 +19,18 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import yaml
 
 from pipelines.core.io import PipelineError, run_stage, write_atomically
+from pipelines.release.reference import ImageRef, parse_reference
 
 DEFAULT_OVERLAYS = Path("deploy/overlays")
 DEFAULT_ARGOCD = Path("deploy/argocd")
 IMAGE_NAME = "model-server"  # the image name in deploy/base that every overlay replaces
-
-# The repository grammar of the OCI distribution reference: an optional registry host (with
-# port), then lowercase path components separated by "/".
-_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_HOST = rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]+)?"
-_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-REPOSITORY = re.compile(rf"(?:{_HOST}/)?{_PATH}(?:/{_PATH})*")
-DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """An image by digest: ``<repository>@sha256:<64 hex>``."""
-
-    repository: str
-    digest: str
-
-    def __str__(self) -> str:
-        return f"{self.repository}@{self.digest}"
-
-
-def parse_reference(reference: str) -> ImageRef:
-    """Parse ``REPOSITORY@sha256:<64 hex>``.
-
-    Raises:
-        PipelineError: no digest, a tag beside the digest, another digest algorithm or length,
-            or an invalid repository name.
-    """
-    example = "give the pushed image by digest, e.g. ghcr.io/owner/my-model@sha256:<64 hex>"
-    if not reference:
-        raise PipelineError(f"no image given: {example}")
-    repository, at, digest = reference.partition("@")
-    if not at:
-        raise PipelineError(f"image {reference!r} has no digest: {example}")
-    last = repository.rsplit("/", 1)[-1]
-    if ":" in last:
-        tag = last.split(":", 1)[1]
-        raise PipelineError(
-            f"image {reference!r} has a tag ({tag!r}) and a digest: drop the tag, the digest "
-            "alone says which image runs"
-        )
-    if not DIGEST.fullmatch(digest):
-        raise PipelineError(
-            f"image {reference!r}: the digest must be 'sha256:' and 64 lowercase hex "
-            f"characters, not {digest!r}"
-        )
-    if not REPOSITORY.fullmatch(repository):
-        raise PipelineError(
-            f"image {reference!r}: {repository!r} is not a valid repository name (an optional "
-            "registry host, then lowercase path components separated by '/')"
-        )
-    return ImageRef(repository, digest)
 
 
 def _image_entry(text: str, name: str) -> dict[str, yaml.Node]:

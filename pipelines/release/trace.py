@@ -26,8 +26,8 @@ import yaml
 
 from pipelines.core.io import PipelineError, run_stage
 from pipelines.core.lineage import stage_hashes
-from pipelines.release.build import is_loopback
 from pipelines.release.manifests import DEFAULT_ARGOCD, DEFAULT_OVERLAYS, deployed_image
+from pipelines.release.reference import is_loopback
 
 NOT_RECORDED = (
     "not recorded: the image has no `gate_verdict` label (release.yml records it: "

@@ -34,14 +34,13 @@ from pipelines.core.io import PipelineError, run_stage
 from pipelines.release.manifests import (
     DEFAULT_ARGOCD,
     DEFAULT_OVERLAYS,
-    ImageRef,
     current_branch,
     overlay_file,
-    parse_reference,
     read_image,
     set_image,
     watched_revision,
 )
+from pipelines.release.reference import ImageRef, parse_reference
 
 # Branches whose only purpose is to deploy: main is merged into them. Any other revision that
 # Argo CD watches (main) takes the image commit directly, and only for an image built from it.

@@ -8,13 +8,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.core.io import PipelineError
-from pipelines.release.manifests import (
-    ImageRef,
-    parse_reference,
-    read_image,
-    watched_revision,
-    write_image,
-)
+from pipelines.release.manifests import read_image, watched_revision, write_image
+from pipelines.release.reference import ImageRef, parse_reference
 from tests.deploy.conftest import DEPLOY, OVERLAYS, edit, make, one, render
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pipelines.params import load_paths
-from pipelines.review.report import MARKER
+from pipelines.review.render import MARKER
 from pipelines.schema import load_schema, read_raw
 from tests.columns import breaking, new_ids
 from tests.scratch import ScratchRepo

@@ -8,7 +8,7 @@ import json
 import tarfile
 import urllib.request
 
-from pipelines.release.build import file_digest
+from pipelines.release.reference import file_digest
 
 
 def push_manifest(

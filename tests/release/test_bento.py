@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.release import build as release
+from pipelines.release.bento import current_labels, current_version
 from tests.release.registries import push_manifest
 from tests.scratch import ROOT, ScratchRepo
 
@@ -101,10 +101,10 @@ def test_the_bento_version_follows_its_inputs(
     repo = bento_repo
     monkeypatch.chdir(repo.path)  # the version is read from the copy's files, nothing is built
     built = json.loads(repo.read("reports/bento.json"))
-    labels = release.current_labels()
+    labels = current_labels()
 
     def version() -> str:
-        return release.current_version(Path("bentofile.yaml"), labels)
+        return current_version(Path("bentofile.yaml"), labels)
 
     first = version()
     assert built["tag"] == f"{built['tag'].partition(':')[0]}:{first}"

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.release import build
+from pipelines.release.image import docker_build_env, push_image, write_sbom
+from pipelines.release.registry import registry_digest
+from pipelines.release.reports import ImageReport
 from tools import image_e2e
 
 pytestmark = pytest.mark.slow  # a podman service and an image commit, a few seconds
@@ -64,9 +66,9 @@ def test_docker_clients_reach_podman_on_the_runs_store(
             for name, value in docker.items():
                 monkeypatch.setenv(name, value)
             monkeypatch.delenv("DOCKER_BUILDKIT", raising=False)
-            assert build.docker_build_env() == {"DOCKER_BUILDKIT": "0"}
+            assert docker_build_env() == {"DOCKER_BUILDKIT": "0"}
             monkeypatch.setenv("DOCKER_BUILDKIT", "1")
-            assert build.docker_build_env() == {}  # the caller's choice stands
+            assert docker_build_env() == {}  # the caller's choice stands
         assert not sock.exists()
         assert not image_e2e.docker_api_answers(sock)
     finally:
@@ -90,11 +92,11 @@ def test_a_buildah_image_is_pushed_by_digest_and_scanned_from_the_registry(
     try:
         report = tmp_path / "image.json"
         report.write_text(
-            build.ImageReport(image=image, bento="m:v1", backend="buildah").model_dump_json()
+            ImageReport(image=image, bento="m:v1", backend="buildah").model_dump_json()
         )
-        pushed = build.push_image(report)
-        assert pushed.digest_ref == f"{registry}/tiny/model@{build.registry_digest(image)}"
-        source = build.write_sbom(report, tmp_path / "sbom.json")
+        pushed = push_image(report)
+        assert pushed.digest_ref == f"{registry}/tiny/model@{registry_digest(image)}"
+        source = write_sbom(report, tmp_path / "sbom.json")
         assert source == f"registry:{pushed.digest_ref}"
         assert json.loads((tmp_path / "sbom.json").read_text())["spdxVersion"].startswith("SPDX-")
     finally:

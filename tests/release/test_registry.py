@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from pipelines.core.io import PipelineError
-from pipelines.release import build
-from pipelines.release.build import ImageReport
+from pipelines.release.image import push_image
+from pipelines.release.registry import registry_digest
+from pipelines.release.reports import ImageReport
 from tests.release.registries import push_manifest
 from tools import image_e2e
 
@@ -83,10 +84,10 @@ def docker_login(home: Path, address: str, credentials: str) -> dict[str, str]:
 @pytest.mark.parametrize("client", CLIENTS)
 def test_a_tag_is_free_until_pushed_then_its_digest_is_known(registry: str, client: str) -> None:
     image = f"{registry}/lookup-{client}:v1-abc1234"
-    assert build.registry_digest(image, client) is None
-    assert build.registry_digest(f"{registry}/never-pushed:v1", client) is None
+    assert registry_digest(image, client) is None
+    assert registry_digest(f"{registry}/never-pushed:v1", client) is None
     digest = push_manifest(registry, f"lookup-{client}", "v1-abc1234")
-    assert build.registry_digest(image, client) == digest
+    assert registry_digest(image, client) == digest
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -101,7 +102,7 @@ def test_a_registry_that_wants_a_login_stops_the_release_until_logged_in(
     monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "none.json"))
     image = f"{address}/private-{client}:v1-abc1234"
     with pytest.raises(PipelineError) as stopped:
-        build.registry_digest(image, client)
+        registry_digest(image, client)
     message = str(stopped.value)
     assert f"cannot tell whether {image} already exists" in message
     assert re.search("unauthorized|no basic auth credentials", message)
@@ -109,16 +110,16 @@ def test_a_registry_that_wants_a_login_stops_the_release_until_logged_in(
 
     for name, value in docker_login(tmp_path, address, credentials).items():
         monkeypatch.setenv(name, value)
-    assert build.registry_digest(image, client) is None
+    assert registry_digest(image, client) is None
     digest = push_manifest(address, f"private-{client}", "v1-abc1234", credentials)
-    assert build.registry_digest(image, client) == digest
+    assert registry_digest(image, client) == digest
 
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_a_closed_port_stops_the_release(tools: None, client: str) -> None:
     address = f"127.0.0.1:{image_e2e.free_port()}"
     with pytest.raises(PipelineError) as stopped:
-        build.registry_digest(f"{address}/m:v1-abc1234", client)
+        registry_digest(f"{address}/m:v1-abc1234", client)
     assert "connection refused" in str(stopped.value)
     assert f"check the registry address in IMAGE_REPO ({address})" in str(stopped.value)
 
@@ -126,10 +127,10 @@ def test_a_closed_port_stops_the_release(tools: None, client: str) -> None:
 @pytest.mark.parametrize("client", CLIENTS)
 def test_a_server_error_stops_the_release(tools: None, failing_server: str, client: str) -> None:
     with pytest.raises(PipelineError, match=f"cannot tell whether {failing_server}/m:v1"):
-        build.registry_digest(f"{failing_server}/m:v1-abc1234", client)
+        registry_digest(f"{failing_server}/m:v1-abc1234", client)
     if client == "skopeo":  # the docker CLI reports its https attempt, not the 500
         with pytest.raises(PipelineError, match=r"status code from registry 500.*try again later"):
-            build.registry_digest(f"{failing_server}/m:v1-abc1234", client)
+            registry_digest(f"{failing_server}/m:v1-abc1234", client)
 
 
 def report_file(path: Path, image: str, **fields: object) -> Path:
@@ -145,17 +146,17 @@ def test_push_leaves_a_tag_with_the_recorded_digest_and_refuses_any_other(
     digest = push_manifest(registry, "pushed", "v1-abc1234")
     same = report_file(tmp_path / "same.json", image, digest_ref=f"{registry}/pushed@{digest}")
     before = same.read_text()
-    assert build.push_image(same).digest_ref == f"{registry}/pushed@{digest}"
+    assert push_image(same).digest_ref == f"{registry}/pushed@{digest}"
     assert "nothing to push" in capsys.readouterr().out
     assert same.read_text() == before
 
     other = "sha256:" + "0" * 64
     differs = report_file(tmp_path / "other.json", image, digest_ref=f"{registry}/pushed@{other}")
     with pytest.raises(PipelineError, match=f"already exists in its registry as {digest}, not as"):
-        build.push_image(differs)
+        push_image(differs)
     unpushed = report_file(tmp_path / "built.json", image)  # built here, but the tag is taken
     with pytest.raises(PipelineError, match=r"already exists .* never overwritten"):
-        build.push_image(unpushed)
+        push_image(unpushed)
 
 
 def test_push_of_a_report_whose_tag_vanished_says_to_build_again(
@@ -170,14 +171,14 @@ def test_push_of_a_report_whose_tag_vanished_says_to_build_again(
         already_pushed=True,
     )
     with pytest.raises(PipelineError, match="no longer has that tag: run `make image` again"):
-        build.push_image(report)
+        push_image(report)
 
 
 def test_push_names_the_registry_it_cannot_reach(tools: None, tmp_path: Path) -> None:
     address = f"127.0.0.1:{image_e2e.free_port()}"
     report = report_file(tmp_path / "image.json", f"{address}/m:v1-abc1234")
     with pytest.raises(PipelineError, match=f"asking {address} gave: .*connection refused"):
-        build.push_image(report)
+        push_image(report)
     local = report_file(tmp_path / "local.json", "localhost/m:v1-abc1234")
     with pytest.raises(PipelineError, match="local name, with no registry to push to"):
-        build.push_image(local)
+        push_image(local)

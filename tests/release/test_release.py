@@ -16,8 +16,24 @@ import pytest
 import yaml
 
 from pipelines.core.io import PipelineError
-from pipelines.release import build as release
-from pipelines.release.build import BentoReport, ImageReport
+from pipelines.release.bento import (
+    bento_labels,
+    bento_version,
+    check_requirements,
+    export_requirements,
+    included_files,
+)
+from pipelines.release.image import classic_builder_reason, image_tag, lint_dockerfile
+from pipelines.release.reference import (
+    check_digest_ref,
+    digest_ref,
+    image_name,
+    is_local_name,
+    is_loopback,
+    split_image,
+)
+from pipelines.release.registry import last_line, lookup_state, pushed_digest, registry_advice
+from pipelines.release.reports import BentoReport, ImageReport, read_report
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "ab12" * 16
@@ -32,14 +48,14 @@ def locked_versions() -> dict[str, str]:
 def exported(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The real export of the serve group from uv.lock."""
     path = tmp_path_factory.mktemp("requirements") / "requirements.txt"
-    release.export_requirements(path)
+    export_requirements(path)
     return path.read_text()
 
 
 def test_serving_requirements_are_the_locked_versions_without_pipeline_tools(
     exported: str,
 ) -> None:
-    names = release.check_requirements(exported)
+    names = check_requirements(exported)
     versions = locked_versions()
     for package in (
         "xgboost-cpu",
@@ -71,7 +87,7 @@ def test_serving_requirements_are_the_locked_versions_without_pipeline_tools(
 )
 def test_bad_requirements_are_named(text: str, message: str) -> None:
     with pytest.raises(PipelineError, match=message):
-        release.check_requirements(text)
+        check_requirements(text)
 
 
 def test_requirements_skip_comments_options_and_markers() -> None:
@@ -79,11 +95,11 @@ def test_requirements_skip_comments_options_and_markers() -> None:
         "# via x\n-i https://pypi.org/simple\nbentoml==1.4.39\n"
         "cffi==2.1.1 ; implementation_name == 'pypy'\n"
     )
-    assert release.check_requirements(text) == ["bentoml", "cffi"]
+    assert check_requirements(text) == ["bentoml", "cffi"]
 
 
 def test_labels_trace_commit_data_model_and_metrics() -> None:
-    labels = release.bento_labels(
+    labels = bento_labels(
         {"git_commit": "a" * 40, "git_dirty": "False"},
         "092ece94da702bc059a066723719e00b.dir",
         {"kind": "xgboost"},
@@ -100,7 +116,7 @@ def test_labels_trace_commit_data_model_and_metrics() -> None:
         "mlflow_model_uri": "models:/my-model/6",
         "mlflow_run_id": "r1",
     }
-    without_registry = release.bento_labels(
+    without_registry = bento_labels(
         {"git_commit": "b" * 40, "git_dirty": "True"},
         "h",
         {"kind": "logistic_regression"},
@@ -112,13 +128,13 @@ def test_labels_trace_commit_data_model_and_metrics() -> None:
 
 
 def test_tag_is_bento_version_and_short_commit() -> None:
-    assert release.image_tag("6hyhofhgfo3aeax4", "c6cad27" + "0" * 33) == "6hyhofhgfo3aeax4-c6cad27"
+    assert image_tag("6hyhofhgfo3aeax4", "c6cad27" + "0" * 33) == "6hyhofhgfo3aeax4-c6cad27"
 
 
 @pytest.mark.parametrize("commit", ["unknown", "", "C6CAD27", "c6cad2"])
 def test_tag_needs_a_commit_hash(commit: str) -> None:
     with pytest.raises(PipelineError, match="not a git commit hash"):
-        release.image_tag("v1", commit)
+        image_tag("v1", commit)
 
 
 @pytest.mark.parametrize(
@@ -136,26 +152,26 @@ def test_tag_needs_a_commit_hash(commit: str) -> None:
 )
 def test_repository_is_checked(repository: str, ok: bool) -> None:
     if ok:
-        assert release.image_name(repository, "v1-abc1234") == f"{repository}:v1-abc1234"
+        assert image_name(repository, "v1-abc1234") == f"{repository}:v1-abc1234"
     else:
         with pytest.raises(PipelineError, match="is not an image repository"):
-            release.image_name(repository, "v1-abc1234")
+            image_name(repository, "v1-abc1234")
 
 
 @pytest.mark.parametrize("tag", ["latest", "", "-x", "a" * 129])
 def test_mutable_or_invalid_tags_are_refused(tag: str) -> None:
     with pytest.raises(PipelineError, match="immutable"):
-        release.image_name("localhost/my-model", tag)
+        image_name("localhost/my-model", tag)
 
 
 def test_digest_ref_drops_the_tag_but_keeps_the_registry_port() -> None:
     image = "127.0.0.1:5000/my-model:v1-abc1234"
-    assert release.split_image(image) == ("127.0.0.1:5000/my-model", "v1-abc1234")
-    assert release.digest_ref(image, DIGEST + "\n") == f"127.0.0.1:5000/my-model@{DIGEST}"
+    assert split_image(image) == ("127.0.0.1:5000/my-model", "v1-abc1234")
+    assert digest_ref(image, DIGEST + "\n") == f"127.0.0.1:5000/my-model@{DIGEST}"
     with pytest.raises(PipelineError, match="has no tag"):
-        release.split_image("127.0.0.1:5000/my-model")
+        split_image("127.0.0.1:5000/my-model")
     with pytest.raises(PipelineError, match="not a sha256 image digest"):
-        release.digest_ref(image, "sha256:xyz")
+        digest_ref(image, "sha256:xyz")
 
 
 @pytest.mark.parametrize(
@@ -170,11 +186,11 @@ def test_digest_ref_drops_the_tag_but_keeps_the_registry_port() -> None:
 )
 def test_references_without_a_valid_digest_are_rejected(reference: str) -> None:
     with pytest.raises(PipelineError, match="not an image reference by digest"):
-        release.check_digest_ref(reference)
+        check_digest_ref(reference)
 
 
 def test_a_reference_by_digest_is_accepted() -> None:
-    assert release.check_digest_ref(f"ghcr.io/o/my-model@{DIGEST}").endswith(DIGEST)
+    assert check_digest_ref(f"ghcr.io/o/my-model@{DIGEST}").endswith(DIGEST)
 
 
 @pytest.mark.parametrize(
@@ -191,35 +207,35 @@ def test_a_reference_by_digest_is_accepted() -> None:
     ],
 )
 def test_only_loopback_registries_go_without_tls(image: str, loopback: bool) -> None:
-    assert release.is_loopback(image) is loopback
+    assert is_loopback(image) is loopback
 
 
 def test_reports_round_trip_and_bad_ones_say_what_to_run(tmp_path: Path) -> None:
     path = tmp_path / "image.json"
     with pytest.raises(PipelineError, match=r"does not exist: run `make image` first"):
-        release.read_report(path, ImageReport, "image")
+        read_report(path, ImageReport, "image")
     report = ImageReport(
         image="localhost/my-model:v1-abc1234", bento="my-model:v1", backend="buildah"
     )
     path.write_text(report.model_dump_json())
-    assert release.read_report(path, ImageReport, "image") == report
+    assert read_report(path, ImageReport, "image") == report
     path.write_text(json.dumps({"image": "x", "bento": "y", "backend": "kaniko"}))
     with pytest.raises(PipelineError, match=r"backend: .*run `make image` again"):
-        release.read_report(path, ImageReport, "image")
+        read_report(path, ImageReport, "image")
     path.write_text(json.dumps({"tag": "my-model:v1"}))
     with pytest.raises(PipelineError, match="labels: Field required"):
-        release.read_report(path, BentoReport, "bento")
+        read_report(path, BentoReport, "bento")
 
 
 def test_hadolint_errors_stop_the_build_and_warnings_are_kept(tmp_path: Path) -> None:
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text("FROM debian:12\nRUN apt-get install -y curl\nUSER app\n")
-    findings = release.lint_dockerfile(dockerfile)
+    findings = lint_dockerfile(dockerfile)
     assert {f.code for f in findings} >= {"DL3008"}
     assert all(f.level != "error" for f in findings)
     dockerfile.write_text("FROM debian:12\nMAINTAINER me\nUSER app\n")  # DL4000 is an error
     with pytest.raises(PipelineError, match=r"hadolint found \d+ error"):
-        release.lint_dockerfile(dockerfile)
+        lint_dockerfile(dockerfile)
 
 
 def test_bentofile_serves_the_service_with_only_what_it_imports() -> None:
@@ -257,14 +273,14 @@ VERSION_INPUTS = {
 
 def version(**changes: object) -> str:
     inputs: dict = {**VERSION_INPUTS, **changes}
-    return release.bento_version("service: x\n", **inputs)
+    return bento_version("service: x\n", **inputs)
 
 
 def test_the_same_inputs_give_the_same_bento_version() -> None:
     first = version()
     assert first == version()
     assert re.fullmatch(r"[0-9a-f]{16}", first)
-    assert release.image_tag(first, "c" * 40) == f"{first}-ccccccc"
+    assert image_tag(first, "c" * 40) == f"{first}-ccccccc"
     reordered = dict(reversed(VERSION_INPUTS["files"].items()))
     assert version(files=reordered) == first
 
@@ -289,7 +305,7 @@ def test_another_mlflow_run_of_the_same_model_keeps_the_version() -> None:
     # A release job re-runs the register stage: a new MLflow run for the same model bytes.
     rerun = {**VERSION_INPUTS["labels"], "mlflow_run_id": "r2", "mlflow_model_uri": "models:/m/2"}
     assert version(labels=rerun) == version()
-    assert release.bento_version("service: y\n", **VERSION_INPUTS) != version()
+    assert bento_version("service: y\n", **VERSION_INPUTS) != version()
 
 
 def test_included_files_follow_bentomls_include_and_exclude(tmp_path: Path) -> None:
@@ -308,7 +324,7 @@ def test_included_files_follow_bentomls_include_and_exclude(tmp_path: Path) -> N
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     config = {"include": ["pipelines/**/*.py", "schema.yaml", "tests/"], "exclude": ["tests/"]}
-    digests = release.included_files(config, tmp_path)
+    digests = included_files(config, tmp_path)
     assert set(digests) == {
         "pipelines/serving/service.py",
         "pipelines/stages/train.py",
@@ -317,10 +333,10 @@ def test_included_files_follow_bentomls_include_and_exclude(tmp_path: Path) -> N
     assert digests["schema.yaml"] == "sha256:" + hashlib.sha256(b"f").hexdigest()
     (tmp_path / "pipelines/stages/train.py").write_text("d2")
     assert (
-        release.included_files(config, tmp_path)["pipelines/stages/train.py"]
+        included_files(config, tmp_path)["pipelines/stages/train.py"]
         != (digests["pipelines/stages/train.py"])
     )
-    assert "data/raw.csv" in release.included_files({}, tmp_path)  # no include: everything
+    assert "data/raw.csv" in included_files({}, tmp_path)  # no include: everything
 
 
 # --- what registries answer about a tag --------------------------------------------------------
@@ -370,11 +386,11 @@ UNKNOWN_ANSWERS = [
     [(said, "absent") for said in ABSENT_ANSWERS] + [(said, "unknown") for said in UNKNOWN_ANSWERS],
 )
 def test_only_a_definite_not_found_frees_a_tag(said: str, state: str) -> None:
-    assert release.lookup_state(1, said) == state
+    assert lookup_state(1, said) == state
 
 
 def test_a_manifest_means_the_tag_is_taken() -> None:
-    assert release.lookup_state(0, "") == "present"
+    assert lookup_state(0, "") == "present"
 
 
 @pytest.mark.parametrize(
@@ -389,18 +405,18 @@ def test_a_manifest_means_the_tag_is_taken() -> None:
     ],
 )
 def test_the_advice_fits_what_the_registry_said(said: str, advice: str) -> None:
-    assert advice in release.registry_advice("r:5", said)
+    assert advice in registry_advice("r:5", said)
 
 
 def test_the_quoted_answer_drops_skopeos_log_prefix_and_wrapper() -> None:
     said = "some warning\n" + skopeo_said(
         'pinging container registry r: Get "http://r/v2/": connection refused'
     )
-    assert release.last_line(said) == (
+    assert last_line(said) == (
         'pinging container registry r: Get "http://r/v2/": connection refused'
     )
-    assert release.last_line("no such manifest: r/m:v1\n") == "no such manifest: r/m:v1"
-    assert release.last_line("") == "nothing"
+    assert last_line("no such manifest: r/m:v1\n") == "no such manifest: r/m:v1"
+    assert last_line("") == "nothing"
 
 
 def test_the_digest_docker_push_reports_is_read() -> None:
@@ -408,8 +424,8 @@ def test_the_digest_docker_push_reports_is_read() -> None:
         "The push refers to repository [127.0.0.1:5000/m]\n5f70bf18a086: Pushed\n"
         f"v1-abc1234: digest: {DIGEST} size: 2201\n"
     )
-    assert release.pushed_digest(output) == DIGEST
-    assert release.pushed_digest("Pushed\n") is None
+    assert pushed_digest(output) == DIGEST
+    assert pushed_digest("Pushed\n") is None
 
 
 @pytest.mark.parametrize(
@@ -426,14 +442,14 @@ def test_the_digest_docker_push_reports_is_read() -> None:
 def test_docker_builds_without_buildkit_only_where_it_cannot(
     setting: str | None, engine: str, buildx: bool, classic: bool
 ) -> None:
-    assert (release.classic_builder_reason(setting, engine, buildx) is not None) is classic
+    assert (classic_builder_reason(setting, engine, buildx) is not None) is classic
 
 
 def test_localhost_without_a_port_is_a_local_name() -> None:
-    assert release.is_local_name("localhost/my-model:v1")
-    assert not release.is_local_name("localhost:5000/my-model:v1")
-    assert not release.is_local_name("127.0.0.1:5000/my-model:v1")
-    assert not release.is_local_name("my-model:v1")
+    assert is_local_name("localhost/my-model:v1")
+    assert not is_local_name("localhost:5000/my-model:v1")
+    assert not is_local_name("127.0.0.1:5000/my-model:v1")
+    assert not is_local_name("my-model:v1")
 
 
 def test_an_image_report_records_an_image_pushed_before() -> None:

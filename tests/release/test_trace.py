@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from pipelines.core.io import PipelineError
-from pipelines.release import build, trace
+from pipelines.release import trace
+from pipelines.release.image import gate_label
 from pipelines.review.report import gate_summary
 from tests.release.registries import push_manifest
 from tests.scratch import ScratchRepo
@@ -116,12 +117,12 @@ def test_a_gate_verdict_is_one_line(document: dict[str, object], line: str) -> N
 def test_make_image_gate_labels_the_verdict_and_refuses_what_is_not_one(tmp_path: Path) -> None:
     gate = tmp_path / "gate.json"
     gate.write_text(json.dumps(GATE))
-    assert build.gate_label(gate) == {"gate_verdict": gate_summary(GATE)}
+    assert gate_label(gate) == {"gate_verdict": gate_summary(GATE)}
     gate.write_text("[]")
     with pytest.raises(PipelineError, match="is not a gate verdict"):
-        build.gate_label(gate)
+        gate_label(gate)
     with pytest.raises(PipelineError, match="make report"):
-        build.gate_label(tmp_path / "missing.json")
+        gate_label(tmp_path / "missing.json")
     labelled = LABELS | {"gate_verdict": gate_summary(GATE)}
     found = trace.lineage("i", labelled, lock_text=LOCK, dvc_file_text=None, card=None)
     assert found.gate == gate_summary(GATE)

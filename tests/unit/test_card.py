@@ -167,13 +167,13 @@ def test_the_stage_writes_a_card_whose_model_index_is_the_metrics_file(
 
 
 def test_the_pr_comment_has_the_card_section(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from pipelines.review import report
+    from pipelines.review.render import render
     from tests.unit.test_report import make_report, outputs
 
-    same = report.render(make_report(outputs(1.5, tmp_path), outputs(1.5, tmp_path)))
+    same = render(make_report(outputs(1.5, tmp_path), outputs(1.5, tmp_path)))
     assert "#### Model card\n\nUnchanged" in same
-    worse = report.render(make_report(outputs(1.5, tmp_path), outputs(0.3, tmp_path)))
+    worse = render(make_report(outputs(1.5, tmp_path), outputs(0.3, tmp_path)))
     assert "#### Model card\n\n| | base | PR | Δ |" in worse
     assert "| ROC AUC gap across Plan Type |" in worse
-    first = report.render(make_report(None, outputs(1.5, tmp_path)))
+    first = render(make_report(None, outputs(1.5, tmp_path)))
     assert "New card: BASE has no model." in first

@@ -15,7 +15,17 @@ from pipelines.core.metrics import Predictions, classification_metrics
 from pipelines.core.model import save_model
 from pipelines.params import GateParams, RegisterParams, load_section
 from pipelines.review import gate, report
-from pipelines.review.report import MARKER, MAX_CHARS, Base, Outputs, Report
+from pipelines.review.outputs import (
+    Base,
+    CompareError,
+    Outputs,
+    Report,
+    consistent,
+    latency,
+    model_bytes,
+    stage_of,
+)
+from pipelines.review.render import GRID, MARKER, MAX_CHARS, curve, fit, render
 from pipelines.stages import train
 from pipelines.stages.evaluate import segment_metrics
 from tests.columns import PARAMS as PARAMS_FILE
@@ -94,7 +104,7 @@ def table_row(comment: str, name: str) -> list[str]:
 
 
 def test_the_comment_opens_with_the_verdict_and_ends_with_the_marker(same: Report) -> None:
-    comment = report.render(same)
+    comment = render(same)
     first = comment.splitlines()[0]
     assert first.startswith("✅ **Gate passed** against `main` (0123456)")
     assert "3 unchanged; none regressed (paired bootstrap over 600 test rows)" in first
@@ -103,7 +113,7 @@ def test_the_comment_opens_with_the_verdict_and_ends_with_the_marker(same: Repor
 
 
 def test_a_failed_gate_names_each_regressed_metric_first(worse: Report) -> None:
-    comment = report.render(worse)
+    comment = render(worse)
     first = comment.splitlines()[0]
     assert first.startswith("❌ **Gate failed**")
     assert "regressed beyond tolerance: roc_auc" in first
@@ -112,7 +122,7 @@ def test_a_failed_gate_names_each_regressed_metric_first(worse: Report) -> None:
 
 
 def test_the_metrics_table_shows_the_metrics_files_numbers(worse: Report) -> None:
-    comment = report.render(worse)
+    comment = render(worse)
     assert worse.base.outputs is not None
     for result in worse.gate.metrics:
         cells = table_row(comment, result.name)
@@ -126,7 +136,7 @@ def test_the_metrics_table_shows_the_metrics_files_numbers(worse: Report) -> Non
 
 
 def test_params_segments_data_and_model_sections(worse: Report) -> None:
-    comment = report.render(worse)
+    comment = render(worse)
     assert "| train.seed | 42 | 7 |" in comment
     assert "Raw data: unchanged (md5 `abc.dir`)" in comment
     assert "Validation: ✅ passed (9 of 9 expectations)" in comment
@@ -153,7 +163,7 @@ def test_changed_data_failed_validation_and_changed_gate_rules_are_shown(same: R
         validation=validation,
         gate_rules_changed=True,
     )
-    comment = report.render(changed)
+    comment = render(changed)
     assert "**changed**: md5 `old.dir` → `new.dir`" in comment
     assert "❌ **failed** (8 of 9 expectations passed)" in comment
     assert "  - Plan Type: allowed values" in comment
@@ -161,25 +171,25 @@ def test_changed_data_failed_validation_and_changed_gate_rules_are_shown(same: R
 
 
 def test_curves_are_inline_mermaid_charts_of_base_and_pr(worse: Report) -> None:
-    comment = report.render(worse)
+    comment = render(worse)
     charts = re.findall(r"```mermaid\n(.*?)```", comment, flags=re.DOTALL)
     assert len(charts) == 2
     for chart in charts:
         assert "xychart-beta" in chart
         lines = re.findall(r"line \[(.*)\]", chart)
         assert len(lines) == 2
-        assert all(len(line.split(", ")) == len(report.GRID) for line in lines)
-    roc = report.curve(worse.pr.predictions, "roc")
+        assert all(len(line.split(", ")) == len(GRID) for line in lines)
+    roc = curve(worse.pr.predictions, "roc")
     assert roc == sorted(roc)
     assert roc[-1] == 1.0
-    precision = report.curve(worse.pr.predictions, "pr")
+    precision = curve(worse.pr.predictions, "pr")
     assert all(0 <= v <= 1 for v in precision)
     assert precision == sorted(precision, reverse=True)  # interpolated precision never rises
 
 
 def test_untrusted_param_values_cannot_break_the_markup(same: Report) -> None:
     sneaky = {"params.yaml": {"train.x": {"old": "a|b", "new": "<img src=x> `code` " + MARKER}}}
-    comment = report.render(make_report(same.base.outputs, same.pr, params_diff=sneaky))
+    comment = render(make_report(same.base.outputs, same.pr, params_diff=sneaky))
     escaped = MARKER.replace("<", "&lt;").replace(">", "&gt;")
     assert f"| train.x | a\\|b | &lt;img src=x&gt; 'code' {escaped} |" in comment
     assert comment.count(MARKER) == 1
@@ -187,10 +197,10 @@ def test_untrusted_param_values_cannot_break_the_markup(same: Report) -> None:
 
 def test_a_huge_report_is_cut_to_fit_one_github_comment(same: Report) -> None:
     many = {"params.yaml": {f"p{i}": {"old": "x" * 70, "new": "y" * 70} for i in range(5000)}}
-    comment = report.render(make_report(same.base.outputs, same.pr, params_diff=many))
+    comment = render(make_report(same.base.outputs, same.pr, params_diff=many))
     assert len(comment) <= MAX_CHARS < 65_536
     assert "… and 4975 more" in comment
-    cut = report.fit("z" * 100_000)
+    cut = fit("z" * 100_000)
     assert len(cut) <= MAX_CHARS
     assert cut.rstrip().endswith(MARKER)
     assert "cut to fit" in cut
@@ -198,7 +208,7 @@ def test_a_huge_report_is_cut_to_fit_one_github_comment(same: Report) -> None:
 
 def test_the_first_model_comment_says_only_floors_apply(tmp_path: Path) -> None:
     first = make_report(None, outputs(1.5, tmp_path))
-    comment = report.render(first)
+    comment = render(first)
     assert comment.startswith("✅ **Gate passed (first model)**: `main` (0123456) has no model")
     assert "only the floors and ceilings apply" in comment
     assert table_row(comment, "roc_auc")[2] == "n/a"
@@ -210,7 +220,7 @@ def test_the_first_model_comment_says_only_floors_apply(tmp_path: Path) -> None:
 
 def test_other_test_rows_are_noted(tmp_path: Path) -> None:
     moved = make_report(outputs(1.5, tmp_path), outputs(1.5, tmp_path, ids_from=50))
-    comment = report.render(moved)
+    comment = render(moved)
     assert "> **Note:** The test rows differ (50 test ids only in BASE and 50 only in the PR)" in (
         comment
     )
@@ -251,9 +261,9 @@ def test_could_not_compare_writes_the_reason_and_exits_2(
 
 def test_stage_of_finds_the_stage_that_writes_an_output() -> None:
     lock = {"stages": {"train": {"outs": [{"path": "models/model"}]}, "evaluate": {"outs": []}}}
-    assert report.stage_of(lock, Path("models/model")) == "train"
-    assert report.stage_of(lock, Path("eval/predictions.csv")) is None
-    assert report.stage_of({}, Path("models/model")) is None
+    assert stage_of(lock, Path("models/model")) == "train"
+    assert stage_of(lock, Path("eval/predictions.csv")) is None
+    assert stage_of({}, Path("models/model")) is None
 
 
 def test_size_and_latency_of_a_saved_model(tmp_path: Path) -> None:
@@ -263,14 +273,14 @@ def test_size_and_latency_of_a_saved_model(tmp_path: Path) -> None:
     model = train.fit(x, y, small_train_params("xgboost"))
     save_model(model, "xgboost", {"features": ["a", "b", "c"]}, tmp_path / "model")
     files = list((tmp_path / "model").iterdir())
-    assert report.model_bytes(tmp_path / "model") == sum(f.stat().st_size for f in files)
-    timed = report.latency({"pr": tmp_path / "model"}, x)["pr"]
+    assert model_bytes(tmp_path / "model") == sum(f.stat().st_size for f in files)
+    timed = latency({"pr": tmp_path / "model"}, x)["pr"]
     assert timed["single"] is not None
     assert timed["single"] > 0
     assert timed["batch"] is not None
     assert timed["batch"] > 0
     # A model that takes features the test set no longer has is not timed, not crashed
-    fewer = report.latency({"base": tmp_path / "model"}, x.drop(columns="c"))
+    fewer = latency({"base": tmp_path / "model"}, x.drop(columns="c"))
     assert fewer == {"base": {"single": None, "batch": None}}
 
 
@@ -279,9 +289,9 @@ def test_point_estimates_disagreeing_with_the_predictions_cannot_be_compared(
 ) -> None:
     stale = outputs(1.5, tmp_path)
     stale.metrics["roc_auc"] = round(stale.metrics["roc_auc"] - 0.01, 6)
-    with pytest.raises(report.CompareError, match="metrics file says roc_auc"):
-        report.consistent(stale, ["roc_auc", "f1"], "the PR")
-    report.consistent(outputs(1.5, tmp_path), ["roc_auc", "f1"], "the PR")
+    with pytest.raises(CompareError, match="metrics file says roc_auc"):
+        consistent(stale, ["roc_auc", "f1"], "the PR")
+    consistent(outputs(1.5, tmp_path), ["roc_auc", "f1"], "the PR")
 
 
 def test_predictions_read_back_from_csv_give_the_same_gate(tmp_path: Path) -> None:
@@ -299,7 +309,7 @@ def test_the_mlflow_run_links_to_its_page_on_the_teams_server(worse: Report) -> 
     linked = dataclasses.replace(
         worse, pr=dataclasses.replace(worse.pr, registry={"run_id": run, "run_url": url})
     )
-    assert f"[`{run}`]({url})" in report.render(linked)
+    assert f"[`{run}`]({url})" in render(linked)
     # The PR's registry.json is untrusted: anything but a run page stays plain text
     for bad in (
         "javascript:alert(1)",
@@ -309,7 +319,7 @@ def test_the_mlflow_run_links_to_its_page_on_the_teams_server(worse: Report) -> 
         plain = dataclasses.replace(
             worse, pr=dataclasses.replace(worse.pr, registry={"run_id": run, "run_url": bad})
         )
-        comment = report.render(plain)
+        comment = render(plain)
         assert f"`{run}`" in comment
         assert "](" not in comment.split("| MLflow run |")[1].splitlines()[0]
 

@@ -28,8 +28,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-SECRET_INPUTS = {"password", "token", "github-token"}
+# pipelines.release.reference.DIGEST, written out: this file runs before the project environment
+# exists (tests/test_architecture.py keeps the two equal)
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+SECRET_INPUTS = {"password", "token", "github-token"}
 MAX_ZIP_BYTES = 50_000_000
 
 

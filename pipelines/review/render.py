@@ -1,0 +1,346 @@
+"""The pull-request comment in markdown: verdict, metrics, curves, params, data, segments.
+
+Everything from the pull request is untrusted text: it reaches the comment only through
+:func:`pipelines.core.formatting.cell`. Curves are Mermaid charts, which GitHub draws inline.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from pipelines.core.curves import pr_points, roc_points
+from pipelines.core.formatting import cell, number
+from pipelines.review.card_changes import changes_section as card_changes
+from pipelines.review.gate import MetricResult
+from pipelines.review.outputs import BATCH_REPEATS, SINGLE_REPEATS, Report
+
+MARKER = "<!-- model-report -->"  # the posting client finds (and updates) the comment by it
+
+
+MAX_CHARS = 60_000  # GitHub refuses comments over 65,536 characters
+
+
+MAX_TABLE_ROWS = 25
+
+
+GRID = np.linspace(0.0, 1.0, 21)  # x values of the inline charts
+
+
+ICONS = {
+    "improved": "🟢 improved",
+    "unchanged": "⚪ unchanged",
+    "regressed": "🔴 regressed",
+    "inconclusive": "🟡 inconclusive",
+    "new": "🆕 new",
+    "invalid": "⛔ invalid",
+}
+
+
+# A run's page on an MLflow server, as pipelines.stages.register records it
+RUN_URL = re.compile(
+    r"https?://[\w.-]+(:[0-9]+)?(/[\w.~-]+)*/#/experiments/[0-9]+/runs/[0-9a-f]{32}"
+)
+
+
+def verdict_line(report: Report) -> str:
+    """The one-line verdict that opens the comment."""
+    gate, base = report.gate, report.base
+    against = f"`{cell(base.ref)}` ({base.commit[:7]})"
+    if not gate.passed:
+        kinds = {
+            "regressed beyond tolerance": [
+                m.name for m in gate.metrics if m.verdict == "regressed"
+            ],
+            "outside floor or ceiling": [m.name for m in gate.metrics if m.bound_broken],
+            "missing or NaN": [m.name for m in gate.metrics if m.verdict == "invalid"],
+        }
+        named = [f"{kind}: {', '.join(names)}" for kind, names in kinds.items() if names]
+        return f"❌ **Gate failed** against {against}: " + ("; ".join(named) or gate.failures[0])
+    if gate.mode == "first model":
+        return (
+            f"✅ **Gate passed (first model)**: {against} has no model yet, so only the floors "
+            "and ceilings apply, and all hold."
+        )
+    counts = [
+        f"{sum(m.verdict == v for m in gate.metrics)} {v}"
+        for v in ("improved", "unchanged", "inconclusive")
+        if any(m.verdict == v for m in gate.metrics)
+    ]
+    return (
+        f"✅ **Gate passed** against {against}: {', '.join(counts)}; none regressed "
+        f"({gate.mode} bootstrap over {gate.rows[0]:,} test rows)."
+    )
+
+
+def _bound(result: MetricResult) -> str:
+    rule = result.rule
+    if rule.bound is None:
+        return "none"
+    text = f"{'≥' if rule.better == 'higher' else '≤'} {rule.bound}"
+    return f"❌ {text}" if result.bound_broken else text
+
+
+def metrics_table(report: Report) -> list[str]:
+    """The gated metrics: base, PR, difference, its interval, and the verdict."""
+    gate = report.gate
+    share = f"{gate.confidence:.0%}"
+    lines = [
+        f"| metric | better | base | PR | Δ | {share} interval of Δ | tolerance | bound "
+        "| verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in gate.metrics:
+        interval = (
+            "n/a"
+            if m.low is None or m.high is None
+            else f"{number(m.low, 4, True)} to {number(m.high, 4, True)}"
+        )
+        lines.append(
+            f"| {m.name} | {m.rule.better} | {number(m.base)} | {number(m.pr)} "
+            f"| {number(m.delta, 6, True)} | {interval} | ±{m.rule.tolerance} | {_bound(m)} "
+            f"| {ICONS[m.verdict]} |"
+        )
+    how = (
+        f"{report.params.resamples:,} resamples of the same {gate.rows[0]:,} test rows, "
+        "paired by id"
+        if gate.mode in ("paired", "paired on new holdout")
+        else f"{report.params.resamples:,} resamples of each side's test rows, drawn independently"
+    )
+    values = (
+        "Base and PR values are both measured on the PR's test rows that BASE did not train on."
+        if gate.mode == "paired on new holdout"
+        else "Base and PR values are those of the metrics files."
+    )
+    lines += [
+        "",
+        f"{values} Bootstrap ({gate.mode}): {how}, "
+        f"seed {report.params.seed}. *regressed*: the whole interval is worse than the "
+        "tolerance; *improved*: the whole interval is better than 0; *unchanged*: the interval "
+        "lies within ± the tolerance; *inconclusive*: otherwise (does not fail the gate).",
+    ]
+    return lines
+
+
+def chart(title: str, x_label: str, y_label: str, lines: list[list[float]]) -> list[str]:
+    """A Mermaid ``xychart-beta`` line chart over :data:`GRID` (grey: base, orange: PR)."""
+    palette = "#9e9e9e, #e8590c" if len(lines) == 2 else "#e8590c"
+    return [
+        "```mermaid",
+        '%%{init: {"themeVariables": {"xyChart": {"plotColorPalette": "' + palette + '"}}}}%%',
+        "xychart-beta",
+        f'    title "{title}"',
+        f'    x-axis "{x_label}" 0 --> 1',
+        f'    y-axis "{y_label}" 0 --> 1',
+        *[f"    line [{', '.join(f'{v:.3f}' for v in line)}]" for line in lines],
+        "```",
+    ]
+
+
+def curves(report: Report) -> list[str]:
+    """ROC and precision-recall curves of base and PR, drawn inline."""
+    frames = [o.predictions for o in (report.base.outputs, report.pr) if o is not None]
+    legend = "grey: base, orange: PR" if len(frames) == 2 else "orange: PR"
+    lines = [f"#### Curves ({legend})", ""]
+    lines += chart(
+        "ROC", "False positive rate", "True positive rate", [curve(f, "roc") for f in frames]
+    )
+    lines.append("")
+    lines += chart("Precision-recall", "Recall", "Precision", [curve(f, "pr") for f in frames])
+    return lines
+
+
+def params_section(report: Report) -> list[str]:
+    """Params that differ from BASE (``dvc params diff``)."""
+    lines = ["#### Params changed", ""]
+    if report.gate_rules_changed:
+        lines += ["⚠️ **This PR changes the gate's own rules** (`gate:` in params.yaml).", ""]
+    rows = [
+        (f"{file}: {name}" if len(report.params_diff) > 1 else name, change)
+        for file, changes in report.params_diff.items()
+        for name, change in changes.items()
+    ]
+    if not rows:
+        return [*lines, "None of the params the stages read changed."]
+    lines += ["| param | base | PR |", "|---|---|---|"]
+    lines += [
+        f"| {cell(name)} | {cell(change.get('old'))} | {cell(change.get('new'))} |"
+        for name, change in rows[:MAX_TABLE_ROWS]
+    ]
+    if len(rows) > MAX_TABLE_ROWS:
+        lines.append(f"\n… and {len(rows) - MAX_TABLE_ROWS} more (`dvc params diff`).")
+    return lines
+
+
+def data_section(report: Report) -> list[str]:
+    """Whether the data changed and what validation said about it."""
+    before, after = report.data_md5
+    if before == after:
+        changed = f"unchanged (md5 `{cell(after)}`)"
+    else:
+        changed = f"**changed**: md5 `{cell(before)}` → `{cell(after)}`"
+    lines = ["#### Data", "", f"- Raw data: {changed}."]
+    validation = report.validation
+    if validation is None:
+        lines.append("- Validation: no result found.")
+        return lines
+    stats = (validation.get("result") or {}).get("statistics") or {}
+    passed, total = stats.get("successful_expectations"), stats.get("evaluated_expectations")
+    if validation.get("success"):
+        lines.append(f"- Validation: ✅ passed ({passed} of {total} expectations).")
+    else:
+        lines.append(f"- Validation: ❌ **failed** ({passed} of {total} expectations passed):")
+        lines += [
+            f"  - {cell(f.get('column') or 'table')}: {cell(f.get('rule'), 120)}"
+            for f in (validation.get("failures") or [])[:MAX_TABLE_ROWS]
+        ]
+    return lines
+
+
+def segment_rows(report: Report) -> list[tuple[float, list[str]]]:
+    """Rows of the segment table with their largest absolute change, for sorting."""
+    base = report.base.outputs.segments if report.base.outputs is not None else {}
+    rows = []
+    for column, values in report.pr.segments.items():
+        for value, pr in values.items():
+            old = (base.get(column) or {}).get(value) or {}
+            changes = [
+                pr.get(k) - old.get(k)
+                for k in ("roc_auc", "f1")
+                if isinstance(pr.get(k), float) and isinstance(old.get(k), float)
+            ]
+            largest = max((abs(c) for c in changes), default=0.0)
+            cells = [f"{cell(column)} = {cell(value)}", f"{pr.get('rows', 0):,}"]
+            for k in ("roc_auc", "f1"):
+                before, after = old.get(k), pr.get(k)
+                delta = (
+                    after - before
+                    if isinstance(after, float) and isinstance(before, float)
+                    else None
+                )
+                cells += [number(before, 4), number(after, 4), number(delta, 4, True)]
+            rows.append((largest, cells))
+    return sorted(rows, key=lambda r: -r[0])
+
+
+def segments_section(report: Report) -> list[str]:
+    """Segment metrics, the largest changes first."""
+    rows = segment_rows(report)
+    lines = [
+        "#### Segments (largest changes first)",
+        "",
+        "| segment | rows | ROC AUC base | PR | Δ | F1 base | PR | Δ |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += ["| " + " | ".join(cells) + " |" for _, cells in rows[:MAX_TABLE_ROWS]]
+    if len(rows) > MAX_TABLE_ROWS:
+        lines.append(f"\n… and {len(rows) - MAX_TABLE_ROWS} more segments.")
+    return lines
+
+
+def model_section(report: Report) -> list[str]:
+    """Size, latency and MLflow identity of each model."""
+    stats = report.model_stats
+    sides = [s for s in ("base", "pr") if s in stats]
+    headers = {"base": "base", "pr": "PR"}
+    rows_count = stats["pr"]["rows"] if "pr" in stats else 0
+
+    def ms(value: float | None) -> str:
+        return "n/a" if value is None else f"{value * 1000:.2f} ms"
+
+    lines = [
+        "#### Model",
+        "",
+        "| | " + " | ".join(headers[s] for s in sides) + " |",
+        "|---" * (len(sides) + 1) + "|",
+        "| size of the model files | "
+        + " | ".join(f"{stats[s]['bytes']:,} bytes" for s in sides)
+        + " |",
+        f"| latency, 1 row (median of {SINGLE_REPEATS}) | "
+        + " | ".join(ms(stats[s]["single"]) for s in sides)
+        + " |",
+        f"| latency, {rows_count:,} rows (median of {BATCH_REPEATS}) | "
+        + " | ".join(ms(stats[s]["batch"]) for s in sides)
+        + " |",
+    ]
+    registries = {"base": report.base.outputs, "pr": report.pr}
+    for label, key in (("MLflow run", "run_id"), ("registered version", "model_uri")):
+        values = []
+        for s in sides:
+            outputs = registries[s]
+            registry = outputs.registry if outputs is not None else None
+            value = f"`{cell(registry[key])}`" if registry and key in registry else "n/a"
+            url = str(registry.get("run_url", "")) if registry and key == "run_id" else ""
+            # The PR's registry.json is untrusted: only a run page on an http(s) server links
+            values.append(f"[{value}]({url})" if RUN_URL.fullmatch(url) else value)
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
+    return lines
+
+
+def render(report: Report) -> str:
+    """The pull-request comment: verdict first, then the evidence."""
+    base = report.base
+    source = {
+        "DVC": "from DVC (its dvc.lock, the cache or the remote)",
+        "reproduced": "reproduced from its code and data in a temporary worktree",
+        "none": "none: it has no model yet",
+    }[base.source]
+    sections = [
+        [verdict_line(report)],
+        [f"- {cell(failure, 300)}" for failure in report.gate.failures],
+        metrics_table(report),
+        [f"> **Note:** {note}" for note in report.gate.notes],
+        curves(report),
+        params_section(report),
+        data_section(report),
+        segments_section(report),
+        card_changes(
+            None if base.outputs is None else (base.outputs.metrics, base.outputs.segments),
+            (report.pr.metrics, report.pr.segments),
+        ),
+        model_section(report),
+        [f"<sub>Base outputs of `{cell(base.ref)}` ({base.commit[:12]}): {source}.</sub>"],
+    ]
+    return fit("\n\n".join("\n".join(s) for s in sections if s))
+
+
+def render_error(ref: str, reason: str) -> str:
+    """The comment when the models could not be compared."""
+    return fit(
+        f"⚠️ **Could not compare** with `{cell(ref)}`: {cell(reason, 2000)}\n\n"
+        "The gate fails until this is fixed."
+    )
+
+
+def fit(body: str) -> str:
+    """End the comment with the marker, cut to :data:`MAX_CHARS` if it would be longer."""
+    ending = f"\n\n{MARKER}\n"
+    if len(body) + len(ending) > MAX_CHARS:
+        body = body[: MAX_CHARS - len(ending) - 40] + "\n\n… (cut to fit a GitHub comment)"
+    text = body + ending
+    assert len(text) <= MAX_CHARS, "the comment must fit in one GitHub comment"  # noqa: S101
+    return text
+
+
+def curve(predictions: pd.DataFrame, kind: str) -> list[float]:
+    """A ROC or precision-recall curve on :data:`GRID`, for a chart with evenly spaced x.
+
+    ROC: the best true positive rate at each false positive rate or less. Precision-recall: the
+    best precision at each recall or more (interpolated precision).
+    """
+    y = predictions["label"].to_numpy()
+    p = predictions["probability"].to_numpy(dtype=np.float64)
+    if kind == "roc":
+        points = roc_points(y, p)
+        x = np.array([pt["fpr"] for pt in points])
+        values = np.array([pt["tpr"] for pt in points])
+        reached = x[None, :] <= GRID[:, None]
+    else:
+        points = pr_points(y, p)
+        x = np.array([pt["recall"] for pt in points])
+        values = np.array([pt["precision"] for pt in points])
+        reached = x[None, :] >= GRID[:, None]
+    best = np.where(reached, values[None, :], 0.0).max(axis=1)
+    return [round(float(v), 3) for v in best]
