@@ -94,7 +94,7 @@ card: | $(UV_NEEDED) ## write the model card (paths.card) with the card stage: d
 
 mlflow-ui: install ## browse MLflow runs and registered models on http://127.0.0.1:5000
 	$(RUN) mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri \
-		"$$($(RUN) python -c 'import pipelines.stages.register as r; print(r.tracking_uri())')"
+		"$$($(RUN) python -c 'from pipelines.core.lineage import tracking_uri; print(tracking_uri())')"
 
 uv-path: | $(UV_NEEDED) ## print the path of the uv that make uses (tools/uv runs it for the git hooks)
 	@command -v $(UV)

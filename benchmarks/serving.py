@@ -24,6 +24,9 @@ generator, one thread) leaves the cores to the servers, which a Python client wo
 Each server's processes' peak RSS (``VmHWM``) is read after its load runs, before it stops:
 the figures the pod's memory requests and limits are set from (deploy/base/deployment.yaml).
 
+One module, though long: the servers, the load and the table are one measurement, read
+together (the servers' setup is what makes the ratios fair).
+
 Usage: ``python -m benchmarks.serving [--duration S] [--warmup S] [--workers N]
 [--servers ours ...]``
 (``make bench-serving``)

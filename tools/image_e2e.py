@@ -35,6 +35,9 @@ Other harnesses reuse the pieces: ``prepare`` (the containers configuration and 
 a run), ``ensure_tools``, ``start_registry`` / ``local_registry``, ``podman_docker_api`` (a
 Docker API for docker clients, on the same store) and ``import_base_image``.
 
+One module, though long: its pieces exist for the one scenario and the harnesses that reuse
+it, and read best beside the steps that use them.
+
 Usage: ``python -m tools.image_e2e [--backend buildah|docker] [--keep]``
 """
 

@@ -15,6 +15,9 @@ hands it over; ``make install`` checks it against uv.lock and changes nothing) a
 (as a team shares a DVC remote), so a job restores what an earlier one computed instead of
 installing and training again.
 
+One module, though long: the simulated GitHub's state (origin, refs, artifacts, pull requests)
+and the act runs that change it are one thing, and the scenarios in the tests drive both.
+
 Usage (``make act WORKFLOW=pr.yml EVENT=pull_request``): runs one workflow on this repository:
 ``main`` is BASE (default ``main``), a pull request's head is HEAD; ``workflow_run`` first runs
 the workflow it follows. It prints each job's result, the job summaries, the API calls and the
