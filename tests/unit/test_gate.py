@@ -302,6 +302,10 @@ def test_the_committed_gate_section_loads() -> None:
             {"metrics": {"f1": {"better": "up", "tolerance": 0.01}}},
             "metrics.f1.better: higher is better, not up",
         ),
+        (
+            {"metrics": {"roc_auc": {"better": "lower", "ceiling": 0.9, "tolerance": 0.01}}},
+            "metrics.roc_auc.better: higher is better, not lower",
+        ),
     ],
 )
 def test_bad_gate_params_name_the_key(tmp_path: Path, change: dict, message: str) -> None:
@@ -312,6 +316,18 @@ def test_bad_gate_params_name_the_key(tmp_path: Path, change: dict, message: str
     with pytest.raises(ParamsError, match="gate") as error:
         load_section("gate", GateParams, file)
     assert message in str(error.value)
+
+
+def test_each_metric_is_better_the_way_the_registry_says() -> None:
+    """A perfect model scores better than a coin on every metric, in the registry's direction."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    perfect = np.where(y == 1, 0.9, 0.1)
+    coin = rng.uniform(0.0, 1.0, 400)
+    for name, metric in METRICS.items():
+        good = metric.point(y, perfect, (perfect >= 0.5).astype(int))
+        bad = metric.point(y, coin, (coin >= 0.5).astype(int))
+        assert metric.sign * (good - bad) > 0, name
 
 
 def test_predictions_from_a_frame_need_the_four_columns() -> None:
