@@ -17,7 +17,7 @@ from pipelines.template.table import (
     data_file,
     positive_class,
 )
-from tests.deploy.conftest import make
+from tests.support.manifests import make
 
 
 def table(rows: int = 60, **columns: object) -> pd.DataFrame:
