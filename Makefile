@@ -262,7 +262,7 @@ lint-deploy: install-tools ## render every overlay; kubernetes-validate, Argo CD
 	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/appproject_v1alpha1.json $(DEPLOY)/argocd/project.yaml
 	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/application_v1alpha1.json \
 		$(DEPLOY)/argocd/staging.yaml $(DEPLOY)/argocd/production.yaml
-	@# The canary's Argo Rollouts resources (tests/deploy/test_canary.py checks them as rendered too)
+	@# The canary's Argo Rollouts resources (as rendered too: tests/deploy/test_canary_component.py)
 	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/rollout_v1alpha1.json \
 		$(DEPLOY)/components/canary/rollout.yaml
 	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/analysistemplate_v1alpha1.json \

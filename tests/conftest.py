@@ -1,24 +1,30 @@
-"""Fixtures shared by the test suites: the real table, its schema, and a model trained on it."""
+"""Fixtures shared by the test suites: the real table, its schema, and a model trained on it.
+
+Also those that tests in more than one folder use: the scratch copies where the pipeline ran, a
+copy of deploy/, and an image registry on 127.0.0.1.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.core import features
-from pipelines.core.model import Classifier
-from pipelines.params import FeaturizeParams, TrainParams, load_paths, load_section
+from pipelines.params import TrainParams, load_paths, load_section
 from pipelines.schema import Schema, read_raw
-from pipelines.stages import train
-from tests.columns import PARAMS, ROOT, project_schema
-from tests.scratch import FreshClone, ScratchRepo
+from tests.support.columns import PARAMS, ROOT, project_schema
+from tests.support.manifests import DEPLOY
+from tests.support.scratch import FreshClone, ScratchRepo
+from tests.support.training import Trained, fit_on  # tests/model (the model's) imports them here
+from tools import image_e2e
+
+TOOLS = {"skopeo": "skopeo", "docker-registry": "docker-registry"}  # command -> Debian package
 
 
 @pytest.fixture(autouse=True)
@@ -60,59 +66,6 @@ def schema() -> Schema:
     return project_schema()
 
 
-def small_train_params(model: str, cv_folds: int = 0, seed: int = 0) -> TrainParams:
-    """Small, fast settings for either model kind, for tests that fit many models."""
-    return TrainParams.model_validate(
-        {
-            "model": model,
-            "seed": seed,
-            "cv_folds": cv_folds,
-            "xgboost": {
-                "n_estimators": 20,
-                "max_depth": 2,
-                "learning_rate": 0.3,
-                "subsample": 1.0,
-                "colsample_bytree": 1.0,
-                "min_child_weight": 1.0,
-                "reg_lambda": 1.0,
-            },
-            "logistic_regression": {"C": 1.0, "max_iter": 200},
-        }
-    )
-
-
-@dataclass(frozen=True)
-class Trained:
-    """A model trained with the committed params, and the raw and encoded test rows."""
-
-    model: Classifier
-    params: TrainParams
-    train_raw: pd.DataFrame
-    test_raw: pd.DataFrame
-    x_test: pd.DataFrame
-    y_test: np.ndarray
-
-    def predict(self, rows: pd.DataFrame, schema: Schema) -> np.ndarray:
-        """Positive-class probability for raw rows."""
-        return self.model.predict_proba(features.encode(rows, schema))[:, 1]
-
-
-def fit_on(raw: pd.DataFrame, schema: Schema, params: TrainParams) -> Trained:
-    """Split, encode and fit as the pipeline does, in memory."""
-    split = load_section("featurize", FeaturizeParams, PARAMS)
-    train_raw, test_raw = features.split(raw, schema, split.test_size, split.seed)
-    x_train = features.encode(train_raw, schema)
-    model = train.fit(x_train, features.labels(train_raw, schema), params)
-    return Trained(
-        model=model,
-        params=params,
-        train_raw=train_raw,
-        test_raw=test_raw,
-        x_test=features.encode(test_raw, schema),
-        y_test=features.labels(test_raw, schema),
-    )
-
-
 @pytest.fixture(scope="session")
 def trained(raw: pd.DataFrame, schema: Schema) -> Trained:
     """The default model (params.yaml as committed), trained in memory."""
@@ -139,3 +92,33 @@ def fresh_clone(tmp_path_factory: pytest.TempPathFactory) -> FreshClone:
     assert not (repo.path / "data").exists()
     repo.hide_uv(tmp_path_factory.mktemp("bin"))
     return FreshClone(repo, repo.run("make", "run"))
+
+
+@pytest.fixture
+def deploy_copy(tmp_path: Path) -> Path:
+    """A copy of deploy/ to change without touching the repository's."""
+    return Path(shutil.copytree(DEPLOY, tmp_path / "deploy"))
+
+
+@pytest.fixture(scope="session")
+def tools() -> None:
+    """skopeo and docker-registry, installed with apt as root; CI fails without them."""
+    missing = sorted({p for c, p in TOOLS.items() if shutil.which(c) is None})
+    if missing and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        apt = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "-q"]
+        subprocess.run([*apt, "update"], env=env, capture_output=True, check=False)
+        subprocess.run([*apt, "install", "-y", *missing], env=env, capture_output=True, check=False)
+        missing = sorted({p for c, p in TOOLS.items() if shutil.which(c) is None})
+    if missing:
+        message = f"{', '.join(missing)} not installed (apt-get install {' '.join(missing)})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def image_registry(tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A docker-registry with no login: its address."""
+    with image_e2e.local_registry(tmp_path_factory.mktemp("registry")) as address:
+        yield address

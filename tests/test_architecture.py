@@ -1,11 +1,14 @@
 """The package stands as its docstring says: layers, no circles, closed lists of code.
 
 Read from the source with ``ast`` (:mod:`tests.support.imports`), function-level imports included.
+And the tests stand on one axis: their folders mirror the code's, each file's name is its own.
 """
 
 from __future__ import annotations
 
+import ast
 import re
+from collections import Counter
 
 import pytest
 import yaml
@@ -146,3 +149,44 @@ def test_the_stand_ins_match_image_digests_as_the_release_does() -> None:
     from tools.act import standins
 
     assert standins.DIGEST.pattern == reference.DIGEST.pattern
+
+
+TESTS = ROOT / "tests"
+# The folders of tests/ that mirror no folder of the code, and what each holds
+OTHER_TEST_FOLDERS = {
+    "data": "the data validation, on the real table",
+    "model": "the model's behaviour (the model's own tests)",
+    "docs": "docs/: its commands run, the site builds",
+    "deploy": "deploy/'s manifests, rendered and linted",
+    "workflows": ".github/workflows, read statically",
+    "e2e": "the slow end-to-end tests, every one marked slow",
+    "support": "helpers the tests share",
+}
+
+
+def test_the_test_folders_mirror_the_code_or_a_folder_of_the_repository() -> None:
+    code = {p.name for p in (ROOT / "pipelines").iterdir() if (p / "__init__.py").is_file()}
+    code |= {"tools", "benchmarks"}
+    folders = {p.name for p in TESTS.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))}
+    assert folders - code - set(OTHER_TEST_FOLDERS) == set()
+
+
+def test_no_two_test_files_share_a_name() -> None:
+    """A file's name says what it tests, once: no unit/test_x.py beside serving/test_x.py."""
+    names = Counter(p.name for p in TESTS.rglob("test_*.py"))
+    assert sorted(name for name, count in names.items() if count > 1) == []
+
+
+def test_every_end_to_end_module_is_marked_slow() -> None:
+    """``-m "not slow"`` leaves out all of tests/e2e: each module says so at its top."""
+    unmarked = []
+    for path in sorted((TESTS / "e2e").glob("test_*.py")):
+        marks = [
+            ast.unparse(node.value)
+            for node in ast.parse(path.read_text()).body
+            if isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets)
+        ]
+        if not any("pytest.mark.slow" in mark for mark in marks):
+            unmarked.append(path.name)
+    assert unmarked == [], "give each a module-level `pytestmark = pytest.mark.slow`"

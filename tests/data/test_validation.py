@@ -33,7 +33,7 @@ from pipelines.stages.validate import (
     summarize,
     validate_table,
 )
-from tests.columns import (
+from tests.support.columns import (
     NUMERIC,
     PARAMS,
     ROOT,

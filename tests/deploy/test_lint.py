@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.conftest import OVERLAYS, edit, make, one, render
+from tests.support.manifests import OVERLAYS, edit, make, one, render
 
 
 @pytest.fixture(scope="session")

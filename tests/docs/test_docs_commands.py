@@ -35,8 +35,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.columns import ROOT
-from tests.scratch import BIN, FreshClone, ScratchRepo
+from tests.support.columns import ROOT
+from tests.support.scratch import BIN, FreshClone, ScratchRepo
 
 pytestmark = pytest.mark.slow
 

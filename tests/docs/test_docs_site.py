@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.columns import ROOT
+from tests.support.columns import ROOT
 
 MKDOCS = Path(sys.executable).parent / "mkdocs"
 

@@ -24,7 +24,7 @@ from pipelines.core.drift import chi2_quantile, degrees_of_freedom, fractions, p
 from pipelines.monitoring import canary
 from pipelines.params import CanaryParams, MonitorParams, RegisterParams, load_section
 from pipelines.serving import names
-from tests.monitoring.promtool import needs_promtool, run_rule_tests, series
+from tests.support.promtool import needs_promtool, run_rule_tests, series
 from tests.support.rollouts import Phase, judge, worst
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import pytest
 from pipelines.monitoring import dashboard, rules
 from pipelines.params import MonitorParams, RegisterParams, load_paths, load_section
 from pipelines.schema import load_schema
-from tests.monitoring.promtool import check_rules, exported_names, metric_names, needs_promtool
+from tests.support.promtool import check_rules, exported_names, metric_names, needs_promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = load_section("monitor", MonitorParams, ROOT / "params.yaml")

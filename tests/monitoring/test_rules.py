@@ -28,8 +28,7 @@ from pipelines.monitoring import rules
 from pipelines.params import MonitorParams, RegisterParams, load_paths, load_section
 from pipelines.schema import Schema, load_schema
 from pipelines.serving import names
-from tests.conftest import Trained
-from tests.monitoring.promtool import (
+from tests.support.promtool import (
     check_rules,
     exported_names,
     metric_names,
@@ -38,6 +37,7 @@ from tests.monitoring.promtool import (
     series,
     without_annotations,
 )
+from tests.support.training import Trained
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = ROOT / "params.yaml"

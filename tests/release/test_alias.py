@@ -76,7 +76,7 @@ def test_the_default_version_is_the_one_models_registry_json_records(
     store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from pipelines.params import load_paths
-    from tests.deploy.conftest import ROOT
+    from tests.support.manifests import ROOT
 
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
@@ -91,7 +91,7 @@ def test_the_default_version_is_the_one_models_registry_json_records(
 def test_make_model_alias_sets_it_on_the_configured_server(store: str) -> None:
     from mlflow import MlflowClient
 
-    from tests.deploy.conftest import ROOT
+    from tests.support.manifests import ROOT
 
     env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
     done = subprocess.run(
@@ -131,7 +131,7 @@ def test_an_image_without_a_registered_version_is_named(labels: dict[str, str], 
 def production_from_files(tmp_path: Path) -> list[str]:
     """Arguments naming this repository's overlays and an Argo CD Application that deploys
     production from the files checked out (HEAD), whatever branch this runs on."""
-    from tests.deploy.conftest import ROOT
+    from tests.support.manifests import ROOT
 
     argocd = tmp_path / "argocd"
     argocd.mkdir()
@@ -147,7 +147,7 @@ def test_overlay_sets_the_alias_on_the_version_its_image_was_built_from(
     """The overlay's image and its labels come from the repository's overlays and the registry
     (the act release scenario reads a real one); here the registry's answer is given."""
     from pipelines.release import manifests, trace
-    from tests.deploy.conftest import ROOT
+    from tests.support.manifests import ROOT
 
     asked = []
 

@@ -12,8 +12,8 @@ from pipelines.core.io import PipelineError
 from pipelines.release import trace
 from pipelines.release.image import gate_label
 from pipelines.review.report import gate_summary
-from tests.release.registries import push_manifest
-from tests.scratch import ScratchRepo
+from tests.support.registries import push_manifest
+from tests.support.scratch import ScratchRepo
 
 COMMIT = "a" * 40
 LOCK = yaml.safe_dump(
@@ -136,7 +136,7 @@ def test_trace_needs_an_image_or_an_overlay() -> None:
 
 @pytest.mark.slow
 def test_make_trace_reads_an_image_in_a_registry(
-    registry: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+    image_registry: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """A labelled image in a real registry: `make trace` reads it and git at its commit."""
     repo = ScratchRepo.create(tmp_path_factory.mktemp("trace"))
@@ -147,8 +147,8 @@ def test_make_trace_reads_an_image_in_a_registry(
         "data_md5": data_md5,
         "gate_verdict": "pass against main",
     }
-    digest = push_manifest(registry, "trace/model", "v1", labels=labels)
-    image = f"{registry}/trace/model@{digest}"
+    digest = push_manifest(image_registry, "trace/model", "v1", labels=labels)
+    image = f"{image_registry}/trace/model@{digest}"
 
     done = repo.run("make", "--no-print-directory", "trace", f"IMAGE={image}", check=False)
     assert done.returncode == 0, done.stderr
@@ -162,6 +162,6 @@ def test_make_trace_reads_an_image_in_a_registry(
     some_stage, entry = next(iter(lock["stages"].items()))
     assert f"- {some_stage}: {entry['outs'][0]['path']} {entry['outs'][0]['md5']}" in out
 
-    missing = repo.run("make", "trace", f"IMAGE={registry}/trace/none:v9", check=False)
+    missing = repo.run("make", "trace", f"IMAGE={image_registry}/trace/none:v9", check=False)
     assert missing.returncode != 0
     assert "cannot inspect" in missing.stderr

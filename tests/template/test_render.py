@@ -7,8 +7,8 @@ from pathlib import Path
 import pathspec
 import pytest
 
-from tests.scratch import project_files
-from tests.template.conftest import (
+from tests.support.scratch import project_files
+from tests.support.template import (
     COPIER,
     EXAMPLE_ANSWERS,
     OTHER_ANSWERS,
@@ -72,7 +72,7 @@ def test_the_model_owns_its_data_params_schema_tests_and_overlays() -> None:
         "deploy/base/service.yaml",
     ):
         assert not MODEL_OWNED.match_file(template), template
-    for template in (".github/workflows/pr.yml", "tests/unit/test_gate.py", "pyproject.toml"):
+    for template in (".github/workflows/pr.yml", "tests/review/test_gate.py", "pyproject.toml"):
         assert not MODEL_OWNED.match_file(template), template
 
 

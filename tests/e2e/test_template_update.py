@@ -1,0 +1,245 @@
+"""Template updates, offline: a template tagged v1, a model made from it and edited, then a v2.
+
+The update runs as the repository's template-update workflow runs it, with act on a simulated
+GitHub, and arrives as one pull request. v2 (a) changes a file the model did not touch, (b)
+changes a file the model edited, (c) adds a file, (d) deletes one and (e) adds a params key with
+its migration. `make update-template` must apply (a), (c), (d), show (b) as an inline conflict in
+that file only, migrate (e), leave every other model-owned file as it was and not run the data
+and schema bootstrap again; an unedited model updated to v2 must equal a fresh v2 copy.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipelines.params import EngineParams
+from pipelines.template.migrate import add_key
+from tests.support.scratch import ScratchRepo
+from tests.support.template import files
+from tools.act.simulation import WRITE_TOKEN, simulate
+
+pytestmark = pytest.mark.slow
+
+MODEL_OWNED = ("params.yaml", "schema.yaml", "README.md", "data.dvc", "dvc.lock")
+V1_DESCRIPTION = (
+    'description: "Binary classifier from schema.yaml: probability and label per raw record."'
+)
+V2_DESCRIPTION = 'description: "A binary classifier, built from schema.yaml (template v2)."'
+MODEL_DESCRIPTION = 'description: "Loan default risk per application."'
+MIGRATION = """  - version: "2"
+    command: ["{{ _copier_python }}", "-m", "pipelines.template.migrate", "params.yaml",
+              "alerts.window", "100"]
+"""
+
+
+@dataclass
+class Scenario:
+    template: ScratchRepo
+    model: ScratchRepo
+    before: dict[str, bytes]  # the model's files after its own edits, before the update
+    update: str  # what `make update-template` printed
+
+
+def small_table(path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=300)
+    pd.DataFrame(
+        {
+            "Monthly Income": np.round(x * 1000 + 5000, 2),
+            "home": rng.choice(["own", "rent", "other"], size=300),
+            "default": np.where(x + rng.normal(scale=0.8, size=300) > 0.5, "yes", "no"),
+        }
+    ).to_csv(path, index=False)
+    return path
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def older_params(path: Path) -> None:
+    from ruamel.yaml import YAML
+
+    rt = YAML()
+    document = rt.load(path.read_text())
+    document["featurize"]["seed"] = 7
+    del document["engine"]
+    with path.open("w") as out:
+        rt.dump(document, out)
+
+
+def make_v2(template: ScratchRepo) -> None:
+    root = template.path
+    edit(root / "Makefile", "\n.DEFAULT_GOAL", "\n# Template v2.\n.DEFAULT_GOAL")  # (a)
+    edit(root / "bentofile.yaml", V1_DESCRIPTION, V2_DESCRIPTION)  # (b)
+    (root / "docs/added-in-v2.md").write_text("# New in v2\n")  # (c)
+    edit(root / "docs/index.md", "# The first ten minutes\n", "# The first ten minutes (v2)\n")
+    (root / ".dvcignore").unlink()  # (d)
+    add_key(root / "params.yaml", "alerts.window", 100)  # (e), with its migration:
+    edit(root / "copier.yml", "_migrations:\n", "_migrations:\n" + MIGRATION)
+    template.run("git", "add", "-A")
+    template.run("git", "commit", "-qm", "template v2")
+    template.run("git", "tag", "v2")
+
+
+def copy(template: ScratchRepo, dest: Path, ref: str, tasks: bool) -> None:
+    from copier import run_copy
+
+    answers = {"name": "loan-risk", "data": "loans.csv", "target": "default"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_copy(
+            str(template.path),
+            dest,
+            data=answers,
+            vcs_ref=ref,
+            defaults=True,
+            unsafe=True,
+            skip_tasks=not tasks,
+            quiet=True,
+        )
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    template = ScratchRepo.create(tmp_path_factory.mktemp("template"))
+    template.run("git", "tag", "v1")
+    table = small_table(tmp_path_factory.mktemp("data") / "loans.csv")
+    dest = tmp_path_factory.mktemp("models") / "loan-risk"
+    # The real `make new-model` of the v1 template (reusing this environment: no new venv)
+    template.env["UV_PROJECT_ENVIRONMENT"] = sys.prefix
+    template.run(
+        "make", "new-model", f"DATA={table}", "TARGET=default", "NAME=loan-risk", f"DEST={dest}"
+    )
+    model = ScratchRepo(dest, dict(template.env))
+    edit(dest / "bentofile.yaml", V1_DESCRIPTION, MODEL_DESCRIPTION)  # the model edits (b)
+    # params.yaml is model-owned: another featurize.seed, and no engine: (as a repository made
+    # before the template had it), which the template's own migration adds back
+    older_params(dest / "params.yaml")
+    model.run("git", "commit", "-qam", "Describe the bento; another seed")
+    before = {f: (dest / f).read_bytes() for f in files(dest) if not f.startswith(".venv")}
+    make_v2(template)
+    # template-update.yml, run by act: `make update-template`, then its pull request
+    github = tmp_path_factory.mktemp("github")
+    with simulate(github, dest, environment=Path(sys.prefix)) as sim:
+        token = {"TEMPLATE_UPDATE_TOKEN": WRITE_TOKEN}
+        run = sim.on_dispatch("template-update.yml", {"version": "v2"}, secrets=token)
+        assert run.jobs == {"update": "success"}, run.text()[-5000:]
+        (pull,) = sim.api.pulls.values()
+        assert pull["head"]["ref"] == "template-update"
+        assert pull["title"] == "Template update to v2"
+        assert "Resolve any conflict markers" in pull["body"]
+        # The model's work tree becomes the pull request's branch
+        model.run("git", "fetch", "-q", str(sim.origin), "template-update")
+        model.run("git", "checkout", "-q", "FETCH_HEAD")
+    return Scenario(template, model, before, run.text())
+
+
+def test_a_change_to_an_untouched_file_arrives(scenario: Scenario) -> None:  # (a)
+    assert "\n# Template v2.\n" in (scenario.model.path / "Makefile").read_text()
+
+
+def test_a_change_to_an_edited_file_is_an_inline_conflict_in_that_file_only(
+    scenario: Scenario,
+) -> None:  # (b)
+    bentofile = (scenario.model.path / "bentofile.yaml").read_text()
+    assert "<<<<<<< before updating" in bentofile
+    assert MODEL_DESCRIPTION in bentofile
+    assert V2_DESCRIPTION in bentofile
+    assert ">>>>>>> after updating" in bentofile
+    assert "with conflicts to resolve" in scenario.update
+    assert "bentofile.yaml" in scenario.update
+    check = scenario.model.run("make", "--no-print-directory", "check-conflicts", check=False)
+    assert check.returncode != 0
+    assert "unresolved conflict markers in: bentofile.yaml\n" in check.stderr
+
+
+def test_a_new_file_arrives_and_a_deleted_one_goes(scenario: Scenario) -> None:  # (c), (d)
+    assert (scenario.model.path / "docs/added-in-v2.md").read_text() == "# New in v2\n"
+    # the docs are the template's: an update refreshes them
+    assert (
+        (scenario.model.path / "docs/index.md")
+        .read_text()
+        .startswith("# The first ten minutes (v2)\n")
+    )
+    assert not (scenario.model.path / ".dvcignore").exists()
+
+
+def test_a_new_params_key_arrives_by_its_migration_and_the_models_values_stay(
+    scenario: Scenario,
+) -> None:  # (e)
+    params = yaml.safe_load((scenario.model.path / "params.yaml").read_text())
+    assert params["alerts"] == {"window": 100}
+    assert params["featurize"]["seed"] == 7  # the model's own value
+    assert "migration: params.yaml alerts.window added" in scenario.update
+    # The template's own migration: engine: is back, with the defaults its typed section has
+    assert "migration: params.yaml engine added" in scenario.update
+    assert EngineParams.model_validate(params["engine"]) == EngineParams()
+
+
+def test_every_other_model_owned_file_is_unchanged_and_nothing_is_bootstrapped_again(
+    scenario: Scenario,
+) -> None:
+    root = scenario.model.path
+    for name in ("schema.yaml", "README.md", "data.dvc", "dvc.lock", "eval/metrics.json"):
+        assert (root / name).read_bytes() == scenario.before[name], name
+    owned = [
+        f
+        for f in scenario.before
+        if f.startswith(("tests/model/", "deploy/overlays/", "deploy/argocd/", "data/"))
+    ]
+    assert owned
+    for name in owned:
+        assert (root / name).read_bytes() == scenario.before[name], name
+    params = (root / "params.yaml").read_text()
+    assert params.startswith(scenario.before["params.yaml"].decode().rstrip("\n"))
+    assert "Running task" not in scenario.update  # the bootstrap is a copy-only task
+    # The update is one commit, proposed as a pull request
+    log = scenario.model.run("git", "log", "--format=%s").stdout.splitlines()
+    assert log == [
+        "Template update to v2",
+        "Describe the bento; another seed",
+        "The baseline of loan-risk: its first model's lock, metrics and gate bounds",
+        "New model loan-risk: the template, data, schema and params",
+    ]
+
+
+def test_the_lock_is_the_new_versions_relocked_for_the_model(scenario: Scenario) -> None:
+    lock = (scenario.model.path / "uv.lock").read_text()
+    assert 'name = "loan-risk"' in lock
+    answers = yaml.safe_load((scenario.model.path / ".copier-answers.yml").read_text())
+    assert answers["_commit"] == "v2"
+
+
+def test_an_unedited_model_updated_to_v2_equals_a_fresh_v2_copy(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    template = scenario.template
+    updated = ScratchRepo(tmp_path / "updated", dict(template.env))
+    copy(template, updated.path, "v1", tasks=False)
+    updated.run("git", "init", "-q", "-b", "main")
+    updated.run("git", "add", "-A")
+    updated.run("git", "commit", "-qm", "v1")
+    updated.run(sys.executable, "-m", "pipelines.template.update", "--version", "v2")
+    fresh = tmp_path / "fresh"
+    copy(template, fresh, "v2", tasks=False)
+    # uv.lock aside: a copy without its bootstrap task keeps the template's project name
+    compared = (files(updated.path) | files(fresh)) - {"uv.lock"}
+    different = [
+        f
+        for f in sorted(compared)
+        if not (updated.path / f).is_file()
+        or not (fresh / f).is_file()
+        or (updated.path / f).read_bytes() != (fresh / f).read_bytes()
+    ]
+    assert not different

@@ -1,0 +1,179 @@
+"""The model card: intervals, segments, gaps, front matter, the PR section, and the real stage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.metrics import roc_auc_score
+
+from pipelines.core.metrics import METRICS, Predictions
+from pipelines.params import CardParams, load_paths
+from pipelines.review.card_changes import changes_section
+from pipelines.schema import load_schema
+from pipelines.stages import card
+from tests.support.scratch import ScratchRepo
+
+CARD = CardParams(
+    min_segment_rows=20, resamples=300, seed=0, confidence=0.9, segment_metrics=("roc_auc", "f1")
+)
+
+
+def frame(rows: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Predictions that carry some signal, with ids 0..rows-1."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 2, rows)
+    probability = np.clip(0.3 * label + rng.uniform(0, 0.7, rows), 0, 1)
+    return pd.DataFrame(
+        {
+            "id": np.arange(rows),
+            "label": label,
+            "probability": probability,
+            "predicted": (probability >= 0.5).astype(int),
+        }
+    )
+
+
+def test_intervals_hold_the_point_value_and_narrow_with_more_rows() -> None:
+    small, large = frame(100), frame(2000)
+    names = ["roc_auc", "brier"]
+    a = card.metric_intervals(
+        Predictions.from_frame(small), names, resamples=300, seed=0, confidence=0.9
+    )
+    b = card.metric_intervals(
+        Predictions.from_frame(large), names, resamples=300, seed=0, confidence=0.9
+    )
+    assert a["roc_auc"]["value"] == pytest.approx(roc_auc_score(small.label, small.probability))
+    for result in (a, b):
+        for entry in result.values():
+            assert entry["low"] <= entry["value"] <= entry["high"]
+    width = {k: r["roc_auc"]["high"] - r["roc_auc"]["low"] for k, r in (("a", a), ("b", b))}
+    assert width["b"] < width["a"] / 2
+
+
+def test_an_undefined_metric_has_no_interval() -> None:
+    one_class = frame(50).assign(label=1)
+    result = card.metric_intervals(
+        Predictions.from_frame(one_class), ["roc_auc", "f1"], resamples=200, seed=0, confidence=0.9
+    )
+    assert result["roc_auc"] == {"value": None, "low": None, "high": None}
+    assert result["f1"]["value"] is not None
+
+
+def test_segments_suppress_small_groups_and_name_missing_values() -> None:
+    predictions = frame(200)
+    groups = pd.DataFrame({"plan": ["a"] * 150 + ["b"] * 40 + [None] * 10}, index=predictions["id"])
+    segments = card.segment_intervals(predictions, groups, ["roc_auc"], CARD)
+    plan = segments["plan"]
+    assert {g: e["rows"] for g, e in plan.items()} == {"a": 150, "b": 40, card.MISSING: 10}
+    assert plan[card.MISSING]["suppressed"]
+    assert plan[card.MISSING]["metrics"] == {}
+    assert not plan["a"]["suppressed"]
+    assert "roc_auc" in plan["a"]["metrics"]
+    assert plan["b"]["positives"] == int(predictions["label"][150:190].sum())
+
+
+def test_test_ids_missing_from_the_raw_table_are_an_error() -> None:
+    predictions = frame(30)
+    groups = pd.DataFrame({"plan": ["a"] * 29}, index=range(29))
+    with pytest.raises(card.PipelineError, match="1 test ids"):
+        card.segment_intervals(predictions, groups, ["roc_auc"], CARD)
+
+
+def entry(value: float | None, rows: int = 100, suppressed: bool = False) -> dict:
+    metrics = {} if suppressed else {m: {"value": value} for m in ("roc_auc", "brier")}
+    return {"rows": rows, "positives": 10, "suppressed": suppressed, "metrics": metrics}
+
+
+def test_the_largest_gap_skips_suppressed_groups_and_knows_lower_is_better() -> None:
+    segments = {
+        "plan": {"a": entry(0.9), "b": entry(0.7), "tiny": entry(None, 5, suppressed=True)},
+        "region": {"x": entry(0.8), "y": entry(0.78)},
+        "alone": {"only": entry(0.5), "small": entry(None, 3, suppressed=True)},
+    }
+    gaps = card.largest_gaps(segments, ["roc_auc", "brier"])
+    assert gaps[0] == card.Gap("plan", "roc_auc", "a", "b", 0.2)
+    brier = next(g for g in gaps if g.metric == "brier" and g.column == "plan")
+    assert (brier.best, brier.worst) == ("b", "a")  # lower is better
+    assert not [g for g in gaps if g.column == "alone"]
+
+
+def test_class_balance_and_calibration_error() -> None:
+    balance = card.class_balance(pd.Series(["y", "n", "n", "n"]), "y")
+    assert balance == {"classes": {"n": 3, "y": 1}, "positive": "y", "positive_share": 0.25}
+    points = [
+        {"predicted": 0.1, "observed": 0.2, "rows": 30},
+        {"predicted": 0.8, "observed": 0.8, "rows": 10},
+    ]
+    assert card.expected_calibration_error(points) == pytest.approx(0.075)
+    assert card.expected_calibration_error([]) is None
+
+
+def test_the_front_matter_carries_the_metrics_file_in_a_model_index() -> None:
+    metrics = {"roc_auc": 0.81, "f1": 0.5, "rows": 100, "threshold": 0.5, "log_loss": None}
+    metadata = card.card_metadata("m", metrics, "table", "abc.dir", "xgboost")
+    (model,) = metadata["model-index"]
+    (result,) = model["results"]
+    assert model["name"] == "m"
+    assert result["task"]["type"] == "tabular-classification"
+    assert result["dataset"]["revision"] == "abc.dir"
+    assert {m["type"]: m["value"] for m in result["metrics"]} == {"roc_auc": 0.81, "f1": 0.5}
+
+
+def test_the_pr_section_shows_changed_metrics_and_gaps_or_says_unchanged() -> None:
+    metrics = {"roc_auc": 0.8, "f1": 0.5}
+    segments = {"plan": {"a": {"roc_auc": 0.9, "f1": 0.6}, "b": {"roc_auc": 0.7, "f1": 0.5}}}
+    same = changes_section((metrics, segments), (metrics, segments))
+    assert any(line.startswith("Unchanged") for line in same)
+    moved = {"plan": {"a": {"roc_auc": 0.9, "f1": 0.6}, "b": {"roc_auc": 0.6, "f1": 0.5}}}
+    changed = "\n".join(changes_section((metrics, segments), (metrics, moved)))
+    assert "| ROC AUC gap across plan | 0.2000 | 0.3000 | +0.1000 |" in changed
+    assert "| ROC AUC |" not in changed  # unchanged rows are left out
+    assert "BASE has no model" in "\n".join(changes_section(None, (metrics, segments)))
+
+
+def test_an_empty_human_text_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "text.md").write_text("  \n")
+    with pytest.raises(card.PipelineError, match="is empty"):
+        card.read_text(tmp_path / "text.md")
+    with pytest.raises(card.PipelineError, match="does not exist"):
+        card.read_text(tmp_path / "missing.md")
+
+
+@pytest.mark.slow
+def test_the_stage_writes_a_card_whose_model_index_is_the_metrics_file(
+    trained_repo: ScratchRepo,
+) -> None:
+    """`dvc repro` ran the card stage: its front matter parses, with the test metrics."""
+    root = trained_repo.path
+    paths = load_paths(root / "params.yaml")
+    text = (root / paths.card).read_text()
+    _, front, body = text.split("---\n", 2)
+    metadata = yaml.safe_load(front)
+    metrics = json.loads((root / paths.metrics).read_text())
+    (result,) = metadata["model-index"][0]["results"]
+    shown = {m["type"]: m["value"] for m in result["metrics"]}
+    assert shown == {k: v for k, v in metrics.items() if k in METRICS}
+    assert (root / paths.card_text).read_text().strip() in body
+    schema = load_schema(root / paths.schema_)
+    assert schema.target.column  # the card names its balance in the target's classes
+    registry = json.loads((root / paths.registry).read_text())
+    assert registry["run_id"] in body
+    for column in yaml.safe_load((root / "params.yaml").read_text())["evaluate"]["segments"]:
+        assert f"### `{column}`" in body
+
+
+def test_the_pr_comment_has_the_card_section(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pipelines.review.render import render
+    from tests.review.test_report import make_report, outputs
+
+    same = render(make_report(outputs(1.5, tmp_path), outputs(1.5, tmp_path)))
+    assert "#### Model card\n\nUnchanged" in same
+    worse = render(make_report(outputs(1.5, tmp_path), outputs(0.3, tmp_path)))
+    assert "#### Model card\n\n| | base | PR | Δ |" in worse
+    assert "| ROC AUC gap across Plan Type |" in worse
+    first = render(make_report(None, outputs(1.5, tmp_path)))
+    assert "New card: BASE has no model." in first

@@ -1,0 +1,114 @@
+"""The register stage's helpers: where runs go and what they record."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.core.lineage import data_hash, git_state, tracking_uri
+from pipelines.params import EvaluateParams, FeaturizeParams, TrainParams, load_section
+from pipelines.schema import Schema
+from pipelines.stages import register
+from pipelines.stages.register import pip_requirements, run_params
+from tests.support.columns import PARAMS
+
+
+def test_tracking_uri_defaults_to_a_sqlite_store_inside_the_repo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri(Path("store")) == "sqlite:///store/mlflow.db"
+
+
+def test_mlflow_tracking_uri_overrides_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking_uri(Path("store")) == "http://127.0.0.1:5000"
+
+
+def test_a_run_from_a_commit_is_clean_though_the_pipeline_wrote_its_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    (tmp_path / "eval").mkdir()
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-q", "-m", "first")
+    monkeypatch.chdir(tmp_path)
+    outputs = ("dvc.lock", Path("eval/metrics.json"), Path("eval/plots"))
+    # the stages before register wrote the lock, the metrics and the plots
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
+    (tmp_path / "eval/metrics.json").write_text("{}\n")
+    (tmp_path / "eval/plots").mkdir()
+    (tmp_path / "eval/plots/roc.json").write_text("[]\n")
+    state = git_state(outputs)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert state == {"git_commit": head, "git_dirty": "False"}
+    assert git_state()["git_dirty"] == "True"  # the bento's build counts every change
+    (tmp_path / "params.yaml").write_text("seed: 2\n")  # what the run ran is not committed
+    assert git_state(outputs)["git_dirty"] == "True"
+
+
+def test_data_hash_is_the_md5_recorded_in_the_dvc_file(tmp_path: Path) -> None:
+    dvc_file = tmp_path / "data.dvc"
+    dvc_file.write_text("outs:\n- md5: 0123abcd.dir\n  path: data\n")
+    assert data_hash(dvc_file) == "0123abcd.dir"
+
+
+@pytest.mark.parametrize("kind", ["xgboost", "logistic_regression"])
+def test_run_params_hold_only_the_chosen_model_s_hyperparameters(kind: str) -> None:
+    train = load_section("train", TrainParams, PARAMS)
+    train = TrainParams.model_validate(train.model_dump(mode="json") | {"model": kind})
+    logged = run_params(
+        train,
+        load_section("featurize", FeaturizeParams, PARAMS),
+        load_section("evaluate", EvaluateParams, PARAMS),
+    )
+    other = "logistic_regression" if kind == "xgboost" else "xgboost"
+    assert logged["model"] == kind
+    assert any(key.startswith(f"{kind}.") for key in logged)
+    assert not any(key.startswith(f"{other}.") for key in logged)
+    assert {"seed", "test_size", "split_seed", "threshold"} <= logged.keys()
+
+
+@pytest.mark.parametrize(("kind", "library"), [("xgboost", "xgboost-cpu"), ("baseline", "skops")])
+def test_pip_requirements_are_pinned(kind: str, library: str) -> None:
+    requirements = pip_requirements(kind)
+    assert any(r.startswith(f"{library}==") for r in requirements)
+    assert all("==" in r for r in requirements)
+
+
+def test_the_signature_is_the_schemas_feature_columns_typed_as_read_raw_reads_them(
+    schema: Schema,
+) -> None:
+    signature = register.raw_signature(schema)
+    inputs = signature.inputs.to_dict()
+    assert [c["name"] for c in inputs] == list(schema.features)
+    for column in inputs:
+        feature = schema.features[column["name"]]
+        if feature.type == "category":
+            assert column["type"] == "string"
+        else:  # MLflow turns no int64 into a double: whole numbers are long unless nullable
+            whole = feature.type == "integer" and not feature.nullable
+            assert column["type"] == ("long" if whole else "double"), column
+    assert signature.outputs.to_dict() == [{"type": "double", "required": True}]
+
+
+def test_the_input_example_is_raw_rows_of_the_given_ids_in_order(
+    raw: pd.DataFrame, schema: Schema
+) -> None:
+    ids = list(raw[schema.id].iloc[[7, 2, 5]])
+    example = register.raw_example(raw, schema, ids)
+    assert list(example.columns) == list(schema.features)
+    expected = raw.set_index(schema.id).loc[ids, list(schema.features)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(example, expected, check_dtype=False)
+    for name, feature in schema.features.items():
+        kind = example[name].dtype.kind
+        assert kind == {"string": "O", "long": "i", "double": "f"}[register.column_type(feature)]

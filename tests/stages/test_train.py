@@ -1,0 +1,191 @@
+"""Both model kinds fit, cross-validate, and survive a save/load round trip without pickle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, MinMaxScaler
+
+from pipelines.core.model import (
+    FILES,
+    META,
+    Classifier,
+    LoadedModel,
+    load_model,
+    make_model,
+    save_model,
+)
+from pipelines.stages.train import cross_validate, fit
+from tests.support.training import small_train_params
+
+KINDS = ["xgboost", "logistic_regression"]
+FEATURES = ["a", "b", "noise"]
+
+
+def separable(rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Two informative features (one with missing values), one noise feature."""
+    rng = np.random.default_rng(seed)
+    x = pd.DataFrame({name: rng.normal(size=rows) for name in FEATURES}).astype(np.float32)
+    y = (x["a"] + 0.5 * x["b"] > 0).to_numpy().astype(np.int8)
+    x.loc[x.index[::9], "b"] = np.nan
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, np.ndarray]:
+    x, y = separable(400, seed=1)
+    x_test, y_test = separable(200, seed=2)
+    return x, y, x_test, y_test
+
+
+@pytest.fixture(scope="module")
+def models(data: tuple) -> dict[str, Classifier]:
+    """One fitted model of each kind, shared: fitting is the slow part."""
+    x, y, _, _ = data
+    return {kind: fit(x, y, small_train_params(kind)) for kind in KINDS}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_make_model_builds_the_named_kind(kind: str) -> None:
+    model = make_model(small_train_params(kind))
+    if kind == "xgboost":
+        assert type(model).__name__ == "XGBClassifier"
+        assert model.get_params()["n_estimators"] == 20
+    else:
+        assert type(model[-1]).__name__ == "LogisticRegression"
+        assert model[-1].C == 1.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fit_separates_a_separable_problem(
+    kind: str, data: tuple, models: dict[str, Classifier]
+) -> None:
+    _, _, x_test, y_test = data
+    model = models[kind]
+    p = model.predict_proba(x_test)
+
+    assert p.shape == (len(x_test), 2)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+    assert roc_auc_score(y_test, p[:, 1]) > 0.9
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cross_validate_scores_each_fold(kind: str, data: tuple) -> None:
+    x, y, _, _ = data
+    scores = cross_validate(x, y, small_train_params(kind, cv_folds=3))
+
+    assert set(scores) == {"cv_roc_auc_mean", "cv_roc_auc_std"}
+    assert 0.9 < scores["cv_roc_auc_mean"] <= 1.0
+    assert 0.0 <= scores["cv_roc_auc_std"] < 0.1
+    assert scores == cross_validate(x, y, small_train_params(kind, cv_folds=3))  # seeded
+
+
+@pytest.mark.parametrize("cv_folds", [0, 1])
+def test_cross_validate_off_below_two_folds(cv_folds: int, data: tuple) -> None:
+    x, y, _, _ = data
+    assert cross_validate(x, y, small_train_params("xgboost", cv_folds=cv_folds)) == {}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_save_and_load_round_trip(
+    kind: str, data: tuple, models: dict[str, Classifier], tmp_path: Path
+) -> None:
+    x, _, x_test, _ = data
+    model = models[kind]
+    directory = tmp_path / "model"
+    meta = {"features": list(x.columns), "train_rows": len(x), "cv": {}}
+
+    save_model(model, kind, meta, directory)
+    loaded = load_model(directory)
+
+    assert sorted(p.name for p in directory.iterdir()) == sorted([META, FILES[kind]])
+    assert loaded.meta == {"kind": kind, "file": FILES[kind], **meta}
+    assert isinstance(loaded, LoadedModel)
+    np.testing.assert_array_equal(loaded.predict_proba(x_test), model.predict_proba(x_test)[:, 1])
+    # the saved feature order is used, whatever the caller's column order
+    reordered = x_test[list(reversed(x_test.columns))]
+    np.testing.assert_array_equal(loaded.predict_proba(reordered), loaded.predict_proba(x_test))
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_save_replaces_a_previous_model(
+    data: tuple, models: dict[str, Classifier], tmp_path: Path
+) -> None:
+    x, _, x_test, _ = data
+    directory = tmp_path / "model"
+    meta = {"features": list(x.columns)}
+    save_model(models["xgboost"], "xgboost", meta, directory)
+
+    baseline = models["logistic_regression"]
+    save_model(baseline, "logistic_regression", meta, directory)
+
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [META, FILES["logistic_regression"]]
+    )
+    np.testing.assert_array_equal(
+        load_model(directory).predict_proba(x_test), baseline.predict_proba(x_test)[:, 1]
+    )
+
+
+def passthrough(x: object) -> object:
+    """A function of our own: skops must not trust it, as it would any code outside sklearn."""
+    return x
+
+
+def test_load_refuses_types_skops_does_not_trust(data: tuple, tmp_path: Path) -> None:
+    x, y, _, _ = data
+    smuggled = make_pipeline(FunctionTransformer(passthrough), LogisticRegression())
+    smuggled.fit(x.fillna(0), y)
+    save_model(smuggled, "logistic_regression", {"features": list(x.columns)}, tmp_path / "m")
+
+    # skops raises UntrustedTypesFoundException, a TypeError, naming the type
+    with pytest.raises(TypeError, match="passthrough"):
+        load_model(tmp_path / "m")
+
+
+def test_load_accepts_other_scikit_learn_estimators(data: tuple, tmp_path: Path) -> None:
+    x, y, x_test, _ = data
+    model = make_pipeline(MinMaxScaler(), LogisticRegression()).fit(x.fillna(0), y)
+    save_model(model, "logistic_regression", {"features": list(x.columns)}, tmp_path / "m")
+    np.testing.assert_array_equal(
+        load_model(tmp_path / "m").predict_proba(x_test.fillna(0)),
+        model.predict_proba(x_test.fillna(0))[:, 1],
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "kind", "meta"),
+    [
+        pytest.param(LogisticRegression(), "xgboost", {}, id="not-an-xgboost-model"),
+        pytest.param(LogisticRegression(), "random_forest", {}, id="unknown-kind"),
+        pytest.param(
+            LogisticRegression(),
+            "logistic_regression",
+            {"cv": {"cv_roc_auc_mean": float("nan")}},
+            id="meta-fails-after-model-file",
+        ),
+    ],
+)
+def test_failed_save_leaves_the_previous_model(
+    model: object,
+    kind: str,
+    meta: dict,
+    models: dict[str, Classifier],
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "model"
+    save_model(models["xgboost"], "xgboost", {"features": FEATURES}, directory)
+    before = {p.name: p.read_bytes() for p in directory.iterdir()}
+
+    with pytest.raises((AttributeError, KeyError, ValueError)):
+        save_model(model, kind, meta, directory)
+
+    assert {p.name: p.read_bytes() for p in directory.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert load_model(directory).meta["kind"] == "xgboost"

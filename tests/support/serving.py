@@ -1,0 +1,119 @@
+"""Starting a real server on a free port of 127.0.0.1, and the records to send it.
+
+:func:`start` runs `bentoml serve` of the project's service as `make serve` starts it;
+:func:`launch` any command that serves HTTP; :func:`import_model` imports the trained model into
+a BentoML home as `make serve` does.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+import yaml
+
+from pipelines.schema import Schema
+from tests.support.scratch import BIN, ScratchRepo
+
+STARTUP_SECONDS = 120
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def records(rows: pd.DataFrame, schema: Schema) -> list[dict[str, Any]]:
+    """Raw rows as JSON request records: feature columns only, missing values as null."""
+    return [
+        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+        for row in rows[list(schema.features)].to_dict("records")
+    ]
+
+
+@dataclass
+class Server:
+    """A running `bentoml serve` and the project copy it serves from."""
+
+    repo: ScratchRepo
+    process: subprocess.Popen[bytes]
+    url: str
+    tag: str
+    env: dict[str, str]
+    log: Path
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM (graceful), then SIGKILL of the whole process group if it lingers."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        return int(self.process.returncode)
+
+    def params(self) -> dict[str, Any]:
+        return dict(yaml.safe_load((self.repo.path / "params.yaml").read_text()))
+
+
+def start(repo: ScratchRepo, env: dict[str, str], tag: str, log: Path) -> Server:
+    """Start `bentoml serve` in ``repo`` and wait until /readyz answers 200."""
+    command = [str(BIN / "bentoml"), "serve", "pipelines.serving.service:ModelService"]
+    command += ["--host", "127.0.0.1", "--port", "{port}"]
+    return launch(repo, command, env, tag, log, ready="/readyz")
+
+
+def launch(
+    repo: ScratchRepo, command: list[str], env: dict[str, str], tag: str, log: Path, *, ready: str
+) -> Server:
+    """Start ``command`` (``{port}`` is a free port) in ``repo``; wait until ``ready`` is 200."""
+    port = free_port()
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [part.replace("{port}", str(port)) for part in command],
+            cwd=repo.path,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() reaches every worker
+        )
+    server = Server(repo, process, f"http://127.0.0.1:{port}", tag, env, log)
+    name = " ".join(Path(command[0]).name.split() + command[1:2])
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{name} exited {process.returncode}:\n{log.read_text()[-5000:]}")
+        try:
+            if httpx.get(f"{server.url}{ready}", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    server.stop()
+    pytest.fail(f"{name} not ready after {STARTUP_SECONDS} s:\n{log.read_text()[-5000:]}")
+
+
+def import_model(repo: ScratchRepo, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.serving.store", "import"],
+        cwd=repo.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
