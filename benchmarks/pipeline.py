@@ -21,7 +21,7 @@ from typing import Any
 
 from pipelines.core.model import xgboost_arguments
 from pipelines.params import Paths, TrainParams, load_paths, load_section
-from tests.support.scratch import ScratchRepo
+from tools.scratch import ScratchRepo
 
 TRAIN_RATIO_TARGET = 1.3
 

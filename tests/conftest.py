@@ -20,9 +20,9 @@ from pipelines.params import TrainParams, load_paths, load_section
 from pipelines.schema import Schema, read_raw
 from tests.support.columns import PARAMS, ROOT, project_schema
 from tests.support.manifests import DEPLOY
-from tests.support.scratch import FreshClone, ScratchRepo
 from tests.support.training import Trained, fit_on  # tests/model (the model's) imports them here
 from tools import image_e2e
+from tools.scratch import FreshClone, ScratchRepo
 
 TOOLS = {"skopeo": "skopeo", "docker-registry": "docker-registry"}  # command -> Debian package
 

@@ -190,3 +190,18 @@ def test_every_end_to_end_module_is_marked_slow() -> None:
         if not any("pytest.mark.slow" in mark for mark in marks):
             unmarked.append(path.name)
     assert unmarked == [], "give each a module-level `pytestmark = pytest.mark.slow`"
+
+
+def test_nothing_outside_the_tests_imports_them() -> None:
+    """The package, the tools and the benchmarks run without tests/ (a model's image has none)."""
+    found = []
+    for folder in ("pipelines", "tools", "benchmarks"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    names = [node.module]
+                found += [
+                    f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] == "tests"
+                ]
+    assert found == []

@@ -36,7 +36,7 @@ import pytest
 import yaml
 
 from tests.support.columns import ROOT
-from tests.support.scratch import BIN, FreshClone, ScratchRepo
+from tools.scratch import BIN, FreshClone, ScratchRepo
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,8 @@ import pytest
 
 from pipelines.params import Paths, load_paths
 from pipelines.schema import Schema, load_schema, read_raw
-from tests.support.scratch import ScratchRepo
 from tests.support.serving import Server, import_model, start
+from tools.scratch import ScratchRepo
 
 
 @pytest.fixture(scope="session")

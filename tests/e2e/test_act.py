@@ -31,10 +31,10 @@ from pipelines.review.comment import MARKER
 from pipelines.schema import load_schema, read_raw
 from pipelines.stages.register import RegisterParams
 from tests.support.columns import new_ids, pick
-from tests.support.scratch import ScratchRepo
 from tools import image_e2e
 from tools.act import simulation
 from tools.act.simulation import WRITE_TOKEN, PullRequest, Run, Simulation, git, simulate
+from tools.scratch import ScratchRepo
 
 pytestmark = [pytest.mark.slow, pytest.mark.act]
 

@@ -19,7 +19,7 @@ import yaml
 
 from pipelines.release.bento import current_labels, current_version
 from tests.support.registries import push_manifest
-from tests.support.scratch import ROOT, ScratchRepo
+from tools.scratch import ROOT, ScratchRepo
 
 pytestmark = pytest.mark.slow
 

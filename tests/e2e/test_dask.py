@@ -25,7 +25,7 @@ from pipelines.params import EngineParams, EvaluateParams, load_paths, load_sect
 from pipelines.schema import load_schema, read_raw
 from pipelines.serving.batch import score
 from pipelines.serving.scoring import Scorer
-from tests.support.scratch import ScratchRepo, ran
+from tools.scratch import ScratchRepo, ran
 
 pytestmark = pytest.mark.slow
 

@@ -28,8 +28,8 @@ import yaml
 
 from pipelines.core.features import in_test
 from pipelines.params import FeaturizeParams, load_section
-from tests.support.scratch import BIN
 from tests.support.template import ROOT, example_words
+from tools.scratch import BIN
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,8 @@ import pytest
 from pipelines.core.lineage import tracking_uri
 from pipelines.params import load_paths
 from pipelines.schema import load_schema, read_raw
-from tests.support.scratch import BIN, ScratchRepo
 from tests.support.serving import Server, launch, records
+from tools.scratch import BIN, ScratchRepo
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from pipelines.params import load_paths
 from pipelines.review.render import MARKER
 from pipelines.schema import load_schema, read_raw
 from tests.support.columns import breaking, new_ids
-from tests.support.scratch import ScratchRepo
+from tools.scratch import ScratchRepo
 
 pytestmark = pytest.mark.slow
 

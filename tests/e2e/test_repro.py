@@ -25,7 +25,7 @@ from pipelines.params import (
 from pipelines.release.lockcheck import compare_locks
 from pipelines.schema import read_raw
 from tests.support.columns import PARAMS, breaking, pick, project_schema
-from tests.support.scratch import STAGES, FreshClone, ScratchRepo, ran
+from tools.scratch import STAGES, FreshClone, ScratchRepo, ran
 
 RAW = str(load_paths(PARAMS).raw)  # the raw table, relative to the project
 

@@ -26,8 +26,8 @@ from pipelines.params import EvaluateParams, MonitorParams, Paths, RegisterParam
 from pipelines.schema import Schema, load_schema
 from pipelines.serving import names
 from pipelines.serving import telemetry as metrics
-from tests.support.scratch import ScratchRepo
 from tests.support.serving import Server, free_port, records, start
+from tools.scratch import ScratchRepo
 
 pytestmark = pytest.mark.slow
 

@@ -34,8 +34,8 @@ from tests.support.columns import (
     unknown_category,
 )
 from tests.support.floats import EPS32, sum_tolerance
-from tests.support.scratch import BIN, ScratchRepo
 from tests.support.serving import Server, import_model, records
+from tools.scratch import BIN, ScratchRepo
 
 pytestmark = pytest.mark.slow  # the session runs the real pipeline once
 

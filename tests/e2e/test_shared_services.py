@@ -29,7 +29,7 @@ from pipelines.core.io import PipelineError
 from pipelines.params import RegisterParams, load_paths, load_section
 from pipelines.schema import read_raw
 from tests.support.columns import PARAMS, project_schema
-from tests.support.scratch import ScratchRepo
+from tools.scratch import ScratchRepo
 from tools.services import Services, running
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from pipelines.schema import Schema
-from tests.support.scratch import ScratchRepo
 from tests.support.serving import records, start
+from tools.scratch import ScratchRepo
 
 pytestmark = pytest.mark.slow
 

@@ -22,9 +22,9 @@ import yaml
 
 from pipelines.params import EngineParams
 from pipelines.template.migrate import add_key
-from tests.support.scratch import ScratchRepo
 from tests.support.template import files
 from tools.act.simulation import WRITE_TOKEN, simulate
+from tools.scratch import ScratchRepo
 
 pytestmark = pytest.mark.slow
 

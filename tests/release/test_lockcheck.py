@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipelines.release.lockcheck import compare_locks
-from tests.support.scratch import ScratchRepo
+from tools.scratch import ScratchRepo
 
 
 def lock() -> dict[str, Any]:

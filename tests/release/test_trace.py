@@ -13,7 +13,7 @@ from pipelines.release import trace
 from pipelines.release.image import gate_label
 from pipelines.review.report import gate_summary
 from tests.support.registries import push_manifest
-from tests.support.scratch import ScratchRepo
+from tools.scratch import ScratchRepo
 
 COMMIT = "a" * 40
 LOCK = yaml.safe_dump(

@@ -15,7 +15,7 @@ from pipelines.params import CardParams, load_paths
 from pipelines.review.card_changes import changes_section
 from pipelines.schema import load_schema
 from pipelines.stages import card
-from tests.support.scratch import ScratchRepo
+from tools.scratch import ScratchRepo
 
 CARD = CardParams(
     min_segment_rows=20, resamples=300, seed=0, confidence=0.9, segment_metrics=("roc_auc", "f1")

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from pipelines.schema import Schema
-from tests.support.scratch import BIN, ScratchRepo
+from tools.scratch import BIN, ScratchRepo
 
 STARTUP_SECONDS = 120
 

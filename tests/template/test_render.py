@@ -7,7 +7,6 @@ from pathlib import Path
 import pathspec
 import pytest
 
-from tests.support.scratch import project_files
 from tests.support.template import (
     COPIER,
     EXAMPLE_ANSWERS,
@@ -17,6 +16,7 @@ from tests.support.template import (
     files,
     render,
 )
+from tools.scratch import project_files
 
 MODEL_OWNED = pathspec.PathSpec.from_lines("gitignore", COPIER["_skip_if_exists"])
 EXCLUDED = pathspec.PathSpec.from_lines("gitignore", COPIER["_exclude"])

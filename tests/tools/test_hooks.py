@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.scratch import BIN, ROOT, ScratchRepo
+from tools.scratch import BIN, ROOT, ScratchRepo
 
 CONFIG = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
 HOOKS: dict[str, dict[str, Any]] = {h["id"]: h for r in CONFIG["repos"] for h in r["hooks"]}

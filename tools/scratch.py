@@ -1,4 +1,4 @@
-"""A scratch copy of the project in its own git repository, for pipeline tests and benchmarks."""
+"""A scratch copy of the project in its own git repository, for end-to-end tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import yaml
 from pipelines.params import DEFAULT_PARAMS, DataParams, load_paths, load_section
 from tools.act.simulation import uv_cache_dir
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STAGES = tuple(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
 HOME = ".scratch-home"  # the copy's HOME, inside it and ignored by git
