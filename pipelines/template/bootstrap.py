@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,9 @@ def segments(schema: Schema) -> list[str]:
     ][:MAX_SEGMENTS]
 
 
-def gate_bounds(metrics: dict[str, float], better: dict[str, str]) -> dict[str, dict[str, float]]:
+def gate_bounds(
+    metrics: dict[str, float], better: Mapping[str, str]
+) -> dict[str, dict[str, float]]:
     """Floors (higher is better) and ceilings (lower is better) a margin from the first model.
 
     Rounded outward to two decimals; a floor never goes below 0.
