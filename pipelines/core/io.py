@@ -1,4 +1,4 @@
-"""What every command shares: path arguments, atomic outputs, tools it runs, readable errors.
+"""What every stage's ``main()`` shares: path arguments, atomic outputs, readable errors.
 
 DVC deletes a stage's old outputs before running it, and a crash mid-write would leave a
 half-written file that looks valid. Every output is written to a temporary name beside its
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -91,22 +89,3 @@ def write_json(path: Path, document: Any) -> None:
     """Write ``document`` as stable, indented JSON (sorted keys are not imposed)."""
     text = json.dumps(document, indent=2, allow_nan=False) + "\n"
     write_atomically(path, lambda p: p.write_text(text))
-
-
-def run_tool(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run a command-line tool, capturing its output; a failure raises with what it said."""
-    done = subprocess.run(
-        args, capture_output=True, text=True, check=False, env={**os.environ, **(env or {})}
-    )
-    if done.returncode != 0:
-        said = (done.stderr or done.stdout).strip()
-        raise PipelineError(f"`{' '.join(args)}` exited {done.returncode}: {said[-2000:]}")
-    return done
-
-
-def find_tool(name: str, hint: str) -> str:
-    """The path of a command-line tool (on PATH or beside Python), or an error saying ``hint``."""
-    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
-    if found is None:
-        raise PipelineError(f"`{name}` is not installed: {hint}")
-    return found

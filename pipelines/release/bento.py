@@ -21,14 +21,13 @@ import yaml
 
 from pipelines.core.io import (
     PipelineError,
-    find_tool,
-    run_tool,
     write_atomically,
     write_json,
 )
 from pipelines.core.lineage import data_hash, git_state
 from pipelines.core.metrics import HEADLINE
 from pipelines.params import load_paths
+from pipelines.release.commands import find_tool, run_tool
 from pipelines.release.reference import file_digest
 from pipelines.release.reports import BentoReport
 from pipelines.serving.store import CARD_FILE, Sources, model_files

@@ -20,11 +20,10 @@ from pathlib import Path
 
 from pipelines.core.io import (
     PipelineError,
-    find_tool,
-    run_tool,
     write_atomically,
     write_json,
 )
+from pipelines.release.commands import find_tool, run_tool
 from pipelines.release.reference import TAG, digest_ref, image_name, is_local_name, is_loopback
 from pipelines.release.registry import pushed_digest, refusal, registry_digest
 from pipelines.release.reports import Backend, BentoReport, Finding, ImageReport, read_report
