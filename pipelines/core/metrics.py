@@ -15,10 +15,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # params.py reads the registry: loading params needs no pandas
+    import pandas as pd
 
 Better = Literal["higher", "lower"]
 COLUMNS = ("id", "label", "probability", "predicted")  # of eval/predictions.csv

@@ -7,7 +7,7 @@ inside a function; those under ``if TYPE_CHECKING:`` are marked, since they neve
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -111,9 +111,13 @@ def files(names: Iterable[str]) -> set[str]:
     return {modules()[name].relative_to(ROOT).as_posix() for name in names}
 
 
-def cycles() -> list[list[str]]:
+def import_graph() -> dict[str, list[str]]:
+    """Each project module and the project modules it imports."""
+    return {m: sorted({i.target for i in imports_of(m)}) for m in modules()}
+
+
+def cycles(graph: Mapping[str, Sequence[str]]) -> list[list[str]]:
     """Groups of modules that import each other, directly or through others (Tarjan)."""
-    graph = {m: sorted({i.target for i in imports_of(m)}) for m in modules()}
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -124,7 +128,7 @@ def cycles() -> list[list[str]]:
         index[node] = low[node] = len(index)
         stack.append(node)
         on_stack.add(node)
-        for target in graph[node]:
+        for target in graph.get(node, ()):
             if target not in index:
                 visit(target)
                 low[node] = min(low[node], low[target])
