@@ -54,7 +54,7 @@ def create_app() -> FastAPI:
     def predict(request: request_model) -> dict[str, Any]:  # type: ignore[valid-type]
         records = request.records  # type: ignore[attr-defined]
         frame = pd.DataFrame([item.model_dump() for item in records])
-        probabilities = model.predict_proba(encode(frame, schema))
+        probabilities = model.predict(encode(frame, schema))
         return {
             "predictions": [
                 {"probability": float(p), "label": positive if p >= threshold else negative}

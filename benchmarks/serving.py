@@ -720,7 +720,7 @@ def servers(
     """The three HTTP servers, each with its bodies and the answers the model gives."""
     venv_bin = Path(sys.executable).parent
     registry = json.loads(paths.registry.read_text()) if paths.registry.exists() else {}
-    expected = model.predict_proba(encode(rows, schema)).tolist()
+    expected = model.predict(encode(rows, schema)).tolist()
     bodies = service_bodies(request_records(rows, schema))
 
     def probability(document: dict[str, Any]) -> float:

@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipelines.core.io import PipelineError
-from pipelines.core.metrics import METRICS, Better
+from pipelines.core.metrics import BETTER, Better
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -79,6 +79,10 @@ class XGBoostParams(Section):
     colsample_bytree: float = Field(gt=0, le=1)
     min_child_weight: float = Field(ge=0)
     reg_lambda: float = Field(ge=0)
+    # a regression's loss; a classifier's follows its task (binary:logistic, multi:softprob)
+    objective: Literal["reg:squarederror", "reg:absoluteerror", "reg:pseudohubererror"] | None = (
+        None
+    )
 
 
 class LogisticRegressionParams(Section):
@@ -88,14 +92,28 @@ class LogisticRegressionParams(Section):
     max_iter: int = Field(ge=1)
 
 
-class TrainParams(Section):
-    """Which model to train, its seed and cross-validation."""
+class RidgeParams(Section):
+    """Hyperparameters of a regression's linear baseline."""
 
-    model: Literal["xgboost", "logistic_regression"]
+    alpha: float = Field(default=1.0, gt=0)
+
+
+class TrainParams(Section):
+    """Which model to train, its seed and cross-validation.
+
+    ``xgboost`` for every task; the linear baselines ``logistic_regression`` (classification)
+    and ``ridge`` (regression); ``dummy``, the prior or the mean, which any model must beat.
+    A regression keeps ``calibration_size`` of its training rows (by id hash) out of the fit:
+    their residuals give the prediction interval (split conformal).
+    """
+
+    model: Literal["xgboost", "logistic_regression", "ridge", "dummy"]
     seed: int
     cv_folds: int = Field(ge=0)
     xgboost: XGBoostParams
     logistic_regression: LogisticRegressionParams
+    ridge: RidgeParams = RidgeParams()
+    calibration_size: float = Field(default=0.2, gt=0, lt=1)
 
 
 class EngineParams(Section):
@@ -188,6 +206,8 @@ class ServeParams(Section):
     tracing: bool
     metrics: bool
     request_log: float = Field(ge=0, le=1)
+    # a regression's prediction interval holds the true value this often (split conformal)
+    coverage: float = Field(default=0.9, gt=0, lt=1)
 
 
 class CardParams(Section):
@@ -247,12 +267,12 @@ class GateParams(Section):
         """A metric's ``better`` is the registry's: params may leave it out, not contradict it."""
         if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
             return data
-        unknown = sorted(set(data["metrics"]) - set(METRICS))
+        unknown = sorted(set(data["metrics"]) - set(BETTER))
         if unknown:
-            raise ValueError(f"unknown metrics {unknown}: the gate knows {list(METRICS)}")
+            raise ValueError(f"unknown metrics {unknown}: the gate knows {list(BETTER)}")
         metrics = {}
         for name, rule in data["metrics"].items():
-            better = METRICS[name].better
+            better = BETTER[name]
             if isinstance(rule, dict) and rule.get("better", better) != better:
                 raise ValueError(f"metrics.{name}.better: {better} is better, not {rule['better']}")
             metrics[name] = {"better": better, **rule} if isinstance(rule, dict) else rule

@@ -15,14 +15,17 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipelines.core.io import PipelineError, run_stage
+from pipelines.core.metrics import TASKS, Task
 from pipelines.params import load_paths
 
 MAX_CATEGORIES = 50
+MAX_CLASSES = 50  # a multiclass target with more classes is more likely an id or a number
 
 HEADER = """\
 # Feature schema of the raw table: the one contract for validation, featurization and serving.
@@ -37,17 +40,48 @@ class _Frozen(BaseModel):
 
 
 class Target(_Frozen):
-    """The label column and its classes."""
+    """The label column, what the model predicts of it, and its classes.
+
+    ``binary``: ``values`` are the two classes (negative first) and ``positive`` the one whose
+    probability the model gives. ``multiclass``: ``classes`` in the order the model's outputs
+    follow. ``regression``: a number, no classes. A schema without ``task`` is binary.
+    """
 
     column: str
-    positive: str | int
-    values: tuple[str | int, str | int]
+    task: Task = "binary"
+    positive: str | int | None = None
+    values: tuple[str | int, str | int] | None = None
+    classes: tuple[str | int, ...] | None = None
 
     @model_validator(mode="after")
-    def _positive_is_a_value(self) -> Target:
-        if self.positive not in self.values:
-            raise ValueError(f"positive class {self.positive!r} is not one of {list(self.values)}")
+    def _classes_fit_the_task(self) -> Target:
+        if self.task == "binary":
+            if self.positive is None or self.values is None or self.classes is not None:
+                raise ValueError("a binary target takes 'positive' and 'values', not 'classes'")
+            if self.positive not in self.values:
+                raise ValueError(
+                    f"positive class {self.positive!r} is not one of {list(self.values)}"
+                )
+        elif self.task == "multiclass":
+            if self.positive is not None or self.values is not None:
+                raise ValueError("a multiclass target takes 'classes', not 'positive'/'values'")
+            classes = [str(c) for c in self.classes or ()]
+            if len(set(classes)) != len(classes):
+                raise ValueError(f"a class appears twice in 'classes': {classes}")
+            if not 3 <= len(classes) <= MAX_CLASSES:
+                raise ValueError(
+                    f"a multiclass target needs 3 to {MAX_CLASSES} 'classes', got {len(classes)}"
+                )
+        elif self.positive is not None or self.values is not None or self.classes is not None:
+            raise ValueError("a regression target takes no 'positive', 'values' or 'classes'")
         return self
+
+    @property
+    def labels(self) -> tuple[str | int, ...]:
+        """The classes in the order the model numbers them (binary: negative, positive)."""
+        if self.task == "binary":
+            return tuple(self.values or ())
+        return tuple(self.classes or ())
 
 
 class Rows(_Frozen):
@@ -197,37 +231,94 @@ def infer_feature(column: pd.Series) -> Feature:
     )
 
 
-def infer_schema(frame: pd.DataFrame, target: str, id_column: str, positive: str | int) -> Schema:
+def infer_task(column: pd.Series) -> tuple[Task, str]:
+    """What a model of this target column predicts, and why (AutoGluon's rule).
+
+    Two distinct values: binary. Text, categories or booleans: multiclass. Whole numbers with
+    few distinct values for the row count (at most :data:`MAX_CLASSES`, and at most 10% of the
+    rows, 5% from 1,000 rows on): multiclass. Any other number: regression.
+    """
+    values = column.dropna()
+    distinct = values.nunique()
+    name = column.name
+    if distinct == 2:
+        shown = ", ".join(repr(v) for v in sorted(values.unique().tolist(), key=str))
+        return "binary", f"{name!r} has two distinct values ({shown})"
+    if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
+        return "multiclass", f"{name!r} holds text with {distinct} distinct values"
+    whole = bool(np.all(np.mod(values.to_numpy(dtype=np.float64), 1) == 0))
+    share = 0.1 if len(values) < 1000 else 0.05
+    if whole and distinct <= min(MAX_CLASSES, share * len(values)):
+        return "multiclass", (
+            f"{name!r} holds whole numbers with only {distinct} distinct values in "
+            f"{len(values):,} rows (at most {share:.0%} of the rows and {MAX_CLASSES})"
+        )
+    kind = "whole numbers" if whole else "numbers"
+    return "regression", f"{name!r} holds {kind} with {distinct:,} distinct values"
+
+
+def infer_target(column: pd.Series, task: Task, positive: str | int | None = None) -> Target:
+    """The schema's target for a column and task (classes matched to POSITIVE as text).
+
+    Raises:
+        SchemaError: The column does not have the classes the task needs, or POSITIVE is not
+            one of them.
+    """
+    name = str(column.name)
+    classes = sorted(column.dropna().unique().tolist(), key=str)
+    if task == "regression":
+        if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            raise SchemaError(f"target {name!r} is not numeric: a regression needs numbers")
+        return Target(column=name, task=task)
+    if task == "multiclass":
+        try:
+            return Target(column=name, task=task, classes=tuple(classes))
+        except ValidationError:
+            raise SchemaError(
+                f"target {name!r} has {len(classes)} classes: a multiclass model takes 3 to "
+                f"{MAX_CLASSES}"
+            ) from None
+    if len(classes) != 2:
+        raise SchemaError(f"target {name!r} must have two classes, found {classes}")
+    # The positive class arrives as text from the command line; match it to the target's values.
+    matches = [c for c in classes if str(c) == str(positive)]
+    if not matches:
+        raise SchemaError(f"positive class {positive!r} is not a value of {name!r} ({classes})")
+    negative = next(c for c in classes if c != matches[0])
+    return Target(column=name, positive=matches[0], values=(negative, matches[0]))
+
+
+def infer_schema(
+    frame: pd.DataFrame,
+    target: str,
+    id_column: str,
+    positive: str | int | None = None,
+    task: Task | None = None,
+) -> Schema:
     """Generate a schema from a raw table.
 
     Args:
         frame: The raw table.
-        target: Name of the label column (two classes).
+        target: Name of the label column.
         id_column: Name of the unique row id column (never a feature).
-        positive: The target value of the positive class.
+        positive: A binary target's positive class.
+        task: binary, multiclass or regression; inferred from the target (:func:`infer_task`)
+            when not given.
 
     Raises:
-        SchemaError: A named column is missing, or the target does not have two classes.
+        SchemaError: A named column is missing, or the target does not fit the task.
     """
     for name in (target, id_column):
         if name not in frame.columns:
             raise SchemaError(f"column {name!r} is not in the table ({', '.join(frame.columns)})")
-    classes = sorted(frame[target].dropna().unique().tolist(), key=str)
-    if len(classes) != 2:
-        raise SchemaError(f"target {target!r} must have two classes, found {classes}")
-    # The positive class arrives as text from the command line; match it to the target's values.
-    matches = [c for c in classes if str(c) == str(positive)]
-    if not matches:
-        raise SchemaError(f"positive class {positive!r} is not a value of {target!r} ({classes})")
-    positive = matches[0]
-    negative = next(c for c in classes if c != positive)
+    task = task or infer_task(frame[target])[0]
     features = {
         str(name): infer_feature(frame[name])
         for name in frame.columns
         if name not in (target, id_column)
     }
     return Schema(
-        target=Target(column=target, positive=positive, values=(negative, positive)),
+        target=infer_target(frame[target], task, positive),
         id=id_column,
         rows=Rows(min=max(1, len(frame) // 2), max=len(frame) * 10),
         features=features,
@@ -250,7 +341,7 @@ _Dumper.add_representer(
 def dump_schema(schema: Schema) -> str:
     """The schema as commented YAML, in the layout humans edit."""
     document = schema.model_dump(mode="json", exclude_defaults=True)
-    document["target"] = schema.target.model_dump(mode="json")
+    document["target"] = schema.target.model_dump(mode="json", exclude_none=True)
     for name, feature in schema.features.items():
         document["features"][name] = feature.model_dump(mode="json", exclude_defaults=True)
     return HEADER + yaml.dump(
@@ -267,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", help="label column (default: the current schema's)")
     parser.add_argument("--id", dest="id_column", help="row id column (default: the current's)")
     parser.add_argument("--positive", help="positive class (default: the current schema's)")
+    parser.add_argument(
+        "--task", choices=TASKS, help="binary, multiclass or regression (default: inferred)"
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing schema")
     args = parser.parse_args(argv)
 
@@ -286,15 +380,25 @@ def main(argv: list[str] | None = None) -> int:
     target = args.target or (current.target.column if current else None)
     id_column = args.id_column or (current.id if current else None)
     positive = args.positive or (current.target.positive if current else None)
-    if target is None or id_column is None or positive is None:
-        parser.error("the first schema needs --target, --id and --positive")
+    task = args.task or (current.target.task if current else None)
+    if target is None or id_column is None:
+        parser.error("the first schema needs --target and --id (and --positive when binary)")
     try:
-        schema = infer_schema(read_raw(args.raw), target, id_column, positive)
+        raw = read_raw(args.raw)
+        if task is None and target in raw.columns:
+            task, why = infer_task(raw[target])
+            print(f"task: {task}, because {why} (--task overrides it)")
+        if task == "binary" and positive is None:
+            parser.error("a binary target needs --positive: the class the model gives odds of")
+        schema = infer_schema(raw, target, id_column, positive, task)
     except SchemaError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     args.out.write_text(dump_schema(schema))
-    print(f"wrote {args.out}: {len(schema.features)} features, target {target!r}; review it")
+    print(
+        f"wrote {args.out}: {len(schema.features)} features, {schema.target.task} target "
+        f"{target!r}; review it"
+    )
     return 0
 
 

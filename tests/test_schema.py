@@ -23,6 +23,7 @@ from pipelines.schema import (
     dump_schema,
     infer_feature,
     infer_schema,
+    infer_task,
     load_schema,
     main,
 )
@@ -47,6 +48,11 @@ def table() -> pd.DataFrame:
             "Monthly Income": [20.5, np.nan, 35.0, 80.25, 99.0, 110.0],
         }
     )
+
+
+def rows60() -> pd.DataFrame:
+    """The table ten times over, with new ids."""
+    return pd.concat([table()] * 10, ignore_index=True).assign(**{ROW_ID: range(60)})
 
 
 # --- infer_feature ----------------------------------------------------------------------------
@@ -161,10 +167,86 @@ def test_infer_schema_missing_column(target: str, id_column: str) -> None:
     [["good", "bad", "maybe", "good", "bad", "good"], ["good"] * 6],
     ids=["three-classes", "one-class"],
 )
-def test_infer_schema_needs_two_classes(classes: list[str]) -> None:
+def test_a_binary_schema_needs_two_classes(classes: list[str]) -> None:
     frame = table().assign(**{TARGET: classes})
     with pytest.raises(SchemaError, match="must have two classes"):
-        infer_schema(frame, TARGET, ROW_ID, "bad")
+        infer_schema(frame, TARGET, ROW_ID, "bad", task="binary")
+
+
+@pytest.mark.parametrize(
+    ("values", "task", "why"),
+    [
+        (["No", "Yes"] * 50, "binary", "two distinct values ('No', 'Yes')"),
+        ([0, 1] * 50, "binary", "two distinct values (0, 1)"),
+        (["a", "b", "c", "d"] * 25, "multiclass", "text with 4 distinct values"),
+        ([True, False, True, None] * 25, "binary", "two distinct values"),
+        ([1, 2, 3, 4, 5] * 20, "multiclass", "only 5 distinct values in 100 rows"),
+        ([1.0, 2.0, 3.0] * 400, "multiclass", "only 3 distinct values in 1,200 rows"),
+        (list(range(100)), "regression", "whole numbers with 100 distinct values"),
+        ([i / 7 for i in range(100)], "regression", "numbers with 100 distinct values"),
+        # whole numbers, but too many distinct ones for the rows (over 10% of 100 rows)
+        ([i % 11 for i in range(100)], "regression", "whole numbers with 11 distinct values"),
+        # at 1,000 rows the share is 5%: 51 values exceed MAX_CLASSES anyway
+        ([i % 51 for i in range(2000)], "regression", "whole numbers with 51 distinct values"),
+    ],
+)
+def test_the_task_is_inferred_from_the_target_and_said(
+    values: list[object], task: str, why: str
+) -> None:
+    inferred, reason = infer_task(pd.Series(values, name="y"))
+    assert inferred == task
+    assert why in reason
+    assert "'y'" in reason
+
+
+def test_a_multiclass_schema_lists_its_classes_in_a_fixed_order_and_round_trips(
+    tmp_path: Path,
+) -> None:
+    frame = rows60().assign(**{TARGET: ["c", "a", "b"] * 20})
+    schema = infer_schema(frame, TARGET, ROW_ID)
+    assert schema.target.task == "multiclass"
+    assert schema.target.classes == ("a", "b", "c")
+    assert schema.target.positive is None
+    path = tmp_path / "schema.yaml"
+    path.write_text(dump_schema(schema))
+    text = path.read_text()
+    assert "task: multiclass" in text
+    assert "positive" not in text
+    assert load_schema(path) == schema
+
+
+def test_a_regression_schema_has_no_classes() -> None:
+    frame = rows60().assign(**{TARGET: np.linspace(0.5, 99.5, 60)})
+    schema = infer_schema(frame, TARGET, ROW_ID)
+    assert schema.target.task == "regression"
+    assert schema.target.labels == ()
+    with pytest.raises(SchemaError, match="not numeric"):
+        infer_schema(frame.assign(**{TARGET: ["x"] * 60}), TARGET, ROW_ID, task="regression")
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ({"column": "y", "task": "binary", "values": ["a", "b"]}, "takes 'positive' and 'values'"),
+        ({"column": "y", "task": "multiclass", "classes": ["a", "b"]}, "3 to 50 'classes', got 2"),
+        ({"column": "y", "task": "multiclass", "classes": ["a", "b", "a"]}, "appears twice"),
+        (
+            {"column": "y", "task": "multiclass", "positive": "a", "classes": ["a", "b", "c"]},
+            "not 'positive'",
+        ),
+        ({"column": "y", "task": "regression", "classes": ["a", "b", "c"]}, "takes no"),
+        ({"column": "y", "task": "ordinal"}, "task"),
+    ],
+)
+def test_a_target_that_does_not_fit_its_task_is_named(target: dict, message: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=message):
+        Target.model_validate(target)
+
+
+def test_a_schema_without_a_task_is_binary() -> None:
+    target = Target.model_validate({"column": "y", "positive": "Yes", "values": ["No", "Yes"]})
+    assert target.task == "binary"
+    assert target.labels == ("No", "Yes")
 
 
 @pytest.mark.parametrize("positive", ["1", 1])

@@ -411,7 +411,7 @@ def host_prediction(repo: Path) -> tuple[dict[str, Any], float]:
     schema = load_schema(repo / paths.schema_)
     row = read_raw(repo / paths.raw).iloc[[0]]
     record = request_record({name: row[name].iloc[0] for name in schema.features})
-    probability = float(load_model(repo / paths.model).predict_proba(encode(row, schema))[0])
+    probability = float(load_model(repo / paths.model).predict(encode(row, schema))[0])
     return record, probability
 
 

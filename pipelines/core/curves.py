@@ -1,4 +1,4 @@
-"""The curves of a binary classifier's test predictions, as the plot points DVC and the PR draw.
+"""The curves of a model's test predictions, as the plot points DVC and the PR draw.
 
 Values are rounded to six decimals, so the plot files stay small and stable.
 """
@@ -55,4 +55,22 @@ def calibration_points(y: np.ndarray, p: np.ndarray, bins: int) -> Points:
                     "rows": int(rows.sum()),
                 }
             )
+    return points
+
+
+def quantile_points(actual: np.ndarray, predicted: np.ndarray, bins: int) -> Points:
+    """A regression's reliability: mean prediction and mean actual value per prediction bin.
+
+    The bins hold equal numbers of rows; the keys are :func:`calibration_points`'s.
+    """
+    order = np.argsort(predicted, kind="stable")
+    points = []
+    for rows in np.array_split(order, min(bins, len(order))):
+        points.append(
+            {
+                "predicted": rounded(predicted[rows].mean()),
+                "observed": rounded(actual[rows].mean()),
+                "rows": len(rows),
+            }
+        )
     return points

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines.core.metrics import class_positions
 from pipelines.schema import Schema
 
 ID = "id"
@@ -79,17 +80,29 @@ def _one_hot(frame: pd.DataFrame, name: str, schema: Schema) -> list[np.ndarray]
 
 
 def labels(frame: pd.DataFrame, schema: Schema) -> np.ndarray:
-    """1 for rows of the positive class, 0 otherwise."""
-    return (frame[schema.target.column] == schema.target.positive).to_numpy(dtype=np.int8)
+    """What the model learns of each row, in the model's terms.
+
+    Binary: 1 for the positive class, 0 otherwise. Multiclass: the class's position in the
+    schema's ``classes`` (the model never sees the data's own class names, and the service
+    names them again). Regression: the number.
+    """
+    target = schema.target
+    column = frame[target.column]
+    if target.task == "regression":
+        return pd.to_numeric(column).to_numpy(dtype=np.float64)
+    if target.task == "multiclass":
+        return class_positions(column, target.labels)
+    return (column == target.positive).to_numpy(dtype=np.int8)
 
 
-def in_test(ids: pd.Series, test_size: float, seed: int) -> np.ndarray:
+def in_test(ids: pd.Series, test_size: float, seed: int, salt: str = "") -> np.ndarray:
     """Whether each id's row belongs to the test set: its hash, salted with ``seed``, is low.
 
     The id is hashed as text, so an id read as a number by one reader and as text by another
-    still lands on the same side.
+    still lands on the same side. Another ``salt`` draws another set, independent of the test
+    set's (a regression's calibration rows are drawn from the training rows so).
     """
-    key = hashlib.blake2b(str(seed).encode(), digest_size=8).hexdigest()  # 16 characters
+    key = hashlib.blake2b(f"{salt}{seed}".encode(), digest_size=8).hexdigest()  # 16 characters
     hashes = pd.util.hash_pandas_object(ids.astype("string"), index=False, hash_key=key)
     return hashes.to_numpy() < np.uint64(int(test_size * 2.0**64))
 

@@ -1,9 +1,10 @@
 """The model's files: making the model params name, saving it and loading it back, without pickle.
 
-The model is saved in XGBoost's own UBJSON format, or with skops for the baseline, whose loader
-builds only scikit-learn, NumPy and SciPy types and refuses anything else (a function or class of
-someone else's code) instead of running it. ``meta.json`` beside it says what the model is, which
-features it takes in which order, and the cross-validation scores when asked for.
+The model is saved in XGBoost's own UBJSON format, or with skops for the scikit-learn baselines,
+whose loader builds only scikit-learn, NumPy and SciPy types and refuses anything else (a function
+or class of someone else's code) instead of running it. ``meta.json`` beside it says what the
+model is, which features it takes in which order, its target (task and classes), a regression's
+prediction interval, and the cross-validation scores when asked for.
 """
 
 from __future__ import annotations
@@ -16,64 +17,150 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from pipelines.core.io import atomic_path, write_json
+from pipelines.core.io import PipelineError, atomic_path, write_json
+from pipelines.core.metrics import Task
 from pipelines.params import TrainParams
 
 META = "meta.json"
 # Added to skops' default trust (scikit-learn estimators, NumPy/SciPy ufuncs, containers):
 # the baseline's imputer stores its dtype. Building a dtype runs no foreign code.
 SKOPS_TRUSTED = ["numpy.dtype"]
-FILES = {"xgboost": "model.ubj", "logistic_regression": "model.skops"}
+FILES = {
+    "xgboost": "model.ubj",
+    "logistic_regression": "model.skops",
+    "ridge": "model.skops",
+    "dummy": "model.skops",
+}
+# Which models fit which task (train.model in params.yaml)
+KINDS: dict[Task, tuple[str, ...]] = {
+    "binary": ("xgboost", "logistic_regression", "dummy"),
+    "multiclass": ("xgboost", "logistic_regression", "dummy"),
+    "regression": ("xgboost", "ridge", "dummy"),
+}
+OBJECTIVES: dict[Task, tuple[str, str]] = {  # XGBoost's objective and evaluation metric
+    "binary": ("binary:logistic", "logloss"),
+    "multiclass": ("multi:softprob", "mlogloss"),
+    "regression": ("reg:squarederror", "rmse"),
+}
 
 
-class Classifier(Protocol):
+class Model(Protocol):
     """What the stages need of a fitted model."""
 
     def fit(self, x: Any, y: Any) -> Any: ...  # noqa: D102
-    def predict_proba(self, x: Any) -> np.ndarray: ...  # noqa: D102
+    def predict(self, x: Any) -> np.ndarray: ...  # noqa: D102
 
 
-def xgboost_arguments(params: TrainParams) -> dict[str, Any]:
-    """Keyword arguments of the ``XGBClassifier`` that ``params`` describes."""
-    return params.xgboost.model_dump() | {
-        "objective": "binary:logistic",
-        "eval_metric": "logloss",
+def check_kind(params: TrainParams, task: Task) -> None:
+    """Refuse a model that cannot learn the task, or an objective of another task.
+
+    Raises:
+        PipelineError: Naming the key in params.yaml and the choices.
+    """
+    if params.model not in KINDS[task]:
+        raise PipelineError(
+            f"train.model: {params.model} cannot learn a {task} target: use one of "
+            f"{', '.join(KINDS[task])}"
+        )
+    if params.xgboost.objective and task != "regression":
+        raise PipelineError(
+            f"train.xgboost.objective: {params.xgboost.objective} is a regression loss; a "
+            f"{task} model's follows its task: remove the key"
+        )
+
+
+def xgboost_arguments(params: TrainParams, task: Task = "binary") -> dict[str, Any]:
+    """Keyword arguments of the XGBoost model that ``params`` describes for ``task``."""
+    objective, metric = OBJECTIVES[task]
+    return params.xgboost.model_dump(exclude={"objective"}) | {
+        "objective": params.xgboost.objective or objective,
+        "eval_metric": metric,
         "tree_method": "hist",
         "random_state": params.seed,
     }
 
 
-def make_model(params: TrainParams) -> Classifier:
-    """Build the unfitted model that ``params.model`` names."""
+def make_model(params: TrainParams, task: Task = "binary") -> Model:
+    """Build the unfitted model that ``params.model`` names, for ``task``."""
+    check_kind(params, task)
     if params.model == "xgboost":
-        from xgboost import XGBClassifier
+        from xgboost import XGBClassifier, XGBRegressor
 
-        return XGBClassifier(**xgboost_arguments(params))
+        kind = XGBRegressor if task == "regression" else XGBClassifier
+        return kind(**xgboost_arguments(params, task))  # type: ignore[no-any-return]
     from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return make_pipeline(
-        SimpleImputer(strategy="median", add_indicator=True),
-        StandardScaler(),
-        LogisticRegression(**params.logistic_regression.model_dump(), random_state=params.seed),
+    if params.model == "dummy":
+        from sklearn.dummy import DummyClassifier, DummyRegressor
+
+        if task == "regression":
+            return DummyRegressor(strategy="mean")  # type: ignore[return-value]
+        return DummyClassifier(strategy="prior")  # type: ignore[return-value]
+    if params.model == "ridge":
+        from sklearn.linear_model import Ridge
+
+        estimator: Any = Ridge(alpha=params.ridge.alpha)
+    else:
+        from sklearn.linear_model import LogisticRegression
+
+        arguments = params.logistic_regression.model_dump()
+        estimator = LogisticRegression(**arguments, random_state=params.seed)
+    return make_pipeline(  # type: ignore[no-any-return]
+        SimpleImputer(strategy="median", add_indicator=True), StandardScaler(), estimator
     )
+
+
+def predict(model: Any, x: Any, task: Task) -> np.ndarray:
+    """The model's output for each row.
+
+    Binary: the positive class's probability; multiclass: a probability per class (columns in
+    the schema's class order); regression: the value.
+    """
+    if task == "regression":
+        return np.asarray(model.predict(x))
+    # in the model's own precision: eval/predictions.csv writes what the model gave
+    probabilities = np.asarray(model.predict_proba(x))
+    return probabilities[:, 1] if task == "binary" else probabilities
+
+
+def task_of(meta: dict[str, Any]) -> Task:
+    """The task of a model from its ``meta.json`` (a model from before tasks is binary)."""
+    task: Task = meta.get("target", {}).get("task", "binary")
+    return task
+
+
+def read_target(directory: Path) -> tuple[Task, tuple[Any, ...]]:
+    """The task and classes of the model in ``directory``, from its ``meta.json`` alone."""
+    meta_file = Path(directory) / META
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    target = meta.get("target", {})
+    return task_of(meta), tuple(target.get("classes") or target.get("values") or ())
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     """A model read back from its directory, with its metadata."""
 
-    model: Classifier
+    model: Model
     meta: dict[str, Any]
 
-    def predict_proba(self, x: pd.DataFrame) -> np.ndarray:
-        """Probability of the positive class for each row of ``x``."""
-        return np.asarray(self.model.predict_proba(x[self.meta["features"]])[:, 1])
+    @property
+    def task(self) -> Task:
+        """binary, multiclass or regression."""
+        return task_of(self.meta)
+
+    def predict(self, x: pd.DataFrame) -> np.ndarray:
+        """The model's output for each row of ``x`` (:func:`predict`)."""
+        return predict(self.model, x[self.meta["features"]], self.task)
+
+    def half_width(self) -> float:
+        """Half the width of a regression's prediction interval (0 without one)."""
+        return float(self.meta.get("interval", {}).get("half_width", 0.0))
 
 
-def save_model(model: Classifier, kind: str, meta: dict[str, Any], directory: Path) -> None:
+def save_model(model: Model, kind: str, meta: dict[str, Any], directory: Path) -> None:
     """Write the model file and ``meta.json`` into ``directory``, atomically as a whole."""
     with atomic_path(directory) as partial:
         partial.mkdir()
@@ -91,9 +178,9 @@ def load_model(directory: Path) -> LoadedModel:
     meta = json.loads((Path(directory) / META).read_text())
     path = Path(directory) / meta["file"]
     if meta["kind"] == "xgboost":
-        from xgboost import XGBClassifier
+        from xgboost import XGBClassifier, XGBRegressor
 
-        model = XGBClassifier()
+        model: Any = XGBRegressor() if task_of(meta) == "regression" else XGBClassifier()
         model.load_model(path)
     else:
         import skops.io

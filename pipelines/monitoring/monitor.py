@@ -24,7 +24,7 @@ import numpy as np
 from pipelines.core.drift import MISSING, OTHER, Binning
 from pipelines.core.formatting import cell, number
 from pipelines.core.io import PipelineError, write_atomically, write_json
-from pipelines.core.metrics import METRICS
+from pipelines.core.metrics import BETTER
 from pipelines.monitoring import quality
 from pipelines.monitoring.compare import Drift, Monitor, build
 from pipelines.params import load_paths
@@ -131,7 +131,7 @@ def quality_section(monitor: Monitor) -> list[str]:
         "| metric | served (realised) | test rows | gate bound |",
         "|---|---|---|---|",
     ]
-    for name in METRICS:
+    for name in (n for n in BETTER if n in realised.metrics):
         bound = realised.bounds.get(name)
         rule = "none"
         if bound is not None:

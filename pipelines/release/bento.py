@@ -25,7 +25,7 @@ from pipelines.core.io import (
     write_json,
 )
 from pipelines.core.lineage import data_hash, git_state
-from pipelines.core.metrics import HEADLINE
+from pipelines.core.metrics import headline
 from pipelines.params import load_paths
 from pipelines.release.commands import find_tool, run_tool
 from pipelines.release.reference import file_digest
@@ -116,7 +116,8 @@ def bento_labels(
         "data_md5": data_md5,
         "model_kind": str(meta["kind"]),
     }
-    labels |= {name: str(metrics[name]) for name in HEADLINE if name in metrics}
+    task = meta.get("target", {}).get("task", "binary")
+    labels |= {name: str(metrics[name]) for name in headline(task) if name in metrics}
     if registry:
         labels["mlflow_model_uri"] = str(registry["model_uri"])
         labels["mlflow_run_id"] = str(registry["run_id"])

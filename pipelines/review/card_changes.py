@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines.core.formatting import number
-from pipelines.core.metrics import METRICS
+from pipelines.core.metrics import BETTER, label_of
 
 
 def summary(metrics: dict[str, Any], segments: dict[str, Any]) -> dict[str, float]:
@@ -19,9 +19,7 @@ def summary(metrics: dict[str, Any], segments: dict[str, Any]) -> dict[str, floa
     ``eval/segments.json``), so BASE needs no card of its own.
     """
     result = {
-        METRICS[n].label: float(metrics[n])
-        for n in METRICS
-        if isinstance(metrics.get(n), int | float)
+        label_of(n): float(metrics[n]) for n in BETTER if isinstance(metrics.get(n), int | float)
     }
     for column, groups in segments.items():
         for name in ("roc_auc", "f1"):
@@ -29,7 +27,7 @@ def summary(metrics: dict[str, Any], segments: dict[str, Any]) -> dict[str, floa
                 float(g[name]) for g in groups.values() if isinstance(g.get(name), int | float)
             ]
             if len(values) >= 2:
-                result[f"{METRICS[name].label} gap across {column}"] = max(values) - min(values)
+                result[f"{label_of(name)} gap across {column}"] = max(values) - min(values)
     return result
 
 

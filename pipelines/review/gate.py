@@ -37,7 +37,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from pipelines.core.metrics import METRICS, Predictions, Sorted, interval
+from pipelines.core.metrics import METRICS, Predictions, interval
 from pipelines.params import GateParams, MetricRule
 
 Verdict = Literal["improved", "unchanged", "regressed", "inconclusive", "new", "invalid"]
@@ -111,7 +111,7 @@ def bootstrap_differences(
     Args:
         base: BASE's predictions.
         pr: The PR's predictions; with ``paired``, the same ids in the same order as ``base``.
-        names: Metrics to compute (keys of :data:`METRICS`).
+        names: Metrics to compute (of the predictions' task in :data:`METRICS`).
         resamples: Number of bootstrap resamples.
         seed: Seed of the random generator (same seed, same intervals).
         paired: Draw the same rows for both sides; otherwise draw each side independently.
@@ -121,7 +121,8 @@ def bootstrap_differences(
         metric undefined, e.g. AUC with a single class, or where a probability is NaN).
     """
     rng = np.random.default_rng(seed)
-    base_rows, pr_rows = Sorted.of(base), Sorted.of(pr)
+    base_rows, pr_rows = base.rows(), pr.rows()
+    registry = METRICS[pr.task]
     out = {name: np.empty(resamples) for name in names}
     if base.problem() or pr.problem():
         return {name: np.full(resamples, np.nan) for name in names}
@@ -131,7 +132,7 @@ def bootstrap_differences(
         counts = _counts(rng, len(base), size)
         pr_counts = counts if paired else _counts(rng, len(pr), size)
         for name in names:
-            metric = METRICS[name].weighted
+            metric = registry[name].weighted
             out[name][start : start + size] = metric(pr_rows, pr_counts[:, pr_rows.order]) - metric(
                 base_rows, counts[:, base_rows.order]
             )

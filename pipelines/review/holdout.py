@@ -139,8 +139,11 @@ def rescore(
         The holdout, or None and why BASE's model cannot score the PR's test rows.
     """
     change = schema_change(base_schema, pr_schema)
-    if change is not None:
-        return None, f"a schema change ({change})"
+    why = None if change is None else f"a schema change ({change})"
+    if pr_schema.target.task != "binary":
+        why = f"a new holdout is scored for binary models only, not {pr_schema.target.task}"
+    if why:
+        return None, why
     key = raw[pr_schema.id].astype("string")
     if key.duplicated().any():
         return None, "an id appears twice in the PR's raw table"

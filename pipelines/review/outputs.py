@@ -26,8 +26,8 @@ import yaml
 
 from pipelines.core.features import read_features
 from pipelines.core.io import PipelineError
-from pipelines.core.metrics import Predictions, classification_metrics
-from pipelines.core.model import load_model
+from pipelines.core.metrics import Predictions, evaluation_metrics, read_predictions
+from pipelines.core.model import load_model, read_target
 from pipelines.params import GateParams, Paths
 from pipelines.review.gate import GateResult, Side
 
@@ -46,9 +46,13 @@ class Outputs:
     model: Path
     registry: dict[str, Any] | None
 
+    def read(self) -> Predictions:
+        """The predictions, read as the model's task says."""
+        return read_predictions(self.predictions, *read_target(self.model))
+
     def side(self) -> Side:
         """What the gate reads of these outputs."""
-        return Side(Predictions.from_frame(self.predictions), self.metrics)
+        return Side(self.read(), self.metrics)
 
 
 @dataclass(frozen=True)
@@ -265,11 +269,10 @@ def base_outputs(root: Path, ref: str, paths: Paths, into: Path) -> Base:
 
 def consistent(outputs: Outputs, names: list[str], side: str) -> None:
     """Check that the metrics file says what the predictions say (both come from one run)."""
-    predictions = Predictions.from_frame(outputs.predictions)
+    predictions = outputs.read()
     if predictions.problem():
         return  # the gate reports unusable predictions as a failure of its own
-    threshold = float(outputs.metrics.get("threshold", 0.5))
-    computed = classification_metrics(predictions.label, predictions.probability, threshold)
+    computed = evaluation_metrics(predictions, outputs.metrics.get("threshold"))
     for name in names:
         written = outputs.metrics.get(name)
         if isinstance(written, float) and abs(written - computed[name]) > 1e-5:
@@ -299,12 +302,12 @@ def latency(directories: dict[str, Path], x: pd.DataFrame) -> dict[str, dict[str
     times: dict[str, dict[str, list[float]]] = {n: {"single": [], "batch": []} for n in timed}
     row = x.iloc[:1]
     for model in timed.values():  # warm-up: first-call allocations are not the model's speed
-        model.predict_proba(x)
+        model.predict(x)
     for kind, frame, repeats in (("single", row, SINGLE_REPEATS), ("batch", x, BATCH_REPEATS)):
         for _ in range(repeats):
             for name, model in timed.items():
                 started = time.perf_counter()
-                model.predict_proba(frame)
+                model.predict(frame)
                 times[name][kind].append(time.perf_counter() - started)
     # a model that takes features the test set no longer has (BASE's, after a schema change)
     # is not timed

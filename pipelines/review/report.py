@@ -25,7 +25,7 @@ import yaml
 
 from pipelines.core.features import read_features
 from pipelines.core.io import PipelineError, write_atomically, write_json
-from pipelines.core.metrics import Predictions
+from pipelines.core.metrics import BinaryPredictions
 from pipelines.params import GateParams, Paths, load_paths, load_section
 from pipelines.review.gate import Side, compare, pair
 from pipelines.review.holdout import rescore
@@ -147,8 +147,8 @@ def same_holdout(
         note = f"BASE's model cannot score the PR's test rows: {why}; the bootstrap is unpaired."
         return (base.outputs.side(), pr.side()), {"fallback": why, "note": note}
     sides = (
-        Side(Predictions.from_frame(holdout.base), holdout.base_metrics),
-        Side(Predictions.from_frame(holdout.pr), holdout.pr_metrics),
+        Side(BinaryPredictions.from_frame(holdout.base), holdout.base_metrics),
+        Side(BinaryPredictions.from_frame(holdout.pr), holdout.pr_metrics),
     )
     return sides, {"rows": len(holdout.pr), "excluded": holdout.excluded, "note": holdout.note()}
 

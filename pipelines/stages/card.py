@@ -28,7 +28,16 @@ import yaml
 from pipelines.core.formatting import number
 from pipelines.core.io import PipelineError, path_arguments, run_stage, write_atomically
 from pipelines.core.lineage import data_hash, stage_hashes
-from pipelines.core.metrics import METRICS, Predictions, Sorted, interval, point_metrics
+from pipelines.core.metrics import (
+    BETTER,
+    METRICS,
+    Predictions,
+    Task,
+    interval,
+    label_of,
+    point_metrics,
+    read_predictions,
+)
 from pipelines.params import (
     DEFAULT_PARAMS,
     CardParams,
@@ -82,14 +91,14 @@ def metric_intervals(
     if len(predictions) == 0:
         return {name: {"value": None, "low": None, "high": None} for name in names}
     values = point_metrics(predictions, names)
-    rows = Sorted.of(predictions)
+    rows = predictions.rows()
     rng = np.random.default_rng(seed)
     n = len(predictions)
     counts = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
     ordered = counts[:, rows.order]
     result = {}
     for name in names:
-        low, high = interval(METRICS[name].weighted(rows, ordered), confidence)
+        low, high = interval(METRICS[predictions.task][name].weighted(rows, ordered), confidence)
         result[name] = {"value": _finite(values[name]), "low": _finite(low), "high": _finite(high)}
     return result
 
@@ -99,6 +108,9 @@ def segment_intervals(
     groups: pd.DataFrame,
     names: list[str],
     params: CardParams,
+    *,
+    task: Task = "binary",
+    classes: tuple[Any, ...] = (),
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Metrics with intervals for each group of each segment column.
 
@@ -108,6 +120,8 @@ def segment_intervals(
         names: Metrics to compute.
         params: The card's settings: groups under ``min_segment_rows`` are suppressed (their
             rows counted, no metric shown: too few rows to say anything).
+        task: The model's task: how to read the rows.
+        classes: A multiclass model's classes, in order.
 
     Returns:
         ``{column: {group: {"rows", "positives", "suppressed", "metrics": {metric: interval}}}}``.
@@ -127,13 +141,13 @@ def segment_intervals(
             suppressed = len(rows) < params.min_segment_rows
             entry: dict[str, Any] = {
                 "rows": len(rows),
-                "positives": int(rows["label"].sum()),
+                "positives": int(rows["label"].sum()) if task == "binary" else None,
                 "suppressed": suppressed,
                 "metrics": {},
             }
             if not suppressed:
                 entry["metrics"] = metric_intervals(
-                    Predictions.from_frame(rows),
+                    read_predictions(rows, task, classes),
                     names,
                     resamples=params.resamples,
                     seed=params.seed,
@@ -158,7 +172,7 @@ def largest_gaps(segments: dict[str, dict[str, dict[str, Any]]], names: list[str
             }
             if len(shown) < 2:
                 continue
-            lower = METRICS[name].better == "lower"
+            lower = BETTER[name] == "lower"
             ranked = sorted(shown, key=lambda g: shown[g], reverse=not lower)
             best, worst = ranked[0], ranked[-1]
             gaps.append(Gap(column, name, best, worst, round(abs(shown[best] - shown[worst]), 6)))
@@ -193,8 +207,8 @@ def card_metadata(
     knows, with their values exactly as written there.
     """
     results = [
-        {"type": key, "value": metrics[key], "name": METRICS[key].label}
-        for key in METRICS
+        {"type": key, "value": metrics[key], "name": label_of(key)}
+        for key in BETTER
         if isinstance(metrics.get(key), int | float)
     ]
     return {
@@ -244,10 +258,10 @@ def generated_limitations(
             )
     for gap in gaps[:3]:
         facts.append(
-            f"{METRICS[gap.metric].label} differs by {gap.gap:.4f} across `{gap.column}` "
+            f"{label_of(gap.metric)} differs by {gap.gap:.4f} across `{gap.column}` "
             f"({gap.best} best, {gap.worst} worst)."
         )
-    undefined = [METRICS[n].label for n, e in metrics.items() if e["low"] is None]
+    undefined = [label_of(n) for n, e in metrics.items() if e["low"] is None]
     if undefined:
         facts.append(f"No interval for {', '.join(undefined)} (undefined on some resamples).")
     return facts
@@ -290,7 +304,7 @@ def render_card(facts: dict[str, Any], text: str) -> str:
         "| metric | value (interval) |",
         "|---|---|",
     ]
-    lines += [f"| {METRICS[n].label} | {_with_interval(e)} |" for n, e in facts["metrics"].items()]
+    lines += [f"| {label_of(n)} | {_with_interval(e)} |" for n, e in facts["metrics"].items()]
     calibration = facts["calibration"]
     lines += [
         "",
@@ -312,7 +326,7 @@ def render_card(facts: dict[str, Any], text: str) -> str:
         lines += [
             f"### `{column}`",
             "",
-            "| group | rows | positives | " + " | ".join(METRICS[n].label for n in names) + " |",
+            "| group | rows | positives | " + " | ".join(label_of(n) for n in names) + " |",
             "|---|---|---|" + "---|" * len(names),
         ]
         for group, entry in groups.items():
@@ -331,7 +345,7 @@ def render_card(facts: dict[str, Any], text: str) -> str:
     if gaps:
         top = gaps[0]
         lines.append(
-            f"**Largest gap:** {METRICS[top['metric']].label} {top['gap']:.4f} across "
+            f"**Largest gap:** {label_of(top['metric'])} {top['gap']:.4f} across "
             f"`{top['column']}` ({top['best']} best, {top['worst']} worst)."
         )
     else:
@@ -392,14 +406,17 @@ def card_facts(
     text_path: str,
 ) -> dict[str, Any]:
     """Everything the card says, as one JSON-ready dict (see :func:`render_card`)."""
-    names = [n for n in METRICS if isinstance(metrics.get(n), int | float)]
-    test = Predictions.from_frame(predictions)
+    target = schema.target
+    names = [n for n in METRICS[target.task] if isinstance(metrics.get(n), int | float)]
+    test = read_predictions(predictions, target.task, target.labels)
     overall = metric_intervals(
         test, names, resamples=card.resamples, seed=card.seed, confidence=card.confidence
     )
     groups = raw.set_index(schema.id)[segment_columns]
     segment_names = [n for n in card.segment_metrics if n in names]
-    segments = segment_intervals(predictions, groups, segment_names, card)
+    segments = segment_intervals(
+        predictions, groups, segment_names, card, task=target.task, classes=target.labels
+    )
     gaps = largest_gaps(segments, segment_names)
     return {
         "name": name,
@@ -414,7 +431,7 @@ def card_facts(
             "rows": len(raw),
             "test_rows": len(predictions),
             "train_rows": len(raw) - len(predictions),
-            "balance": class_balance(raw[schema.target.column], schema.target.positive),
+            "balance": class_balance(raw[target.column], target.positive),
         },
         "metrics": overall,
         "calibration": {"ece": expected_calibration_error(calibration), "points": calibration},
@@ -479,12 +496,13 @@ def main(argv: list[str] | None = None) -> int:
     card = load_section("card", CardParams)
     evaluate = load_section("evaluate", EvaluateParams)
     register = load_section("register", RegisterParams)
-    unknown = sorted(set(card.segment_metrics) - set(METRICS))
+    schema = load_schema(args.schema)
+    known = METRICS[schema.target.task]
+    unknown = sorted(set(card.segment_metrics) - set(known))
     if unknown:
         raise PipelineError(
-            f"card.segment_metrics names unknown metrics {unknown}: use {list(METRICS)}"
+            f"card.segment_metrics names unknown metrics {unknown}: use {list(known)}"
         )
-    schema = load_schema(args.schema)
     text = read_text(args.text)
     document = yaml.safe_load(DEFAULT_PARAMS.read_text())
     params = {k: document[k] for k in ("featurize", "train", "evaluate", "card") if k in document}

@@ -19,7 +19,7 @@ Dask needs the optional dependency group: ``make install GROUPS=distributed``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ import numpy as np
 
 from pipelines.core.features import ID, LABEL, featurize, in_test
 from pipelines.core.io import PipelineError, atomic_path
+from pipelines.core.metrics import Task
 from pipelines.core.model import xgboost_arguments
 from pipelines.params import EngineParams, FeaturizeParams, TrainParams
 from pipelines.schema import Schema
@@ -114,8 +115,12 @@ def cluster_client(engine: EngineParams, address: str | None) -> Iterator[Client
         yield client
 
 
-def read_partitioned(path: Path, partitions: int) -> tuple[dd.DataFrame, dd.Series]:
+def read_partitioned(
+    path: Path, partitions: int, rows: Callable[[Any], np.ndarray] | None = None
+) -> tuple[dd.DataFrame, dd.Series]:
     """The features and labels of a featurize output as ``partitions`` Dask partitions.
+
+    ``rows``, given a partition's ids, says which of its rows to keep (all, without it).
 
     The table is persisted on the cluster before its columns are taken apart: Dask plans the
     partitions of a Parquet read from the size of the columns it reads, so features and labels
@@ -124,21 +129,27 @@ def read_partitioned(path: Path, partitions: int) -> tuple[dd.DataFrame, dd.Seri
     """
     import dask.dataframe as dd
 
-    table = dd.read_parquet(path).repartition(npartitions=partitions).persist()
+    table = dd.read_parquet(path).repartition(npartitions=partitions)
+    if rows is not None:
+        table = table[table[ID].map_partitions(rows, meta=(ID, bool))]
+    table = table.persist()
     return table.drop(columns=[ID, LABEL]), table[LABEL]
 
 
-def fit_dask(client: Client, x: dd.DataFrame, y: dd.Series, params: TrainParams) -> Any:
-    """Fit the XGBoost model of ``params`` on the cluster behind ``client``.
+def fit_dask(
+    client: Client, x: dd.DataFrame, y: dd.Series, params: TrainParams, task: Task = "binary"
+) -> Any:
+    """Fit the XGBoost model of ``params`` for ``task`` on the cluster behind ``client``.
 
     Returns:
-        A fitted ``xgboost.dask.DaskXGBClassifier``: its ``save_model`` writes the file the local
-        engine's ``XGBClassifier`` writes, and ``XGBClassifier.load_model`` reads it.
+        A fitted ``xgboost.dask.DaskXGBClassifier`` (or ``DaskXGBRegressor``): its
+        ``save_model`` writes the file the local engine's model writes, which it loads.
     """
     import dask
-    from xgboost.dask import DaskXGBClassifier
+    from xgboost.dask import DaskXGBClassifier, DaskXGBRegressor
 
-    model = DaskXGBClassifier(**xgboost_arguments(params))
+    kind = DaskXGBRegressor if task == "regression" else DaskXGBClassifier
+    model = kind(**xgboost_arguments(params, task))
     model.client = client
     # Finding the classes of y shuffles it; the task-based shuffle does that quietly, where
     # the peer-to-peer one logs warnings about its own bookkeeping.
@@ -207,23 +218,46 @@ def _rows(folder: Path) -> int:
 
 
 def train_on_dask(
-    path: Path, params: TrainParams, engine: EngineParams
-) -> tuple[Any, int, list[str]]:
+    path: Path,
+    params: TrainParams,
+    engine: EngineParams,
+    task: Task = "binary",
+    held_out: Callable[[Any], np.ndarray] | None = None,
+) -> tuple[Any, int, list[str], tuple[np.ndarray, np.ndarray] | None]:
     """Read the training features at ``path`` onto the cluster and fit there.
 
+    Args:
+        path: The training features.
+        params: The model's params.
+        engine: The cluster's settings.
+        task: What the model predicts.
+        held_out: Given a partition's ids, the rows kept out of the fit (a regression's
+            calibration rows); they are scored on the cluster after it.
+
     Returns:
-        The fitted model, the number of training rows and the feature names in order.
+        The fitted model, the number of rows it was fitted on, the feature names in order, and
+        the held-out rows' labels and predictions (None without ``held_out``).
     """
     address = os.environ.get(ADDRESS_VARIABLE) or None
     with cluster_client(engine, address) as client:
-        x, y = read_partitioned(path, engine.partitions)
+        kept = None if held_out is None else (lambda ids: ~held_out(ids))
+        x, y = read_partitioned(path, engine.partitions, kept)
         print(
             f"training {params.model} on {_where(client, address)}: "
             f"{engine.partitions} partitions of {path}"
         )
-        model = fit_dask(client, x, y, params)
+        model = fit_dask(client, x, y, params, task)
         rows = int(y.shape[0].compute())
-    return model, rows, list(x.columns)
+        scored = None
+        if held_out is not None:
+            import dask
+            from xgboost import dask as dxgb
+
+            x_out, y_out = read_partitioned(path, engine.partitions, held_out)
+            output = dxgb.inplace_predict(client, model.get_booster(), x_out)
+            labels, predicted = dask.compute(y_out, output)
+            scored = (np.asarray(labels), np.asarray(predicted, dtype=np.float64))
+    return model, rows, list(x.columns), scored
 
 
 def score_on_dask(
@@ -232,7 +266,8 @@ def score_on_dask(
     """Score the test features at ``path`` on the cluster with a fitted XGBoost model.
 
     Returns:
-        Labels, positive-class probabilities and ids, in the order of the features' rows.
+        Labels, the model's outputs (:func:`pipelines.core.model.predict`) and ids, in the
+        order of the features' rows.
     """
     import dask
     import dask.dataframe as dd

@@ -1,8 +1,14 @@
 """Evaluate stage: test-set metrics, plot data for DVC, per-row predictions, segment metrics.
 
+The metrics are the registry's for the model's task (:mod:`pipelines.core.metrics`). The plots:
+every task has the feature importance and a reliability curve (binary: observed positive rate
+against the predicted probability; multiclass: accuracy against the top probability; regression:
+mean actual against mean prediction, per prediction decile); a binary model adds its ROC and
+precision-recall curves. A regression's predictions carry its interval (``meta.json``).
+
 With ``engine.kind: dask`` the test rows are scored on the cluster
 (:func:`pipelines.stages.dask_engine.score_on_dask`); the metrics are the same functions of the
-gathered labels and probabilities.
+gathered labels and outputs.
 
 Usage: ``python -m pipelines.stages.evaluate --model DIR --test FEATURES --raw RAW --schema SCHEMA
 --metrics OUT --segments OUT --predictions OUT --plots DIR``
@@ -15,7 +21,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.core.curves import Points, calibration_points, pr_points, roc_points, rounded
+from pipelines.core.curves import (
+    Points,
+    calibration_points,
+    pr_points,
+    quantile_points,
+    roc_points,
+    rounded,
+)
 from pipelines.core.features import read_features
 from pipelines.core.io import (
     PipelineError,
@@ -25,40 +38,84 @@ from pipelines.core.io import (
     write_atomically,
     write_json,
 )
-from pipelines.core.metrics import HEADLINE, classification_metrics
-from pipelines.core.model import load_model
+from pipelines.core.metrics import (
+    BinaryPredictions,
+    MulticlassPredictions,
+    Predictions,
+    RegressionPredictions,
+    evaluation_metrics,
+    headline,
+)
+from pipelines.core.model import LoadedModel, load_model
 from pipelines.params import EngineParams, EvaluateParams, load_section
 from pipelines.schema import load_schema
 from pipelines.stages import dask_engine
 
 
 def feature_importance(model: Any, names: list[str]) -> Points:
-    """Importance per feature, largest first: total gain for XGBoost, |coefficient| otherwise."""
+    """Importance per feature, largest first.
+
+    Total gain for XGBoost, |coefficient| of a linear model (averaged over a multiclass
+    model's classes), nothing for the dummy.
+    """
     if hasattr(model, "get_booster"):
         gain = model.get_booster().get_score(importance_type="total_gain")
         values = [gain.get(name, 0.0) for name in names]
+    elif hasattr(model, "steps"):
+        coefficients = np.abs(np.atleast_2d(model[-1].coef_)).mean(axis=0)
+        values = list(coefficients[: len(names)])  # the imputer's indicator columns come last
     else:
-        coefficients = np.abs(model[-1].coef_[0])[: len(names)]  # indicator columns come last
-        values = list(coefficients)
+        values = [0.0] * len(names)
     total = float(sum(values)) or 1.0
     ranked = sorted(zip(names, values, strict=True), key=lambda nv: -nv[1])
     return [{"feature": n, "importance": rounded(v / total)} for n, v in ranked]
 
 
 def segment_metrics(
-    y: np.ndarray, p: np.ndarray, segments: pd.DataFrame, threshold: float
+    predictions: Predictions, segments: pd.DataFrame, threshold: float
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Metrics for each value of each segment column (rows aligned with ``y`` and ``p``)."""
+    """Metrics for each value of each segment column (rows aligned with ``predictions``)."""
     result: dict[str, dict[str, dict[str, float]]] = {}
     for column in segments.columns:
         values = segments[column].astype("string").fillna("<missing>").to_numpy()
         result[column] = {
             str(value): _rounded(
-                classification_metrics(y[values == value], p[values == value], threshold)
+                evaluation_metrics(predictions.take(np.flatnonzero(values == value)), threshold)
             )
             for value in sorted(set(values))
         }
     return result
+
+
+def scored_predictions(
+    model: LoadedModel, ids: np.ndarray, y: np.ndarray, output: np.ndarray, threshold: float
+) -> Predictions:
+    """The model's predictions of its task from the labels and its outputs on the test rows."""
+    if model.task == "multiclass":
+        return MulticlassPredictions.of(ids, y, output, model.meta["target"]["classes"])
+    if model.task == "regression":
+        width = model.half_width()
+        return RegressionPredictions(ids, y, output, output - width, output + width)
+    return BinaryPredictions.at_threshold(ids, y, output, threshold)
+
+
+def plots(predictions: Predictions, bins: int) -> dict[str, Points]:
+    """The plot files of the task (the reliability curve always, the binary curves)."""
+    if isinstance(predictions, BinaryPredictions):
+        y, p = predictions.label, predictions.probability
+        return {
+            "roc.json": roc_points(y, p),
+            "precision_recall.json": pr_points(y, p),
+            "calibration.json": calibration_points(y, p, bins),
+        }
+    if isinstance(predictions, MulticlassPredictions):
+        top = predictions.probability.max(axis=1)
+        right = (predictions.predicted == predictions.label).astype(np.float64)
+        return {"calibration.json": calibration_points(right, top, bins)}
+    if isinstance(predictions, RegressionPredictions):
+        points = quantile_points(predictions.label, predictions.predicted, bins)
+        return {"calibration.json": points}
+    raise TypeError(f"no plots for {type(predictions).__name__}")
 
 
 def _rounded(metrics: dict[str, float]) -> dict[str, float]:
@@ -83,34 +140,40 @@ def main(argv: list[str] | None = None) -> int:
         raise PipelineError(f"evaluate.segments in params.yaml names unknown features {unknown}")
 
     model = load_model(args.model)
+    if model.task != schema.target.task:
+        raise PipelineError(
+            f"the model at {args.model} is {model.task} but {args.schema} says "
+            f"{schema.target.task}: run `dvc repro` to train it again"
+        )
     engine = load_section("engine", EngineParams)
     if engine.kind == "dask":
-        y, p, ids = dask_engine.score_on_dask(
+        y, output, ids = dask_engine.score_on_dask(
             model.model, model.meta["features"], args.test, engine
         )
     else:
         x, y, ids = read_features(args.test)
-        p = model.predict_proba(x)
+        output = model.predict(x)
+    predictions = scored_predictions(model, ids, y, output, params.threshold)
     raw = pd.read_csv(args.raw, usecols=[schema.id, *params.segments]).set_index(schema.id)
 
-    metrics = _rounded(classification_metrics(y, p, params.threshold))
+    metrics = _rounded(evaluation_metrics(predictions, params.threshold))
     write_json(args.metrics, _nan_to_none(metrics))
     write_json(
         args.segments,
-        _nan_to_none(segment_metrics(y, p, raw.loc[ids, list(params.segments)], params.threshold)),
+        _nan_to_none(
+            segment_metrics(predictions, raw.loc[ids, list(params.segments)], params.threshold)
+        ),
     )
-    predictions = pd.DataFrame(
-        {"id": ids, "label": y, "probability": p.round(8), "predicted": (p >= params.threshold)}
-    ).astype({"predicted": int})
-    write_atomically(args.predictions, lambda t: predictions.to_csv(t, index=False))
-    with atomic_path(args.plots) as plots:
-        plots.mkdir()
-        write_json(plots / "roc.json", roc_points(y, p))
-        write_json(plots / "precision_recall.json", pr_points(y, p))
-        write_json(plots / "calibration.json", calibration_points(y, p, params.calibration_bins))
+    table = predictions.to_frame()
+    write_atomically(args.predictions, lambda t: table.to_csv(t, index=False))
+    with atomic_path(args.plots) as folder:
+        folder.mkdir()
+        for name, points in plots(predictions, params.calibration_bins).items():
+            write_json(folder / name, points)
         importance = feature_importance(model.model, model.meta["features"])
-        write_json(plots / "importance.json", importance)
-    print("test metrics: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in HEADLINE))
+        write_json(folder / "importance.json", importance)
+    shown = headline(model.task)
+    print("test metrics: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in shown))
     return 0
 
 

@@ -1,4 +1,10 @@
-"""Train stage: fit the model chosen in params (XGBoost, or a scikit-learn baseline).
+"""Train stage: fit the model chosen in params (XGBoost, or a scikit-learn baseline) for the task.
+
+The schema's target says the task: binary, multiclass or regression. A regression keeps
+``train.calibration_size`` of its training rows (drawn by id hash, like the test rows) out of the
+fit; the absolute errors on them give the half-width of the prediction interval that holds the
+true value ``serve.coverage`` of the time (split conformal: valid for any model, because the
+model never saw those rows).
 
 ``engine.kind`` says where the fit runs: here (``local``), or on a Dask cluster (``dask``, XGBoost
 only: :mod:`pipelines.stages.dask_engine`), which writes the same model file
@@ -9,42 +15,101 @@ Usage: ``python -m pipelines.stages.train --train FEATURES --schema SCHEMA --out
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
-from pipelines.core.features import read_features
-from pipelines.core.io import path_arguments, run_stage
-from pipelines.core.model import Classifier, make_model, save_model
-from pipelines.params import EngineParams, TrainParams, load_section
+from pipelines.core.features import in_test, read_features
+from pipelines.core.io import PipelineError, path_arguments, run_stage
+from pipelines.core.metrics import (
+    METRICS,
+    BinaryPredictions,
+    MulticlassPredictions,
+    Predictions,
+    RegressionPredictions,
+    Task,
+)
+from pipelines.core.model import Model, check_kind, make_model, predict, save_model
+from pipelines.params import EngineParams, ServeParams, TrainParams, load_section
 from pipelines.schema import load_schema
 from pipelines.stages import dask_engine
 
+CV_METRIC: dict[Task, str] = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
 
-def fit(x: pd.DataFrame, y: np.ndarray, params: TrainParams) -> Classifier:
+
+def fit(x: pd.DataFrame, y: np.ndarray, params: TrainParams, task: Task = "binary") -> Model:
     """Fit the configured model on the whole training set."""
-    model = make_model(params)
+    model = make_model(params, task)
     model.fit(x, y)
     return model
 
 
-def cross_validate(x: pd.DataFrame, y: np.ndarray, params: TrainParams) -> dict[str, float]:
-    """Stratified k-fold ROC AUC of the configured model on the training set.
+def predictions(y: np.ndarray, output: np.ndarray, task: Task, classes: int) -> Predictions:
+    """Predictions of ``task`` from labels and the model's outputs (no interval, no threshold)."""
+    ids = np.arange(len(y))
+    if task == "multiclass":
+        return MulticlassPredictions.of(ids, y, output, tuple(range(classes)))
+    if task == "regression":
+        return RegressionPredictions(ids, y, output, output, output)
+    return BinaryPredictions.at_threshold(ids, y, output, 0.5)
+
+
+def cross_validate(
+    x: pd.DataFrame, y: np.ndarray, params: TrainParams, task: Task = "binary", classes: int = 2
+) -> dict[str, float]:
+    """K-fold score of the configured model on the training set (stratified for classes).
 
     Returns:
-        ``cv_roc_auc_mean`` and ``cv_roc_auc_std``, or nothing when ``cv_folds`` < 2.
+        ``cv_<metric>_mean`` and ``cv_<metric>_std`` of the task's metric (binary ROC AUC,
+        multiclass log loss, regression RMSE), or nothing when ``cv_folds`` < 2.
     """
     if params.cv_folds < 2:
         return {}
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import KFold, StratifiedKFold
 
-    folds = StratifiedKFold(n_splits=params.cv_folds, shuffle=True, random_state=params.seed)
+    kind = KFold if task == "regression" else StratifiedKFold
+    folds = kind(n_splits=params.cv_folds, shuffle=True, random_state=params.seed)
+    name = CV_METRIC[task]
     scores = []
     for fit_rows, score_rows in folds.split(x, y):
-        model = fit(x.iloc[fit_rows], y[fit_rows], params)
-        probabilities = model.predict_proba(x.iloc[score_rows])[:, 1]
-        scores.append(float(roc_auc_score(y[score_rows], probabilities)))
-    return {"cv_roc_auc_mean": float(np.mean(scores)), "cv_roc_auc_std": float(np.std(scores))}
+        model = fit(x.iloc[fit_rows], y[fit_rows], params, task)
+        output = predict(model, x.iloc[score_rows], task)
+        scored = predictions(y[score_rows], output, task, classes)
+        scores.append(METRICS[task][name].point(scored))
+    return {f"cv_{name}_mean": float(np.mean(scores)), f"cv_{name}_std": float(np.std(scores))}
+
+
+def conformal_half_width(errors: np.ndarray, coverage: float) -> float:
+    """The split-conformal half-width: the ceil((n + 1) * coverage)-th smallest absolute error.
+
+    An interval of the prediction plus or minus it holds a new row's true value with
+    probability at least ``coverage`` when the rows are exchangeable.
+
+    Raises:
+        PipelineError: Too few calibration rows for that coverage.
+    """
+    n = len(errors)
+    rank = math.ceil((n + 1) * coverage)
+    if rank > n:
+        raise PipelineError(
+            f"{n} calibration rows cannot give a {coverage:.0%} interval (it needs at least "
+            f"{math.ceil(coverage / (1 - coverage))}): lower serve.coverage or raise "
+            "train.calibration_size"
+        )
+    return float(np.sort(np.abs(errors))[rank - 1])
+
+
+def interval(labels: np.ndarray, predicted: np.ndarray, coverage: float) -> dict[str, Any]:
+    """What ``meta.json`` says of a regression's prediction interval."""
+    return {
+        "method": "split conformal",
+        "coverage": coverage,
+        "half_width": round(conformal_half_width(predicted - labels, coverage), 8),
+        "calibration_rows": len(labels),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,26 +119,53 @@ def main(argv: list[str] | None = None) -> int:
     engine = load_section("engine", EngineParams)
     dask_engine.check_engine(params, engine)
     schema = load_schema(args.schema)
+    task = schema.target.task
+    check_kind(params, task)
+    calibration: Callable[[Any], np.ndarray] | None = None
+    coverage = 0.0
+    if task == "regression":
+        coverage = load_section("serve", ServeParams).coverage
+        size, seed = params.calibration_size, params.seed
 
+        def calibration(ids: Any) -> np.ndarray:
+            return in_test(pd.Series(ids), size, seed, salt="calibration:")
+
+    cv: dict[str, float] = {}
+    held_out = None
     if engine.kind == "dask":
-        model, rows, features = dask_engine.train_on_dask(args.train, params, engine)
-        cv: dict[str, float] = {}
+        model, rows, features, held_out = dask_engine.train_on_dask(
+            args.train, params, engine, task, calibration
+        )
     else:
-        x, y, _ = read_features(args.train)
-        print(f"training {params.model} on {len(x)} rows x {x.shape[1]} features...")
-        cv = cross_validate(x, y, params)
-        model = fit(x, y, params)
-        rows, features = len(x), list(x.columns)
+        x, y, ids = read_features(args.train)
+        print(f"training {params.model} ({task}) on {len(x)} rows x {x.shape[1]} features...")
+        cv = cross_validate(x, y, params, task, len(schema.target.labels))
+        if calibration is not None:
+            out = calibration(ids)
+            model = fit(x[~out], y[~out], params, task)
+            held_out = (y[out], predict(model, x[out], task))
+            rows = int((~out).sum())
+        else:
+            model = fit(x, y, params, task)
+            rows = len(x)
+        features = list(x.columns)
+    chosen = getattr(params, params.model, None)
     meta = {
         "features": features,
-        "target": schema.target.model_dump(mode="json"),
+        # a binary target says no task: a binary model's meta is what it was before tasks
+        "target": schema.target.model_dump(mode="json", exclude_defaults=True),
         "train_rows": rows,
         "engine": engine.kind,
-        "params": params.model_dump(mode="json")[params.model] | {"seed": params.seed},
+        "params": (chosen.model_dump(mode="json", exclude_none=True) if chosen else {})
+        | {"seed": params.seed},
         "cv": cv,
     }
+    if held_out is not None:
+        meta["interval"] = interval(*held_out, coverage)
     save_model(model, params.model, meta, args.out)
-    print(f"wrote {args.out}/" + (f" (cv roc_auc {cv['cv_roc_auc_mean']:.4f})" if cv else ""))
+    said = ", ".join(f"{k} {v:.4f}" for k, v in cv.items() if k.endswith("_mean"))
+    width = f"; interval ±{meta['interval']['half_width']:.4g}" if "interval" in meta else ""
+    print(f"wrote {args.out}/" + (f" ({said})" if said else "") + width)
     return 0
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from pipelines.core.io import run_stage, write_atomically
 from pipelines.params import ParamsError, load_paths
-from pipelines.schema import Feature, Schema, SchemaError, load_schema, read_raw
+from pipelines.schema import Feature, Schema, SchemaError, Target, load_schema, read_raw
 
 if TYPE_CHECKING:
     from great_expectations import ExpectationSuite
@@ -48,6 +48,7 @@ NUMBER_TYPES = (
     "Float64Dtype",
     "float",
 )
+FINITE = 1e300  # a regression target's values lie within plus or minus this: no infinity
 # pandas 3 reads text as the `str` dtype (StringDtype(na_value=nan)), which no name in
 # ExpectColumnValuesToBeInTypeList matches; ExpectColumnValuesToBeOfType("str") compares the
 # dtype's scalar type (`str`) instead, and checks object columns value by value.
@@ -118,6 +119,32 @@ def _gx() -> Any:
 def _number(value: float) -> int | float:
     """A bound as the schema author wrote it: 110 rather than 110.0."""
     return int(value) if float(value).is_integer() else value
+
+
+def _target_expectations(target: Target) -> list[Expectation]:
+    """A classifier's target holds its classes; a regression's, finite numbers."""
+    import great_expectations.expectations as gxe
+
+    if target.task == "regression":
+        return [
+            gxe.ExpectColumnValuesToBeInTypeList(
+                column=target.column,
+                type_list=list(NUMBER_TYPES),
+                meta={"rule": "a numeric dtype"},
+            ),
+            gxe.ExpectColumnValuesToBeBetween(
+                column=target.column,
+                min_value=-FINITE,
+                max_value=FINITE,
+                meta={"rule": "finite numbers (no infinity)"},
+            ),
+        ]
+    classes = list(target.labels)
+    return [
+        gxe.ExpectColumnValuesToBeInSet(
+            column=target.column, value_set=classes, meta={"rule": f"values in {classes}"}
+        )
+    ]
 
 
 def _feature_expectations(name: str, feature: Feature) -> list[Expectation]:
@@ -208,11 +235,7 @@ def build_suite(schema: Schema) -> ExpectationSuite:
         gxe.ExpectColumnValuesToNotBeNull(
             column=target.column, meta={"rule": "no missing target values"}
         ),
-        gxe.ExpectColumnValuesToBeInSet(
-            column=target.column,
-            value_set=list(target.values),
-            meta={"rule": f"values in {list(target.values)}"},
-        ),
+        *_target_expectations(target),
     ]
     for name, feature in schema.features.items():
         expectations.extend(_feature_expectations(name, feature))

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from pipelines.core.io import PipelineError, run_stage
-from pipelines.core.metrics import METRICS
+from pipelines.core.metrics import BETTER
 from pipelines.params import load_paths
 from pipelines.schema import Schema, dump_schema
 from pipelines.template.table import Table, check_table, data_file, read_table
@@ -234,7 +234,7 @@ def main() -> int:
     paths = load_paths()
     metrics = json.loads(paths.metrics.read_text())
     gated = yaml.safe_load(Path("params.yaml").read_text())["gate"]["metrics"]
-    better = {m: METRICS[m].better for m in gated}
+    better = {m: BETTER[m] for m in gated}
     bounds = gate_bounds(metrics, better)
     edit_params(
         Path("params.yaml"),

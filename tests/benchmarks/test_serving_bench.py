@@ -223,7 +223,7 @@ def test_the_naive_server_answers_the_models_probabilities(
 ) -> None:
     rows = pd.concat([raw.head(20), raw[raw[list(schema.features)].isna().any(axis=1)].head(3)])
     records = request_records(rows, schema)
-    expected = model.predict_proba(encode(rows, schema))
+    expected = model.predict(encode(rows, schema))
 
     answer = serving._post(naive_url + "/predict", json.dumps({"records": records}))
     got = [p["probability"] for p in answer["predictions"]]

@@ -11,16 +11,14 @@ import pytest
 import yaml
 from sklearn import metrics as sk
 
-from pipelines.core.metrics import (
-    METRICS,
-    Predictions,
-    Sorted,
-    classification_metrics,
-    point_metrics,
-)
+from pipelines.core.metrics import METRICS as REGISTRY
+from pipelines.core.metrics import BinaryPredictions as Predictions
+from pipelines.core.metrics import classification_metrics, point_metrics
 from pipelines.params import GateParams, MetricRule, ParamsError, load_section
 from pipelines.review import gate
 from pipelines.review.gate import Side
+
+METRICS = REGISTRY["binary"]
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 800
@@ -68,7 +66,7 @@ def test_resampled_metrics_equal_scikit_learn_with_and_without_weights(ties: boo
     if ties:  # many tied scores: AUC counts ties half, AP groups them
         rounded = np.round(p.probability, 1)
         p = Predictions(p.ids, p.label, rounded, (rounded >= 0.5).astype(np.int8))
-    rows = Sorted.of(p)
+    rows = p.rows()
     counts = np.vstack([np.ones(ROWS), np.random.default_rng(5).poisson(1.0, ROWS)])
     for weights in counts:
         w = weights[None, rows.order]
@@ -325,8 +323,8 @@ def test_each_metric_is_better_the_way_the_registry_says() -> None:
     perfect = np.where(y == 1, 0.9, 0.1)
     coin = rng.uniform(0.0, 1.0, 400)
     for name, metric in METRICS.items():
-        good = metric.point(y, perfect, (perfect >= 0.5).astype(int))
-        bad = metric.point(y, coin, (coin >= 0.5).astype(int))
+        good = metric.point(Predictions.at_threshold(y, y, perfect, 0.5))
+        bad = metric.point(Predictions.at_threshold(y, y, coin, 0.5))
         assert metric.sign * (good - bad) > 0, name
 
 

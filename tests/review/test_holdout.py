@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.core.metrics import Predictions
+from pipelines.core.metrics import BinaryPredictions as Predictions
 from pipelines.params import GateParams, load_section
 from pipelines.review.gate import Side, compare
 from pipelines.review.holdout import predictions, rescore, schema_change

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.core.metrics import Predictions, classification_metrics
+from pipelines.core.metrics import BinaryPredictions as Predictions
+from pipelines.core.metrics import classification_metrics
 from pipelines.core.model import save_model
 from pipelines.params import GateParams, RegisterParams, load_section
 from pipelines.review import gate, report
@@ -67,7 +68,7 @@ def outputs(signal: float, path: Path, ids_from: int = 0) -> Outputs:
             }
         ),
         metrics={k: round(v, 6) if isinstance(v, float) else v for k, v in written.items()},
-        segments=segment_metrics(labels, p, groups, 0.5),
+        segments=segment_metrics(Predictions.at_threshold(labels, labels, p, 0.5), groups, 0.5),
         model=path,
         registry={"run_id": f"run{signal}", "model_uri": f"models:/{MODEL_NAME}/3"},
     )

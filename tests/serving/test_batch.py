@@ -79,7 +79,7 @@ def test_a_table_without_id_and_target_is_scored_in_order(
     scored = score.score(rows, schema, model, THRESHOLD)
     assert list(scored.columns) == ["probability", "label"]
     assert scored.index.tolist() == rows.index.tolist()
-    np.testing.assert_allclose(scored["probability"], model.predict_proba(encode(rows, schema)))
+    np.testing.assert_allclose(scored["probability"], model.predict(encode(rows, schema)))
 
 
 def test_a_probability_equal_to_the_threshold_gets_the_positive_label(

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pipelines.core.curves import calibration_points, pr_points, roc_points
-from pipelines.core.metrics import classification_metrics
+from pipelines.core.metrics import BinaryPredictions, classification_metrics
 from pipelines.stages.evaluate import feature_importance, segment_metrics
 from pipelines.stages.train import fit
 from tests.support.training import small_train_params
@@ -206,7 +206,7 @@ def test_segment_metrics_per_value() -> None:
         index=[17, 3, 42, 8, 5, 11, 2, 99],  # rows align by position, not by index
     )
 
-    result = segment_metrics(y, p, segments, threshold=0.5)
+    result = segment_metrics(BinaryPredictions.at_threshold(y, y, p, 0.5), segments, threshold=0.5)
 
     assert set(result) == {"plan", "senior"}
     assert set(result["plan"]) == {"<missing>", "Monthly", "Yearly"}
@@ -227,7 +227,7 @@ def test_segment_metrics_per_value() -> None:
 def test_segment_metrics_values_are_rounded() -> None:
     y, p = noisy(rows=60)
     segments = pd.DataFrame({"part": np.where(np.arange(60) % 2 == 0, "even", "odd")})
-    result = segment_metrics(y, p, segments, threshold=0.5)
+    result = segment_metrics(BinaryPredictions.at_threshold(y, y, p, 0.5), segments, threshold=0.5)
     for metrics in result["part"].values():
         for name, value in metrics.items():
             if not math.isnan(value):

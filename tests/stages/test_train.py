@@ -15,8 +15,8 @@ from sklearn.preprocessing import FunctionTransformer, MinMaxScaler
 from pipelines.core.model import (
     FILES,
     META,
-    Classifier,
     LoadedModel,
+    Model,
     load_model,
     make_model,
     save_model,
@@ -45,7 +45,7 @@ def data() -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def models(data: tuple) -> dict[str, Classifier]:
+def models(data: tuple) -> dict[str, Model]:
     """One fitted model of each kind, shared: fitting is the slow part."""
     x, y, _, _ = data
     return {kind: fit(x, y, small_train_params(kind)) for kind in KINDS}
@@ -64,7 +64,7 @@ def test_make_model_builds_the_named_kind(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_fit_separates_a_separable_problem(
-    kind: str, data: tuple, models: dict[str, Classifier]
+    kind: str, data: tuple, models: dict[str, Model]
 ) -> None:
     _, _, x_test, y_test = data
     model = models[kind]
@@ -94,7 +94,7 @@ def test_cross_validate_off_below_two_folds(cv_folds: int, data: tuple) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_save_and_load_round_trip(
-    kind: str, data: tuple, models: dict[str, Classifier], tmp_path: Path
+    kind: str, data: tuple, models: dict[str, Model], tmp_path: Path
 ) -> None:
     x, _, x_test, _ = data
     model = models[kind]
@@ -107,15 +107,15 @@ def test_save_and_load_round_trip(
     assert sorted(p.name for p in directory.iterdir()) == sorted([META, FILES[kind]])
     assert loaded.meta == {"kind": kind, "file": FILES[kind], **meta}
     assert isinstance(loaded, LoadedModel)
-    np.testing.assert_array_equal(loaded.predict_proba(x_test), model.predict_proba(x_test)[:, 1])
+    np.testing.assert_array_equal(loaded.predict(x_test), model.predict_proba(x_test)[:, 1])
     # the saved feature order is used, whatever the caller's column order
     reordered = x_test[list(reversed(x_test.columns))]
-    np.testing.assert_array_equal(loaded.predict_proba(reordered), loaded.predict_proba(x_test))
+    np.testing.assert_array_equal(loaded.predict(reordered), loaded.predict(x_test))
     assert not list(tmp_path.glob(".*partial"))
 
 
 def test_save_replaces_a_previous_model(
-    data: tuple, models: dict[str, Classifier], tmp_path: Path
+    data: tuple, models: dict[str, Model], tmp_path: Path
 ) -> None:
     x, _, x_test, _ = data
     directory = tmp_path / "model"
@@ -129,7 +129,7 @@ def test_save_replaces_a_previous_model(
         [META, FILES["logistic_regression"]]
     )
     np.testing.assert_array_equal(
-        load_model(directory).predict_proba(x_test), baseline.predict_proba(x_test)[:, 1]
+        load_model(directory).predict(x_test), baseline.predict_proba(x_test)[:, 1]
     )
 
 
@@ -154,7 +154,7 @@ def test_load_accepts_other_scikit_learn_estimators(data: tuple, tmp_path: Path)
     model = make_pipeline(MinMaxScaler(), LogisticRegression()).fit(x.fillna(0), y)
     save_model(model, "logistic_regression", {"features": list(x.columns)}, tmp_path / "m")
     np.testing.assert_array_equal(
-        load_model(tmp_path / "m").predict_proba(x_test.fillna(0)),
+        load_model(tmp_path / "m").predict(x_test.fillna(0)),
         model.predict_proba(x_test.fillna(0))[:, 1],
     )
 
@@ -176,7 +176,7 @@ def test_failed_save_leaves_the_previous_model(
     model: object,
     kind: str,
     meta: dict,
-    models: dict[str, Classifier],
+    models: dict[str, Model],
     tmp_path: Path,
 ) -> None:
     directory = tmp_path / "model"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipelines.core import features
-from pipelines.core.model import Classifier
 from pipelines.params import FeaturizeParams, TrainParams, load_section
 from pipelines.schema import Schema
 from pipelines.stages import train
@@ -40,7 +40,7 @@ def small_train_params(model: str, cv_folds: int = 0, seed: int = 0) -> TrainPar
 class Trained:
     """A model trained with the committed params, and the raw and encoded test rows."""
 
-    model: Classifier
+    model: Any  # a fitted XGBoost or scikit-learn classifier
     params: TrainParams
     train_raw: pd.DataFrame
     test_raw: pd.DataFrame
