@@ -125,6 +125,17 @@ def predict(model: Any, x: Any, task: Task) -> np.ndarray:
     return probabilities[:, 1] if task == "binary" else probabilities
 
 
+def monitored_score(output: np.ndarray, task: Task) -> np.ndarray:
+    """The one number per row whose distribution monitoring watches (drift, canary, alerts).
+
+    Binary: the positive class's probability; multiclass: the top probability (how sure the
+    model is); regression: the prediction. The reference profile bins it from the test rows'
+    predictions and the service counts served rows into the same bins.
+    """
+    values = np.asarray(output, dtype=np.float64)
+    return values.max(axis=1) if task == "multiclass" else values
+
+
 def task_of(meta: dict[str, Any]) -> Task:
     """The task of a model from its ``meta.json`` (a model from before tasks is binary)."""
     task: Task = meta.get("target", {}).get("task", "binary")
