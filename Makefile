@@ -207,10 +207,10 @@ refresh-data: data ## add the labelled rows of ROWS=<served rows> LABELS=<csv id
 ##@ Template: new model repositories and template updates (docs/new-model.md)
 .PHONY: new-model update-template check-conflicts
 
-new-model: install ## a new model repository: DATA=<csv|parquet> TARGET=<column> NAME=<name> DEST=<dir> [POSITIVE=] [ID=]
-	$(if $(and $(DATA),$(TARGET),$(NAME),$(DEST)),,$(error usage: make new-model DATA=<table.csv|.parquet> TARGET=<label column> NAME=<model-name> DEST=<new folder> [POSITIVE=<class>] [ID=<id column>] [REPOSITORY=<owner/name>] [CODE_OWNERS="@user @org/team"]))
+new-model: install ## a new model repository: DATA=<csv|parquet> TARGET=<column> NAME=<name> DEST=<dir> [POSITIVE=] [ID=] [TASK=]
+	$(if $(and $(DATA),$(TARGET),$(NAME),$(DEST)),,$(error usage: make new-model DATA=<table.csv|.parquet> TARGET=<label column> NAME=<model-name> DEST=<new folder> [POSITIVE=<class>] [ID=<id column>] [TASK=binary|multiclass|regression] [REPOSITORY=<owner/name>] [CODE_OWNERS="@user @org/team"]))
 	$(RUN) python -m pipelines.template.new_model --data "$(DATA)" --target "$(TARGET)" \
-		--name "$(NAME)" --dest "$(DEST)" --positive "$(POSITIVE)" --id "$(ID)" \
+		--name "$(NAME)" --dest "$(DEST)" --positive "$(POSITIVE)" --id "$(ID)" --task "$(TASK)" \
 		$(if $(REPOSITORY),--repository "$(REPOSITORY)") $(if $(CODE_OWNERS),--code-owners "$(CODE_OWNERS)")
 
 update-template: install ## apply a newer template version (VERSION=<tag>, default the latest); conflicts inline

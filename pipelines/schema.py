@@ -246,7 +246,8 @@ def infer_task(column: pd.Series) -> tuple[Task, str]:
         return "binary", f"{name!r} has two distinct values ({shown})"
     if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
         return "multiclass", f"{name!r} holds text with {distinct} distinct values"
-    whole = bool(np.all(np.mod(values.to_numpy(dtype=np.float64), 1) == 0))
+    numbers = values.to_numpy(dtype=np.float64)
+    whole = bool(np.all(np.isfinite(numbers)) and np.all(np.mod(numbers, 1) == 0))
     share = 0.1 if len(values) < 1000 else 0.05
     if whole and distinct <= min(MAX_CLASSES, share * len(values)):
         return "multiclass", (

@@ -44,6 +44,8 @@ class Predictions(Protocol):
     label: np.ndarray
 
     def __len__(self) -> int: ...
+    @property
+    def output(self) -> np.ndarray: ...  # noqa: D102
     def problem(self) -> str | None: ...  # noqa: D102
     def take(self, rows: np.ndarray) -> Any: ...  # noqa: D102
     def rows(self) -> Any: ...  # noqa: D102
@@ -111,6 +113,11 @@ class BinaryPredictions:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def output(self) -> np.ndarray:
+        """What the model gave for each row: the positive class's probability."""
+        return self.probability
 
     def problem(self) -> str | None:
         """What makes these predictions unusable (NaN or out-of-range values), if anything."""
@@ -185,6 +192,11 @@ class MulticlassPredictions:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def output(self) -> np.ndarray:
+        """What the model gave for each row: a probability per class."""
+        return self.probability
+
     def problem(self) -> str | None:
         """What makes these predictions unusable, if anything."""
         p = self.probability
@@ -257,6 +269,11 @@ class RegressionPredictions:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def output(self) -> np.ndarray:
+        """What the model gave for each row: the predicted value."""
+        return self.predicted
 
     def problem(self) -> str | None:
         """What makes these predictions unusable (NaN or infinite values), if anything."""

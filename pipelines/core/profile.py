@@ -28,7 +28,6 @@ from pipelines.core.io import PipelineError
 from pipelines.schema import Schema
 
 FORMAT = 1
-SCORE_COLUMN = "probability"  # of eval/predictions.csv
 
 
 @dataclass(frozen=True)

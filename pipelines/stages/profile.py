@@ -1,9 +1,10 @@
 """Profile stage: the reference that served rows are compared with, written at training time.
 
 For every feature of the schema, fixed bins from the training rows and the training fraction per
-bin; the same for the model's score on the test rows, which is what a model that has not drifted
-should see in production (:mod:`pipelines.core.profile`). One readable JSON file, a DVC output,
-stored with the model in BentoML's store and so in the bento and its image.
+bin; the same for the model's score on the test rows (its monitored score: a probability, a top
+probability or a prediction, :func:`pipelines.core.model.monitored_score`), which is what a model
+that has not drifted should see in production (:mod:`pipelines.core.profile`). One readable JSON
+file, a DVC output, stored with the model in BentoML's store and so in the bento and its image.
 
 Usage: ``python -m pipelines.stages.profile --raw RAW --schema SCHEMA --train TRAIN
 --predictions PREDICTIONS --out REFERENCE``
@@ -16,7 +17,9 @@ import pandas as pd
 from pipelines.core.drift import min_share
 from pipelines.core.features import ID
 from pipelines.core.io import path_arguments, run_stage, write_json
-from pipelines.core.profile import SCORE_COLUMN, build_profile
+from pipelines.core.metrics import read_predictions
+from pipelines.core.model import monitored_score
+from pipelines.core.profile import build_profile
 from pipelines.params import MonitorParams, load_section
 from pipelines.schema import load_schema, read_raw
 
@@ -30,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     train_ids = pd.read_parquet(args.train, columns=[ID])[ID]
     raw = read_raw(args.raw)
     rows = raw[raw[schema.id].isin(train_ids)]
-    scores = pd.read_csv(args.predictions, usecols=[SCORE_COLUMN])[SCORE_COLUMN]
+    target = schema.target
+    test = read_predictions(pd.read_csv(args.predictions), target.task, target.labels)
+    scores = monitored_score(test.output, target.task)
     share = min_share(params.min_rows)
     profile = build_profile(rows, scores, schema, params.bins, params.score_bins, share=share)
     write_json(args.out, profile.to_json())

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from pipelines.core.io import run_stage, write_atomically
+from pipelines.core.leaks import Leak, likely_leaks
 from pipelines.params import ParamsError, load_paths
 from pipelines.schema import Feature, Schema, SchemaError, Target, load_schema, read_raw
 
@@ -520,13 +521,19 @@ def summarize(report: ValidationReport, rows: int, schema_path: Path | None = No
     return "\n".join(lines)
 
 
-def report_json(report: ValidationReport) -> str:
-    """The report as stable JSON text: same data, same bytes."""
-    document = {
+def report_json(report: ValidationReport, leaks: list[Leak] | None = None) -> str:
+    """The report as stable JSON text: same data, same bytes.
+
+    Likely leaks (:mod:`pipelines.core.leaks`), when there are any, are listed under ``leaks``:
+    the pull-request comment warns of them.
+    """
+    document: dict[str, Any] = {
         "success": report.success,
         "failures": [asdict(failure) for failure in report.failures],
         "result": report.result,
     }
+    if leaks:
+        document["leaks"] = [asdict(leak) for leak in leaks]
     return json.dumps(_clean(document), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
@@ -564,8 +571,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     report = validate_table(frame, schema)
+    leaks = likely_leaks(frame, schema) if report.success else []
     try:
-        text = report_json(report)
+        text = report_json(report, leaks)
         write_atomically(args.out, lambda partial: partial.write_text(text))
     except OSError as error:
         print(f"error: cannot write {args.out}: {error}", file=sys.stderr)
@@ -573,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(report, len(frame), args.schema)
     if report.success:
         print(summary)
+        for leak in leaks:
+            print(f"warning: {leak}", file=sys.stderr)
         return 0
     print(f"{summary}\nFull result: {args.out}", file=sys.stderr)
     return 1

@@ -41,7 +41,24 @@ MAX_SEGMENT_CATEGORIES = 10
 # How far below (above) the first model's value a metric's floor (ceiling) is set, in the metric's
 # units. The paired comparison with the base branch is what judges a pull request; the bounds only
 # stop a model that collapses. Tolerances stay the template's (metric units, table-independent).
-MARGINS = {"roc_auc": 0.05, "pr_auc": 0.05, "f1": 0.05, "log_loss": 0.05, "brier": 0.02}
+MARGINS = {"roc_auc": 0.05, "pr_auc": 0.05, "f1": 0.05, "log_loss": 0.05, "brier": 0.02, "r2": 0.1}
+RELATIVE = ("rmse", "mae", "abs_error_p50", "abs_error_p90")
+# A regression's errors are in the target's units: their ceiling sits this share above the first
+# model's, and their tolerance is this share of it (another seed stays well within 2%).
+RELATIVE_MARGIN = 0.25
+RELATIVE_TOLERANCE = 0.02
+# What the gate and the card judge a model of each task by (a binary model: params.yaml's own).
+GATED: dict[str, dict[str, float | None]] = {  # metric: tolerance (None: relative)
+    "multiclass": {
+        "log_loss": 0.02,
+        "macro_f1": 0.03,
+        "roc_auc_ovr": 0.01,
+        "balanced_accuracy": 0.03,
+    },
+    "regression": {"rmse": None, "mae": None, "r2": 0.02, "coverage": 0.05},
+}
+SEGMENT_METRICS = {"multiclass": ["macro_f1", "accuracy"], "regression": ["rmse", "mae"]}
+BINARY_PLOTS = ("ROC", "Precision-recall")  # dvc.yaml's plots that only a binary model writes
 
 
 def say(message: str) -> None:
@@ -78,9 +95,47 @@ def gate_bounds(
         value, margin = metrics[metric], MARGINS.get(metric, 0.05)
         if direction == "higher":
             bounds[metric] = {"floor": max(0.0, math.floor((value - margin) * 100) / 100)}
+        elif metric in RELATIVE:
+            bounds[metric] = {"ceiling": _two_digits(value * (1 + RELATIVE_MARGIN), up=True)}
         else:
             bounds[metric] = {"ceiling": math.ceil((value + margin) * 100) / 100}
     return bounds
+
+
+def _two_digits(value: float, up: bool) -> float:
+    """``value`` rounded outward to two significant digits."""
+    if value <= 0:
+        return 0.0
+    step = 10 ** (math.floor(math.log10(value)) - 1)
+    return round((math.ceil if up else math.floor)(value / step) * step, 10)
+
+
+def task_rules(task: str, metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """The gate's rules for a model of ``task`` from its first model's metrics.
+
+    A binary model keeps params.yaml's metrics (their tolerances are the template's); a
+    multiclass or regression model gets :data:`GATED`'s, a regression's error tolerances a
+    share of the first model's error.
+    """
+    rules = {}
+    for metric, fixed in GATED[task].items():
+        relative = _two_digits(metrics[metric] * RELATIVE_TOLERANCE, up=True)
+        rules[metric] = {"tolerance": relative if fixed is None else fixed}
+    return rules
+
+
+def drop_plots(path: Path, titles: tuple[str, ...]) -> None:
+    """Remove plot definitions from dvc.yaml, keeping the rest of the file as it is."""
+    lines = path.read_text().splitlines(keepends=True)
+    kept, skipping = [], False
+    for line in lines:
+        if line.startswith("  - ") and line.strip().endswith(":"):
+            skipping = line.strip()[2:-1] in titles
+        elif not line.startswith("    "):
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    path.write_text("".join(kept))
 
 
 def edit_params(path: Path, changes: dict[tuple[str, ...], Any]) -> None:
@@ -154,7 +209,7 @@ def summary(table: Table, data: str, metrics: dict[str, float], gate: dict[str, 
         [
             SUMMARY,
             f"- **Data:** `{data}`, {table.rows:,} rows, tracked by DVC (`data.dvc`).",
-            f"- **Target:** `{schema.target.column}`, positive class `{schema.target.positive}`.",
+            f"- **Target:** `{schema.target.column}`, {target_text(table)}.",
             f"- **Id:** {how_id}.",
             f"- **First model:** {scores} on the test split (`eval/metrics.json`).",
             f"- **Gate bounds** (`gate:` in `params.yaml`): {gated}.",
@@ -162,6 +217,20 @@ def summary(table: Table, data: str, metrics: dict[str, float], gate: dict[str, 
             feature_table(schema),
         ]
     )
+
+
+def target_text(table: Table) -> str:
+    """What the README says of the target: the task, its classes."""
+    target = table.schema.target
+    if table.task == "binary":
+        return f"binary, positive class `{target.positive}`"
+    if table.task == "multiclass":
+        return (
+            f"multiclass, {len(target.labels)} classes ("
+            + ", ".join(f"`{c}`" for c in target.labels)
+            + ")"
+        )
+    return "regression (a number; predictions come with an interval)"
 
 
 def store_data(raw: Path) -> None:
@@ -194,7 +263,9 @@ def main() -> int:
         answers["target"],
         answers.get("positive") or "",
         answers.get("id") or "",
+        answers.get("task") or "",
     )
+    say(f"task: {table.task} ({table.reason})")
     env = {
         k: v
         for k, v in os.environ.items()
@@ -215,8 +286,15 @@ def main() -> int:
             ("evaluate", "segments"): segments(table.schema),
             ("register", "experiment"): name,
             ("register", "model_name"): name,
-        },
+        }
+        | (
+            {("card", "segment_metrics"): SEGMENT_METRICS[table.task]}
+            if table.task in SEGMENT_METRICS
+            else {}
+        ),
     )
+    if table.task != "binary":
+        drop_plots(Path("dvc.yaml"), BINARY_PLOTS)
     say("uv.lock for the new project name")
     uv = env.get("UV") or "uv"
     if subprocess.run([uv, "lock", "--offline", "--quiet"], check=False).returncode != 0:
@@ -233,13 +311,18 @@ def main() -> int:
 
     paths = load_paths()
     metrics = json.loads(paths.metrics.read_text())
-    gated = yaml.safe_load(Path("params.yaml").read_text())["gate"]["metrics"]
-    better = {m: BETTER[m] for m in gated}
-    bounds = gate_bounds(metrics, better)
-    edit_params(
-        Path("params.yaml"),
-        {("gate", "metrics", m, k): v for m, b in bounds.items() for k, v in b.items()},
+    rules = (
+        yaml.safe_load(Path("params.yaml").read_text())["gate"]["metrics"]
+        if table.task == "binary"
+        else task_rules(table.task, metrics)
     )
+    better = {m: BETTER[m] for m in rules}
+    bounds = gate_bounds(metrics, better)
+    if table.task == "binary":
+        changes = {("gate", "metrics", m, k): v for m, b in bounds.items() for k, v in b.items()}
+    else:
+        changes = {("gate", "metrics"): {m: bounds[m] | rules[m] for m in rules}}
+    edit_params(Path("params.yaml"), changes)
     readme = Path("README.md")
     readme.write_text(
         readme.read_text().replace(SUMMARY, summary(table, str(raw), metrics, bounds))

@@ -1,6 +1,8 @@
 """``make new-model``: the repository of a new model, rendered from this template by copier.
 
-Checks every argument against the table first and writes nothing when one is wrong; then runs
+Says the task (binary, multiclass or regression: inferred from the target unless TASK= says it)
+and why, warns of features that alone predict the target (likely leaks), checks every argument
+against the table first and writes nothing when one is wrong; then runs
 ``copier copy`` with the answers on the template's last commit (uncommitted changes are left
 out), whose task (:mod:`pipelines.template.bootstrap`) writes the data, schema and params,
 commits them, trains the first model from that commit and commits it as the baseline.
@@ -8,7 +10,7 @@ commits them, trains the first model from that commit and commits it as the base
 the same repository.
 
 Usage: ``python -m pipelines.template.new_model --data FILE --target COLUMN --name NAME
---dest DIR [--positive VALUE] [--id COLUMN]``
+--dest DIR [--positive VALUE] [--id COLUMN] [--task binary|multiclass|regression]``
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 from pipelines.core.io import run_stage
+from pipelines.core.leaks import likely_leaks
 from pipelines.template.table import TableError, check_name, check_table, read_table
 
 TEMPLATE = Path(__file__).resolve().parents[2]
@@ -73,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="model name, e.g. credit-risk")
     parser.add_argument("--dest", type=Path, required=True, help="the new repository's folder")
     parser.add_argument("--positive", default="", help="the positive class, when not obvious")
+    parser.add_argument(
+        "--task", default="", help="binary, multiclass or regression (default: inferred)"
+    )
     parser.add_argument("--id", dest="id_column", default="", help="the unique row id column")
     parser.add_argument("--repository", default="OWNER/REPO", help="GitHub owner/name")
     parser.add_argument(
@@ -87,10 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     name = check_name(args.name)
     dest = check_dest(args.dest.absolute())
     data = args.data.absolute()
-    table = check_table(read_table(data), args.target, args.positive, args.id_column)
+    table = check_table(read_table(data), args.target, args.positive, args.id_column, args.task)
+    print(f"task: {table.task} ({table.reason})")
+    for leak in likely_leaks(table.frame, table.schema):
+        print(f"warning: {leak}")
+    positive = f" (positive {table.positive!r})" if table.task == "binary" else ""
     print(
         f"new model {name!r} from {data.name}: {table.rows:,} rows, {len(table.schema.features)} "
-        f"features, target {table.target!r} (positive {table.positive!r}), id {table.id!r}"
+        f"features, {table.task} target {table.target!r}{positive}, id {table.id!r}"
         + (" (added: the row number)" if table.id_added else "")
     )
     if not (TEMPLATE / "copier.yml").is_file():
@@ -105,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(data),
         "target": args.target,
         "positive": args.positive,
+        "task": table.task,  # the inferred task is said once, here, and kept in the answers
         "id": args.id_column,
         "repository": args.repository,
     } | ({"code_owners": args.code_owners} if args.code_owners else {})

@@ -17,6 +17,7 @@ from pipelines.template.table import (
     data_file,
     positive_class,
 )
+from tests.support.columns import ROOT
 from tests.support.manifests import make
 
 
@@ -51,6 +52,11 @@ def bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
     good = write(tmp / "good.csv", table())
     three = write(tmp / "three.csv", table(label=["a", "b", "c"] * 20))
     one = write(tmp / "one.csv", table(label="yes"))
+    rare = write(tmp / "rare.csv", table(rows=200, label=["a", "b"] * 95 + ["c"] * 5 + ["a"] * 5))
+    many = write(tmp / "many.csv", table(rows=600, label=[f"k{i % 60}" for i in range(600)]))
+    numbers = table().assign(label=np.linspace(0.5, 9.5, 60))
+    infinite = write(tmp / "infinite.csv", numbers.assign(label=[np.inf, *numbers["label"][1:]]))
+    numbers = write(tmp / "numbers.csv", numbers)
     codes = write(tmp / "codes.csv", table(label=["good", "bad"] * 30))
     ids = write(tmp / "ids.csv", table(key=1))
     small = write(tmp / "small.csv", table(rows=20))
@@ -71,8 +77,24 @@ def bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
 
     return [
         (but(target="labl"), "TARGET='labl' is not a column of the table; its columns: 'key'"),
-        (but(data=str(three)), "must have exactly two values for a binary classifier; it has 3"),
-        (but(data=str(one)), "must have exactly two values for a binary classifier; it has 1"),
+        (but(data=str(three)), "too few rows per class: 60 rows for 3 classes of 'label'"),
+        (
+            but(data=str(three), task="binary"),
+            "must have exactly two values for a binary classifier; it has 3",
+        ),
+        (but(data=str(one)), "TARGET='label' is constant ('yes'): nothing to learn"),
+        (but(data=str(rare)), "a class of 'label' has fewer than 10 rows: 'c' (5 rows)"),
+        (but(data=str(many)), "TARGET='label' has 60 classes, more than 50"),
+        (but(data=str(infinite)), "1 values of 'label' are infinite"),
+        (
+            but(data=str(three), task="regression"),
+            "TARGET='label' is not numeric (str): a regression needs numbers",
+        ),
+        (but(task="ordinal"), "TASK='ordinal': use one of binary, multiclass, regression"),
+        (
+            but(data=str(numbers), positive="1"),
+            "POSITIVE='1' is for a binary target; this one is regression",
+        ),
         (but(data=str(codes)), "'label' has the values 'bad', 'good': say which is the positive"),
         (
             but(positive="maybe"),
@@ -81,7 +103,7 @@ def bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (but(id="key", data=str(ids)), "ID='key' is not a unique id: 0 missing and 60 duplicated"),
         (but(id="nope"), "ID='nope' is not a column of the table"),
         (but(id="label"), "ID='label' is the target"),
-        (but(data=str(small)), "a model needs at least 50 rows and 10 of each class"),
+        (but(data=str(small)), "the table has 20 rows: a model needs at least 50"),
         (but(data=str(empty)), "is empty: give a table with a header and rows"),
         (but(data=str(header)), "has no rows"),
         (but(data=str(text)), "give a .csv or .parquet file"),
@@ -99,8 +121,15 @@ def bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
 
 CASES = [
     "unknown target",
-    "three classes",
+    "three classes, few rows",
+    "three classes as binary",
     "one class",
+    "a rare class",
+    "too many classes",
+    "an infinite number",
+    "text as regression",
+    "unknown task",
+    "positive of a regression",
     "positive needed",
     "positive not a value",
     "duplicate id",
@@ -264,3 +293,54 @@ def test_a_template_without_a_commit_is_refused(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     with pytest.raises(TableError, match="no commit"):
         new_model.template_commit(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("task", "said"),
+    [
+        ("regression", "inferred: 'Sales' holds numbers with 336 distinct values"),
+        ("multiclass", "inferred: 'class' holds text with 4 distinct values"),
+    ],
+)
+def test_the_task_of_a_real_table_is_inferred_and_said(task: str, said: str) -> None:
+    from tests.support.tasks import TABLES
+    from tests.support.tasks import table as real_table
+
+    checked = check_table(real_table(task), TABLES[task][2], id_column="rownames")
+    assert checked.task == task
+    assert checked.schema.target.task == task
+    assert checked.reason.startswith(said)
+    assert checked.positive is None
+    forced = check_table(real_table(task), TABLES[task][2], id_column="rownames", task=task)
+    assert forced.reason.startswith(f"TASK={task} (as inferred")
+
+
+def test_a_regressions_gate_scales_with_its_first_model() -> None:
+    from pipelines.template.bootstrap import gate_bounds, task_rules
+
+    metrics = {"rmse": 1234.5, "mae": 987.0, "r2": 0.81, "coverage": 0.91}
+    rules = task_rules("regression", metrics)
+    assert rules["rmse"] == {"tolerance": 25.0}  # 2% of 1234.5, two digits, rounded up
+    assert rules["mae"] == {"tolerance": 20.0}
+    assert rules["r2"] == {"tolerance": 0.02}
+    bounds = gate_bounds(metrics, {"rmse": "lower", "r2": "higher", "coverage": "higher"})
+    assert bounds == {
+        "rmse": {"ceiling": 1600.0},
+        "r2": {"floor": 0.71},
+        "coverage": {"floor": 0.86},
+    }
+
+
+def test_binary_plots_are_dropped_from_dvc_yaml_and_the_rest_kept(tmp_path: Path) -> None:
+    import yaml
+
+    from pipelines.template.bootstrap import BINARY_PLOTS, drop_plots
+
+    dvc = tmp_path / "dvc.yaml"
+    dvc.write_text((ROOT / "dvc.yaml").read_text())
+    drop_plots(dvc, BINARY_PLOTS)
+    before = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    after = yaml.safe_load(dvc.read_text())
+    titles = [next(iter(plot)) for plot in after["plots"]]
+    assert titles == [t for t in (next(iter(p)) for p in before["plots"]) if t not in BINARY_PLOTS]
+    assert after["stages"] == before["stages"]
