@@ -2,14 +2,19 @@
 
 Requests are validated by a strict pydantic model: every raw feature with its type, category
 and range; unknown fields, NaN and infinities refused; at most ``serve.max_batch`` records.
+Responses follow the model's task (:data:`RESPONSES`): a binary classifier answers a probability
+and a label, a regression a value and its interval, a multiclass classifier a label and every
+class's probability.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from pipelines.core.metrics import Task
 from pipelines.schema import Schema
 
 STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
@@ -50,7 +55,7 @@ def request_model(schema: Schema, max_batch: int) -> type[BaseModel]:
     return model
 
 
-class ModelBlock(BaseModel):
+class ModelIdentity(BaseModel):
     """Which model answered: carried by every response."""
 
     name: str
@@ -59,6 +64,11 @@ class ModelBlock(BaseModel):
     data_md5: str | None
     mlflow_run_id: str | None
     bento_model_tag: str
+
+
+class ModelBlock(ModelIdentity):
+    """Which binary classifier answered, and the threshold its labels follow."""
+
     threshold: float
 
 
@@ -93,3 +103,88 @@ class ExplainResponse(BaseModel):
 
     explanations: list[Explanation]
     model: ModelBlock
+
+
+class RegressionPrediction(BaseModel):
+    """The predicted value of one record and its prediction interval."""
+
+    prediction: float
+    interval: tuple[float, float] = Field(
+        description="[low, high]: the prediction -/+ the split-conformal half-width, which holds "
+        "the true value with the coverage serve.coverage asked for"
+    )
+
+
+class RegressionPredictResponse(BaseModel):
+    """One prediction per record, in order, and the model that made them."""
+
+    predictions: list[RegressionPrediction]
+    model: ModelIdentity
+
+
+class RegressionExplanation(BaseModel):
+    """Additive contributions of each raw feature to one record's prediction.
+
+    ``base + sum(contributions.values()) == prediction``.
+    """
+
+    prediction: float
+    base: float
+    contributions: dict[str, float]
+
+
+class RegressionExplainResponse(BaseModel):
+    """One explanation per record, in order, and the model that made them."""
+
+    explanations: list[RegressionExplanation]
+    model: ModelIdentity
+
+
+class MulticlassPrediction(BaseModel):
+    """The most probable class of one record and every class's probability."""
+
+    label: str | int = Field(description="the most probable class, as the data writes it")
+    probabilities: dict[str, float] = Field(description="class (as text) -> probability")
+
+
+class MulticlassPredictResponse(BaseModel):
+    """One prediction per record, in order, and the model that made them."""
+
+    predictions: list[MulticlassPrediction]
+    model: ModelIdentity
+
+
+class MulticlassExplanation(BaseModel):
+    """Additive contributions of each raw feature to the margin of one record's predicted class.
+
+    ``base + sum(contributions.values()) == margin``, the class's score before the softmax that
+    turns every class's margin into ``probabilities``.
+    """
+
+    label: str | int
+    probabilities: dict[str, float]
+    margin: float
+    base: float
+    contributions: dict[str, float]
+
+
+class MulticlassExplainResponse(BaseModel):
+    """One explanation per record, in order, and the model that made them."""
+
+    explanations: list[MulticlassExplanation]
+    model: ModelIdentity
+
+
+@dataclass(frozen=True)
+class Responses:
+    """The response models of one task: ``/predict``'s and ``/explain``'s."""
+
+    predict: type[BaseModel]
+    explain: type[BaseModel]
+
+
+RESPONSES: dict[Task, Responses] = {
+    "binary": Responses(PredictResponse, ExplainResponse),
+    "multiclass": Responses(MulticlassPredictResponse, MulticlassExplainResponse),
+    "regression": Responses(RegressionPredictResponse, RegressionExplainResponse),
+}

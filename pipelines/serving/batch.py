@@ -3,12 +3,19 @@
 Every row is checked against the schema before anything is scored, column by column with
 vectorised pandas checks (the rules the service applies to each record: type, missing values,
 categories, range), so a bad table stops with one line per broken rule and no output. The good
-path is the pipeline's own :func:`pipelines.core.features.encode` and one
-``predict_proba`` call on the whole table.
+path is the pipeline's own :func:`pipelines.core.features.encode` and one call of the model on
+the whole table, through the scorer the service uses.
 
-The output has the input's id column (when it has one), ``probability`` (of the positive class)
-and ``label`` (the positive class at or above ``evaluate.threshold``), one row per input row, in
-order. The target column may be present in the input and is ignored.
+The output has the input's id column (when it has one), then the model's task's columns, named
+as in ``eval/predictions.csv``, one row per input row, in order:
+
+- binary: ``probability`` (of the positive class) and ``label`` (the positive class at or above
+  ``evaluate.threshold``);
+- multiclass: ``label`` (the most probable class, as the data writes it) and
+  ``probability_<class>`` per class;
+- regression: ``prediction``, and ``low`` and ``high``, its interval.
+
+The target column may be present in the input and is ignored.
 
 Usage: ``python -m pipelines.serving.batch INPUT.csv OUTPUT.csv``
 (``make score INPUT=... OUTPUT=...``)
@@ -27,6 +34,7 @@ import pandas as pd
 
 from pipelines.core.features import encode
 from pipelines.core.io import PipelineError, run_stage, write_atomically
+from pipelines.core.metrics import PROBABILITY as PROBABILITY_OF
 from pipelines.core.model import LoadedModel, load_model
 from pipelines.params import EvaluateParams, load_paths, load_section
 from pipelines.schema import Feature, Schema, load_schema, read_raw
@@ -35,6 +43,7 @@ from pipelines.serving.scoring import Scorer
 MAX_EXAMPLES = 5
 PROBABILITY = "probability"
 LABEL = "label"
+PREDICTION, LOW, HIGH = "prediction", "low", "high"
 
 
 class ScoreError(PipelineError):
@@ -178,12 +187,21 @@ def describe(problems: list[Problem], rows: int, source: str) -> str:
     )
 
 
-def probabilities(frame: pd.DataFrame, schema: Schema, model: LoadedModel) -> np.ndarray:
-    """Positive-class probability of each checked raw row: the pipeline's encoding, one call.
+def outputs(frame: pd.DataFrame, schema: Schema, model: LoadedModel) -> np.ndarray:
+    """The model's output on checked raw rows: the pipeline's encoding, one call.
+
+    Binary: the positive-class probability; multiclass: a probability per class (rows x
+    classes); regression: the value (:meth:`pipelines.serving.scoring.Scorer.output`).
 
     Raises:
-        ScoreError: The schema no longer produces the features the model was trained on.
+        ScoreError: The schema is of another task, or no longer produces the features the model
+            was trained on.
     """
+    if model.task != schema.target.task:
+        raise ScoreError(
+            f"the model is {model.task} but the schema says {schema.target.task}: score with "
+            "the schema the model was trained with"
+        )
     x = encode(frame, schema)
     features: list[str] = model.meta["features"]
     missing = [name for name in features if name not in x.columns]
@@ -193,29 +211,63 @@ def probabilities(frame: pd.DataFrame, schema: Schema, model: LoadedModel) -> np
             f"({', '.join(missing[:MAX_EXAMPLES])}): retrain it with `dvc repro`"
         )
     # A float32 matrix in the model's column order: XGBoost scores it in place, as the service does.
-    return Scorer.of(model).probability(x[features].to_numpy(dtype=np.float32))
+    return Scorer.of(model).output(x[features].to_numpy(dtype=np.float32))
+
+
+def probabilities(frame: pd.DataFrame, schema: Schema, model: LoadedModel) -> np.ndarray:
+    """Positive-class probability of each checked raw row, by a binary classifier.
+
+    Raises:
+        ScoreError: The model is not a binary classifier, or the schema no longer produces its
+            features.
+    """
+    if model.task != "binary":
+        raise ScoreError(f"a {model.task} model gives no positive-class probability")
+    return outputs(frame, schema, model)
+
+
+def columns(
+    output: np.ndarray, schema: Schema, model: LoadedModel, threshold: float | None = None
+) -> dict[str, np.ndarray]:
+    """The output's columns for the model's task (see the module's docstring), by name.
+
+    Args:
+        output: :func:`outputs` of some rows.
+        schema: The feature schema (its target's classes name a classifier's labels).
+        model: The model that gave ``output`` (a regression's interval is in its metadata).
+        threshold: A binary classifier's probability at or above which the label is positive
+            (required for one; the other tasks need none).
+    """
+    target = schema.target
+    if model.task == "regression":
+        width = model.half_width()
+        return {PREDICTION: output, LOW: output - width, HIGH: output + width}
+    if model.task == "multiclass":
+        classes = np.asarray(target.labels, dtype=object)
+        labels = {LABEL: classes[output.argmax(axis=1)]}
+        return labels | {f"{PROBABILITY_OF}{c}": output[:, k] for k, c in enumerate(target.labels)}
+    if threshold is None:
+        raise ValueError("a binary classifier's labels need its threshold")
+    negative = next(value for value in target.labels if value != target.positive)
+    return {PROBABILITY: output, LABEL: np.where(output >= threshold, target.positive, negative)}
 
 
 def score(
     frame: pd.DataFrame, schema: Schema, model: LoadedModel, threshold: float
 ) -> pd.DataFrame:
-    """Score checked raw rows: the id column (when present), probability and label.
+    """Score checked raw rows: the id column (when present), then the task's columns.
 
     Args:
         frame: Rows that :func:`check_table` accepts.
         schema: The feature schema.
         model: The model, as :func:`pipelines.core.model.load_model` returns it.
-        threshold: Probability at or above which the label is the positive class.
+        threshold: A binary classifier's probability at or above which the label is positive.
 
     Returns:
         One row per input row, same order and index.
     """
-    p = probabilities(frame, schema, model)
-    positive = schema.target.positive
-    negative = next(value for value in schema.target.values if value != positive)  # noqa: PD011
-    out = pd.DataFrame(
-        {PROBABILITY: p, LABEL: np.where(p >= threshold, positive, negative)}, index=frame.index
-    )
+    output = outputs(frame, schema, model)
+    out = pd.DataFrame(columns(output, schema, model, threshold), index=frame.index)
     if schema.id in frame.columns:
         out.insert(0, schema.id, frame[schema.id])
     return out
@@ -264,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = load_paths()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input", type=Path, help="CSV table of raw rows (the raw table's columns)")
-    parser.add_argument("output", type=Path, help="CSV file to write: id, probability, label")
+    parser.add_argument("output", type=Path, help="CSV file to write: id and the task's columns")
     parser.add_argument("--model", type=Path, default=paths.model, help="model directory")
     parser.add_argument("--schema", type=Path, default=paths.schema_, help="feature schema")
     args = parser.parse_args(argv)
@@ -273,11 +325,14 @@ def main(argv: list[str] | None = None) -> int:
 
     schema = load_schema(args.schema)
     threshold = load_section("evaluate", EvaluateParams).threshold
-    rows = score_file(args.input, args.output, schema, load_model(args.model), threshold)
-    print(
-        f"wrote {args.output}: {rows:,} rows scored "
-        f"(label {schema.target.positive!r} at probability >= {threshold})"
-    )
+    model = load_model(args.model)
+    rows = score_file(args.input, args.output, schema, model, threshold)
+    said = {
+        "binary": f"label {schema.target.positive!r} at probability >= {threshold}",
+        "multiclass": "label: the most probable class",
+        "regression": f"interval: prediction -/+ {model.half_width():g}",
+    }
+    print(f"wrote {args.output}: {rows:,} rows scored ({said[model.task]})")
     return 0
 
 

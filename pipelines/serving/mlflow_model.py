@@ -1,4 +1,4 @@
-"""The registered MLflow model: raw rows in, the positive-class probability out.
+"""The registered MLflow model: raw rows in, the model's prediction out.
 
 MLflow runs this file when it loads the model ("models from code": nothing is pickled), with the
 ``pipelines`` package on its path and two artifacts: the model directory that
@@ -6,7 +6,11 @@ MLflow runs this file when it loads the model ("models from code": nothing is pi
 ``schema.yaml``. Rows are checked against the schema and encoded exactly as the batch scorer
 (:mod:`pipelines.serving.batch`) and the pipeline's evaluation do, so
 ``mlflow.pyfunc.load_model("models:/<name>/<version>").predict(raw_rows)`` and
-``mlflow models serve`` give ``eval/predictions.csv``'s probabilities for the same rows.
+``mlflow models serve`` give ``eval/predictions.csv``'s numbers for the same rows.
+
+What comes out follows the task: a binary classifier's positive-class probabilities (an array,
+one per row); a regression's and a multiclass classifier's table of the batch scorer's columns
+(``prediction``, ``low``, ``high``; ``label`` and ``probability_<class>`` per class).
 
 Not imported by the package: :func:`mlflow.models.set_model` at the bottom is how MLflow finds
 the model in the file.
@@ -26,7 +30,7 @@ MODEL_ARTIFACT, SCHEMA_ARTIFACT = "model", "schema"  # as pipelines.stages.regis
 
 
 class RawRowsModel(PythonModel):
-    """Positive-class probability of each raw row (the schema's feature columns)."""
+    """The prediction of each raw row (the schema's feature columns), by the model's task."""
 
     def load_context(self, context: PythonModelContext) -> None:
         """Read the schema and the model from the logged artifacts."""
@@ -38,8 +42,8 @@ class RawRowsModel(PythonModel):
 
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: Any = None
-    ) -> np.ndarray:
-        """Probabilities, one per row, in order.
+    ) -> np.ndarray | pd.DataFrame:
+        """Binary: probabilities, one per row, in order; else the batch scorer's columns.
 
         Raises:
             MlflowException: rows that break the schema (invalid parameter value: a 400 from
@@ -48,14 +52,17 @@ class RawRowsModel(PythonModel):
         """
         from mlflow.exceptions import MlflowException
 
-        from pipelines.serving.batch import check_table, describe, probabilities
+        from pipelines.serving.batch import check_table, columns, describe, outputs
 
         frame = pd.DataFrame(model_input).reset_index(drop=True)
         problems = check_table(frame, self.schema)
         if problems:
             message = describe(problems, len(frame), "the input")
             raise MlflowException.invalid_parameter_value(message)
-        return probabilities(frame, self.schema, self.model)
+        output = outputs(frame, self.schema, self.model)
+        if self.model.task == "binary":
+            return output
+        return pd.DataFrame(columns(output, self.schema, self.model))
 
 
 mlflow.models.set_model(RawRowsModel())

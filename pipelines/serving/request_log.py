@@ -4,7 +4,11 @@ With ``serve.request_log`` above 0, that share of requests is written to ``paths
 JSON lines, one line per record::
 
     {"id": "<request id>[/<i>]", "time": "<ISO 8601 UTC>", "model_version": "...",
-     "record": {<raw feature>: value, ...}, "probability": p, "label": ...}
+     "record": {<raw feature>: value, ...}, <the record's prediction>}
+
+The prediction is the record's entry of the ``/predict`` response, whose fields follow the
+task: ``"probability"`` and ``"label"`` (binary), ``"prediction"`` and ``"interval"``
+(regression), ``"label"`` and ``"probabilities"`` (multiclass).
 
 The request id is the one returned in the ``X-Request-ID`` header; record ``i`` of a batch of more
 than one gets ``<request id>/<i>``. Labels that arrive later, a CSV of ``id,label``, join on it
@@ -50,20 +54,19 @@ class RequestLog:
         self,
         request_id: str,
         records: Sequence[Mapping[str, Any]],
-        predictions: Sequence[tuple[float, Any]],
+        predictions: Sequence[Mapping[str, Any]],
     ) -> None:
-        """Write one line per record with its prediction ``(probability, label)``."""
+        """Write one line per record with its prediction (the response's fields, as JSON)."""
         now = time.gmtime()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", now)
         lines = []
-        for i, (record, (probability, label)) in enumerate(zip(records, predictions, strict=True)):
+        for i, (record, prediction) in enumerate(zip(records, predictions, strict=True)):
             line = {
                 "id": request_id if len(records) == 1 else f"{request_id}/{i}",
                 "time": stamp,
                 "model_version": self.version,
                 "record": dict(record),
-                "probability": probability,
-                "label": label,
+                **prediction,
             }
             lines.append(json.dumps(line, separators=(",", ":")))
         self._open(time.strftime("%Y%m%d%H", now)).write("\n".join(lines) + "\n")

@@ -1,7 +1,10 @@
 """Scoring a request: rows encoded straight into numpy, scored by treelite or XGBoost, explained.
 
-The encoder gives the same columns as :func:`pipelines.core.features.encode`, in the model's
-feature order, without a DataFrame per request.
+Every task goes the same way: a binary classifier, a multiclass one and a regression differ in
+the model's output (:meth:`Scorer.output`), in which margin an explanation adds up to and in the
+response built from them (:class:`ServedModel`). The encoder gives the same columns as
+:func:`pipelines.core.features.encode`, in the model's feature order, without a DataFrame per
+request.
 """
 
 from __future__ import annotations
@@ -13,17 +16,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from pipelines.core.features import feature_names
 from pipelines.core.io import PipelineError
-from pipelines.core.model import LoadedModel, load_model
+from pipelines.core.metrics import Task
+from pipelines.core.model import LoadedModel, load_model, predict
 from pipelines.schema import Schema, load_schema
 from pipelines.serving.api import (
     ExplainResponse,
     Explanation,
     ModelBlock,
+    ModelIdentity,
+    MulticlassExplainResponse,
+    MulticlassExplanation,
+    MulticlassPrediction,
+    MulticlassPredictResponse,
     Prediction,
     PredictResponse,
+    RegressionExplainResponse,
+    RegressionExplanation,
+    RegressionPrediction,
+    RegressionPredictResponse,
 )
 
 SCHEMA_FILE = "schema.yaml"
@@ -130,10 +144,13 @@ PROBE_TOLERANCE = 1e-6  # float32 sums in another order differ by ~1e-8
 
 @dataclass(frozen=True)
 class Scorer:
-    """Probabilities, margins and per-column contributions of a loaded model on a float32 matrix.
+    """Outputs, margins and per-column contributions of a loaded model on a float32 matrix.
 
-    XGBoost scores through ``Booster.inplace_predict`` (no DMatrix, no DataFrame); the
-    scikit-learn baseline through its pipeline (imputer, scaler, logistic regression).
+    The output is the task's (:func:`pipelines.core.model.predict`): a binary classifier's
+    positive-class probability, a multiclass one's probability per class (rows x classes, in the
+    schema's class order), a regression's value. XGBoost scores through
+    ``Booster.inplace_predict`` (no DMatrix, no DataFrame); the scikit-learn models through
+    their pipeline (imputer, scaler, linear model) or, for the dummy, alone.
 
     A request is mostly one row, where XGBoost 3.2 spends ~0.25 ms (up to 0.5 ms in a busy
     server) setting up each call: it rebuilds its view of all the trees and reads the cgroup
@@ -146,6 +163,7 @@ class Scorer:
     model: Any
     columns: tuple[str, ...]
     small: Callable[[np.ndarray], np.ndarray] | None = None
+    task: Task = "binary"
 
     @classmethod
     def of(cls, loaded: LoadedModel, threads: int | None = None, *, small: bool = False) -> Scorer:
@@ -170,45 +188,74 @@ class Scorer:
             model=model,
             columns=tuple(loaded.meta["features"]),
             small=evaluator,
+            task=loaded.task,
         )
 
-    def probability(self, x: np.ndarray) -> np.ndarray:
-        """Positive-class probability per row."""
+    def output(self, x: np.ndarray) -> np.ndarray:
+        """The model's output per row: ``(rows,)``, or ``(rows, classes)`` for multiclass."""
         if self.kind == "xgboost":
             if self.small is not None and len(x) <= SMALL_BATCH:
                 return self.small(x)
             # The encoder built x in the booster's column order; skip its per-call name check.
-            probability = self.model.inplace_predict(x, validate_features=False)
-            return np.asarray(probability, dtype=np.float64)
-        return np.asarray(self.model.predict_proba(self._frame(x))[:, 1], dtype=np.float64)
+            output = self.model.inplace_predict(x, validate_features=False)
+            return np.asarray(output, dtype=np.float64)
+        return np.asarray(predict(self.model, self._frame(x), self.task), dtype=np.float64)
 
-    def contributions(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def contributions(
+        self, x: np.ndarray, chosen: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-column contributions to the margin, the base value and the margin, per row.
 
-        XGBoost: exact tree SHAP values (``pred_contribs``). Logistic regression: coefficient
-        times the scaled value; a missing-value indicator column counts towards its feature.
+        The margin is what the model turns into its output: a binary classifier's log-odds, a
+        regression's prediction itself, a multiclass classifier's score of one class (of
+        ``chosen``) before the softmax. XGBoost: exact tree SHAP values (``pred_contribs``).
+        Linear models: coefficient times the scaled value; a missing-value indicator column
+        counts towards its feature. The dummy looks at no feature: every contribution is 0 and
+        the margin is its constant (the mean, the prior's log-odds or log-probability).
+
+        Args:
+            x: The encoded rows.
+            chosen: A multiclass model's class position per row whose margin is explained
+                (ignored for the other tasks).
 
         Returns:
             ``(contributions [rows x columns], base [rows], margin [rows])`` where
-            ``base + contributions.sum(axis=1) == margin`` (the log-odds).
+            ``base + contributions.sum(axis=1) == margin``.
         """
+        rows = np.arange(len(x))
+        pick = np.zeros(len(x), dtype=np.intp) if chosen is None else np.asarray(chosen, np.intp)
         if self.kind == "xgboost":
             from xgboost import DMatrix
 
             matrix = DMatrix(x, missing=np.nan, feature_names=list(self.columns))
             shap = np.asarray(self.model.predict(matrix, pred_contribs=True), dtype=np.float64)
-            margin = np.asarray(self.model.inplace_predict(x, predict_type="margin"))
-            return shap[:, :-1], shap[:, -1], margin.astype(np.float64)
-        imputer, scaler, regression = (step for _, step in self.model.steps)
+            margin = np.asarray(self.model.inplace_predict(x, predict_type="margin"), np.float64)
+            if self.task == "multiclass":  # (rows, classes, columns + 1) and (rows, classes)
+                shap, margin = shap[rows, pick], margin[rows, pick]
+            return shap[:, :-1], shap[:, -1], margin
+        if self.kind == "dummy":
+            constant = self.output(x)
+            if self.task == "multiclass":
+                with np.errstate(divide="ignore"):  # a class the prior never saw: -inf
+                    margin = np.log(constant[rows, pick])
+            elif self.task == "binary":
+                margin = np.log(constant) - np.log1p(-constant)
+            else:
+                margin = constant
+            return np.zeros((len(x), len(self.columns))), margin, margin
+        imputer, scaler, linear = (step for _, step in self.model.steps)
         scaled = scaler.transform(imputer.transform(self._frame(x)))
-        terms = scaled * regression.coef_[0]
+        # One row of coefficients per class (one for binary and regression); take each row's.
+        coefficients = np.atleast_2d(linear.coef_)[pick]
+        terms = scaled * coefficients
         contributions = terms[:, : len(self.columns)].copy()
         indicator = getattr(imputer, "indicator_", None)
         if indicator is not None:
             for k, column in enumerate(indicator.features_):
                 contributions[:, column] += terms[:, len(self.columns) + k]
-        base = np.full(len(x), float(regression.intercept_[0]))
-        margin = np.asarray(regression.decision_function(scaled), dtype=np.float64)
+        base = np.atleast_1d(linear.intercept_)[pick].astype(np.float64)
+        score = linear.predict if self.task == "regression" else linear.decision_function
+        margin = np.asarray(score(scaled), dtype=np.float64).reshape(len(x), -1)[rows, pick]
         return contributions, base, margin
 
     def _frame(self, x: np.ndarray) -> Any:
@@ -219,7 +266,7 @@ class Scorer:
 
 
 def _treelite_evaluator(booster: Any) -> Callable[[np.ndarray], np.ndarray] | None:
-    """Probabilities of ``booster`` by treelite's evaluator, or None where that is not exact.
+    """Outputs of ``booster`` by treelite's evaluator, or None where that is not exact.
 
     The converted model is checked against XGBoost on probe rows (both sides of splits and the
     missing-value branches); a model treelite cannot convert, or converts differently, is
@@ -234,20 +281,24 @@ def _treelite_evaluator(booster: Any) -> Callable[[np.ndarray], np.ndarray] | No
         LOG.warning("treelite cannot convert this model (%s): XGBoost scores every request", error)
         return None
 
-    def probability(x: np.ndarray) -> np.ndarray:
-        return np.asarray(gtil.predict(converted, x, nthread=1), dtype=np.float64).reshape(len(x))
-
     probe = np.random.default_rng(0).uniform(-1, 100, (64, booster.num_features()))
     probe[::4] = 0.0
     probe[1::4, ::3] = np.nan
     probe = probe.astype(np.float32)
-    expected = booster.inplace_predict(probe, validate_features=False)
-    one_by_one = np.concatenate([probability(row[None]) for row in probe])
+    expected = np.asarray(booster.inplace_predict(probe, validate_features=False))
+    # gtil answers (rows, targets, classes): one value per row, or one per class (multiclass)
+    shape = expected.shape[1:]
+
+    def output(x: np.ndarray) -> np.ndarray:
+        predicted = gtil.predict(converted, x, nthread=1)
+        return np.asarray(predicted, dtype=np.float64).reshape(len(x), *shape)
+
+    one_by_one = np.concatenate([output(row[None]) for row in probe])
     worst = float(np.max(np.abs(one_by_one - expected)))
     if not worst <= PROBE_TOLERANCE:
         LOG.warning("treelite differs from XGBoost by %.2g: XGBoost scores every request", worst)
         return None
-    return probability
+    return output
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,54 +307,123 @@ def _treelite_evaluator(booster: Any) -> Callable[[np.ndarray], np.ndarray] | No
 
 @dataclass(frozen=True)
 class ServedModel:
-    """Everything a request needs: encoder, scorer, threshold, labels and the model block."""
+    """Everything a request needs: encoder, scorer, the task's labels and the model block.
+
+    ``classes`` are a classifier's classes in the model's order (binary: negative, positive);
+    ``threshold`` is a binary classifier's, ``half_width`` a regression's interval's.
+    """
 
     schema: Schema
     encoder: RowEncoder
     scorer: Scorer
-    threshold: float
-    positive: str | int
-    negative: str | int
-    block: ModelBlock
+    block: ModelIdentity
+    classes: tuple[Any, ...] = ()
+    threshold: float = 0.5
+    half_width: float = 0.0
     _groups: tuple[list[str], np.ndarray] = field(init=False, repr=False, compare=False)
+    _keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_groups", self.encoder.groups(self.schema))
+        object.__setattr__(self, "_keys", tuple(str(c) for c in self.classes))
 
-    def predict(self, records: Sequence[Mapping[str, Any]]) -> PredictResponse:
-        """Probabilities and labels for validated records, in order."""
-        probabilities = self.scorer.probability(self.encoder.encode(records))
-        positive, negative, threshold = self.positive, self.negative, self.threshold
+    @property
+    def task(self) -> Task:
+        """binary, multiclass or regression."""
+        return self.scorer.task
+
+    def output(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """The model's output for validated records (:meth:`Scorer.output`)."""
+        return self.scorer.output(self.encoder.encode(records))
+
+    def predict(self, records: Sequence[Mapping[str, Any]]) -> BaseModel:
+        """The task's predictions for validated records, in order (:data:`api.RESPONSES`)."""
+        return self.answer(self.output(records))
+
+    def answer(self, output: np.ndarray) -> BaseModel:
+        """The ``/predict`` response for the model's output on some records."""
+        if self.task == "regression":
+            width = self.half_width
+            return RegressionPredictResponse(
+                predictions=[
+                    RegressionPrediction(prediction=y, interval=(y - width, y + width))
+                    for y in output.tolist()
+                ],
+                model=self.block,
+            )
+        if self.task == "multiclass":
+            return MulticlassPredictResponse(
+                predictions=[
+                    MulticlassPrediction(label=label, probabilities=probabilities)
+                    for label, probabilities in self._classes_of(output)
+                ],
+                model=self.block,
+            )
+        negative, positive = self.classes
+        threshold = self.threshold
         predictions = [
             Prediction(probability=p, label=positive if p >= threshold else negative)
-            for p in probabilities.tolist()
+            for p in output.tolist()
         ]
         return PredictResponse(predictions=predictions, model=self.block)
 
-    def explain(self, records: Sequence[Mapping[str, Any]]) -> ExplainResponse:
+    def explain(self, records: Sequence[Mapping[str, Any]]) -> BaseModel:
         """Per-raw-feature contributions to each record's margin, with base value and margin."""
         x = self.encoder.encode(records)
-        contributions, base, margin = self.scorer.contributions(x)
+        output = self.scorer.output(x)
+        chosen = output.argmax(axis=1) if self.task == "multiclass" else None
+        contributions, base, margin = self.scorer.contributions(x, chosen)
         names, groups = self._groups
-        per_feature = contributions @ groups
+        per_feature = [
+            dict(zip(names, row, strict=True)) for row in (contributions @ groups).tolist()
+        ]
+        if self.task == "regression":
+            return RegressionExplainResponse(
+                explanations=[
+                    RegressionExplanation(prediction=y, base=b, contributions=c)
+                    for y, b, c in zip(margin.tolist(), base.tolist(), per_feature, strict=True)
+                ],
+                model=self.block,
+            )
+        if self.task == "multiclass":
+            return MulticlassExplainResponse(
+                explanations=[
+                    MulticlassExplanation(
+                        label=label, probabilities=probabilities, margin=m, base=b, contributions=c
+                    )
+                    for (label, probabilities), m, b, c in zip(
+                        self._classes_of(output),
+                        margin.tolist(),
+                        base.tolist(),
+                        per_feature,
+                        strict=True,
+                    )
+                ],
+                model=self.block,
+            )
         probability = 1.0 / (1.0 + np.exp(-margin))
         explanations = [
-            Explanation(
-                probability=float(probability[i]),
-                margin=float(margin[i]),
-                base=float(base[i]),
-                contributions=dict(zip(names, per_feature[i].tolist(), strict=True)),
+            Explanation(probability=p, margin=m, base=b, contributions=c)
+            for p, m, b, c in zip(
+                probability.tolist(), margin.tolist(), base.tolist(), per_feature, strict=True
             )
-            for i in range(len(x))
         ]
         return ExplainResponse(explanations=explanations, model=self.block)
+
+    def _classes_of(self, output: np.ndarray) -> list[tuple[Any, dict[str, float]]]:
+        """The most probable class and each class's probability, per row of a multiclass output."""
+        keys, classes = self._keys, self.classes
+        return [
+            (classes[top], dict(zip(keys, row, strict=True)))
+            for top, row in zip(output.argmax(axis=1).tolist(), output.tolist(), strict=True)
+        ]
 
 
 def load_served(directory: Path, info: Mapping[str, Any], tag: str) -> ServedModel:
     """Load a model saved by :func:`import_model` (or a pipeline model dir plus its info).
 
-    Never unpickles: XGBoost reads its UBJSON file, the baseline loads through skops with the
-    project's trusted types (:func:`pipelines.core.model.load_model`).
+    Never unpickles: XGBoost reads its UBJSON file, the scikit-learn models load through skops
+    with the project's trusted types (:func:`pipelines.core.model.load_model`).
 
     Args:
         directory: Holds the model file, ``meta.json`` and ``schema.yaml``.
@@ -311,29 +431,43 @@ def load_served(directory: Path, info: Mapping[str, Any], tag: str) -> ServedMod
         tag: The BentoML model tag, reported in every response.
 
     Raises:
-        PipelineError: The model's features do not match its schema.
+        PipelineError: The model's features do not match its schema, or its task is not the
+            schema's.
     """
     loaded = load_model(directory)
     schema = load_schema(Path(directory) / SCHEMA_FILE)
     encoder = RowEncoder.from_schema(schema, loaded.meta["features"])
     target = schema.target
-    negative = next(value for value in target.values if value != target.positive)  # noqa: PD011
-    block = ModelBlock(
-        name=info["name"],
-        version=info.get("mlflow_version"),
-        git_commit=info.get("git_commit"),
-        data_md5=info.get("data_md5"),
-        mlflow_run_id=info.get("mlflow_run_id"),
-        bento_model_tag=tag,
-        threshold=info["threshold"],
-    )
+    if loaded.task != target.task:
+        raise PipelineError(
+            f"the model in {directory} is {loaded.task} but its schema says {target.task}: "
+            "retrain the model (`make repro`) and import it again"
+        )
+    identity = {
+        "name": info["name"],
+        "version": info.get("mlflow_version"),
+        "git_commit": info.get("git_commit"),
+        "data_md5": info.get("data_md5"),
+        "mlflow_run_id": info.get("mlflow_run_id"),
+        "bento_model_tag": tag,
+    }
+    # One request is one row or a small batch: OpenMP threads cost more than they give.
+    scorer = Scorer.of(loaded, threads=1, small=True)
+    if target.task == "binary":
+        negative = next(value for value in target.values if value != target.positive)  # noqa: PD011
+        return ServedModel(
+            schema=schema,
+            encoder=encoder,
+            scorer=scorer,
+            block=ModelBlock(**identity, threshold=info["threshold"]),
+            classes=(negative, target.positive),
+            threshold=float(info["threshold"]),
+        )
     return ServedModel(
         schema=schema,
         encoder=encoder,
-        # One request is one row or a small batch: OpenMP threads cost more than they give.
-        scorer=Scorer.of(loaded, threads=1, small=True),
-        threshold=float(info["threshold"]),
-        positive=target.positive,
-        negative=negative,
-        block=block,
+        scorer=scorer,
+        block=ModelIdentity(**identity),
+        classes=target.labels,
+        half_width=loaded.half_width(),
     )

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import bentoml
+from pydantic import BaseModel
 
 from pipelines.core.io import PipelineError
+from pipelines.core.model import monitored_score
 from pipelines.core.profile import Profile
 from pipelines.params import ServeParams, load_paths, load_section
 from pipelines.schema import load_schema
@@ -26,7 +28,11 @@ from pipelines.serving.request_log import RequestLog
 
 SOURCES = store.Sources.from_params()
 SETTINGS = load_section("serve", ServeParams)
-Records = api.request_model(load_schema(SOURCES.schema), SETTINGS.max_batch)
+SCHEMA = load_schema(SOURCES.schema)
+Records = api.request_model(SCHEMA, SETTINGS.max_batch)
+# The responses' OpenAPI models follow the task the schema says (the model must agree).
+TASK = SCHEMA.target.task
+RESPONSES = api.RESPONSES[TASK]
 API_ROUTES = ["/predict", "/explain"]
 http.install_request_timeout(API_ROUTES, observe=telemetry.record_request)
 # A deployment overrides serve.metrics, serve.request_log and paths.requests with these.
@@ -77,7 +83,11 @@ def _model_tag() -> str:
     tracing={"excluded_urls": [] if SETTINGS.tracing else API_ROUTES},
 )
 class ModelService:
-    """Positive-class probability, label and explanation for raw records of the schema."""
+    """The task's prediction and explanation for raw records of the schema.
+
+    A binary classifier answers the positive-class probability and a label, a regression a
+    value and its interval, a multiclass classifier a label and every class's probability.
+    """
 
     stored = bentoml.models.BentoModel(_model_tag())
 
@@ -90,6 +100,11 @@ class ModelService:
             )
         directory = Path(self.stored.path)
         self.model = scoring.load_served(directory, self.stored.info.metadata, str(self.stored.tag))
+        if self.model.task != TASK:
+            raise PipelineError(
+                f"model {self.stored.tag} is {self.model.task} but {SOURCES.schema} says "
+                f"{TASK}: serve it with the schema it was trained with"
+            )
         version = str(self.stored.tag.version)
         block = self.model.block
         self.metrics = None
@@ -111,23 +126,25 @@ class ModelService:
 
     # A coroutine: scoring a few rows takes well under a millisecond, less than handing the
     # request to a worker thread and back (measured: 1.5x the throughput of a plain def).
-    @bentoml.api(input_spec=Records, output_spec=api.PredictResponse)
-    async def predict(self, records: list[Any]) -> api.PredictResponse:
-        """Probability of the positive class and the label at the threshold, per record."""
+    @bentoml.api(input_spec=Records, output_spec=RESPONSES.predict)
+    async def predict(self, records: list[Any]) -> BaseModel:
+        """The prediction of the model's task, per record."""
         rows = [vars(record) for record in records]
-        response = self.model.predict(rows)
-        predictions = response.predictions
+        output = self.model.output(rows)
+        response = self.model.answer(output)
         if self.metrics is not None:
-            self.metrics.observe(rows, [p.probability for p in predictions])
+            # monitoring watches one number per row whatever the task (its drift rules, canary)
+            self.metrics.observe(rows, monitored_score(output, TASK).tolist())
         if self.request_log is not None and self.request_log.sampled():
+            predictions = response.predictions  # type: ignore[attr-defined]
             self.request_log.write(
-                http.REQUEST_ID.get(), rows, [(p.probability, p.label) for p in predictions]
+                http.REQUEST_ID.get(), rows, [p.model_dump(mode="json") for p in predictions]
             )
         return response
 
-    @bentoml.api(input_spec=Records, output_spec=api.ExplainResponse)
-    def explain(self, records: list[Any]) -> api.ExplainResponse:
-        """Per-feature contributions to each record's log-odds, with base value and margin."""
+    @bentoml.api(input_spec=Records, output_spec=RESPONSES.explain)
+    def explain(self, records: list[Any]) -> BaseModel:
+        """Per-feature contributions to each record's margin, with base value and margin."""
         return self.model.explain([vars(record) for record in records])
 
 

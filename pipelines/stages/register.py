@@ -5,7 +5,9 @@ the data hash from the ``.dvc`` file, the git commit, the schema and the plot da
 defaults to a local sqlite file (offline); ``MLFLOW_TRACKING_URI`` points it elsewhere.
 
 The registered model stands on its own: it takes raw rows (the schema's feature columns) and
-returns the positive-class probability (:mod:`pipelines.serving.mlflow_model`, logged as code
+returns the model's prediction, by task: a binary classifier's positive-class probability, a
+regression's value and interval, a multiclass classifier's label and probability per class
+(:mod:`pipelines.serving.mlflow_model`, logged as code
 with the model directory and the schema as artifacts; nothing is pickled). Its signature comes
 from the schema and its input example is raw test rows, so ``mlflow.pyfunc.load_model`` and
 ``mlflow models serve`` score a raw record as the service does.
@@ -25,6 +27,7 @@ import pipelines
 from pipelines.core.features import read_features
 from pipelines.core.io import path_arguments, run_stage, write_json
 from pipelines.core.lineage import data_hash, git_state, run_url, tracking_uri
+from pipelines.core.metrics import PROBABILITY
 from pipelines.core.model import load_model
 from pipelines.params import (
     EvaluateParams,
@@ -34,7 +37,7 @@ from pipelines.params import (
     load_paths,
     load_section,
 )
-from pipelines.schema import Feature, Schema, load_schema, read_raw
+from pipelines.schema import Feature, Schema, Target, load_schema, read_raw
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,14 +88,29 @@ def column_type(feature: Feature) -> str:
     return "long" if feature.type == "integer" and not feature.nullable else "double"
 
 
+def output_columns(target: Target) -> list[tuple[str, str | None]]:
+    """The MLflow type and name of each column the registered model answers, by task.
+
+    Binary: one unnamed probability; regression: ``prediction``, ``low``, ``high``; multiclass:
+    ``label`` and ``probability_<class>`` per class (the batch scorer's columns).
+    """
+    if target.task == "regression":
+        return [("double", "prediction"), ("double", "low"), ("double", "high")]
+    if target.task == "multiclass":
+        kind = "long" if all(isinstance(c, int) for c in target.labels) else "string"
+        return [(kind, "label")] + [("double", f"{PROBABILITY}{c}") for c in target.labels]
+    return [("double", None)]
+
+
 def raw_signature(schema: Schema) -> ModelSignature:
-    """The registered model's signature: the schema's feature columns in, a probability out."""
+    """The registered model's signature: the schema's feature columns in, the task's out."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec
     from mlflow.types import Schema as Columns
 
     inputs = Columns([ColSpec(column_type(f), name) for name, f in schema.features.items()])
-    return ModelSignature(inputs=inputs, outputs=Columns([ColSpec("double")]))
+    outputs = Columns([ColSpec(kind, name) for kind, name in output_columns(schema.target)])
+    return ModelSignature(inputs=inputs, outputs=outputs)
 
 
 def raw_example(raw: pd.DataFrame, schema: Schema, ids: Sequence[Any]) -> pd.DataFrame:

@@ -141,7 +141,7 @@ def test_the_serving_code_scores_raw_rows_with_the_dask_model(
     scored = score(rows, schema, model, threshold)
     np.testing.assert_allclose(scored["probability"], evaluated["probability"], atol=1e-6)
     x = encode(rows.head(8), schema)[model.meta["features"]].to_numpy(dtype=np.float32)
-    served = Scorer.of(model, small=True).probability(x)
+    served = Scorer.of(model, small=True).output(x)
     np.testing.assert_allclose(served, evaluated["probability"].head(8), atol=1e-5)
 
 

@@ -328,11 +328,11 @@ def test_small_requests_are_scored_by_treelite_as_xgboost_scores_them(
     x = model.encoder.encode(as_records(trained.test_raw, schema))
     whole = scorer.model.inplace_predict(x)  # XGBoost, every row in one call
     for size in (1, 3, scoring.SMALL_BATCH):
-        parts = [scorer.probability(x[i : i + size]) for i in range(0, len(x), size)]
+        parts = [scorer.output(x[i : i + size]) for i in range(0, len(x), size)]
         np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-6, rtol=0)
     # The small path really is treelite's: the same numbers, not XGBoost's again.
-    np.testing.assert_array_equal(scorer.probability(x[:1]), scorer.small(x[:1]))
-    assert len(scorer.probability(x[: scoring.SMALL_BATCH + 1])) == scoring.SMALL_BATCH + 1
+    np.testing.assert_array_equal(scorer.output(x[:1]), scorer.small(x[:1]))
+    assert len(scorer.output(x[: scoring.SMALL_BATCH + 1])) == scoring.SMALL_BATCH + 1
 
 
 # --- request observer --------------------------------------------------------------------------
