@@ -26,7 +26,7 @@ import yaml
 
 from pipelines.core.features import read_features
 from pipelines.core.io import PipelineError
-from pipelines.core.metrics import Predictions, evaluation_metrics, read_predictions
+from pipelines.core.metrics import Predictions, Task, evaluation_metrics, read_predictions
 from pipelines.core.model import load_model, read_target
 from pipelines.params import GateParams, Paths
 from pipelines.review.gate import GateResult, Side
@@ -45,6 +45,11 @@ class Outputs:
     segments: dict[str, Any]
     model: Path
     registry: dict[str, Any] | None
+
+    @property
+    def task(self) -> Task:
+        """The model's task, as its ``meta.json`` says (binary without one)."""
+        return read_target(self.model)[0]
 
     def read(self) -> Predictions:
         """The predictions, read as the model's task says."""

@@ -1,21 +1,20 @@
 """The pull-request comment in markdown: verdict, metrics, curves, params, data, segments.
 
 Everything from the pull request is untrusted text: it reaches the comment only through
-:func:`pipelines.core.formatting.cell`. Curves are Mermaid charts, which GitHub draws inline.
+:func:`pipelines.core.formatting.cell`. What shows the model's errors depends on its task
+(:mod:`pipelines.review.sections`); charts are Mermaid charts, which GitHub draws inline.
 """
 
 from __future__ import annotations
 
 import re
 
-import numpy as np
-import pandas as pd
-
-from pipelines.core.curves import pr_points, roc_points
 from pipelines.core.formatting import cell, number
+from pipelines.core.metrics import Task, label_of
 from pipelines.review.card_changes import changes_section as card_changes
 from pipelines.review.gate import MetricResult
 from pipelines.review.outputs import BATCH_REPEATS, SINGLE_REPEATS, Report
+from pipelines.review.sections import errors_section
 
 MARKER = "<!-- model-report -->"  # the posting client finds (and updates) the comment by it
 
@@ -26,7 +25,18 @@ MAX_CHARS = 60_000  # GitHub refuses comments over 65,536 characters
 MAX_TABLE_ROWS = 25
 
 
-GRID = np.linspace(0.0, 1.0, 21)  # x values of the inline charts
+# The metrics of the segment table, per task: how well each group is ranked and decided
+# (binary), classified (multiclass), or how large its errors are (regression).
+SEGMENT_METRICS: dict[Task, tuple[str, str]] = {
+    "binary": ("roc_auc", "f1"),
+    "multiclass": ("macro_f1", "accuracy"),
+    "regression": ("rmse", "mae"),
+}
+SEGMENT_TITLES: dict[Task, str] = {
+    "binary": "Segments",
+    "multiclass": "Segments",
+    "regression": "Error by segment",
+}
 
 
 ICONS = {
@@ -124,34 +134,6 @@ def metrics_table(report: Report) -> list[str]:
     return lines
 
 
-def chart(title: str, x_label: str, y_label: str, lines: list[list[float]]) -> list[str]:
-    """A Mermaid ``xychart-beta`` line chart over :data:`GRID` (grey: base, orange: PR)."""
-    palette = "#9e9e9e, #e8590c" if len(lines) == 2 else "#e8590c"
-    return [
-        "```mermaid",
-        '%%{init: {"themeVariables": {"xyChart": {"plotColorPalette": "' + palette + '"}}}}%%',
-        "xychart-beta",
-        f'    title "{title}"',
-        f'    x-axis "{x_label}" 0 --> 1',
-        f'    y-axis "{y_label}" 0 --> 1',
-        *[f"    line [{', '.join(f'{v:.3f}' for v in line)}]" for line in lines],
-        "```",
-    ]
-
-
-def curves(report: Report) -> list[str]:
-    """ROC and precision-recall curves of base and PR, drawn inline."""
-    frames = [o.predictions for o in (report.base.outputs, report.pr) if o is not None]
-    legend = "grey: base, orange: PR" if len(frames) == 2 else "orange: PR"
-    lines = [f"#### Curves ({legend})", ""]
-    lines += chart(
-        "ROC", "False positive rate", "True positive rate", [curve(f, "roc") for f in frames]
-    )
-    lines.append("")
-    lines += chart("Precision-recall", "Recall", "Precision", [curve(f, "pr") for f in frames])
-    return lines
-
-
 def params_section(report: Report) -> list[str]:
     """Params that differ from BASE (``dvc params diff``)."""
     lines = ["#### Params changed", ""]
@@ -202,18 +184,19 @@ def data_section(report: Report) -> list[str]:
 def segment_rows(report: Report) -> list[tuple[float, list[str]]]:
     """Rows of the segment table with their largest absolute change, for sorting."""
     base = report.base.outputs.segments if report.base.outputs is not None else {}
+    names = SEGMENT_METRICS[report.pr.task]
     rows = []
     for column, values in report.pr.segments.items():
         for value, pr in values.items():
             old = (base.get(column) or {}).get(value) or {}
             changes = [
                 pr.get(k) - old.get(k)
-                for k in ("roc_auc", "f1")
+                for k in names
                 if isinstance(pr.get(k), float) and isinstance(old.get(k), float)
             ]
             largest = max((abs(c) for c in changes), default=0.0)
             cells = [f"{cell(column)} = {cell(value)}", f"{pr.get('rows', 0):,}"]
-            for k in ("roc_auc", "f1"):
+            for k in names:
                 before, after = old.get(k), pr.get(k)
                 delta = (
                     after - before
@@ -226,13 +209,15 @@ def segment_rows(report: Report) -> list[tuple[float, list[str]]]:
 
 
 def segments_section(report: Report) -> list[str]:
-    """Segment metrics, the largest changes first."""
+    """Segment metrics of the task (:data:`SEGMENT_METRICS`), the largest changes first."""
+    task = report.pr.task
     rows = segment_rows(report)
+    headers = " | ".join(f"{label_of(n)} base | PR | Δ" for n in SEGMENT_METRICS[task])
     lines = [
-        "#### Segments (largest changes first)",
+        f"#### {SEGMENT_TITLES[task]} (largest changes first)",
         "",
-        "| segment | rows | ROC AUC base | PR | Δ | F1 base | PR | Δ |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| segment | rows | {headers} |",
+        "|---|---|" + "---|---|---|" * len(SEGMENT_METRICS[task]),
     ]
     lines += ["| " + " | ".join(cells) + " |" for _, cells in rows[:MAX_TABLE_ROWS]]
     if len(rows) > MAX_TABLE_ROWS:
@@ -292,13 +277,14 @@ def render(report: Report) -> str:
         [f"- {cell(failure, 300)}" for failure in report.gate.failures],
         metrics_table(report),
         [f"> **Note:** {note}" for note in report.gate.notes],
-        curves(report),
+        errors_section(report.base.outputs, report.pr),
         params_section(report),
         data_section(report),
         segments_section(report),
         card_changes(
             None if base.outputs is None else (base.outputs.metrics, base.outputs.segments),
             (report.pr.metrics, report.pr.segments),
+            SEGMENT_METRICS[report.pr.task],
         ),
         model_section(report),
         [f"<sub>Base outputs of `{cell(base.ref)}` ({base.commit[:12]}): {source}.</sub>"],
@@ -322,25 +308,3 @@ def fit(body: str) -> str:
     text = body + ending
     assert len(text) <= MAX_CHARS, "the comment must fit in one GitHub comment"  # noqa: S101
     return text
-
-
-def curve(predictions: pd.DataFrame, kind: str) -> list[float]:
-    """A ROC or precision-recall curve on :data:`GRID`, for a chart with evenly spaced x.
-
-    ROC: the best true positive rate at each false positive rate or less. Precision-recall: the
-    best precision at each recall or more (interpolated precision).
-    """
-    y = predictions["label"].to_numpy()
-    p = predictions["probability"].to_numpy(dtype=np.float64)
-    if kind == "roc":
-        points = roc_points(y, p)
-        x = np.array([pt["fpr"] for pt in points])
-        values = np.array([pt["tpr"] for pt in points])
-        reached = x[None, :] <= GRID[:, None]
-    else:
-        points = pr_points(y, p)
-        x = np.array([pt["recall"] for pt in points])
-        values = np.array([pt["precision"] for pt in points])
-        reached = x[None, :] >= GRID[:, None]
-    best = np.where(reached, values[None, :], 0.0).max(axis=1)
-    return [round(float(v), 3) for v in best]
