@@ -9,6 +9,14 @@ import numpy as np
 import pandas as pd
 
 from pipelines.core import features
+from pipelines.core.metrics import (
+    BinaryPredictions,
+    MulticlassPredictions,
+    Predictions,
+    RegressionPredictions,
+    Task,
+)
+from pipelines.core.model import predict
 from pipelines.params import FeaturizeParams, TrainParams, load_section
 from pipelines.schema import Schema
 from pipelines.stages import train
@@ -40,16 +48,27 @@ def small_train_params(model: str, cv_folds: int = 0, seed: int = 0) -> TrainPar
 class Trained:
     """A model trained with the committed params, and the raw and encoded test rows."""
 
-    model: Any  # a fitted XGBoost or scikit-learn classifier
+    model: Any  # a fitted XGBoost or scikit-learn model
     params: TrainParams
     train_raw: pd.DataFrame
     test_raw: pd.DataFrame
     x_test: pd.DataFrame
     y_test: np.ndarray
+    task: Task = "binary"
 
     def predict(self, rows: pd.DataFrame, schema: Schema) -> np.ndarray:
-        """Positive-class probability for raw rows."""
-        return self.model.predict_proba(features.encode(rows, schema))[:, 1]
+        """The model's output for raw rows (:func:`pipelines.core.model.predict`)."""
+        return predict(self.model, features.encode(rows, schema), self.task)
+
+    def test_predictions(self, schema: Schema) -> Predictions:
+        """The test rows' predictions, as the evaluate stage makes them (no interval)."""
+        output = predict(self.model, self.x_test, self.task)
+        ids = self.test_raw[schema.id].to_numpy()
+        if self.task == "multiclass":
+            return MulticlassPredictions.of(ids, self.y_test, output, schema.target.labels)
+        if self.task == "regression":
+            return RegressionPredictions(ids, self.y_test, output, output, output)
+        return BinaryPredictions.at_threshold(ids, self.y_test, output, 0.5)
 
 
 def fit_on(raw: pd.DataFrame, schema: Schema, params: TrainParams) -> Trained:
@@ -57,7 +76,8 @@ def fit_on(raw: pd.DataFrame, schema: Schema, params: TrainParams) -> Trained:
     split = load_section("featurize", FeaturizeParams, PARAMS)
     train_raw, test_raw = features.split(raw, schema, split.test_size, split.seed)
     x_train = features.encode(train_raw, schema)
-    model = train.fit(x_train, features.labels(train_raw, schema), params)
+    task = schema.target.task
+    model = train.fit(x_train, features.labels(train_raw, schema), params, task)
     return Trained(
         model=model,
         params=params,
@@ -65,4 +85,5 @@ def fit_on(raw: pd.DataFrame, schema: Schema, params: TrainParams) -> Trained:
         test_raw=test_raw,
         x_test=features.encode(test_raw, schema),
         y_test=features.labels(test_raw, schema),
+        task=task,
     )
