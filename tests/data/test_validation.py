@@ -140,29 +140,29 @@ Corruption = Callable[[Corrupted], None]
 
 
 def other_class(schema: Schema) -> object:
-    """A target value that is neither class, of the classes' own type."""
-    values = schema.target.values  # noqa: PD011 (the target's classes, not a frame)
+    """A target value that is none of the classes, of the classes' own type."""
+    values = schema.target.labels
     if all(isinstance(v, int) for v in values):
         return max(int(v) for v in values) + 1
     return unknown_category(Feature(type="category", categories=tuple(map(str, values))))
 
 
 def unknown_values(c: Corrupted) -> None:
-    """An unknown class in the target and an unknown category in every category feature."""
+    """A target value out of the task's (an unknown class, an infinite number), and an unknown
+    category in every category feature."""
     target = c.schema.target
-    value = other_class(c.schema)
     rows = c.rows()
-    c.put(target.column, rows, value)
-    c.broken.append(
-        Broken(
-            target.column,
-            IN_SET,
-            len(rows),
-            f"values in {list(target.values)}",
-            [value],
-            c.ids(rows),
+    if target.task == "regression":
+        value: object = float("inf")
+        broken = Broken(
+            target.column, BETWEEN, len(rows), "finite numbers (no infinity)", [value], c.ids(rows)
         )
-    )
+    else:
+        value = other_class(c.schema)
+        rule = f"values in {list(target.labels)}"
+        broken = Broken(target.column, IN_SET, len(rows), rule, [value], c.ids(rows))
+    c.put(target.column, rows, value)
+    c.broken.append(broken)
     for name, feature in c.features("category"):
         rows, value = c.rows(), unknown_category(feature)
         c.put(name, rows, value)

@@ -154,8 +154,8 @@ def breaking(feature: Feature) -> object:
 
 
 def negative_class(schema: Schema) -> str | int:
-    """The target value that is not the positive class."""
-    (negative,) = [value for value in schema.target.values if value != schema.target.positive]
+    """A binary target's value that is not the positive class."""
+    (negative,) = [value for value in schema.target.labels if value != schema.target.positive]
     return negative
 
 
