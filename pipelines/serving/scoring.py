@@ -139,7 +139,7 @@ class RowEncoder:
 
 
 SMALL_BATCH = 8  # rows up to which treelite's evaluator beats XGBoost's per-call overhead
-PROBE_TOLERANCE = 1e-6  # float32 sums in another order differ by ~1e-8
+PROBE_TOLERANCE = 1e-6  # float32 sums in another order differ by ~1e-8 (relative, beyond 1)
 
 
 @dataclass(frozen=True)
@@ -294,7 +294,8 @@ def _treelite_evaluator(booster: Any) -> Callable[[np.ndarray], np.ndarray] | No
         return np.asarray(predicted, dtype=np.float64).reshape(len(x), *shape)
 
     one_by_one = np.concatenate([output(row[None]) for row in probe])
-    worst = float(np.max(np.abs(one_by_one - expected)))
+    # relative beyond 1: a regression's float32 sums of values near 10 differ by ~1e-6
+    worst = float(np.max(np.abs(one_by_one - expected) / np.maximum(1.0, np.abs(expected))))
     if not worst <= PROBE_TOLERANCE:
         LOG.warning("treelite differs from XGBoost by %.2g: XGBoost scores every request", worst)
         return None
@@ -436,13 +437,13 @@ def load_served(directory: Path, info: Mapping[str, Any], tag: str) -> ServedMod
     """
     loaded = load_model(directory)
     schema = load_schema(Path(directory) / SCHEMA_FILE)
-    encoder = RowEncoder.from_schema(schema, loaded.meta["features"])
     target = schema.target
     if loaded.task != target.task:
         raise PipelineError(
             f"the model in {directory} is {loaded.task} but its schema says {target.task}: "
             "retrain the model (`make repro`) and import it again"
         )
+    encoder = RowEncoder.from_schema(schema, loaded.meta["features"])
     identity = {
         "name": info["name"],
         "version": info.get("mlflow_version"),
