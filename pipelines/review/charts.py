@@ -85,16 +85,18 @@ def category_chart(
 ) -> list[str]:
     """A line chart over named bins, its y-axis spanning the values (``reference``: a first line).
 
-    Values are written with 4 significant digits; the y-axis is padded by 5% of the span.
+    Values are written with 4 significant digits; the y-axis is padded by 5% of the span, and
+    starts at 0 when no value is negative.
     """
     values = np.array([v for line in lines for v in line], dtype=np.float64)
     low, high = float(values.min()), float(values.max())
     pad = 0.05 * (high - low) or 0.05 * abs(high) or 1.0
+    bottom = 0.0 if 0 <= low < pad else low - pad
     names = ", ".join(f'"{c}"' for c in categories)
     return mermaid(
         title,
         f'"{x_label}" [{names}]',
-        f'"{y_label}" {plain(low - pad)} --> {plain(high + pad)}',
+        f'"{y_label}" {plain(bottom)} --> {plain(high + pad)}',
         [[plain(v) for v in line] for line in lines],
         palette(len(lines), reference),
     )

@@ -124,13 +124,17 @@ def same_holdout(
         return (None, pr.side()), None
     if pair(base.outputs.side().predictions, pr.side().predictions)[0] is not None:
         return (base.outputs.side(), pr.side()), None
-    progress("the test rows differ: scoring BASE's model on the PR's test rows")
     schema_text = git(root, "show", f"{base.commit}:{paths.schema_.as_posix()}")
     train = into / paths.train
-    if schema_text is None or not train.exists():
+    if pr.task != "binary" or base.outputs.task != "binary":
+        # the new holdout is scored through the binary scorer (pipelines.review.holdout)
+        task = base.outputs.task if pr.task == "binary" else pr.task
+        holdout, why = None, f"it is rescored on new rows for a binary task only, not {task}"
+    elif schema_text is None or not train.exists():
         missing = paths.schema_ if schema_text is None else paths.train
         holdout, why = None, f"BASE's {missing} could not be read"
     else:
+        progress("the test rows differ: scoring BASE's model on the PR's test rows")
         holdout, why = rescore(
             read_raw(root / paths.raw),
             pr.predictions,

@@ -85,9 +85,9 @@ def confusion_section(base: MulticlassPredictions | None, pr: MulticlassPredicti
     names = [cell(c, 30) for c in pr.classes]
     matrix = confusion(pr)
     before = confusion(base) if base is not None and base.classes == pr.classes else None
-    how = "PR's rows, (change from BASE)" if before is not None else "PR's rows"
+    how = "the PR's count and its change from BASE" if before is not None else "the PR's count"
     lines = [
-        f"#### Confusion matrix ({how}; rows: actual class, columns: predicted)",
+        f"#### Confusion matrix (rows: actual class, columns: predicted; {how})",
         "",
         "| actual ↓ predicted → | " + " | ".join(names) + " |",
         "|---" * (len(names) + 1) + "|",
@@ -165,7 +165,8 @@ def regression_section(base: RegressionPredictions | None, pr: RegressionPredict
     sides = [p for p in (base, pr) if p is not None]
     edges = actual_bins(pr.label)
     bins = len(edges) + 1
-    which = [np.searchsorted(edges, p.label, side="right") for p in sides]
+    # right-closed bins, as pandas' qcut: a value on an edge belongs to the lower bin
+    which = [np.searchsorted(edges, p.label, side="left") for p in sides]
     actual = bin_means(which[-1], pr.label, bins)
     predicted = [bin_means(w, p.predicted, bins) for w, p in zip(which, sides, strict=True)]
     # a bin is drawn where every side has rows (BASE's test rows may be others)

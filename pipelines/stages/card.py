@@ -33,6 +33,7 @@ from pipelines.core.metrics import (
     METRICS,
     Predictions,
     Task,
+    headline,
     interval,
     label_of,
     point_metrics,
@@ -48,7 +49,12 @@ from pipelines.params import (
 from pipelines.schema import Schema, load_schema, read_raw
 
 MISSING = "<missing>"  # a missing segment value, named as the evaluate stage names it
-TASK = {"type": "tabular-classification", "name": "Binary classification"}
+TASKS: dict[Task, dict[str, str]] = {  # Hugging Face's task of each of ours
+    "binary": {"type": "tabular-classification", "name": "Binary classification"},
+    "multiclass": {"type": "tabular-classification", "name": "Multiclass classification"},
+    "regression": {"type": "tabular-regression", "name": "Regression"},
+}
+QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)  # of a regression's target, in the card
 LIBRARIES = {"xgboost": "xgboost", "logistic_regression": "sklearn"}  # Hugging Face's names
 
 Interval = dict[str, float | None]  # {"value", "low", "high"}
@@ -179,6 +185,47 @@ def largest_gaps(segments: dict[str, dict[str, dict[str, Any]]], names: list[str
     return sorted(gaps, key=lambda g: -g.gap)
 
 
+def segment_metric_names(task: Task, configured: tuple[str, ...]) -> tuple[list[str], str | None]:
+    """The metrics of the segment tables: ``card.segment_metrics`` when they are the task's.
+
+    Otherwise (the binary default in a regression model's params, say) the task's headline
+    metrics, and a sentence that says so.
+
+    Raises:
+        PipelineError: A configured name is no metric of any task (a typo).
+    """
+    unknown = sorted(set(configured) - set(BETTER))
+    if unknown:
+        raise PipelineError(
+            f"card.segment_metrics names unknown metrics {unknown}: use {list(METRICS[task])}"
+        )
+    if set(configured) <= set(METRICS[task]):
+        return list(configured), None
+    names = list(headline(task))
+    others = ", ".join(n for n in configured if n not in METRICS[task])
+    return names, (
+        f"card.segment_metrics names {others}, not metrics of a {task} model: the tables show "
+        f"its headline metrics ({', '.join(label_of(n) for n in names)})."
+    )
+
+
+def class_counts(target: pd.Series, classes: tuple[Any, ...]) -> dict[str, int]:
+    """Rows of each class of a multiclass target, in the model's class order."""
+    text = target.astype("string")
+    return {str(c): int((text == str(c)).sum()) for c in classes}
+
+
+def target_quantiles(target: pd.Series) -> dict[str, float]:
+    """A regression target's :data:`QUANTILES` and mean (missing values left out)."""
+    values = pd.to_numeric(target, errors="coerce").dropna().to_numpy(dtype=np.float64)
+    points = np.quantile(values, QUANTILES)
+    names = {0.0: "min", 0.5: "median", 1.0: "max"}
+    named = {
+        names.get(q, f"{q:.0%}"): round(float(v), 6) for q, v in zip(QUANTILES, points, strict=True)
+    }
+    return named | {"mean": round(float(values.mean()), 6)}
+
+
 def class_balance(target: pd.Series, positive: str | int) -> dict[str, Any]:
     """Rows per class of the target column, and the share of the positive class."""
     counts = target.astype("string").value_counts(dropna=False)
@@ -199,27 +246,33 @@ def expected_calibration_error(points: list[dict[str, Any]]) -> float | None:
 
 
 def card_metadata(
-    name: str, metrics: dict[str, Any], dataset: str, data_md5: str, library: str
+    name: str,
+    metrics: dict[str, Any],
+    dataset: str,
+    data_md5: str,
+    library: str,
+    *,
+    task: Task = "binary",
 ) -> dict[str, Any]:
     """The front matter: Hugging Face model card metadata with a ``model-index``.
 
-    The results are the test metrics of ``metrics`` (``eval/metrics.json``) that the card
-    knows, with their values exactly as written there.
+    The results are the test metrics of ``metrics`` (``eval/metrics.json``) of the model's
+    task, with their values exactly as written there.
     """
     results = [
         {"type": key, "value": metrics[key], "name": label_of(key)}
-        for key in BETTER
+        for key in METRICS[task]
         if isinstance(metrics.get(key), int | float)
     ]
     return {
         "library_name": library,
-        "tags": [TASK["type"]],
+        "tags": [TASKS[task]["type"]],
         "model-index": [
             {
                 "name": name,
                 "results": [
                     {
-                        "task": dict(TASK),
+                        "task": dict(TASKS[task]),
                         "dataset": {
                             "type": dataset,
                             "name": dataset,
@@ -267,6 +320,78 @@ def generated_limitations(
     return facts
 
 
+def target_line(data: dict[str, Any]) -> str:
+    """The training data's target: class balance (classification) or distribution (regression)."""
+    if "quantiles" in data:
+        shown = ", ".join(f"{k} {v:,.4g}" for k, v in data["quantiles"].items())
+        return f"- Target distribution: {shown}"
+    if "classes" in data:
+        total = sum(data["classes"].values()) or 1
+        return "- Class balance: " + ", ".join(
+            f"`{k}` {v:,} ({v / total:.1%})" for k, v in data["classes"].items()
+        )
+    balance = data["balance"]
+    return (
+        "- Class balance: "
+        + ", ".join(f"`{k}` {v:,}" for k, v in balance["classes"].items())
+        + f" (positive `{balance['positive']}`: {balance['positive_share']:.1%})"
+    )
+
+
+def calibration_lines(calibration: dict[str, Any]) -> list[str]:
+    """The calibration section, as the task has it (the points: ``eval/plots/calibration.json``).
+
+    Binary: the reliability diagram and its expected calibration error. Multiclass: accuracy
+    against the top probability. Regression: the prediction interval's coverage on the test
+    rows, and mean actual against mean prediction per prediction decile.
+    """
+    task, points = calibration["task"], calibration["points"]
+    if task == "binary":
+        lines = [
+            "",
+            "## Calibration",
+            "",
+            f"Expected calibration error: {number(calibration['ece'], 4)} "
+            "(row-weighted mean |predicted - observed| over the probability bins).",
+            "",
+            "| mean predicted | observed rate | rows |",
+        ]
+    elif task == "multiclass":
+        lines = [
+            "",
+            "## Calibration",
+            "",
+            "Accuracy against the model's top probability, per bin of that probability: where "
+            "the model is calibrated, the two are equal.",
+            "",
+            "| mean top probability | accuracy | rows |",
+        ]
+    else:
+        interval = calibration.get("interval") or {}
+        promised = interval.get("coverage")
+        width = interval.get("half_width")
+        built = (
+            f" (prediction ± {number(width, 4)}, built to cover {promised:.0%}: `serve.coverage`)"
+            if promised is not None and width is not None
+            else ""
+        )
+        lines = [
+            "",
+            "## Prediction interval and calibration",
+            "",
+            f"Interval coverage on the test rows: {number(calibration.get('coverage'), 4)}{built}.",
+            "",
+            "Mean actual value against mean prediction, per decile of the prediction:",
+            "",
+            "| mean prediction | mean actual | rows |",
+        ]
+    lines.append("|---|---|---|")
+    return lines + [
+        f"| {number(p['predicted'], 4)} | {number(p['observed'], 4)} | {p['rows']:,} |"
+        for p in points
+    ]
+
+
 def render_card(facts: dict[str, Any], text: str) -> str:
     """The card: front matter, then the human text, then the generated sections.
 
@@ -294,9 +419,7 @@ def render_card(facts: dict[str, Any], text: str) -> str:
         f"- Data hash (DVC md5): `{data['md5']}`",
         f"- Snapshot: {data['snapshot']}",
         f"- Rows: {data['rows']:,} ({data['train_rows']:,} train, {data['test_rows']:,} test)",
-        "- Class balance: "
-        + ", ".join(f"`{k}` {v:,}" for k, v in data["balance"]["classes"].items())
-        + f" (positive `{data['balance']['positive']}`: {data['balance']['positive_share']:.1%})",
+        target_line(data),
         "",
         f"## Test metrics ({confidence:.0%} bootstrap intervals, "
         f"{facts['resamples']:,} resamples of the {data['test_rows']:,} test rows)",
@@ -305,29 +428,21 @@ def render_card(facts: dict[str, Any], text: str) -> str:
         "|---|---|",
     ]
     lines += [f"| {label_of(n)} | {_with_interval(e)} |" for n, e in facts["metrics"].items()]
-    calibration = facts["calibration"]
-    lines += [
-        "",
-        "## Calibration",
-        "",
-        f"Expected calibration error: {number(calibration['ece'], 4)} "
-        "(row-weighted mean |predicted - observed| over the probability bins).",
-        "",
-        "| mean predicted | observed rate | rows |",
-        "|---|---|---|",
-    ]
-    lines += [
-        f"| {number(p['predicted'], 4)} | {number(p['observed'], 4)} | {p['rows']:,} |"
-        for p in calibration["points"]
-    ]
+    lines += calibration_lines(facts["calibration"])
     lines += ["", "## Metrics per segment", ""]
+    if facts.get("segment_note"):
+        lines += [facts["segment_note"], ""]
     names = facts["segment_metrics"]
+    positives = facts["calibration"]["task"] == "binary"  # a count only a binary target has
     for column, groups in facts["segments"].items():
         lines += [
             f"### `{column}`",
             "",
-            "| group | rows | positives | " + " | ".join(label_of(n) for n in names) + " |",
-            "|---|---|---|" + "---|" * len(names),
+            "| group | rows | "
+            + ("positives | " if positives else "")
+            + " | ".join(label_of(n) for n in names)
+            + " |",
+            "|---|---|" + "---|" * (len(names) + positives),
         ]
         for group, entry in groups.items():
             cells = (
@@ -335,11 +450,8 @@ def render_card(facts: dict[str, Any], text: str) -> str:
                 if entry["suppressed"]
                 else [_with_interval(entry["metrics"][n]) for n in names]
             )
-            lines.append(
-                f"| {group} | {entry['rows']:,} | {entry['positives']:,} | "
-                + " | ".join(cells)
-                + " |"
-            )
+            counts = [f"{entry['rows']:,}"] + ([f"{entry['positives']:,}"] if positives else [])
+            lines.append(f"| {group} | " + " | ".join([*counts, *cells]) + " |")
         lines.append("")
     gaps = facts["gaps"]
     if gaps:
@@ -386,6 +498,15 @@ def render_card(facts: dict[str, Any], text: str) -> str:
     return "\n".join(lines)
 
 
+def target_facts(target: pd.Series, schema: Schema) -> dict[str, Any]:
+    """What the card says of the target column: per task, its balance or its distribution."""
+    if schema.target.task == "regression":
+        return {"quantiles": target_quantiles(target)}
+    if schema.target.task == "multiclass":
+        return {"classes": class_counts(target, schema.target.labels)}
+    return {"balance": class_balance(target, schema.target.positive)}  # type: ignore[arg-type]
+
+
 def card_facts(
     *,
     name: str,
@@ -404,8 +525,12 @@ def card_facts(
     dataset: str,
     library: str,
     text_path: str,
+    interval: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything the card says, as one JSON-ready dict (see :func:`render_card`)."""
+    """Everything the card says, as one JSON-ready dict (see :func:`render_card`).
+
+    ``interval``: a regression model's prediction interval, as its ``meta.json`` says.
+    """
     target = schema.target
     names = [n for n in METRICS[target.task] if isinstance(metrics.get(n), int | float)]
     test = read_predictions(predictions, target.task, target.labels)
@@ -413,7 +538,8 @@ def card_facts(
         test, names, resamples=card.resamples, seed=card.seed, confidence=card.confidence
     )
     groups = raw.set_index(schema.id)[segment_columns]
-    segment_names = [n for n in card.segment_metrics if n in names]
+    configured, segment_note = segment_metric_names(target.task, card.segment_metrics)
+    segment_names = [n for n in configured if n in names]
     segments = segment_intervals(
         predictions, groups, segment_names, card, task=target.task, classes=target.labels
     )
@@ -421,7 +547,7 @@ def card_facts(
     return {
         "name": name,
         "text_path": text_path,
-        "metadata": card_metadata(name, metrics, dataset, data_md5, library),
+        "metadata": card_metadata(name, metrics, dataset, data_md5, library, task=target.task),
         "confidence": card.confidence,
         "resamples": card.resamples,
         "min_segment_rows": card.min_segment_rows,
@@ -431,11 +557,18 @@ def card_facts(
             "rows": len(raw),
             "test_rows": len(predictions),
             "train_rows": len(raw) - len(predictions),
-            "balance": class_balance(raw[target.column], target.positive),
+            **target_facts(raw[target.column], schema),
         },
         "metrics": overall,
-        "calibration": {"ece": expected_calibration_error(calibration), "points": calibration},
+        "calibration": {
+            "task": target.task,
+            "ece": expected_calibration_error(calibration) if target.task == "binary" else None,
+            "points": calibration,
+            "coverage": metrics.get("coverage"),
+            "interval": interval,
+        },
         "segment_metrics": segment_names,
+        "segment_note": segment_note,
         "segments": segments,
         "gaps": [vars(g) for g in gaps],
         "limitations": generated_limitations(segments, gaps, overall, card),
@@ -497,18 +630,14 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = load_section("evaluate", EvaluateParams)
     register = load_section("register", RegisterParams)
     schema = load_schema(args.schema)
-    known = METRICS[schema.target.task]
-    unknown = sorted(set(card.segment_metrics) - set(known))
-    if unknown:
-        raise PipelineError(
-            f"card.segment_metrics names unknown metrics {unknown}: use {list(known)}"
-        )
+    segment_metric_names(schema.target.task, card.segment_metrics)  # a typo fails first
     text = read_text(args.text)
     document = yaml.safe_load(DEFAULT_PARAMS.read_text())
     params = {k: document[k] for k in ("featurize", "train", "evaluate", "card") if k in document}
 
     segment_columns = list(evaluate.segments)
-    kind = str(json.loads((args.model / "meta.json").read_text())["kind"])
+    meta = json.loads((args.model / "meta.json").read_text())
+    kind = str(meta["kind"])
     raw = read_raw(args.raw)[[schema.id, schema.target.column, *segment_columns]]
     facts = card_facts(
         name=register.model_name,
@@ -527,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset=args.raw.stem,
         library=LIBRARIES.get(kind, kind),
         text_path=str(args.text),
+        interval=meta.get("interval"),
     )
     rendered = render_card(facts, text)
     write_atomically(args.out, lambda p: p.write_text(rendered))

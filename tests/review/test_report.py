@@ -16,6 +16,7 @@ from pipelines.core.metrics import classification_metrics
 from pipelines.core.model import save_model
 from pipelines.params import GateParams, RegisterParams, load_section
 from pipelines.review import gate, report
+from pipelines.review.charts import GRID, curve
 from pipelines.review.outputs import (
     Base,
     CompareError,
@@ -26,7 +27,6 @@ from pipelines.review.outputs import (
     model_bytes,
     stage_of,
 )
-from pipelines.review.charts import GRID, curve
 from pipelines.review.render import MARKER, MAX_CHARS, fit, render
 from pipelines.stages import train
 from pipelines.stages.evaluate import segment_metrics

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -10,12 +11,13 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from pipelines.core.metrics import METRICS
+from pipelines.core.metrics import METRICS, headline, label_of
 from pipelines.core.metrics import BinaryPredictions as Predictions
 from pipelines.params import CardParams, load_paths
 from pipelines.review.card_changes import changes_section
 from pipelines.schema import load_schema
 from pipelines.stages import card
+from tests.support.tasks import Project, pipeline
 from tools.scratch import ScratchRepo
 
 CARD = CardParams(
@@ -178,3 +180,107 @@ def test_the_pr_comment_has_the_card_section(tmp_path) -> None:  # type: ignore[
     assert "| ROC AUC gap across Plan Type |" in worse
     first = render(make_report(None, outputs(1.5, tmp_path)))
     assert "New card: BASE has no model." in first
+
+
+# --- each task, on a real table -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["regression", "multiclass"])
+def task_card(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Project, str]:
+    """The task's table through the stages, then the card stage itself; the project and card."""
+    task = request.param
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        made = pipeline(tmp_path_factory.mktemp(f"card-{task}"), task, monkeypatch)
+        made.path("data.dvc").write_text(yaml.safe_dump({"outs": [{"md5": "abc.dir"}]}))
+        made.path("registry.json").write_text(json.dumps({"run_id": "r", "model_uri": "m"}))
+        made.path("text.md").write_text("## Intended use\n\nTests.\n")
+        arguments = {
+            "raw": "raw.csv",
+            "schema": "schema.yaml",
+            "data-dvc": "data.dvc",
+            "predictions": "predictions.csv",
+            "metrics": "metrics.json",
+            "plots": "plots",
+            "registry": "registry.json",
+            "model": "model",
+            "lock": "dvc.lock",
+            "text": "text.md",
+            "out": "card.md",
+        }
+        assert made.run(card, **arguments) == 0
+    return made, made.path("card.md").read_text()
+
+
+def card_section(text: str, title: str) -> str:
+    start = text.index(f"\n## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else len(text)]
+
+
+def test_each_tasks_card_describes_its_target(task_card: tuple[Project, str]) -> None:
+    made, text = task_card
+    target = made.schema.target
+    raw = pd.read_csv(made.path("raw.csv"))[target.column]
+    data = card_section(text, "Training data")
+    if target.task == "multiclass":
+        counts = raw.astype(str).value_counts()
+        for name in target.labels:
+            assert f"`{name}` {counts[str(name)]:,} ({counts[str(name)] / len(raw):.1%})" in data
+        assert "positive" not in data
+    else:
+        quantiles = np.quantile(raw, [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0])
+        shown = re.search(r"Target distribution: (.*)", data).group(1)  # type: ignore[union-attr]
+        values = dict(item.rsplit(" ", 1) for item in shown.split(", "))
+        assert list(values) == ["min", "10%", "25%", "median", "75%", "90%", "max", "mean"]
+        for written, expected in zip(values.values(), [*quantiles, raw.mean()], strict=True):
+            assert float(written) == pytest.approx(expected, rel=1e-3)
+
+
+def test_each_tasks_card_has_its_metrics_and_its_calibration(
+    task_card: tuple[Project, str],
+) -> None:
+    made, text = task_card
+    task = made.schema.target.task
+    metrics = made.json("metrics.json")
+    front = yaml.safe_load(text.split("---")[1])
+    (result,) = front["model-index"][0]["results"]
+    assert result["task"] == card.TASKS[task]
+    assert {m["type"]: m["value"] for m in result["metrics"]} == {
+        k: v for k, v in metrics.items() if k in METRICS[task] and v is not None
+    }
+    assert "Expected calibration error" not in text  # binary only
+    if task == "regression":
+        section = card_section(text, "Prediction interval and calibration")
+        coverage = re.search(r"Interval coverage on the test rows: ([0-9.]+)", section)
+        assert float(coverage.group(1)) == pytest.approx(metrics["coverage"], abs=5e-5)  # type: ignore[union-attr]
+        assert "built to cover 90%" in section
+    else:
+        section = card_section(text, "Calibration")
+        assert "| mean top probability | accuracy | rows |" in section
+    rows = [line for line in section.splitlines() if re.match(r"\| [0-9]", line)]
+    assert sum(int(r.split("|")[3].strip().replace(",", "")) for r in rows) == metrics["rows"]
+
+
+def test_each_tasks_segments_show_its_headline_metrics_and_say_why(
+    task_card: tuple[Project, str],
+) -> None:
+    made, text = task_card
+    task = made.schema.target.task
+    section = card_section(text, "Metrics per segment")
+    assert "card.segment_metrics names roc_auc, f1, not metrics of a" in section
+    header = next(line for line in section.splitlines() if line.startswith("| group |"))
+    assert header == "| group | rows | " + " | ".join(label_of(n) for n in headline(task)) + " |"
+    assert "positives" not in section
+
+
+def test_segment_metrics_of_the_task_are_kept_and_a_typo_fails() -> None:
+    assert card.segment_metric_names("binary", ("roc_auc", "f1")) == (["roc_auc", "f1"], None)
+    assert card.segment_metric_names("regression", ("mae",)) == (["mae"], None)
+    names, note = card.segment_metric_names("multiclass", ("roc_auc", "macro_f1"))
+    assert names == list(headline("multiclass"))
+    assert note is not None
+    assert "roc_auc, not metrics of a multiclass model" in note
+    with pytest.raises(card.PipelineError, match="unknown metrics"):
+        card.segment_metric_names("regression", ("rsme",))
