@@ -6,8 +6,11 @@ features, a binned KS distance. A feature (or the score) drifts when its PSI exc
 ``psi_threshold(N, M, degrees_of_freedom(p), alpha, monitor.psi_floor)`` with ``alpha``
 ``per_test_rate(monitor.false_alarm_rate, features)``, the rule the Prometheus alerts evaluate,
 so ``make monitor`` and the alerts agree on the same rows.
-Quality is estimated from the scores (:mod:`pipelines.monitoring.quality`) and, given late
-labels, measured. Rows without a served score are scored with the current model, after the
+The score is the model's monitored score of its task (:func:`pipelines.core.model.monitored_score`:
+a probability, the top probability, a prediction), the number the profile stage binned.
+Quality is estimated from the outputs where they say something (:mod:`pipelines.monitoring.quality`:
+a binary or multiclass model's calibrated probabilities, not a regression's prediction) and, given
+late labels, measured. Rows without a served output are scored with the current model, after the
 batch scorer's schema checks (:mod:`pipelines.serving.batch`).
 """
 
@@ -32,13 +35,16 @@ from pipelines.core.drift import (
     psi,
     psi_threshold,
 )
-from pipelines.core.model import load_model
+from pipelines.core.metrics import PROBABILITY as PROBABILITY_OF
+from pipelines.core.metrics import Task
+from pipelines.core.model import load_model, monitored_score
 from pipelines.core.profile import Distribution, Profile
 from pipelines.monitoring import quality
 from pipelines.monitoring.served import (
     MonitorError,
     Served,
     join_labels,
+    output_columns,
     read_labels,
     read_served,
     unused_labels,
@@ -126,13 +132,19 @@ def measure(
 
 @dataclass(frozen=True)
 class Realised:
-    """Metrics of the served rows that have late labels."""
+    """Metrics of the served rows that have late labels.
+
+    ``filled``: a regression's labelled rows whose interval was not served and is taken as the
+    prediction -/+ the model's ``half_width``, as the service answers it.
+    """
 
     matched: int
     unmatched: int
     unused: int
     metrics: dict[str, float]
     bounds: dict[str, dict[str, Any]]
+    filled: int = 0
+    half_width: float | None = None
 
 
 @dataclass(frozen=True)
@@ -146,10 +158,12 @@ class Monitor:
     score: Drift
     params: MonitorParams
     threshold: float
-    estimated: dict[str, float]
+    estimated: dict[str, float] | None  # None: the task's outputs estimate nothing
     test_metrics: dict[str, Any]
     test_estimated: dict[str, float] | None
     realised: Realised | None
+    task: Task = "binary"
+    classes: tuple[Any, ...] = ()
 
     @property
     def drifting(self) -> list[Drift]:
@@ -166,10 +180,11 @@ class Monitor:
 
 
 def score_unscored(served: Served, schema: Schema, model_dir: Path) -> int:
-    """Score the rows that carry no served score with the current model, in place.
+    """Give the rows that carry no served output the current model's, in place.
 
     Raises:
-        MonitorError: Those rows break the schema (one line per broken rule).
+        MonitorError: Those rows break the schema (one line per broken rule), or there is no
+            model to score them with.
     """
     unscored = served.unscored
     if not unscored.any():
@@ -183,12 +198,43 @@ def score_unscored(served: Served, schema: Schema, model_dir: Path) -> int:
         raise MonitorError(scorer.describe(problems, len(frame), source))
 
     if not Path(model_dir).exists():
-        raise MonitorError(
-            f"no model at {model_dir} to score rows without a 'probability' column: "
-            "run `make run` (or `dvc pull`)"
+        columns = output_columns(schema.target)
+        named = (
+            f"'{PROBABILITY_OF}<class>' columns" if len(columns) > 1 else f"a {columns[0]!r} column"
         )
-    served.probability[unscored] = scorer.probabilities(frame, schema, load_model(model_dir))
+        raise MonitorError(
+            f"no model at {model_dir} to score rows without {named}: run `make run` (or `dvc pull`)"
+        )
+    served.output[unscored] = scorer.outputs(frame, schema, load_model(model_dir))
     return int(unscored.sum())
+
+
+def intervals(served: Served, rows: np.ndarray, model_dir: Path) -> tuple[np.ndarray, int, float]:
+    """A regression's intervals of some served rows; unserved ones the prediction -/+ half-width.
+
+    Returns:
+        Rows x (low, high), how many were not served, and the model's half-width (NaN when
+        every interval was served).
+
+    Raises:
+        MonitorError: Intervals to fill and no model to take the half-width from.
+    """
+    given = (
+        served.interval[rows] if served.interval is not None else np.full((len(rows), 2), np.nan)
+    )
+    missing = np.isnan(given).any(axis=1)
+    if not missing.any():
+        return given, 0, math.nan
+    if not Path(model_dir).exists():
+        raise MonitorError(
+            f"no model at {model_dir} for the interval of rows served without one: run "
+            "`make run` (or `dvc pull`), or give the rows' 'low' and 'high' columns"
+        )
+    width = load_model(model_dir).half_width()
+    prediction = served.output[rows][missing]
+    filled = given.copy()
+    filled[missing] = np.column_stack([prediction - width, prediction + width])
+    return filled, int(missing.sum()), width
 
 
 def read_profile(path: Path, schema: Schema) -> Profile:
@@ -212,13 +258,69 @@ def read_profile(path: Path, schema: Schema) -> Profile:
     return profile
 
 
-def _test_side(paths: Paths, threshold: float) -> tuple[dict[str, Any], dict[str, float] | None]:
-    """The test metrics file and the estimate on the test rows' scores, where they exist."""
+def _test_side(
+    paths: Paths, schema: Schema, threshold: float
+) -> tuple[dict[str, Any], dict[str, float] | None]:
+    """The test metrics file and the estimate on the test rows' outputs, where they exist."""
     metrics = json.loads(paths.metrics.read_text()) if paths.metrics.exists() else {}
-    if not paths.predictions.exists():
+    target = schema.target
+    if not paths.predictions.exists() or target.task == "regression":
         return metrics, None
-    p = pd.read_csv(paths.predictions, usecols=["probability"])["probability"].to_numpy()
-    return metrics, quality.expected_quality(p, threshold)
+    names = (
+        [f"{PROBABILITY_OF}{c}" for c in target.labels]
+        if target.task == "multiclass"
+        else ["probability"]
+    )
+    output = pd.read_csv(paths.predictions, usecols=names)[names].to_numpy(dtype=np.float64)
+    output = output if target.task == "multiclass" else output[:, 0]
+    return metrics, quality.estimated_quality(target.task, output, threshold, target.labels)
+
+
+def realise(
+    served: Served,
+    labels: pd.Series,
+    where: Path,
+    *,
+    schema: Schema,
+    threshold: float,
+    rules: dict[str, Any],
+    model_dir: Path,
+) -> Realised:
+    """The task's metrics of the served rows that have a late label, against the gate's bounds.
+
+    Raises:
+        MonitorError: No label names a served row (``where`` is the labels file).
+    """
+    matched, y = join_labels(served.ids, labels)
+    if matched.size == 0:
+        raise MonitorError(
+            f"LABELS {where}: none of its {len(labels):,} ids names a served row (ids "
+            "come from the request log's 'id' or the table's "
+            f"{schema.id!r} column): check that the labels belong to these rows"
+        )
+    target = schema.target
+    interval, filled, width = None, 0, None
+    if target.task == "regression":
+        interval, filled, half = intervals(served, matched, model_dir)
+        width = None if math.isnan(half) else half
+    predictions = quality.served_predictions(
+        target.task,
+        y,
+        served.output[matched],
+        threshold,
+        classes=target.labels,
+        interval=interval,
+    )
+    metrics = quality.realised_quality(predictions, threshold)
+    return Realised(
+        matched=int(matched.size),
+        unmatched=len(served) - int(matched.size),
+        unused=unused_labels(served.ids, labels),
+        metrics=metrics,
+        bounds=quality.bounds(metrics, quality.gated(target.task, rules)),
+        filled=filled,
+        half_width=width,
+    )
 
 
 def build(rows: Path, labels: Path | None, paths: Paths, params_file: Path) -> Monitor:
@@ -231,6 +333,7 @@ def build(rows: Path, labels: Path | None, paths: Paths, params_file: Path) -> M
     params = load_section("monitor", MonitorParams, params_file)
     threshold = load_section("evaluate", EvaluateParams, params_file).threshold
     schema = load_schema(paths.schema_)
+    target = schema.target
     profile = read_profile(paths.reference, schema)
     served = read_served(rows, schema)
     label_of = read_labels(labels, schema) if labels is not None else None
@@ -240,36 +343,32 @@ def build(rows: Path, labels: Path | None, paths: Paths, params_file: Path) -> M
         measure(name, profile.features[name], served.frame[name], params, alpha)
         for name in schema.features
     ]
-    p = served.probability
     realised = None
-    if label_of is not None:
-        matched, y = join_labels(served.ids, label_of)
-        if matched.size == 0:
-            raise MonitorError(
-                f"LABELS {labels}: none of its {len(label_of):,} ids names a served row (ids "
-                "come from the request log's 'id' or the table's "
-                f"{schema.id!r} column): check that the labels belong to these rows"
-            )
-        metrics = quality.realised_quality(y, p[matched], threshold)
+    if label_of is not None and labels is not None:
         gate = load_section("gate", GateParams, params_file)
-        realised = Realised(
-            matched=int(matched.size),
-            unmatched=len(served) - int(matched.size),
-            unused=unused_labels(served.ids, label_of),
-            metrics=metrics,
-            bounds=quality.bounds(metrics, gate.metrics),
+        realised = realise(
+            served,
+            label_of,
+            labels,
+            schema=schema,
+            threshold=threshold,
+            rules=gate.metrics,
+            model_dir=paths.model,
         )
-    test_metrics, test_estimated = _test_side(paths, threshold)
+    test_metrics, test_estimated = _test_side(paths, schema, threshold)
+    score = monitored_score(served.output, target.task)
     return Monitor(
         rows=len(served),
         files=served.files,
         scored=scored,
         features=features,
-        score=measure(SCORE, profile.score, p, params, alpha),
+        score=measure(SCORE, profile.score, score, params, alpha),
         params=params,
         threshold=threshold,
-        estimated=quality.expected_quality(p, threshold),
+        estimated=quality.estimated_quality(target.task, served.output, threshold, target.labels),
         test_metrics=test_metrics,
         test_estimated=test_estimated,
         realised=realised,
+        task=target.task,
+        classes=tuple(target.labels),
     )

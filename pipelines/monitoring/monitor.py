@@ -2,8 +2,10 @@
 
 The comparison (:mod:`pipelines.monitoring.compare`) gives every feature's and the score's PSI
 against its threshold, the rule of the Prometheus alerts, and the model's estimated and realised
-quality; this module writes it as markdown in the style of the pull-request comment (verdict
-first, a table sorted by PSI over threshold, Mermaid charts of what drifts) and as JSON.
+quality per task (a binary model's expected confusion matrix, a multiclass model's expected
+accuracy and class shares, a regression's metrics only from labels); this module writes it as
+markdown in the style of the pull-request comment (verdict first, a table sorted by PSI over
+threshold, Mermaid charts of what drifts) and as JSON.
 
 Usage: ``python -m pipelines.monitoring.monitor ROWS [--labels CSV] --markdown reports/monitor.md
 --json reports/monitor.json`` (``make monitor ROWS=... [LABELS=...]``). Exit 0: no drift;
@@ -104,29 +106,28 @@ def _row(label: str, values: list[float | None]) -> str:
     return f"| {label} | " + " | ".join(number(v, 4) for v in values) + " |"
 
 
-def quality_section(monitor: Monitor) -> list[str]:
-    """Estimated quality, and realised quality when labels were given."""
-    e, test, te = monitor.estimated, monitor.test_metrics, monitor.test_estimated or {}
-    lines = [
-        f"#### Quality at threshold {monitor.threshold}",
-        "",
-        "Estimated from the scores, taken as calibrated probabilities (expected confusion "
-        f"matrix: TP {e['tp']:,.1f}, FP {e['fp']:,.1f}, FN {e['fn']:,.1f}, TN {e['tn']:,.1f}).",
-        "",
-        "| metric | served (estimated) | test rows (estimated) | test rows (measured) |",
-        "|---|---|---|---|",
-    ]
-    lines += [
-        _row(name, [e[name], te.get(name), test.get(name)])
-        for name in (*quality.ESTIMATED, "predicted_positive_rate")
-    ]
-    realised = monitor.realised
+NO_LABELS = "No late labels given (`LABELS=<csv of id,label>`)."
+NEEDS_LABELS = (
+    "A regression's quality needs labels: its predictions say nothing of their own errors. "
+    "Give `LABELS=<csv of id,label>` to measure RMSE, MAE, R² and the intervals' coverage."
+)
+
+
+def realised_section(monitor: Monitor) -> list[str]:
+    """The realised metrics of the labelled rows against the test rows and the gate's bounds."""
+    realised, test = monitor.realised, monitor.test_metrics
     if realised is None:
-        return [*lines, "", "No late labels given (`LABELS=<csv of id,label>`)."]
-    lines += [
-        "",
+        return [NEEDS_LABELS if monitor.task == "regression" else NO_LABELS]
+    lines = [
         f"Realised, from late labels: {realised.matched:,} served rows matched, "
         f"{realised.unmatched:,} without a label; {realised.unused:,} labels name no served row.",
+    ]
+    if realised.filled:
+        lines[0] += (
+            f" {realised.filled:,} of them were served without an interval: it is taken as the "
+            f"prediction ± {number(realised.half_width, 4)}, as the model serves it."
+        )
+    lines += [
         "",
         "| metric | served (realised) | test rows | gate bound |",
         "|---|---|---|---|",
@@ -140,6 +141,60 @@ def quality_section(monitor: Monitor) -> list[str]:
         value = realised.metrics.get(name)
         lines.append(f"| {name} | {number(value, 4)} | {number(test.get(name), 4)} | {rule} |")
     return lines
+
+
+def binary_estimate(monitor: Monitor) -> list[str]:
+    """A binary model's expected confusion matrix and metrics, served and on the test rows."""
+    e, test, te = monitor.estimated or {}, monitor.test_metrics, monitor.test_estimated or {}
+    lines = [
+        f"#### Quality at threshold {monitor.threshold}",
+        "",
+        "Estimated from the scores, taken as calibrated probabilities (expected confusion "
+        f"matrix: TP {e['tp']:,.1f}, FP {e['fp']:,.1f}, FN {e['fn']:,.1f}, TN {e['tn']:,.1f}).",
+        "",
+        "| metric | served (estimated) | test rows (estimated) | test rows (measured) |",
+        "|---|---|---|---|",
+    ]
+    return lines + [
+        _row(name, [e[name], te.get(name), test.get(name)])
+        for name in (*quality.ESTIMATED, "predicted_positive_rate")
+    ]
+
+
+def multiclass_estimate(monitor: Monitor) -> list[str]:
+    """A multiclass model's expected accuracy and class shares, served and on the test rows."""
+    e, test, te = monitor.estimated or {}, monitor.test_metrics, monitor.test_estimated or {}
+    lines = [
+        "#### Quality",
+        "",
+        "Estimated from the class probabilities, taken as calibrated: a row is classified right "
+        "with its top probability, so the expected accuracy is their mean; a class's expected "
+        "share of the rows is its mean probability. The other metrics need labels.",
+        "",
+        "| metric | served (estimated) | test rows (estimated) | test rows (measured) |",
+        "|---|---|---|---|",
+        _row("accuracy", [e["accuracy"], te.get("accuracy"), test.get("accuracy")]),
+        "",
+        "| class | expected share (served) | expected share (test rows) "
+        "| predicted share (served) | predicted share (test rows) |",
+        "|---|---|---|---|---|",
+    ]
+    for c in monitor.classes:
+        share, predicted = f"{quality.SHARE}{c}", f"{quality.PREDICTED_SHARE}{c}"
+        values = [e[share], te.get(share), e[predicted], te.get(predicted)]
+        lines.append(_row(cell(c), values))
+    return lines
+
+
+def quality_section(monitor: Monitor) -> list[str]:
+    """Estimated quality where the task's outputs give one, and realised quality from labels."""
+    if monitor.task == "binary":
+        lines = binary_estimate(monitor)
+    elif monitor.task == "multiclass":
+        lines = multiclass_estimate(monitor)
+    else:
+        lines = ["#### Quality"]
+    return [*lines, "", *realised_section(monitor)]
 
 
 def bin_names(binning: Binning) -> list[str]:
@@ -236,6 +291,7 @@ def document(monitor: Monitor) -> dict[str, Any]:
     code = monitor.exit_code
     realised = monitor.realised
     return {
+        "task": monitor.task,
         "verdict": {0: "no drift", 1: "drift", 2: "no verdict"}[code],
         "exit_code": code,
         "reason": (
@@ -256,8 +312,12 @@ def document(monitor: Monitor) -> dict[str, Any]:
         "features": {d.name: _drift_document(d) for d in monitor.features},
         "score": _drift_document(monitor.score),
         "quality": {
-            "threshold": monitor.threshold,
-            "estimated": {k: _finite(v) for k, v in monitor.estimated.items()},
+            "threshold": monitor.threshold if monitor.task == "binary" else None,
+            "estimated": (
+                {k: _finite(v) for k, v in monitor.estimated.items()}
+                if monitor.estimated is not None
+                else None
+            ),
             "test_estimated": (
                 {k: _finite(v) for k, v in monitor.test_estimated.items()}
                 if monitor.test_estimated is not None
@@ -275,6 +335,11 @@ def document(monitor: Monitor) -> dict[str, Any]:
                     name: {k: _finite(v) for k, v in bound.items()}
                     for name, bound in realised.bounds.items()
                 },
+                **(
+                    {"filled_intervals": realised.filled, "half_width": realised.half_width}
+                    if monitor.task == "regression"
+                    else {}
+                ),
             },
         },
     }
@@ -311,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     write_atomically(args.markdown, lambda p: p.write_text(text))
     write_json(args.json, document(monitor))
     print(verdict_line(monitor).replace("**", ""))
+    if monitor.task == "regression" and monitor.realised is None:
+        print(NEEDS_LABELS.replace("`", ""))
     print(f"wrote {args.markdown} and {args.json}")
     return monitor.exit_code
 

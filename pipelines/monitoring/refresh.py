@@ -4,7 +4,9 @@ The new table is the current raw table plus the served rows that have a late lab
 id exactly as ``make monitor`` joins them (:mod:`pipelines.monitoring.served`). A served row
 without a label is no training data: the model learns the target, and only a label says what it
 was. The new rows take the schema's columns (id, features, target) in the raw table's column
-order and types, so a new version differs from the last by rows only.
+order and types, so a new version differs from the last by rows only; the target gets the label
+in the data's own terms, whatever the task: one of a binary target's two values, a class of a
+multiclass one, a regression's number.
 
 Rows that break ``schema.yaml`` (a type, a range, a category, a missing value where none is
 allowed, more missing values than ``max_null_fraction`` lets the table hold) are **dropped and
@@ -37,7 +39,7 @@ import pandas as pd
 from pipelines.core.io import PipelineError, run_stage, write_atomically
 from pipelines.monitoring.served import join_labels, read_labels, read_served
 from pipelines.params import load_paths
-from pipelines.schema import Schema, load_schema, read_raw
+from pipelines.schema import Schema, Target, load_schema, read_raw
 from pipelines.stages.data import write_csv_atomically
 
 ID_RULE = ("id", "missing or not of the raw table's id type")
@@ -184,6 +186,27 @@ def _cast_like(new: pd.DataFrame, raw: pd.DataFrame, schema: Schema) -> pd.DataF
     return cast
 
 
+def target_values(labels: np.ndarray, target: Target, like: pd.Series) -> pd.Series:
+    """Late labels (:func:`pipelines.monitoring.served.read_labels`' values) in the data's terms.
+
+    Args:
+        labels: 1/0 for a binary target, class positions for a multiclass one, numbers for a
+            regression.
+        target: The schema's target.
+        like: The raw table's target column: whole numbers stay whole where it holds integers.
+    """
+    if target.task == "binary":
+        (negative,) = [v for v in target.labels if v != target.positive]
+        values = pd.Series(np.where(labels == 1, target.positive, negative))
+    elif target.task == "multiclass":
+        values = pd.Series(np.asarray(target.labels, dtype=object)[labels.astype(np.intp)])
+    else:
+        values = pd.Series(labels, dtype=np.float64)
+        if pd.api.types.is_integer_dtype(like) and bool((values == values.round()).all()):
+            values = values.astype(like.dtype)
+    return values
+
+
 def refresh(
     raw: pd.DataFrame,
     served: pd.DataFrame,
@@ -197,7 +220,7 @@ def refresh(
         raw: The current raw table.
         served: Served rows, the schema's feature columns.
         served_ids: Each served row's id as text (None where it has none).
-        labels: Late labels, 1 for the positive class, indexed by id as text
+        labels: Late labels in the model's terms, indexed by id as text
             (:func:`pipelines.monitoring.served.read_labels`).
         schema: The schema both tables follow.
 
@@ -214,12 +237,11 @@ def refresh(
             f"none of the {len(served):,} served rows has a label: a refresh adds labelled rows "
             "only (LABELS=<csv of id,label> naming the served rows' ids)"
         )
-    positive = schema.target.positive
-    (negative,) = [v for v in schema.target.values if v != positive]  # noqa: PD011 (a tuple)
     new = served.iloc[matched].reset_index(drop=True)
     ids = pd.Series(served_ids[matched], dtype="string")
     new.insert(0, schema.id, _ids_like(ids, raw[schema.id]))
-    new[schema.target.column] = np.where(y == 1, positive, negative)
+    target = schema.target.column
+    new[target] = target_values(y, schema.target, raw[target]).to_numpy()
     dropped: Counter[tuple[str, str]] = Counter()
     bad_id = new[schema.id].isna().to_numpy()
     dropped[ID_RULE] += int(bad_id.sum())

@@ -1,9 +1,13 @@
 """Whether ``make monitor``'s report calls for retraining, for the scheduled monitor workflow.
 
-Retrain when the served rows drift (the report's exit code 1), or when their quality dropped:
-a realised metric (late labels) breaks its gate floor or ceiling, or a gated metric estimated
-from the scores fell below the same estimate on the test rows by more than its gate tolerance.
-A report without a verdict (too few rows, or an error) never calls for it.
+Retrain when the served rows drift (the report's exit code 1, features or the monitored score),
+or when their quality dropped: a realised metric of the model's task (late labels) breaks its
+gate floor or ceiling (a metric the labelled rows leave undefined, NaN, counts as broken, as in
+the gate), or a gated metric estimated from the outputs fell below the same estimate on the test
+rows by more than its gate tolerance. Only the tasks whose outputs estimate something have
+estimates (a binary model's expected confusion matrix, a multiclass model's expected accuracy);
+a regression's quality drops only show with labels. A report without a verdict (too few rows, or
+an error) never calls for it.
 
 Usage: ``python -m pipelines.monitoring.retrain reports/monitor.json`` prints GitHub step
 outputs: ``retrain=true|false``, ``reason=...``, ``branch=retrain/<model name>``, ``model=...``
@@ -46,7 +50,13 @@ def reasons(report: Mapping[str, Any], rules: Mapping[str, MetricRule]) -> list[
     for name, bound in (realised.get("bounds") or {}).items():
         if bound.get("broken"):
             side = "below its floor" if bound["better"] == "higher" else "above its ceiling"
-            found.append(f"realised {name} {bound['value']} is {side} {bound['bound']}")
+            if bound.get("value") is None:  # NaN in the report: undefined on the labelled rows
+                found.append(
+                    f"realised {name} is undefined on the labelled rows (its gate bound "
+                    f"{bound['bound']} cannot be checked)"
+                )
+            else:
+                found.append(f"realised {name} {bound['value']} is {side} {bound['bound']}")
     served, test = quality.get("estimated") or {}, quality.get("test_estimated") or {}
     for name, rule in rules.items():
         now, before = served.get(name), test.get(name)
