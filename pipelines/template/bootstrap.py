@@ -265,7 +265,7 @@ def main() -> int:
         answers.get("id") or "",
         answers.get("task") or "",
     )
-    say(f"task: {table.task} ({table.reason})")
+    say(f"task: {table.task}")
     env = {
         k: v
         for k, v in os.environ.items()
