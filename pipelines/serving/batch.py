@@ -248,8 +248,9 @@ def columns(
         return labels | {f"{PROBABILITY_OF}{c}": output[:, k] for k, c in enumerate(target.labels)}
     if threshold is None:
         raise ValueError("a binary classifier's labels need its threshold")
-    negative = next(value for value in target.labels if value != target.positive)
-    return {PROBABILITY: output, LABEL: np.where(output >= threshold, target.positive, negative)}
+    positive: Any = target.positive
+    negative = next(value for value in target.labels if value != positive)
+    return {PROBABILITY: output, LABEL: np.where(output >= threshold, positive, negative)}
 
 
 def score(

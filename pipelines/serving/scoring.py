@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from pydantic import BaseModel
@@ -366,7 +366,7 @@ class ServedModel:
             Prediction(probability=p, label=positive if p >= threshold else negative)
             for p in output.tolist()
         ]
-        return PredictResponse(predictions=predictions, model=self.block)
+        return PredictResponse(predictions=predictions, model=cast(ModelBlock, self.block))
 
     def explain(self, records: Sequence[Mapping[str, Any]]) -> BaseModel:
         """Per-raw-feature contributions to each record's margin, with base value and margin."""
@@ -409,7 +409,7 @@ class ServedModel:
                 probability.tolist(), margin.tolist(), base.tolist(), per_feature, strict=True
             )
         ]
-        return ExplainResponse(explanations=explanations, model=self.block)
+        return ExplainResponse(explanations=explanations, model=cast(ModelBlock, self.block))
 
     def _classes_of(self, output: np.ndarray) -> list[tuple[Any, dict[str, float]]]:
         """The most probable class and each class's probability, per row of a multiclass output."""
@@ -455,7 +455,7 @@ def load_served(directory: Path, info: Mapping[str, Any], tag: str) -> ServedMod
     # One request is one row or a small batch: OpenMP threads cost more than they give.
     scorer = Scorer.of(loaded, threads=1, small=True)
     if target.task == "binary":
-        negative = next(value for value in target.values if value != target.positive)  # noqa: PD011
+        negative = next(value for value in target.labels if value != target.positive)
         return ServedModel(
             schema=schema,
             encoder=encoder,

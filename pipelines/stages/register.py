@@ -88,7 +88,7 @@ def column_type(feature: Feature) -> str:
     return "long" if feature.type == "integer" and not feature.nullable else "double"
 
 
-def output_columns(target: Target) -> list[tuple[str, str | None]]:
+def output_columns(target: Target) -> Sequence[tuple[str, str | None]]:
     """The MLflow type and name of each column the registered model answers, by task.
 
     Binary: one unnamed probability; regression: ``prediction``, ``low``, ``high``; multiclass:
