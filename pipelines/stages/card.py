@@ -2,11 +2,13 @@
 
 The card (``paths.card``, beside the model) is YAML front matter with a ``model-index`` whose
 results are the test metrics, then Markdown: the human-owned text of ``paths.card_text``
-(intended and out-of-scope use, known limitations), the training data (hash, rows, class
-balance, time of the snapshot), the test metrics with bootstrap intervals (the gate's metric
-functions, :mod:`pipelines.core.metrics`), calibration, metrics per segment with intervals and
-the largest gap between groups, generated limitations, and the lineage (commit, ``dvc.lock``
-output hashes, MLflow run and model URI, params).
+(intended and out-of-scope use, known limitations), the training data (hash, rows, time of the
+snapshot, and the target: its class balance, or a regression target's quantiles), the test
+metrics of the model's task with bootstrap intervals (the gate's metric functions,
+:mod:`pipelines.core.metrics`), calibration as the task has it, metrics per segment with
+intervals and the largest gap between groups, generated limitations, and the lineage (commit,
+``dvc.lock`` output hashes, MLflow run and model URI, params). The Markdown is
+:mod:`pipelines.stages.card_markdown`'s.
 
 Usage: ``python -m pipelines.stages.card --raw RAW --schema SCHEMA --data-dvc DVCFILE
 --predictions CSV --metrics JSON --plots DIR --registry JSON --model DIR --text MD --out MD``
@@ -119,7 +121,7 @@ def segment_intervals(
     """Metrics with intervals for each group of each segment column.
 
     Args:
-        predictions: Columns id, label, probability, predicted (``eval/predictions.csv``).
+        predictions: The rows of ``eval/predictions.csv`` (the columns of the model's task).
         groups: The segment columns, indexed by id (rows of the raw table).
         names: Metrics to compute.
         params: The card's settings: groups under ``min_segment_rows`` are suppressed (their
@@ -359,6 +361,7 @@ def card_facts(
     gaps = largest_gaps(segments, segment_names)
     return {
         "name": name,
+        "task": target.task,
         "text_path": text_path,
         "metadata": card_metadata(name, metrics, dataset, data_md5, library, task=target.task),
         "confidence": card.confidence,

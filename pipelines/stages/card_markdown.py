@@ -136,7 +136,7 @@ def render_card(facts: dict[str, Any], text: str) -> str:
     if facts.get("segment_note"):
         lines += [facts["segment_note"], ""]
     names = facts["segment_metrics"]
-    positives = facts["calibration"]["task"] == "binary"  # a count only a binary target has
+    positives = facts["task"] == "binary"  # a count only a binary target has
     for column, groups in facts["segments"].items():
         lines += [
             f"### `{column}`",
