@@ -14,7 +14,7 @@ from pipelines.core.metrics import BETTER, label_of
 
 
 def summary(
-    metrics: dict[str, Any], segments: dict[str, Any], names: Sequence[str] = ("roc_auc", "f1")
+    metrics: dict[str, Any], segments: dict[str, Any], names: Sequence[str]
 ) -> dict[str, float]:
     """What the card's headline says of one model: test metrics and segment gaps.
 
@@ -38,7 +38,7 @@ def summary(
 def changes_section(
     base: tuple[dict[str, Any], dict[str, Any]] | None,
     pr: tuple[dict[str, Any], dict[str, Any]],
-    names: Sequence[str] = ("roc_auc", "f1"),
+    names: Sequence[str],
     tolerance: float = 5e-4,
 ) -> list[str]:
     """Markdown lines for the PR comment: what changed in the model card, base vs PR.

@@ -84,6 +84,7 @@ class Report:
     validation: dict[str, Any] | None = None
     model_stats: dict[str, dict[str, float | None]] = field(default_factory=dict)
     holdout: dict[str, Any] | None = None  # the new holdout BASE's model was scored on, if any
+    card_metrics: tuple[str, ...] = ()  # card.segment_metrics; () for the comment's own per task
 
 
 def progress(message: str) -> None:

@@ -15,6 +15,7 @@ from pipelines.review.card_changes import changes_section as card_changes
 from pipelines.review.gate import MetricResult
 from pipelines.review.outputs import BATCH_REPEATS, SINGLE_REPEATS, Report
 from pipelines.review.sections import errors_section
+from pipelines.stages.card import segment_metric_names
 
 MARKER = "<!-- model-report -->"  # the posting client finds (and updates) the comment by it
 
@@ -225,6 +226,18 @@ def segments_section(report: Report) -> list[str]:
     return lines
 
 
+def card_segment_metrics(report: Report) -> tuple[str, ...]:
+    """The metrics whose gaps between segment groups the model card shows, for the PR's task.
+
+    ``card.segment_metrics`` as the card stage reads it for the task (its headline metrics when
+    the configured ones are another task's); without it, the segment table's.
+    """
+    task = report.pr.task
+    if not report.card_metrics:
+        return SEGMENT_METRICS[task]
+    return tuple(segment_metric_names(task, report.card_metrics)[0])
+
+
 def model_section(report: Report) -> list[str]:
     """Size, latency and MLflow identity of each model."""
     stats = report.model_stats
@@ -284,7 +297,7 @@ def render(report: Report) -> str:
         card_changes(
             None if base.outputs is None else (base.outputs.metrics, base.outputs.segments),
             (report.pr.metrics, report.pr.segments),
-            SEGMENT_METRICS[report.pr.task],
+            card_segment_metrics(report),
         ),
         model_section(report),
         [f"<sub>Base outputs of `{cell(base.ref)}` ({base.commit[:12]}): {source}.</sub>"],

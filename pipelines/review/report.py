@@ -26,7 +26,7 @@ import yaml
 from pipelines.core.features import read_features
 from pipelines.core.io import PipelineError, write_atomically, write_json
 from pipelines.core.metrics import BinaryPredictions
-from pipelines.params import GateParams, Paths, load_paths, load_section
+from pipelines.params import CardParams, GateParams, Paths, load_paths, load_section
 from pipelines.review.gate import Side, compare, pair
 from pipelines.review.holdout import rescore
 from pipelines.review.outputs import (
@@ -107,6 +107,7 @@ def build(root: Path, ref: str, into: Path) -> Report:
         validation=json.loads(validation_file.read_text()) if validation_file.exists() else None,
         model_stats=model_stats(base.outputs, pr, root / paths.test),
         holdout=holdout,
+        card_metrics=load_section("card", CardParams, root / "params.yaml").segment_metrics,
     )
 
 

@@ -21,6 +21,8 @@ from pipelines.review.outputs import Outputs
 BINS = 10  # bins of the actual value in the predicted-against-actual chart (deciles)
 RESIDUAL_BINS = 15  # bins of the residuals' histogram
 RESIDUAL_RANGE = 0.99  # the histogram spans this quantile of |residual|; the end bins take the rest
+MATRIX_CLASSES = 12  # a confusion matrix of more classes keeps the largest and adds "other"
+OTHER = "(other classes)"
 
 
 def legend(sides: int) -> str:
@@ -70,6 +72,17 @@ class ClassScores:
         )
 
 
+def merged(matrix: np.ndarray, keep: list[int]) -> np.ndarray:
+    """The confusion matrix of the classes ``keep`` and one more, every other class merged."""
+    k = len(matrix)
+    group = np.full(k, len(keep))
+    group[keep] = np.arange(len(keep))
+    size = len(keep) + (len(keep) < k)
+    out = np.zeros((size, size), dtype=np.int64)
+    np.add.at(out, (group[:, None], group[None, :]), matrix)
+    return out
+
+
 def _change(after: int, before: int | None) -> str:
     if before is None:
         return f"{after:,}"
@@ -81,10 +94,19 @@ def _delta(after: float | None, before: float | None) -> float | None:
 
 
 def confusion_section(base: MulticlassPredictions | None, pr: MulticlassPredictions) -> list[str]:
-    """The PR's confusion matrix, each count with its change from BASE's."""
-    names = [cell(c, 30) for c in pr.classes]
+    """The PR's confusion matrix, each count with its change from BASE's.
+
+    Over :data:`MATRIX_CLASSES` classes, the most frequent in the PR's test rows keep their row
+    and column and the others are merged into one, so the table stays readable and small.
+    """
     matrix = confusion(pr)
     before = confusion(base) if base is not None and base.classes == pr.classes else None
+    keep = list(range(len(pr.classes)))
+    if len(keep) > MATRIX_CLASSES:
+        keep = sorted(np.argsort(-matrix.sum(axis=1), kind="stable")[: MATRIX_CLASSES - 1])
+    names = [cell(pr.classes[i], 30) for i in keep] + [OTHER] * (len(keep) < len(pr.classes))
+    matrix = merged(matrix, keep)
+    before = None if before is None else merged(before, keep)
     how = "the PR's count and its change from BASE" if before is not None else "the PR's count"
     lines = [
         f"#### Confusion matrix (rows: actual class, columns: predicted; {how})",
@@ -191,7 +213,7 @@ def regression_section(base: RegressionPredictions | None, pr: RegressionPredict
     cuts = residual_edges(residuals)
     centres = (cuts[:-1] + cuts[1:]) / 2
     names = [plain(c, 3) for c in centres]
-    names[0], names[-1] = f"≤ {plain(cuts[1], 3)}", f"≥ {plain(cuts[-2], 3)}"
+    names[0], names[-1] = f"< {plain(cuts[1], 3)}", f"≥ {plain(cuts[-2], 3)}"
     lines += [
         "",
         f"Share of the test rows per bin of the residual (actual - prediction; {legend(len(sides))}"

@@ -2,11 +2,13 @@
 
 The card (``paths.card``, beside the model) is YAML front matter with a ``model-index`` whose
 results are the test metrics, then Markdown: the human-owned text of ``paths.card_text``
-(intended and out-of-scope use, known limitations), the training data (hash, rows, class
-balance, time of the snapshot), the test metrics with bootstrap intervals (the gate's metric
-functions, :mod:`pipelines.core.metrics`), calibration, metrics per segment with intervals and
-the largest gap between groups, generated limitations, and the lineage (commit, ``dvc.lock``
-output hashes, MLflow run and model URI, params).
+(intended and out-of-scope use, known limitations), the training data (hash, rows, time of the
+snapshot, and the target: its class balance, or a regression target's quantiles), the test
+metrics of the model's task with bootstrap intervals (the gate's metric functions,
+:mod:`pipelines.core.metrics`), calibration as the task has it, metrics per segment with
+intervals and the largest gap between groups, generated limitations, and the lineage (commit,
+``dvc.lock`` output hashes, MLflow run and model URI, params). The Markdown is
+:mod:`pipelines.stages.card_markdown`'s.
 
 Usage: ``python -m pipelines.stages.card --raw RAW --schema SCHEMA --data-dvc DVCFILE
 --predictions CSV --metrics JSON --plots DIR --registry JSON --model DIR --text MD --out MD``
@@ -25,7 +27,6 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipelines.core.formatting import number
 from pipelines.core.io import PipelineError, path_arguments, run_stage, write_atomically
 from pipelines.core.lineage import data_hash, stage_hashes
 from pipelines.core.metrics import (
@@ -47,6 +48,7 @@ from pipelines.params import (
     load_section,
 )
 from pipelines.schema import Schema, load_schema, read_raw
+from pipelines.stages.card_markdown import Interval, render_card
 
 MISSING = "<missing>"  # a missing segment value, named as the evaluate stage names it
 TASKS: dict[Task, dict[str, str]] = {  # Hugging Face's task of each of ours
@@ -56,8 +58,6 @@ TASKS: dict[Task, dict[str, str]] = {  # Hugging Face's task of each of ours
 }
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)  # of a regression's target, in the card
 LIBRARIES = {"xgboost": "xgboost", "logistic_regression": "sklearn"}  # Hugging Face's names
-
-Interval = dict[str, float | None]  # {"value", "low", "high"}
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def segment_intervals(
     """Metrics with intervals for each group of each segment column.
 
     Args:
-        predictions: Columns id, label, probability, predicted (``eval/predictions.csv``).
+        predictions: The rows of ``eval/predictions.csv`` (the columns of the model's task).
         groups: The segment columns, indexed by id (rows of the raw table).
         names: Metrics to compute.
         params: The card's settings: groups under ``min_segment_rows`` are suppressed (their
@@ -287,13 +287,6 @@ def card_metadata(
     }
 
 
-def _with_interval(entry: Interval) -> str:
-    text = number(entry["value"], 4)
-    if entry["low"] is None or entry["high"] is None:
-        return text
-    return f"{text} ({number(entry['low'], 4)} to {number(entry['high'], 4)})"
-
-
 def generated_limitations(
     segments: dict[str, dict[str, dict[str, Any]]],
     gaps: list[Gap],
@@ -318,184 +311,6 @@ def generated_limitations(
     if undefined:
         facts.append(f"No interval for {', '.join(undefined)} (undefined on some resamples).")
     return facts
-
-
-def target_line(data: dict[str, Any]) -> str:
-    """The training data's target: class balance (classification) or distribution (regression)."""
-    if "quantiles" in data:
-        shown = ", ".join(f"{k} {v:,.4g}" for k, v in data["quantiles"].items())
-        return f"- Target distribution: {shown}"
-    if "classes" in data:
-        total = sum(data["classes"].values()) or 1
-        return "- Class balance: " + ", ".join(
-            f"`{k}` {v:,} ({v / total:.1%})" for k, v in data["classes"].items()
-        )
-    balance = data["balance"]
-    return (
-        "- Class balance: "
-        + ", ".join(f"`{k}` {v:,}" for k, v in balance["classes"].items())
-        + f" (positive `{balance['positive']}`: {balance['positive_share']:.1%})"
-    )
-
-
-def calibration_lines(calibration: dict[str, Any]) -> list[str]:
-    """The calibration section, as the task has it (the points: ``eval/plots/calibration.json``).
-
-    Binary: the reliability diagram and its expected calibration error. Multiclass: accuracy
-    against the top probability. Regression: the prediction interval's coverage on the test
-    rows, and mean actual against mean prediction per prediction decile.
-    """
-    task, points = calibration["task"], calibration["points"]
-    if task == "binary":
-        lines = [
-            "",
-            "## Calibration",
-            "",
-            f"Expected calibration error: {number(calibration['ece'], 4)} "
-            "(row-weighted mean |predicted - observed| over the probability bins).",
-            "",
-            "| mean predicted | observed rate | rows |",
-        ]
-    elif task == "multiclass":
-        lines = [
-            "",
-            "## Calibration",
-            "",
-            "Accuracy against the model's top probability, per bin of that probability: where "
-            "the model is calibrated, the two are equal.",
-            "",
-            "| mean top probability | accuracy | rows |",
-        ]
-    else:
-        interval = calibration.get("interval") or {}
-        promised = interval.get("coverage")
-        width = interval.get("half_width")
-        built = (
-            f" (prediction ± {number(width, 4)}, built to cover {promised:.0%}: `serve.coverage`)"
-            if promised is not None and width is not None
-            else ""
-        )
-        lines = [
-            "",
-            "## Prediction interval and calibration",
-            "",
-            f"Interval coverage on the test rows: {number(calibration.get('coverage'), 4)}{built}.",
-            "",
-            "Mean actual value against mean prediction, per decile of the prediction:",
-            "",
-            "| mean prediction | mean actual | rows |",
-        ]
-    lines.append("|---|---|---|")
-    return lines + [
-        f"| {number(p['predicted'], 4)} | {number(p['observed'], 4)} | {p['rows']:,} |"
-        for p in points
-    ]
-
-
-def render_card(facts: dict[str, Any], text: str) -> str:
-    """The card: front matter, then the human text, then the generated sections.
-
-    Args:
-        facts: What :func:`card_facts` gathers.
-        text: The human-owned text (intended and out-of-scope use, known limitations).
-    """
-    front = yaml.safe_dump(facts["metadata"], sort_keys=False, allow_unicode=True)
-    confidence = facts["confidence"]
-    data = facts["data"]
-    lines = [
-        "---",
-        front.rstrip(),
-        "---",
-        "",
-        f"# Model card: {facts['name']}",
-        "",
-        "<!-- Generated by the card stage (`make card`); edit the human text in "
-        f"{facts['text_path']}, not this file. -->",
-        "",
-        text.strip(),
-        "",
-        "## Training data",
-        "",
-        f"- Data hash (DVC md5): `{data['md5']}`",
-        f"- Snapshot: {data['snapshot']}",
-        f"- Rows: {data['rows']:,} ({data['train_rows']:,} train, {data['test_rows']:,} test)",
-        target_line(data),
-        "",
-        f"## Test metrics ({confidence:.0%} bootstrap intervals, "
-        f"{facts['resamples']:,} resamples of the {data['test_rows']:,} test rows)",
-        "",
-        "| metric | value (interval) |",
-        "|---|---|",
-    ]
-    lines += [f"| {label_of(n)} | {_with_interval(e)} |" for n, e in facts["metrics"].items()]
-    lines += calibration_lines(facts["calibration"])
-    lines += ["", "## Metrics per segment", ""]
-    if facts.get("segment_note"):
-        lines += [facts["segment_note"], ""]
-    names = facts["segment_metrics"]
-    positives = facts["calibration"]["task"] == "binary"  # a count only a binary target has
-    for column, groups in facts["segments"].items():
-        lines += [
-            f"### `{column}`",
-            "",
-            "| group | rows | "
-            + ("positives | " if positives else "")
-            + " | ".join(label_of(n) for n in names)
-            + " |",
-            "|---|---|" + "---|" * (len(names) + positives),
-        ]
-        for group, entry in groups.items():
-            cells = (
-                ["suppressed"] * len(names)
-                if entry["suppressed"]
-                else [_with_interval(entry["metrics"][n]) for n in names]
-            )
-            counts = [f"{entry['rows']:,}"] + ([f"{entry['positives']:,}"] if positives else [])
-            lines.append(f"| {group} | " + " | ".join([*counts, *cells]) + " |")
-        lines.append("")
-    gaps = facts["gaps"]
-    if gaps:
-        top = gaps[0]
-        lines.append(
-            f"**Largest gap:** {label_of(top['metric'])} {top['gap']:.4f} across "
-            f"`{top['column']}` ({top['best']} best, {top['worst']} worst)."
-        )
-    else:
-        lines.append("No segment has two groups large enough to compare.")
-    lines += [
-        f"Groups under {facts['min_segment_rows']} test rows are suppressed.",
-        "",
-        "## Limitations (generated)",
-        "",
-    ]
-    lines += [f"- {fact}" for fact in facts["limitations"]] or ["- None found in the numbers."]
-    lineage = facts["lineage"]
-    lines += [
-        "",
-        "## Lineage",
-        "",
-        f"- Git commit: `{lineage['git_commit']}`",
-        f"- MLflow run: `{lineage['mlflow_run_id']}`",
-        f"- MLflow model: `{lineage['mlflow_model_uri']}`",
-        "",
-        "| stage | output | md5 (dvc.lock) |",
-        "|---|---|---|",
-    ]
-    lines += [
-        f"| {stage} | `{path}` | `{md5}` |"
-        for stage, outs in lineage["stages"].items()
-        for path, md5 in outs.items()
-    ]
-    lines += [
-        "",
-        "Params:",
-        "",
-        "```yaml",
-        yaml.safe_dump(lineage["params"], sort_keys=False).rstrip(),
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
 
 
 def target_facts(target: pd.Series, schema: Schema) -> dict[str, Any]:
@@ -546,6 +361,7 @@ def card_facts(
     gaps = largest_gaps(segments, segment_names)
     return {
         "name": name,
+        "task": target.task,
         "text_path": text_path,
         "metadata": card_metadata(name, metrics, dataset, data_md5, library, task=target.task),
         "confidence": card.confidence,

@@ -18,12 +18,18 @@ import pytest
 import yaml
 from sklearn.metrics import precision_score, recall_score
 
-from pipelines.core.metrics import METRICS, label_of
-from pipelines.params import GateParams
+from pipelines.core.metrics import METRICS, MulticlassPredictions, headline, label_of
+from pipelines.params import CardParams, GateParams, load_section
 from pipelines.review import gate, report
 from pipelines.review.outputs import Base, Outputs, Report, model_stats
 from pipelines.review.render import MARKER, MAX_CHARS, SEGMENT_METRICS, render
-from pipelines.review.sections import RESIDUAL_BINS, RESIDUAL_RANGE
+from pipelines.review.sections import (
+    MATRIX_CLASSES,
+    OTHER,
+    RESIDUAL_BINS,
+    RESIDUAL_RANGE,
+    confusion_section,
+)
 from tests.support.columns import PARAMS
 from tests.support.tasks import Project, pipeline
 
@@ -40,7 +46,7 @@ RULES = {
     },
 }
 # another, weaker XGBoost (the train section takes the whole xgboost block)
-OTHER = yaml.safe_load(PARAMS.read_text())["train"]["xgboost"] | {
+WEAKER = yaml.safe_load(PARAMS.read_text())["train"]["xgboost"] | {
     "n_estimators": 15,
     "max_depth": 2,
     "learning_rate": 0.3,
@@ -73,6 +79,7 @@ class Sides:
             self.params(),
             after,
             model_stats=stats,
+            card_metrics=load_section("card", CardParams, PARAMS).segment_metrics,
         )
 
 
@@ -98,7 +105,7 @@ def sides(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         return Sides(
             task,
             run("base"),
-            run("other", xgboost=OTHER),
+            run("other", xgboost=WEAKER),
             run("dummy", model="dummy"),
         )
 
@@ -254,10 +261,11 @@ def test_the_segment_table_shows_the_tasks_metrics_base_and_pr(sides: Sides, com
 
 
 def test_the_card_section_shows_the_tasks_headline_and_gaps(sides: Sides, comment: str) -> None:
+    """The committed card.segment_metrics are binary ones: the card shows the task's headline."""
     text = section(comment, "Model card")
     (column,) = sides.other.json("segments.json")
-    for name in SEGMENT_METRICS[sides.task]:  # type: ignore[index]
-        assert f"| {label_of(name)} gap across {column} |" in text
+    gaps = {row[0] for row in rows_of(text) if " gap across " in row[0]}
+    assert gaps == {f"{label_of(n)} gap across {column}" for n in headline(sides.task)}  # type: ignore[arg-type]
     shown = {row[0] for row in rows_of(text)}
     assert {label_of(n) for n in METRICS[sides.task]} & shown  # type: ignore[index]
 
@@ -304,3 +312,26 @@ def test_the_first_model_of_a_task_shows_its_sections_without_base(
     else:
         assert "(+" not in comment
         assert "precision base" in comment
+
+
+def test_a_confusion_matrix_of_many_classes_keeps_the_largest_and_merges_the_rest() -> None:
+    rng = np.random.default_rng(0)
+    classes = tuple(f"c{i}" for i in range(30))
+    label = rng.choice(30, 3000, p=np.arange(1, 31) / np.arange(1, 31).sum())
+    predicted = np.where(rng.random(3000) < 0.7, label, rng.integers(0, 30, 3000))
+    probability = np.eye(30)[predicted]
+    pr = MulticlassPredictions(np.arange(3000), label, probability, predicted, classes)
+    text = "\n".join(confusion_section(None, pr))
+    table = rows_of(text)
+    frequent = pd.Series(label).value_counts().nlargest(MATRIX_CLASSES - 1).index
+    largest = [f"c{i}" for i in sorted(frequent)]  # in the model's class order
+    assert [row[0] for row in table] == [f"**{c}**" for c in largest] + [f"**{OTHER}**"]
+    counts = np.array([[int(c.replace(",", "")) for c in row[1:]] for row in table])
+    assert counts.sum() == 3000
+    frame = pd.DataFrame({"label": label, "predicted": predicted}).map(
+        lambda v: f"c{v}" if f"c{v}" in largest else OTHER
+    )
+    expected = pd.crosstab(frame["label"], frame["predicted"])
+    order = [*largest, OTHER]
+    np.testing.assert_array_equal(counts, expected.loc[order, order].to_numpy())
+    assert len(text) < 2_000

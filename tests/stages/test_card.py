@@ -129,13 +129,14 @@ def test_the_front_matter_carries_the_metrics_file_in_a_model_index() -> None:
 def test_the_pr_section_shows_changed_metrics_and_gaps_or_says_unchanged() -> None:
     metrics = {"roc_auc": 0.8, "f1": 0.5}
     segments = {"plan": {"a": {"roc_auc": 0.9, "f1": 0.6}, "b": {"roc_auc": 0.7, "f1": 0.5}}}
-    same = changes_section((metrics, segments), (metrics, segments))
+    names = ("roc_auc", "f1")
+    same = changes_section((metrics, segments), (metrics, segments), names)
     assert any(line.startswith("Unchanged") for line in same)
     moved = {"plan": {"a": {"roc_auc": 0.9, "f1": 0.6}, "b": {"roc_auc": 0.6, "f1": 0.5}}}
-    changed = "\n".join(changes_section((metrics, segments), (metrics, moved)))
+    changed = "\n".join(changes_section((metrics, segments), (metrics, moved), names))
     assert "| ROC AUC gap across plan | 0.2000 | 0.3000 | +0.1000 |" in changed
     assert "| ROC AUC |" not in changed  # unchanged rows are left out
-    assert "BASE has no model" in "\n".join(changes_section(None, (metrics, segments)))
+    assert "BASE has no model" in "\n".join(changes_section(None, (metrics, segments), names))
 
 
 def test_an_empty_human_text_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -159,9 +160,9 @@ def test_the_stage_writes_a_card_whose_model_index_is_the_metrics_file(
     metrics = json.loads((root / paths.metrics).read_text())
     (result,) = metadata["model-index"][0]["results"]
     shown = {m["type"]: m["value"] for m in result["metrics"]}
-    assert shown == {k: v for k, v in metrics.items() if k in METRICS["binary"]}
-    assert (root / paths.card_text).read_text().strip() in body
     schema = load_schema(root / paths.schema_)
+    assert shown == {k: v for k, v in metrics.items() if k in METRICS[schema.target.task]}
+    assert (root / paths.card_text).read_text().strip() in body
     assert schema.target.column  # the card names its balance in the target's classes
     registry = json.loads((root / paths.registry).read_text())
     assert registry["run_id"] in body
