@@ -8,6 +8,8 @@ histograms by their family name (Prometheus stores ``_bucket``, ``_sum`` and ``_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 # Labels every series carries
 MODEL = "model"
 MODEL_VERSION = "model_version"
@@ -17,7 +19,7 @@ INFO = "model_info"
 # Counters of served values per reference bin: labels feature and bin; bin
 FEATURE_BIN = "model_feature_bin_total"
 SCORE_BIN = "model_score_bin_total"
-# Histogram of the positive-class probability, buckets SCORE_BUCKETS
+# Histogram of the monitored score, buckets score_buckets()
 SCORE = "model_score"
 # Gauges of the reference profile: fraction per bin (feature, bin, kind; bin) and rows M
 REFERENCE_FEATURE_FRACTION = "model_reference_feature_fraction"
@@ -50,6 +52,19 @@ OUTCOMES = ("ok", "invalid", "too_large", "unsupported_type", "overloaded", "tim
 FAILED_OUTCOMES = ("overloaded", "timeout", "error")
 
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+
+
+def score_buckets(edges: Sequence[float]) -> tuple[float, ...]:
+    """The score histogram's buckets.
+
+    A probability's fixed twentieths; for a score beyond [0, 1] (a regression's prediction) the
+    reference profile's bin edges.
+    """
+    if all(0.0 <= edge <= 1.0 for edge in edges):
+        return SCORE_BUCKETS
+    return tuple(sorted(set(float(edge) for edge in edges)))
+
+
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # BentoML's own families, which stay beside the model's

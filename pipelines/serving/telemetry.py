@@ -8,7 +8,8 @@ fixed by the schema and the reference profile.
 - ``model_feature_bin_total`` / ``model_score_bin_total`` (counters): served values per bin of
   the reference profile, per feature and for the score. PSI and KS are computed from them by
   the Prometheus rules (``deploy/monitoring/``).
-- ``model_score`` (histogram): the score in fixed buckets, the same for every version.
+- ``model_score`` (histogram): the score in fixed buckets, the same for every version (a
+  probability's twentieths; a regression's prediction: the reference deciles').
 - ``model_reference_feature_fraction`` / ``model_reference_score_fraction`` and
   ``model_reference_feature_rows`` / ``model_reference_score_rows`` (gauges, constant): the
   reference profile itself, so a rule compares each version with its own reference.
@@ -211,9 +212,10 @@ class ServiceMetrics:
         self._score = batched.histogram(
             Histogram(
                 names.SCORE,
-                "Served positive-class probability",
+                "Served score: a probability (binary: the positive class's; multiclass: the top "
+                "one) or a regression's prediction",
                 labels,
-                buckets=names.SCORE_BUCKETS,
+                buckets=names.score_buckets(score.binning.edges),
                 registry=None,
             ).labels(**ids)
         )
