@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 import yaml
 from sklearn import metrics as sk
 
@@ -167,6 +168,8 @@ def test_the_test_rows_show_no_drift(
         estimated = quality["estimated"]
         assert estimated["accuracy"] == pytest.approx(p.max(axis=1).mean(), abs=1e-6)
         assert quality["test_estimated"]["accuracy"] == pytest.approx(p.max(axis=1).mean())
+        entropy = scipy.stats.entropy(p, axis=1)  # the expected log loss of each row
+        assert estimated["log_loss"] == pytest.approx(entropy.mean(), abs=1e-6)
         for k, c in enumerate(m.schema.target.labels):
             assert estimated[f"share_{c}"] == pytest.approx(p[:, k].mean(), abs=1e-6)
             predicted = np.mean(p.argmax(axis=1) == k)
@@ -331,8 +334,8 @@ def test_less_confident_served_probabilities_lower_the_estimate(
     monitored: Monitored, tmp_path: Path
 ) -> None:
     """Probabilities pulled halfway to uniform: the expected accuracy is their mean top
-    probability, and a gated accuracy that fell by more than its tolerance calls for
-    retraining (a multiclass model's estimate; a regression has none)."""
+    probability, the expected log loss their mean entropy, and a gated estimate that moved the
+    wrong way by more than its tolerance calls for retraining (a regression has none)."""
     m = monitored
     p = probabilities(m)
     softened = (p + 1 / p.shape[1]) / 2
@@ -344,14 +347,19 @@ def test_less_confident_served_probabilities_lower_the_estimate(
 
     code, found, _ = run(m, tmp_path / "log", params=params)
 
-    estimated = found["quality"]["estimated"]["accuracy"]
-    assert estimated == pytest.approx(softened.max(axis=1).mean(), abs=1e-6)
+    estimated = found["quality"]["estimated"]
+    assert estimated["accuracy"] == pytest.approx(softened.max(axis=1).mean(), abs=1e-6)
+    assert estimated["log_loss"] == pytest.approx(
+        scipy.stats.entropy(softened, axis=1).mean(), abs=1e-6
+    )
     assert code == 1
-    assert found["score_drift"]
+    assert found["score_drift"]  # the top probability is the monitored score
     rules = load_section("gate", GateParams, params).metrics
     found_reasons = reasons(found, rules)
     assert found_reasons[0] == "drift in the score"
-    assert found_reasons[1].startswith(
+    moved = {reason.split()[1]: reason for reason in found_reasons[1:]}
+    assert set(moved) == {"accuracy", "log_loss"}  # the gated metrics the outputs estimate
+    assert moved["accuracy"].startswith(
         f"estimated accuracy moved from {p.max(axis=1).mean():.4f} on the test rows to "
         f"{softened.max(axis=1).mean():.4f}"
     )
