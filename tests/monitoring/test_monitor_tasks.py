@@ -363,3 +363,36 @@ def test_less_confident_served_probabilities_lower_the_estimate(
         f"estimated accuracy moved from {p.max(axis=1).mean():.4f} on the test rows to "
         f"{softened.max(axis=1).mean():.4f}"
     )
+
+
+def test_served_outputs_no_model_gives_are_named(monitored: Monitored, tmp_path: Path) -> None:
+    """A multiclass table missing a class's probability, a regression's prediction that is
+    text, and a log's interval that is not a pair: no verdict, the column named."""
+    m = monitored
+    model = load_model(m.made.path("model"))
+    scored = batch.score(m.test, m.schema, model, threshold=0.5)
+    table = pd.concat([m.test, scored.drop(columns=[m.schema.id])], axis=1)
+    if m.task == "multiclass":
+        dropped = f"probability_{m.schema.target.labels[-1]}"
+        table = table.drop(columns=[dropped])
+        expected = f"the columns {dropped!r} are missing"
+    else:
+        table["prediction"] = table["prediction"].astype(object)
+        table.loc[3, "prediction"] = "n/a"
+        expected = "the 'prediction' column holds values that are not finite numbers"
+    table.to_csv(tmp_path / "scored.csv", index=False)
+
+    code, document, _ = run(m, tmp_path / "scored.csv")
+
+    assert (code, document["verdict"]) == (2, "error")
+    assert expected in document["reason"]
+    if m.task == "regression":
+        write_log(m, tmp_path / "log")
+        log = tmp_path / "log" / "requests-2026010100-1.jsonl"
+        lines = log.read_text().splitlines()
+        line = json.loads(lines[1])
+        line["interval"] = [line["interval"][0]]
+        log.write_text("\n".join([lines[0], json.dumps(line), *lines[2:]]) + "\n")
+        code, document, _ = run(m, tmp_path / "log")
+        assert code == 2
+        assert "an 'interval' that is not a pair [low, high]" in document["reason"]
