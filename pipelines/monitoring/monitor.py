@@ -168,12 +168,16 @@ def multiclass_estimate(monitor: Monitor) -> list[str]:
         "#### Quality",
         "",
         "Estimated from the class probabilities, taken as calibrated: a row is classified right "
-        "with its top probability, so the expected accuracy is their mean; a class's expected "
-        "share of the rows is its mean probability. The other metrics need labels.",
+        "with its top probability, so the expected accuracy is their mean; the expected log loss "
+        "is their mean entropy; a class's expected share of the rows is its mean probability. "
+        "The other metrics need labels.",
         "",
         "| metric | served (estimated) | test rows (estimated) | test rows (measured) |",
         "|---|---|---|---|",
-        _row("accuracy", [e["accuracy"], te.get("accuracy"), test.get("accuracy")]),
+        *[
+            _row(name, [e[name], te.get(name), test.get(name)])
+            for name in quality.ESTIMATED_CLASSES
+        ],
         "",
         "| class | expected share (served) | expected share (test rows) "
         "| predicted share (served) | predicted share (test rows) |",

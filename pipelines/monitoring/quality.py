@@ -10,9 +10,11 @@ estimates is the served rows' doing.
 
 A multiclass model's probabilities, taken as calibrated, say as much: a row is classified right
 with probability ``max_k p_ik`` (the predicted class is the most probable one), so the expected
-accuracy is the mean top probability, and class ``k``'s expected share of the rows is the mean of
-``p_ik``. Its other metrics (macro F1, per-class recall) depend on which rows hold which class,
-which probabilities alone do not say row by row: they are left to labels.
+accuracy is the mean top probability; class ``k``'s expected share of the rows is the mean of
+``p_ik``; and a row's expected log loss is ``-sum_k p_ik log p_ik`` (its class is ``k`` with
+probability ``p_ik``), so the expected log loss is the mean entropy. Its other metrics (macro
+F1, balanced accuracy, per-class recall) divide by how many rows each class truly holds, which
+probabilities do not say row by row: they are left to labels.
 
 A regression's prediction says nothing of its own error: without labels nothing is estimated.
 
@@ -41,6 +43,8 @@ from pipelines.core.metrics import (
 
 # What the expected confusion matrix gives, under the metrics file's names.
 ESTIMATED = ("accuracy", "precision", "recall", "f1", "positive_rate")
+# What a multiclass model's calibrated probabilities give, under the metrics file's names
+ESTIMATED_CLASSES = ("accuracy", "log_loss")
 # A multiclass model's expected and predicted share of each class: <prefix><class>
 SHARE, PREDICTED_SHARE = "share_", "predicted_share_"
 
@@ -84,22 +88,25 @@ def expected_quality(probability: np.ndarray, threshold: float) -> dict[str, flo
 
 
 def expected_class_quality(probability: np.ndarray, classes: Sequence[Any]) -> dict[str, float]:
-    """Expected accuracy and class shares of a multiclass model's calibrated probabilities.
+    """Expected accuracy, log loss and class shares of calibrated multiclass probabilities.
 
     Args:
-        probability: Rows x classes, in the order of ``classes``.
+        probability: Rows x classes, in the order of ``classes`` (at least one row).
         classes: The schema's classes.
 
     Returns:
-        ``accuracy`` (the mean top probability), ``share_<class>`` (the mean probability of
-        each class: its expected share of the rows), ``predicted_share_<class>`` (the share of
-        rows it is the most probable class of) and ``rows``.
+        ``accuracy`` (the mean top probability), ``log_loss`` (the mean entropy),
+        ``share_<class>`` (the mean probability of each class: its expected share of the rows),
+        ``predicted_share_<class>`` (the share of rows it is the most probable class of) and
+        ``rows``.
     """
     p = np.asarray(probability, dtype=np.float64).reshape(-1, len(classes))
     rows = p.shape[0]
-    expected = p.mean(axis=0) if rows else np.full(len(classes), np.nan)
-    predicted = np.bincount(p.argmax(axis=1), minlength=len(classes)) / rows if rows else expected
-    result = {"accuracy": float(p.max(axis=1).mean()) if rows else float("nan")}
+    expected = p.mean(axis=0)
+    predicted = np.bincount(p.argmax(axis=1), minlength=len(classes)) / rows
+    # 0 log 0 is 0: a class the model rules out adds nothing to the expected loss
+    entropy = -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(axis=1)
+    result = {"accuracy": float(p.max(axis=1).mean()), "log_loss": float(entropy.mean())}
     result |= {f"{SHARE}{c}": float(expected[k]) for k, c in enumerate(classes)}
     result |= {f"{PREDICTED_SHARE}{c}": float(predicted[k]) for k, c in enumerate(classes)}
     return result | {"rows": float(rows)}

@@ -32,6 +32,7 @@ import argparse
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -195,15 +196,17 @@ def target_values(labels: np.ndarray, target: Target, like: pd.Series) -> pd.Ser
         target: The schema's target.
         like: The raw table's target column: whole numbers stay whole where it holds integers.
     """
-    if target.task == "binary":
-        (negative,) = [v for v in target.labels if v != target.positive]
-        values = pd.Series(np.where(labels == 1, target.positive, negative))
-    elif target.task == "multiclass":
-        values = pd.Series(np.asarray(target.labels, dtype=object)[labels.astype(np.intp)])
-    else:
+    if target.task == "regression":
         values = pd.Series(labels, dtype=np.float64)
         if pd.api.types.is_integer_dtype(like) and bool((values == values.round()).all()):
             values = values.astype(like.dtype)
+        return values
+    classes: list[Any] = list(target.labels)
+    if target.task == "binary":  # 1 is the positive class, whichever place values give it
+        (negative,) = [v for v in classes if v != target.positive]
+        classes = [negative, target.positive]
+    # A list, not an object array: pandas then infers the type the raw column has (text, int)
+    values = pd.Series([classes[i] for i in labels.astype(np.intp).tolist()])
     return values
 
 

