@@ -42,7 +42,7 @@ def create_app() -> FastAPI:
     model = load_model(paths.model)
     threshold = load_section("evaluate", EvaluateParams).threshold
     positive = schema.target.positive
-    negative = next(value for value in schema.target.values if value != positive)  # noqa: PD011
+    negative = next(value for value in schema.target.labels if value != positive)
     info = {"kind": model.meta["kind"], "features": len(model.meta["features"])}
 
     record = record_model(schema)

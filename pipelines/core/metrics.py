@@ -40,9 +40,11 @@ class Predictions(Protocol):
     """One model's predictions on the test rows, whatever its task."""
 
     task: ClassVar[Task]
-    ids: np.ndarray
-    label: np.ndarray
 
+    @property
+    def ids(self) -> np.ndarray: ...  # noqa: D102
+    @property
+    def label(self) -> np.ndarray: ...  # noqa: D102
     def __len__(self) -> int: ...
     @property
     def output(self) -> np.ndarray: ...  # noqa: D102
@@ -303,7 +305,7 @@ def class_positions(values: Any, classes: Sequence[Any]) -> np.ndarray:
     import pandas as pd
 
     text = pd.Series(values).astype("string")
-    positions = pd.Index([str(c) for c in classes]).get_indexer(text.fillna("\0"))
+    positions = pd.Index([str(c) for c in classes]).get_indexer(pd.Index(text.fillna("\0")))
     unknown = positions < 0
     if unknown.any():
         seen = sorted(set(text[unknown].fillna("<missing>")))[:5]

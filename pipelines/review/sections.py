@@ -238,6 +238,6 @@ def errors_section(base: Outputs | None, pr: Outputs) -> list[str]:
         other = before if isinstance(before, MulticlassPredictions) else None
         return [*confusion_section(other, predictions), "", *class_section(other, predictions)]
     if isinstance(predictions, RegressionPredictions):
-        other = before if isinstance(before, RegressionPredictions) else None
-        return regression_section(other, predictions)
+        values = before if isinstance(before, RegressionPredictions) else None
+        return regression_section(values, predictions)
     return curves_section(base if base is not None and base.task == "binary" else None, pr)

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = len(x)
         features = list(x.columns)
     chosen = getattr(params, params.model, None)
-    meta = {
+    meta: dict[str, Any] = {
         "features": features,
         # a binary target says no task: a binary model's meta is what it was before tasks
         "target": schema.target.model_dump(mode="json", exclude_defaults=True),

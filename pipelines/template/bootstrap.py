@@ -318,10 +318,11 @@ def main() -> int:
     )
     better = {m: BETTER[m] for m in rules}
     bounds = gate_bounds(metrics, better)
-    if table.task == "binary":
-        changes = {("gate", "metrics", m, k): v for m, b in bounds.items() for k, v in b.items()}
-    else:
-        changes = {("gate", "metrics"): {m: bounds[m] | rules[m] for m in rules}}
+    changes: dict[tuple[str, ...], Any] = (
+        {("gate", "metrics", m, k): v for m, b in bounds.items() for k, v in b.items()}
+        if table.task == "binary"
+        else {("gate", "metrics"): {m: bounds[m] | rules[m] for m in rules}}
+    )
     edit_params(Path("params.yaml"), changes)
     readme = Path("README.md")
     readme.write_text(
