@@ -179,6 +179,12 @@ def data_section(report: Report) -> list[str]:
             f"  - {cell(f.get('column') or 'table')}: {cell(f.get('rule'), 120)}"
             for f in (validation.get("failures") or [])[:MAX_TABLE_ROWS]
         ]
+    lines += [
+        f"- ⚠️ **Likely leak:** `{cell(leak.get('feature'))}` alone predicts the target with "
+        f"{cell(leak.get('metric'))} {number(leak.get('score'), 3)}: if its value is only known "
+        "after the outcome, the model's scores here will not hold in production; drop it."
+        for leak in (validation.get("leaks") or [])[:MAX_TABLE_ROWS]
+    ]
     return lines
 
 

@@ -62,3 +62,33 @@ def test_a_binary_leak_scores_its_auc() -> None:
     assert scores["perfect"] > 0.99
     assert 0.4 < scores["coin"] < 0.6
     assert [leak.feature for leak in likely_leaks(frame, schema)] == ["perfect"]
+
+
+def test_the_validate_stage_lists_a_leak_and_warns_but_passes(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The data is valid (a leak is not bad data); the people deciding are told, in the file
+    the pull-request comment reads, and on the terminal."""
+    import json
+
+    from pipelines.schema import dump_schema
+    from pipelines.stages import validate
+
+    frame, target = with_leak("regression", noise=0.01)
+    schema = infer_schema(frame, target, "rownames")
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    (tmp_path / "schema.yaml").write_text(dump_schema(schema))
+    out = tmp_path / "validation.json"
+    argv = ["--raw", str(tmp_path / "raw.csv"), "--schema", str(tmp_path / "schema.yaml")]
+    assert validate.main([*argv, "--out", str(out)]) == 0
+    leaks = json.loads(out.read_text())["leaks"]
+    assert [leak["feature"] for leak in leaks] == ["refund_amount"]
+    assert leaks[0]["metric"] == "R²"
+    assert "warning: `refund_amount` alone predicts the target" in capsys.readouterr().err
+    # without the leak, the file says nothing of leaks (a binary repository's file is unchanged)
+    frame.drop(columns="refund_amount").to_csv(tmp_path / "raw.csv", index=False)
+    (tmp_path / "schema.yaml").write_text(
+        dump_schema(infer_schema(frame.drop(columns="refund_amount"), target, "rownames"))
+    )
+    assert validate.main([*argv, "--out", str(out)]) == 0
+    assert "leaks" not in json.loads(out.read_text())

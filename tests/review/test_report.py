@@ -172,6 +172,20 @@ def test_changed_data_failed_validation_and_changed_gate_rules_are_shown(same: R
     assert "This PR changes the gate's own rules" in comment
 
 
+def test_a_likely_leak_found_by_validation_is_shown(same: Report) -> None:
+    validation = {
+        "success": True,
+        "result": {"statistics": {"evaluated_expectations": 9, "successful_expectations": 9}},
+        "failures": [],
+        "leaks": [{"feature": "refund amount", "metric": "ROC AUC", "score": 0.9951}],
+    }
+    comment = render(make_report(same.base.outputs, same.pr, validation=validation))
+    assert (
+        "⚠️ **Likely leak:** `refund amount` alone predicts the target with ROC AUC 0.995" in comment
+    )
+    assert "Likely leak" not in render(same)
+
+
 def test_curves_are_inline_mermaid_charts_of_base_and_pr(worse: Report) -> None:
     comment = render(worse)
     charts = re.findall(r"```mermaid\n(.*?)```", comment, flags=re.DOTALL)
