@@ -195,3 +195,33 @@ def test_a_scheduler_that_does_not_answer_is_named(monkeypatch: pytest.MonkeyPat
         dask_engine.cluster_client(EngineParams(kind="dask"), address),
     ):
         pass
+
+
+@pytest.mark.parametrize(
+    ("task", "metric", "tolerance"), [("regression", "rmse", 0.1), ("multiclass", "log_loss", 0.05)]
+)
+def test_dask_trains_every_task_as_the_local_engine_does(
+    task: str, metric: str, tolerance: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A regression (with its calibration rows held out on the cluster) and a multiclass model.
+
+    The engines' models differ a little (each partition sketches its own histogram bins): the
+    test metric within ``tolerance`` of the local model's, relative to it.
+    """
+    from tests.support.tasks import pipeline
+
+    local = pipeline(tmp_path / "local", task, monkeypatch)
+    dask = pipeline(tmp_path / "dask", task, monkeypatch, engine={"kind": "dask"})
+    values = [made.json("metrics.json")[metric] for made in (local, dask)]
+    print(f"{task} {metric}: local {values[0]:.4f}, dask {values[1]:.4f}")
+    assert abs(values[1] - values[0]) <= tolerance * values[0]
+    metas = [made.json("model/meta.json") for made in (local, dask)]
+    assert [m["engine"] for m in metas] == ["local", "dask"]
+    assert metas[0]["target"] == metas[1]["target"]
+    assert metas[0]["train_rows"] == metas[1]["train_rows"]  # the same rows held out
+    if task == "regression":
+        rows = [m["interval"]["calibration_rows"] for m in metas]
+        assert rows[0] == rows[1] > 0
+        assert dask.json("metrics.json")["coverage"] > 0.7
+    predictions = pd.read_csv(dask.path("predictions.csv"))
+    assert len(predictions) == dask.json("metrics.json")["rows"]

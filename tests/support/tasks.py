@@ -58,7 +58,9 @@ class Project:
         return json.loads(self.path(name).read_text())
 
 
-def project(root: Path, task: str, train: dict[str, Any] | None = None) -> Project:
+def project(
+    root: Path, task: str, train: dict[str, Any] | None = None, engine: dict[str, Any] | None = None
+) -> Project:
     """A project for the task's table: the repository's params with small, fast settings."""
     _, _, target, segment = TABLES[task]
     raw = table(task)
@@ -69,17 +71,24 @@ def project(root: Path, task: str, train: dict[str, Any] | None = None) -> Proje
     params = yaml.safe_load(PARAMS.read_text())
     params["train"]["xgboost"] |= SMALL_XGBOOST
     params["train"] |= train or {}
+    params["engine"] |= engine or {}
     params["evaluate"]["segments"] = [segment]
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return Project(root, schema)
 
 
-def pipeline(root: Path, task: str, monkeypatch: pytest.MonkeyPatch, **train: Any) -> Project:
+def pipeline(
+    root: Path,
+    task: str,
+    monkeypatch: pytest.MonkeyPatch,
+    engine: dict[str, Any] | None = None,
+    **train: Any,
+) -> Project:
     """Validate, featurize, train and evaluate the task's table, as ``dvc repro`` runs them."""
     from pipelines.stages import evaluate, featurize, validate
     from pipelines.stages import train as train_stage
 
-    made = project(root, task, train)
+    made = project(root, task, train, engine)
     monkeypatch.chdir(root)
     common = {"schema": "schema.yaml"}
     assert made.run(validate, raw="raw.csv", out="validation.json", **common) == 0
