@@ -290,9 +290,10 @@ act: install ## run .github/workflows/WORKFLOW on EVENT (pull_request|push|workf
 	$(if $(and $(WORKFLOW),$(EVENT)),,$(error usage: make act WORKFLOW=<pr.yml|ci.yml|...> EVENT=<pull_request|push|workflow_dispatch|workflow_run> [BASE=main] [KEEP=<folder>]))
 	$(RUN) python -m tools.act.simulation "$(WORKFLOW)" "$(EVENT)" --base "$(BASE)" $(if $(KEEP),--keep "$(KEEP)")
 
-bench: install ## benchmarks: the pipeline (train vs a bare fit, no-op repro), serving (vs naive, MLflow, bare), monitor (vs a bare read)
+bench: install ## benchmarks: the pipeline (train vs a bare fit, no-op repro), serving (vs naive, MLflow, bare; each task vs binary), monitor (vs a bare read)
 	$(RUN) python -m benchmarks.pipeline
 	$(RUN) python -m benchmarks.serving
+	$(RUN) python -m benchmarks.tasks
 	$(RUN) python -m benchmarks.monitor
 
 bench-serving: install ## serving benchmark: service vs FastAPI+pandas, mlflow serve, bare model; batch scorer
