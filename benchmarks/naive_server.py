@@ -1,9 +1,10 @@
 """The tutorial way to serve the model, the serving benchmark's baseline.
 
 FastAPI with a pydantic model of the record, one ``pd.DataFrame`` per request, the pipeline's
-:func:`pipelines.core.features.encode` and ``predict_proba``: the pattern most serving tutorials
-teach. It takes the service's request shape and answers with the same probabilities, so the two
-can be compared request for request. Model, schema and threshold come from ``params.yaml`` in the
+:func:`pipelines.core.features.encode` and the model's ``predict_proba`` (``predict`` for a
+regression): the pattern most serving tutorials teach. It takes the service's request shape and
+answers in the service's shape for the model's task, with the same numbers, so the two can be
+compared request for request. Model, schema and threshold come from ``params.yaml`` in the
 working directory.
 
 Run: ``uvicorn benchmarks.naive_server:create_app --factory --host 127.0.0.1 --port 8000``
@@ -35,14 +36,37 @@ def record_model(schema: Schema) -> type[BaseModel]:
     return create_model("Record", **fields)
 
 
+def answers(output: Any, schema: Schema, threshold: float, half_width: float) -> list[Any]:
+    """The service's predictions for the model's output, per task (the API's shapes)."""
+    target = schema.target
+    if target.task == "regression":
+        return [
+            {"prediction": float(y), "interval": [float(y) - half_width, float(y) + half_width]}
+            for y in output
+        ]
+    if target.task == "multiclass":
+        classes = list(target.labels)
+        return [
+            {
+                "label": classes[int(row.argmax())],
+                "probabilities": {str(c): float(p) for c, p in zip(classes, row, strict=True)},
+            }
+            for row in output
+        ]
+    positive = target.positive
+    negative = next(value for value in target.labels if value != positive)
+    return [
+        {"probability": float(p), "label": positive if p >= threshold else negative} for p in output
+    ]
+
+
 def create_app() -> FastAPI:
     """Load the current model and build the app (``uvicorn --factory``)."""
     paths = load_paths()
     schema = load_schema(paths.schema_)
     model = load_model(paths.model)
     threshold = load_section("evaluate", EvaluateParams).threshold
-    positive = schema.target.positive
-    negative = next(value for value in schema.target.labels if value != positive)
+    half_width = model.half_width()
     info = {"kind": model.meta["kind"], "features": len(model.meta["features"])}
 
     record = record_model(schema)
@@ -54,13 +78,7 @@ def create_app() -> FastAPI:
     def predict(request: request_model) -> dict[str, Any]:  # type: ignore[valid-type]
         records = request.records  # type: ignore[attr-defined]
         frame = pd.DataFrame([item.model_dump() for item in records])
-        probabilities = model.predict(encode(frame, schema))
-        return {
-            "predictions": [
-                {"probability": float(p), "label": positive if p >= threshold else negative}
-                for p in probabilities
-            ],
-            "model": info,
-        }
+        output = model.predict(encode(frame, schema))
+        return {"predictions": answers(output, schema, threshold, half_width), "model": info}
 
     return app

@@ -19,9 +19,29 @@ from pipelines.params import load_paths
 from pipelines.schema import Schema, load_schema, read_raw
 
 
+def _json_value(value: Any, kind: str) -> Any:
+    """One raw value as JSON has it: null, a whole number, a float to its last digit, text."""
+    if pd.isna(value):
+        return None
+    if kind == "category":
+        return str(value)
+    number = float(value)
+    # An integer column with a missing value reads as floats: its numbers are still whole.
+    return int(number) if kind == "integer" and number.is_integer() else number
+
+
 def request_records(rows: pd.DataFrame, schema: Schema) -> list[dict[str, Any]]:
-    """Raw rows as JSON records: feature columns only, ints stay ints, missing values null."""
-    return list(json.loads(rows[list(schema.features)].to_json(orient="records")))
+    """Raw rows as JSON records: feature columns only, ints stay ints, missing values null.
+
+    Floats keep every digit (pandas' ``to_json`` rounds them to 10 significant digits, which
+    would score other rows than the table's).
+    """
+    kinds = {name: feature.type for name, feature in schema.features.items()}
+    columns = {name: rows[name].tolist() for name in kinds}
+    return [
+        {name: _json_value(columns[name][i], kind) for name, kind in kinds.items()}
+        for i in range(len(rows))
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,17 +10,19 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from benchmarks import serving
 from pipelines.core.features import encode
 from pipelines.core.model import LoadedModel, load_model
+from pipelines.params import EvaluateParams, load_section
 from pipelines.schema import Schema
 from pipelines.serving.example import request_records
 from tests.serving.test_batch import save_small_model
-from tests.support.columns import ROOT, negative_class
+from tests.support.columns import ROOT
+from tests.support.serving import assert_predictions_match, expected_predictions
+from tests.support.training import HALF_WIDTH
 
 WRK_OUTPUT = """\
 Running 10s test @ http://127.0.0.1:8000/predict
@@ -218,22 +220,26 @@ def test_peak_rss_comes_from_the_vmhwm_line() -> None:
         serving.peak_rss_kib("Name:\tkthreadd\n")
 
 
-def test_the_naive_server_answers_the_models_probabilities(
-    naive_url: str, raw: pd.DataFrame, schema: Schema, model: LoadedModel
+def test_the_naive_server_answers_the_models_outputs_in_the_services_shape(
+    naive_url: str, project: Path, raw: pd.DataFrame, schema: Schema, model: LoadedModel
 ) -> None:
     rows = pd.concat([raw.head(20), raw[raw[list(schema.features)].isna().any(axis=1)].head(3)])
     records = request_records(rows, schema)
-    expected = model.predict(encode(rows, schema))
+    x = encode(rows, schema)[model.meta["features"]]
+    if schema.target.task == "regression":
+        output = model.model.predict(x)
+    else:
+        output = model.model.predict_proba(x)
+        output = output[:, 1] if schema.target.task == "binary" else output
+    threshold = load_section("evaluate", EvaluateParams, project / "params.yaml").threshold
+    expected = expected_predictions(output, schema, threshold=threshold, half_width=HALF_WIDTH)
+
+    atol = 1e-6 if schema.target.task == "regression" else 0.0  # a value near 0
 
     answer = serving._post(naive_url + "/predict", json.dumps({"records": records}))
-    got = [p["probability"] for p in answer["predictions"]]
-    np.testing.assert_allclose(got, expected, rtol=1e-6)
-    positive, negative = schema.target.positive, negative_class(schema)
-    assert [p["label"] for p in answer["predictions"]] == [
-        positive if p >= 0.5 else negative for p in expected
-    ]
+    assert_predictions_match(answer["predictions"], expected, 1e-6, atol)
     single = serving._post(naive_url + "/predict", serving.service_bodies(records[:1])[0])
-    assert single["predictions"][0]["probability"] == pytest.approx(expected[0], rel=1e-6)
+    assert_predictions_match(single["predictions"], expected[:1], 1e-6, atol)
 
 
 WRK = shutil.which("wrk")

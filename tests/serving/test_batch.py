@@ -1,4 +1,4 @@
-"""The batch scorer gives the model's probabilities and refuses rows the schema does not allow."""
+"""The batch scorer gives the model's outputs and refuses rows the schema does not allow."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from tests.support.columns import (
     project_schema,
     unknown_category,
 )
-from tests.support.training import fit_on, small_train_params
+from tests.support.training import HALF_WIDTH, fit_on, saved_meta, small_train_params
 
 THRESHOLD = 0.5
 
@@ -38,7 +38,7 @@ THRESHOLD = 0.5
 def save_small_model(directory: Path, raw: pd.DataFrame, schema: Schema) -> LoadedModel:
     """Fit a small XGBoost model on the real table, save it as the train stage does, load it."""
     trained = fit_on(raw, schema, small_train_params("xgboost"))
-    save_model(trained.model, "xgboost", {"features": feature_names(schema)}, directory)
+    save_model(trained.model, "xgboost", saved_meta(schema, feature_names(schema)), directory)
     return load_model(directory)
 
 
@@ -54,7 +54,38 @@ def model(model_dir: Path) -> LoadedModel:
     return load_model(model_dir)
 
 
-def test_the_scores_are_the_models_probabilities_for_the_same_rows(
+def expected_scores(rows: pd.DataFrame, schema: Schema, model: LoadedModel) -> pd.DataFrame:
+    """The task's output columns for raw rows, from the fitted XGBoost model's own methods."""
+    x = encode(rows, schema)[model.meta["features"]]
+    target = schema.target
+    if target.task == "regression":
+        y = model.model.predict(x)
+        return pd.DataFrame({"prediction": y, "low": y - HALF_WIDTH, "high": y + HALF_WIDTH})
+    p = model.model.predict_proba(x)
+    if target.task == "multiclass":
+        classes = list(target.labels)
+        labels = pd.DataFrame({"label": [classes[k] for k in p.argmax(axis=1)]})
+        return labels.join(pd.DataFrame(p, columns=[f"probability_{c}" for c in classes]))
+    positive, negative = target.positive, negative_class(schema)
+    labels = [positive if q >= THRESHOLD else negative for q in p[:, 1]]
+    return pd.DataFrame({"probability": p[:, 1], "label": labels})
+
+
+def assert_scores(scored: pd.DataFrame, expected: pd.DataFrame, rtol: float = 1e-6) -> None:
+    """The same columns in order, the same labels, numbers within ``rtol``.
+
+    A regression's value near 0 also gets the float32 rounding of values of its scale.
+    """
+    assert list(scored.columns) == list(expected.columns)
+    for name in expected.columns:
+        if name == "label":
+            assert scored[name].astype(str).tolist() == expected[name].astype(str).tolist()
+        else:
+            atol = 1e-6 if name in ("prediction", "low", "high") else 0.0
+            np.testing.assert_allclose(scored[name], expected[name], rtol=rtol, atol=atol)
+
+
+def test_the_scores_are_the_models_outputs_for_the_same_rows(
     tmp_path: Path, raw: pd.DataFrame, schema: Schema, model: LoadedModel
 ) -> None:
     # Every row, those with the missing values the schema allows included.
@@ -63,13 +94,11 @@ def test_the_scores_are_the_models_probabilities_for_the_same_rows(
 
     assert score.score_file(source, target, schema, model, THRESHOLD) == len(raw)
 
-    scored = pd.read_csv(target)
-    expected = model.model.predict_proba(encode(raw, schema)[model.meta["features"]])[:, 1]
-    assert list(scored.columns) == [schema.id, "probability", "label"]
-    assert scored[schema.id].tolist() == raw[schema.id].tolist()
-    np.testing.assert_allclose(scored["probability"], expected, rtol=1e-6)
-    positive, negative = schema.target.positive, negative_class(schema)
-    assert scored["label"].tolist() == [positive if p >= THRESHOLD else negative for p in expected]
+    scored = pd.read_csv(target, keep_default_na=False)  # a class may be written "NA"
+    expected = expected_scores(raw, schema, model)
+    assert list(scored.columns) == [schema.id, *expected.columns]
+    assert scored[schema.id].astype(str).tolist() == raw[schema.id].astype(str).tolist()
+    assert_scores(scored.drop(columns=[schema.id]), expected)
 
 
 def test_a_table_without_id_and_target_is_scored_in_order(
@@ -77,14 +106,15 @@ def test_a_table_without_id_and_target_is_scored_in_order(
 ) -> None:
     rows = raw.drop(columns=[schema.id, schema.target.column]).iloc[::-1].head(40)
     scored = score.score(rows, schema, model, THRESHOLD)
-    assert list(scored.columns) == ["probability", "label"]
     assert scored.index.tolist() == rows.index.tolist()
-    np.testing.assert_allclose(scored["probability"], model.predict(encode(rows, schema)))
+    assert_scores(scored.reset_index(drop=True), expected_scores(rows, schema, model), 1e-7)
 
 
 def test_a_probability_equal_to_the_threshold_gets_the_positive_label(
     raw: pd.DataFrame, schema: Schema, model: LoadedModel
 ) -> None:
+    if schema.target.task != "binary":
+        pytest.skip(f"the schema has no binary target (a {schema.target.task} one): no threshold")
     rows = raw.head(21)
     p = score.probabilities(rows, schema, model)
     row = int(np.argsort(p)[len(p) // 2])
@@ -311,4 +341,4 @@ def test_a_model_trained_on_other_features_is_refused(
     features = [feature_names(schema)[0], UNKNOWN_COLUMN]
     stale = LoadedModel(model.model, {**model.meta, "features": features})
     with pytest.raises(score.ScoreError, match=re.escape(f"no longer produces ({UNKNOWN_COLUMN})")):
-        score.probabilities(raw.head(5), schema, stale)
+        score.outputs(raw.head(5), schema, stale)

@@ -40,7 +40,15 @@ from tests.support.columns import (
     unknown_category,
 )
 from tests.support.floats import EPS32, logit_tolerance, saturation_margin, sum_tolerance
-from tests.support.training import Trained, fit_on, small_train_params
+from tests.support.serving import assert_predictions_match, expected_predictions
+from tests.support.training import (
+    HALF_WIDTH,
+    Trained,
+    fit_on,
+    model_kind,
+    saved_meta,
+    small_train_params,
+)
 
 SCHEMA = project_schema()
 MODEL_NAME = load_section("register", RegisterParams, PARAMS).model_name
@@ -247,41 +255,61 @@ def test_the_encoder_names_the_record_missing_a_feature(
 # --- scoring and explanations, both model kinds -------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["xgboost", "logistic_regression"])
+@pytest.fixture(scope="module", params=["xgboost", "linear"])
 def served(
     request: pytest.FixtureRequest,
     raw: pd.DataFrame,
     schema: Schema,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[scoring.ServedModel, Trained]:
-    trained = fit_on(raw, schema, small_train_params(request.param))
+    """XGBoost or the task's linear baseline, saved as the train stage saves it, served."""
+    kind = model_kind(request.param, schema.target.task)
+    trained = fit_on(raw, schema, small_train_params(kind))
     directory = tmp_path_factory.mktemp("model") / "model"
-    meta = {"features": list(trained.x_test.columns), "target": {}}
-    save_model(trained.model, request.param, meta, directory)
+    save_model(trained.model, kind, saved_meta(schema, list(trained.x_test.columns)), directory)
     (directory / scoring.SCHEMA_FILE).write_text((ROOT / load_paths(PARAMS).schema_).read_text())
     info = {"name": MODEL_NAME, "threshold": 0.4}
     return scoring.load_served(directory, info, f"{MODEL_NAME}:test"), trained
 
 
-def test_predictions_equal_the_models_and_labels_follow_the_threshold(
+def test_predictions_equal_the_models_in_the_tasks_shape(
     served: tuple[scoring.ServedModel, Trained], schema: Schema
 ) -> None:
+    """A binary label follows the threshold, a multiclass one is the most probable class, a
+    regression's interval is the prediction -/+ the half-width in meta.json."""
+    model, trained = served
+    response = model.predict(as_records(trained.test_raw, schema)).model_dump(mode="json")
+    expected = expected_predictions(
+        trained.predict(trained.test_raw, schema), schema, threshold=0.4, half_width=HALF_WIDTH
+    )
+    # float32 rows in: ~1e-7 of a probability, relative ~1e-7 of a regression's value
+    rtol = 1e-6 if schema.target.task == "regression" else 1e-7
+    assert_predictions_match(response["predictions"], expected, rtol, atol=1e-6)
+    assert response["model"]["name"] == MODEL_NAME
+    assert response["model"].get("threshold") == (0.4 if schema.target.task == "binary" else None)
+    assert response["model"]["bento_model_tag"] == f"{MODEL_NAME}:test"
+
+
+def test_binary_labels_follow_the_served_probability_and_the_threshold(
+    served: tuple[scoring.ServedModel, Trained], schema: Schema
+) -> None:
+    """Even where the served probability and the model's differ in the last bits."""
+    if schema.target.task != "binary":
+        pytest.skip(f"the schema has no binary target (a {schema.target.task} one): no threshold")
     model, trained = served
     response = model.predict(as_records(trained.test_raw, schema))
     p = np.array([x.probability for x in response.predictions])
-    np.testing.assert_allclose(p, trained.predict(trained.test_raw, schema), atol=1e-6)
     positive, negative = schema.target.positive, negative_class(schema)
     assert [x.label for x in response.predictions] == [
         positive if q >= 0.4 else negative for q in p
     ]
-    assert response.model.name == MODEL_NAME
-    assert response.model.threshold == 0.4
-    assert response.model.bento_model_tag == f"{MODEL_NAME}:test"
 
 
 def test_a_probability_equal_to_the_threshold_gets_the_positive_label(
     served: tuple[scoring.ServedModel, Trained], schema: Schema
 ) -> None:
+    if schema.target.task != "binary":
+        pytest.skip(f"the schema has no binary target (a {schema.target.task} one): no threshold")
     model, trained = served
     records = as_records(trained.test_raw.head(21), schema)
     p = [x.probability for x in model.predict(records).predictions]
@@ -295,20 +323,42 @@ def test_a_probability_equal_to_the_threshold_gets_the_positive_label(
     assert [x.label == schema.target.positive for x in at] == [q >= middle for q in p]
 
 
+def estimator_margins(trained: Trained, rows: pd.DataFrame, schema: Schema) -> np.ndarray:
+    """Each class's score before the softmax, per row, by the fitted estimator's own means."""
+    x = features.encode(rows, schema)
+    if trained.params.model == "xgboost":
+        return np.asarray(trained.model.predict(x, output_margin=True), dtype=np.float64)
+    return np.asarray(trained.model.decision_function(x), dtype=np.float64)
+
+
 def test_explanations_add_up_to_the_margin(
     served: tuple[scoring.ServedModel, Trained], schema: Schema
 ) -> None:
+    """Binary: the log-odds of the probability; multiclass: the predicted class's score before
+    the softmax; regression: the prediction."""
     model, trained = served
+    task = schema.target.task
     rows = pd.concat([trained.test_raw.head(20), trained.test_raw.tail(5)])
     explained = model.explain(as_records(rows, schema)).explanations
     p = np.asarray(trained.predict(rows, schema))
+    margins = estimator_margins(trained, rows, schema) if task == "multiclass" else None
     columns = trained.x_test.shape[1] + 1  # the terms a margin sums, the base among them
-    for explanation, q in zip(explained, p, strict=True):
+    for i, (explanation, q) in enumerate(zip(explained, p, strict=True)):
         assert list(explanation.contributions) == list(schema.features)
         parts = [explanation.base, *explanation.contributions.values()]
         summed = sum_tolerance(parts, columns)
+        if task == "regression":
+            assert sum(parts) == pytest.approx(explanation.prediction, abs=summed, rel=4 * EPS32)
+            assert explanation.prediction == pytest.approx(float(q), abs=1e-5, rel=1e-6)
+            continue
         assert sum(parts) == pytest.approx(explanation.margin, abs=summed, rel=4 * EPS32)
-        if 0 < q < 1:
+        if margins is not None:
+            top = list(schema.target.labels).index(explanation.label)
+            assert top == int(np.argmax(q))
+            assert explanation.margin == pytest.approx(
+                float(margins[i, top]), abs=summed + 1e-5, rel=4 * EPS32
+            )
+        elif 0 < q < 1:
             margin = float(np.log(q) - np.log1p(-q))
             off = logit_tolerance(float(q), p.dtype) + summed
             assert explanation.margin == pytest.approx(margin, abs=off, rel=4 * EPS32)
@@ -327,9 +377,11 @@ def test_small_requests_are_scored_by_treelite_as_xgboost_scores_them(
     assert scorer.small is not None
     x = model.encoder.encode(as_records(trained.test_raw, schema))
     whole = scorer.model.inplace_predict(x)  # XGBoost, every row in one call
+    # float32 sums in another order: ~1e-8 of a probability, ~1e-6 of a value near 10
+    rtol = 1e-6 if schema.target.task == "regression" else 0
     for size in (1, 3, scoring.SMALL_BATCH):
         parts = [scorer.output(x[i : i + size]) for i in range(0, len(x), size)]
-        np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-6, rtol=rtol)
     # The small path really is treelite's: the same numbers, not XGBoost's again.
     np.testing.assert_array_equal(scorer.output(x[:1]), scorer.small(x[:1]))
     assert len(scorer.output(x[: scoring.SMALL_BATCH + 1])) == scoring.SMALL_BATCH + 1

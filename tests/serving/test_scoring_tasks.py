@@ -19,8 +19,9 @@ import pandas as pd
 import pytest
 
 from pipelines.core.features import encode
+from pipelines.core.io import PipelineError
 from pipelines.core.model import LoadedModel, load_model
-from pipelines.schema import Schema
+from pipelines.schema import Schema, Target, dump_schema
 from pipelines.serving import batch, scoring
 from pipelines.serving.request_log import RequestLog
 from pipelines.stages.register import output_columns
@@ -251,9 +252,12 @@ def test_a_schema_of_another_task_is_refused_when_the_model_loads(
 ) -> None:
     made = projects["xgboost"]
     directory = Path(shutil.copytree(made.path("model"), tmp_path / "model"))
-    binary = Path(__file__).resolve().parents[2] / "schema.yaml"  # the example's binary schema
-    shutil.copyfile(binary, directory / scoring.SCHEMA_FILE)
-    with pytest.raises(Exception, match=f"is {made.schema.target.task} but its schema says"):
+    # The same table and features, its target said to be binary
+    target = Target(column=made.schema.target.column, positive="yes", values=("no", "yes"))
+    binary = made.schema.model_copy(update={"target": target})
+    (directory / scoring.SCHEMA_FILE).write_text(dump_schema(binary))
+    task = made.schema.target.task
+    with pytest.raises(PipelineError, match=f"is {task} but its schema says binary"):
         scoring.load_served(directory, INFO, "m:test")
 
 

@@ -98,7 +98,27 @@ def test_the_signature_is_the_schemas_feature_columns_typed_as_read_raw_reads_th
         else:  # MLflow turns no int64 into a double: whole numbers are long unless nullable
             whole = feature.type == "integer" and not feature.nullable
             assert column["type"] == ("long" if whole else "double"), column
-    assert signature.outputs.to_dict() == [{"type": "double", "required": True}]
+    assert signature.outputs.to_dict() == expected_outputs(schema)
+
+
+def expected_outputs(schema: Schema) -> list[dict[str, object]]:
+    """What the registered model answers per row, as MLflow writes its columns.
+
+    Binary: one unnamed probability; regression: the batch scorer's prediction and interval;
+    multiclass: its label (whole numbers or text, as the classes are) and each class's
+    probability.
+    """
+    target = schema.target
+    if target.task == "binary":
+        return [{"type": "double", "required": True}]
+    if target.task == "regression":
+        names = ["prediction", "low", "high"]
+        return [{"type": "double", "name": name, "required": True} for name in names]
+    whole = all(isinstance(c, int) and not isinstance(c, bool) for c in target.labels)
+    label = {"type": "long" if whole else "string", "name": "label", "required": True}
+    return [label] + [
+        {"type": "double", "name": f"probability_{c}", "required": True} for c in target.labels
+    ]
 
 
 def test_the_input_example_is_raw_rows_of_the_given_ids_in_order(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -41,6 +42,56 @@ def records(rows: pd.DataFrame, schema: Schema) -> list[dict[str, Any]]:
         {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
         for row in rows[list(schema.features)].to_dict("records")
     ]
+
+
+def expected_predictions(
+    output: np.ndarray, schema: Schema, *, threshold: float = 0.5, half_width: float = 0.0
+) -> list[dict[str, Any]]:
+    """The ``/predict`` predictions the API contract gives for a model's output, per task.
+
+    Binary: the probability and the positive label at or above ``threshold``; multiclass: the
+    most probable class and each class's probability, in the schema's class order; regression:
+    the prediction and ``[y - half_width, y + half_width]``.
+    """
+    target = schema.target
+    if target.task == "regression":
+        return [
+            {"prediction": y, "interval": [y - half_width, y + half_width]}
+            for y in np.asarray(output, dtype=np.float64).tolist()
+        ]
+    if target.task == "multiclass":
+        classes = list(target.labels)
+        return [
+            {
+                "label": classes[int(np.argmax(row))],
+                "probabilities": {str(c): p for c, p in zip(classes, row, strict=True)},
+            }
+            for row in np.asarray(output, dtype=np.float64).tolist()
+        ]
+    (negative,) = [value for value in target.labels if value != target.positive]
+    return [
+        {"probability": p, "label": target.positive if p >= threshold else negative}
+        for p in np.asarray(output, dtype=np.float64).tolist()
+    ]
+
+
+def assert_predictions_match(
+    got: list[dict[str, Any]], expected: list[dict[str, Any]], rtol: float, atol: float = 0.0
+) -> None:
+    """Served predictions equal the expected ones: the same keys, labels and classes in order,
+    and numbers within ``rtol`` and ``atol`` (as ``numpy.testing.assert_allclose``)."""
+    assert len(got) == len(expected)
+    for i, (one, want) in enumerate(zip(got, expected, strict=True)):
+        assert list(one) == list(want), i
+        for key, value in want.items():
+            answer = one[key]
+            if isinstance(value, dict):  # a probability per class
+                assert list(answer) == list(value), (i, key)
+                answer, value = list(answer.values()), list(value.values())  # noqa: PLW2901
+            if isinstance(value, float | list):
+                np.testing.assert_allclose(answer, value, rtol=rtol, atol=atol, err_msg=f"{i}")
+            else:
+                assert answer == value, (i, key)
 
 
 @dataclass

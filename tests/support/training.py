@@ -22,6 +22,15 @@ from pipelines.schema import Schema
 from pipelines.stages import train
 from tests.support.columns import PARAMS
 
+# The linear baseline that fits each task (train.model)
+LINEAR: dict[Task, str] = {
+    "binary": "logistic_regression",
+    "multiclass": "logistic_regression",
+    "regression": "ridge",
+}
+# A regression's interval half-width for models a test saves itself: any width the test knows
+HALF_WIDTH = 1.25
+
 
 def small_train_params(model: str, cv_folds: int = 0, seed: int = 0) -> TrainParams:
     """Small, fast settings for either model kind, for tests that fit many models."""
@@ -42,6 +51,26 @@ def small_train_params(model: str, cv_folds: int = 0, seed: int = 0) -> TrainPar
             "logistic_regression": {"C": 1.0, "max_iter": 200},
         }
     )
+
+
+def model_kind(kind: str, task: Task) -> str:
+    """``train.model`` for ``kind`` ("xgboost", "linear" or "dummy") on a ``task`` target."""
+    return LINEAR[task] if kind == "linear" else kind
+
+
+def saved_meta(schema: Schema, features: list[str]) -> dict[str, Any]:
+    """``meta.json``'s fields a test saves beside a model of the schema's target.
+
+    The features and the target, as the train stage records them, so the model loads as its
+    task; a regression also gets an interval of half-width :data:`HALF_WIDTH`.
+    """
+    meta: dict[str, Any] = {
+        "features": list(features),
+        "target": schema.target.model_dump(mode="json", exclude_defaults=True),
+    }
+    if schema.target.task == "regression":
+        meta["interval"] = {"half_width": HALF_WIDTH}
+    return meta
 
 
 @dataclass(frozen=True)
