@@ -50,6 +50,7 @@ NUMBER_TYPES = (
     "float",
 )
 FINITE = 1e300  # a regression target's values lie within plus or minus this: no infinity
+TARGET_NUMBER = Feature(type="number")  # a regression's target, for its dtype check
 # pandas 3 reads text as the `str` dtype (StringDtype(na_value=nan)), which no name in
 # ExpectColumnValuesToBeInTypeList matches; ExpectColumnValuesToBeOfType("str") compares the
 # dtype's scalar type (`str`) instead, and checks object columns value by value.
@@ -410,9 +411,9 @@ def _failures(results: list[dict[str, Any]], frame: pd.DataFrame, schema: Schema
                 Failure(kind, column, rule, None, observed=f"could not be checked: {message}")
             )
         elif kind in TYPE_EXPECTATIONS and details.get("unexpected_count") is None:
-            bad_rows, examples, observed, ids = _type_offenders(
-                frame, column, schema.features[column], schema.id
-            )
+            # the features' dtypes, and a regression's target, which holds numbers
+            feature = schema.features.get(column, TARGET_NUMBER)
+            bad_rows, examples, observed, ids = _type_offenders(frame, column, feature, schema.id)
             failures.append(Failure(kind, column, rule, bad_rows, examples, observed, ids))
         elif "unexpected_count" in details:
             failures.append(

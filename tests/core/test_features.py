@@ -154,6 +154,20 @@ def test_labels(schema: Schema, values: list[object], expected: list[int]) -> No
     assert y.tolist() == expected
 
 
+def test_labels_of_a_multiclass_and_a_regression_target() -> None:
+    classes = Target(column=TARGET, task="multiclass", classes=("c", "a", "b"))
+    y = labels(raw_rows().assign(**{TARGET: ["b", "c", "a", "b"]}), with_target(classes))
+    assert y.tolist() == [2, 0, 1, 2]  # positions in the schema's order, not sorted
+    number = Target(column=TARGET, task="regression")
+    y = labels(raw_rows().assign(**{TARGET: [1.5, -2, 0, 1e3]}), with_target(number))
+    assert y.dtype == np.float64
+    assert y.tolist() == [1.5, -2.0, 0.0, 1000.0]
+
+
+def with_target(target: Target) -> Schema:
+    return SCHEMA.model_copy(update={"target": target})
+
+
 @pytest.mark.parametrize(
     ("test_size", "seed"), [(0.2, 42), (0.2, 0), (0.35, 1), (0.35, 2), (0.1, 3)]
 )
@@ -250,5 +264,15 @@ def test_the_real_table_splits_by_params(raw: pd.DataFrame, schema: Schema) -> N
     assert abs(len(test) / len(raw) - share) <= 4 * math.sqrt(share * (1 - share) / len(raw))
     assert len(train) + len(test) == len(raw)
     assert set(train[schema.id]).isdisjoint(test[schema.id])
-    rate = (labels(raw, schema) == 1).mean()
-    assert abs(labels(test, schema).mean() - rate) <= 4 * math.sqrt(rate * (1 - rate) / len(test))
+    # Not stratified, but the test rows' target is a draw of the table's (4 deviations): each
+    # class's share (a binary target's positive rate among them), or a regression's mean
+    target, column = schema.target, schema.target.column
+    if target.task == "regression":
+        values = pd.to_numeric(raw[column])
+        spread = 4 * values.std() / math.sqrt(len(test))
+        assert abs(pd.to_numeric(test[column]).mean() - values.mean()) <= spread
+        return
+    for value in target.labels:  # matched as text, as the labels are
+        rate = (raw[column].astype(str) == str(value)).mean()
+        share = (test[column].astype(str) == str(value)).mean()
+        assert abs(share - rate) <= 4 * math.sqrt(rate * (1 - rate) / len(test)), value

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from pipelines.params import load_paths
-from pipelines.schema import Feature, Schema
+from pipelines.schema import Feature, Schema, Target
 from pipelines.stages.validate import (
     Failure,
     ValidationReport,
@@ -154,8 +154,9 @@ def unknown_values(c: Corrupted) -> None:
     rows = c.rows()
     if target.task == "regression":
         value: object = float("inf")
+        # The report is strict JSON: an infinite example is no example (the rule says why)
         broken = Broken(
-            target.column, BETWEEN, len(rows), "finite numbers (no infinity)", [value], c.ids(rows)
+            target.column, BETWEEN, len(rows), "finite numbers (no infinity)", [], c.ids(rows)
         )
     else:
         value = other_class(c.schema)
@@ -379,12 +380,14 @@ def test_raw_passes_after_another_csv_round_trip(
 
 
 def test_every_expectation_is_evaluated(good_report: ValidationReport, schema: Schema) -> None:
-    # columns, rows, id (2), target (2), and per feature: dtype, nulls, categories or range
+    # columns, rows, id (2), target (nulls, then a classifier's classes or a regression's dtype
+    # and finite range), and per feature: dtype, nulls, categories or range
+    target = 3 if schema.target.task == "regression" else 2
     per_feature = sum(
         2 + (f.categories is not None) + (f.min is not None or f.max is not None)
         for f in schema.features.values()
     )
-    assert good_report.evaluated == 6 + per_feature
+    assert good_report.evaluated == 4 + target + per_feature
     assert all(r["success"] for r in good_report.result["results"])
 
 
@@ -401,7 +404,7 @@ def test_corruption_fails_naming_column_rule_and_rows(
     corrupted = Corrupted(raw.copy(), schema)
     corruption(corrupted)
     if not corrupted.broken:
-        pytest.skip(f"no column of the schema can have a {name}")
+        pytest.skip(f"the schema has no column for the corruption {name!r}")
     frame = through_csv(corrupted.frame, tmp_path / "raw.csv")
 
     report = validate_table(frame, schema, suite)
@@ -457,9 +460,32 @@ def test_examples_are_capped_at_five(
     frame[schema.target.column] = [f"class {i % 9}" for i in range(len(frame))]
     report = validate_table(through_csv(frame, tmp_path / "raw.csv"), schema, suite)
     (failure,) = report.failures
+    # text is none of a classifier's classes, and no number for a regression
+    expected = IN_TYPES if schema.target.task == "regression" else IN_SET
+    assert (failure.column, failure.expectation) == (schema.target.column, expected)
     assert failure.bad_rows == len(frame)
     assert failure.examples == [f"class {i}" for i in range(5)]
     assert failure.row_ids == raw[schema.id].head(5).tolist()
+
+
+def test_text_in_a_regression_target_is_named_with_its_rows(
+    raw: pd.DataFrame, schema: Schema, tmp_path: Path
+) -> None:
+    """The target's dtype check has no feature of the schema behind it, and still names rows."""
+    column = schema.target.column
+    regression = schema.model_copy(update={"target": Target(column=column, task="regression")})
+    frame = raw.assign(**{column: np.arange(len(raw)) / 2})
+    corrupted = Corrupted(frame, regression)
+    corrupted.put(column, [2, 3], "not a number")
+
+    report = validate_table(through_csv(corrupted.frame, tmp_path / "raw.csv"), regression)
+
+    (failure,) = report.failures
+    assert (failure.column, failure.expectation) == (column, IN_TYPES)
+    assert failure.rule == TYPE_RULE["number"]
+    assert (failure.bad_rows, failure.examples) == (2, ["not a number"])
+    assert failure.row_ids == corrupted.ids([2, 3])
+    assert failure.observed == "str (values that are not numbers)"
 
 
 # --- the stage's command ------------------------------------------------------------------------
@@ -499,7 +525,12 @@ def test_main_fails_bad_data_but_still_writes_the_report(
 ) -> None:
     csv = tmp_path / RAW_NAME
     corrupted = Corrupted(raw.copy(), schema)
-    value = other_class(schema)
+    if schema.target.task == "regression":
+        value: object = "not a number"
+        rule = TYPE_RULE["number"]
+    else:
+        value = other_class(schema)
+        rule = f"values in {list(schema.target.labels)}"
     corrupted.put(schema.target.column, [4], value)
     corrupted.frame.to_csv(csv, index=False)
     out = tmp_path / "validation.json"
@@ -515,7 +546,7 @@ def test_main_fails_bad_data_but_still_writes_the_report(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "Data validation FAILED" in captured.err
-    assert f"{schema.target.column}: expected values in" in captured.err
+    assert f"{schema.target.column}: expected {rule}" in captured.err
     assert repr(value) in captured.err
     assert str(out) in captured.err
 

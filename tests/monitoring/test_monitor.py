@@ -2,7 +2,10 @@
 
 A small model is trained on the project's table as the pipeline trains it, saved, and profiled as
 the profile stage profiles it (train rows, test-row scores); the report then runs on files of
-served rows. Shifted columns are picked from the schema, so any table's tests run the same.
+served rows. Shifted columns are picked from the schema, so any table's tests run the same, and
+the served outputs and late labels are the schema's task's: a binary model's probability, a
+multiclass model's probabilities, a regression's prediction and interval; labels in the data's
+own terms. The expected metrics are computed here with scikit-learn, not by the monitor's code.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,18 +22,27 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from sklearn import metrics as sk
 
 from pipelines.core.drift import min_share
 from pipelines.core.features import feature_names
 from pipelines.core.io import write_json
-from pipelines.core.metrics import classification_metrics
-from pipelines.core.model import save_model
+from pipelines.core.metrics import (
+    BinaryPredictions,
+    MulticlassPredictions,
+    Predictions,
+    RegressionPredictions,
+    evaluation_metrics,
+)
+from pipelines.core.model import monitored_score, save_model
 from pipelines.core.profile import build_profile
 from pipelines.monitoring import monitor as report
 from pipelines.params import EvaluateParams, MonitorParams, load_paths, load_section
 from pipelines.schema import Feature, Schema
-from tests.support.columns import PARAMS, ROOT, negative_class, pick
+from tests.support.columns import PARAMS, ROOT, pick
 from tests.support.training import Trained, fit_on, small_train_params
+
+COVERAGE = 0.9  # of the regression's interval on the test rows (its half-width's quantile)
 
 
 @dataclass(frozen=True)
@@ -38,7 +51,8 @@ class Project:
 
     root: Path
     trained: Trained
-    test_scores: np.ndarray
+    output: np.ndarray  # the model's output on the test rows (a probability, per class, a value)
+    half_width: float  # a regression's interval: the prediction -/+ this (0 for a classifier)
     threshold: float
     monitor: MonitorParams
     params: Path
@@ -56,12 +70,33 @@ class Project:
         return code, json.loads((out / "m.json").read_text()), (out / "m.md").read_text()
 
 
+def predictions_of(
+    trained: Trained, schema: Schema, output: np.ndarray, threshold: float, half_width: float
+) -> Predictions:
+    """The test rows' predictions as the evaluate stage makes them."""
+    ids = trained.test_raw[schema.id].to_numpy()
+    if trained.task == "multiclass":
+        return MulticlassPredictions.of(ids, trained.y_test, output, schema.target.labels)
+    if trained.task == "regression":
+        low, high = output - half_width, output + half_width
+        return RegressionPredictions(ids, trained.y_test, output, low, high)
+    return BinaryPredictions.at_threshold(ids, trained.y_test, output, threshold)
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, raw: pd.DataFrame, schema: Schema) -> Project:
     root = tmp_path_factory.mktemp("monitor")
     trained = fit_on(raw, schema, small_train_params("xgboost"))
-    save_model(trained.model, "xgboost", {"features": feature_names(schema)}, root / "model")
-    scores = trained.predict(trained.test_raw, schema)
+    output = trained.predict(trained.test_raw, schema)
+    meta: dict[str, Any] = {
+        "features": feature_names(schema),
+        "target": schema.target.model_dump(mode="json", exclude_defaults=True),
+    }
+    half_width = 0.0
+    if trained.task == "regression":
+        half_width = float(np.quantile(np.abs(output - trained.y_test), COVERAGE))
+        meta["interval"] = {"coverage": COVERAGE, "half_width": half_width}
+    save_model(trained.model, "xgboost", meta, root / "model")
     # A small table's test split may hold fewer rows than a window needs for a verdict.
     document = yaml.safe_load(PARAMS.read_text())
     document["monitor"]["min_rows"] = min(document["monitor"]["min_rows"], len(trained.test_raw))
@@ -70,13 +105,15 @@ def project(tmp_path_factory: pytest.TempPathFactory, raw: pd.DataFrame, schema:
     monitor = load_section("monitor", MonitorParams, params)
     threshold = load_section("evaluate", EvaluateParams, params).threshold
     share = min_share(monitor.min_rows)
+    scores = monitored_score(output, trained.task)
     profile = build_profile(
         trained.train_raw, scores, schema, monitor.bins, monitor.score_bins, share=share
     )
     write_json(root / "reference", profile.to_json())
-    write_json(root / "metrics", classification_metrics(trained.y_test, scores, threshold))
-    pd.DataFrame({"probability": scores}).to_csv(root / "predictions", index=False)
-    return Project(root, trained, scores, threshold, monitor, params)
+    predictions = predictions_of(trained, schema, output, threshold, half_width)
+    write_json(root / "metrics", evaluation_metrics(predictions, threshold))
+    predictions.to_frame().to_csv(root / "predictions", index=False)
+    return Project(root, trained, output, half_width, threshold, monitor, params)
 
 
 def halved(values: pd.Series, feature: Feature) -> pd.Series:
@@ -100,7 +137,11 @@ def test_the_test_rows_show_no_drift(project: Project, tmp_path: Path) -> None:
     assert "```mermaid" not in markdown
     # The rows were scored with the model: the score's fractions are the reference's.
     assert document["score"]["psi"] < 0.01
-    assert document["quality"]["estimated"]["rows"] == len(project.trained.test_raw)
+    estimated = document["quality"]["estimated"]
+    if project.trained.task == "regression":  # a prediction says nothing of its own error
+        assert estimated is None
+    else:
+        assert estimated["rows"] == len(project.trained.test_raw)
 
 
 def test_two_shifted_features_are_named_exactly(
@@ -186,11 +227,30 @@ def test_rows_that_break_the_schema_are_not_scored(
     assert "3 of" in document["reason"]
 
 
-def write_log(folder: Path, rows: pd.DataFrame, scores: np.ndarray, schema: Schema) -> list[str]:
+def served_fields(project: Project, schema: Schema) -> list[dict[str, Any]]:
+    """Each test row's fields of the /predict response, as the service answers them."""
+    output = project.output.astype(np.float64)
+    if project.trained.task == "regression":
+        width = project.half_width
+        return [{"prediction": y, "interval": [y - width, y + width]} for y in output.tolist()]
+    if project.trained.task == "multiclass":
+        classes = [str(c) for c in schema.target.labels]
+        return [
+            {
+                "label": classes[int(np.argmax(row))],
+                "probabilities": dict(zip(classes, row, strict=True)),
+            }
+            for row in output.tolist()
+        ]
+    return [{"probability": p, "label": "ignored"} for p in output.tolist()]
+
+
+def write_log(folder: Path, rows: pd.DataFrame, project: Project, schema: Schema) -> list[str]:
     """The rows as the service's request log, in two files; their ids."""
     folder.mkdir()
     records = json.loads(rows[list(schema.features)].to_json(orient="records"))
     ids = [f"req-{i // 2}/{i % 2}" for i in range(len(rows))]
+    fields = served_fields(project, schema)
     lines = [
         json.dumps(
             {
@@ -198,8 +258,7 @@ def write_log(folder: Path, rows: pd.DataFrame, scores: np.ndarray, schema: Sche
                 "time": "2025-01-01T00:00:00Z",
                 "model_version": "test",
                 "record": record,
-                "probability": float(scores[i]),
-                "label": "ignored",
+                **fields[i],
             }
         )
         for i, record in enumerate(records)
@@ -211,13 +270,63 @@ def write_log(folder: Path, rows: pd.DataFrame, scores: np.ndarray, schema: Sche
     return ids
 
 
+def expected_metrics(
+    project: Project, schema: Schema, target: np.ndarray, rows: np.ndarray
+) -> dict[str, float]:
+    """scikit-learn's metrics of the served outputs of ``rows`` against their raw ``target``."""
+    output = project.output.astype(np.float64)[rows]
+    task = project.trained.task
+    if task == "regression":
+        y = target.astype(np.float64)
+        width = project.half_width
+        return {
+            "rmse": sk.root_mean_squared_error(y, output),
+            "mae": sk.mean_absolute_error(y, output),
+            "r2": sk.r2_score(y, output),
+            "coverage": float(np.mean((output - width <= y) & (y <= output + width))),
+        }
+    if task == "multiclass":
+        classes = [str(c) for c in schema.target.labels]
+        y = np.array([classes.index(str(v)) for v in target])
+        predicted = output.argmax(axis=1)
+        everyone = list(range(len(classes)))
+        recalls = sk.recall_score(y, predicted, labels=np.unique(y), average=None)
+        with warnings.catch_warnings():  # float32 probabilities sum to 1 within 1e-7
+            warnings.filterwarnings("ignore", "The y_prob values do not sum to one")
+            log_loss = sk.log_loss(y, output, labels=everyone)
+        return {
+            "log_loss": log_loss,
+            "accuracy": sk.accuracy_score(y, predicted),
+            "balanced_accuracy": sk.balanced_accuracy_score(y, predicted),
+            "macro_f1": sk.f1_score(
+                y, predicted, labels=everyone, average="macro", zero_division=0
+            ),
+            "min_class_recall": float(np.min(recalls)),
+        }
+    y = (target == schema.target.positive).astype(int)
+    predicted = (output >= project.threshold).astype(int)
+    return {
+        "roc_auc": sk.roc_auc_score(y, output),
+        "pr_auc": sk.average_precision_score(y, output),
+        "log_loss": sk.log_loss(y, output, labels=[0, 1]),
+        "brier": sk.brier_score_loss(y, output),
+        "accuracy": sk.accuracy_score(y, predicted),
+        "precision": sk.precision_score(y, predicted, zero_division=0),
+        "recall": sk.recall_score(y, predicted, zero_division=0),
+        "f1": sk.f1_score(y, predicted, zero_division=0),
+        "threshold": project.threshold,
+        "rows": len(y),
+        "positive_rate": float(y.mean()),
+    }
+
+
 def test_a_request_log_folder_and_late_labels(
     project: Project, schema: Schema, tmp_path: Path
 ) -> None:
     rows = project.trained.test_raw
-    ids = write_log(tmp_path / "log", rows, project.test_scores, schema)
+    ids = write_log(tmp_path / "log", rows, project, schema)
     known = np.arange(len(rows)) % 3 != 0  # a third of the rows has no label yet
-    target = rows[schema.target.column].to_numpy()
+    target = rows[schema.target.column].to_numpy()  # the data's own terms: a class, a number
     labels = pd.DataFrame({"id": np.array(ids)[known], "label": target[known]})
     labels = pd.concat([labels, pd.DataFrame({"id": ["elsewhere"], "label": [target[0]]})])
     labels.to_csv(tmp_path / "labels.csv", index=False)
@@ -232,8 +341,7 @@ def test_a_request_log_folder_and_late_labels(
     assert realised["matched"] == int(known.sum())
     assert realised["unmatched"] == int((~known).sum())
     assert realised["unused_labels"] == 1
-    y = (target[known] == schema.target.positive).astype(int)
-    expected = classification_metrics(y, project.test_scores[known], project.threshold)
+    expected = expected_metrics(project, schema, target[known], np.flatnonzero(known))
     for name, value in expected.items():
         assert realised["metrics"][name] == pytest.approx(value, rel=1e-6), name
     assert "Realised, from late labels" in markdown
@@ -241,8 +349,9 @@ def test_a_request_log_folder_and_late_labels(
 
 def test_an_unknown_label_is_refused(project: Project, schema: Schema, tmp_path: Path) -> None:
     rows = project.trained.test_raw
-    ids = write_log(tmp_path / "log", rows, project.test_scores, schema)
-    labels = pd.DataFrame({"id": ids[:3], "label": [negative_class(schema), "maybe", "maybe"]})
+    ids = write_log(tmp_path / "log", rows, project, schema)
+    good = rows[schema.target.column].iloc[0]  # a label the target can take, then one it cannot
+    labels = pd.DataFrame({"id": ids[:3], "label": [good, "maybe", "maybe"]})
     labels.to_csv(tmp_path / "labels.csv", index=False)
 
     code, document, _ = project.run(tmp_path / "log", tmp_path / "labels.csv")

@@ -1,4 +1,8 @@
-"""The training-table refresh (pipelines/monitoring/refresh) on small frames from the schema."""
+"""The training-table refresh (pipelines/monitoring/refresh) on small frames from the schema.
+
+The raw rows hold one value of the target and the late labels another, in the task's own terms
+(a class, a number; :mod:`tests.support.targets`): a new row must take its label's value.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,11 @@ from tests.support.columns import (
     case,
     fraction,
     inside,
-    negative_class,
     project_schema,
     unknown_category,
 )
+from tests.support.targets import Value, known, late
+from tests.support.targets import labels as label_series
 
 SCHEMA = project_schema()
 
@@ -35,7 +40,7 @@ def valid(schema: Schema) -> dict[str, object]:
 def raw_table(schema: Schema, rows: int = 5) -> pd.DataFrame:
     frame = pd.DataFrame([valid(schema)] * rows)
     frame.insert(0, schema.id, np.arange(1, rows + 1))
-    frame.insert(1, schema.target.column, negative_class(schema))  # not where the schema has it
+    frame.insert(1, schema.target.column, known(schema.target).data)  # not where the schema has it
     return frame
 
 
@@ -46,8 +51,9 @@ def served(schema: Schema, ids: list[str], **column: list[object]) -> pd.DataFra
     return frame
 
 
-def labels(ids: list[str], positive: bool = True) -> pd.Series:
-    return pd.Series(np.int8(positive), index=pd.Index(ids, dtype=object))
+def labels(ids: list[str], value: Value | None = None) -> pd.Series:
+    """Late labels of ``ids`` in the model's terms: ``value``, else :func:`late`'s."""
+    return label_series(SCHEMA.target, ids, value or late(SCHEMA.target))
 
 
 def test_labelled_rows_are_added_in_the_schema_columns_order() -> None:
@@ -59,7 +65,7 @@ def test_labelled_rows_are_added_in_the_schema_columns_order() -> None:
     assert len(done.table) == len(raw) + 2  # the unlabelled row is no training data
     new = done.table.iloc[len(raw) :]
     assert new[schema.id].tolist() == [101, 102]
-    assert (new[schema.target.column] == schema.target.positive).all()
+    assert (new[schema.target.column] == late(schema.target).data).all()
     assert done.table.iloc[: len(raw)].equals(raw)  # raw rows untouched
     assert (done.labelled, done.added, done.replaced, done.dropped) == (2, 2, 0, {})
     assert "1 without one are not training data" in done.lines()[0]
@@ -70,13 +76,14 @@ def test_a_served_row_replaces_the_raw_row_of_its_id_and_the_last_duplicate_wins
     raw = raw_table(schema)
     ids = ["2", "7", "7"]
     given = served(schema, ids)
-    y = pd.Series([1, 0], index=pd.Index(["2", "7"], dtype=object), dtype=np.int8)
+    target = schema.target
+    y = label_series(target, ["2", "7"], [late(target), known(target)])
     done = refresh(raw, given, np.array(ids, dtype=object), y, schema)
     assert (done.replaced, done.duplicates, done.added) == (1, 1, 1)
     assert len(done.table) == len(raw) + 1
     assert done.table[schema.id].is_unique
     row = done.table.set_index(schema.id).loc[2]
-    assert row[schema.target.column] == schema.target.positive  # the late label, not the raw one
+    assert row[schema.target.column] == late(target).data  # the late label, not the raw one
 
 
 BROKEN = [

@@ -11,14 +11,17 @@ import pytest
 import yaml
 from sklearn import metrics as sk
 
+from pipelines.core.metrics import BETTER, classification_metrics, point_metrics
 from pipelines.core.metrics import METRICS as REGISTRY
 from pipelines.core.metrics import BinaryPredictions as Predictions
-from pipelines.core.metrics import classification_metrics, point_metrics
 from pipelines.params import GateParams, MetricRule, ParamsError, load_section
 from pipelines.review import gate
 from pipelines.review.gate import Side
+from tests.support.columns import project_schema
+from tests.support.targets import binary_only
 
 METRICS = REGISTRY["binary"]
+SCHEMA = project_schema()
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 800
@@ -276,6 +279,16 @@ def test_verdicts(better: str, low: float, high: float, expected: str) -> None:
     assert gate.verdict(low, high, rule) == expected
 
 
+def test_the_committed_gate_gates_metrics_of_the_schemas_task() -> None:
+    loaded = load_section("gate", GateParams, ROOT / "params.yaml")
+    task = SCHEMA.target.task
+    assert loaded.metrics
+    assert set(loaded.metrics) <= set(REGISTRY[task]), f"metrics of a {task} model"
+    for name, rule in loaded.metrics.items():
+        assert rule.better == BETTER[name], name
+
+
+@binary_only(SCHEMA, "a binary model's gate holds roc_auc, pr_auc, log_loss, brier and f1")
 def test_the_committed_gate_section_loads() -> None:
     loaded = load_section("gate", GateParams, ROOT / "params.yaml")
     assert set(GATED) <= set(loaded.metrics)

@@ -1,5 +1,9 @@
 """Champion and challenger on the same holdout: when BASE's model may score the PR's test rows,
-and the gate's mode that follows (pipelines/review/holdout.py, gate.compare)."""
+and the gate's mode that follows (pipelines/review/holdout.py, gate.compare).
+
+Schema changes and the gate's mode hold for every task; rescoring BASE's model on the PR's rows
+is a binary model's only (another task's falls back to an unpaired bootstrap, with a note).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.core.metrics import BinaryPredictions as Predictions
+from pipelines.core.metrics import (
+    BinaryPredictions,
+    MulticlassPredictions,
+    Predictions,
+    RegressionPredictions,
+    evaluation_metrics,
+)
 from pipelines.params import GateParams, load_section
 from pipelines.review.gate import Side, compare
 from pipelines.review.holdout import predictions, rescore, schema_change
-from pipelines.schema import Feature, Schema
+from pipelines.schema import Feature, Schema, Target
 from tests.monitoring.test_refresh import raw_table
 from tests.support.columns import PARAMS, pick, project_schema
+from tests.support.targets import binary_only
 
 SCHEMA = project_schema()
+RESCORING = binary_only(SCHEMA, "only a binary model's test rows are rescored with BASE's model")
 
 
 def with_features(schema: Schema, features: dict[str, Feature]) -> Schema:
@@ -65,6 +77,7 @@ def pr_predictions(ids: list[int]) -> pd.DataFrame:
     )
 
 
+@RESCORING
 def test_a_schema_change_falls_back_before_any_model_is_read(tmp_path: Path) -> None:
     added = {**SCHEMA.features, "new_signal": Feature(type="number", min=0, max=1)}
     holdout, why = rescore(
@@ -80,6 +93,7 @@ def test_a_schema_change_falls_back_before_any_model_is_read(tmp_path: Path) -> 
     assert why == "a schema change (new column 'new_signal')"
 
 
+@RESCORING
 def test_rows_base_trained_on_are_left_out_and_all_of_them_is_no_holdout(tmp_path: Path) -> None:
     holdout, why = rescore(
         raw_table(SCHEMA),
@@ -94,11 +108,48 @@ def test_rows_base_trained_on_are_left_out_and_all_of_them_is_no_holdout(tmp_pat
     assert why == "BASE's model was trained on every one of the PR's test rows"
 
 
-def side(frame: pd.DataFrame) -> Side:
-    from pipelines.core.metrics import classification_metrics
+OTHER_TARGETS = {
+    "regression": Target(column="y", task="regression"),
+    "multiclass": Target(column="y", task="multiclass", classes=("a", "b", "c")),
+}
 
-    p = Predictions.from_frame(frame)
-    return Side(p, classification_metrics(p.label, p.probability, 0.5))
+
+@pytest.mark.parametrize("task", list(OTHER_TARGETS))
+def test_a_model_of_another_task_is_not_rescored(task: str, tmp_path: Path) -> None:
+    other = SCHEMA.model_copy(update={"target": OTHER_TARGETS[task]})
+    holdout, why = rescore(
+        raw_table(SCHEMA),
+        pr_predictions([1, 2]),
+        base_schema=other,
+        pr_schema=other,
+        base_train_ids=np.array([3, 4]),
+        base_model=tmp_path / "no model",
+        thresholds=(0.5, 0.5),
+    )
+    assert holdout is None
+    assert why == f"a new holdout is scored for binary models only, not {task}"
+
+
+def task_predictions(ids: np.ndarray, seed: int) -> Predictions:
+    """Predictions of the schema's task on fixed labels (the same for every seed) with signal."""
+    target = SCHEMA.target
+    rows = len(ids)
+    truth = np.random.default_rng(0)
+    noise = np.random.default_rng(seed).random((rows, max(len(target.labels), 1)))
+    if target.task == "regression":
+        label = truth.normal(10, 3, rows)
+        predicted = label + noise[:, 0] - 0.5
+        return RegressionPredictions(ids, label, predicted, predicted - 1, predicted + 1)
+    label = truth.integers(0, len(target.labels), rows)
+    if target.task == "multiclass":
+        p = noise + 2 * np.eye(len(target.labels))[label]
+        return MulticlassPredictions.of(ids, label, p / p.sum(axis=1)[:, None], target.labels)
+    p = np.clip(label * 0.6 + noise[:, 0] * 0.4, 0, 1)
+    return BinaryPredictions.at_threshold(ids, label, p, 0.5)
+
+
+def side(p: Predictions) -> Side:
+    return Side(p, evaluation_metrics(p, 0.5))
 
 
 @pytest.mark.parametrize(
@@ -107,15 +158,12 @@ def side(frame: pd.DataFrame) -> Side:
 def test_the_mode_says_when_base_was_scored_on_the_new_holdout(
     new_holdout: bool, mode: str
 ) -> None:
-    gate = load_section("gate", GateParams, PARAMS)
+    gate = load_section("gate", GateParams, PARAMS)  # the task's gated metrics
     params = gate.model_copy(update={"resamples": 50})
-    rng = np.random.default_rng(0)
     ids = np.arange(200)
-    label = rng.integers(0, 2, 200)
-    base = predictions(ids, label, np.clip(label * 0.6 + rng.random(200) * 0.4, 0, 1), 0.5)
-    pr = predictions(ids, label, np.clip(label * 0.6 + rng.random(200) * 0.4, 0, 1), 0.5)
+    base, pr = task_predictions(ids, seed=1), task_predictions(ids, seed=2)
     result = compare(side(base), side(pr), params, new_holdout=new_holdout)
     assert result.mode == mode
     # Other rows on each side: unpaired, whatever was asked
-    other = predictions(ids + 1000, label, pr["probability"].to_numpy(), 0.5)
+    other = task_predictions(ids + 1000, seed=2)
     assert compare(side(base), side(other), params, new_holdout=new_holdout).mode == "unpaired"
