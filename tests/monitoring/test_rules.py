@@ -22,6 +22,7 @@ import yaml
 
 from pipelines.core import drift
 from pipelines.core.io import PipelineError
+from pipelines.core.model import monitored_score
 from pipelines.core.profile import Distribution, Profile, build_profile
 from pipelines.monitoring import kustomize as manifests
 from pipelines.monitoring import rules
@@ -60,7 +61,7 @@ TOLERANCE = 1e-9
 @pytest.fixture(scope="module")
 def profile(trained: Trained, schema: Schema) -> Profile:
     """The profile stage's reference for the committed params' model, built in memory."""
-    scores = trained.predict(trained.test_raw, schema)
+    scores = monitored_score(trained.predict(trained.test_raw, schema), trained.task)
     share = drift.min_share(COMMITTED.min_rows)
     return build_profile(
         trained.train_raw, scores, schema, COMMITTED.bins, COMMITTED.score_bins, share=share
