@@ -54,7 +54,8 @@ def run_params(
     train: TrainParams, featurize: FeaturizeParams, evaluate: EvaluateParams
 ) -> dict[str, Any]:
     """The params that shaped this model, flat, as MLflow wants them."""
-    chosen = train.model_dump()[train.model]
+    # the chosen model's own section (the dummy has none); unset options are not params
+    chosen = train.model_dump(exclude_none=True).get(train.model, {})
     return {
         "model": train.model,
         "seed": train.seed,

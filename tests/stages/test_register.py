@@ -78,6 +78,31 @@ def test_run_params_hold_only_the_chosen_model_s_hyperparameters(kind: str) -> N
     assert {"seed", "test_size", "split_seed", "threshold"} <= logged.keys()
 
 
+@pytest.mark.parametrize("kind", ["dummy", "ridge"])
+def test_run_params_of_a_baseline_hold_its_section_or_none(kind: str) -> None:
+    train = load_section("train", TrainParams, PARAMS)
+    train = TrainParams.model_validate(train.model_dump(mode="json") | {"model": kind})
+    logged = run_params(
+        train,
+        load_section("featurize", FeaturizeParams, PARAMS),
+        load_section("evaluate", EvaluateParams, PARAMS),
+    )
+    assert logged["model"] == kind
+    mine = {key for key in logged if key.startswith(f"{kind}.")}
+    assert mine == ({"ridge.alpha"} if kind == "ridge" else set())
+    assert not any(key.startswith(("xgboost.", "logistic_regression.")) for key in logged)
+
+
+def test_an_unset_xgboost_option_is_no_param() -> None:
+    train = load_section("train", TrainParams, PARAMS)
+    logged = run_params(
+        TrainParams.model_validate(train.model_dump(mode="json") | {"model": "xgboost"}),
+        load_section("featurize", FeaturizeParams, PARAMS),
+        load_section("evaluate", EvaluateParams, PARAMS),
+    )
+    assert ("xgboost.objective" in logged) == (train.xgboost.objective is not None)
+
+
 @pytest.mark.parametrize(("kind", "library"), [("xgboost", "xgboost-cpu"), ("baseline", "skops")])
 def test_pip_requirements_are_pinned(kind: str, library: str) -> None:
     requirements = pip_requirements(kind)
