@@ -38,22 +38,30 @@ class CompareError(PipelineError):
 
 @dataclass(frozen=True)
 class Outputs:
-    """One model's evaluation outputs."""
+    """One model's evaluation outputs.
+
+    The model's task and classes are read from its ``meta.json`` when the outputs are made:
+    BASE's files live in a temporary folder that is gone by the time the comment is written.
+    """
 
     predictions: pd.DataFrame
     metrics: dict[str, Any]
     segments: dict[str, Any]
     model: Path
     registry: dict[str, Any] | None
+    target: tuple[Task, tuple[Any, ...]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target", read_target(self.model))
 
     @property
     def task(self) -> Task:
         """The model's task, as its ``meta.json`` says (binary without one)."""
-        return read_target(self.model)[0]
+        return self.target[0]
 
     def read(self) -> Predictions:
         """The predictions, read as the model's task says."""
-        return read_predictions(self.predictions, *read_target(self.model))
+        return read_predictions(self.predictions, *self.target)
 
     def side(self) -> Side:
         """What the gate reads of these outputs."""

@@ -244,7 +244,7 @@ def test_other_test_rows_are_noted(tmp_path: Path) -> None:
 
 
 def test_the_verdict_file_is_strict_json(worse: Report) -> None:
-    nan = Outputs(**{**worse.pr.__dict__, "metrics": {**worse.pr.metrics, "f1": float("nan")}})
+    nan = dataclasses.replace(worse.pr, metrics={**worse.pr.metrics, "f1": float("nan")})
     document = report.gate_document(make_report(worse.base.outputs, nan))
     text = json.dumps(document, allow_nan=False)
     assert json.loads(text)["verdict"] == "fail"
@@ -356,3 +356,21 @@ def test_the_run_url_is_a_servers_page_without_credentials(tracking: str, url: s
     from pipelines.core.lineage import run_url
 
     assert run_url(tracking, "3", "r") == url
+
+
+def test_outputs_keep_their_models_task_after_its_folder_is_gone(tmp_path: Path) -> None:
+    """BASE's files are fetched into a temporary folder that the comment outlives."""
+    import shutil
+
+    from pipelines.core.io import write_json
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    write_json(folder / "meta.json", {"target": {"column": "y", "task": "regression"}})
+    frame = pd.DataFrame(
+        {"id": [1, 2], "label": [1.0, 2.0], "prediction": [1.5, 2.5], "low": [0, 1], "high": [2, 3]}
+    )
+    outputs = Outputs(predictions=frame, metrics={}, segments={}, model=folder, registry=None)
+    shutil.rmtree(folder)
+    assert outputs.task == "regression"
+    assert outputs.read().predicted.tolist() == [1.5, 2.5]
