@@ -1,7 +1,7 @@
 """Likely leaks: features that alone predict the target almost perfectly.
 
-A column that holds the answer (a refund amount on a churn table, a diagnosis code beside the
-diagnosis) makes a model look excellent in every test and useless in production, where the
+A column that holds the answer (a refund amount on a table of cancellations, a diagnosis code beside
+the diagnosis) makes a model look excellent in every test and useless in production, where the
 column is not known yet. Each feature alone is scored by cross-validated predictions of a shallow
 tree on it: binary ROC AUC, multiclass macro one-vs-rest ROC AUC, regression R². A feature at or
 above :data:`THRESHOLD` is named; the pipeline goes on (it may be a fine feature), the people

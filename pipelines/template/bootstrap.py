@@ -58,7 +58,12 @@ GATED: dict[str, dict[str, float | None]] = {  # metric: tolerance (None: relati
     "regression": {"rmse": None, "mae": None, "r2": 0.02, "coverage": 0.05},
 }
 SEGMENT_METRICS = {"multiclass": ["macro_f1", "accuracy"], "regression": ["rmse", "mae"]}
-BINARY_PLOTS = ("ROC", "Precision-recall")  # dvc.yaml's plots that only a binary model writes
+# dvc.yaml's plots whose data a model of the task does not write (ROC and precision-recall
+# curves are a binary model's; a regression's predictions have no predicted class)
+NOT_PLOTTED = {
+    "multiclass": ("ROC", "Precision-recall"),
+    "regression": ("ROC", "Precision-recall", "Confusion matrix"),
+}
 
 
 def say(message: str) -> None:
@@ -293,8 +298,8 @@ def main() -> int:
             else {}
         ),
     )
-    if table.task != "binary":
-        drop_plots(Path("dvc.yaml"), BINARY_PLOTS)
+    if table.task in NOT_PLOTTED:
+        drop_plots(Path("dvc.yaml"), NOT_PLOTTED[table.task])
     say("uv.lock for the new project name")
     uv = env.get("UV") or "uv"
     if subprocess.run([uv, "lock", "--offline", "--quiet"], check=False).returncode != 0:

@@ -331,16 +331,18 @@ def test_a_regressions_gate_scales_with_its_first_model() -> None:
     }
 
 
-def test_binary_plots_are_dropped_from_dvc_yaml_and_the_rest_kept(tmp_path: Path) -> None:
+def test_plots_a_task_does_not_write_are_dropped_from_dvc_yaml_and_the_rest_kept(tmp_path: Path) -> None:
     import yaml
 
-    from pipelines.template.bootstrap import BINARY_PLOTS, drop_plots
+    from pipelines.template.bootstrap import NOT_PLOTTED, drop_plots
 
     dvc = tmp_path / "dvc.yaml"
     dvc.write_text((ROOT / "dvc.yaml").read_text())
-    drop_plots(dvc, BINARY_PLOTS)
+    drop_plots(dvc, NOT_PLOTTED["regression"])
     before = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     after = yaml.safe_load(dvc.read_text())
     titles = [next(iter(plot)) for plot in after["plots"]]
-    assert titles == [t for t in (next(iter(p)) for p in before["plots"]) if t not in BINARY_PLOTS]
+    dropped = NOT_PLOTTED["regression"]
+    assert titles == [t for t in (next(iter(p)) for p in before["plots"]) if t not in dropped]
+    assert {"Calibration", "Feature importance"} <= set(titles)
     assert after["stages"] == before["stages"]
