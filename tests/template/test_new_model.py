@@ -331,7 +331,9 @@ def test_a_regressions_gate_scales_with_its_first_model() -> None:
     }
 
 
-def test_plots_a_task_does_not_write_are_dropped_from_dvc_yaml_and_the_rest_kept(tmp_path: Path) -> None:
+def test_plots_a_task_does_not_write_are_dropped_from_dvc_yaml_and_the_rest_kept(
+    tmp_path: Path,
+) -> None:
     import yaml
 
     from pipelines.template.bootstrap import NOT_PLOTTED, drop_plots
