@@ -29,8 +29,11 @@ from tools.scratch import ScratchRepo
 pytestmark = pytest.mark.slow
 
 MODEL_OWNED = ("params.yaml", "schema.yaml", "README.md", "data.dvc", "dvc.lock")
-V1_DESCRIPTION = (
-    'description: "Binary classifier from schema.yaml: probability and label per raw record."'
+# The template's own bento description (v1), read from the file: v2 and the model each edit it
+V1_DESCRIPTION = next(
+    line
+    for line in (Path(__file__).resolve().parents[2] / "bentofile.yaml").read_text().splitlines()
+    if line.startswith("description: ")
 )
 V2_DESCRIPTION = 'description: "A binary classifier, built from schema.yaml (template v2)."'
 MODEL_DESCRIPTION = 'description: "Loan default risk per application."'
