@@ -62,15 +62,19 @@ def test_data_hash_is_the_md5_recorded_in_the_dvc_file(tmp_path: Path) -> None:
     assert data_hash(dvc_file) == "0123abcd.dir"
 
 
-@pytest.mark.parametrize("kind", ["xgboost", "logistic_regression"])
-def test_run_params_hold_only_the_chosen_model_s_hyperparameters(kind: str) -> None:
+def logged_params(kind: str) -> dict[str, object]:
+    """What register logs to MLflow for the committed params with ``train.model: kind``."""
     train = load_section("train", TrainParams, PARAMS)
-    train = TrainParams.model_validate(train.model_dump(mode="json") | {"model": kind})
-    logged = run_params(
-        train,
+    return run_params(
+        TrainParams.model_validate(train.model_dump(mode="json") | {"model": kind}),
         load_section("featurize", FeaturizeParams, PARAMS),
         load_section("evaluate", EvaluateParams, PARAMS),
     )
+
+
+@pytest.mark.parametrize("kind", ["xgboost", "logistic_regression"])
+def test_run_params_hold_only_the_chosen_model_s_hyperparameters(kind: str) -> None:
+    logged = logged_params(kind)
     other = "logistic_regression" if kind == "xgboost" else "xgboost"
     assert logged["model"] == kind
     assert any(key.startswith(f"{kind}.") for key in logged)
@@ -80,13 +84,7 @@ def test_run_params_hold_only_the_chosen_model_s_hyperparameters(kind: str) -> N
 
 @pytest.mark.parametrize("kind", ["dummy", "ridge"])
 def test_run_params_of_a_baseline_hold_its_section_or_none(kind: str) -> None:
-    train = load_section("train", TrainParams, PARAMS)
-    train = TrainParams.model_validate(train.model_dump(mode="json") | {"model": kind})
-    logged = run_params(
-        train,
-        load_section("featurize", FeaturizeParams, PARAMS),
-        load_section("evaluate", EvaluateParams, PARAMS),
-    )
+    logged = logged_params(kind)
     assert logged["model"] == kind
     mine = {key for key in logged if key.startswith(f"{kind}.")}
     assert mine == ({"ridge.alpha"} if kind == "ridge" else set())
@@ -95,11 +93,7 @@ def test_run_params_of_a_baseline_hold_its_section_or_none(kind: str) -> None:
 
 def test_an_unset_xgboost_option_is_no_param() -> None:
     train = load_section("train", TrainParams, PARAMS)
-    logged = run_params(
-        TrainParams.model_validate(train.model_dump(mode="json") | {"model": "xgboost"}),
-        load_section("featurize", FeaturizeParams, PARAMS),
-        load_section("evaluate", EvaluateParams, PARAMS),
-    )
+    logged = logged_params("xgboost")
     assert ("xgboost.objective" in logged) == (train.xgboost.objective is not None)
 
 
