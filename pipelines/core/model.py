@@ -18,7 +18,13 @@ import numpy as np
 import pandas as pd
 
 from pipelines.core.io import PipelineError, atomic_path, write_json
-from pipelines.core.metrics import Task
+from pipelines.core.metrics import (
+    BinaryPredictions,
+    MulticlassPredictions,
+    Predictions,
+    RegressionPredictions,
+    Task,
+)
 from pipelines.params import TrainParams
 
 META = "meta.json"
@@ -169,6 +175,21 @@ class LoadedModel:
     def half_width(self) -> float:
         """Half the width of a regression's prediction interval (0 without one)."""
         return float(self.meta.get("interval", {}).get("half_width", 0.0))
+
+    def predictions(
+        self, ids: np.ndarray, label: np.ndarray, output: np.ndarray, threshold: float
+    ) -> Predictions:
+        """The model's predictions of rows from their labels and its outputs on them.
+
+        Binary: labelled at ``threshold``; multiclass: the most probable class; regression: the
+        prediction with the model's interval.
+        """
+        if self.task == "multiclass":
+            return MulticlassPredictions.of(ids, label, output, self.meta["target"]["classes"])
+        if self.task == "regression":
+            width = self.half_width()
+            return RegressionPredictions(ids, label, output, output - width, output + width)
+        return BinaryPredictions.at_threshold(ids, label, output, threshold)
 
 
 def save_model(model: Model, kind: str, meta: dict[str, Any], directory: Path) -> None:

@@ -3,7 +3,9 @@
 A data change gives the PR other test rows than BASE's, so their predictions cannot be paired.
 Instead BASE's model scores the PR's test rows (their raw records, through the batch scorer and
 :class:`pipelines.serving.scoring.Scorer`, the code path that serves BASE's model), and both
-models are compared on the same rows: a paired bootstrap on the new holdout.
+models are compared on the same rows: a paired bootstrap on the new holdout. It works alike for
+every task: BASE's output becomes predictions of its task (a binary model's labelled at BASE's
+threshold, a regression's with BASE's interval).
 
 Rows that BASE's model was trained on are left out of that holdout, or BASE would be judged on
 rows it has seen. The split goes by a hash of the id, so rows added or changed keep every row on
@@ -12,7 +14,8 @@ sides' metrics are then computed on the rows that remain.
 
 BASE's model cannot score the new rows after a schema change (a new or removed column, a new
 category, another type) or when the rows break BASE's schema: the gate then falls back to an
-unpaired bootstrap of each side's own test rows, and says why.
+unpaired bootstrap of each side's own test rows, and says why. A changed target (its task or
+classes) is such a change.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.core.metrics import classification_metrics
+from pipelines.core.metrics import Predictions, evaluation_metrics
 from pipelines.core.model import load_model
 from pipelines.schema import Schema
 from pipelines.serving import batch as score
@@ -37,15 +40,15 @@ class Holdout:
     """Both models' predictions and metrics on the PR's test rows that BASE did not train on.
 
     Attributes:
-        base: BASE's predictions (id, label, probability, predicted) on those rows.
+        base: BASE's predictions on those rows.
         pr: The PR's predictions on the same rows, in the same order.
-        base_metrics: BASE's metrics on those rows, at BASE's threshold.
-        pr_metrics: The PR's metrics on those rows, at the PR's threshold.
+        base_metrics: BASE's metrics on those rows (a binary model's at BASE's threshold).
+        pr_metrics: The PR's metrics on those rows (a binary model's at the PR's threshold).
         excluded: PR test rows left out because BASE trained on them.
     """
 
-    base: pd.DataFrame
-    pr: pd.DataFrame
+    base: Predictions
+    pr: Predictions
     base_metrics: dict[str, Any]
     pr_metrics: dict[str, Any]
     excluded: int
@@ -100,23 +103,9 @@ def schema_change(base: Schema, pr: Schema) -> str | None:
     return "; ".join(reasons) or None
 
 
-def predictions(
-    ids: np.ndarray, label: np.ndarray, probability: np.ndarray, threshold: float
-) -> pd.DataFrame:
-    """A predictions table as the evaluate stage writes it."""
-    return pd.DataFrame(
-        {
-            "id": ids,
-            "label": label,
-            "probability": probability,
-            "predicted": (probability >= threshold).astype(np.int8),
-        }
-    )
-
-
 def rescore(
     raw: pd.DataFrame,
-    pr_predictions: pd.DataFrame,
+    pr_predictions: Predictions,
     *,
     base_schema: Schema,
     pr_schema: Schema,
@@ -128,31 +117,29 @@ def rescore(
 
     Args:
         raw: The PR's raw table.
-        pr_predictions: The PR's ``eval/predictions.csv``.
+        pr_predictions: The PR's ``eval/predictions.csv``, read as its task's predictions.
         base_schema: BASE's ``schema.yaml``.
         pr_schema: The PR's ``schema.yaml``.
         base_train_ids: The ids of BASE's training rows.
         base_model: BASE's model directory.
-        thresholds: BASE's and the PR's decision thresholds.
+        thresholds: BASE's and the PR's decision thresholds (a binary model's; others ignore
+            them).
 
     Returns:
         The holdout, or None and why BASE's model cannot score the PR's test rows.
     """
     change = schema_change(base_schema, pr_schema)
-    why = None if change is None else f"a schema change ({change})"
-    if pr_schema.target.task != "binary":
-        why = f"a new holdout is scored for binary models only, not {pr_schema.target.task}"
-    if why:
-        return None, why
+    if change is not None:
+        return None, f"a schema change ({change})"
     key = raw[pr_schema.id].astype("string")
     if key.duplicated().any():
         return None, "an id appears twice in the PR's raw table"
-    ids = pr_predictions["id"].astype("string")
+    ids = pd.Series(pr_predictions.ids).astype("string")
     seen = ids.isin(pd.Series(base_train_ids).astype("string")).to_numpy()
-    kept = pr_predictions.loc[~seen].reset_index(drop=True)
-    if kept.empty:
+    kept = pr_predictions.take(np.flatnonzero(~seen))
+    if len(kept) == 0:
         return None, "BASE's model was trained on every one of the PR's test rows"
-    position = pd.Index(key).get_indexer(pd.Index(kept["id"].astype("string")))
+    position = pd.Index(key).get_indexer(pd.Index(pd.Series(kept.ids).astype("string")))
     if (position < 0).any():
         return None, f"{int((position < 0).sum())} of the PR's test ids are not in its raw table"
     columns = [base_schema.id, *base_schema.features, base_schema.target.column]
@@ -161,24 +148,15 @@ def rescore(
     if problems:
         broken = "; ".join(f"{p.column}: {p.rule}" for p in problems[:MAX_NAMED])
         return None, f"the PR's test rows break BASE's schema ({broken})"
-    probability = score.probabilities(rows, base_schema, load_model(base_model))
-    label = kept["label"].to_numpy(dtype=np.int8)
-    base = predictions(kept["id"].to_numpy(), label, probability, thresholds[0])
-    pr = predictions(
-        kept["id"].to_numpy(), label, kept["probability"].to_numpy(np.float64), thresholds[1]
-    )
+    model = load_model(base_model)
+    output = score.outputs(rows, base_schema, model)
+    base = model.predictions(kept.ids, kept.label, output, thresholds[0])
     return (
         Holdout(
             base=base,
-            pr=pr,
-            base_metrics={
-                **classification_metrics(label, probability, thresholds[0]),
-                "threshold": thresholds[0],
-            },
-            pr_metrics={
-                **classification_metrics(label, pr["probability"].to_numpy(), thresholds[1]),
-                "threshold": thresholds[1],
-            },
+            pr=kept,
+            base_metrics=evaluation_metrics(base, thresholds[0]),
+            pr_metrics=evaluation_metrics(kept, thresholds[1]),
             excluded=int(seen.sum()),
         ),
         "",

@@ -25,7 +25,6 @@ import yaml
 
 from pipelines.core.features import read_features
 from pipelines.core.io import PipelineError, write_atomically, write_json
-from pipelines.core.metrics import BinaryPredictions
 from pipelines.params import CardParams, GateParams, Paths, load_paths, load_section
 from pipelines.review.gate import Side, compare, pair
 from pipelines.review.holdout import rescore
@@ -127,18 +126,14 @@ def same_holdout(
         return (base.outputs.side(), pr.side()), None
     schema_text = git(root, "show", f"{base.commit}:{paths.schema_.as_posix()}")
     train = into / paths.train
-    if pr.task != "binary" or base.outputs.task != "binary":
-        # the new holdout is scored through the binary scorer (pipelines.review.holdout)
-        task = base.outputs.task if pr.task == "binary" else pr.task
-        holdout, why = None, f"it is rescored on new rows for a binary task only, not {task}"
-    elif schema_text is None or not train.exists():
+    if schema_text is None or not train.exists():
         missing = paths.schema_ if schema_text is None else paths.train
         holdout, why = None, f"BASE's {missing} could not be read"
     else:
         progress("the test rows differ: scoring BASE's model on the PR's test rows")
         holdout, why = rescore(
             read_raw(root / paths.raw),
-            pr.predictions,
+            pr.read(),
             base_schema=Schema.model_validate(yaml.safe_load(schema_text)),
             pr_schema=load_schema(root / paths.schema_),
             base_train_ids=read_features(train)[2],
@@ -151,10 +146,7 @@ def same_holdout(
     if holdout is None:
         note = f"BASE's model cannot score the PR's test rows: {why}; the bootstrap is unpaired."
         return (base.outputs.side(), pr.side()), {"fallback": why, "note": note}
-    sides = (
-        Side(BinaryPredictions.from_frame(holdout.base), holdout.base_metrics),
-        Side(BinaryPredictions.from_frame(holdout.pr), holdout.pr_metrics),
-    )
+    sides = (Side(holdout.base, holdout.base_metrics), Side(holdout.pr, holdout.pr_metrics))
     return sides, {"rows": len(holdout.pr), "excluded": holdout.excluded, "note": holdout.note()}
 
 

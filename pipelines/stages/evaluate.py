@@ -46,7 +46,7 @@ from pipelines.core.metrics import (
     evaluation_metrics,
     headline,
 )
-from pipelines.core.model import LoadedModel, load_model
+from pipelines.core.model import load_model
 from pipelines.params import EngineParams, EvaluateParams, load_section
 from pipelines.schema import load_schema
 from pipelines.stages import dask_engine
@@ -85,18 +85,6 @@ def segment_metrics(
             for value in sorted(set(values))
         }
     return result
-
-
-def scored_predictions(
-    model: LoadedModel, ids: np.ndarray, y: np.ndarray, output: np.ndarray, threshold: float
-) -> Predictions:
-    """The model's predictions of its task from the labels and its outputs on the test rows."""
-    if model.task == "multiclass":
-        return MulticlassPredictions.of(ids, y, output, model.meta["target"]["classes"])
-    if model.task == "regression":
-        width = model.half_width()
-        return RegressionPredictions(ids, y, output, output - width, output + width)
-    return BinaryPredictions.at_threshold(ids, y, output, threshold)
 
 
 def plots(predictions: Predictions, bins: int) -> dict[str, Points]:
@@ -153,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         x, y, ids = read_features(args.test)
         output = model.predict(x)
-    predictions = scored_predictions(model, ids, y, output, params.threshold)
+    predictions = model.predictions(ids, y, output, params.threshold)
     raw = pd.read_csv(args.raw, usecols=[schema.id, *params.segments]).set_index(schema.id)
 
     metrics = _rounded(evaluation_metrics(predictions, params.threshold))

@@ -1,8 +1,9 @@
 """Champion and challenger on the same holdout: when BASE's model may score the PR's test rows,
 and the gate's mode that follows (pipelines/review/holdout.py, gate.compare).
 
-Schema changes and the gate's mode hold for every task; rescoring BASE's model on the PR's rows
-is a binary model's only (another task's falls back to an unpaired bootstrap, with a note).
+Every test holds for every task: the generic ones on this repository's schema, and BASE's model
+rescored on its own table's test rows for a regression and a multiclass model (the binary one in
+tests/e2e/test_pr.py, through a real data-change pull request).
 """
 
 from __future__ import annotations
@@ -13,23 +14,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.core.features import read_features
 from pipelines.core.metrics import (
+    METRICS,
     BinaryPredictions,
     MulticlassPredictions,
     Predictions,
     RegressionPredictions,
     evaluation_metrics,
+    read_predictions,
 )
+from pipelines.core.model import read_target
 from pipelines.params import GateParams, load_section
 from pipelines.review.gate import Side, compare
-from pipelines.review.holdout import predictions, rescore, schema_change
-from pipelines.schema import Feature, Schema, Target
+from pipelines.review.holdout import rescore, schema_change
+from pipelines.schema import Feature, Schema, Target, read_raw
 from tests.monitoring.test_refresh import raw_table
 from tests.support.columns import PARAMS, pick, project_schema
-from tests.support.targets import binary_only
+from tests.support.tasks import Project
 
 SCHEMA = project_schema()
-RESCORING = binary_only(SCHEMA, "only a binary model's test rows are rescored with BASE's model")
 
 
 def with_features(schema: Schema, features: dict[str, Feature]) -> Schema:
@@ -71,13 +75,10 @@ def test_another_type_is_a_schema_change() -> None:
     assert schema_change(SCHEMA, changed) == f"'{name}' changed type from integer to number"
 
 
-def pr_predictions(ids: list[int]) -> pd.DataFrame:
-    return predictions(
-        np.array(ids), np.array([0, 1] * (len(ids) // 2)), np.linspace(0.1, 0.9, len(ids)), 0.5
-    )
+def pr_predictions(ids: list[int]) -> Predictions:
+    return task_predictions(np.array(ids), seed=1)
 
 
-@RESCORING
 def test_a_schema_change_falls_back_before_any_model_is_read(tmp_path: Path) -> None:
     added = {**SCHEMA.features, "new_signal": Feature(type="number", min=0, max=1)}
     holdout, why = rescore(
@@ -93,7 +94,6 @@ def test_a_schema_change_falls_back_before_any_model_is_read(tmp_path: Path) -> 
     assert why == "a schema change (new column 'new_signal')"
 
 
-@RESCORING
 def test_rows_base_trained_on_are_left_out_and_all_of_them_is_no_holdout(tmp_path: Path) -> None:
     holdout, why = rescore(
         raw_table(SCHEMA),
@@ -109,25 +109,50 @@ def test_rows_base_trained_on_are_left_out_and_all_of_them_is_no_holdout(tmp_pat
 
 
 OTHER_TARGETS = {
+    "binary": Target(column="y", task="binary", positive="yes", values=("no", "yes")),
     "regression": Target(column="y", task="regression"),
     "multiclass": Target(column="y", task="multiclass", classes=("a", "b", "c")),
 }
 
 
 @pytest.mark.parametrize("task", list(OTHER_TARGETS))
-def test_a_model_of_another_task_is_not_rescored(task: str, tmp_path: Path) -> None:
+def test_another_target_is_a_schema_change(task: str) -> None:
     other = SCHEMA.model_copy(update={"target": OTHER_TARGETS[task]})
+    assert schema_change(SCHEMA, other) == "the target changed"
+
+
+def test_base_is_rescored_on_the_new_holdout_of_every_task(task_model: Project) -> None:
+    """BASE's model is the PR's here, so rescored through the serving scorer it must give what
+    the evaluate stage wrote, on the rows it did not train on, with the same metrics."""
+    made = task_model
+    task, classes = read_target(made.path("model"))
+    pr = read_predictions(pd.read_csv(made.path("predictions.csv")), task, classes)
+    trained_on = pr.ids[:7]  # as if BASE had trained on seven of the PR's test rows
     holdout, why = rescore(
-        raw_table(SCHEMA),
-        pr_predictions([1, 2]),
-        base_schema=other,
-        pr_schema=other,
-        base_train_ids=np.array([3, 4]),
-        base_model=tmp_path / "no model",
+        read_raw(made.path("raw.csv")),
+        pr,
+        base_schema=made.schema,
+        pr_schema=made.schema,
+        base_train_ids=np.concatenate([read_features(made.path("train.parquet"))[2], trained_on]),
+        base_model=made.path("model"),
         thresholds=(0.5, 0.5),
     )
-    assert holdout is None
-    assert why == f"a new holdout is scored for binary models only, not {task}"
+    assert holdout is not None, why
+    assert holdout.excluded == 7
+    rest = pr.take(np.arange(7, len(pr)))
+    assert list(holdout.base.ids) == list(holdout.pr.ids) == list(rest.ids)
+    assert list(holdout.base.label) == list(rest.label)
+    # predictions.csv keeps 8 decimals of XGBoost's float32 output
+    np.testing.assert_allclose(holdout.base.output, rest.output, atol=1e-6)
+    if isinstance(rest, RegressionPredictions):
+        assert isinstance(holdout.base, RegressionPredictions)
+        width = holdout.base.high - holdout.base.low
+        np.testing.assert_allclose(width, rest.high - rest.low, atol=1e-5)
+    written = evaluation_metrics(rest)
+    assert holdout.pr_metrics == written
+    for name in METRICS[task]:
+        assert holdout.base_metrics[name] == pytest.approx(written[name], abs=1e-5), name
+    assert "threshold" not in holdout.base_metrics
 
 
 def task_predictions(ids: np.ndarray, seed: int) -> Predictions:

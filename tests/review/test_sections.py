@@ -94,20 +94,15 @@ def outputs(made: Project) -> Outputs:
     )
 
 
-@pytest.fixture(scope="module", params=["regression", "multiclass"])
-def sides(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Sides:
-    task = request.param
+@pytest.fixture(scope="module")
+def sides(task_model: Project, tmp_path_factory: pytest.TempPathFactory) -> Sides:
+    task = task_model.schema.target.task
     with pytest.MonkeyPatch.context() as monkeypatch:
 
         def run(name: str, **train: object) -> Project:
             return pipeline(tmp_path_factory.mktemp(f"{task}-{name}"), task, monkeypatch, **train)
 
-        return Sides(
-            task,
-            run("base"),
-            run("other", xgboost=WEAKER),
-            run("dummy", model="dummy"),
-        )
+        return Sides(task, task_model, run("other", xgboost=WEAKER), run("dummy", model="dummy"))
 
 
 @pytest.fixture(scope="module")
