@@ -8,7 +8,7 @@ at 1, 8 and 32 concurrent clients:
 - ours: the BentoML service, ``make serve`` (``pipelines/serving/service.py``);
 - naive: FastAPI + pydantic + a pandas DataFrame per request (``benchmarks/naive_server.py``);
 - mlflow: ``mlflow models serve`` of the registered model, which takes the same raw records
-  and answers the same probabilities (``pipelines/serving/mlflow_model.py``: the schema check,
+  and answers the same outputs (``pipelines/serving/mlflow_model.py``: the schema check,
   the encoding and the model as the batch scorer runs them), one DataFrame per request;
 - bare: ``booster.inplace_predict`` on a prepared float32 row, in-process: the ceiling;
 - ours without model metrics (``MODEL_METRICS=off``): the cost of monitoring (feature and score
@@ -59,10 +59,11 @@ import pandas as pd
 from pipelines.core.features import encode
 from pipelines.core.io import PipelineError, write_json
 from pipelines.core.lineage import tracking_uri
+from pipelines.core.metrics import PROBABILITY
 from pipelines.core.model import LoadedModel, load_model
 from pipelines.params import EvaluateParams, Paths, RegisterParams, load_paths, load_section
 from pipelines.schema import Schema, load_schema, read_raw
-from pipelines.serving.batch import probabilities, read_table, score_file
+from pipelines.serving.batch import outputs, read_table, score_file
 from pipelines.serving.example import request_records
 
 CLIENTS = (1, 8, 32)
@@ -79,7 +80,7 @@ CHECKED = 20  # bodies whose answers are compared with the model's own before lo
 START_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 20.0
 SEED = 0
-MLFLOW_NOTE = "the registered model: raw records in, probabilities out, a DataFrame per request"
+MLFLOW_NOTE = "the registered model: raw records in, its outputs out, a DataFrame per request"
 
 # One request per call, bodies taken in turn; done() prints the figures as one JSON line, in
 # microseconds, so nothing depends on wrk's human-readable units.
@@ -232,8 +233,9 @@ class Server:
         path: Where requests are POSTed.
         ready: A GET path that answers 200 once the model is loaded.
         bodies: The request bodies.
-        expected: The probability each body must be answered with (same order).
-        answer: Reads the prediction out of a response document.
+        expected: The model's output each body must be answered with (same order): a binary
+            model's probability, a regression's value, a multiclass model's probabilities.
+        answer: Reads that output out of a response document.
         env: Environment variables of this server only.
     """
 
@@ -243,8 +245,8 @@ class Server:
     path: str
     ready: str
     bodies: list[str]
-    expected: list[float]
-    answer: Callable[[dict[str, Any]], float]
+    expected: list[list[float]]
+    answer: Callable[[dict[str, Any]], list[float]]
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -393,7 +395,7 @@ def check_answers(server: Server, base: str) -> None:
             got = server.answer(_post(base + server.path, body))
         except (OSError, KeyError, IndexError, ValueError) as error:
             raise BenchError(f"{server.title} did not answer {body[:120]}: {error}") from None
-        if abs(got - expected) > 1e-5:
+        if len(got) != len(expected) or not np.allclose(got, expected, rtol=0, atol=1e-5):
             raise BenchError(f"{server.title} answered {got} where the model gives {expected}")
 
 
@@ -516,7 +518,7 @@ def batch_figures(
     """Rows per second of the batch scorer and of the bare model on ``table``.
 
     Raises:
-        BenchError: The scorer's probabilities differ from the bare model's.
+        BenchError: The scorer's outputs differ from the bare model's.
     """
     source, target = workdir / "batch.csv", workdir / "scores.csv"
     table.to_csv(source, index=False)
@@ -525,14 +527,14 @@ def batch_figures(
         encode(frame, schema)[model.meta["features"]].to_numpy(np.float32)
     )
     booster = model.model.get_booster()  # type: ignore[attr-defined]
-    if not np.allclose(probabilities(frame, schema, model), booster.inplace_predict(matrix)):
-        raise BenchError("the batch scorer's probabilities differ from the bare model's")
+    if not np.allclose(outputs(frame, schema, model), booster.inplace_predict(matrix)):
+        raise BenchError("the batch scorer's outputs differ from the bare model's")
     rows = len(frame)
     print(f"batch: {rows:,} rows, bare model, encode+predict, end to end (best of {REPEAT})...")
     bare, core, whole = best_seconds(
         [
             lambda: booster.inplace_predict(matrix),
-            lambda: probabilities(frame, schema, model),
+            lambda: outputs(frame, schema, model),
             lambda: score_file(source, target, schema, model, threshold),
         ],
         REPEAT,
@@ -714,20 +716,44 @@ def report(results: dict[str, Any]) -> str:
 # Putting it together
 
 
+Reader = Callable[[dict[str, Any]], list[float]]
+
+
+def answer_readers(schema: Schema) -> tuple[Reader, Reader]:
+    """Read the model's output on the first record out of the service's and MLflow's answers.
+
+    The service's is ``/predict``'s (the naive server answers alike); MLflow's the registered
+    model's (a binary model's probabilities, else the batch scorer's columns). Binary: the
+    probability; regression: the prediction; multiclass: each class's probability, in the
+    schema's class order.
+    """
+    target = schema.target
+    if target.task == "multiclass":
+        classes = target.labels
+        return (
+            lambda d: [float(d["predictions"][0]["probabilities"][str(c)]) for c in classes],
+            lambda d: [float(d["predictions"][0][f"{PROBABILITY}{c}"]) for c in classes],
+        )
+    if target.task == "regression":
+        return (
+            lambda d: [float(d["predictions"][0]["prediction"])],
+            lambda d: [float(d["predictions"][0]["prediction"])],
+        )
+    return (
+        lambda d: [float(d["predictions"][0]["probability"])],
+        lambda d: [float(d["predictions"][0])],
+    )
+
+
 def servers(
     paths: Paths, schema: Schema, model: LoadedModel, rows: pd.DataFrame, workers: int
 ) -> list[Server]:
     """The three HTTP servers, each with its bodies and the answers the model gives."""
     venv_bin = Path(sys.executable).parent
     registry = json.loads(paths.registry.read_text()) if paths.registry.exists() else {}
-    expected = model.predict(encode(rows, schema)).tolist()
+    expected = model.predict(encode(rows, schema)).reshape(len(rows), -1).tolist()
     bodies = service_bodies(request_records(rows, schema))
-
-    def probability(document: dict[str, Any]) -> float:
-        return float(document["predictions"][0]["probability"])
-
-    def mlflow_probability(document: dict[str, Any]) -> float:
-        return float(document["predictions"][0])
+    ours, mlflow_output = answer_readers(schema)
 
     naive = [
         *(str(venv_bin / "python"), "-m", "uvicorn", "benchmarks.naive_server:create_app"),
@@ -740,11 +766,10 @@ def servers(
     serve = ["make", "--no-print-directory", "serve", "PORT={port}"]
     return [
         Server("naive", TITLES["naive"], naive, "/predict", "/openapi.json", bodies, expected,
-               probability),
+               ours),
         Server("mlflow", TITLES["mlflow"], mlflow, "/invocations", "/ping",
-               mlflow_bodies(request_records(rows, schema)), expected, mlflow_probability),
-        Server("ours", TITLES["ours"], serve, "/predict", "/readyz", bodies, expected,
-               probability),
+               mlflow_bodies(request_records(rows, schema)), expected, mlflow_output),
+        Server("ours", TITLES["ours"], serve, "/predict", "/readyz", bodies, expected, ours),
     ]  # fmt: skip
 
 

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -18,6 +19,7 @@ from pipelines.core.features import encode
 from pipelines.core.model import LoadedModel, load_model
 from pipelines.params import EvaluateParams, load_section
 from pipelines.schema import Schema
+from pipelines.serving.batch import columns
 from pipelines.serving.example import request_records
 from tests.serving.test_batch import save_small_model
 from tests.support.columns import ROOT
@@ -143,7 +145,7 @@ def test_the_report_prints_figures_ratios_verdicts_and_what_was_not_measured() -
     assert next(line for line in lines if line.startswith("ours p99")).endswith("FAIL")
     assert "mlflow models serve                       not measured (below)" in text
     assert "not measured:\n  mlflow models serve exited: no model" in text
-    assert "raw records in, probabilities out" in text  # what MLflow's server is given
+    assert "raw records in, its outputs out" in text  # what MLflow's server is given
     assert "300,000" in text
     without_ours = _results(1.0, 1.0, 1.0, 1.0)
     del without_ours["servers"]["ours"]
@@ -240,6 +242,19 @@ def test_the_naive_server_answers_the_models_outputs_in_the_services_shape(
     assert_predictions_match(answer["predictions"], expected, 1e-6, atol)
     single = serving._post(naive_url + "/predict", serving.service_bodies(records[:1])[0])
     assert_predictions_match(single["predictions"], expected[:1], 1e-6, atol)
+    # What the benchmark checks every server by: the model's output on the first record
+    ours, mlflow_output = serving.answer_readers(schema)
+    first = np.asarray(output, dtype=np.float64).reshape(len(rows), -1)[0]
+    np.testing.assert_allclose(ours(single), first, rtol=0, atol=1e-6)
+    # MLflow answers the registered model's output: a binary model's probabilities, else the
+    # batch scorer's columns as records (pipelines/serving/mlflow_model.py)
+    scored = model.predict(encode(rows.head(1), schema))
+    mlflow_answer = (
+        {"predictions": scored.tolist()}
+        if schema.target.task == "binary"
+        else {"predictions": pd.DataFrame(columns(scored, schema, model)).to_dict("records")}
+    )
+    np.testing.assert_allclose(mlflow_output(mlflow_answer), first, rtol=0, atol=1e-6)
 
 
 WRK = shutil.which("wrk")
