@@ -7,15 +7,21 @@ labels in the data's own terms), and a regression's interval covers what it prom
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from pipelines.core.io import PipelineError
 from pipelines.core.metrics import METRICS
-from pipelines.core.model import load_model
-from tests.support.tasks import Project, pipeline
+from pipelines.core.model import load_model, make_model
+from pipelines.params import TrainParams
+from tests.support.columns import PARAMS
+from tests.support.tasks import SMALL_XGBOOST, Project, pipeline
 
 KEYS = {
     "regression": {"rmse", "mae", "r2", "coverage", "rows"},
@@ -161,3 +167,22 @@ def test_the_conformal_rank_is_the_textbook_one() -> None:
         assert rank / 100 >= coverage
     with pytest.raises(Exception, match="cannot give a 99% interval"):
         conformal_half_width(errors[:10], 0.99)
+
+
+def test_a_regressions_loss_is_chosen_in_params_and_a_classifier_refuses_one(
+    models: dict[str, Project], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = task_of(models)
+    train = yaml.safe_load(PARAMS.read_text())["train"]
+    block = train["xgboost"] | SMALL_XGBOOST
+    loss = {"objective": "reg:absoluteerror"}
+    if task != "regression":
+        with pytest.raises(PipelineError, match=r"train\.xgboost\.objective: reg:absoluteerror"):
+            make_model(TrainParams.model_validate(train | {"xgboost": block | loss}), task)
+        return
+    made = pipeline(tmp_path / "l1", task, monkeypatch, xgboost=block | loss)
+    booster = load_model(made.path("model")).model.get_booster()  # type: ignore[attr-defined]
+    assert json.loads(booster.save_config())["learner"]["objective"]["name"] == loss["objective"]
+    squared = pd.read_csv(models["xgboost"].path("predictions.csv"))["prediction"]
+    absolute = pd.read_csv(made.path("predictions.csv"))["prediction"]
+    assert not np.allclose(squared, absolute)  # another loss, another model
