@@ -156,6 +156,13 @@ def test_the_test_rows_show_no_drift(
     assert document["rows"] == document["scored"] == len(m.test)
     # The model scored the rows as the evaluate stage did: the score's fractions are the reference's
     assert document["score"]["psi"] < 0.01
+    if m.task == "multiclass":  # and so are the predicted classes' shares
+        assert document["predicted_class"]["psi"] < 0.01
+        assert not document["predicted_class_drift"]
+        assert "| **predicted class** (model) | categorical |" in markdown
+    else:
+        assert "predicted_class" not in document
+        assert "predicted class" not in markdown
     quality = document["quality"]
     if m.task == "regression":
         assert quality["estimated"] is None
@@ -190,6 +197,36 @@ def test_a_shifted_feature_drifts_and_is_named(monitored: Monitored, tmp_path: P
     assert (code, document["verdict"]) == (1, "drift")
     assert document["drifting"] == [name]
     assert f'title "{name}: served' in markdown
+
+
+@pytest.mark.parametrize("monitored", ["multiclass"], indirect=True)
+def test_a_class_predicted_twice_as_often_drifts(monitored: Monitored, tmp_path: Path) -> None:
+    """The test rows plus the rows the model predicts as its most frequent class once more:
+    the class shares move, which the top probability alone need not show."""
+    m = monitored
+    predicted = m.predictions["predicted"].astype(str)
+    common = predicted.value_counts().idxmax()
+    again = (predicted == common).to_numpy()
+    rows = pd.concat([m.test, m.test[again]], ignore_index=True)
+    served = pd.concat([predicted, predicted[again]], ignore_index=True)
+    rows.to_csv(tmp_path / "rows.csv", index=False)  # no outputs: the model scores them
+
+    code, document, markdown = run(m, tmp_path / "rows.csv")
+
+    assert code == 1
+    assert document["predicted_class_drift"]
+    found = document["predicted_class"]
+    assert found["psi"] > found["threshold"]
+    classes = [str(c) for c in m.schema.target.labels]
+    assert found["bins"][: len(classes)] == classes
+    shares = served.value_counts(normalize=True).reindex(classes, fill_value=0.0)
+    assert found["fractions"][: len(classes)] == pytest.approx(shares.to_list(), abs=1e-3)
+    reference = predicted.value_counts(normalize=True).reindex(classes, fill_value=0.0)
+    assert found["reference"][: len(classes)] == pytest.approx(reference.to_list(), abs=1e-3)
+    row = next(line for line in markdown.splitlines() if "**predicted class** (model)" in line)
+    assert row.endswith("🔴 drift |")
+    assert 'title "predicted class: served' in markdown
+    assert "the predicted class" in reasons(document, {})[0]
 
 
 def test_late_labels_on_the_request_log_give_the_tasks_metrics(
