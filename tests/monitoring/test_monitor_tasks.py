@@ -19,10 +19,11 @@ import scipy.stats
 import yaml
 from sklearn import metrics as sk
 
+from pipelines.core.drift import chi2_quantile
 from pipelines.core.model import load_model
 from pipelines.monitoring import monitor as report
 from pipelines.monitoring.retrain import reasons
-from pipelines.params import GateParams, load_section
+from pipelines.params import GateParams, MonitorParams, load_section
 from pipelines.serving import batch
 from tests.support.tasks import Monitored
 
@@ -223,6 +224,18 @@ def test_a_class_predicted_twice_as_often_drifts(monitored: Monitored, tmp_path:
     assert found["fractions"][: len(classes)] == pytest.approx(shares.to_list(), abs=1e-3)
     reference = predicted.value_counts(normalize=True).reindex(classes, fill_value=0.0)
     assert found["reference"][: len(classes)] == pytest.approx(reference.to_list(), abs=1e-3)
+    # its threshold takes the false-alarm rate split over the features, the score and the class
+    monitor = load_section("monitor", MonitorParams, m.params)
+    alpha = monitor.false_alarm_rate / (len(m.schema.features) + 2)
+    df = sum(f > 0 for f in found["reference"]) - 1
+    spread = 1 / len(rows) + 1 / found["reference_rows"]
+    expected = spread * chi2_quantile(1 - alpha, df)  # the alerts' chi-square quantile
+    assert expected > monitor.psi_floor  # the chi-square part decides, not the floor
+    assert found["threshold"] == pytest.approx(expected, rel=1e-6)
+    # Wilson and Hilferty, near the exact quantile (1.7% off at df = 3 in this tail)
+    assert expected == pytest.approx(spread * scipy.stats.chi2.ppf(1 - alpha, df), rel=0.03)
+    unsplit = spread * chi2_quantile(1 - alpha * (len(m.schema.features) + 2), df)
+    assert found["threshold"] != pytest.approx(unsplit, rel=1e-3)
     row = next(line for line in markdown.splitlines() if "**predicted class** (model)" in line)
     assert row.endswith("🔴 drift |")
     assert 'title "predicted class: served' in markdown
