@@ -179,14 +179,15 @@ def degrees_of_freedom(reference: Any) -> int:
     return max(int(np.count_nonzero(np.asarray(reference) > 0)) - 1, 1)
 
 
-def per_test_rate(false_alarm_rate: float, features: int) -> float:
+def per_test_rate(false_alarm_rate: float, features: int, outputs: int = 1) -> float:
     """The rate each of a model's drift tests gets so that the model's stays ``false_alarm_rate``.
 
-    One test per feature and one for the score, each at ``false_alarm_rate / (features + 1)``
-    (Bonferroni): a window without drift alarms on some feature with probability at most the
-    model's rate, however many features it has.
+    One test per feature and one per watched output (the score; a multiclass model's predicted
+    class too), each at ``false_alarm_rate / (features + outputs)`` (Bonferroni): a window
+    without drift alarms on some feature with probability at most the model's rate, however
+    many features it has.
     """
-    return false_alarm_rate / (features + 1)
+    return false_alarm_rate / (features + outputs)
 
 
 def chi2_quantile(probability: float, df: int) -> float:

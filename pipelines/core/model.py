@@ -142,6 +142,18 @@ def monitored_score(output: np.ndarray, task: Task) -> np.ndarray:
     return values.max(axis=1) if task == "multiclass" else values
 
 
+def monitored_class(output: np.ndarray, task: Task) -> np.ndarray | None:
+    """A multiclass model's predicted class per row, as positions in the schema's class order.
+
+    The most probable class, as the service answers it; monitoring watches the share of rows
+    predicted as each class beside the top probability, which a model that predicts one class
+    twice as often with the same confidence leaves unchanged. None for other tasks.
+    """
+    if task != "multiclass":
+        return None
+    return np.asarray(output, dtype=np.float64).argmax(axis=1)
+
+
 def task_of(meta: dict[str, Any]) -> Task:
     """The task of a model from its ``meta.json`` (a model from before tasks is binary)."""
     task: Task = meta.get("target", {}).get("task", "binary")

@@ -1,14 +1,15 @@
 """The reference profile: per feature and for the score, fixed bins and the training share of each.
 
 Numeric features: ``monitor.bins`` quantile bins plus a missing bin; categorical: one bin per
-category plus other and missing. Written by the profile stage (:mod:`pipelines.stages.profile`),
-read by the service's drift counters and by ``make monitor``.
+category plus other and missing. A multiclass model's profile also holds the share of test rows
+predicted as each class (the schema's classes, in order). Written by the profile stage
+(:mod:`pipelines.stages.profile`), read by the service's drift counters and by ``make monitor``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from pipelines.core.io import PipelineError
 from pipelines.schema import Schema
 
 FORMAT = 1
+PREDICTED = "predicted_class"  # the profile file's key of a multiclass model's class shares
 
 
 @dataclass(frozen=True)
@@ -68,18 +70,26 @@ class Distribution:
 
 @dataclass(frozen=True)
 class Profile:
-    """The reference profile of a model: every feature's distribution and the score's."""
+    """The reference profile of a model: every feature's distribution and the score's.
+
+    ``predicted``: a multiclass model's predicted-class shares (:func:`class_binning`); None
+    for the other tasks, whose files have no such key.
+    """
 
     features: dict[str, Distribution]
     score: Distribution
+    predicted: Distribution | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The file's content."""
-        return {
+        document: dict[str, Any] = {
             "format": FORMAT,
             "features": {name: d.to_json() for name, d in self.features.items()},
             "score": self.score.to_json(),
         }
+        if self.predicted is not None:
+            document[PREDICTED] = self.predicted.to_json()
+        return document
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any]) -> Profile:
@@ -92,7 +102,12 @@ class Profile:
         features = {
             name: Distribution.from_json(part) for name, part in document["features"].items()
         }
-        return cls(features, Distribution.from_json(document["score"]))
+        predicted = document.get(PREDICTED)
+        return cls(
+            features,
+            Distribution.from_json(document["score"]),
+            Distribution.from_json(predicted) if predicted is not None else None,
+        )
 
     @classmethod
     def read(cls, path: Path) -> Profile:
@@ -130,6 +145,16 @@ def distribution(binning: Binning, values: Any) -> Distribution:
     return Distribution(binning, tuple(float(f) for f in fractions(counts)), int(counts.sum()))
 
 
+def class_binning(classes: Sequence[Any]) -> Binning:
+    """The bins of a multiclass model's predicted class: one per class, named as text."""
+    return Binning("categorical", categories=tuple(str(c) for c in classes))
+
+
+def class_names(positions: Any, classes: Sequence[Any]) -> np.ndarray:
+    """Class positions (0 for ``classes[0]``) as the bin names of :func:`class_binning`."""
+    return np.asarray([str(c) for c in classes], dtype=object)[np.asarray(positions, dtype=int)]
+
+
 def build_profile(
     rows: pd.DataFrame,
     scores: Any,
@@ -138,11 +163,15 @@ def build_profile(
     score_bins: int,
     *,
     share: float = 0.0,
+    predicted: Any = None,
 ) -> Profile:
     """The profile of training ``rows`` (raw feature columns) and test-row ``scores``.
 
     ``share``: the smallest share of rows a bin may hold (:func:`min_share` of
     ``monitor.min_rows``); the score's quantile bins hold a tenth each and are left as they are.
+    ``predicted``: a multiclass model's predicted class of each test row, as positions in the
+    schema's class order (:func:`pipelines.core.model.monitored_class`); every class keeps its
+    bin, however rare (a class the model stops or starts predicting is the drift to see).
 
     Raises:
         PipelineError: No rows, no scores, or a category clashes with the profile's own bins.
@@ -157,4 +186,8 @@ def build_profile(
         for name in schema.features
     }
     score = Binning("numeric", edges=quantile_edges(scores, score_bins))
-    return Profile(features, distribution(score, scores))
+    classes = schema.target.labels
+    shares = None
+    if predicted is not None:
+        shares = distribution(class_binning(classes), class_names(predicted, classes))
+    return Profile(features, distribution(score, scores), shares)

@@ -7,7 +7,9 @@ features, a binned KS distance. A feature (or the score) drifts when its PSI exc
 ``per_test_rate(monitor.false_alarm_rate, features)``, the rule the Prometheus alerts evaluate,
 so ``make monitor`` and the alerts agree on the same rows.
 The score is the model's monitored score of its task (:func:`pipelines.core.model.monitored_score`:
-a probability, the top probability, a prediction), the number the profile stage binned.
+a probability, the top probability, a prediction), the number the profile stage binned; a
+multiclass model's predicted class (the most probable one) is compared with the test rows' class
+shares too, a third subject of the same test.
 Quality is estimated from the outputs where they say something (:mod:`pipelines.monitoring.quality`:
 a binary or multiclass model's calibrated probabilities, not a regression's prediction) and, given
 late labels, measured. Rows without a served output are scored with the current model, after the
@@ -37,8 +39,8 @@ from pipelines.core.drift import (
 )
 from pipelines.core.metrics import PROBABILITY as PROBABILITY_OF
 from pipelines.core.metrics import Task
-from pipelines.core.model import load_model, monitored_score
-from pipelines.core.profile import Distribution, Profile
+from pipelines.core.model import load_model, monitored_class, monitored_score
+from pipelines.core.profile import Distribution, Profile, class_names
 from pipelines.monitoring import quality
 from pipelines.monitoring.served import (
     MonitorError,
@@ -54,6 +56,7 @@ from pipelines.schema import Schema, load_schema
 from pipelines.serving import batch as scorer
 
 SCORE = "score"  # the model's score, in the report beside the features
+PREDICTED = "predicted class"  # a multiclass model's predicted class, beside the score
 
 
 @dataclass(frozen=True)
@@ -164,12 +167,18 @@ class Monitor:
     realised: Realised | None
     task: Task = "binary"
     classes: tuple[Any, ...] = ()
+    predicted: Drift | None = None  # a multiclass model's predicted class
+
+    @property
+    def outputs(self) -> list[Drift]:
+        """What is watched of the model's output: the score, and a multiclass model's class."""
+        return [self.score] if self.predicted is None else [self.score, self.predicted]
 
     @property
     def drifting(self) -> list[Drift]:
-        """The drifting features, then the score when it drifts, largest PSI/threshold first."""
+        """The drifting features, then the outputs that drift, largest PSI/threshold first."""
         found = sorted((d for d in self.features if d.drift), key=lambda d: -d.ratio)
-        return [*found, self.score] if self.score.drift else found
+        return [*found, *(d for d in self.outputs if d.drift)]
 
     @property
     def exit_code(self) -> int:
@@ -338,7 +347,10 @@ def build(rows: Path, labels: Path | None, paths: Paths, params_file: Path) -> M
     served = read_served(rows, schema)
     label_of = read_labels(labels, schema) if labels is not None else None
     scored = score_unscored(served, schema, paths.model)
-    alpha = per_test_rate(params.false_alarm_rate, len(schema.features))
+    classes = monitored_class(served.output, target.task)
+    watched = profile.predicted if classes is not None else None
+    outputs = 1 if watched is None else 2
+    alpha = per_test_rate(params.false_alarm_rate, len(schema.features), outputs)
     features = [
         measure(name, profile.features[name], served.frame[name], params, alpha)
         for name in schema.features
@@ -371,4 +383,9 @@ def build(rows: Path, labels: Path | None, paths: Paths, params_file: Path) -> M
         realised=realised,
         task=target.task,
         classes=tuple(target.labels),
+        predicted=(
+            None
+            if watched is None or classes is None
+            else measure(PREDICTED, watched, class_names(classes, target.labels), params, alpha)
+        ),
     )

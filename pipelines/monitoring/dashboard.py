@@ -2,7 +2,8 @@
 
 Traffic, errors by outcome, latency quantiles, the served score distribution against the
 reference's, the features with the highest PSI and the model version, per namespace (staging,
-production) and model version. Panels read the recording rules of ``pipelines.monitoring.rules``
+production) and model version; for a multiclass model also the predicted-class shares against
+the reference's and their PSI. Panels read the recording rules of ``pipelines.monitoring.rules``
 (the drift maths is written once, there) and ``model_info``.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from pipelines.core.metrics import Task
 from pipelines.params import MonitorParams
 from pipelines.serving import names
 
@@ -65,7 +67,56 @@ def variable(name: str, label: str, query: str) -> dict[str, Any]:
     }
 
 
-def dashboard(params: MonitorParams, model: str) -> dict[str, Any]:
+Place = tuple[int, int, int, int]
+
+
+def shares(title: str, subject: str, w: str, version: str, place: Place) -> dict[str, Any]:
+    """A bar chart of a subject's served fractions per bin (over ``w``) against the reference's."""
+    return panel(
+        title,
+        "barchart",
+        [
+            target(
+                f"sum by (bin) (model:{subject}_bin_served:fraction{w}{version})",
+                ref="A",
+                instant=True,
+            ),
+            target(
+                f"sum by (bin) (model:{subject}_bin_reference:fraction{version})",
+                ref="B",
+                instant=True,
+            ),
+        ],
+        place,
+        "percentunit",
+        options={"xField": "bin", "legend": {"showLegend": True, "displayMode": "list"}},
+        transformations=[
+            {"id": "merge", "options": {}},
+            {
+                "id": "organize",
+                "options": {
+                    "excludeByName": {"Time": True},
+                    "renameByName": {"Value #A": "served", "Value #B": "reference"},
+                },
+            },
+        ],
+    )
+
+
+def psi_panel(title: str, subject: str, w: str, version: str, place: Place) -> dict[str, Any]:
+    """A subject's PSI over ``w``, over time, against its threshold."""
+    return panel(
+        title,
+        "timeseries",
+        [
+            target(f"model:{subject}_psi:{w}{version}", "PSI", "A"),
+            target(f"model:{subject}_psi_threshold:{w}{version}", "threshold", "B"),
+        ],
+        place,
+    )
+
+
+def dashboard(params: MonitorParams, model: str, task: Task = "binary") -> dict[str, Any]:
     """The dashboard's JSON model (Grafana 10+, loaded by the sidecar from a ConfigMap)."""
     pin = f'model="{model}", namespace="$namespace"'
     service, version = "{" + pin + "}", "{" + pin + ', model_version="$model_version"}'
@@ -123,44 +174,10 @@ def dashboard(params: MonitorParams, model: str) -> dict[str, Any]:
             (12, 12, 12, 8),
             "percentunit",
         ),
-        panel(
-            f"Score distribution against the reference ({w})",
-            "barchart",
-            [
-                target(
-                    f"sum by (bin) (model:score_bin_served:fraction{w}{version})",
-                    ref="A",
-                    instant=True,
-                ),
-                target(
-                    f"sum by (bin) (model:score_bin_reference:fraction{version})",
-                    ref="B",
-                    instant=True,
-                ),
-            ],
-            (0, 20, 12, 9),
-            "percentunit",
-            options={"xField": "bin", "legend": {"showLegend": True, "displayMode": "list"}},
-            transformations=[
-                {"id": "merge", "options": {}},
-                {
-                    "id": "organize",
-                    "options": {
-                        "excludeByName": {"Time": True},
-                        "renameByName": {"Value #A": "served", "Value #B": "reference"},
-                    },
-                },
-            ],
+        shares(
+            f"Score distribution against the reference ({w})", "score", w, version, (0, 20, 12, 9)
         ),
-        panel(
-            f"Score PSI and its threshold ({w})",
-            "timeseries",
-            [
-                target(f"model:score_psi:{w}{version}", "PSI", "A"),
-                target(f"model:score_psi_threshold:{w}{version}", "threshold", "B"),
-            ],
-            (12, 20, 12, 9),
-        ),
+        psi_panel(f"Score PSI and its threshold ({w})", "score", w, version, (12, 20, 12, 9)),
         panel(
             f"Features with the highest PSI ({w})",
             "bargauge",
@@ -175,6 +192,23 @@ def dashboard(params: MonitorParams, model: str) -> dict[str, Any]:
             (12, 29, 12, 10),
         ),
     ]
+    if task == "multiclass":  # the predicted class's shares, below the features
+        panels += [
+            shares(
+                f"Predicted class shares against the reference ({w})",
+                "predicted_class",
+                w,
+                version,
+                (0, 39, 12, 9),
+            ),
+            psi_panel(
+                f"Predicted class PSI and its threshold ({w})",
+                "predicted_class",
+                w,
+                version,
+                (12, 39, 12, 9),
+            ),
+        ]
     info = f'{names.INFO}{{model="{model}"}}'
     return {
         "uid": model[:40],

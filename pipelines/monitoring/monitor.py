@@ -1,11 +1,11 @@
 """``make monitor``: the batch drift and quality report of served rows.
 
 The comparison (:mod:`pipelines.monitoring.compare`) gives every feature's and the score's PSI
-against its threshold, the rule of the Prometheus alerts, and the model's estimated and realised
-quality per task (a binary model's expected confusion matrix, a multiclass model's expected
-accuracy and class shares, a regression's metrics only from labels); this module writes it as
-markdown in the style of the pull-request comment (verdict first, a table sorted by PSI over
-threshold, Mermaid charts of what drifts) and as JSON.
+(and a multiclass model's predicted class's) against its threshold, the rule of the Prometheus
+alerts, and the model's estimated and realised quality per task (a binary model's expected
+confusion matrix, a multiclass model's expected accuracy and class shares, a regression's metrics
+only from labels); this module writes it as markdown in the style of the pull-request comment
+(verdict first, a table sorted by PSI over threshold, Mermaid charts of what drifts) and as JSON.
 
 Usage: ``python -m pipelines.monitoring.monitor ROWS [--labels CSV] --markdown reports/monitor.md
 --json reports/monitor.json`` (``make monitor ROWS=... [LABELS=...]``). Exit 0: no drift;
@@ -28,7 +28,7 @@ from pipelines.core.formatting import cell, number
 from pipelines.core.io import PipelineError, write_atomically, write_json
 from pipelines.core.metrics import BETTER
 from pipelines.monitoring import quality
-from pipelines.monitoring.compare import Drift, Monitor, build
+from pipelines.monitoring.compare import PREDICTED, SCORE, Drift, Monitor, build
 from pipelines.params import load_paths
 
 MAX_CHARTS = 12
@@ -49,17 +49,26 @@ def verdict_line(monitor: Monitor) -> str:
             ": collect rows over a longer period and run `make monitor` again."
         )
     drifting = monitor.drifting
+    outputs = " and ".join(_OUTPUT_NAMES[d.name] for d in monitor.outputs if d.drift)
     if drifting:
-        features = [d for d in drifting if d is not monitor.score]
+        features = [d for d in drifting if not _is_output(monitor, d)]
         if not features:
-            return f"🔴 **Drift** of the model's score over {n}; no feature drifts on its own."
-        score = " and the model's score" if monitor.score.drift else ""
+            return f"🔴 **Drift** of {outputs} over {n}; no feature drifts on its own."
         named = f"{len(features)} of {total} features ({_names(features)})"
-        return f"🔴 **Drift** in {named}{score} over {n}."
+        return f"🔴 **Drift** in {named}{' and ' + outputs if outputs else ''} over {n}."
+    watched = "the score nor the predicted class" if monitor.predicted is not None else "the score"
     return (
-        f"🟢 **No drift**: none of {total} features nor the score crosses its PSI threshold "
+        f"🟢 **No drift**: none of {total} features nor {watched} crosses its PSI threshold "
         f"over {n}."
     )
+
+
+def _is_output(monitor: Monitor, drift: Drift) -> bool:
+    """Whether ``drift`` is the score's or the predicted class's (a feature may share a name)."""
+    return any(drift is output for output in monitor.outputs)
+
+
+_OUTPUT_NAMES = {SCORE: "the model's score", PREDICTED: "the model's predicted class"}
 
 
 def _status(drift: Drift) -> str:
@@ -70,14 +79,14 @@ def _status(drift: Drift) -> str:
 
 
 def drift_table(monitor: Monitor) -> list[str]:
-    """Features and the score, sorted by PSI over its threshold."""
-    rows = sorted([*monitor.features, monitor.score], key=lambda d: -d.ratio)
+    """Features, the score and a multiclass model's predicted class, by PSI over its threshold."""
+    rows = sorted([*monitor.features, *monitor.outputs], key=lambda d: -d.ratio)
     lines = [
         "| feature | kind | PSI | threshold | PSI / threshold | KS | KS critical | status |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for d in rows:
-        name = "**score** (model)" if d is monitor.score else cell(d.name)
+        name = f"**{d.name}** (model)" if _is_output(monitor, d) else cell(d.name)
         critical = number(d.ks_threshold, 4) if d.ks_threshold is not None else "n/a"
         lines.append(
             f"| {name} | {d.kind} | {number(d.psi, 4)} | {number(d.threshold, 4)} "
@@ -89,12 +98,15 @@ def drift_table(monitor: Monitor) -> list[str]:
         if monitor.features
         else monitor.score.distribution.rows
     )
-    tests = len(monitor.features) + 1
+    tests = len(monitor.features) + len(monitor.outputs)
+    test_rows = (
+        "the score and the predicted class" if monitor.predicted is not None else "the score"
+    )
     lines += [
         "",
         f"Threshold per feature: max({p.psi_floor}, (1/N + 1/M) · χ²(1 - a, bins - 1)) for "
         f"N = {monitor.rows:,} served and M = {m:,} reference rows "
-        f"({monitor.score.distribution.rows:,} test rows for the score), a = "
+        f"({monitor.score.distribution.rows:,} test rows for {test_rows}), a = "
         f"{p.false_alarm_rate} / {tests} tests: the rule of the Prometheus alerts. Rows "
         f"without drift cross some feature's threshold with probability at most "
         f"{p.false_alarm_rate}. KS is reported beside PSI; the verdict is PSI's.",
@@ -236,7 +248,7 @@ def chart(drift: Drift) -> list[str]:
 
 
 def charts(monitor: Monitor) -> list[str]:
-    """One chart per drifting feature (and the score when it drifts)."""
+    """One chart per drifting feature (and the score or predicted class when they drift)."""
     drifting = monitor.drifting
     if not drifting:
         return []
@@ -311,10 +323,20 @@ def document(monitor: Monitor) -> dict[str, Any]:
             "psi_floor": monitor.params.psi_floor,
             "min_rows": monitor.params.min_rows,
         },
-        "drifting": [d.name for d in monitor.drifting if d is not monitor.score],
+        "drifting": [d.name for d in monitor.drifting if not _is_output(monitor, d)],
         "score_drift": monitor.score.drift,
+        **(
+            {"predicted_class_drift": monitor.predicted.drift}
+            if monitor.predicted is not None
+            else {}
+        ),
         "features": {d.name: _drift_document(d) for d in monitor.features},
         "score": _drift_document(monitor.score),
+        **(
+            {"predicted_class": _drift_document(monitor.predicted)}
+            if monitor.predicted is not None
+            else {}
+        ),
         "quality": {
             "threshold": monitor.threshold if monitor.task == "binary" else None,
             "estimated": (

@@ -43,6 +43,7 @@ def reasons(report: Mapping[str, Any], rules: Mapping[str, MetricRule]) -> list[
         drifting = [
             *report.get("drifting", []),
             *(["the score"] if report.get("score_drift") else []),
+            *(["the predicted class"] if report.get("predicted_class_drift") else []),
         ]
         found.append(f"drift in {', '.join(drifting)}")
     quality = report.get("quality") or {}

@@ -10,7 +10,9 @@ model version and feature, over the served rows of ``monitor.window`` (``N``) ag
 reference profile's ``M`` rows: a feature drifts when its PSI exceeds
 ``max(psi_floor, (1/N + 1/M) * chi2_quantile(1 - alpha, df))`` with ``df`` the reference bins
 that hold rows, minus one, ``alpha = false_alarm_rate / (features + 1)`` and ``N >= min_rows``,
-for ``alert_after``. A window without drift crosses some feature's (or the score's) chi-square
+for ``alert_after``. A multiclass model's predicted class is a third subject (the share of rows
+predicted as each class), so its ``alpha`` is split over ``features + 2`` tests. A window without
+drift crosses some feature's (or the score's, or the predicted class's) chi-square
 part with probability ``false_alarm_rate`` (approximately: the chi-square law of PSI holds when
 no bin is nearly empty, which ``min_rows`` ensures); the floor only lowers that rate. The SLO
 alerts are the multiwindow, multi-burn-rate alerts of the Google SRE workbook (chapter 5).
@@ -29,6 +31,7 @@ from typing import Any
 
 from pipelines.core.drift import EPSILON, per_test_rate
 from pipelines.core.io import PipelineError, run_stage
+from pipelines.core.metrics import Task
 from pipelines.monitoring.dashboard import dashboard
 from pipelines.monitoring.kustomize import (
     KUSTOMIZATION_HEADER,
@@ -56,9 +59,9 @@ QUANTILES = (0.5, 0.99)
 
 @dataclass(frozen=True)
 class Subject:
-    """What drift is measured on: every feature, or the score."""
+    """What drift is measured on: every feature, the score, or a multiclass model's class."""
 
-    name: str  # "feature" or "score": the recording rules' infix
+    name: str  # "feature", "score" or "predicted_class": the recording rules' infix
     served: str  # counter of served values per bin
     reference: str  # gauge of the reference fraction per bin
     reference_rows: str  # gauge of the reference's row count M
@@ -67,8 +70,8 @@ class Subject:
     numeric: str  # matcher of the reference bins that have an order
 
 
-def subjects(params: MonitorParams) -> tuple[Subject, Subject]:
-    """The features and the score, with their metric names."""
+def subjects(params: MonitorParams, task: Task = "binary") -> tuple[Subject, ...]:
+    """The features, the score and (multiclass) the predicted class, with their metric names."""
     feature = Subject(
         "feature",
         names.FEATURE_BIN,
@@ -87,7 +90,23 @@ def subjects(params: MonitorParams) -> tuple[Subject, Subject]:
         params.score_bins,
         "",
     )
-    return feature, score
+    if task != "multiclass":
+        return feature, score
+    predicted = Subject(
+        "predicted_class",
+        names.CLASS_BIN,
+        names.REFERENCE_CLASS_FRACTION,
+        names.REFERENCE_CLASS_ROWS,
+        VERSION,
+        0,  # classes have no order: PSI only
+        "",
+    )
+    return feature, score, predicted
+
+
+def outputs(task: Task) -> int:
+    """The subjects watched of the model's output, beside the features (the Bonferroni split)."""
+    return 2 if task == "multiclass" else 1
 
 
 def by(*labels: str) -> str:
@@ -134,7 +153,7 @@ def record(name: str, expr: str) -> dict[str, Any]:
 
 
 def drift_rules(
-    subject: Subject, params: MonitorParams, model: str, features: int
+    subject: Subject, params: MonitorParams, model: str, features: int, task: Task = "binary"
 ) -> list[dict[str, Any]]:
     """Recording rules of one subject's PSI, threshold and KS distance over ``monitor.window``.
 
@@ -148,7 +167,8 @@ def drift_rules(
     counts, rows = f"model:{s}_bin_served:increase{w}", f"model:{s}_rows_served:increase{w}"
     q, p = f"model:{s}_bin_served:fraction{w}", f"model:{s}_bin_reference:fraction"
     m, df = f"model:{s}_rows_reference:max", f"model:{s}_bins_reference:df"
-    z = NormalDist().inv_cdf(1.0 - per_test_rate(params.false_alarm_rate, features))
+    alpha = per_test_rate(params.false_alarm_rate, features, outputs(task))
+    z = NormalDist().inv_cdf(1.0 - alpha)
     rules = [
         record(counts, f"sum by {by(*cells)} (increase({subject.served}{selector(model)}[{w}]))"),
         record(rows, f"sum by {by(*keys)} ({counts})"),
@@ -169,7 +189,7 @@ def drift_rules(
             ")",
         ),
         # drift.psi_threshold, with Wilson and Hilferty's chi-square quantile (z is its normal
-        # quantile at 1 - alpha, alpha the model's false-alarm rate over its features + 1)
+        # quantile at 1 - alpha, alpha the model's false-alarm rate over its features + outputs)
         record(
             f"model:{s}_psi_threshold:{w}",
             "clamp_min(\n"
@@ -181,7 +201,9 @@ def drift_rules(
     ]
     # KS: the cumulative fractions up to each ordered bin i, one rule per position, labelled
     # bin="i" (a static label, so each rule writes its own series); a feature with fewer bins
-    # repeats its last cumulative value, which changes no max.
+    # repeats its last cumulative value, which changes no max. Unordered bins get no KS.
+    if not subject.positions:
+        return rules
     for i in range(subject.positions):
         upto = f'bin=~"{"|".join(str(j) for j in range(i + 1))}"'
         served = f"sum by {by(*keys)} ({q}{{{upto}}})"
@@ -268,21 +290,30 @@ def lookup(rule: str, keys: tuple[str, ...], form: str = "%.3f") -> str:
     )
 
 
-def drift_alerts(params: MonitorParams, features: int) -> list[dict[str, Any]]:
-    """Feature and score drift: PSI above its threshold on enough rows, for ``alert_after``."""
+ALERTS = {  # subject: (alert name, what drifted)
+    "feature": ("ModelFeatureDrift", "feature {{ $labels.feature }}"),
+    "score": ("ModelScoreDrift", "the score"),
+    "predicted_class": ("ModelPredictedClassDrift", "the predicted class shares"),
+}
+
+
+def drift_alerts(
+    params: MonitorParams, features: int, task: Task = "binary"
+) -> list[dict[str, Any]]:
+    """Feature, score and class drift: PSI above its threshold on enough rows, for a while."""
     w = params.window
-    alpha = per_test_rate(params.false_alarm_rate, features)
+    alpha = per_test_rate(params.false_alarm_rate, features, outputs(task))
+    watched = "the score or the predicted class" if task == "multiclass" else "the score"
     rule = (
         f"PSI over {w} > max({params.psi_floor:g}, (1/N + 1/M) * chi2_quantile("
         f"{1 - alpha:.6g}, reference bins - 1)) with N >= {params.min_rows} served rows, for "
-        f"{params.alert_after}; a window without drift crosses it on some feature or the score "
+        f"{params.alert_after}; a window without drift crosses it on some feature or {watched} "
         f"with probability about {params.false_alarm_rate:g} (the floor only lowers it)."
     )
     alerts = []
-    for subject in subjects(params):
+    for subject in subjects(params, task):
         s, keys = subject.name, subject.keys
-        what = "feature {{ $labels.feature }}" if s == "feature" else "the score"
-        name = "ModelFeatureDrift" if s == "feature" else "ModelScoreDrift"
+        name, what = ALERTS[s]
         expr = (
             f"model:{s}_psi:{w} > model:{s}_psi_threshold:{w}\n"
             f"and model:{s}_rows_served:increase{w} >= {params.min_rows}"
@@ -389,38 +420,43 @@ def service_alerts(model: str) -> list[dict[str, Any]]:
     ]
 
 
-def rule_groups(params: MonitorParams, model: str, features: int) -> dict[str, Any]:
-    """The whole rule file, for a model of ``features`` features.
+def rule_groups(
+    params: MonitorParams, model: str, features: int, task: Task = "binary"
+) -> dict[str, Any]:
+    """The whole rule file, for a model of ``features`` features and ``task``.
 
     Rules of a group run in order at each evaluation, so an alert placed after the recording
     rules it reads sees this evaluation's values, not the previous one's.
     """
-    feature, score = subjects(params)
     drift = [
-        *drift_rules(feature, params, model, features),
-        *drift_rules(score, params, model, features),
+        rule
+        for subject in subjects(params, task)
+        for rule in drift_rules(subject, params, model, features, task)
     ]
+    alerts = drift_alerts(params, features, task)
     return {
         "groups": [
-            {"name": f"{model}-drift", "rules": [*drift, *drift_alerts(params, features)]},
+            {"name": f"{model}-drift", "rules": [*drift, *alerts]},
             {"name": f"{model}-slo", "rules": [*slo_rules(params, model), *slo_alerts(params)]},
             {"name": f"{model}-service", "rules": service_alerts(model)},
         ]
     }
 
 
-def render(params: MonitorParams, model: str, features: int) -> dict[str, str]:
+def render(
+    params: MonitorParams, model: str, features: int, task: Task = "binary"
+) -> dict[str, str]:
     """Every file of deploy/monitoring, by name.
 
     Raises:
         PipelineError: ``monitor.slo.latency`` is not a bucket of the duration histogram.
     """
-    groups = rule_groups(params, model, features)
+    groups = rule_groups(params, model, features, task)
     return {
         "rules.yml": dump(groups),
         "prometheusrule.yaml": dump(prometheus_rule(groups, model)),
         "servicemonitor.yaml": dump(service_monitor(model)),
-        "dashboard.json": json.dumps(dashboard(params, model), indent=2) + "\n",
+        "dashboard.json": json.dumps(dashboard(params, model, task), indent=2) + "\n",
         "kustomization.yaml": dump(kustomization(model), KUSTOMIZATION_HEADER),
     }
 
@@ -434,8 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     params = load_section("monitor", MonitorParams, args.params)
     model = load_section("register", RegisterParams, args.params).model_name
-    features = len(load_schema(load_paths(args.params).schema_).features)
-    files = render(params, model, features)
+    schema = load_schema(load_paths(args.params).schema_)
+    files = render(params, model, len(schema.features), schema.target.task)
     return write_files(files, args.out, args.params, check=args.check)
 
 

@@ -19,6 +19,8 @@ INFO = "model_info"
 # Counters of served values per reference bin: labels feature and bin; bin
 FEATURE_BIN = "model_feature_bin_total"
 SCORE_BIN = "model_score_bin_total"
+# A multiclass model's served predicted classes per reference bin (one per class): bin
+CLASS_BIN = "model_predicted_class_bin_total"
 # Histogram of the monitored score, buckets score_buckets()
 SCORE = "model_score"
 # Gauges of the reference profile: fraction per bin (feature, bin, kind; bin) and rows M
@@ -26,6 +28,8 @@ REFERENCE_FEATURE_FRACTION = "model_reference_feature_fraction"
 REFERENCE_SCORE_FRACTION = "model_reference_score_fraction"
 REFERENCE_FEATURE_ROWS = "model_reference_feature_rows"
 REFERENCE_SCORE_ROWS = "model_reference_score_rows"
+REFERENCE_CLASS_FRACTION = "model_reference_predicted_class_fraction"
+REFERENCE_CLASS_ROWS = "model_reference_predicted_class_rows"
 # Counter of requests to /predict and /explain: endpoint, code, outcome (OUTCOMES)
 REQUESTS = "model_requests_total"
 # Histogram of those requests' durations in seconds, buckets DURATION_BUCKETS
@@ -35,15 +39,20 @@ FAMILIES = (
     INFO,
     FEATURE_BIN,
     SCORE_BIN,
+    CLASS_BIN,
     SCORE,
     REFERENCE_FEATURE_FRACTION,
     REFERENCE_SCORE_FRACTION,
     REFERENCE_FEATURE_ROWS,
     REFERENCE_SCORE_ROWS,
+    REFERENCE_CLASS_FRACTION,
+    REFERENCE_CLASS_ROWS,
     REQUESTS,
     REQUEST_DURATION,
 )
 HISTOGRAMS = (SCORE, REQUEST_DURATION)
+# The families only a multiclass model exports (its profile holds predicted-class shares)
+CLASS_FAMILIES = (CLASS_BIN, REFERENCE_CLASS_FRACTION, REFERENCE_CLASS_ROWS)
 
 # outcome label values of REQUESTS, by status code: ok 2xx, invalid 400 and other 4xx,
 # too_large 413, unsupported_type 415, overloaded 429, timeout 504, error other 5xx

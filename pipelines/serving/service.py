@@ -19,7 +19,7 @@ import bentoml
 from pydantic import BaseModel
 
 from pipelines.core.io import PipelineError
-from pipelines.core.model import monitored_score
+from pipelines.core.model import monitored_class, monitored_score
 from pipelines.core.profile import Profile
 from pipelines.params import ServeParams, load_paths, load_section
 from pipelines.schema import load_schema
@@ -134,7 +134,13 @@ class ModelService:
         response = self.model.answer(output)
         if self.metrics is not None:
             # monitoring watches one number per row whatever the task (its drift rules, canary)
-            self.metrics.observe(rows, monitored_score(output, TASK).tolist())
+            # and a multiclass model's predicted class, whose shares the top probability misses
+            classes = monitored_class(output, TASK)
+            self.metrics.observe(
+                rows,
+                monitored_score(output, TASK).tolist(),
+                None if classes is None else classes.tolist(),
+            )
         if self.request_log is not None and self.request_log.sampled():
             predictions = response.predictions  # type: ignore[attr-defined]
             self.request_log.write(

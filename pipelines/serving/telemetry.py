@@ -8,6 +8,9 @@ fixed by the schema and the reference profile.
 - ``model_feature_bin_total`` / ``model_score_bin_total`` (counters): served values per bin of
   the reference profile, per feature and for the score. PSI and KS are computed from them by
   the Prometheus rules (``deploy/monitoring/``).
+- ``model_predicted_class_bin_total`` (counter, a multiclass model only): served rows per
+  predicted class (the reference profile's class bins), beside
+  ``model_reference_predicted_class_fraction`` and ``model_reference_predicted_class_rows``.
 - ``model_score`` (histogram): the score in fixed buckets, the same for every version (a
   probability's twentieths; a regression's prediction: the reference deciles').
 - ``model_reference_feature_fraction`` / ``model_reference_score_fraction`` and
@@ -232,12 +235,56 @@ class ServiceMetrics:
             buckets=names.DURATION_BUCKETS,
             registry=None,
         )
+        self._classes = self._class_slots(profile, ids, labels)
         self._ids = ids
         self._request_slots: dict[tuple[str, int], tuple[int, tuple[Any, ...]]] = {}
 
-    def observe(self, records: Sequence[Mapping[str, Any]], scores: Sequence[float]) -> None:
-        """Count served records into their feature bins and their scores into the score's."""
+    def _class_slots(
+        self, profile: Profile, ids: dict[str, str], labels: tuple[str, str]
+    ) -> tuple[int, int] | None:
+        """A multiclass model's predicted-class series: (first slot, classes); else None."""
+        from prometheus_client import Counter, Gauge
+
+        reference = profile.predicted
+        if reference is None:
+            return None
+        fraction = Gauge(
+            names.REFERENCE_CLASS_FRACTION,
+            "Reference (test rows) share of rows predicted as each class",
+            [*labels, "bin"],
+            registry=None,
+            multiprocess_mode="max",
+        )
+        bins = reference.binning.labels
+        for label, value in zip(bins, reference.fractions, strict=True):
+            fraction.labels(**ids, bin=label).set(value)
+        Gauge(
+            names.REFERENCE_CLASS_ROWS,
+            "Reference (test) rows of the predicted class",
+            labels,
+            registry=None,
+            multiprocess_mode="max",
+        ).labels(**ids).set(reference.rows)
+        served = Counter(
+            names.CLASS_BIN, "Served rows per predicted class", [*labels, "bin"], registry=None
+        )
+        # the class bins come first, in the schema's order: a class's position is its offset
+        slots = [self.batched.slot(served.labels(**ids, bin=b)) for b in bins]
+        return slots[0], len(reference.binning.categories)
+
+    def observe(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        scores: Sequence[float],
+        classes: Sequence[int] | None = None,
+    ) -> None:
+        """Count served records into their feature bins and their scores into the score's.
+
+        ``classes``: a multiclass model's predicted class of each record, as positions in the
+        schema's class order (:func:`pipelines.core.model.monitored_class`).
+        """
         pending = self.batched.pending
+        self._count_classes(classes)
         if len(records) < VECTOR_BATCH:
             # Validated records: numbers are never NaN, categories are the schema's or None.
             for record in records:
@@ -268,6 +315,20 @@ class ServiceMetrics:
                     pending[first + i] += count
             pending[total] += float(values.sum())
         self.batched.schedule()
+
+    def _count_classes(self, classes: Sequence[int] | None) -> None:
+        """Count predicted classes (positions) into their bins, when the profile has them."""
+        if classes is None or self._classes is None:
+            return
+        first, width = self._classes
+        pending = self.batched.pending
+        if len(classes) < VECTOR_BATCH:
+            for position in classes:
+                pending[first + position] += 1
+        else:
+            counts = np.bincount(np.asarray(classes, dtype=np.int64), minlength=width)
+            for i, count in enumerate(counts.tolist()):
+                pending[first + i] += count
 
     def request(self, endpoint: str, status: int, seconds: float) -> None:
         """Count one API request by its response status and time it."""

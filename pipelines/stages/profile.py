@@ -3,7 +3,8 @@
 For every feature of the schema, fixed bins from the training rows and the training fraction per
 bin; the same for the model's score on the test rows (its monitored score: a probability, a top
 probability or a prediction, :func:`pipelines.core.model.monitored_score`), which is what a model
-that has not drifted should see in production (:mod:`pipelines.core.profile`). One readable JSON
+that has not drifted should see in production (:mod:`pipelines.core.profile`); for a multiclass
+model also the share of test rows predicted as each class. One readable JSON
 file, a DVC output, stored with the model in BentoML's store and so in the bento and its image.
 
 Usage: ``python -m pipelines.stages.profile --raw RAW --schema SCHEMA --train TRAIN
@@ -18,7 +19,7 @@ from pipelines.core.drift import min_share
 from pipelines.core.features import ID
 from pipelines.core.io import path_arguments, run_stage, write_json
 from pipelines.core.metrics import read_predictions
-from pipelines.core.model import monitored_score
+from pipelines.core.model import monitored_class, monitored_score
 from pipelines.core.profile import build_profile
 from pipelines.params import MonitorParams, load_section
 from pipelines.schema import load_schema, read_raw
@@ -37,7 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     test = read_predictions(pd.read_csv(args.predictions), target.task, target.labels)
     scores = monitored_score(test.output, target.task)
     share = min_share(params.min_rows)
-    profile = build_profile(rows, scores, schema, params.bins, params.score_bins, share=share)
+    profile = build_profile(
+        rows,
+        scores,
+        schema,
+        params.bins,
+        params.score_bins,
+        share=share,
+        predicted=monitored_class(test.output, target.task),
+    )
     write_json(args.out, profile.to_json())
     print(
         f"wrote {args.out}: {len(profile.features)} features from {len(rows)} training rows, "

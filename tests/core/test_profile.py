@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -104,3 +106,48 @@ def test_a_profile_of_another_format_or_shape_is_refused() -> None:
     broken = {**document["score"], "fractions": [1.0]}
     with pytest.raises(PipelineError, match="1 fractions for 3 bins"):
         Distribution.from_json(broken)
+
+
+def make_task_schema(task: str) -> Schema:
+    """The schema above with a multiclass target (classes ``mid``, ``low``, ``high``: not in
+    alphabetical order) or a regression one."""
+    target: dict[str, Any] = {"column": "y", "task": task}
+    if task == "multiclass":
+        target["classes"] = ["mid", "low", "high"]
+    document = make_schema().model_dump(mode="json", exclude_none=True)
+    return Schema.model_validate({**document, "target": target})
+
+
+def test_a_multiclass_profile_holds_the_predicted_class_shares(tmp_path: Path) -> None:
+    schema = make_task_schema("multiclass")
+    classes = ["mid", "low", "high"]
+    positions = np.array([1, 1, 1, 0, 1, 0, 1, 1])  # "high" never predicted: its share is 0
+    profile = build_profile(ROWS, SCORES, schema, bins=4, score_bins=2, predicted=positions)
+
+    shares = profile.predicted
+    assert shares is not None
+    assert shares.binning.categories == tuple(classes)
+    predicted = pd.Series([classes[p] for p in positions])
+    expected = predicted.value_counts(normalize=True).reindex(classes, fill_value=0.0)
+    assert shares.fractions == pytest.approx((*expected.to_list(), 0.0, 0.0))  # other, missing
+    assert shares.rows == len(positions)
+
+    write_json(tmp_path / "reference.json", profile.to_json())
+    document = json.loads((tmp_path / "reference.json").read_text())
+    assert document["predicted_class"]["categories"] == classes
+    again = Profile.read(tmp_path / "reference.json")
+    assert again.predicted == Distribution(
+        shares.binning, tuple(round(f, 8) for f in shares.fractions), shares.rows
+    )
+
+
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_other_tasks_profiles_have_no_predicted_class(task: str, tmp_path: Path) -> None:
+    schema = make_schema() if task == "binary" else make_task_schema(task)
+    profile = build_profile(ROWS, SCORES, schema, bins=4, score_bins=2)
+
+    assert profile.predicted is None
+    write_json(tmp_path / "reference.json", profile.to_json())
+    document = json.loads((tmp_path / "reference.json").read_text())
+    assert set(document) == {"format", "features", "score"}
+    assert Profile.read(tmp_path / "reference.json").predicted is None

@@ -86,7 +86,8 @@ def monitored(frame: pd.DataFrame, task: str) -> np.ndarray:
 def lay_out(made: Project) -> None:
     """Put the stages' outputs where params.yaml's paths say, as `dvc repro` leaves them.
 
-    The reference profile is built from the training rows and the test rows' monitored score;
+    The reference profile is built from the training rows and the test rows' monitored score
+    (and a multiclass model's predicted classes);
     the card is a stand-in (the service only serves its bytes on ``GET /card``).
     """
     paths = load_paths(made.path("params.yaml"))
@@ -98,7 +99,11 @@ def lay_out(made: Project) -> None:
     monitor = load_section("monitor", MonitorParams, made.path("params.yaml"))
     raw = read_raw(made.path("raw.csv"))
     train_ids = pd.read_parquet(made.path("train.parquet"), columns=["id"])["id"]
-    scores = monitored(pd.read_csv(made.path("predictions.csv")), made.schema.target.task)
+    predictions = pd.read_csv(made.path("predictions.csv"))
+    task = made.schema.target.task
+    scores = monitored(predictions, task)
+    classes = [f"probability_{c}" for c in made.schema.target.labels]
+    predicted = predictions[classes].to_numpy().argmax(axis=1) if task == "multiclass" else None
     profile = build_profile(
         raw[raw[made.schema.id].isin(train_ids)],
         scores,
@@ -106,6 +111,7 @@ def lay_out(made: Project) -> None:
         monitor.bins,
         monitor.score_bins,
         share=min_share(monitor.min_rows),
+        predicted=predicted,
     )
     (root / paths.reference).write_text(json.dumps(profile.to_json()))
     (root / paths.card).write_text("# A model card\n")
@@ -300,17 +306,22 @@ def test_the_registered_mlflow_model_gives_the_services_numbers(
 # --- telemetry ---------------------------------------------------------------------------------
 
 
-def score_bins(served: Served) -> dict[str, float]:
-    """The served-score counts per bin on /metrics."""
+def bin_counts(served: Served, name: str) -> dict[str, float]:
+    """The served counts per bin of the counter ``name`` on /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"{served.server.url}/metrics", timeout=10).text
     counts: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == names.SCORE_BIN:
+            if sample.name == name:
                 counts[sample.labels["bin"]] = counts.get(sample.labels["bin"], 0) + sample.value
     return counts
+
+
+def score_bins(served: Served) -> dict[str, float]:
+    """The served-score counts per bin on /metrics."""
+    return bin_counts(served, names.SCORE_BIN)
 
 
 def test_the_score_metrics_count_the_monitored_score(served: Served) -> None:
@@ -318,6 +329,7 @@ def test_the_score_metrics_count_the_monitored_score(served: Served) -> None:
     profile = Profile.read(served.made.path(str(reference)))
     time.sleep(FLUSHED)  # what the tests before this one served is counted by now
     before = score_bins(served)
+    classes_before = bin_counts(served, names.CLASS_BIN)
     rows = served.rows().head(40)
     answered = []
     for part in (rows.head(3), rows.iloc[3:]):  # the per-record path and the vectorised one
@@ -334,6 +346,17 @@ def test_the_score_metrics_count_the_monitored_score(served: Served) -> None:
     labels = profile.score.binning.labels
     want = {label: float(np.sum(expected == i)) for i, label in enumerate(labels)}
     assert {b: v for b, v in added.items() if v} == {b: v for b, v in want.items() if v}
+    # a multiclass model's predicted classes, counted per class: the answered labels' counts
+    classes_after = bin_counts(served, names.CLASS_BIN)
+    if served.task != "multiclass":
+        assert profile.predicted is None
+        assert classes_after == {}
+        return
+    assert profile.predicted is not None
+    grown = {b: v - classes_before.get(b, 0) for b, v in classes_after.items()}
+    labels_served = pd.Series([str(p["label"]) for p in answered]).value_counts()
+    assert {b: v for b, v in grown.items() if v} == {b: float(v) for b, v in labels_served.items()}
+    assert set(classes_after) == set(profile.predicted.binning.labels)
 
 
 # --- bad input ---------------------------------------------------------------------------------

@@ -83,3 +83,25 @@ def test_the_dashboard_shows_what_the_service_is_judged_by(document):
     variables = {v["name"] for v in document["templating"]["list"]}
     assert variables == {"datasource", "namespace", "model_version"}
     assert len({p["id"] for p in document["panels"]}) == len(document["panels"])
+
+
+def test_a_multiclass_dashboard_shows_the_predicted_class_shares():
+    document = dashboard.dashboard(PARAMS, MODEL, "multiclass")
+    groups = rules.rule_groups(PARAMS, MODEL, FEATURES, "multiclass")
+    recorded = {r["record"] for g in groups["groups"] for r in g["rules"] if "record" in r}
+    extra = [p for p in document["panels"] if "Predicted class" in p["title"]]
+    assert len(extra) == 2
+    read = set().union(*(metric_names(_filled(t["expr"])) for p in extra for t in p["targets"]))
+    assert read == {
+        f"model:predicted_class_bin_served:fraction{PARAMS.window}",
+        "model:predicted_class_bin_reference:fraction",
+        f"model:predicted_class_psi:{PARAMS.window}",
+        f"model:predicted_class_psi_threshold:{PARAMS.window}",
+    }
+    assert read <= recorded
+    # the other panels are the binary dashboard's, and no two panels overlap
+    binary = dashboard.dashboard(PARAMS, MODEL)
+    assert [p for p in document["panels"] if p not in extra] == binary["panels"]
+    places = [(p["gridPos"]["x"], p["gridPos"]["y"]) for p in document["panels"]]
+    assert len(set(places)) == len(places)
+    assert "predicted_class" not in json.dumps(binary)

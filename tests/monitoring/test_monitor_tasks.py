@@ -19,10 +19,11 @@ import scipy.stats
 import yaml
 from sklearn import metrics as sk
 
+from pipelines.core.drift import chi2_quantile
 from pipelines.core.model import load_model
 from pipelines.monitoring import monitor as report
 from pipelines.monitoring.retrain import reasons
-from pipelines.params import GateParams, load_section
+from pipelines.params import GateParams, MonitorParams, load_section
 from pipelines.serving import batch
 from tests.support.tasks import Monitored
 
@@ -156,6 +157,13 @@ def test_the_test_rows_show_no_drift(
     assert document["rows"] == document["scored"] == len(m.test)
     # The model scored the rows as the evaluate stage did: the score's fractions are the reference's
     assert document["score"]["psi"] < 0.01
+    if m.task == "multiclass":  # and so are the predicted classes' shares
+        assert document["predicted_class"]["psi"] < 0.01
+        assert not document["predicted_class_drift"]
+        assert "| **predicted class** (model) | categorical |" in markdown
+    else:
+        assert "predicted_class" not in document
+        assert "predicted class" not in markdown
     quality = document["quality"]
     if m.task == "regression":
         assert quality["estimated"] is None
@@ -190,6 +198,48 @@ def test_a_shifted_feature_drifts_and_is_named(monitored: Monitored, tmp_path: P
     assert (code, document["verdict"]) == (1, "drift")
     assert document["drifting"] == [name]
     assert f'title "{name}: served' in markdown
+
+
+@pytest.mark.parametrize("monitored", ["multiclass"], indirect=True)
+def test_a_class_predicted_twice_as_often_drifts(monitored: Monitored, tmp_path: Path) -> None:
+    """The test rows plus the rows the model predicts as its most frequent class once more:
+    the class shares move, which the top probability alone need not show."""
+    m = monitored
+    predicted = m.predictions["predicted"].astype(str)
+    common = predicted.value_counts().idxmax()
+    again = (predicted == common).to_numpy()
+    rows = pd.concat([m.test, m.test[again]], ignore_index=True)
+    served = pd.concat([predicted, predicted[again]], ignore_index=True)
+    rows.to_csv(tmp_path / "rows.csv", index=False)  # no outputs: the model scores them
+
+    code, document, markdown = run(m, tmp_path / "rows.csv")
+
+    assert code == 1
+    assert document["predicted_class_drift"]
+    found = document["predicted_class"]
+    assert found["psi"] > found["threshold"]
+    classes = [str(c) for c in m.schema.target.labels]
+    assert found["bins"][: len(classes)] == classes
+    shares = served.value_counts(normalize=True).reindex(classes, fill_value=0.0)
+    assert found["fractions"][: len(classes)] == pytest.approx(shares.to_list(), abs=1e-3)
+    reference = predicted.value_counts(normalize=True).reindex(classes, fill_value=0.0)
+    assert found["reference"][: len(classes)] == pytest.approx(reference.to_list(), abs=1e-3)
+    # its threshold takes the false-alarm rate split over the features, the score and the class
+    monitor = load_section("monitor", MonitorParams, m.params)
+    alpha = monitor.false_alarm_rate / (len(m.schema.features) + 2)
+    df = sum(f > 0 for f in found["reference"]) - 1
+    spread = 1 / len(rows) + 1 / found["reference_rows"]
+    expected = spread * chi2_quantile(1 - alpha, df)  # the alerts' chi-square quantile
+    assert expected > monitor.psi_floor  # the chi-square part decides, not the floor
+    assert found["threshold"] == pytest.approx(expected, rel=1e-6)
+    # Wilson and Hilferty, near the exact quantile (1.7% off at df = 3 in this tail)
+    assert expected == pytest.approx(spread * scipy.stats.chi2.ppf(1 - alpha, df), rel=0.03)
+    unsplit = spread * chi2_quantile(1 - alpha * (len(m.schema.features) + 2), df)
+    assert found["threshold"] != pytest.approx(unsplit, rel=1e-3)
+    row = next(line for line in markdown.splitlines() if "**predicted class** (model)" in line)
+    assert row.endswith("🔴 drift |")
+    assert 'title "predicted class: served' in markdown
+    assert "the predicted class" in reasons(document, {})[0]
 
 
 def test_late_labels_on_the_request_log_give_the_tasks_metrics(

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from pipelines.core import drift
+from pipelines.core.drift import Binning
 from pipelines.core.io import PipelineError
 from pipelines.core.model import monitored_score
 from pipelines.core.profile import Distribution, Profile, build_profile
@@ -664,3 +665,110 @@ def test_a_new_model_version_is_announced_for_thirty_minutes(tmp_path):
         }
     ]
     run_rule_tests(without_annotations(rules.rule_groups(SHORT, MODEL, FEATURES)), tests, tmp_path)
+
+
+# -- a multiclass model's predicted class ------------------------------------------------------
+
+CLASSES = Distribution(
+    Binning("categorical", categories=("mid", "low", "high")), (0.5, 0.3, 0.2, 0.0, 0.0), 800
+)
+
+
+def class_series(traffic: Callable[[int], np.ndarray], minutes: int) -> list[dict[str, str]]:
+    """The predicted class's reference gauges and served counters, per pod, as the service
+    exports them for a multiclass model."""
+    per_minute = [traffic(minute) for minute in range(1, minutes + 1)]
+    totals = np.cumsum([np.zeros_like(per_minute[0]), *per_minute], axis=0)
+    out = []
+    for pod in PODS:
+        steps = minutes + 1
+        out.append(series(names.REFERENCE_CLASS_ROWS, BASE | {"pod": pod}, [CLASSES.rows] * steps))
+        share = totals // 2 if pod == "a" else totals - totals // 2
+        for i, (label, f) in enumerate(zip(CLASSES.binning.labels, CLASSES.fractions, strict=True)):
+            cell = BASE | {"bin": label, "pod": pod}
+            out.append(series(names.REFERENCE_CLASS_FRACTION, cell, [f] * steps))
+            out.append(series(names.CLASS_BIN, cell, share[:, i]))
+    return out
+
+
+def test_a_multiclass_model_gets_a_predicted_class_subject_and_alert():
+    binary = rules.rule_groups(COMMITTED, MODEL, FEATURES)
+    multiclass = rules.rule_groups(COMMITTED, MODEL, FEATURES, "multiclass")
+    records = {r.get("record") for g in multiclass["groups"] for r in g["rules"]}
+    alerts = [r["alert"] for g in multiclass["groups"] for r in g["rules"] if "alert" in r]
+    w = COMMITTED.window
+    for name in ("psi", "psi_threshold"):
+        assert f"model:predicted_class_{name}:{w}" in records
+    assert f"model:predicted_class_ks:{w}" not in records  # classes have no order
+    assert alerts.count("ModelPredictedClassDrift") == 1
+    assert not any("predicted_class" in str(g) for g in binary["groups"])
+    assert "ModelPredictedClassDrift" not in str(binary)
+    # The rate is split over the features, the score and the predicted class
+    for groups, tests in ((binary, FEATURES + 1), (multiclass, FEATURES + 2)):
+        z = NormalDist().inv_cdf(1 - COMMITTED.false_alarm_rate / (tests))
+        thresholds = [
+            r["expr"]
+            for g in groups["groups"]
+            for r in g["rules"]
+            if r.get("record", "").startswith("model:") and "_psi_threshold:" in r["record"]
+        ]
+        assert thresholds
+        assert all(f"{z!r} * sqrt" in t for t in thresholds)
+    description = rule_named(multiclass, "ModelPredictedClassDrift")["annotations"]["description"]
+    assert "some feature or the score or the predicted class" in description
+    used = set().union(*(metric_names(r["expr"]) for g in multiclass["groups"] for r in g["rules"]))
+    assert used - records - exported_names() == set()
+    assert {names.CLASS_BIN, names.REFERENCE_CLASS_FRACTION, names.REFERENCE_CLASS_ROWS} <= used
+
+
+@needs_promtool
+def test_predicted_class_shares_that_move_fire_their_alert(tmp_path):
+    """Served classes as the reference's shares, then every row the first class: the recorded
+    PSI and threshold equal the batch maths (alpha over features + 2), and the alert fires
+    ``alert_after`` after the PSI first crosses its threshold, the score's alert staying quiet."""
+    rows = 200
+
+    def traffic(minute: int) -> np.ndarray:
+        return skewed(CLASSES, rows) if minute > DRIFT_FROM else normal(CLASSES, rows)
+
+    alpha = drift.per_test_rate(COMMITTED.false_alarm_rate, FEATURES, 2)
+    assert alpha == COMMITTED.false_alarm_rate / (FEATURES + 2)
+
+    def numbers(minute: int) -> dict[str, float]:
+        counts = sum(traffic(m) for m in range(minute - WINDOW + 1, minute + 1))
+        served = drift.fractions(counts)
+        df = drift.degrees_of_freedom(CLASSES.fractions)
+        return {
+            "psi": drift.psi(served, CLASSES.fractions),
+            "threshold": drift.psi_threshold(
+                counts.sum(), CLASSES.rows, df, alpha, SHORT.psi_floor
+            ),
+        }
+
+    start = next(t for t in range(WINDOW, MINUTES) if numbers(t)["psi"] > numbers(t)["threshold"])
+    assert numbers(WINDOW)["psi"] < numbers(WINDOW)["threshold"]  # quiet before the shift
+    fired = start + 2  # SHORT.alert_after
+    at = numbers(DRIFT_FROM + 5)
+    checks = [
+        close_to("model:predicted_class_psi:10m", BASE, at["psi"]),
+        close_to("model:predicted_class_psi_threshold:10m", BASE, at["threshold"]),
+    ]
+    alertname = "ModelPredictedClassDrift"
+    tests = [
+        {
+            "interval": "1m",
+            "input_series": class_series(traffic, MINUTES),
+            "promql_expr_test": checks,
+            "alert_rule_test": [
+                {"eval_time": f"{fired - 1}m", "alertname": alertname, "exp_alerts": []},
+                {
+                    "eval_time": f"{fired}m",
+                    "alertname": alertname,
+                    "exp_alerts": [{"exp_labels": BASE | {"severity": "ticket"}}],
+                },
+                {"eval_time": f"{fired}m", "alertname": "ModelScoreDrift", "exp_alerts": []},
+            ],
+        }
+    ]
+    groups = rules.rule_groups(SHORT, MODEL, FEATURES, "multiclass")
+    run_rule_tests(without_annotations(groups), tests, tmp_path)
