@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -44,10 +45,34 @@ def add_key(path: Path, dotted: str, value: object) -> bool:
             raise PipelineError(f"{path}: {key!r} in {dotted!r} is not a mapping")
     if leaf in node:
         return False
+    last = next(reversed(node), None) if node else None
     node[leaf] = value
+    if last is not None:
+        keep_comments_below(node, last, leaf)
     with path.open("w") as out:
         rt.dump(document, out)
     return True
+
+
+def keep_comments_below(node: Any, last: str, added: str) -> None:
+    """Keep the comments that follow a mapping after a key appended to it.
+
+    ruamel.yaml hangs everything after a mapping's last value on that value: its own comment,
+    then a blank line and the comments that introduce the next section. A key appended to the
+    mapping would be written below all of them, under the next section's heading; the part from
+    the blank line on moves to the added key instead.
+    """
+    from ruamel.yaml.error import CommentMark
+    from ruamel.yaml.tokens import CommentToken
+
+    tokens = node.ca.items.get(last)
+    if not tokens or len(tokens) < 3 or tokens[2] is None or "\n\n" not in tokens[2].value:
+        return
+    comment = tokens[2]
+    cut = comment.value.index("\n\n")
+    below = comment.value[cut:]
+    comment.value = comment.value[: cut + 1]
+    node.ca.items[added] = [None, None, CommentToken(below, CommentMark(0), None), None]
 
 
 def main(argv: list[str] | None = None) -> int:

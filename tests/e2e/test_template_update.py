@@ -1,16 +1,25 @@
-"""Template updates, offline: a template tagged v1, a model made from it and edited, then a v2.
+"""Template updates, offline: an old template tagged v1, a model made from it and edited, a v2.
 
-The update runs as the repository's template-update workflow runs it, with act on a simulated
-GitHub, and arrives as one pull request. v2 (a) changes a file the model did not touch, (b)
-changes a file the model edited, (c) adds a file, (d) deletes one and (e) adds a params key with
-its migration. `make update-template` must apply (a), (c), (d), show (b) as an inline conflict in
-that file only, migrate (e), leave every other model-owned file as it was and not run the data
-and schema bootstrap again; an unedited model updated to v2 must equal a fresh v2 copy.
+v1 is the template as it was before it learned tasks (PRE_TASKS: binary models only, no `task:`
+in the schema), v2 is today's template with a few edits of its own. The update runs as the
+repository's template-update workflow runs it, with act on a simulated GitHub, and arrives as one
+pull request. v2 (a) changes a file the model did not touch, (b) changes a file the model edited,
+(c) adds a file, (d) deletes one and (e) adds a params key with its migration.
+`make update-template` must apply (a), (c), (d), show (b) as an inline conflict in that file
+only, migrate (e), leave every other model-owned file as it was and not run the data and schema
+bootstrap again; an unedited model updated to v2 must equal a fresh v2 copy. Once (b) is
+resolved, `dvc repro` with the new code must give the same model: the same metrics, predictions
+and gate, byte for byte.
 """
 
 from __future__ import annotations
 
+import difflib
+import io
+import shutil
+import subprocess
 import sys
+import tarfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,21 +29,26 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines.params import EngineParams
+from pipelines.params import EngineParams, ServeParams
 from pipelines.template.migrate import add_key
 from tests.support.template import files
 from tools.act.simulation import WRITE_TOKEN, simulate
-from tools.scratch import ScratchRepo
+from tools.scratch import ScratchRepo, project_files
 
 pytestmark = pytest.mark.slow
 
+ROOT = Path(__file__).resolve().parents[2]
+# The last template commit before tasks (binary only): what older model repositories were made
+# from. The test needs the project's history (CI runs on a full clone).
+PRE_TASKS = "c7d1566"
 MODEL_OWNED = ("params.yaml", "schema.yaml", "README.md", "data.dvc", "dvc.lock")
-# The template's own bento description (v1), read from the file: v2 and the model each edit it
-V1_DESCRIPTION = next(
-    line
-    for line in (Path(__file__).resolve().parents[2] / "bentofile.yaml").read_text().splitlines()
-    if line.startswith("description: ")
-)
+
+
+def description(bentofile: str) -> str:
+    """The bento's description line (v2 and the model each edit v1's)."""
+    return next(line for line in bentofile.splitlines() if line.startswith("description: "))
+
+
 V2_DESCRIPTION = 'description: "A binary classifier, built from schema.yaml (template v2)."'
 MODEL_DESCRIPTION = 'description: "Loan default risk per application."'
 MIGRATION = """  - version: "2"
@@ -70,21 +84,52 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
+def pre_tasks_template(dest: Path) -> Path:
+    """The template at PRE_TASKS, in a git repository of its own at ``dest``."""
+    found = subprocess.run(
+        ["git", "cat-file", "-e", f"{PRE_TASKS}^{{commit}}"],
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+    )
+    if found.returncode != 0:
+        pytest.fail(
+            f"the template update from before tasks needs commit {PRE_TASKS} of the template's "
+            f"history, which {ROOT} lacks (a shallow clone? `git fetch --unshallow`)"
+        )
+    archive = subprocess.run(
+        ["git", "archive", PRE_TASKS], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+    git = ["git", "-c", "user.name=scratch", "-c", "user.email=scratch@example.com"]
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", PRE_TASKS]):
+        subprocess.run([*git, *args], cwd=dest, capture_output=True, check=True)
+    return dest
+
+
 def older_params(path: Path) -> None:
     from ruamel.yaml import YAML
 
     rt = YAML()
     document = rt.load(path.read_text())
-    document["featurize"]["seed"] = 7
+    # the model's own value, one its model does not depend on (the model must stay the same)
+    document["serve"]["timeout"] = 30
     del document["engine"]
     with path.open("w") as out:
         rt.dump(document, out)
 
 
 def make_v2(template: ScratchRepo) -> None:
+    """Today's template, with v2's edits, committed over v1 and tagged v2."""
     root = template.path
+    template.run("git", "rm", "-rq", ".")
+    for name in project_files(ROOT):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, root / name)
     edit(root / "Makefile", "\n.DEFAULT_GOAL", "\n# Template v2.\n.DEFAULT_GOAL")  # (a)
-    edit(root / "bentofile.yaml", V1_DESCRIPTION, V2_DESCRIPTION)  # (b)
+    bentofile = root / "bentofile.yaml"
+    edit(bentofile, description(bentofile.read_text()), V2_DESCRIPTION)  # (b)
     (root / "docs/added-in-v2.md").write_text("# New in v2\n")  # (c)
     edit(root / "docs/index.md", "# The first ten minutes\n", "# The first ten minutes (v2)\n")
     (root / ".dvcignore").unlink()  # (d)
@@ -115,7 +160,8 @@ def copy(template: ScratchRepo, dest: Path, ref: str, tasks: bool) -> None:
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
-    template = ScratchRepo.create(tmp_path_factory.mktemp("template"))
+    older = pre_tasks_template(tmp_path_factory.mktemp("pre-tasks"))
+    template = ScratchRepo.create(tmp_path_factory.mktemp("template"), root=older)
     template.run("git", "tag", "v1")
     table = small_table(tmp_path_factory.mktemp("data") / "loans.csv")
     dest = tmp_path_factory.mktemp("models") / "loan-risk"
@@ -125,11 +171,12 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
         "make", "new-model", f"DATA={table}", "TARGET=default", "NAME=loan-risk", f"DEST={dest}"
     )
     model = ScratchRepo(dest, dict(template.env))
-    edit(dest / "bentofile.yaml", V1_DESCRIPTION, MODEL_DESCRIPTION)  # the model edits (b)
-    # params.yaml is model-owned: another featurize.seed, and no engine: (as a repository made
+    bentofile = dest / "bentofile.yaml"
+    edit(bentofile, description(bentofile.read_text()), MODEL_DESCRIPTION)  # the model edits (b)
+    # params.yaml is model-owned: another serve.timeout, and no engine: (as a repository made
     # before the template had it), which the template's own migration adds back
     older_params(dest / "params.yaml")
-    model.run("git", "commit", "-qam", "Describe the bento; another seed")
+    model.run("git", "commit", "-qam", "Describe the bento; a longer timeout")
     before = {f: (dest / f).read_bytes() for f in files(dest) if not f.startswith(".venv")}
     make_v2(template)
     # template-update.yml, run by act: `make update-template`, then its pull request
@@ -183,11 +230,14 @@ def test_a_new_params_key_arrives_by_its_migration_and_the_models_values_stay(
 ) -> None:  # (e)
     params = yaml.safe_load((scenario.model.path / "params.yaml").read_text())
     assert params["alerts"] == {"window": 100}
-    assert params["featurize"]["seed"] == 7  # the model's own value
+    assert params["serve"]["timeout"] == 30  # the model's own value
     assert "migration: params.yaml alerts.window added" in scenario.update
     # The template's own migration: engine: is back, with the defaults its typed section has
     assert "migration: params.yaml engine added" in scenario.update
     assert EngineParams.model_validate(params["engine"]) == EngineParams()
+    # and serve.coverage, which dvc.yaml's train stage reads since the template learned tasks
+    assert "migration: params.yaml serve.coverage added" in scenario.update
+    assert params["serve"]["coverage"] == ServeParams.model_fields["coverage"].default
 
 
 def test_every_other_model_owned_file_is_unchanged_and_nothing_is_bootstrapped_again(
@@ -204,14 +254,17 @@ def test_every_other_model_owned_file_is_unchanged_and_nothing_is_bootstrapped_a
     assert owned
     for name in owned:
         assert (root / name).read_bytes() == scenario.before[name], name
-    params = (root / "params.yaml").read_text()
-    assert params.startswith(scenario.before["params.yaml"].decode().rstrip("\n"))
+    # params.yaml: the migrations only add lines (keys), every line of the model's stays
+    params = (root / "params.yaml").read_text().splitlines()
+    before = scenario.before["params.yaml"].decode().splitlines()
+    edits = difflib.SequenceMatcher(None, before, params, autojunk=False).get_opcodes()
+    assert {op for op, *_ in edits} == {"equal", "insert"}
     assert "Running task" not in scenario.update  # the bootstrap is a copy-only task
     # The update is one commit, proposed as a pull request
     log = scenario.model.run("git", "log", "--format=%s").stdout.splitlines()
     assert log == [
         "Template update to v2",
-        "Describe the bento; another seed",
+        "Describe the bento; a longer timeout",
         "The baseline of loan-risk: its first model's lock, metrics and gate bounds",
         "New model loan-risk: the template, data, schema and params",
     ]
@@ -245,4 +298,103 @@ def test_an_unedited_model_updated_to_v2_equals_a_fresh_v2_copy(
         or not (fresh / f).is_file()
         or (updated.path / f).read_bytes() != (fresh / f).read_bytes()
     ]
-    assert not different
+    # Every file the template owns is v2's. A model-owned one (copier.yml's _skip_if_exists) that
+    # the template changed since v1 stays v1's, as an update never writes it; params.yaml gains
+    # v2's keys through the migrations (without the comments v2 writes beside them)
+    skipped = yaml.safe_load((template.path / "copier.yml").read_text())["_skip_if_exists"]
+    for name in different:
+        assert name.startswith(tuple(skipped)), name
+        if name == "params.yaml":
+            kept = yaml.safe_load((updated.path / name).read_text())
+            assert kept == yaml.safe_load((fresh / name).read_text())
+        else:
+            assert (updated.path / name).read_bytes() == updated.run(
+                "git", "show", f"HEAD:{name}"
+            ).stdout.encode(), name
+
+
+def keep_before_updating(text: str) -> str:
+    """A file's inline conflicts resolved to the repository's side (before updating)."""
+    kept, keep = [], True
+    for line in text.splitlines(keepends=True):
+        if line.startswith(("<<<<<<< ", ">>>>>>> ")):
+            keep = True
+        elif line.startswith("======="):
+            keep = False
+        elif keep:
+            kept.append(line)
+    return "".join(kept)
+
+
+def section(params: str, name: str) -> str:
+    """A top-level section of params.yaml as written: its line and the indented ones under it."""
+    lines = params.splitlines(keepends=True)
+    start = lines.index(f"{name}:\n")
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i][:1] not in (" ", "\n", "#")),
+        len(lines),
+    )
+    return "".join(lines[start:end])
+
+
+@pytest.fixture(scope="module")
+def reproduced(scenario: Scenario, tmp_path_factory: pytest.TempPathFactory) -> ScratchRepo:
+    """The update's pull request, its conflict resolved as the model's owner would, reproduced.
+
+    A copy of the model's repository: the scenario's stays as the update left it.
+    """
+    model = scenario.model.copy(tmp_path_factory.mktemp("resolved") / "loan-risk")
+    bentofile = model.path / "bentofile.yaml"
+    bentofile.write_text(keep_before_updating(bentofile.read_text()))
+    model.run("make", "--no-print-directory", "check-conflicts")
+    model.run("git", "commit", "-qam", "Keep the bento's own description")
+    model.dvc("repro")
+    return model
+
+
+def test_a_model_from_before_tasks_is_read_as_binary(scenario: Scenario) -> None:
+    from pipelines.schema import load_schema
+
+    schema = scenario.model.path / "schema.yaml"
+    assert "task" not in yaml.safe_load(schema.read_text())["target"]
+    assert load_schema(schema).target.task == "binary"
+
+
+def test_the_updated_model_reproduces_the_same_model_and_gate(
+    scenario: Scenario, reproduced: ScratchRepo
+) -> None:
+    from pipelines.params import load_paths
+
+    before = scenario.before
+    root = reproduced.path
+    paths = load_paths(root / "params.yaml")
+    for path in (paths.metrics, paths.predictions, paths.segments):
+        assert (root / path).read_bytes() == before[path.as_posix()], path
+    model = [f for f in before if f.startswith(f"{paths.model.as_posix()}/")]
+    assert model
+    for name in model:
+        assert (root / name).read_bytes() == before[name], name
+    # the gate's rules, as the model wrote them
+    params = (root / "params.yaml").read_text()
+    assert section(params, "gate") == section(before["params.yaml"].decode(), "gate")
+    # dvc.lock: the same data and outputs, the same params but the one the update added (which
+    # the train stage reads, and a binary model does not use); only the code's hashes moved.
+    # Each repro logs a new MLflow run: the registry record and the card that quotes it differ.
+    old = yaml.safe_load(before["dvc.lock"])["stages"]
+    new = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    assert set(new) == set(old)
+    run_records = {paths.registry.as_posix(), paths.card.as_posix()}
+
+    def kept(files: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [
+            f
+            for f in files
+            if not str(f["path"]).startswith("pipelines/") and f["path"] not in run_records
+        ]
+
+    for name, stage in new.items():
+        assert kept(stage["outs"]) == kept(old[name]["outs"]), name
+        assert kept(stage.get("deps", [])) == kept(old[name].get("deps", [])), name
+        params = stage.get("params", {}).get("params.yaml", {})
+        assert params.pop("serve.coverage", None) == (0.9 if name == "train" else None), name
+        assert params == old[name].get("params", {}).get("params.yaml", {}), name
