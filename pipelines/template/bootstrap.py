@@ -337,7 +337,8 @@ def main() -> int:
     commit(f"The baseline of {name}: its first model's lock, metrics and gate bounds")
     seconds = time.monotonic() - started
     print(f"\n{name}: the first model, committed as the baseline ({seconds:.0f} s)")
-    print("\n".join(f"  {m:<9} {metrics[m]:.4f}" for m in better))
+    width = max(map(len, better), default=0)
+    print("\n".join(f"  {m:<{width}}  {metrics[m]:.4f}" for m in better))
     print(
         f"\nWritten: {raw} (DVC; its remote {STORE}/ when small), schema.yaml, params.yaml "
         "(paths, segments, names, gate bounds), README.md, dvc.lock, eval/, uv.lock, "
