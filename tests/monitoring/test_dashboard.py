@@ -15,7 +15,9 @@ from tests.support.promtool import check_rules, exported_names, metric_names, ne
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = load_section("monitor", MonitorParams, ROOT / "params.yaml")
 MODEL = load_section("register", RegisterParams, ROOT / "params.yaml").model_name
-FEATURES = len(load_schema(ROOT / load_paths(ROOT / "params.yaml").schema_).features)
+SCHEMA = load_schema(ROOT / load_paths(ROOT / "params.yaml").schema_)
+FEATURES = len(SCHEMA.features)
+TASK = SCHEMA.target.task  # a multiclass model's dashboard and rules watch its predicted class
 # Grafana fills these in before a query reaches Prometheus
 VARIABLES = {"$namespace": "prod", "$model_version": "v1"}
 
@@ -39,7 +41,7 @@ def _filled(expr: str) -> str:
 
 
 def test_the_committed_dashboard_is_the_generators():
-    expected = dashboard.dashboard(PARAMS, MODEL)
+    expected = dashboard.dashboard(PARAMS, MODEL, TASK)
     committed = json.loads((ROOT / "deploy" / "monitoring" / "dashboard.json").read_text())
     assert committed == expected
 
@@ -61,7 +63,7 @@ def test_every_panel_query_parses(document, tmp_path):
 
 
 def test_every_metric_is_exported_or_recorded(document):
-    groups = rules.rule_groups(PARAMS, MODEL, FEATURES)
+    groups = rules.rule_groups(PARAMS, MODEL, FEATURES, TASK)
     recorded = {r["record"] for g in groups["groups"] for r in g["rules"] if "record" in r}
     known = recorded | exported_names()
     for title, expr in queries(document):

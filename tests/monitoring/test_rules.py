@@ -45,7 +45,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PARAMS = ROOT / "params.yaml"
 COMMITTED = load_section("monitor", MonitorParams, PARAMS)
 MODEL = load_section("register", RegisterParams, PARAMS).model_name
-FEATURES = len(load_schema(ROOT / load_paths(PARAMS).schema_).features)
+SCHEMA = load_schema(ROOT / load_paths(PARAMS).schema_)
+FEATURES = len(SCHEMA.features)
+TASK = SCHEMA.target.task  # a multiclass model's rules watch its predicted class too
 ALPHA = drift.per_test_rate(
     load_section("monitor", MonitorParams, PARAMS).false_alarm_rate, FEATURES
 )
@@ -174,7 +176,7 @@ def expand(template: str, labels: dict[str, str], value: float, values: dict[str
 
 def test_deploy_monitoring_is_the_generators_output_for_the_committed_params():
     folder = ROOT / "deploy" / "monitoring"
-    expected = rules.render(COMMITTED, MODEL, FEATURES)
+    expected = rules.render(COMMITTED, MODEL, FEATURES, TASK)
     assert {p.name for p in folder.iterdir()} == set(expected)
     stale = [n for n, text in expected.items() if (folder / n).read_text() != text]
     assert not stale, f"deploy/monitoring/{stale} differ from params.yaml: run `make monitoring`"
@@ -205,7 +207,7 @@ def test_promtool_rejects_a_broken_rule(tmp_path):
 
 
 def test_rules_select_only_the_services_metrics_and_their_own_records():
-    groups = rules.rule_groups(COMMITTED, MODEL, FEATURES)
+    groups = rules.rule_groups(COMMITTED, MODEL, FEATURES, TASK)
     recorded = {r["record"] for g in groups["groups"] for r in g["rules"] if "record" in r}
     used = set().union(*(metric_names(r["expr"]) for g in groups["groups"] for r in g["rules"]))
     assert used - recorded - exported_names() == set()
