@@ -21,7 +21,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from pipelines.core.io import PipelineError
 from pipelines.core.metrics import BETTER, Better
@@ -143,10 +142,6 @@ class SearchEntry(Section):
     choices: tuple[Any, ...] | None = Field(default=None, min_length=1)
 
 
-def _entry_error(message: str) -> PydanticCustomError:
-    return PydanticCustomError("search_space", message)
-
-
 def _check_entry(section: type[Section], key: str, entry: SearchEntry | None) -> SearchEntry | None:
     """Check one search entry against the train parameter it searches (its type and bounds)."""
     if entry is None:
@@ -159,24 +154,24 @@ def _check_entry(section: type[Section], key: str, entry: SearchEntry | None) ->
         try:
             adapter.validate_python(value, strict=True)
         except ValidationError as error:
-            raise _entry_error(f"{what} {value!r}: {error.errors()[0]['msg']}") from None
+            raise ValueError(f"{what} {value!r}: {error.errors()[0]['msg']}") from None
 
     if entry.choices is not None:
         if entry.low is not None or entry.high is not None:
-            raise _entry_error("a range (low, high) or choices, not both")
+            raise ValueError("a range (low, high) or choices, not both")
         for choice in entry.choices:
             valid("choice", choice)
         return entry
     if entry.low is None or entry.high is None:
-        raise _entry_error("a range needs low and high (or give choices)")
+        raise ValueError("a range needs low and high (or give choices)")
     if field.annotation not in (int, float):
-        raise _entry_error("not a number: give choices, not a range")
+        raise ValueError("not a number: give choices, not a range")
     valid("low", entry.low)
     valid("high", entry.high)
     if entry.low >= entry.high:
-        raise _entry_error(f"low {entry.low} is not below high {entry.high}")
+        raise ValueError(f"low {entry.low} is not below high {entry.high}")
     if entry.log and entry.low <= 0:
-        raise _entry_error(f"a log range needs low above 0, not {entry.low}")
+        raise ValueError(f"a log range needs low above 0, not {entry.low}")
     return entry
 
 
@@ -425,6 +420,8 @@ def load_section(name: str, model: type[S], path: Path = DEFAULT_PARAMS) -> S:
 
 def _message(model: type[Section], name: str, error: Any) -> str:
     """An error's message; an unknown key's says which keys its section knows."""
+    if error["type"] == "value_error":  # a validator's own words, without pydantic's prefix
+        return str(error["ctx"]["error"])
     if error["type"] != "extra_forbidden":
         return str(error["msg"])
     section: type[Section] | None = model

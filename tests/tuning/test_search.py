@@ -89,7 +89,7 @@ def test_the_folds_hold_every_training_id_once_and_no_test_id(project: Path) -> 
 
 
 def test_a_row_keeps_its_fold_when_rows_are_added_or_reordered() -> None:
-    ids = pd.Series([f"customer-{i}" for i in range(3000)])
+    ids = pd.Series([f"row-{i}" for i in range(3000)])
     folds = features.fold_of(ids, 3, seed=0)
     more = pd.concat([ids, pd.Series([f"new-{i}" for i in range(500)])], ignore_index=True)
     np.testing.assert_array_equal(features.fold_of(more, 3, seed=0)[: len(ids)], folds)
