@@ -172,6 +172,50 @@ def _rounded(value: Any) -> Any:
     return float(f"{value:.{SIGNIFICANT}g}") if isinstance(value, float) else value
 
 
+@dataclass(frozen=True)
+class Objective:
+    """A trial's score: the mean over the folds of the model with the trial's params.
+
+    A plain object of data (rows, params, space), so that it can travel to where trials run.
+    """
+
+    rows: Rows
+    params: TrainParams
+    space: dict[str, SearchEntry]
+    metric: str
+    folds: int
+
+    def values(self, trial: optuna.Trial) -> dict[str, Any]:
+        """The trial's params by their path in train: (trial 0's: the current ones, exactly)."""
+        integer = {
+            n: type(v) is int for n, v in current_values(self.params, list(self.space)).items()
+        }
+        values = {n: suggest(trial, n, e, integer[n]) for n, e in self.space.items()}
+        return values if trial.number == 0 else {n: _rounded(v) for n, v in values.items()}
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        """Fit and score fold by fold; report the running mean, so that the pruner may stop it."""
+        import optuna
+
+        started = time.perf_counter()
+        values = self.values(trial)
+        trial.set_user_attr("params", values)
+        params = with_values(self.params, values)
+        fold, scores = self.rows.fold, []
+        for k in range(self.folds):
+            rows = (np.flatnonzero(fold != k), np.flatnonzero(fold == k))
+            x, y, task = self.rows.x, self.rows.y, self.rows.task
+            scores.append(
+                fold_score(x, y, rows, params, task, classes=self.rows.classes, metric=self.metric)
+            )
+            trial.set_user_attr("folds", scores)
+            trial.set_user_attr("seconds", time.perf_counter() - started)
+            trial.report(float(np.mean(scores)), k)
+            if k < self.folds - 1 and trial.should_prune():
+                raise optuna.TrialPruned
+        return float(np.mean(scores))
+
+
 def run(
     rows: Rows,
     params: TrainParams,
@@ -190,55 +234,27 @@ def run(
 
     Returns:
         Every trial, in order, and the parameters' importance when enough trials completed.
+
+    Raises:
+        PipelineError: Nothing to tune, or the current params (trial 0) did not complete.
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = space_of(params, tune)
-    baseline = current_values(params, list(space))
     better = METRICS[rows.task][metric].better
-    integer = {name: type(value) is int for name, value in baseline.items()}
     study = optuna.create_study(
         direction="maximize" if better == "higher" else "minimize",
         sampler=optuna.samplers.TPESampler(seed=tune.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5),
     )
-    study.enqueue_trial(baseline)
-    fold_rows = [
-        (np.flatnonzero(rows.fold != k), np.flatnonzero(rows.fold == k)) for k in range(tune.folds)
-    ]
-
-    def objective(trial: optuna.Trial) -> float:
-        started = time.perf_counter()
-        values = {name: suggest(trial, name, e, integer[name]) for name, e in space.items()}
-        if trial.number > 0:  # trial 0 keeps the current values exactly
-            values = {name: _rounded(value) for name, value in values.items()}
-        trial.set_user_attr("params", values)
-        trial_params = with_values(params, values)
-        scores: list[float] = []
-        for k, fold in enumerate(fold_rows):
-            scores.append(
-                fold_score(
-                    rows.x,
-                    rows.y,
-                    fold,
-                    trial_params,
-                    rows.task,
-                    classes=rows.classes,
-                    metric=metric,
-                )
-            )
-            trial.set_user_attr("folds", scores)
-            trial.set_user_attr("seconds", time.perf_counter() - started)
-            trial.report(float(np.mean(scores)), k)
-            if k < len(fold_rows) - 1 and trial.should_prune():
-                raise optuna.TrialPruned
-        return float(np.mean(scores))
+    study.enqueue_trial(current_values(params, list(space)))
 
     def callback(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         if on_trial is not None:
             on_trial(trial_of(frozen), study)
 
+    objective = Objective(rows, params, space, metric, tune.folds)
     study.optimize(objective, n_trials=tune.trials, timeout=tune.timeout, callbacks=[callback])
     trials = tuple(trial_of(t) for t in study.trials)
     complete = [t for t in trials if t.state == "complete"]
