@@ -21,7 +21,6 @@ from pipelines.core.metrics import METRICS
 from pipelines.params import GateParams, TrainParams, load_section
 from pipelines.schema import Schema, dump_schema
 from pipelines.tuning import tune
-from tests.support.columns import PARAMS, ROOT
 from tests.support.tuning import edit, tune_project
 
 CONTRACT = {"metric", "baseline", "best", "params", "trials"}
@@ -157,11 +156,3 @@ def test_a_float_keeps_its_dot_and_a_null_stays_null(tmp_path: Path) -> None:
     assert yaml.safe_load(path.read_text())["train"]["ridge"]["alpha"] == 1e-05
     with pytest.raises(PipelineError, match=r"train\.ridge\.beta"):
         tune.write_train_params(path, {"ridge.beta": 2.0})
-
-
-def test_the_template_migration_adds_the_committed_tune_section() -> None:
-    """A repository made before tuning gets the same tune: on its template update."""
-    migrations = yaml.safe_load((ROOT / "copier.yml").read_text())["_migrations"]
-    added = [m for m in migrations if m[3:5] == ["params.yaml", "tune"]]
-    assert len(added) == 1
-    assert yaml.safe_load(added[0][5]) == yaml.safe_load(PARAMS.read_text())["tune"]
