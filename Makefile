@@ -56,7 +56,7 @@ $(UV_LOCAL):
 			&& mv -f "$$new/bin/uv" $@; status=$$?; rm -rf "$$new"; exit $$status; }
 
 ##@ Pipeline: the data-to-model graph (docs/index.md)
-.PHONY: run install data schema repro metrics card mlflow-ui uv-path
+.PHONY: run install data schema repro metrics tune card mlflow-ui uv-path
 
 run: data repro ## from a fresh clone: environment, data, the whole pipeline
 	@$(RUN) dvc metrics show
@@ -88,6 +88,13 @@ repro: | $(UV_NEEDED) ## dvc repro: run the stages whose inputs changed
 
 metrics: | $(UV_NEEDED) ## show the current metrics and their change against the last commit
 	$(RUN) dvc metrics diff --all HEAD
+
+# The training rows come from the featurize stage; the search writes train: (when it beats the
+# current params) and its reports; the pull request's gate then judges the change on the test rows.
+tune: install ## search train's params by CV on the training rows (TRIALS=, TIMEOUT= seconds): params.yaml, reports/tune.md
+	$(RUN) dvc repro featurize
+	$(RUN) python -m pipelines.tuning.tune $(if $(TRIALS),--trials "$(TRIALS)") \
+		$(if $(TIMEOUT),--timeout "$(TIMEOUT)") --markdown reports/tune.md --json reports/tune.json
 
 card: | $(UV_NEEDED) ## write the model card (paths.card) with the card stage: dvc repro card
 	$(RUN) dvc repro card
@@ -290,11 +297,12 @@ act: install ## run .github/workflows/WORKFLOW on EVENT (pull_request|push|workf
 	$(if $(and $(WORKFLOW),$(EVENT)),,$(error usage: make act WORKFLOW=<pr.yml|ci.yml|...> EVENT=<pull_request|push|workflow_dispatch|workflow_run> [BASE=main] [KEEP=<folder>]))
 	$(RUN) python -m tools.act.simulation "$(WORKFLOW)" "$(EVENT)" --base "$(BASE)" $(if $(KEEP),--keep "$(KEEP)")
 
-bench: install ## benchmarks: the pipeline (train vs a bare fit, no-op repro), serving (vs naive, MLflow, bare; each task vs binary), monitor (vs a bare read)
+bench: install ## benchmarks: the pipeline (train vs a bare fit, no-op repro), serving (vs naive, MLflow, bare; each task vs binary), monitor (vs a bare read), tune (20 trials)
 	$(RUN) python -m benchmarks.pipeline
 	$(RUN) python -m benchmarks.serving
 	$(RUN) python -m benchmarks.tasks
 	$(RUN) python -m benchmarks.monitor
+	$(RUN) python -m benchmarks.tune
 
 bench-serving: install ## serving benchmark: service vs FastAPI+pandas, mlflow serve, bare model; batch scorer
 	$(RUN) python -m benchmarks.serving

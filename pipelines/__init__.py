@@ -8,8 +8,9 @@ upward and never in a circle; ``tests/test_architecture.py`` holds the rule.
    formatting, the drift maths and the reference profile; the typed params and schema.
 2. ``stages``: what ``dvc.yaml`` runs, one ``main()`` per stage, and the local/Dask switch.
 3. ``serving``: the service and everything that runs inside it, the batch scorer, the MLflow model.
-4. ``review`` (pull requests: the gate, the comment) and ``monitoring`` (production: rules,
-   dashboard, canary, ``make monitor``), which do not import each other.
+4. ``review`` (pull requests: the gate, the comment), ``monitoring`` (production: rules,
+   dashboard, canary, ``make monitor``) and ``tuning`` (``make tune``: a search of train's
+   params on the training rows), which do not import each other.
 5. ``release``: merge -> bento -> image -> GitOps manifests.
 6. ``template``: ``make new-model`` and ``make update-template``.
 

@@ -5,11 +5,22 @@ A misspelt or unknown key fails at load time with the key's name, before any wor
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from pipelines.core.io import PipelineError
 from pipelines.core.metrics import BETTER, Better
@@ -21,6 +32,8 @@ class Section(BaseModel):
     """Base of every params section: immutable, and unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # what an unknown key is not, in its error ("parameter of train.xgboost"); default: its path
+    KEY_OF: ClassVar[str] = ""
 
 
 class Paths(Section):
@@ -114,6 +127,98 @@ class TrainParams(Section):
     logistic_regression: LogisticRegressionParams
     ridge: RidgeParams = RidgeParams()
     calibration_size: float = Field(default=0.2, gt=0, lt=1)
+
+
+class SearchEntry(Section):
+    """One parameter's search: a range ``low`` to ``high`` (log scale when ``log``) or ``choices``.
+
+    A range's ends and the choices have the type of the train parameter (an integer parameter
+    is searched over integers) and keep its bounds.
+    """
+
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] | None = Field(default=None, min_length=1)
+
+
+def _check_entry(section: type[Section], key: str, entry: SearchEntry | None) -> SearchEntry | None:
+    """Check one search entry against the train parameter it searches (its type and bounds)."""
+    if entry is None:
+        return None
+    field = section.model_fields[key]
+    kind: Any = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+    adapter: TypeAdapter[Any] = TypeAdapter(kind)
+
+    def valid(what: str, value: Any) -> None:
+        try:
+            adapter.validate_python(value, strict=True)
+        except ValidationError as error:
+            raise ValueError(f"{what} {value!r}: {error.errors()[0]['msg']}") from None
+
+    if entry.choices is not None:
+        if entry.low is not None or entry.high is not None:
+            raise ValueError("a range (low, high) or choices, not both")
+        for choice in entry.choices:
+            valid("choice", choice)
+        return entry
+    if entry.low is None or entry.high is None:
+        raise ValueError("a range needs low and high (or give choices)")
+    if field.annotation not in (int, float):
+        raise ValueError("not a number: give choices, not a range")
+    valid("low", entry.low)
+    valid("high", entry.high)
+    if entry.low >= entry.high:
+        raise ValueError(f"low {entry.low} is not below high {entry.high}")
+    if entry.log and entry.low <= 0:
+        raise ValueError(f"a log range needs low above 0, not {entry.low}")
+    return entry
+
+
+def _space_of(name: str, section: type[Section]) -> type[Section]:
+    """The search space of one model's section of train: an optional entry per parameter."""
+    fields: dict[str, Any] = {
+        key: (
+            Annotated[SearchEntry | None, AfterValidator(partial(_check_entry, section, key))],
+            None,
+        )
+        for key in section.model_fields
+    }
+    space = create_model(f"{section.__name__}Space", __base__=Section, **fields)
+    space.KEY_OF = f"parameter of train.{name}"
+    return space
+
+
+XGBoostSpace = _space_of("xgboost", XGBoostParams)
+LogisticRegressionSpace = _space_of("logistic_regression", LogisticRegressionParams)
+RidgeSpace = _space_of("ridge", RidgeParams)
+
+
+class SearchSpace(Section):
+    """``tune.space``: per model section of train, the parameters to search."""
+
+    KEY_OF: ClassVar[str] = "model section of train"
+
+    xgboost: XGBoostSpace | None = None  # type: ignore[valid-type]
+    logistic_regression: LogisticRegressionSpace | None = None  # type: ignore[valid-type]
+    ridge: RidgeSpace | None = None  # type: ignore[valid-type]
+
+    def of(self, model: str) -> dict[str, SearchEntry]:
+        """The entries of ``model``'s section by parameter name (empty: nothing to search)."""
+        section = getattr(self, model, None)
+        if section is None:
+            return {}
+        return {key: entry for key, entry in section if entry is not None}
+
+
+class TuneParams(Section):
+    """``make tune`` (``tune:``): trials, a time limit, the seed, the folds and the space."""
+
+    trials: int = Field(default=20, ge=1)
+    timeout: float | None = Field(default=None, gt=0)  # seconds; None: all the trials
+    seed: int = 0  # of the sampler and of the folds' hash
+    folds: int = Field(default=3, ge=2)
+    space: SearchSpace = SearchSpace()
 
 
 class EngineParams(Section):
@@ -307,10 +412,28 @@ def load_section(name: str, model: type[S], path: Path = DEFAULT_PARAMS) -> S:
         return model.model_validate(document[name])
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in (name, *e['loc']))}: {e['msg']}"
+            f"{'.'.join(str(part) for part in (name, *e['loc']))}: {_message(model, name, e)}"
             for e in error.errors()
         )
         raise ParamsError(f"{path}: {problems}") from None
+
+
+def _message(model: type[Section], name: str, error: Any) -> str:
+    """An error's message; an unknown key's says which keys its section knows."""
+    if error["type"] == "value_error":  # a validator's own words, without pydantic's prefix
+        return str(error["ctx"]["error"])
+    if error["type"] != "extra_forbidden":
+        return str(error["msg"])
+    section: type[Section] | None = model
+    for part in error["loc"][:-1]:
+        field = section.model_fields.get(str(part)) if section else None
+        kinds = (field.annotation, *get_args(field.annotation)) if field else ()
+        section = next((k for k in kinds if isinstance(k, type) and issubclass(k, Section)), None)
+    if section is None:  # inside a list or a mapping
+        return str(error["msg"])
+    known = ", ".join(field.alias or key for key, field in section.model_fields.items())
+    what = section.KEY_OF or f"key of {'.'.join(str(p) for p in (name, *error['loc'][:-1]))}"
+    return f"not a {what} (known: {known})"
 
 
 def load_paths(path: Path = DEFAULT_PARAMS) -> Paths:

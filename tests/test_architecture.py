@@ -30,7 +30,11 @@ LAYERS: tuple[dict[str, tuple[str, ...]], ...] = (
     {"core": ("pipelines", "pipelines.core", "pipelines.params", "pipelines.schema")},
     {"stages": ("pipelines.stages",)},
     {"serving": ("pipelines.serving",)},
-    {"review": ("pipelines.review",), "monitoring": ("pipelines.monitoring",)},
+    {
+        "review": ("pipelines.review",),
+        "monitoring": ("pipelines.monitoring",),
+        "tuning": ("pipelines.tuning",),
+    },
     {"release": ("pipelines.release",)},
     {"template": ("pipelines.template",)},
     {"tools": ("tools",)},

@@ -24,6 +24,7 @@ from pipelines.params import (
     Section,
     ServeParams,
     TrainParams,
+    TuneParams,
     load_paths,
     load_section,
 )
@@ -35,6 +36,7 @@ SECTIONS: dict[str, type[Section]] = {
     "data": DataParams,
     "featurize": FeaturizeParams,
     "train": TrainParams,
+    "tune": TuneParams,
     "engine": EngineParams,
     "evaluate": EvaluateParams,
     "register": RegisterParams,

@@ -102,9 +102,23 @@ def in_test(ids: pd.Series, test_size: float, seed: int, salt: str = "") -> np.n
     still lands on the same side. Another ``salt`` draws another set, independent of the test
     set's (a regression's calibration rows are drawn from the training rows so).
     """
+    return id_hashes(ids, seed, salt) < np.uint64(int(test_size * 2.0**64))
+
+
+def fold_of(ids: pd.Series, folds: int, seed: int) -> np.ndarray:
+    """Each id's cross-validation fold, 0 to ``folds - 1``: its hash, salted its own way, modulo.
+
+    Like the split, a row's fold depends on its id alone: rows added to the table leave every
+    other row in its fold. The folds are about equal in size, not stratified.
+    """
+    return (id_hashes(ids, seed, salt="fold:") % np.uint64(folds)).astype(np.int64)
+
+
+def id_hashes(ids: pd.Series, seed: int, salt: str = "") -> np.ndarray:
+    """A 64-bit hash of each id, as text, keyed by ``salt`` and ``seed``."""
     key = hashlib.blake2b(f"{salt}{seed}".encode(), digest_size=8).hexdigest()  # 16 characters
     hashes = pd.util.hash_pandas_object(ids.astype("string"), index=False, hash_key=key)
-    return hashes.to_numpy() < np.uint64(int(test_size * 2.0**64))
+    return hashes.to_numpy()
 
 
 def split(

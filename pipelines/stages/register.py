@@ -121,6 +121,27 @@ def raw_example(raw: pd.DataFrame, schema: Schema, ids: Sequence[Any]) -> pd.Dat
     return rows.astype({n: types[column_type(f)] for n, f in schema.features.items()})
 
 
+def use_experiment(store: Path, experiment: str) -> str:
+    """Point MLflow at the tracking store (:func:`tracking_uri`) and ``experiment``, made if new.
+
+    Returns:
+        The tracking URI.
+    """
+    import mlflow
+
+    uri = tracking_uri(store)
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        store.mkdir(parents=True, exist_ok=True)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        artifacts = None
+        if uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in the cwd
+            artifacts = (store / "artifacts").resolve().as_uri()
+        mlflow.create_experiment(experiment, artifact_location=artifacts)
+    mlflow.set_experiment(experiment)
+    return uri
+
+
 def main(argv: list[str] | None = None) -> int:
     """Log the run to MLflow, register the model, write the registry record."""
     names = ("model", "test", "raw", "metrics", "data-dvc", "schema", "plots", "store", "out")
@@ -138,16 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         k: v for k, v in json.loads(args.metrics.read_text()).items() if isinstance(v, float)
     }
 
-    uri = tracking_uri(args.store)
-    mlflow.set_tracking_uri(uri)
-    if uri.startswith("sqlite:///"):
-        args.store.mkdir(parents=True, exist_ok=True)
-    if mlflow.get_experiment_by_name(params.experiment) is None:
-        artifacts = None
-        if uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in the cwd
-            artifacts = (args.store / "artifacts").resolve().as_uri()
-        mlflow.create_experiment(params.experiment, artifact_location=artifacts)
-    mlflow.set_experiment(params.experiment)
+    uri = use_experiment(args.store, params.experiment)
 
     # What the stages before this one wrote is the run itself, not an uncommitted change
     written = ("dvc.lock", args.metrics, load_paths().segments, args.plots)

@@ -75,11 +75,26 @@ def cross_validate(
     name = CV_METRIC[task]
     scores = []
     for fit_rows, score_rows in folds.split(x, y):
-        model = fit(x.iloc[fit_rows], y[fit_rows], params, task)
-        output = predict(model, x.iloc[score_rows], task)
-        scored = predictions(y[score_rows], output, task, classes)
-        scores.append(METRICS[task][name].point(scored))
+        rows = (fit_rows, score_rows)
+        scores.append(fold_score(x, y, rows, params, task, classes=classes, metric=name))
     return {f"cv_{name}_mean": float(np.mean(scores)), f"cv_{name}_std": float(np.std(scores))}
+
+
+def fold_score(
+    x: pd.DataFrame,
+    y: np.ndarray,
+    rows: tuple[np.ndarray, np.ndarray],
+    params: TrainParams,
+    task: Task,
+    *,
+    classes: int,
+    metric: str,
+) -> float:
+    """``metric`` of the model fitted on the first rows and scored on the second (positions)."""
+    fit_rows, score_rows = rows
+    model = fit(x.iloc[fit_rows], y[fit_rows], params, task)
+    output = predict(model, x.iloc[score_rows], task)
+    return METRICS[task][metric].point(predictions(y[score_rows], output, task, classes))
 
 
 def conformal_half_width(errors: np.ndarray, coverage: float) -> float:

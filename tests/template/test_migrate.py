@@ -1,4 +1,5 @@
-"""A template migration adds a key to a model-owned YAML file and touches nothing else."""
+"""A template migration adds a key to a model-owned YAML file and touches nothing else; the
+template's migrations add what its params.yaml has."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from pipelines.template.migrate import add_key
+from tests.support.columns import ROOT
 
 PARAMS = """\
 # Serving
@@ -37,3 +39,11 @@ def test_a_new_section_goes_at_the_end_and_a_set_value_stays(tmp_path: Path) -> 
     assert not add_key(path, "serve.timeout", 30)
     assert path.read_text() == PARAMS + "alerts:\n  window: 100\n"
     assert yaml.safe_load(path.read_text())["serve"]["timeout"] == 10
+
+
+def test_the_template_migration_adds_the_committed_tune_section() -> None:
+    """A repository made before tuning gets the same tune: on its template update."""
+    migrations = yaml.safe_load((ROOT / "copier.yml").read_text())["_migrations"]
+    added = [m for m in migrations if m[3:5] == ["params.yaml", "tune"]]
+    assert len(added) == 1
+    assert yaml.safe_load(added[0][5]) == yaml.safe_load((ROOT / "params.yaml").read_text())["tune"]

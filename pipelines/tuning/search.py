@@ -1,0 +1,292 @@
+"""The search: an Optuna study over train's params, each trial cross-validated on the training rows.
+
+The space is ``tune.space``'s section of ``train.model``; the sampler is TPE, seeded, and a
+median pruner stops a trial whose running mean over the folds so far is worse than the median of
+the trials before it at the same fold. The current params are enqueued as trial 0, so the best
+trial is never worse than what the repository has. A trial's score is the mean over the folds of
+the metric the train stage's cross-validation computes (:func:`pipelines.stages.train.fold_score`);
+folds go by a hash of the id (:func:`pipelines.core.features.fold_of`), so the training rows are
+all there is: the test rows are another file.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.core.features import fold_of
+from pipelines.core.io import PipelineError
+from pipelines.core.metrics import METRICS, Better, Task
+from pipelines.params import GateParams, SearchEntry, TrainParams, TuneParams
+from pipelines.stages.train import fold_score
+
+if TYPE_CHECKING:
+    import optuna
+
+SIGNIFICANT = 4  # digits a searched float keeps: params.yaml reads 0.0347, not 0.034712893
+MIN_FOR_IMPORTANCE = 4  # completed trials before the parameters' importance means anything
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The training rows a study scores trials on, and each row's fold."""
+
+    x: pd.DataFrame
+    y: np.ndarray
+    fold: np.ndarray
+    task: Task
+    classes: int
+
+    @classmethod
+    def of(
+        cls,
+        training: tuple[pd.DataFrame, np.ndarray, np.ndarray],
+        task: Task,
+        *,
+        classes: int,
+        tune: TuneParams,
+    ) -> Rows:
+        """``read_features``' (matrix, labels, ids) with each row's fold (``fold_of``)."""
+        x, y, ids = training
+        return cls(x, y, fold_of(pd.Series(ids), tune.folds, tune.seed), task, classes)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial: its params (by their path in train:), its score per fold and their mean."""
+
+    number: int
+    state: str  # complete | pruned | failed
+    params: dict[str, Any]
+    folds: tuple[float, ...]
+    seconds: float
+
+    @property
+    def score(self) -> float | None:
+        """The mean over the folds of a completed trial (None for a pruned one)."""
+        return float(np.mean(self.folds)) if self.state == "complete" else None
+
+    @property
+    def spread(self) -> float | None:
+        """The standard deviation across the folds of a completed trial."""
+        return float(np.std(self.folds)) if self.state == "complete" else None
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a study found: every trial, which way is better, why it stopped, the importances."""
+
+    metric: str
+    better: Better
+    trials: tuple[Trial, ...]
+    stopped_by: str  # trials | timeout
+    importance: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def baseline(self) -> Trial:
+        """Trial 0: the current params."""
+        return self.trials[0]
+
+    @property
+    def best(self) -> Trial:
+        """The best completed trial; on a tie the earlier (trial 0 first)."""
+        sign = 1 if self.better == "higher" else -1
+        complete = [t for t in self.trials if t.score is not None and math.isfinite(t.score)]
+        return max(complete, key=lambda t: (sign * (t.score or 0.0), -t.number))
+
+    @property
+    def improved(self) -> bool:
+        """Whether the best trial beats the current params."""
+        return self.best.number != self.baseline.number
+
+
+def primary_metric(gate: GateParams, task: Task) -> str:
+    """The gate's first metric that a model of ``task`` has: the metric the search optimises.
+
+    Raises:
+        PipelineError: The gate has no metric of the task.
+    """
+    for name in gate.metrics:
+        if name in METRICS[task]:
+            return name
+    raise PipelineError(
+        f"gate.metrics has no metric of a {task} model (it has {', '.join(gate.metrics)}): "
+        "tuning optimises the gate's first one"
+    )
+
+
+def space_of(params: TrainParams, tune: TuneParams) -> dict[str, SearchEntry]:
+    """The entries searched for ``train.model``, by their path in train: (``xgboost.max_depth``).
+
+    Raises:
+        PipelineError: The model has nothing to tune (the dummy), or the space names none of its
+            parameters.
+    """
+    if params.model == "dummy":
+        raise PipelineError("train.model is dummy, which has no parameters: nothing to tune")
+    entries = tune.space.of(params.model)
+    if not entries:
+        raise PipelineError(
+            f"tune.space.{params.model} names no parameter of train.{params.model}: "
+            "nothing to search"
+        )
+    return {f"{params.model}.{key}": entry for key, entry in entries.items()}
+
+
+def current_values(params: TrainParams, names: list[str]) -> dict[str, Any]:
+    """The values params.yaml has for ``names`` (paths in train:)."""
+    values = {}
+    for name in names:
+        section, key = name.split(".", 1)
+        values[name] = getattr(getattr(params, section), key)
+    return values
+
+
+def with_values(params: TrainParams, values: dict[str, Any]) -> TrainParams:
+    """``params`` with the given values (paths in train:) replaced, validated again."""
+    document = params.model_dump()
+    for name, value in values.items():
+        section, key = name.split(".", 1)
+        document[section][key] = value
+    return TrainParams.model_validate(document)
+
+
+def suggest(trial: optuna.Trial, name: str, entry: SearchEntry, integer: bool) -> Any:
+    """The trial's value for one parameter: a choice, or a number in the range (log scale)."""
+    if entry.choices is not None:
+        return trial.suggest_categorical(name, list(entry.choices))
+    if entry.low is None or entry.high is None:  # the params model refuses it: for the types
+        raise PipelineError(f"tune.space.{name}: a range needs low and high")
+    if integer:
+        return trial.suggest_int(name, int(entry.low), int(entry.high), log=entry.log)
+    return trial.suggest_float(name, float(entry.low), float(entry.high), log=entry.log)
+
+
+def _rounded(value: Any) -> Any:
+    return float(f"{value:.{SIGNIFICANT}g}") if isinstance(value, float) else value
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A trial's score: the mean over the folds of the model with the trial's params.
+
+    A plain object of data (rows, params, space), so that it can travel to where trials run.
+    """
+
+    rows: Rows
+    params: TrainParams
+    space: dict[str, SearchEntry]
+    metric: str
+    folds: int
+
+    def values(self, trial: optuna.Trial) -> dict[str, Any]:
+        """The trial's params by their path in train: (trial 0's: the current ones, exactly)."""
+        integer = {
+            n: type(v) is int for n, v in current_values(self.params, list(self.space)).items()
+        }
+        values = {n: suggest(trial, n, e, integer[n]) for n, e in self.space.items()}
+        return values if trial.number == 0 else {n: _rounded(v) for n, v in values.items()}
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        """Fit and score fold by fold; report the running mean, so that the pruner may stop it."""
+        import optuna
+
+        started = time.perf_counter()
+        values = self.values(trial)
+        trial.set_user_attr("params", values)
+        params = with_values(self.params, values)
+        fold, scores = self.rows.fold, []
+        for k in range(self.folds):
+            rows = (np.flatnonzero(fold != k), np.flatnonzero(fold == k))
+            x, y, task = self.rows.x, self.rows.y, self.rows.task
+            scores.append(
+                fold_score(x, y, rows, params, task, classes=self.rows.classes, metric=self.metric)
+            )
+            trial.set_user_attr("folds", scores)
+            trial.set_user_attr("seconds", time.perf_counter() - started)
+            trial.report(float(np.mean(scores)), k)
+            if k < self.folds - 1 and trial.should_prune():
+                raise optuna.TrialPruned
+        return float(np.mean(scores))
+
+
+def run(
+    rows: Rows,
+    params: TrainParams,
+    tune: TuneParams,
+    metric: str,
+    on_trial: Callable[[Trial, optuna.Study], None] | None = None,
+) -> Result:
+    """Run the study: ``tune.trials`` trials, or fewer when ``tune.timeout`` seconds pass.
+
+    Args:
+        rows: The training rows and their folds.
+        params: The current train params (trial 0).
+        tune: Trials, timeout, seed.
+        metric: The metric to optimise, in the rows' task's registry.
+        on_trial: Called after each trial (progress, MLflow).
+
+    Returns:
+        Every trial, in order, and the parameters' importance when enough trials completed.
+
+    Raises:
+        PipelineError: Nothing to tune, or the current params (trial 0) did not complete.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = space_of(params, tune)
+    better = METRICS[rows.task][metric].better
+    study = optuna.create_study(
+        direction="maximize" if better == "higher" else "minimize",
+        sampler=optuna.samplers.TPESampler(seed=tune.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5),
+    )
+    study.enqueue_trial(current_values(params, list(space)))
+
+    def callback(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        if on_trial is not None:
+            on_trial(trial_of(frozen), study)
+
+    objective = Objective(rows, params, space, metric, tune.folds)
+    study.optimize(objective, n_trials=tune.trials, timeout=tune.timeout, callbacks=[callback])
+    trials = tuple(trial_of(t) for t in study.trials)
+    complete = [t for t in trials if t.state == "complete"]
+    if not complete or complete[0].number != 0:
+        raise PipelineError(f"the current params (trial 0) did not complete: {trials[0].state}")
+    stopped_by = "trials" if len(trials) >= tune.trials else "timeout"
+    shares = importance(study, tune.seed, len(complete))
+    return Result(metric, better, trials, stopped_by, shares)
+
+
+def trial_of(frozen: optuna.trial.FrozenTrial) -> Trial:
+    """Our record of an Optuna trial."""
+    state = {"COMPLETE": "complete", "PRUNED": "pruned"}.get(frozen.state.name, "failed")
+    return Trial(
+        number=frozen.number,
+        state=state,
+        params=dict(frozen.user_attrs.get("params", frozen.params)),
+        folds=tuple(frozen.user_attrs.get("folds", ())),
+        seconds=float(frozen.user_attrs.get("seconds", 0.0)),
+    )
+
+
+def importance(study: optuna.Study, seed: int, complete: int) -> dict[str, float]:
+    """Each parameter's share of the score's variance (fANOVA), when enough trials completed."""
+    import optuna
+
+    values = {t.value for t in study.trials if t.value is not None}
+    if complete < MIN_FOR_IMPORTANCE or len(values) < 2:
+        return {}
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+    try:
+        found = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    except (RuntimeError, ValueError):  # e.g. every completed trial had the same params
+        return {}
+    return {name: round(float(share), 4) for name, share in found.items()}
