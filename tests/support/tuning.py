@@ -29,6 +29,7 @@ def edit(path: Path, changes: dict[tuple[str, ...], Any]) -> None:
     from ruamel.yaml import YAML
 
     rt = YAML()
+    rt.preserve_quotes = True  # a quoted segment such as "Has Card?" stays quoted
     rt.width = 100
     rt.representer.add_representer(
         type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
