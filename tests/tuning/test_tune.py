@@ -156,3 +156,13 @@ def test_a_float_keeps_its_dot_and_a_null_stays_null(tmp_path: Path) -> None:
     assert yaml.safe_load(path.read_text())["train"]["ridge"]["alpha"] == 1e-05
     with pytest.raises(PipelineError, match=r"train\.ridge\.beta"):
         tune.write_train_params(path, {"ridge.beta": 2.0})
+
+
+def test_a_quoted_value_stays_quoted(tmp_path: Path) -> None:
+    """A segment named "Has Card?" unquoted in a flow list is no longer YAML."""
+    path = tmp_path / "params.yaml"
+    path.write_text(
+        'evaluate:\n  segments: ["Región", "Has Card?"]\ntrain:\n  ridge:\n    alpha: 1.0\n'
+    )
+    tune.write_train_params(path, {"ridge.alpha": 2.0})
+    assert yaml.safe_load(path.read_text())["evaluate"]["segments"] == ["Región", "Has Card?"]
