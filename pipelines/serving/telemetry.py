@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.core.drift import Binning
-from pipelines.core.profile import Profile
+from pipelines.core.profile import Distribution, Profile
 from pipelines.serving import names
 
 STATUS_OUTCOMES = {  # the rest: 2xx ok, other 4xx invalid, other 5xx error
@@ -117,6 +117,37 @@ class Batched:
                 pending[i] = 0
 
 
+def binned_series(
+    batched: Batched,
+    reference: Distribution,
+    ids: dict[str, str],
+    *,
+    fraction: tuple[str, str],
+    rows: tuple[str, str],
+    served: tuple[str, str],
+) -> int:
+    """Export a reference distribution and count served values per bin, labelled by ``ids``.
+
+    ``fraction`` (the reference fraction per bin), ``rows`` (the reference's rows) and ``served``
+    (a counter per bin, in consecutive slots of ``batched``, bin order) are ``(name, help)``.
+
+    Returns:
+        The first bin's slot in ``batched``.
+    """
+    from prometheus_client import Counter, Gauge
+
+    labels = [*ids, "bin"]
+    gauge = Gauge(*fraction, labels, registry=None, multiprocess_mode="max")
+    for label, value in zip(reference.binning.labels, reference.fractions, strict=True):
+        gauge.labels(**ids, bin=label).set(value)
+    Gauge(*rows, list(ids), registry=None, multiprocess_mode="max").labels(**ids).set(
+        reference.rows
+    )
+    counter = Counter(*served, labels, registry=None)
+    slots = [batched.slot(counter.labels(**ids, bin=b)) for b in reference.binning.labels]
+    return slots[0]
+
+
 class ServiceMetrics:
     """One worker's metric series for one model version, resolved once.
 
@@ -187,31 +218,18 @@ class ServiceMetrics:
                 self._categorical.append((name, lookup | {None: missing}, slots[-2]))
 
         score = profile.score
-        score_fraction = Gauge(
-            names.REFERENCE_SCORE_FRACTION,
-            "Reference (test rows) fraction of each score bin",
-            [*labels, "bin"],
-            registry=None,
-            multiprocess_mode="max",
-        )
-        for label, value in zip(score.binning.labels, score.fractions, strict=True):
-            score_fraction.labels(**ids, bin=label).set(value)
-        Gauge(
-            names.REFERENCE_SCORE_ROWS,
-            "Reference (test) rows of the score",
-            labels,
-            registry=None,
-            multiprocess_mode="max",
-        ).labels(**ids).set(score.rows)
-        score_bins = Counter(
-            names.SCORE_BIN,
-            "Served scores per reference score bin",
-            [*labels, "bin"],
-            registry=None,
-        )
         self._score_binning = score.binning
-        slots = [batched.slot(score_bins.labels(**ids, bin=b)) for b in score.binning.labels]
-        self._score_bins = slots[0]
+        self._score_bins = binned_series(
+            batched,
+            score,
+            ids,
+            fraction=(
+                names.REFERENCE_SCORE_FRACTION,
+                "Reference (test rows) fraction of each score bin",
+            ),
+            rows=(names.REFERENCE_SCORE_ROWS, "Reference (test) rows of the score"),
+            served=(names.SCORE_BIN, "Served scores per reference score bin"),
+        )
         self._score = batched.histogram(
             Histogram(
                 names.SCORE,
@@ -235,42 +253,28 @@ class ServiceMetrics:
             buckets=names.DURATION_BUCKETS,
             registry=None,
         )
-        self._classes = self._class_slots(profile, ids, labels)
+        self._classes = self._class_slots(profile, ids)
         self._ids = ids
         self._request_slots: dict[tuple[str, int], tuple[int, tuple[Any, ...]]] = {}
 
-    def _class_slots(
-        self, profile: Profile, ids: dict[str, str], labels: tuple[str, str]
-    ) -> tuple[int, int] | None:
+    def _class_slots(self, profile: Profile, ids: dict[str, str]) -> tuple[int, int] | None:
         """A multiclass model's predicted-class series: (first slot, classes); else None."""
-        from prometheus_client import Counter, Gauge
-
         reference = profile.predicted
         if reference is None:
             return None
-        fraction = Gauge(
-            names.REFERENCE_CLASS_FRACTION,
-            "Reference (test rows) share of rows predicted as each class",
-            [*labels, "bin"],
-            registry=None,
-            multiprocess_mode="max",
-        )
-        bins = reference.binning.labels
-        for label, value in zip(bins, reference.fractions, strict=True):
-            fraction.labels(**ids, bin=label).set(value)
-        Gauge(
-            names.REFERENCE_CLASS_ROWS,
-            "Reference (test) rows of the predicted class",
-            labels,
-            registry=None,
-            multiprocess_mode="max",
-        ).labels(**ids).set(reference.rows)
-        served = Counter(
-            names.CLASS_BIN, "Served rows per predicted class", [*labels, "bin"], registry=None
-        )
         # the class bins come first, in the schema's order: a class's position is its offset
-        slots = [self.batched.slot(served.labels(**ids, bin=b)) for b in bins]
-        return slots[0], len(reference.binning.categories)
+        first = binned_series(
+            self.batched,
+            reference,
+            ids,
+            fraction=(
+                names.REFERENCE_CLASS_FRACTION,
+                "Reference (test rows) share of rows predicted as each class",
+            ),
+            rows=(names.REFERENCE_CLASS_ROWS, "Reference (test) rows of the predicted class"),
+            served=(names.CLASS_BIN, "Served rows per predicted class"),
+        )
+        return first, len(reference.binning.categories)
 
     def observe(
         self,
