@@ -21,7 +21,7 @@ from pydantic import BaseModel, create_model
 
 from pipelines.core.features import encode
 from pipelines.core.model import load_model
-from pipelines.params import EvaluateParams, load_paths, load_section
+from pipelines.params import load_paths
 from pipelines.schema import Schema, load_schema
 
 TYPES: dict[str, type] = {"integer": int, "number": float, "category": str}
@@ -65,7 +65,7 @@ def create_app() -> FastAPI:
     paths = load_paths()
     schema = load_schema(paths.schema_)
     model = load_model(paths.model)
-    threshold = load_section("evaluate", EvaluateParams).threshold
+    threshold = model.threshold
     half_width = model.half_width()
     info = {"kind": model.meta["kind"], "features": len(model.meta["features"])}
 

@@ -61,7 +61,7 @@ from pipelines.core.io import PipelineError, write_json
 from pipelines.core.lineage import tracking_uri
 from pipelines.core.metrics import PROBABILITY
 from pipelines.core.model import LoadedModel, load_model
-from pipelines.params import EvaluateParams, Paths, RegisterParams, load_paths, load_section
+from pipelines.params import Paths, RegisterParams, load_paths, load_section
 from pipelines.schema import Schema, load_schema, read_raw
 from pipelines.serving.batch import outputs, read_table, score_file
 from pipelines.serving.example import request_records
@@ -798,7 +798,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model = load_model(paths.model)
     if model.meta["kind"] != "xgboost":
         raise BenchError("the benchmark's ceiling is an XGBoost booster: set train.model: xgboost")
-    threshold = load_section("evaluate", EvaluateParams).threshold
+    threshold = model.threshold
     table = read_raw(paths.raw)
     rows = table.sample(BODIES, random_state=SEED).reset_index(drop=True)
     workers = args.workers

@@ -127,6 +127,11 @@ class TrainParams(Section):
     logistic_regression: LogisticRegressionParams
     ridge: RidgeParams = RidgeParams()
     calibration_size: float = Field(default=0.2, gt=0, lt=1)
+    # a binary model's decision threshold: a probability, or ``value``: the one that maximises
+    # the value model's gain on out-of-fold predictions of ``threshold_folds`` folds of the
+    # training rows (folds by id hash, salted with ``seed``)
+    threshold: Annotated[float, Field(gt=0, lt=1)] | Literal["value"] = 0.5
+    threshold_folds: int = Field(default=3, ge=2)
 
 
 class SearchEntry(Section):
@@ -236,11 +241,44 @@ class EngineParams(Section):
 
 
 class EvaluateParams(Section):
-    """Decision threshold, segment columns and calibration bins."""
+    """Segment columns and calibration bins (the decision threshold is the model's: train:)."""
 
-    threshold: float = Field(gt=0, lt=1)
     segments: tuple[str, ...]
     calibration_bins: int = Field(ge=2)
+
+
+class RegressionCost(Section):
+    """A regression's value model: the cost of one unit of error below and above the truth."""
+
+    under: float = Field(ge=0)
+    over: float = Field(ge=0)
+
+
+class ValueParams(Section):
+    """What the model's decisions are worth (``value:``), an assumption its owner states.
+
+    Classification: ``gain`` per (actual, decision) cell and row; binary by cell name (``tp``,
+    ``fp``, ``fn``, ``tn``: acting on a row is deciding its positive class), multiclass by actual
+    class, then decided class (a cell left out gains 0). Regression: ``cost`` per unit of under-
+    and over-prediction (its value is minus the cost). Every row's gain is multiplied by its
+    ``amount`` column when one is named. Which shape fits which task is checked against the
+    schema (:func:`pipelines.core.value.value_model`).
+    """
+
+    currency: str = Field(min_length=1, max_length=16)
+    unit: str = Field(default="rows", min_length=1)  # what a row is, as in "per 1,000 rows"
+    amount: str | None = None
+    gain: dict[str, float] | dict[str, dict[str, float]] | None = None
+    cost: RegressionCost | None = None
+    resamples: int = Field(default=1000, ge=100)  # of the bootstrap of the lift over trivial
+    seed: int = 0
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+    @model_validator(mode="after")
+    def _gain_or_cost(self) -> ValueParams:
+        if (self.gain is None) == (self.cost is None):
+            raise ValueError("give gain (classification) or cost (regression), one of them")
+        return self
 
 
 class RegisterParams(Section):
@@ -416,6 +454,12 @@ def load_section(name: str, model: type[S], path: Path = DEFAULT_PARAMS) -> S:
             for e in error.errors()
         )
         raise ParamsError(f"{path}: {problems}") from None
+
+
+def load_optional(name: str, model: type[S], path: Path = DEFAULT_PARAMS) -> S | None:
+    """Like :func:`load_section`, for a section that a params file may leave out (None then)."""
+    document = yaml.safe_load(Path(path).read_text()) or {}
+    return None if document.get(name) is None else load_section(name, model, path)
 
 
 def _message(model: type[Section], name: str, error: Any) -> str:

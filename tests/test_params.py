@@ -25,6 +25,7 @@ from pipelines.params import (
     ServeParams,
     TrainParams,
     TuneParams,
+    ValueParams,
     load_paths,
     load_section,
 )
@@ -39,6 +40,7 @@ SECTIONS: dict[str, type[Section]] = {
     "tune": TuneParams,
     "engine": EngineParams,
     "evaluate": EvaluateParams,
+    "value": ValueParams,
     "register": RegisterParams,
     "serve": ServeParams,
     "monitor": MonitorParams,
@@ -157,14 +159,21 @@ def test_bad_train_section_names_the_key(tmp_path: Path, document: dict, key: st
         (
             "evaluate",
             EvaluateParams,
-            {"threshold": 1.0, "segments": [], "calibration_bins": 10},
+            {"threshold": 0.5, "segments": [], "calibration_bins": 10},
             "evaluate.threshold",
         ),
         (
             "evaluate",
             EvaluateParams,
-            {"threshold": 0.5, "segments": [], "calibration_bins": 1},
+            {"segments": [], "calibration_bins": 1},
             "evaluate.calibration_bins",
+        ),
+        ("value", ValueParams, {"currency": "EUR"}, "value"),
+        (
+            "value",
+            ValueParams,
+            {"currency": "EUR", "gain": {"tp": 1}, "cost": {"under": 1, "over": 1}},
+            "value",
         ),
     ],
 )

@@ -175,11 +175,20 @@ class MulticlassPredictions:
 
     @classmethod
     def of(
-        cls, ids: np.ndarray, label: np.ndarray, probability: np.ndarray, classes: Sequence[Any]
+        cls,
+        ids: np.ndarray,
+        label: np.ndarray,
+        probability: np.ndarray,
+        classes: Sequence[Any],
+        gain: np.ndarray | None = None,
     ) -> MulticlassPredictions:
-        """Predictions that pick the most probable class."""
+        """Predictions that pick the most probable class.
+
+        With a ``gain`` matrix (actual x decided): the class of the highest expected gain.
+        """
         p = np.asarray(probability, dtype=np.float64)
-        return cls(np.asarray(ids), np.asarray(label), p, p.argmax(axis=1), tuple(classes))
+        decided = (p if gain is None else p.dot(gain)).argmax(axis=1)
+        return cls(np.asarray(ids), np.asarray(label), p, decided, tuple(classes))
 
     def to_frame(self) -> pd.DataFrame:
         """The rows of ``eval/predictions.csv``, classes in the data's own terms."""
@@ -526,10 +535,13 @@ METRICS: dict[Task, dict[str, Metric]] = {
         ),
     ),
 }
+# The value model's gain per 1,000 rows at the model's decisions (pipelines.core.value): not a
+# function of the predictions alone (params say what each decision earns), gated like a metric.
+VALUE = "value_per_1000"
 # Which way each metric name improves, whatever the task (a name means one thing everywhere).
 BETTER: dict[str, Better] = {
     name: metric.better for task in TASKS for name, metric in METRICS[task].items()
-}
+} | {VALUE: "higher"}
 
 
 def headline(task: Task) -> tuple[str, ...]:
@@ -539,6 +551,8 @@ def headline(task: Task) -> tuple[str, ...]:
 
 def label_of(name: str) -> str:
     """How people read a metric's name (the first task that has it)."""
+    if name == VALUE:
+        return "Value per 1,000 rows"
     return next(METRICS[t][name].label for t in TASKS if name in METRICS[t])
 
 

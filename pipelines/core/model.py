@@ -160,6 +160,17 @@ def task_of(meta: dict[str, Any]) -> Task:
     return task
 
 
+def threshold_of(meta: dict[str, Any]) -> float:
+    """A binary model's decision threshold from its ``meta.json`` (0.5 for one from before)."""
+    return float(meta.get("decision", {}).get("threshold", 0.5))
+
+
+def read_threshold(directory: Path) -> float:
+    """A binary model's decision threshold from ``meta.json`` alone (0.5 without the file)."""
+    meta_file = Path(directory) / META
+    return threshold_of(json.loads(meta_file.read_text()) if meta_file.is_file() else {})
+
+
 def read_target(directory: Path) -> tuple[Task, tuple[Any, ...]]:
     """The task and classes of the model in ``directory``, from its ``meta.json`` alone."""
     meta_file = Path(directory) / META
@@ -188,20 +199,33 @@ class LoadedModel:
         """Half the width of a regression's prediction interval (0 without one)."""
         return float(self.meta.get("interval", {}).get("half_width", 0.0))
 
+    @property
+    def threshold(self) -> float:
+        """A binary model's decision threshold, as trained (:func:`threshold_of`)."""
+        return threshold_of(self.meta)
+
+    @property
+    def gain(self) -> np.ndarray | None:
+        """A multiclass model's gain matrix (actual x decided), when it decides by value."""
+        gain = self.meta.get("decision", {}).get("gain")
+        return None if gain is None else np.asarray(gain, dtype=np.float64)
+
     def predictions(
-        self, ids: np.ndarray, label: np.ndarray, output: np.ndarray, threshold: float
+        self, ids: np.ndarray, label: np.ndarray, output: np.ndarray, threshold: float | None = None
     ) -> Predictions:
         """The model's predictions of rows from their labels and its outputs on them.
 
-        Binary: labelled at ``threshold``; multiclass: the most probable class; regression: the
-        prediction with the model's interval.
+        Binary: labelled at ``threshold`` (default: the model's own); multiclass: the class the
+        model decides (:func:`decide`); regression: the prediction with the model's interval.
         """
         if self.task == "multiclass":
-            return MulticlassPredictions.of(ids, label, output, self.meta["target"]["classes"])
+            classes = self.meta["target"]["classes"]
+            return MulticlassPredictions.of(ids, label, output, classes, self.gain)
         if self.task == "regression":
             width = self.half_width()
             return RegressionPredictions(ids, label, output, output - width, output + width)
-        return BinaryPredictions.at_threshold(ids, label, output, threshold)
+        chosen = self.threshold if threshold is None else threshold
+        return BinaryPredictions.at_threshold(ids, label, output, chosen)
 
 
 def save_model(model: Model, kind: str, meta: dict[str, Any], directory: Path) -> None:

@@ -39,7 +39,7 @@ from pipelines.core.drift import (
 )
 from pipelines.core.metrics import PROBABILITY as PROBABILITY_OF
 from pipelines.core.metrics import Task
-from pipelines.core.model import load_model, monitored_class, monitored_score
+from pipelines.core.model import load_model, monitored_class, monitored_score, read_threshold
 from pipelines.core.profile import Distribution, Profile, class_names
 from pipelines.monitoring import quality
 from pipelines.monitoring.served import (
@@ -51,7 +51,7 @@ from pipelines.monitoring.served import (
     read_served,
     unused_labels,
 )
-from pipelines.params import EvaluateParams, GateParams, MonitorParams, Paths, load_section
+from pipelines.params import GateParams, MonitorParams, Paths, load_section
 from pipelines.schema import Schema, load_schema
 from pipelines.serving import batch as scorer
 
@@ -340,7 +340,7 @@ def build(rows: Path, labels: Path | None, paths: Paths, params_file: Path) -> M
             break the schema and need scoring, bad labels).
     """
     params = load_section("monitor", MonitorParams, params_file)
-    threshold = load_section("evaluate", EvaluateParams, params_file).threshold
+    threshold = read_threshold(paths.model)
     schema = load_schema(paths.schema_)
     target = schema.target
     profile = read_profile(paths.reference, schema)

@@ -25,22 +25,27 @@ not score the PR's rows), the two sides are resampled independently instead (an 
 bootstrap**), which gives wider intervals.
 
 The metrics, and how each is computed for all resamples at once, are the registry's
-(:mod:`pipelines.core.metrics`).
+(:mod:`pipelines.core.metrics`). Value per 1,000 rows (``value_per_1000``) is gated like them,
+from each row's gain under the PR's value model (:mod:`pipelines.core.value`) at each model's own
+decisions: a resample's value is the mean gain of the rows it drew, times 1,000.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from pipelines.core.metrics import METRICS, Predictions, interval
+from pipelines.core.metrics import METRICS, VALUE, Predictions, interval
 from pipelines.params import GateParams, MetricRule
 
 Verdict = Literal["improved", "unchanged", "regressed", "inconclusive", "new", "invalid"]
+# Each row's gain under the value model, for a side's predictions (in their row order)
+Gains = Callable[[Predictions], np.ndarray]
 # Resamples are processed in blocks of at most this many (resample, row) cells, so memory stays
 # bounded (~100 MB) whatever the size of the test set.
 BLOCK_CELLS = 4_000_000
@@ -105,6 +110,7 @@ def bootstrap_differences(
     resamples: int,
     seed: int,
     paired: bool,
+    gains: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Bootstrap distribution of PR - BASE for each metric.
 
@@ -115,6 +121,7 @@ def bootstrap_differences(
         resamples: Number of bootstrap resamples.
         seed: Seed of the random generator (same seed, same intervals).
         paired: Draw the same rows for both sides; otherwise draw each side independently.
+        gains: Each row's gain for BASE and for the PR, when ``names`` holds ``value_per_1000``.
 
     Returns:
         For each metric, ``resamples`` differences PR - BASE (NaN where a resample leaves a
@@ -132,11 +139,25 @@ def bootstrap_differences(
         counts = _counts(rng, len(base), size)
         pr_counts = counts if paired else _counts(rng, len(pr), size)
         for name in names:
+            if name == VALUE:
+                out[name][start : start + size] = _value_of(pr_counts, gains, 1) - _value_of(
+                    counts, gains, 0
+                )
+                continue
             metric = registry[name].weighted
             out[name][start : start + size] = metric(pr_rows, pr_counts[:, pr_rows.order]) - metric(
                 base_rows, counts[:, base_rows.order]
             )
     return out
+
+
+def _value_of(
+    counts: np.ndarray, gains: tuple[np.ndarray, np.ndarray] | None, side: int
+) -> np.ndarray:
+    """Value per 1,000 rows of each resample: the mean gain of the rows drawn, times 1,000."""
+    if gains is None:
+        return np.full(len(counts), np.nan)
+    return counts.dot(gains[side]) / counts.sum(axis=1) * 1000.0
 
 
 def verdict(low: float, high: float, rule: MetricRule) -> Verdict:
@@ -219,16 +240,40 @@ def judge(
     return MetricResult(name, rule, base, pr, low, high, decided, broken), failures
 
 
+def with_value(side: Side, gains_of: Gains | None) -> tuple[Side, np.ndarray | None]:
+    """The side with its value per 1,000 rows recomputed under the PR's value model.
+
+    BASE's metrics file says its value under BASE's value model; both sides are judged by the
+    PR's. Without a value model the value is missing (a gated value then fails the gate).
+    """
+    if gains_of is None:
+        return Side(side.predictions, {**side.metrics, VALUE: None}), None
+    gains = gains_of(side.predictions)
+    worth = float(np.mean(gains) * 1000.0) if len(gains) else math.nan
+    return Side(side.predictions, {**side.metrics, VALUE: worth}), gains
+
+
 def compare(
-    base: Side | None, pr: Side, params: GateParams, *, new_holdout: bool = False
+    base: Side | None,
+    pr: Side,
+    params: GateParams,
+    *,
+    new_holdout: bool = False,
+    gains_of: Gains | None = None,
 ) -> GateResult:
     """Gate the PR's model against BASE's (``None``: BASE has no model yet).
 
     Point estimates come from each side's metrics file; intervals from the bootstrap over the
     predictions. Every failure is listed, each naming its metric. ``new_holdout``: BASE's side
     holds its model's predictions on the PR's test rows (the mode says so when they pair).
+    ``gains_of``: each row's gain under the PR's value model, for ``value_per_1000``.
     """
     names = list(params.metrics)
+    pr_gains = base_gains = None
+    if VALUE in names:
+        pr, pr_gains = with_value(pr, gains_of)
+        if base is not None:
+            base, base_gains = with_value(base, gains_of)
     failures: list[str] = []
     notes: list[str] = []
     mode: Literal["paired", "paired on new holdout", "unpaired", "first model"] = "first model"
@@ -244,6 +289,9 @@ def compare(
             mode = "paired on new holdout" if new_holdout else "paired"
         if aligned is None:
             notes.append(f"The test rows differ ({why}): the bootstrap is unpaired.")
+        gains = None
+        if base_gains is not None and pr_gains is not None and gains_of is not None:
+            gains = (base_gains, gains_of(aligned) if aligned is not None else pr_gains)
         differences = bootstrap_differences(
             base.predictions,
             aligned if aligned is not None else pr.predictions,
@@ -251,6 +299,7 @@ def compare(
             resamples=params.resamples,
             seed=params.seed,
             paired=aligned is not None,
+            gains=gains,
         )
     results = []
     for name, rule in params.metrics.items():

@@ -21,12 +21,23 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from pipelines.core.features import read_features
 from pipelines.core.io import PipelineError, write_atomically, write_json
-from pipelines.params import CardParams, GateParams, Paths, load_paths, load_section
-from pipelines.review.gate import Side, compare, pair
+from pipelines.core.metrics import Predictions
+from pipelines.core.value import amounts, value_model
+from pipelines.params import (
+    CardParams,
+    GateParams,
+    Paths,
+    ValueParams,
+    load_optional,
+    load_paths,
+    load_section,
+)
+from pipelines.review.gate import Gains, Side, compare, pair
 from pipelines.review.holdout import rescore
 from pipelines.review.outputs import (
     Base,
@@ -75,6 +86,24 @@ def data_md5(root: Path, commit: str, paths: Paths) -> tuple[str | None, str | N
     )
 
 
+def gains_function(root: Path, paths: Paths, pr: Outputs) -> Gains | None:
+    """Each row's gain under the PR's value model (None without one), amounts by id."""
+    section = load_optional("value", ValueParams, root / "params.yaml")
+    if section is None:
+        return None
+    value = value_model(section, pr.task, pr.target[1])
+    raw = None
+    if value.amount is not None:
+        raw = read_raw(root / paths.raw).set_index(load_schema(root / paths.schema_).id)
+
+    def gains_of(predictions: Predictions) -> np.ndarray:
+        amount = None if raw is None else amounts(value, raw, predictions.ids)
+        decided = predictions.predicted  # type: ignore[attr-defined]
+        return value.gains(predictions.label, decided, amount)
+
+    return gains_of
+
+
 def build(root: Path, ref: str, into: Path) -> Report:
     """Compare the workspace's model with BASE's and gather what the comment shows."""
     paths = load_paths(root / "params.yaml")
@@ -89,7 +118,12 @@ def build(root: Path, ref: str, into: Path) -> Report:
     try:
         sides, holdout = same_holdout(root, paths, base, pr, into)
         progress(f"bootstrapping {params.resamples} resamples")
-        result = compare(*sides, params, new_holdout=holdout is not None and "rows" in holdout)
+        result = compare(
+            *sides,
+            params,
+            new_holdout=holdout is not None and "rows" in holdout,
+            gains_of=gains_function(root, paths, pr),
+        )
     except ValueError as error:
         raise CompareError(f"cannot read the predictions: {error}") from None
     if holdout is not None:

@@ -10,7 +10,7 @@ The output has the input's id column (when it has one), then the model's task's 
 as in ``eval/predictions.csv``, one row per input row, in order:
 
 - binary: ``probability`` (of the positive class) and ``label`` (the positive class at or above
-  ``evaluate.threshold``);
+  the model's threshold, ``meta.json``);
 - multiclass: ``label`` (the most probable class, as the data writes it) and
   ``probability_<class>`` per class;
 - regression: ``prediction``, and ``low`` and ``high``, its interval.
@@ -36,7 +36,7 @@ from pipelines.core.features import encode
 from pipelines.core.io import PipelineError, run_stage, write_atomically
 from pipelines.core.metrics import PROBABILITY as PROBABILITY_OF
 from pipelines.core.model import LoadedModel, load_model
-from pipelines.params import EvaluateParams, load_paths, load_section
+from pipelines.params import load_paths
 from pipelines.schema import Feature, Schema, load_schema, read_raw
 from pipelines.serving.scoring import Scorer
 
@@ -236,7 +236,7 @@ def columns(
         schema: The feature schema (its target's classes name a classifier's labels).
         model: The model that gave ``output`` (a regression's interval is in its metadata).
         threshold: A binary classifier's probability at or above which the label is positive
-            (required for one; the other tasks need none).
+            (default: the model's own, as trained).
     """
     target = schema.target
     if model.task == "regression":
@@ -244,17 +244,17 @@ def columns(
         return {PREDICTION: output, LOW: output - width, HIGH: output + width}
     if model.task == "multiclass":
         classes = np.asarray(target.labels, dtype=object)
-        labels = {LABEL: classes[output.argmax(axis=1)]}
+        gain = model.gain  # a model that decides by value: the class of highest expected gain
+        labels = {LABEL: classes[(output if gain is None else output.dot(gain)).argmax(axis=1)]}
         return labels | {f"{PROBABILITY_OF}{c}": output[:, k] for k, c in enumerate(target.labels)}
-    if threshold is None:
-        raise ValueError("a binary classifier's labels need its threshold")
+    threshold = model.threshold if threshold is None else threshold
     positive: Any = target.positive
     negative = next(value for value in target.labels if value != positive)
     return {PROBABILITY: output, LABEL: np.where(output >= threshold, positive, negative)}
 
 
 def score(
-    frame: pd.DataFrame, schema: Schema, model: LoadedModel, threshold: float
+    frame: pd.DataFrame, schema: Schema, model: LoadedModel, threshold: float | None = None
 ) -> pd.DataFrame:
     """Score checked raw rows: the id column (when present), then the task's columns.
 
@@ -262,7 +262,7 @@ def score(
         frame: Rows that :func:`check_table` accepts.
         schema: The feature schema.
         model: The model, as :func:`pipelines.core.model.load_model` returns it.
-        threshold: A binary classifier's probability at or above which the label is positive.
+        threshold: A binary classifier's threshold (default: the model's own).
 
     Returns:
         One row per input row, same order and index.
@@ -293,7 +293,7 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def score_file(
-    source: Path, target: Path, schema: Schema, model: LoadedModel, threshold: float
+    source: Path, target: Path, schema: Schema, model: LoadedModel, threshold: float | None = None
 ) -> int:
     """Read, check, score and write one table; the output is written atomically.
 
@@ -325,12 +325,12 @@ def main(argv: list[str] | None = None) -> int:
         raise ScoreError(f"{args.output} is the input table: write the scores to another file")
 
     schema = load_schema(args.schema)
-    threshold = load_section("evaluate", EvaluateParams).threshold
     model = load_model(args.model)
-    rows = score_file(args.input, args.output, schema, model, threshold)
+    rows = score_file(args.input, args.output, schema, model)
     said = {
-        "binary": f"label {schema.target.positive!r} at probability >= {threshold}",
-        "multiclass": "label: the most probable class",
+        "binary": f"label {schema.target.positive!r} at probability >= {model.threshold:g}",
+        "multiclass": "label: the most probable class"
+        + (" by expected gain (value:)" if model.gain is not None else ""),
         "regression": f"interval: prediction -/+ {model.half_width():g}",
     }
     print(f"wrote {args.output}: {rows:,} rows scored ({said[model.task]})")

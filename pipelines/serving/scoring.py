@@ -311,7 +311,8 @@ class ServedModel:
     """Everything a request needs: encoder, scorer, the task's labels and the model block.
 
     ``classes`` are a classifier's classes in the model's order (binary: negative, positive);
-    ``threshold`` is a binary classifier's, ``half_width`` a regression's interval's.
+    ``threshold`` is a binary classifier's, ``half_width`` a regression's interval's, ``gain`` the
+    matrix (actual x decided) of a multiclass model that decides by value.
     """
 
     schema: Schema
@@ -321,6 +322,7 @@ class ServedModel:
     classes: tuple[Any, ...] = ()
     threshold: float = 0.5
     half_width: float = 0.0
+    gain: np.ndarray | None = None  # a multiclass model's gain matrix, when it decides by value
     _groups: tuple[list[str], np.ndarray] = field(init=False, repr=False, compare=False)
     _keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -412,11 +414,15 @@ class ServedModel:
         return ExplainResponse(explanations=explanations, model=cast(ModelBlock, self.block))
 
     def _classes_of(self, output: np.ndarray) -> list[tuple[Any, dict[str, float]]]:
-        """The most probable class and each class's probability, per row of a multiclass output."""
+        """The decided class and each class's probability, per row of a multiclass output.
+
+        The decided class is the most probable, or the one of the highest expected gain.
+        """
         keys, classes = self._keys, self.classes
+        decided = (output if self.gain is None else output.dot(self.gain)).argmax(axis=1)
         return [
             (classes[top], dict(zip(keys, row, strict=True)))
-            for top, row in zip(output.argmax(axis=1).tolist(), output.tolist(), strict=True)
+            for top, row in zip(decided.tolist(), output.tolist(), strict=True)
         ]
 
 
@@ -460,9 +466,9 @@ def load_served(directory: Path, info: Mapping[str, Any], tag: str) -> ServedMod
             schema=schema,
             encoder=encoder,
             scorer=scorer,
-            block=ModelBlock(**identity, threshold=info["threshold"]),
+            block=ModelBlock(**identity, threshold=loaded.threshold),
             classes=(negative, target.positive),
-            threshold=float(info["threshold"]),
+            threshold=loaded.threshold,
         )
     return ServedModel(
         schema=schema,
@@ -471,4 +477,5 @@ def load_served(directory: Path, info: Mapping[str, Any], tag: str) -> ServedMod
         block=ModelIdentity(**identity),
         classes=target.labels,
         half_width=loaded.half_width(),
+        gain=loaded.gain,
     )

@@ -18,9 +18,9 @@ from typing import Any
 
 from pipelines.core.io import PipelineError, run_stage
 from pipelines.core.lineage import data_hash, git_state
+from pipelines.core.model import read_threshold
 from pipelines.params import (
     DEFAULT_PARAMS,
-    EvaluateParams,
     Paths,
     RegisterParams,
     load_paths,
@@ -57,7 +57,7 @@ class Sources:
             data_dvc=paths.data_dvc,
             reference=paths.reference,
             card=paths.card,
-            threshold=load_section("evaluate", EvaluateParams, params).threshold,
+            threshold=read_threshold(paths.model),
             name=load_section("register", RegisterParams, params).model_name,
         )
 

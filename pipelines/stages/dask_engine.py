@@ -64,6 +64,11 @@ def check_engine(train: TrainParams, engine: EngineParams) -> None:
             "engine.kind: dask does not cross-validate (train.cv_folds: "
             f"{train.cv_folds}): set train.cv_folds: 0, or engine.kind: local"
         )
+    if train.threshold == "value":
+        raise EngineError(
+            "engine.kind: dask does not tune the threshold by value (train.threshold: value "
+            "fits a model per fold): set train.threshold to a probability, or engine.kind: local"
+        )
 
 
 def _import_dask() -> None:

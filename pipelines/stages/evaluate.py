@@ -6,6 +6,12 @@ against the predicted probability; multiclass: accuracy against the top probabil
 mean actual against mean prediction, per prediction decile); a binary model adds its ROC and
 precision-recall curves. A regression's predictions carry its interval (``meta.json``).
 
+Decisions are the model's own (``meta.json``'s ``decision``: a binary model's threshold, a
+multiclass model's gain matrix). With a value model (``value:`` in params), the metrics add the
+value per 1,000 rows at those decisions, the best trivial policy's, and the paired bootstrap
+interval of the lift over it (:mod:`pipelines.core.value`); a binary model's plots add the value
+curve against the threshold.
+
 With ``engine.kind: dask`` the test rows are scored on the cluster
 (:func:`pipelines.stages.dask_engine.score_on_dask`); the metrics are the same functions of the
 gathered labels and outputs.
@@ -46,8 +52,9 @@ from pipelines.core.metrics import (
     evaluation_metrics,
     headline,
 )
-from pipelines.core.model import load_model
-from pipelines.params import EngineParams, EvaluateParams, load_section
+from pipelines.core.model import LoadedModel, load_model
+from pipelines.core.value import amounts, curve, lift, value_model
+from pipelines.params import EngineParams, EvaluateParams, ValueParams, load_optional, load_section
 from pipelines.schema import load_schema
 from pipelines.stages import dask_engine
 
@@ -72,7 +79,7 @@ def feature_importance(model: Any, names: list[str]) -> Points:
 
 
 def segment_metrics(
-    predictions: Predictions, segments: pd.DataFrame, threshold: float
+    predictions: Predictions, segments: pd.DataFrame, threshold: float | None
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Metrics for each value of each segment column (rows aligned with ``predictions``)."""
     result: dict[str, dict[str, dict[str, float]]] = {}
@@ -104,6 +111,33 @@ def plots(predictions: Predictions, bins: int) -> dict[str, Points]:
         points = quantile_points(predictions.label, predictions.predicted, bins)
         return {"calibration.json": points}
     raise TypeError(f"no plots for {type(predictions).__name__}")
+
+
+def value_metrics(
+    predictions: Predictions, model: LoadedModel, params: ValueParams, raw: pd.DataFrame
+) -> tuple[dict[str, float], Points]:
+    """The value metrics of the predictions and, for a binary model, the value curve.
+
+    ``raw`` is the raw table indexed by id (for the amount column).
+    """
+    target = model.meta["target"]
+    value = value_model(params, model.task, tuple(target.get("classes") or ()))
+    amount = amounts(value, raw, predictions.ids)
+    decided = predictions.predicted  # type: ignore[attr-defined]
+    gains = value.gains(predictions.label, decided, amount)
+    constant = model.meta.get("decision", {}).get("constant")
+    result = lift(
+        value,
+        gains,
+        value.trivial(predictions.label, amount, constant),
+        resamples=params.resamples,
+        seed=params.seed,
+        confidence=params.confidence,
+    )
+    points: Points = []
+    if isinstance(predictions, BinaryPredictions):
+        points = curve(value, predictions.label, predictions.probability, amount)
+    return result.metrics(), points
 
 
 def _rounded(metrics: dict[str, float]) -> dict[str, float]:
@@ -141,16 +175,22 @@ def main(argv: list[str] | None = None) -> int:
     else:
         x, y, ids = read_features(args.test)
         output = model.predict(x)
-    predictions = model.predictions(ids, y, output, params.threshold)
-    raw = pd.read_csv(args.raw, usecols=[schema.id, *params.segments]).set_index(schema.id)
+    predictions = model.predictions(ids, y, output)
+    value = load_optional("value", ValueParams)
+    columns = [*params.segments, *([value.amount] if value and value.amount else [])]
+    raw = pd.read_csv(args.raw, usecols=[schema.id, *dict.fromkeys(columns)])
+    raw = raw.set_index(schema.id)
 
-    metrics = _rounded(evaluation_metrics(predictions, params.threshold))
+    threshold = model.threshold if model.task == "binary" else None
+    metrics = _rounded(evaluation_metrics(predictions, threshold))
+    value_points: Points = []
+    if value is not None:
+        worth, value_points = value_metrics(predictions, model, value, raw)
+        metrics |= _rounded(worth)
     write_json(args.metrics, _nan_to_none(metrics))
     write_json(
         args.segments,
-        _nan_to_none(
-            segment_metrics(predictions, raw.loc[ids, list(params.segments)], params.threshold)
-        ),
+        _nan_to_none(segment_metrics(predictions, raw.loc[ids, list(params.segments)], threshold)),
     )
     table = predictions.to_frame()
     write_atomically(args.predictions, lambda t: table.to_csv(t, index=False))
@@ -160,8 +200,15 @@ def main(argv: list[str] | None = None) -> int:
             write_json(folder / name, points)
         importance = feature_importance(model.model, model.meta["features"])
         write_json(folder / "importance.json", importance)
+        if value_points:
+            write_json(folder / "value.json", value_points)
     shown = headline(model.task)
     print("test metrics: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in shown))
+    if value is not None:
+        print(
+            f"value per 1,000 {value.unit}: {metrics['value_per_1000']:,.2f} {value.currency} "
+            f"(best trivial policy {metrics['value_trivial_per_1000']:,.2f})"
+        )
     return 0
 
 

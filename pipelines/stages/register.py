@@ -30,7 +30,6 @@ from pipelines.core.lineage import data_hash, git_state, run_url, tracking_uri
 from pipelines.core.metrics import PROBABILITY
 from pipelines.core.model import load_model
 from pipelines.params import (
-    EvaluateParams,
     FeaturizeParams,
     RegisterParams,
     TrainParams,
@@ -50,9 +49,7 @@ PYFUNC = str(Path(pipelines.__file__).parent / "serving" / "mlflow_model.py")
 MODEL_ARTIFACT, SCHEMA_ARTIFACT = "model", "schema"
 
 
-def run_params(
-    train: TrainParams, featurize: FeaturizeParams, evaluate: EvaluateParams
-) -> dict[str, Any]:
+def run_params(train: TrainParams, featurize: FeaturizeParams) -> dict[str, Any]:
     """The params that shaped this model, flat, as MLflow wants them."""
     # the chosen model's own section (the dummy has none); unset options are not params
     chosen = train.model_dump(exclude_none=True).get(train.model, {})
@@ -63,7 +60,7 @@ def run_params(
         **{f"{train.model}.{k}": v for k, v in chosen.items()},
         "test_size": featurize.test_size,
         "split_seed": featurize.seed,
-        "threshold": evaluate.threshold,
+        "threshold": train.threshold,  # `value`: tuned (metrics.json's threshold is the result)
     }
 
 
@@ -167,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     run_name = f"{loaded.meta['kind']}@{tags['git_commit'][:8]}"
     with mlflow.start_run(run_name=run_name, tags=tags) as run:
         featurize = load_section("featurize", FeaturizeParams)
-        mlflow.log_params(run_params(train, featurize, load_section("evaluate", EvaluateParams)))
+        mlflow.log_params(run_params(train, featurize))
         mlflow.log_metrics(metrics | loaded.meta.get("cv", {}))
         info = mlflow.pyfunc.log_model(
             name="model",

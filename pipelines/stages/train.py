@@ -10,7 +10,14 @@ model never saw those rows).
 only: :mod:`pipelines.stages.dask_engine`), which writes the same model file
 (:mod:`pipelines.core.model`); ``meta.json`` says which engine fitted it.
 
-Usage: ``python -m pipelines.stages.train --train FEATURES --schema SCHEMA --out MODEL_DIR``
+How the model decides is stored with it (``meta.json``'s ``decision``), so that evaluation, the
+service, the batch scorer and the MLflow model decide alike: a binary model's threshold
+(``train.threshold``: a probability, or ``value``: the one of the highest gain of the value model
+on out-of-fold predictions of the training rows, :func:`pipelines.core.value.best_threshold`); a
+multiclass model's gain matrix (it decides the class of the highest expected gain); a
+regression's trivial baseline (the one number of least cost on the training labels).
+
+Usage: ``python -m pipelines.stages.train --train FEATURES --raw RAW --schema SCHEMA --out DIR``
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.core.features import in_test, read_features
+from pipelines.core.features import fold_of, in_test, read_features
 from pipelines.core.io import PipelineError, path_arguments, run_stage
 from pipelines.core.metrics import (
     METRICS,
@@ -33,7 +40,21 @@ from pipelines.core.metrics import (
     Task,
 )
 from pipelines.core.model import Model, check_kind, make_model, predict, save_model
-from pipelines.params import EngineParams, ServeParams, TrainParams, load_section
+from pipelines.core.value import (
+    ValueModel,
+    amounts,
+    best_threshold,
+    regression_constant,
+    value_model,
+)
+from pipelines.params import (
+    EngineParams,
+    ServeParams,
+    TrainParams,
+    ValueParams,
+    load_optional,
+    load_section,
+)
 from pipelines.schema import load_schema
 from pipelines.stages import dask_engine
 
@@ -97,6 +118,60 @@ def fold_score(
     return METRICS[task][metric].point(predictions(y[score_rows], output, task, classes))
 
 
+def out_of_fold(x: pd.DataFrame, y: np.ndarray, ids: np.ndarray, params: TrainParams) -> np.ndarray:
+    """A binary model's probability for each training row from the model of the other folds.
+
+    ``threshold_folds`` folds by a hash of the id salted with ``seed``
+    (:func:`pipelines.core.features.fold_of`): a row's fold depends on its id alone.
+    """
+    fold = fold_of(pd.Series(ids), params.threshold_folds, params.seed)
+    probability = np.empty(len(y))
+    for k in range(params.threshold_folds):
+        fit_rows, score_rows = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        model = fit(x.iloc[fit_rows], y[fit_rows], params, "binary")
+        probability[score_rows] = predict(model, x.iloc[score_rows], "binary")
+    return probability
+
+
+def decision(
+    params: TrainParams,
+    task: Task,
+    value: ValueModel | None,
+    rows: tuple[pd.DataFrame, np.ndarray, np.ndarray] | None = None,
+    amount: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """How the model decides (``meta.json``'s ``decision``; see the module docstring).
+
+    ``rows`` are the training rows (features, labels, ids), None when they are on a cluster.
+
+    Raises:
+        PipelineError: ``train.threshold: value`` without a value model or without the rows.
+    """
+    if task == "binary":
+        if params.threshold != "value":
+            return {"threshold": params.threshold}
+        if value is None or rows is None:
+            raise PipelineError(
+                "train.threshold: value needs a value: section in params.yaml (what each "
+                "decision is worth, docs/value.md) and engine.kind: local; or set "
+                "train.threshold to a probability"
+            )
+        x, y, ids = rows
+        print(f"tuning the threshold by value on {params.threshold_folds} folds...")
+        threshold, worth = best_threshold(value, y, out_of_fold(x, y, ids, params), amount)
+        return {
+            "threshold": round(threshold, 6),
+            "by": "value",
+            "folds": params.threshold_folds,
+            "value_per_1000": round(worth, 4),
+        }
+    if value is None:
+        return {}
+    if task == "multiclass":
+        return {"gain": value.matrix.tolist()}
+    return {} if rows is None else {"constant": regression_constant(value, rows[1], amount)}
+
+
 def conformal_half_width(errors: np.ndarray, coverage: float) -> float:
     """The split-conformal half-width: the ceil((n + 1) * coverage)-th smallest absolute error.
 
@@ -129,13 +204,15 @@ def interval(labels: np.ndarray, predicted: np.ndarray, coverage: float) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     """Fit the model on the training set and save it with its metadata."""
-    args = path_arguments(__doc__.splitlines()[0], ("train", "schema", "out"), argv)
+    args = path_arguments(__doc__.splitlines()[0], ("train", "raw", "schema", "out"), argv)
     params = load_section("train", TrainParams)
     engine = load_section("engine", EngineParams)
     dask_engine.check_engine(params, engine)
     schema = load_schema(args.schema)
     task = schema.target.task
     check_kind(params, task)
+    section = load_optional("value", ValueParams)
+    value = None if section is None else value_model(section, task, schema.target.labels)
     calibration: Callable[[Any], np.ndarray] | None = None
     coverage = 0.0
     if task == "regression":
@@ -151,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         model, rows, features, held_out = dask_engine.train_on_dask(
             args.train, params, engine, task, calibration
         )
+        decided = decision(params, task, value)
     else:
         x, y, ids = read_features(args.train)
         print(f"training {params.model} ({task}) on {len(x)} rows x {x.shape[1]} features...")
@@ -164,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
             model = fit(x, y, params, task)
             rows = len(x)
         features = list(x.columns)
+        amount = None
+        if value is not None and value.amount is not None:
+            raw = pd.read_csv(args.raw, usecols=[schema.id, value.amount]).set_index(schema.id)
+            amount = amounts(value, raw, ids)
+        decided = decision(params, task, value, (x, y, ids), amount)
     chosen = getattr(params, params.model, None)
     meta: dict[str, Any] = {
         "features": features,
@@ -174,12 +257,15 @@ def main(argv: list[str] | None = None) -> int:
         "params": (chosen.model_dump(mode="json", exclude_none=True) if chosen else {})
         | {"seed": params.seed},
         "cv": cv,
+        "decision": decided,
     }
     if held_out is not None:
         meta["interval"] = interval(*held_out, coverage)
     save_model(model, params.model, meta, args.out)
     said = ", ".join(f"{k} {v:.4f}" for k, v in cv.items() if k.endswith("_mean"))
     width = f"; interval ±{meta['interval']['half_width']:.4g}" if "interval" in meta else ""
+    if "threshold" in decided:
+        width += f"; threshold {decided['threshold']:.4g}"
     print(f"wrote {args.out}/" + (f" ({said})" if said else "") + width)
     return 0
 

@@ -27,7 +27,8 @@ from typing import Any
 import yaml
 
 from pipelines.core.io import PipelineError, run_stage
-from pipelines.core.metrics import BETTER
+from pipelines.core.metrics import BETTER, VALUE
+from pipelines.core.value import neutral_section
 from pipelines.params import load_paths
 from pipelines.schema import Schema, dump_schema
 from pipelines.template.table import Table, check_table, data_file, read_table
@@ -289,6 +290,10 @@ def main() -> int:
             ("paths", "raw"): str(raw),
             ("data",): {},
             ("evaluate", "segments"): segments(table.schema),
+            # what decisions are worth is the owner's to state (docs/value.md): until then a
+            # correct decision gains 1, and the threshold is a probability
+            ("value",): neutral_section(table.task, table.schema.target.labels),
+            ("train", "threshold"): 0.5,
             ("register", "experiment"): name,
             ("register", "model_name"): name,
         }
@@ -317,17 +322,19 @@ def main() -> int:
     paths = load_paths()
     metrics = json.loads(paths.metrics.read_text())
     rules = (
-        yaml.safe_load(Path("params.yaml").read_text())["gate"]["metrics"]
+        {  # the example's own rules; value is gated once the owner states a value model
+            m: r
+            for m, r in yaml.safe_load(Path("params.yaml").read_text())["gate"]["metrics"].items()
+            if m != VALUE
+        }
         if table.task == "binary"
         else task_rules(table.task, metrics)
     )
     better = {m: BETTER[m] for m in rules}
     bounds = gate_bounds(metrics, better)
-    changes: dict[tuple[str, ...], Any] = (
-        {("gate", "metrics", m, k): v for m, b in bounds.items() for k, v in b.items()}
-        if table.task == "binary"
-        else {("gate", "metrics"): {m: bounds[m] | rules[m] for m in rules}}
-    )
+    changes: dict[tuple[str, ...], Any] = {
+        ("gate", "metrics"): {m: rules[m] | bounds[m] for m in rules}
+    }
     edit_params(Path("params.yaml"), changes)
     readme = Path("README.md")
     readme.write_text(

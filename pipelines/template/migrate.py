@@ -5,8 +5,11 @@ template version that needs a new key there declares it in copier.yml's ``_migra
 that version, as a call of this module. The key is added only where the file lacks it, with the
 template's default value, keeping the file's comments and layout; a value the model set stays.
 
-Usage: ``python -m pipelines.template.migrate FILE DOTTED.KEY VALUE`` (VALUE is YAML: ``100``,
-``info``, ``[a, b]``)
+A key that moved (``--from OLD.KEY``) takes the old key's value when the file has it, and the
+old key goes: a section that no longer knows it would refuse it.
+
+Usage: ``python -m pipelines.template.migrate FILE DOTTED.KEY VALUE [--from OLD.KEY]`` (VALUE is
+YAML: ``100``, ``info``, ``[a, b]``)
 """
 
 from __future__ import annotations
@@ -54,6 +57,33 @@ def add_key(path: Path, dotted: str, value: object) -> bool:
     return True
 
 
+_ABSENT = object()
+
+
+def remove_key(path: Path, dotted: str) -> object:
+    """Remove ``dotted`` from the YAML file, keeping the rest as it is.
+
+    Returns:
+        Its value, or ``_ABSENT`` when the file has no such key.
+    """
+    from ruamel.yaml import YAML
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 100
+    document = rt.load(path.read_text())
+    *parents, leaf = dotted.split(".")
+    node = document
+    for key in parents:
+        node = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or leaf not in node:
+        return _ABSENT
+    value = node.pop(leaf)
+    with path.open("w") as out:
+        rt.dump(document, out)
+    return value
+
+
 def keep_comments_below(node: Any, last: str, added: str) -> None:
     """Keep the comments that follow a mapping after a key appended to it.
 
@@ -81,9 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("file", type=Path)
     parser.add_argument("key", help="dotted key, e.g. monitor.window")
     parser.add_argument("value", help="the template's default, as YAML")
+    parser.add_argument("--from", dest="old", help="the dotted key it moved from, if it moved")
     args = parser.parse_args(argv)
-    added = add_key(args.file, args.key, yaml.safe_load(args.value))
-    print(f"migration: {args.file} {args.key} " + ("added" if added else "already set, kept"))
+    value = yaml.safe_load(args.value)
+    moved = _ABSENT if args.old is None else remove_key(args.file, args.old)
+    added = add_key(args.file, args.key, value if moved is _ABSENT else moved)
+    said = "added" if added else "already set, kept"
+    if moved is not _ABSENT:
+        said = f"moved from {args.old}" if added else f"already set; {args.old} removed"
+    print(f"migration: {args.file} {args.key} {said}")
     return 0
 
 

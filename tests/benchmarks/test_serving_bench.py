@@ -16,8 +16,8 @@ import pytest
 
 from benchmarks import serving
 from pipelines.core.features import encode
-from pipelines.core.model import LoadedModel, load_model
-from pipelines.params import EvaluateParams, load_section
+from pipelines.core.model import LoadedModel, load_model, read_threshold
+from pipelines.params import load_paths
 from pipelines.schema import Schema
 from pipelines.serving.batch import columns
 from pipelines.serving.example import request_records
@@ -233,7 +233,7 @@ def test_the_naive_server_answers_the_models_outputs_in_the_services_shape(
     else:
         output = model.model.predict_proba(x)
         output = output[:, 1] if schema.target.task == "binary" else output
-    threshold = load_section("evaluate", EvaluateParams, project / "params.yaml").threshold
+    threshold = read_threshold(project / load_paths(project / "params.yaml").model)
     expected = expected_predictions(output, schema, threshold=threshold, half_width=HALF_WIDTH)
 
     atol = 1e-6 if schema.target.task == "regression" else 0.0  # a value near 0

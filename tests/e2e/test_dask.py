@@ -21,7 +21,7 @@ import pytest
 
 from pipelines.core.features import encode
 from pipelines.core.model import load_model
-from pipelines.params import EngineParams, EvaluateParams, load_paths, load_section
+from pipelines.params import EngineParams, load_paths, load_section
 from pipelines.schema import load_schema, read_raw
 from pipelines.serving.batch import score
 from pipelines.serving.scoring import Scorer
@@ -135,7 +135,7 @@ def test_the_serving_code_scores_raw_rows_with_the_dask_model(
     evaluated = pd.read_csv(repo.path / paths.predictions)
     raw = read_raw(repo.path / paths.raw)
     rows = raw.set_index(raw[schema.id].astype(str)).loc[evaluated["id"].astype(str)]
-    threshold = load_section("evaluate", EvaluateParams, repo.path / "params.yaml").threshold
+    threshold = model.threshold
 
     # The batch scorer, and the service's small-batch path (treelite), agree with evaluate
     scored = score(rows, schema, model, threshold)

@@ -104,7 +104,7 @@ def test_batch_predictions_keep_order_and_equal_the_pipelines(
     client: httpx.Client, server: Server, test_rows: pd.DataFrame, project_schema: Schema
 ) -> None:
     max_batch = server.params()["serve"]["max_batch"]
-    threshold = server.params()["evaluate"]["threshold"]
+    threshold = server.threshold()
     shuffled = test_rows.sample(frac=1, random_state=7)  # order must follow the request
     for start in range(0, len(shuffled), max_batch):
         batch = shuffled.iloc[start : start + max_batch]
@@ -136,7 +136,7 @@ def test_the_model_block_says_which_model_answered(
         "data_md5": data_md5,
         "mlflow_run_id": registry["run_id"],
         "bento_model_tag": server.tag,
-        "threshold": server.params()["evaluate"]["threshold"],
+        "threshold": server.threshold(),
     }
 
 

@@ -34,10 +34,10 @@ from pipelines.core.metrics import (
     RegressionPredictions,
     evaluation_metrics,
 )
-from pipelines.core.model import monitored_score, save_model
+from pipelines.core.model import monitored_score, read_threshold, save_model
 from pipelines.core.profile import build_profile
 from pipelines.monitoring import monitor as report
-from pipelines.params import EvaluateParams, MonitorParams, load_paths, load_section
+from pipelines.params import MonitorParams, load_paths, load_section
 from pipelines.schema import Feature, Schema
 from tests.support.columns import PARAMS, ROOT, pick
 from tests.support.training import Trained, fit_on, small_train_params
@@ -91,6 +91,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, raw: pd.DataFrame, schema:
     meta: dict[str, Any] = {
         "features": feature_names(schema),
         "target": schema.target.model_dump(mode="json", exclude_defaults=True),
+        "decision": {"threshold": 0.4},  # not 0.5: the monitor must decide at the model's own
     }
     half_width = 0.0
     if trained.task == "regression":
@@ -103,7 +104,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, raw: pd.DataFrame, schema:
     params = root / "params.yaml"
     params.write_text(yaml.safe_dump(document))
     monitor = load_section("monitor", MonitorParams, params)
-    threshold = load_section("evaluate", EvaluateParams, params).threshold
+    threshold = read_threshold(root / "model")
     share = min_share(monitor.min_rows)
     scores = monitored_score(output, trained.task)
     profile = build_profile(

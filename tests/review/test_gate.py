@@ -11,7 +11,7 @@ import pytest
 import yaml
 from sklearn import metrics as sk
 
-from pipelines.core.metrics import BETTER, classification_metrics, point_metrics
+from pipelines.core.metrics import BETTER, VALUE, classification_metrics, point_metrics
 from pipelines.core.metrics import METRICS as REGISTRY
 from pipelines.core.metrics import BinaryPredictions as Predictions
 from pipelines.params import GateParams, MetricRule, ParamsError, load_section
@@ -283,7 +283,7 @@ def test_the_committed_gate_gates_metrics_of_the_schemas_task() -> None:
     loaded = load_section("gate", GateParams, ROOT / "params.yaml")
     task = SCHEMA.target.task
     assert loaded.metrics
-    assert set(loaded.metrics) <= set(REGISTRY[task]), f"metrics of a {task} model"
+    assert set(loaded.metrics) - {VALUE} <= set(REGISTRY[task]), f"metrics of a {task} model"
     for name, rule in loaded.metrics.items():
         assert rule.better == BETTER[name], name
 
@@ -345,3 +345,54 @@ def test_predictions_from_a_frame_need_the_four_columns() -> None:
     frame = pd.DataFrame({"id": [1], "label": [0], "probability": [0.2]})
     with pytest.raises(ValueError, match=r"missing \['predicted'\]"):
         Predictions.from_frame(frame)
+
+
+# --- value per 1,000 rows ---------------------------------------------------------------------
+
+
+def decided_at(p: Predictions, threshold: float) -> Side:
+    """The predictions decided at ``threshold``, with their metrics file."""
+    at = Predictions(p.ids, p.label, p.probability, (p.probability >= threshold).astype(np.int8))
+    written = classification_metrics(p.label, p.probability, threshold)
+    return Side(at, {k: round(v, 6) for k, v in written.items()})
+
+
+def value_gains(gain: dict[str, float]) -> gate.Gains:
+    """Each row's gain, computed here cell by cell (not by the value module under test)."""
+    cells = {(1, 1): gain["tp"], (0, 1): gain["fp"], (1, 0): gain["fn"], (0, 0): gain["tn"]}
+
+    def gains_of(p: Predictions) -> np.ndarray:
+        pairs = zip(p.label.tolist(), p.predicted.tolist(), strict=True)
+        return np.array([cells[(int(a), int(d))] for a, d in pairs])
+
+    return gains_of
+
+
+GAIN = {"tp": 5.0, "fp": -1.0, "fn": 0.0, "tn": 0.0}
+
+
+def test_a_pr_that_raises_auc_but_loses_value_beyond_tolerance_fails() -> None:
+    """The PR ranks better but decides at 0.9 where acting pays from 1/6: value drops."""
+    base, pr = decided_at(predictions(1.0), 0.2), decided_at(predictions(2.0), 0.9)
+    rules = params(value_per_1000={"tolerance": 50.0})
+    result = gate.compare(base, pr, rules, gains_of=value_gains(GAIN))
+    by_name = {m.name: m for m in result.metrics}
+    assert by_name["roc_auc"].verdict == "improved"
+    value = by_name[VALUE]
+    expected = (
+        np.mean(value_gains(GAIN)(pr.predictions)) - np.mean(value_gains(GAIN)(base.predictions))
+    ) * 1000
+    assert value.delta == pytest.approx(expected)
+    assert value.verdict == "regressed"
+    assert not result.passed
+    assert any(f.startswith(f"{VALUE} regressed") for f in result.failures)
+
+
+def test_the_same_decisions_leave_value_unchanged_and_no_value_model_fails_closed() -> None:
+    base = decided_at(predictions(1.0), 0.2)
+    rules = params(value_per_1000={"tolerance": 50.0})
+    same = gate.compare(base, base, rules, gains_of=value_gains(GAIN))
+    assert {m.name: m.verdict for m in same.metrics}[VALUE] == "unchanged"
+    missing = gate.compare(base, base, rules)
+    assert not missing.passed
+    assert any(VALUE in f for f in missing.failures)

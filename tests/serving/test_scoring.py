@@ -268,7 +268,7 @@ def served(
     directory = tmp_path_factory.mktemp("model") / "model"
     save_model(trained.model, kind, saved_meta(schema, list(trained.x_test.columns)), directory)
     (directory / scoring.SCHEMA_FILE).write_text((ROOT / load_paths(PARAMS).schema_).read_text())
-    info = {"name": MODEL_NAME, "threshold": 0.4}
+    info = {"name": MODEL_NAME}  # the threshold is the model's own (saved_meta's 0.4)
     return scoring.load_served(directory, info, f"{MODEL_NAME}:test"), trained
 
 

@@ -73,7 +73,8 @@ def test_the_stage_refuses_before_reading_anything(
     }
     write_params(tmp_path, document)
     monkeypatch.chdir(tmp_path)
-    missing = ["--train", "absent.parquet", "--schema", "absent.yaml", "--out", "model"]
+    missing = ["--train", "absent.parquet", "--raw", "absent.csv", "--schema", "absent.yaml"]
+    missing += ["--out", "model"]
     with pytest.raises(EngineError, match=re.escape("train.model: xgboost")):
         train.main(missing)
     assert not (tmp_path / "model").exists()

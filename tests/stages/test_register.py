@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pipelines.core.lineage import data_hash, git_state, tracking_uri
-from pipelines.params import EvaluateParams, FeaturizeParams, TrainParams, load_section
+from pipelines.params import FeaturizeParams, TrainParams, load_section
 from pipelines.schema import Schema
 from pipelines.stages import register
 from pipelines.stages.register import pip_requirements, run_params
@@ -68,7 +68,6 @@ def logged_params(kind: str) -> dict[str, object]:
     return run_params(
         TrainParams.model_validate(train.model_dump(mode="json") | {"model": kind}),
         load_section("featurize", FeaturizeParams, PARAMS),
-        load_section("evaluate", EvaluateParams, PARAMS),
     )
 
 

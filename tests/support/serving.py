@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipelines.core.model import read_threshold
 from pipelines.schema import Schema
 from tools.scratch import BIN, ScratchRepo
 
@@ -118,6 +119,10 @@ class Server:
 
     def params(self) -> dict[str, Any]:
         return dict(yaml.safe_load((self.repo.path / "params.yaml").read_text()))
+
+    def threshold(self) -> float:
+        """The served binary model's decision threshold, as trained (its ``meta.json``)."""
+        return read_threshold(self.repo.path / self.params()["paths"]["model"])
 
 
 def start(repo: ScratchRepo, env: dict[str, str], tag: str, log: Path) -> Server:

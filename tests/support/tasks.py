@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from pipelines.core.metrics import BETTER
+from pipelines.core.value import neutral_section
 from pipelines.schema import Schema, dump_schema, infer_schema
 from tests.support.columns import PARAMS
 
@@ -70,7 +71,9 @@ def project(
     (root / "schema.yaml").write_text(dump_schema(schema))
     params = yaml.safe_load(PARAMS.read_text())
     params["train"]["xgboost"] |= SMALL_XGBOOST
+    params["train"]["threshold"] = 0.5
     params["train"] |= train or {}
+    params["value"] = neutral_section(schema.target.task, schema.target.labels)
     params["engine"] |= engine or {}
     params["evaluate"]["segments"] = [segment]
     (root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -93,7 +96,7 @@ def pipeline(
     common = {"schema": "schema.yaml"}
     assert made.run(validate, raw="raw.csv", out="validation.json", **common) == 0
     made.run(featurize, raw="raw.csv", train="train.parquet", test="test.parquet", **common)
-    made.run(train_stage, train="train.parquet", out="model", **common)
+    made.run(train_stage, train="train.parquet", raw="raw.csv", out="model", **common)
     made.run(
         evaluate,
         model="model",

@@ -53,6 +53,9 @@ def small_train_params(model: str, cv_folds: int = 0, seed: int = 0) -> TrainPar
     )
 
 
+THRESHOLD = 0.4  # the decision threshold of a binary model that tests save
+
+
 def model_kind(kind: str, task: Task) -> str:
     """``train.model`` for ``kind`` ("xgboost", "linear" or "dummy") on a ``task`` target."""
     return LINEAR[task] if kind == "linear" else kind
@@ -62,7 +65,9 @@ def saved_meta(schema: Schema, features: list[str]) -> dict[str, Any]:
     """``meta.json``'s fields a test saves beside a model of the schema's target.
 
     The features and the target, as the train stage records them, so the model loads as its
-    task; a regression also gets an interval of half-width :data:`HALF_WIDTH`.
+    task; a regression also gets an interval of half-width :data:`HALF_WIDTH`, a binary model
+    the decision threshold :data:`THRESHOLD` (not 0.5, so that a part deciding at 0.5 instead of
+    the model's own threshold is caught).
     """
     meta: dict[str, Any] = {
         "features": list(features),
@@ -70,6 +75,8 @@ def saved_meta(schema: Schema, features: list[str]) -> dict[str, Any]:
     }
     if schema.target.task == "regression":
         meta["interval"] = {"half_width": HALF_WIDTH}
+    if schema.target.task == "binary":
+        meta["decision"] = {"threshold": THRESHOLD}
     return meta
 
 
