@@ -149,7 +149,9 @@ def decision(
     """
     if task == "binary":
         if params.threshold != "value":
-            return {"threshold": params.threshold}
+            # 0.5 is what a model without a decision decides at (core.model.threshold_of): a
+            # model trained before decisions were stored is the same model files as one now
+            return {} if params.threshold == 0.5 else {"threshold": params.threshold}
         if value is None or rows is None:
             raise PipelineError(
                 "train.threshold: value needs a value: section in params.yaml (what each "
@@ -257,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         "params": (chosen.model_dump(mode="json", exclude_none=True) if chosen else {})
         | {"seed": params.seed},
         "cv": cv,
-        "decision": decided,
     }
+    if decided:  # the default (0.5, the most probable class) is not written: see decision()
+        meta["decision"] = decided
     if held_out is not None:
         meta["interval"] = interval(*held_out, coverage)
     save_model(model, params.model, meta, args.out)

@@ -254,11 +254,14 @@ def test_every_other_model_owned_file_is_unchanged_and_nothing_is_bootstrapped_a
     assert owned
     for name in owned:
         assert (root / name).read_bytes() == scenario.before[name], name
-    # params.yaml: the migrations only add lines (keys), every line of the model's stays
+    # params.yaml: the migrations add lines (keys), and every line of the model's stays but the
+    # one that moved (evaluate.threshold, now train.threshold)
     params = (root / "params.yaml").read_text().splitlines()
     before = scenario.before["params.yaml"].decode().splitlines()
     edits = difflib.SequenceMatcher(None, before, params, autojunk=False).get_opcodes()
-    assert {op for op, *_ in edits} == {"equal", "insert"}
+    assert {op for op, *_ in edits} <= {"equal", "insert", "delete"}
+    deleted = [line for op, i, j, *_ in edits if op == "delete" for line in before[i:j]]
+    assert [line.split("#")[0].strip() for line in deleted] == ["threshold: 0.5"]
     assert "Running task" not in scenario.update  # the bootstrap is a copy-only task
     # The update is one commit, proposed as a pull request
     log = scenario.model.run("git", "log", "--format=%s").stdout.splitlines()
@@ -394,7 +397,22 @@ def test_the_updated_model_reproduces_the_same_model_and_gate(
 
     for name, stage in new.items():
         assert kept(stage["outs"]) == kept(old[name]["outs"]), name
-        assert kept(stage.get("deps", [])) == kept(old[name].get("deps", [])), name
+        deps = kept(stage.get("deps", []))
+        if name == "train":  # the threshold by value reads the amount column of the raw table
+            deps = [d for d in deps if d["path"] != paths.raw.as_posix()]
+        assert deps == kept(old[name].get("deps", [])), name
         params = stage.get("params", {}).get("params.yaml", {})
         assert params.pop("serve.coverage", None) == (0.9 if name == "train" else None), name
-        assert params == old[name].get("params", {}).get("params.yaml", {}), name
+        assert params.pop("value", "absent") == (
+            None if name in ("train", "evaluate") else "absent"
+        )
+        # the decision threshold moved from evaluate: to train:, its value kept
+        was = {
+            k: dict(v) if isinstance(v, dict) else v
+            for k, v in old[name].get("params", {}).get("params.yaml", {}).items()
+        }
+        moved = was.get("evaluate", {}).pop("threshold", None)
+        if "train" in params:
+            assert params["train"].pop("threshold") == 0.5, name
+            assert moved in (None, 0.5), name
+        assert params == was, name
