@@ -120,11 +120,18 @@ def log_trial(trial: search.Trial, metric: str) -> None:
         mlflow.log_metrics(scores | {"seconds": trial.seconds})
 
 
+def positive(text: str) -> int:
+    """A number of trials: a whole number above 0 (TRIALS=)."""
+    if not text.isdecimal() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a whole number of trials above 0: {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the search, write the params when they improve, write the reports."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
-    parser.add_argument("--trials", type=int, help="instead of tune.trials")
+    parser.add_argument("--trials", type=positive, help="instead of tune.trials")
     parser.add_argument("--timeout", type=float, help="seconds, instead of tune.timeout")
     parser.add_argument("--markdown", type=Path, required=True)
     parser.add_argument("--json", type=Path, required=True)
