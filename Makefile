@@ -56,7 +56,7 @@ $(UV_LOCAL):
 			&& mv -f "$$new/bin/uv" $@; status=$$?; rm -rf "$$new"; exit $$status; }
 
 ##@ Pipeline: the data-to-model graph (docs/index.md)
-.PHONY: run install data schema repro metrics tune card mlflow-ui uv-path
+.PHONY: run install data schema repro metrics tune tune-proposal card mlflow-ui uv-path
 
 run: data repro ## from a fresh clone: environment, data, the whole pipeline
 	@$(RUN) dvc metrics show
@@ -95,6 +95,9 @@ tune: install ## search train's params by CV on the training rows (TRIALS=, TIME
 	$(RUN) dvc repro featurize
 	$(RUN) python -m pipelines.tuning.tune $(if $(TRIALS),--trials "$(TRIALS)") \
 		$(if $(TIMEOUT),--timeout "$(TIMEOUT)") --markdown reports/tune.md --json reports/tune.json
+
+tune-proposal: | $(UV_NEEDED) ## whether reports/tune.json is worth a pull request (GitHub step outputs; into $GITHUB_OUTPUT when set)
+	@$(RUN) python -m pipelines.tuning.proposal reports/tune.json $(if $(GITHUB_OUTPUT),--github-output "$(GITHUB_OUTPUT)")
 
 card: | $(UV_NEEDED) ## write the model card (paths.card) with the card stage: dvc repro card
 	$(RUN) dvc repro card

@@ -21,7 +21,9 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def document(result: Result, *, rows: int, folds: int, seed: int, written: bool) -> dict[str, Any]:
+def document(
+    result: Result, *, rows: int, folds: int, seed: int, written: bool, engine: str = "local"
+) -> dict[str, Any]:
     """``reports/tune.json``: the contract keys first, then the search's detail.
 
     ``metric`` (the gate's primary metric), ``baseline`` (trial 0's cross-validated score),
@@ -43,6 +45,7 @@ def document(result: Result, *, rows: int, folds: int, seed: int, written: bool)
         "folds": folds,
         "rows": rows,
         "seed": seed,
+        "engine": engine,
         "complete": sum(t.state == "complete" for t in result.trials),
         "pruned": sum(t.state == "pruned" for t in result.trials),
         "importance": result.importance,
@@ -54,6 +57,7 @@ def document(result: Result, *, rows: int, folds: int, seed: int, written: bool)
                 "folds": [_finite(s) for s in t.folds],
                 "params": t.params,
                 "seconds": round(t.seconds, 3),
+                "worker": t.worker,
             }
             for t in result.trials
         ],

@@ -1,12 +1,13 @@
 """The search: an Optuna study over train's params, each trial cross-validated on the training rows.
 
-The space is ``tune.space``'s section of ``train.model``; the sampler is TPE, seeded, and a
-median pruner stops a trial whose running mean over the folds so far is worse than the median of
-the trials before it at the same fold. The current params are enqueued as trial 0, so the best
-trial is never worse than what the repository has. A trial's score is the mean over the folds of
-the metric the train stage's cross-validation computes (:func:`pipelines.stages.train.fold_score`);
-folds go by a hash of the id (:func:`pipelines.core.features.fold_of`), so the training rows are
-all there is: the test rows are another file.
+The space is ``tune.space``'s section of ``train.model``; the sampler is TPE, seeded per trial
+(:mod:`pipelines.tuning.sampler`), and a median pruner stops a trial whose running mean over the
+folds so far is worse than the median of the trials before it at the same fold. The current params
+are enqueued as trial 0, so the best trial is never worse than what the repository has. A trial's
+score is the mean over the folds of the metric the train stage's cross-validation computes
+(:func:`pipelines.stages.train.fold_score`); folds go by a hash of the id
+(:func:`pipelines.core.features.fold_of`), so the training rows are all there is: the test rows are
+another file.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from pipelines.core.io import PipelineError
 from pipelines.core.metrics import METRICS, Better, Task
 from pipelines.params import GateParams, SearchEntry, TrainParams, TuneParams
 from pipelines.stages.train import fold_score
+from pipelines.tuning.sampler import TrialSeededTPE, pruner
 
 if TYPE_CHECKING:
     import optuna
 
 SIGNIFICANT = 4  # digits a searched float keeps: params.yaml reads 0.0347, not 0.034712893
 MIN_FOR_IMPORTANCE = 4  # completed trials before the parameters' importance means anything
+STUDY = "tune"  # the study's name in a storage that trials on other processes share
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class Trial:
     params: dict[str, Any]
     folds: tuple[float, ...]
     seconds: float
+    worker: str | None = None  # the Dask worker that ran it (None: this process)
 
     @property
     def score(self) -> float | None:
@@ -223,7 +227,7 @@ def run(
     metric: str,
     on_trial: Callable[[Trial, optuna.Study], None] | None = None,
 ) -> Result:
-    """Run the study: ``tune.trials`` trials, or fewer when ``tune.timeout`` seconds pass.
+    """Run the study in this process: ``tune.trials`` trials, or fewer when ``tune.timeout`` passes.
 
     Args:
         rows: The training rows and their folds.
@@ -238,31 +242,76 @@ def run(
     Raises:
         PipelineError: Nothing to tune, or the current params (trial 0) did not complete.
     """
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = space_of(params, tune)
-    better = METRICS[rows.task][metric].better
-    study = optuna.create_study(
-        direction="maximize" if better == "higher" else "minimize",
-        sampler=optuna.samplers.TPESampler(seed=tune.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5),
-    )
-    study.enqueue_trial(current_values(params, list(space)))
+    objective = objective_of(rows, params, tune, metric)
+    study = new_study(objective, tune)
 
     def callback(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         if on_trial is not None:
             on_trial(trial_of(frozen), study)
 
-    objective = Objective(rows, params, space, metric, tune.folds)
     study.optimize(objective, n_trials=tune.trials, timeout=tune.timeout, callbacks=[callback])
-    trials = tuple(trial_of(t) for t in study.trials)
+    return result_of(study, objective, tune)
+
+
+def objective_of(rows: Rows, params: TrainParams, tune: TuneParams, metric: str) -> Objective:
+    """The study's objective: ``params`` with the searched values, cross-validated on ``rows``.
+
+    Raises:
+        PipelineError: Nothing to tune (the dummy, or a space naming none of the parameters).
+    """
+    return Objective(rows, params, space_of(params, tune), metric, tune.folds)
+
+
+def better_of(objective: Objective) -> Better:
+    """Which way the objective's metric is better."""
+    return METRICS[objective.rows.task][objective.metric].better
+
+
+def new_study(
+    objective: Objective, tune: TuneParams, storage: optuna.storages.BaseStorage | None = None
+) -> optuna.Study:
+    """A study with trial 0, the current params, enqueued; in memory, or in ``storage``.
+
+    Its sampler is TPE, seeded per trial from ``tune.seed`` (:mod:`pipelines.tuning.sampler`);
+    a process that runs trials of the study loads it with :func:`load_study`.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=STUDY,
+        direction="maximize" if better_of(objective) == "higher" else "minimize",
+        sampler=TrialSeededTPE(tune.seed),
+        pruner=pruner(),
+    )
+    study.enqueue_trial(current_values(objective.params, list(objective.space)))
+    return study
+
+
+def load_study(storage: optuna.storages.BaseStorage, seed: int) -> optuna.Study:
+    """The study of :func:`new_study` in ``storage``, with the same sampler and pruner."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(
+        study_name=STUDY, storage=storage, sampler=TrialSeededTPE(seed), pruner=pruner()
+    )
+
+
+def result_of(study: optuna.Study, objective: Objective, tune: TuneParams) -> Result:
+    """What a finished study found.
+
+    Raises:
+        PipelineError: The current params (trial 0) did not complete.
+    """
+    trials = tuple(trial_of(t) for t in sorted(study.trials, key=lambda t: t.number))
     complete = [t for t in trials if t.state == "complete"]
     if not complete or complete[0].number != 0:
         raise PipelineError(f"the current params (trial 0) did not complete: {trials[0].state}")
     stopped_by = "trials" if len(trials) >= tune.trials else "timeout"
     shares = importance(study, tune.seed, len(complete))
-    return Result(metric, better, trials, stopped_by, shares)
+    return Result(objective.metric, better_of(objective), trials, stopped_by, shares)
 
 
 def trial_of(frozen: optuna.trial.FrozenTrial) -> Trial:
@@ -274,6 +323,7 @@ def trial_of(frozen: optuna.trial.FrozenTrial) -> Trial:
         params=dict(frozen.user_attrs.get("params", frozen.params)),
         folds=tuple(frozen.user_attrs.get("folds", ())),
         seconds=float(frozen.user_attrs.get("seconds", 0.0)),
+        worker=frozen.user_attrs.get("worker"),
     )
 
 

@@ -13,6 +13,7 @@ Usage: ``python -m pipelines.tuning.tune --markdown MD --json JSON [--trials N] 
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import math
 import time
@@ -26,6 +27,7 @@ from pipelines.core.lineage import git_state
 from pipelines.core.model import check_kind
 from pipelines.params import (
     DEFAULT_PARAMS,
+    EngineParams,
     GateParams,
     RegisterParams,
     TrainParams,
@@ -35,7 +37,7 @@ from pipelines.params import (
 )
 from pipelines.schema import load_schema
 from pipelines.stages.register import use_experiment
-from pipelines.tuning import report, search
+from pipelines.tuning import parallel, report, search
 
 if TYPE_CHECKING:
     import optuna
@@ -87,7 +89,7 @@ class Progress:
 
     def __call__(self, trial: search.Trial, study: optuna.Study) -> None:
         """Print the trial's line."""
-        done = len(study.trials)
+        done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
         if trial.state == "complete":
             said = f"{self.metric} {number(trial.score, 4)} ± {number(trial.spread, 4)}"
         else:
@@ -118,11 +120,18 @@ def log_trial(trial: search.Trial, metric: str) -> None:
         mlflow.log_metrics(scores | {"seconds": trial.seconds})
 
 
+def positive(text: str) -> int:
+    """A number of trials: a whole number above 0 (TRIALS=)."""
+    if not text.isdecimal() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a whole number of trials above 0: {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the search, write the params when they improve, write the reports."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
-    parser.add_argument("--trials", type=int, help="instead of tune.trials")
+    parser.add_argument("--trials", type=positive, help="instead of tune.trials")
     parser.add_argument("--timeout", type=float, help="seconds, instead of tune.timeout")
     parser.add_argument("--markdown", type=Path, required=True)
     parser.add_argument("--json", type=Path, required=True)
@@ -140,13 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     check_kind(train, task)
     metric = search.primary_metric(load_section("gate", GateParams, args.params), task)
     space = search.space_of(train, tune)  # fails here, before any data is read
+    engine = load_section("engine", EngineParams, args.params)
     rows = search.Rows.of(
         read_features(paths.train), task, classes=len(schema.target.labels), tune=tune
     )
     print(
         f"tuning {', '.join(space)} of {train.model} ({task}): {tune.trials} trials"
         + (f" or {tune.timeout:g} s" if tune.timeout else "")
-        + f", {tune.folds}-fold CV of {metric} on {len(rows.y):,} training rows",
+        + f", {tune.folds}-fold CV of {metric} on {len(rows.y):,} training rows"
+        + (" (trials on Dask)" if engine.kind == "dask" else ""),
         flush=True,
     )
 
@@ -165,13 +176,18 @@ def main(argv: list[str] | None = None) -> int:
     with mlflow.start_run(run_name=run_name, tags=tags | {"kind": "tune"}):
         mlflow.log_params(
             {"model": train.model, "metric": metric, "folds": tune.folds, "seed": tune.seed}
+            | {"engine": engine.kind}
         )
-        result = search.run(rows, train, tune, metric, on_trial)
+        on = functools.partial(parallel.run, engine=engine) if engine.kind == "dask" else search.run
+        result = on(rows, train, tune, metric, on_trial)
         if result.improved:
             write_train_params(args.params, result.best.params)
         shape = {"rows": len(rows.y), "folds": tune.folds}
         write_json(
-            args.json, report.document(result, **shape, seed=tune.seed, written=result.improved)
+            args.json,
+            report.document(
+                result, **shape, seed=tune.seed, written=result.improved, engine=engine.kind
+            ),
         )
         text = report.markdown(result, **shape, written=result.improved)
         write_atomically(args.markdown, lambda partial: partial.write_text(text))

@@ -480,6 +480,65 @@ def test_no_drift_proposes_nothing_and_leaves_the_open_pull_request(
     assert github.sha(f"refs/heads/{production.branch}") == head
 
 
+def tune(github: Simulation, trials: str, token: bool = True) -> Run:
+    secrets = {"RETRAIN_TOKEN": WRITE_TOKEN} if token else {}
+    return github.on_dispatch("tune.yml", {"trials": trials}, secrets=secrets)
+
+
+def test_tune_needs_its_token_and_a_whole_number_of_trials(github: Simulation) -> None:
+    for trials, token, says in (
+        ("3", False, "::error::set the secret RETRAIN_TOKEN"),
+        ("0", True, "::error::the input trials must be a whole number above 0, not '0'"),
+        ("3; rm -rf /", True, "must be a whole number above 0"),
+    ):
+        run = tune(github, trials, token)
+        assert run.jobs == {"tune": "failure"}, trials
+        assert says in run.text(), run.text()[-2000:]
+        assert writes(run) == []
+        assert not any(r["action"] == "checkout" for r in run.records)  # before any work
+
+
+def test_tuning_opens_one_pull_request_with_the_params_and_updates_it(
+    github: Simulation, main_restored: str, tmp_path: Path
+) -> None:
+    """main's params are weak (5 stumps): a short search beats them and proposes the change;
+    a second run updates the same pull request. (A search that beats nothing proposes nothing:
+    tests/tuning/test_proposal.py, without a third search here.)"""
+    work = github.clone(tmp_path / "work")
+    edit_params(work, WORSE)
+    git("commit", "-qam", "weak params on main", cwd=work)
+    weak = github.push_branch(work, "main")
+
+    run = tune(github, "3")
+    assert run.jobs == {"tune": "success"}, run.text()[-4000:]
+    (created,) = [c for c in run.calls if c.method == "POST"]
+    assert created.path == f"/repos/{github.repository}/pulls"
+    assert created.body["head"] == "tune/params"
+    assert created.body["base"] == "main"
+    assert created.body["title"].startswith("Tune ")
+    body = created.body["body"]
+    assert body.startswith("## Tuning: ")
+    assert body == run.summaries["tune"]  # reports/tune.md, as make tune wrote it
+    assert "beats the current params" in body
+    assert git("rev-parse", "tune/params~1", cwd=github.origin) == weak
+    assert git("diff", "--name-only", "main", "tune/params", cwd=github.origin) == "params.yaml"
+    tuned = yaml.safe_load(git("show", "tune/params:params.yaml", cwd=github.origin))
+    assert (
+        tuned["train"]["xgboost"]
+        != yaml.safe_load((work / "params.yaml").read_text())["train"]["xgboost"]
+    )
+    (record,) = [r for r in run.records if r["action"] == "create-pull-request"]
+    assert record["inputs"]["token"] == "***"  # noqa: S105 (masked by the stand-in)
+    assert record["inputs"]["add-paths"] == "params.yaml"
+
+    again = tune(github, "3")
+    assert again.jobs == {"tune": "success"}, again.text()[-4000:]
+    assert [c.method for c in again.calls if c.method != "GET"] == ["PATCH"]  # the same PR
+    tuning = [p for p in github.api.pulls.values() if p["head"]["ref"] == "tune/params"]
+    assert len(tuning) == 1
+    assert tuning[0]["body"] == again.summaries["tune"]
+
+
 def test_ci_passes(github: Simulation) -> None:
     """ci.yml on a push to main. Its test job runs one test module: the rest of `make test` is
     this suite, which would run this scenario again."""

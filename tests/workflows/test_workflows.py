@@ -24,6 +24,7 @@ NAMES = {
     "template-update.yml",
     "monitor.yml",
     "staging.yml",
+    "tune.yml",
 }
 PIPELINE_INPUTS = [
     "params.yaml",
@@ -56,6 +57,7 @@ SECRETS: dict[tuple[str, str], set[str]] = {
     ("release.yml", "image"): MLFLOW_SECRETS | DVC_SECRETS | REGISTRY_SECRETS,
     ("promote.yml", "alias"): MLFLOW_SECRETS | REGISTRY_SECRETS,
     ("monitor.yml", "monitor"): DVC_SECRETS | {"RETRAIN_TOKEN"},
+    ("tune.yml", "tune"): {"RETRAIN_TOKEN"},  # the data comes as in pr.yml, without secrets
     ("template-update.yml", "update"): {"TEMPLATE_UPDATE_TOKEN"},
 }
 # The jobs that talk to the team's MLflow server: the address, from the repository variable
@@ -130,6 +132,9 @@ def test_triggers() -> None:
     assert update["workflow_dispatch"]["inputs"]["version"]["default"] == ""
     monitor = workflow("monitor.yml")["on"]
     assert list(monitor) == ["schedule", "workflow_dispatch"]
+    tune = workflow("tune.yml")["on"]
+    assert list(tune) == ["workflow_dispatch"]
+    assert tune["workflow_dispatch"]["inputs"]["trials"]["type"] == "string"  # validated below
 
 
 def test_the_retraining_pull_request_needs_its_token_and_comes_from_make() -> None:
@@ -151,6 +156,37 @@ def test_the_retraining_pull_request_needs_its_token_and_comes_from_make() -> No
     assert opens["with"]["token"] == "${{ secrets.RETRAIN_TOKEN }}"  # noqa: S105
     assert opens["with"]["body-path"] == "reports/monitor.md"
     assert opens["if"] == "steps.decide.outputs.retrain == 'true'"
+
+
+def test_the_tuning_pull_request_follows_the_retraining_one_and_comes_from_make() -> None:
+    """Same token rule, same pinned action; what to propose is make's, not the YAML's."""
+    (job,) = workflow("tune.yml")["jobs"].values()
+    assert job["permissions"] == {"contents": "read"}  # the pull request uses RETRAIN_TOKEN
+    first = job["steps"][0]
+    assert first["env"] == {
+        "TOKEN": "${{ secrets.RETRAIN_TOKEN }}",
+        "TRIALS": "${{ inputs.trials }}",
+    }
+    assert "::error::set the secret RETRAIN_TOKEN" in first["run"]
+    assert "whole number above 0" in first["run"]
+    runs = [s.get("run", "") for s in job["steps"]]
+    joined = "\n".join(runs)
+    assert joined.index("make data") < joined.index('make tune TRIALS="$TRIALS"')
+    assert joined.index("make tune TRIALS") < joined.index("tune-proposal")
+    decide = next(s for s in job["steps"] if s.get("id") == "decide")
+    assert decide["run"] == "make --no-print-directory tune-proposal"
+    (opens,) = [s for s in job["steps"] if "create-pull-request" in s.get("uses", "")]
+    (retrain,) = [
+        s
+        for s in workflow("monitor.yml")["jobs"]["monitor"]["steps"]
+        if "create-pull-request" in s.get("uses", "")
+    ]
+    assert opens["uses"] == retrain["uses"]  # one pin, one stand-in
+    assert opens["with"]["token"] == retrain["with"]["token"]
+    assert opens["with"]["body-path"] == "reports/tune.md"
+    assert opens["if"] == "steps.decide.outputs.propose == 'true'"
+    for key in ("branch", "add-paths", "commit-message", "title"):
+        assert opens["with"][key].startswith("${{ steps.decide.outputs."), key
 
 
 def test_the_template_update_needs_its_token_and_runs_only_in_a_model_repository() -> None:
