@@ -163,12 +163,14 @@ def build_profile(
     score_bins: int,
     *,
     share: float = 0.0,
+    score_share: float = 0.0,
     predicted: Any = None,
 ) -> Profile:
     """The profile of training ``rows`` (raw feature columns) and test-row ``scores``.
 
-    ``share``: the smallest share of rows a bin may hold (:func:`min_share` of
-    ``monitor.min_rows``); the score's quantile bins hold a tenth each and are left as they are.
+    ``share``: the smallest share of rows a feature's bin may hold; ``score_share``: the
+    smallest share of test rows a score bin may hold (:func:`min_share` of ``monitor.min_rows``
+    and the training or test rows: few test rows merge the score's quantile bins).
     ``predicted``: a multiclass model's predicted class of each test row, as positions in the
     schema's class order (:func:`pipelines.core.model.monitored_class`); every class keeps its
     bin, however rare (a class the model stops or starts predicting is the drift to see).
@@ -185,7 +187,8 @@ def build_profile(
         name: distribution(binning_of(name, rows[name], schema, bins, share), rows[name])
         for name in schema.features
     }
-    score = Binning("numeric", edges=quantile_edges(scores, score_bins))
+    edges = merged_edges(scores, quantile_edges(scores, score_bins), score_share)
+    score = Binning("numeric", edges=edges)
     classes = schema.target.labels
     shares = None
     if predicted is not None:

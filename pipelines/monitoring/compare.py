@@ -2,7 +2,8 @@
 
 Each feature's served values and the model's scores are counted into the reference's fixed bins
 (:mod:`pipelines.core.profile`) and compared with its fractions by PSI and, for numeric
-features, a binned KS distance. A feature (or the score) drifts when its PSI exceeds
+features, a binned KS distance. A feature (or the score) drifts when its PSI
+(:func:`pipelines.core.drift.psi_of_counts`: both sides smoothed by half a row per bin) exceeds
 ``psi_threshold(N, M, degrees_of_freedom(p), alpha, monitor.psi_floor)`` with ``alpha``
 ``per_test_rate(monitor.false_alarm_rate, features)``, the rule the Prometheus alerts evaluate,
 so ``make monitor`` and the alerts agree on the same rows.
@@ -34,7 +35,7 @@ from pipelines.core.drift import (
     ks,
     ks_threshold,
     per_test_rate,
-    psi,
+    psi_of_counts,
     psi_threshold,
 )
 from pipelines.core.metrics import PROBABILITY as PROBABILITY_OF
@@ -120,7 +121,7 @@ def measure(
         distribution=reference,
         served=served,
         rows=rows,
-        psi=psi(served, reference.fractions),
+        psi=psi_of_counts(counts, reference.fractions, m),
         threshold=psi_threshold(
             rows,
             m,

@@ -11,8 +11,11 @@ without a verdict (too few rows, or an error) never calls for it.
 
 Usage: ``python -m pipelines.monitoring.retrain reports/monitor.json`` prints GitHub step
 outputs: ``retrain=true|false``, ``reason=...``, ``branch=retrain/<model name>``, ``model=...``
-and ``data=<the .dvc file of the data>``. It exits 1 when the report has no verdict (too few
-rows, or could not compare), naming why, so that the scheduled job fails visibly.
+and ``data=<the .dvc file of the data>``. A quiet window (fewer served rows than
+``monitor.min_rows``: no verdict) is no failure: it prints a ``::notice::`` saying so and
+``retrain=false``, and exits 0, so quiet hours leave the scheduled job green. It exits 1 when the
+rows could not be compared (unreadable rows, a missing column, no model), naming why, so that
+the scheduled job fails visibly. Drift and quality drops open the retraining pull request.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 from pipelines.params import GateParams, MetricRule, RegisterParams, load_paths, load_section
 
 BRANCH_PREFIX = "retrain/"
+QUIET = "no verdict"  # make monitor's verdict for a window of fewer than min_rows rows
 
 
 def reasons(report: Mapping[str, Any], rules: Mapping[str, MetricRule]) -> list[str]:
@@ -73,7 +77,7 @@ def reasons(report: Mapping[str, Any], rules: Mapping[str, MetricRule]) -> list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the step outputs; exit 0 whatever the decision, 1 without a verdict."""
+    """Print the step outputs; exit 0 whatever the decision or on a quiet window, 1 on an error."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report", type=Path, help="reports/monitor.json of make monitor")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -86,15 +90,21 @@ def main(argv: list[str] | None = None) -> int:
             f"error: cannot read {args.report} ({error}): run `make monitor` first", file=sys.stderr
         )
         return 1
-    if report.get("exit_code") not in (0, 1):
+    quiet = report.get("exit_code") == 2 and report.get("verdict") == QUIET
+    if report.get("exit_code") not in (0, 1) and not quiet:
         reason = report.get("reason") or "no verdict"
         print(f"::error::make monitor gave no verdict: {reason}", file=sys.stderr)
         return 1
     rules = load_section("gate", GateParams, args.params).metrics
     model = load_section("register", RegisterParams, args.params).model_name
     found = reasons(report, rules)
+    verdict = report.get("verdict", "no verdict")
+    if quiet:
+        # stderr: stdout is the step's GITHUB_OUTPUT, which takes key=value lines only
+        verdict = report.get("reason") or "too few served rows"
+        print(f"::notice::a quiet window, no verdict: {verdict}", file=sys.stderr)
     print(f"retrain={'true' if found else 'false'}")
-    print(f"reason={'; '.join(found) or report.get('verdict', 'no verdict')}")
+    print(f"reason={'; '.join(found) or verdict}")
     print(f"branch={BRANCH_PREFIX}{model}")
     print(f"model={model}")
     print(f"data={load_paths(args.params).data_dvc}")

@@ -13,8 +13,9 @@ that hold rows, minus one, ``alpha = false_alarm_rate / (features + 1)`` and ``N
 for ``alert_after``. A multiclass model's predicted class is a third subject (the share of rows
 predicted as each class), so its ``alpha`` is split over ``features + 2`` tests. A window without
 drift crosses some feature's (or the score's, or the predicted class's) chi-square
-part with probability ``false_alarm_rate`` (approximately: the chi-square law of PSI holds when
-no bin is nearly empty, which ``min_rows`` ensures); the floor only lowers that rate. The SLO
+part with probability ``false_alarm_rate`` (approximately: PSI is computed on counts smoothed by
+half a row per bin, ``drift.psi_of_counts``, and bins are merged until each expects ten rows, so
+that its chi-square law holds at ``min_rows`` too); the floor only lowers that rate. The SLO
 alerts are the multiwindow, multi-burn-rate alerts of the Google SRE workbook (chapter 5).
 
 Usage: ``python -m pipelines.monitoring.rules --params PARAMS --out DIR``
@@ -29,7 +30,7 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-from pipelines.core.drift import EPSILON, per_test_rate
+from pipelines.core.drift import EPSILON, SMOOTHING, per_test_rate
 from pipelines.core.io import PipelineError, run_stage
 from pipelines.core.metrics import Task
 from pipelines.monitoring.dashboard import dashboard
@@ -158,8 +159,10 @@ def drift_rules(
     """Recording rules of one subject's PSI, threshold and KS distance over ``monitor.window``.
 
     Served fractions ``q`` cover every reference bin (0 where nothing was served), so PSI and
-    the cumulative sums see the same bins as ``drift.psi`` and ``drift.ks``; versions without
-    served rows get no PSI. As in ``drift.psi``, both fractions are floored at ``EPSILON`` in the
+    the cumulative sums see the same bins as ``drift.psi_of_counts`` and ``drift.ks``; versions
+    without served rows get no PSI. As in ``drift.psi_of_counts``, PSI compares the smoothed
+    fractions (``SMOOTHING`` rows added to each bin the reference holds rows in, on the served
+    counts and on the reference's fractions times its rows), both floored at ``EPSILON`` in the
     difference as well as in the logarithm.
     """
     w, s, keys = params.window, subject.name, subject.keys
@@ -167,6 +170,8 @@ def drift_rules(
     counts, rows = f"model:{s}_bin_served:increase{w}", f"model:{s}_rows_served:increase{w}"
     q, p = f"model:{s}_bin_served:fraction{w}", f"model:{s}_bin_reference:fraction"
     m, df = f"model:{s}_rows_reference:max", f"model:{s}_bins_reference:df"
+    held = f"model:{s}_bins_reference:held"
+    qs, ps = f"model:{s}_bin_served:smoothed{w}", f"model:{s}_bin_reference:smoothed"
     alpha = per_test_rate(params.false_alarm_rate, features, outputs(task))
     z = NormalDist().inv_cdf(1.0 - alpha)
     rules = [
@@ -174,7 +179,8 @@ def drift_rules(
         record(rows, f"sum by {by(*keys)} ({counts})"),
         record(p, f"max by {by(*cells)} ({subject.reference}{selector(model)})"),
         record(m, f"max by {by(*keys)} ({subject.reference_rows}{selector(model)})"),
-        record(df, f"clamp_min(count by {by(*keys)} ({p} > 0) - 1, 1)"),
+        record(held, f"count by {by(*keys)} ({p} > 0)"),
+        record(df, f"clamp_min({held} - 1, 1)"),
         record(
             q,
             f"{counts} / on {by(*keys)} group_left () ({rows} > 0)\n"
@@ -182,10 +188,24 @@ def drift_rules(
             f"0 * ({p} and on {by(*keys)} ({rows} > 0))",
         ),
         record(
+            qs,
+            f"(\n  ({counts} or on {by(*cells)} 0 * ({p} and on {by(*keys)} ({rows} > 0)))\n"
+            f"  + on {by(*cells)} {SMOOTHING!r} * ({p} > bool 0)\n)\n"
+            f"/ on {by(*keys)} group_left ()\n"
+            f"(({rows} > 0) + on {by(*keys)} {SMOOTHING!r} * {held})",
+        ),
+        record(
+            ps,
+            f"(\n  {p} * on {by(*keys)} group_left () {m}\n"
+            f"  + on {by(*cells)} {SMOOTHING!r} * ({p} > bool 0)\n)\n"
+            f"/ on {by(*keys)} group_left ()\n"
+            f"({m} + on {by(*keys)} {SMOOTHING!r} * {held})",
+        ),
+        record(
             f"model:{s}_psi:{w}",
             f"sum by {by(*keys)} (\n"
-            f"  (clamp_min({q}, {EPSILON}) - on {by(*cells)} clamp_min({p}, {EPSILON}))\n"
-            f"  * ln(clamp_min({q}, {EPSILON}) / on {by(*cells)} clamp_min({p}, {EPSILON}))\n"
+            f"  (clamp_min({qs}, {EPSILON}) - on {by(*cells)} clamp_min({ps}, {EPSILON}))\n"
+            f"  * ln(clamp_min({qs}, {EPSILON}) / on {by(*cells)} clamp_min({ps}, {EPSILON}))\n"
             ")",
         ),
         # drift.psi_threshold, with Wilson and Hilferty's chi-square quantile (z is its normal

@@ -37,14 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     target = schema.target
     test = read_predictions(pd.read_csv(args.predictions), target.task, target.labels)
     scores = monitored_score(test.output, target.task)
-    share = min_share(params.min_rows)
     profile = build_profile(
         rows,
         scores,
         schema,
         params.bins,
         params.score_bins,
-        share=share,
+        share=min_share(params.min_rows, len(rows)),
+        score_share=min_share(params.min_rows, len(scores)),
         predicted=monitored_class(test.output, target.task),
     )
     write_json(args.out, profile.to_json())

@@ -37,6 +37,7 @@ from pipelines.core.metrics import (
 from pipelines.core.model import monitored_score, read_threshold, save_model
 from pipelines.core.profile import build_profile
 from pipelines.monitoring import monitor as report
+from pipelines.monitoring import retrain
 from pipelines.params import MonitorParams, load_paths, load_section
 from pipelines.schema import Feature, Schema
 from tests.support.columns import PARAMS, ROOT, pick
@@ -195,6 +196,32 @@ def test_too_few_rows_give_no_verdict(project: Project, tmp_path: Path) -> None:
     assert (code, document["exit_code"], document["verdict"]) == (2, 2, "no verdict")
     assert markdown.startswith("⚠️ **No verdict**")
     assert f"{project.monitor.min_rows}" in document["reason"]
+
+
+def test_a_quiet_window_is_a_notice_and_a_green_decision_an_error_fails(
+    project: Project, schema: Schema, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """monitor.yml's Decide step (`make retrain-decision`) on make monitor's own reports."""
+    quiet = tmp_path / "quiet.csv"
+    project.trained.test_raw.head(project.monitor.min_rows - 1).to_csv(quiet, index=False)
+    broken = tmp_path / "broken.csv"
+    name = list(schema.features)[-1]
+    project.trained.test_raw.drop(columns=[name]).to_csv(broken, index=False)
+    judged = tmp_path / "monitor.json"
+
+    judged.write_text(json.dumps(project.run(quiet)[1]))
+    capsys.readouterr()
+    assert retrain.main([str(judged), "--params", str(project.params)]) == 0
+    out, err = capsys.readouterr()
+    outputs = dict(line.split("=", 1) for line in out.splitlines())  # GITHUB_OUTPUT lines only
+    assert outputs["retrain"] == "false"
+    assert "fewer than monitor.min_rows" in outputs["reason"]
+    assert err.startswith("::notice::a quiet window, no verdict:")
+
+    judged.write_text(json.dumps(project.run(broken)[1]))
+    capsys.readouterr()
+    assert retrain.main([str(judged), "--params", str(project.params)]) == 1
+    assert "::error::make monitor gave no verdict" in capsys.readouterr().err
 
 
 def test_a_missing_column_is_named(project: Project, schema: Schema, tmp_path: Path) -> None:

@@ -134,7 +134,7 @@ def verdict(
     served = drift.fractions(counts)
     df = drift.degrees_of_freedom(d.fractions)
     return {
-        "psi": drift.psi(served, d.fractions),
+        "psi": drift.psi_of_counts(counts, d.fractions, d.rows),
         "threshold": drift.psi_threshold(counts.sum(), d.rows, df, ALPHA, floor),
         "ks": drift.ks(served, d.fractions, d.binning.ordered),
         "rows": float(counts.sum()),
@@ -738,10 +738,9 @@ def test_predicted_class_shares_that_move_fire_their_alert(tmp_path):
 
     def numbers(minute: int) -> dict[str, float]:
         counts = sum(traffic(m) for m in range(minute - WINDOW + 1, minute + 1))
-        served = drift.fractions(counts)
         df = drift.degrees_of_freedom(CLASSES.fractions)
         return {
-            "psi": drift.psi(served, CLASSES.fractions),
+            "psi": drift.psi_of_counts(counts, CLASSES.fractions, CLASSES.rows),
             "threshold": drift.psi_threshold(
                 counts.sum(), CLASSES.rows, df, alpha, SHORT.psi_floor
             ),

@@ -189,6 +189,23 @@ def test_the_tuning_pull_request_follows_the_retraining_one_and_comes_from_make(
         assert opens["with"][key].startswith("${{ steps.decide.outputs."), key
 
 
+def test_a_quiet_window_reaches_the_decision_which_alone_passes_or_fails_the_job() -> None:
+    """make monitor exits non-zero on drift and on a quiet window alike (make turns 1 and 2
+    into 2): the compare step lets both through, and `make retrain-decision` (a notice and
+    retrain=false on a quiet window, a failure on rows it could not compare;
+    tests/monitoring/test_monitor.py) decides; nothing after it runs without retraining."""
+    (job,) = workflow("monitor.yml")["jobs"].values()
+    steps = job["steps"]
+    compare = next(s for s in steps if "make monitor " in s.get("run", ""))
+    assert re.search(r"make monitor [^\n]*\|\| ", compare["run"]), compare["run"]
+    decide = next(s for s in steps if s.get("id") == "decide")
+    assert "retrain-decision" in decide["run"]
+    assert "GITHUB_OUTPUT" in decide["run"]
+    after = steps[steps.index(decide) + 1 :]
+    assert after
+    assert all(s["if"] == "steps.decide.outputs.retrain == 'true'" for s in after)
+
+
 def test_the_template_update_needs_its_token_and_runs_only_in_a_model_repository() -> None:
     (job,) = workflow("template-update.yml")["jobs"].values()
     assert job["permissions"] == {"contents": "read"}
