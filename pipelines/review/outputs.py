@@ -79,6 +79,22 @@ class Base:
 
 
 @dataclass(frozen=True)
+class ValueView:
+    """What the comment shows of value, under the PR's value model, on the gated rows.
+
+    ``curves``: per side (``base``, ``pr``), value per 1,000 rows at thresholds 0 to 1 (a binary
+    model's); ``thresholds``: each side's decision threshold; ``trivial``: the best trivial
+    policy on the PR's rows and its value.
+    """
+
+    currency: str
+    unit: str
+    curves: dict[str, list[dict[str, float]]]
+    thresholds: dict[str, float]
+    trivial: tuple[str, float]
+
+
+@dataclass(frozen=True)
 class Report:
     """Everything the comment shows."""
 
@@ -93,6 +109,7 @@ class Report:
     model_stats: dict[str, dict[str, float | None]] = field(default_factory=dict)
     holdout: dict[str, Any] | None = None  # the new holdout BASE's model was scored on, if any
     card_metrics: tuple[str, ...] = ()  # card.segment_metrics; () for the comment's own per task
+    value: ValueView | None = None  # None without a value model
 
 
 def progress(message: str) -> None:

@@ -7,11 +7,13 @@ Everything from the pull request is untrusted text: it reaches the comment only 
 
 from __future__ import annotations
 
+import math
 import re
 
 from pipelines.core.formatting import cell, number
-from pipelines.core.metrics import Task, label_of
+from pipelines.core.metrics import VALUE, Task, label_of
 from pipelines.review.card_changes import changes_section as card_changes
+from pipelines.review.charts import category_chart
 from pipelines.review.gate import MetricResult
 from pipelines.review.outputs import BATCH_REPEATS, SINGLE_REPEATS, Report
 from pipelines.review.sections import errors_section
@@ -132,6 +134,60 @@ def metrics_table(report: Report) -> list[str]:
         "tolerance; *improved*: the whole interval is better than 0; *unchanged*: the interval "
         "lies within ± the tolerance; *inconclusive*: otherwise (does not fail the gate).",
     ]
+    return lines
+
+
+def _amount(value: float | None, signed: bool = False) -> str:
+    """A sum of money: whole units with thousands separators (or n/a)."""
+    if value is None or not math.isfinite(value):
+        return number(value)
+    return f"{value:+,.0f}" if signed else f"{value:,.0f}"
+
+
+def value_section(report: Report) -> list[str]:
+    """Value first: per 1,000 rows, base and PR, the change with its interval, and the curve."""
+    view = report.value
+    if view is None:
+        return []
+    found = [m for m in report.gate.metrics if m.name == VALUE]
+    per = f"per 1,000 {cell(view.unit)}"
+    money = f"{cell(view.currency)}"
+    lines = [f"#### Value {per} ({money})", ""]
+    if found and found[0].pr is not None:
+        m = found[0]
+        said = f"PR **{_amount(m.pr)}**"
+        if m.base is not None:
+            said = f"base **{_amount(m.base)}**, {said}, Δ **{_amount(m.delta, True)}**"
+            if m.low is not None and m.high is not None:
+                interval = f"{_amount(m.low, True)} to {_amount(m.high, True)}"
+                said += f" ({report.gate.confidence:.0%} interval {interval}; {ICONS[m.verdict]})"
+        lines.append(f"{said}.")
+    else:
+        lines.append(
+            "Not gated: add `value_per_1000` to `gate.metrics` in params.yaml to guard it."
+        )
+    name, worth = view.trivial
+    lines += [
+        "",
+        f"Both models valued by the PR's value model (`value:` in params.yaml), each at its own "
+        f"decisions; the best policy without a model ({cell(name)}) earns {_amount(worth)}.",
+    ]
+    if view.curves:
+        sides = [s for s in ("base", "pr") if s in view.curves]
+        marks = ", ".join(
+            f"{'base' if s == 'base' else 'PR'} at {view.thresholds[s]:.3g}" for s in sides
+        )
+        grid = [point["threshold"] for point in view.curves[sides[-1]]]
+        lines += [
+            "",
+            *category_chart(
+                f"Value {per} by threshold ({marks})",
+                "threshold",
+                [f"{t:g}" for t in grid],
+                money,
+                [[point["value"] for point in view.curves[s]] for s in sides],
+            ),
+        ]
     return lines
 
 
@@ -294,6 +350,7 @@ def render(report: Report) -> str:
     sections = [
         [verdict_line(report)],
         [f"- {cell(failure, 300)}" for failure in report.gate.failures],
+        value_section(report),
         metrics_table(report),
         [f"> **Note:** {note}" for note in report.gate.notes],
         errors_section(report.base.outputs, report.pr),

@@ -18,16 +18,18 @@ import json
 import math
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import yaml
 
 from pipelines.core.features import read_features
 from pipelines.core.io import PipelineError, write_atomically, write_json
-from pipelines.core.metrics import Predictions
-from pipelines.core.value import amounts, value_model
+from pipelines.core.metrics import BinaryPredictions, Predictions
+from pipelines.core.value import ValueModel, amounts, curve, value_model
 from pipelines.params import (
     CardParams,
     GateParams,
@@ -37,13 +39,14 @@ from pipelines.params import (
     load_paths,
     load_section,
 )
-from pipelines.review.gate import Gains, Side, compare, pair
+from pipelines.review.gate import Side, compare, pair
 from pipelines.review.holdout import rescore
 from pipelines.review.outputs import (
     Base,
     CompareError,
     Outputs,
     Report,
+    ValueView,
     base_outputs,
     check_workspace,
     consistent,
@@ -86,22 +89,51 @@ def data_md5(root: Path, commit: str, paths: Paths) -> tuple[str | None, str | N
     )
 
 
-def gains_function(root: Path, paths: Paths, pr: Outputs) -> Gains | None:
-    """Each row's gain under the PR's value model (None without one), amounts by id."""
-    section = load_optional("value", ValueParams, root / "params.yaml")
-    if section is None:
-        return None
-    value = value_model(section, pr.task, pr.target[1])
-    raw = None
-    if value.amount is not None:
-        raw = read_raw(root / paths.raw).set_index(load_schema(root / paths.schema_).id)
+@dataclass(frozen=True)
+class Valuer:
+    """The PR's value model with the raw table's amounts, by id (None: no amount column)."""
 
-    def gains_of(predictions: Predictions) -> np.ndarray:
-        amount = None if raw is None else amounts(value, raw, predictions.ids)
+    model: ValueModel
+    raw: pd.DataFrame | None
+
+    @classmethod
+    def of(cls, root: Path, paths: Paths, pr: Outputs) -> Valuer | None:
+        """The workspace's value model for the PR's task, or None without one."""
+        section = load_optional("value", ValueParams, root / "params.yaml")
+        if section is None:
+            return None
+        value = value_model(section, pr.task, pr.target[1])
+        raw = None
+        if value.amount is not None:
+            raw = read_raw(root / paths.raw).set_index(load_schema(root / paths.schema_).id)
+        return cls(value, raw)
+
+    def amount(self, predictions: Predictions) -> np.ndarray | None:
+        """Each row's amount, or None."""
+        return None if self.raw is None else amounts(self.model, self.raw, predictions.ids)
+
+    def gains(self, predictions: Predictions) -> np.ndarray:
+        """Each row's gain at the decisions of the predictions (:data:`Gains`)."""
         decided = predictions.predicted  # type: ignore[attr-defined]
-        return value.gains(predictions.label, decided, amount)
+        return self.model.gains(predictions.label, decided, self.amount(predictions))
 
-    return gains_of
+    def view(self, sides: tuple[Side | None, Side], pr: Outputs) -> ValueView:
+        """The comment's value section: curves, thresholds, the best trivial policy."""
+        curves: dict[str, list[dict[str, float]]] = {}
+        thresholds: dict[str, float] = {}
+        for name, side in zip(("base", "pr"), sides, strict=True):
+            if isinstance(side, Side) and isinstance(side.predictions, BinaryPredictions):
+                p = side.predictions
+                curves[name] = curve(self.model, p.label, p.probability, self.amount(p))
+                thresholds[name] = float(side.metrics.get("threshold") or 0.5)
+        rows = sides[1].predictions
+        meta_file = pr.model / "meta.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        constant = meta.get("decision", {}).get("constant")
+        trivial = self.model.trivial(rows.label, self.amount(rows), constant)
+        best = max(trivial, key=lambda k: float(trivial[k].mean()))
+        worth = self.model.per_1000(trivial[best])
+        return ValueView(self.model.currency, self.model.unit, curves, thresholds, (best, worth))
 
 
 def build(root: Path, ref: str, into: Path) -> Report:
@@ -115,6 +147,7 @@ def build(root: Path, ref: str, into: Path) -> Report:
     consistent(pr, names, "the PR")
     if base.outputs is not None:
         consistent(base.outputs, names, "BASE")
+    valuer = Valuer.of(root, paths, pr)
     try:
         sides, holdout = same_holdout(root, paths, base, pr, into)
         progress(f"bootstrapping {params.resamples} resamples")
@@ -122,7 +155,7 @@ def build(root: Path, ref: str, into: Path) -> Report:
             *sides,
             params,
             new_holdout=holdout is not None and "rows" in holdout,
-            gains_of=gains_function(root, paths, pr),
+            gains_of=None if valuer is None else valuer.gains,
         )
     except ValueError as error:
         raise CompareError(f"cannot read the predictions: {error}") from None
@@ -141,6 +174,7 @@ def build(root: Path, ref: str, into: Path) -> Report:
         model_stats=model_stats(base.outputs, pr, root / paths.test),
         holdout=holdout,
         card_metrics=load_section("card", CardParams, root / "params.yaml").segment_metrics,
+        value=None if valuer is None else valuer.view(sides, pr),
     )
 
 
