@@ -48,6 +48,7 @@ class Paths(Section):
     model: Path
     metrics: Path
     segments: Path
+    fairness: Path = Path("eval/fairness.json")  # rates per group of fairness.sensitive
     predictions: Path
     plots: Path
     registry: Path
@@ -279,6 +280,38 @@ class ValueParams(Section):
         if (self.gain is None) == (self.cost is None):
             raise ValueError("give gain (classification) or cost (regression), one of them")
         return self
+
+
+# The gaps between groups that fairness judges, per task (pipelines.core.fairness.GAPS)
+GAP_NAMES = (
+    "demographic_parity_difference",
+    "equalized_odds_difference",
+    "accuracy_difference",
+    "mae_difference",
+)
+
+
+class FairnessParams(Section):
+    """The groups a team names (``fairness:``): rates per group, gaps, and the gate's bounds.
+
+    ``max_gap``: per gap, the largest the gate accepts; a pull request fails when the whole
+    interval of its model's gap lies above it (wider than the bound beyond the test rows' noise).
+    """
+
+    sensitive: tuple[str, ...] = Field(min_length=1)
+    min_group_rows: int = Field(default=50, ge=1)  # smaller groups are reported, not judged
+    max_gap: dict[str, float] = Field(default_factory=dict)
+    resamples: int = Field(default=1000, ge=100)
+    seed: int = 0
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+    @field_validator("max_gap")
+    @classmethod
+    def _known_gaps(cls, max_gap: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(max_gap) - set(GAP_NAMES))
+        if unknown:
+            raise ValueError(f"unknown gaps {unknown}: use {', '.join(GAP_NAMES)}")
+        return max_gap
 
 
 class RegisterParams(Section):

@@ -21,6 +21,7 @@ import numpy as np
 
 from pipelines.core.io import PipelineError
 from pipelines.core.metrics import Task, interval
+from pipelines.core.weighted import resample_blocks
 from pipelines.params import ValueParams
 
 # What eval/metrics.json says of value (Lift.metrics)
@@ -236,9 +237,8 @@ def lift(
     """
     name = max(trivial, key=lambda k: trivial[k].mean())
     difference = gains - trivial[name]
-    rng = np.random.default_rng(seed)
-    rows = len(difference)
-    samples = np.array([difference[rng.integers(0, rows, rows)].mean() for _ in range(resamples)])
+    blocks = resample_blocks(len(difference), resamples, seed)
+    samples = np.concatenate([c.dot(difference) / c.sum(axis=1) for c in blocks])
     low, high = interval(samples * 1000.0, confidence)
     return Lift(model.per_1000(gains), name, model.per_1000(trivial[name]), low, high)
 

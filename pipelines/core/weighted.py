@@ -9,7 +9,7 @@ is the metric of every resample. With all counts 1 it is scikit-learn's value on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +41,27 @@ class Sorted:
             predicted=predicted[order].astype(np.float64),
             starts=np.flatnonzero(new_group),
         )
+
+
+def resample_counts(rng: np.random.Generator, rows: int, resamples: int) -> np.ndarray:
+    """``resamples`` bootstrap resamples of ``rows`` rows, as counts of each row per resample."""
+    drawn = rng.integers(0, rows, size=(resamples, rows))
+    offsets = (np.arange(resamples) * rows)[:, None]
+    counts = np.bincount((drawn + offsets).ravel(), minlength=resamples * rows)
+    return counts.reshape(resamples, rows).astype(np.float64)
+
+
+def resample_blocks(
+    rows: int, resamples: int, seed: int, cells: int = 4_000_000
+) -> Iterator[np.ndarray]:
+    """Bootstrap counts (:func:`resample_counts`) in blocks of bounded size, seeded once.
+
+    A block holds at most ``cells`` (resample, row) cells (~30 MB), whatever the rows.
+    """
+    rng = np.random.default_rng(seed)
+    block = max(1, cells // max(rows, 1))
+    for start in range(0, resamples, block):
+        yield resample_counts(rng, rows, min(block, resamples - start))
 
 
 def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

@@ -35,13 +35,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from pipelines.core.metrics import METRICS, VALUE, Predictions, interval
-from pipelines.params import GateParams, MetricRule
+from pipelines.params import FairnessParams, GateParams, MetricRule
 
 Verdict = Literal["improved", "unchanged", "regressed", "inconclusive", "new", "invalid"]
 # Each row's gain under the value model, for a side's predictions (in their row order)
@@ -251,6 +251,29 @@ def with_value(side: Side, gains_of: Gains | None) -> tuple[Side, np.ndarray | N
     gains = gains_of(side.predictions)
     worth = float(np.mean(gains) * 1000.0) if len(gains) else math.nan
     return Side(side.predictions, {**side.metrics, VALUE: worth}), gains
+
+
+def fairness_failures(audit: dict[str, Any], params: FairnessParams) -> list[str]:
+    """What breaks a bound of ``fairness.max_gap`` in a model's ``eval/fairness.json``.
+
+    A gap fails when its whole interval lies above its bound (wider than allowed beyond the test
+    rows' noise); a sensitive column missing from the file fails too (the outputs are stale).
+    """
+    failures = []
+    for column in params.sensitive:
+        if column not in audit:
+            failures.append(f"fairness: eval/fairness.json has no audit of {column}: run dvc repro")
+            continue
+        for gap, bound in params.max_gap.items():
+            found = audit[column].get(gap)
+            if not found or found.get("low") is None:
+                continue  # fewer than two judged groups, or another task's gap
+            if found["low"] > bound:
+                failures.append(
+                    f"fairness: {gap} of {column} is {found['value']:.3f} (interval "
+                    f"{found['low']:.3f} to {found['high']:.3f}), wholly above its bound {bound}"
+                )
+    return failures
 
 
 def compare(

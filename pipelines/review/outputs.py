@@ -28,7 +28,7 @@ from pipelines.core.features import read_features
 from pipelines.core.io import PipelineError
 from pipelines.core.metrics import Predictions, Task, evaluation_metrics, read_predictions
 from pipelines.core.model import load_model, read_target
-from pipelines.params import GateParams, Paths
+from pipelines.params import FairnessParams, GateParams, Paths
 from pipelines.review.gate import GateResult, Side
 
 
@@ -49,6 +49,7 @@ class Outputs:
     segments: dict[str, Any]
     model: Path
     registry: dict[str, Any] | None
+    fairness: dict[str, Any] = field(default_factory=dict)  # eval/fairness.json ({}: none)
     target: tuple[Task, tuple[Any, ...]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -110,6 +111,7 @@ class Report:
     holdout: dict[str, Any] | None = None  # the new holdout BASE's model was scored on, if any
     card_metrics: tuple[str, ...] = ()  # card.segment_metrics; () for the comment's own per task
     value: ValueView | None = None  # None without a value model
+    fairness: FairnessParams | None = None  # the PR's fairness: section, None without one
 
 
 def progress(message: str) -> None:
@@ -125,12 +127,14 @@ def read_outputs(root: Path, paths: Paths) -> Outputs:
     """
     try:
         registry_file = root / paths.registry
+        fairness = root / paths.fairness
         return Outputs(
             predictions=pd.read_csv(root / paths.predictions),
             metrics=json.loads((root / paths.metrics).read_text()),
             segments=json.loads((root / paths.segments).read_text()),
             model=root / paths.model,
             registry=json.loads(registry_file.read_text()) if registry_file.exists() else None,
+            fairness=json.loads(fairness.read_text()) if fairness.exists() else {},
         )
     except (OSError, ValueError) as error:
         raise CompareError(f"cannot read the evaluation outputs: {error}") from None

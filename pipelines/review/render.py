@@ -191,6 +191,58 @@ def value_section(report: Report) -> list[str]:
     return lines
 
 
+def fairness_section(report: Report) -> list[str]:
+    """Each named group's rates, base → PR, and the gaps with their intervals and bounds."""
+    params, audit = report.fairness, report.pr.fairness
+    if params is None or not audit:
+        return []
+    base = report.base.outputs.fairness if report.base.outputs is not None else {}
+    lines = [
+        "#### Fairness",
+        "",
+        f"Rates at each model's decisions per group of the test rows; gaps between groups of at "
+        f"least {params.min_group_rows} rows, with {params.confidence:.0%} bootstrap intervals. "
+        "A gap fails the gate when its whole interval lies above its bound.",
+    ]
+    for column in params.sensitive:
+        found = audit.get(column)
+        if not found:
+            continue
+        before = base.get(column) or {}
+        groups = found["groups"]
+        rates = [k for k in next(iter(groups.values())) if k not in ("rows", "judged")]
+        lines += [
+            "",
+            f"**{cell(column)}**",
+            "",
+            "| group | rows | " + " | ".join(f"{r} base → PR" for r in rates) + " |",
+            "|---|---|" + "---|" * len(rates),
+        ]
+        for name, group in list(groups.items())[:MAX_TABLE_ROWS]:
+            old = (before.get("groups") or {}).get(name) or {}
+            judged = "" if group["judged"] else " (not judged)"
+            changes = [f"{number(old.get(r), 3)} → {number(group.get(r), 3)}" for r in rates]
+            lines.append(
+                f"| {cell(name)}{judged} | {group['rows']:,} | " + " | ".join(changes) + " |"
+            )
+        lines.append("")
+        for gap, value in found.items():
+            if gap == "groups" or not value:
+                continue
+            bound = params.max_gap.get(gap)
+            was = (before.get(gap) or {}).get("value")
+            verdict = ""
+            if bound is not None:
+                broken = value["low"] is not None and value["low"] > bound
+                verdict = f"; bound {bound}: " + ("❌ above it" if broken else "✅ holds")
+            lines.append(
+                f"- {gap.replace('_', ' ')}: base {number(was, 3)}, PR "
+                f"**{number(value['value'], 3)}** (interval {number(value['low'], 3)} to "
+                f"{number(value['high'], 3)}){verdict}"
+            )
+    return lines
+
+
 def params_section(report: Report) -> list[str]:
     """Params that differ from BASE (``dvc params diff``)."""
     lines = ["#### Params changed", ""]
@@ -352,6 +404,7 @@ def render(report: Report) -> str:
         [f"- {cell(failure, 300)}" for failure in report.gate.failures],
         value_section(report),
         metrics_table(report),
+        fairness_section(report),
         [f"> **Note:** {note}" for note in report.gate.notes],
         errors_section(report.base.outputs, report.pr),
         params_section(report),

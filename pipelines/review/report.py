@@ -32,6 +32,7 @@ from pipelines.core.metrics import BinaryPredictions, Predictions
 from pipelines.core.value import ValueModel, amounts, curve, value_model
 from pipelines.params import (
     CardParams,
+    FairnessParams,
     GateParams,
     Paths,
     ValueParams,
@@ -39,7 +40,7 @@ from pipelines.params import (
     load_paths,
     load_section,
 )
-from pipelines.review.gate import Side, compare, pair
+from pipelines.review.gate import Side, compare, fairness_failures, pair
 from pipelines.review.holdout import rescore
 from pipelines.review.outputs import (
     Base,
@@ -161,6 +162,10 @@ def build(root: Path, ref: str, into: Path) -> Report:
         raise CompareError(f"cannot read the predictions: {error}") from None
     if holdout is not None:
         result = dataclasses.replace(result, notes=[holdout["note"], *result.notes])
+    fairness = load_optional("fairness", FairnessParams, root / "params.yaml")
+    unfair = [] if fairness is None else fairness_failures(pr.fairness, fairness)
+    if unfair:
+        result = dataclasses.replace(result, passed=False, failures=[*result.failures, *unfair])
     validation_file = root / paths.validation
     return Report(
         base=base,
@@ -175,6 +180,7 @@ def build(root: Path, ref: str, into: Path) -> Report:
         holdout=holdout,
         card_metrics=load_section("card", CardParams, root / "params.yaml").segment_metrics,
         value=None if valuer is None else valuer.view(sides, pr),
+        fairness=fairness,
     )
 
 

@@ -10,14 +10,16 @@ Decisions are the model's own (``meta.json``'s ``decision``: a binary model's th
 multiclass model's gain matrix). With a value model (``value:`` in params), the metrics add the
 value per 1,000 rows at those decisions, the best trivial policy's, and the paired bootstrap
 interval of the lift over it (:mod:`pipelines.core.value`); a binary model's plots add the value
-curve against the threshold.
+curve against the threshold. With the groups of ``fairness:``, ``--fairness`` gets each group's
+rates and the gaps between groups with their intervals (:mod:`pipelines.core.fairness`); without
+them, an empty object.
 
 With ``engine.kind: dask`` the test rows are scored on the cluster
 (:func:`pipelines.stages.dask_engine.score_on_dask`); the metrics are the same functions of the
 gathered labels and outputs.
 
 Usage: ``python -m pipelines.stages.evaluate --model DIR --test FEATURES --raw RAW --schema SCHEMA
---metrics OUT --segments OUT --predictions OUT --plots DIR``
+--metrics OUT --segments OUT --fairness OUT --predictions OUT --plots DIR``
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pipelines.core.curves import (
     roc_points,
     rounded,
 )
+from pipelines.core.fairness import audit
 from pipelines.core.features import read_features
 from pipelines.core.io import (
     PipelineError,
@@ -54,7 +57,14 @@ from pipelines.core.metrics import (
 )
 from pipelines.core.model import LoadedModel, load_model
 from pipelines.core.value import amounts, curve, lift, value_model
-from pipelines.params import EngineParams, EvaluateParams, ValueParams, load_optional, load_section
+from pipelines.params import (
+    EngineParams,
+    EvaluateParams,
+    FairnessParams,
+    ValueParams,
+    load_optional,
+    load_section,
+)
 from pipelines.schema import load_schema
 from pipelines.stages import dask_engine
 
@@ -140,6 +150,24 @@ def value_metrics(
     return result.metrics(), points
 
 
+def fairness_of(
+    predictions: Predictions, raw: pd.DataFrame, params: FairnessParams | None
+) -> dict[str, Any]:
+    """The fairness audit of the predictions (``raw``: their rows of the raw table, in order)."""
+    if params is None:
+        return {}
+    return audit(
+        predictions.task,
+        predictions.label,
+        predictions.predicted,  # type: ignore[attr-defined]
+        {c: raw[c].to_numpy() for c in params.sensitive},
+        min_group_rows=params.min_group_rows,
+        resamples=params.resamples,
+        seed=params.seed,
+        confidence=params.confidence,
+    )
+
+
 def _rounded(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v if isinstance(v, int) or np.isnan(v) else rounded(v) for k, v in metrics.items()}
 
@@ -153,13 +181,19 @@ def _nan_to_none(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Score the test set and write metrics, segments, predictions and plot data."""
-    names = ("model", "test", "raw", "schema", "metrics", "segments", "predictions", "plots")
+    names = ("model", "test", "raw", "schema", "metrics", "segments", "fairness", "predictions")
+    names += ("plots",)
     args = path_arguments(__doc__.splitlines()[0], names, argv)
     params = load_section("evaluate", EvaluateParams)
     schema = load_schema(args.schema)
-    unknown = [c for c in params.segments if c not in schema.features]
-    if unknown:
-        raise PipelineError(f"evaluate.segments in params.yaml names unknown features {unknown}")
+    fairness = load_optional("fairness", FairnessParams)
+    for key, names in (
+        ("evaluate.segments", params.segments),
+        ("fairness.sensitive", fairness.sensitive if fairness else ()),
+    ):
+        unknown = [c for c in names if c not in schema.features]
+        if unknown:
+            raise PipelineError(f"{key} in params.yaml names unknown features {unknown}")
 
     model = load_model(args.model)
     if model.task != schema.target.task:
@@ -178,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     predictions = model.predictions(ids, y, output)
     value = load_optional("value", ValueParams)
     columns = [*params.segments, *([value.amount] if value and value.amount else [])]
+    columns += list(fairness.sensitive) if fairness else []
     raw = pd.read_csv(args.raw, usecols=[schema.id, *dict.fromkeys(columns)])
     raw = raw.set_index(schema.id)
 
@@ -192,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         args.segments,
         _nan_to_none(segment_metrics(predictions, raw.loc[ids, list(params.segments)], threshold)),
     )
+    write_json(args.fairness, fairness_of(predictions, raw.loc[ids], fairness))
     table = predictions.to_frame()
     write_atomically(args.predictions, lambda t: table.to_csv(t, index=False))
     with atomic_path(args.plots) as folder:

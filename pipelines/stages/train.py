@@ -246,8 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         features = list(x.columns)
         amount = None
         if value is not None and value.amount is not None:
-            raw = pd.read_csv(args.raw, usecols=[schema.id, value.amount]).set_index(schema.id)
-            amount = amounts(value, raw, ids)
+            amount = amounts(value, pd.read_csv(args.raw).set_index(schema.id), ids)
         decided = decision(params, task, value, (x, y, ids), amount)
     chosen = getattr(params, params.model, None)
     meta: dict[str, Any] = {
