@@ -294,6 +294,7 @@ def main() -> int:
             # correct decision gains 1, and the threshold is a probability
             ("value",): neutral_section(table.task, table.schema.target.labels),
             ("train", "threshold"): 0.5,
+            ("fairness",): None,  # the groups to audit are the owner's to name (docs/fairness.md)
             ("register", "experiment"): name,
             ("register", "model_name"): name,
         }

@@ -381,7 +381,7 @@ def test_the_comment_puts_value_first_with_its_interval_and_curve(tmp_path: Path
     from pipelines.params import ValueParams
 
     gain = {"tp": 5.0, "fp": -1.0, "fn": 0.0, "tn": 0.0}
-    section = ValueParams(currency="EUR", unit="customers", gain=gain)
+    section = ValueParams(currency="EUR", unit="accounts", gain=gain)
     valuer = report.Valuer(value_model(section, "binary"), None)
     base, pr = outputs(1.5, tmp_path), outputs(2.5, tmp_path)
     rules = GateParams.model_validate(
@@ -397,9 +397,9 @@ def test_the_comment_puts_value_first_with_its_interval_and_curve(tmp_path: Path
         pairs = zip(frame["label"], frame["predicted"], strict=True)
         return float(np.mean([cells[(int(a), int(d))] for a, d in pairs]) * 1000)
 
-    assert text.index("#### Value per 1,000 customers (EUR)") < text.index("| metric |")
+    assert text.index("#### Value per 1,000 accounts (EUR)") < text.index("| metric |")
     assert f"base **{worth(base.predictions):,.0f}**, PR **{worth(pr.predictions):,.0f}**" in text
     assert "95% interval" in text.split("| metric |")[0]
-    assert 'title "Value per 1,000 customers by threshold (base at 0.5, PR at 0.5)"' in text
+    assert 'title "Value per 1,000 accounts by threshold (base at 0.5, PR at 0.5)"' in text
     everybody = float(np.mean(np.where(pr.predictions["label"] == 1, 5.0, -1.0)) * 1000)
     assert f"earns {max(everybody, 0.0):,.0f}" in text

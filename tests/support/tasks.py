@@ -76,6 +76,7 @@ def project(
     params["value"] = neutral_section(schema.target.task, schema.target.labels)
     params["engine"] |= engine or {}
     params["evaluate"]["segments"] = [segment]
+    params["fairness"] = {"sensitive": [segment], "min_group_rows": 10, "resamples": 200}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return Project(root, schema)
 
@@ -104,6 +105,7 @@ def pipeline(
         raw="raw.csv",
         metrics="metrics.json",
         segments="segments.json",
+        fairness="fairness.json",
         predictions="predictions.csv",
         plots="plots",
         **common,
