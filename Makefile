@@ -265,9 +265,11 @@ lint-workflows: install ## zizmor, actionlint (with shellcheck when installed), 
 	$(RUN) check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(RUN) check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
 
-lint-deploy: install-tools ## render every overlay; kubernetes-validate, Argo CD and Argo Rollouts schemas, promtool, checkov: zero failures
+lint-deploy: install-tools ## render every overlay; kubernetes-validate, Argo CD and Argo Rollouts schemas, promtool, amtool, checkov: zero failures
 	@command -v promtool >/dev/null || { echo "promtool is missing: apt-get install prometheus" >&2; exit 1; }
 	promtool check rules $(DEPLOY)/monitoring/rules.yml
+	@command -v amtool >/dev/null || { echo "amtool is missing: apt-get install prometheus-alertmanager" >&2; exit 1; }
+	amtool check-config $(DEPLOY)/monitoring/alertmanager.yml
 	$(RUN) check-jsonschema --check-metaschema $(DEPLOY)/schemas/*.json
 	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/appproject_v1alpha1.json $(DEPLOY)/argocd/project.yaml
 	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/application_v1alpha1.json \

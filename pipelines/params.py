@@ -345,6 +345,17 @@ class MonitorParams(Section):
     slo: SloParams
 
 
+class AlertingParams(Section):
+    """Alertmanager's routing of the model's alerts (``alerting:``)."""
+
+    webhook_url: str = Field(pattern=r"^https?://")
+    webhook_token_file: str = Field(pattern=r"^/")
+    group_wait: Duration
+    group_interval: Duration
+    page_repeat: Duration
+    ticket_repeat: Duration
+
+
 class CanaryParams(Section):
     """The canary release of the overlays that use deploy/components/canary (``canary:``)."""
 

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from pipelines.params import (
+    AlertingParams,
     CanaryParams,
     CardParams,
     DataParams,
@@ -47,6 +48,7 @@ SECTIONS: dict[str, type[Section]] = {
     "serve": ServeParams,
     "monitor": MonitorParams,
     "gate": GateParams,
+    "alerting": AlertingParams,
     "canary": CanaryParams,
     "card": CardParams,
 }

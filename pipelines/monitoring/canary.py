@@ -8,10 +8,12 @@ whose measurements query Prometheus for the canary's pods against the stable one
 - ``error-ratio``: the share of the canary's requests with a failed outcome
   (``names.FAILED_OUTCOMES``, as the availability SLO counts them);
 - ``latency-p99``: the canary's 99th percentile request duration;
-- ``score-distance``: PSI between the canary's and the stable pods' score bins, divided by the
-  threshold of ``pipelines.core.drift`` (``max(psi_floor, (1/N + 1/M) * chi2_quantile(1 -
-  false_alarm_rate, df))`` with Wilson and Hilferty's quantile, as the drift rules write it):
-  above 1 the two distributions differ by more than noise explains.
+- ``score-distance``: PSI between the canary's and the stable pods' score bins (smoothed as
+  ``drift.psi_of_counts`` smooths them), divided by the threshold of ``pipelines.core.drift``
+  (``max(psi_floor, (1/N + 1/M) * chi2_quantile(1 - a, df))`` with Wilson and Hilferty's
+  quantile, as the drift rules write it, ``a`` the rollout's ``false_alarm_rate`` split over
+  its ``count * len(weights)`` measurements): above 1 the two distributions differ by more than
+  noise explains.
 
 Canary and stable are told apart by the pod label ``rollouts-pod-template-hash`` that Argo
 Rollouts sets, which the ServiceMonitor copies onto every series (``podTargetLabels``); the
@@ -32,7 +34,7 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-from pipelines.core.drift import EPSILON
+from pipelines.core.drift import EPSILON, SMOOTHING
 from pipelines.core.io import run_stage
 from pipelines.monitoring.kustomize import ROLLOUT_POD_LABEL, dump, write_files
 from pipelines.params import CanaryParams, load_section
@@ -76,27 +78,46 @@ def latency_query(params: CanaryParams) -> str:
     return f"histogram_quantile(0.99, sum by (le) (rate({buckets})))"
 
 
+def measurement_rate(params: CanaryParams) -> float:
+    """The false-alarm rate of one score-distance measurement: the rollout's, split over all.
+
+    ``false_alarm_rate`` is the whole rollout's: ``count`` measurements after each of the
+    ``weights`` steps, each a test of its own (Bonferroni), so a healthy canary is rolled back
+    on score noise with probability at most ``false_alarm_rate`` (at 0.01 a measurement and
+    six of them, about 8% were).
+    """
+    return params.false_alarm_rate / (params.count * len(params.weights))
+
+
 def score_distance_query(params: CanaryParams) -> str:
     """PSI of the canary's score bins against the stable pods', over its noise threshold.
 
-    Fractions cover the bins either side has served (0 where the other has none), both floored
-    at ``EPSILON`` as in ``drift.psi``; ``df`` is the stable bins with rows, minus one. No result
-    while either side has fewer than ``min_rows`` rows in the window.
+    Counts cover the bins either side has served (0 where the other has none), smoothed as
+    ``drift.psi_of_counts`` smooths them (``SMOOTHING`` rows added to each bin the stable pods
+    hold rows in, on both sides), then floored at ``EPSILON``; ``df`` is the stable bins with
+    rows, minus one; the threshold's rate is :func:`measurement_rate`. No result while either
+    side has fewer than ``min_rows`` rows in the window.
     """
-    w, e = params.interval, EPSILON
+    w, e, half = params.interval, EPSILON, repr(SMOOTHING)
     counts = {
         s: f"sum by (bin) (increase({names.SCORE_BIN}{pods(s)}[{w}]))" for s in ("canary", "stable")
     }
     rows = {s: f"sum(increase({names.SCORE_BIN}{pods(s)}[{w}]))" for s in ("canary", "stable")}
-    share = {s: f"({counts[s]} / on () group_left () {rows[s]})" for s in counts}
     full = {
-        "canary": f"({share['canary']} or on (bin) 0 * {share['stable']})",
-        "stable": f"({share['stable']} or on (bin) 0 * {share['canary']})",
+        "canary": f"({counts['canary']} or on (bin) 0 * {counts['stable']})",
+        "stable": f"({counts['stable']} or on (bin) 0 * {counts['canary']})",
     }
-    q, p = (f"clamp_min({full[s]}, {e})" for s in ("canary", "stable"))
+    held = f"({full['stable']} > bool 0)"
+    bins = f"count({counts['stable']} > 0)"
+    smoothed = {
+        s: f"({full[s]} + on (bin) {half} * {held})\n  / on () group_left ()"
+        f" ({rows[s]} + on () {half} * {bins})"
+        for s in full
+    }
+    q, p = (f"clamp_min(\n  {smoothed[s]},\n  {e}\n)" for s in ("canary", "stable"))
     psi = f"sum(\n  ({q} - on (bin) {p})\n  * ln({q} / on (bin) {p})\n)"
-    df = f"clamp_min(count({share['stable']} > 0) - 1, 1)"
-    z = NormalDist().inv_cdf(1.0 - params.false_alarm_rate)
+    df = f"clamp_min({bins} - 1, 1)"
+    z = NormalDist().inv_cdf(1.0 - measurement_rate(params))
     threshold = (
         f"clamp_min(\n  (1 / {rows['canary']} + 1 / {rows['stable']})\n"
         f"  * ({df} * (1 - 2 / (9 * {df}) + {z!r} * sqrt(2 / (9 * {df}))) ^ 3),\n"

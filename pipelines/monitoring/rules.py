@@ -1,9 +1,11 @@
 """Prometheus rules, alerts and manifests of the served model, generated from ``params.yaml``.
 
-``make monitoring`` writes ``deploy/monitoring/`` from ``monitor:`` and ``register.model_name``:
-``rules.yml`` (a plain Prometheus rule file), ``prometheusrule.yaml`` and ``servicemonitor.yaml``
-(kube-prometheus-stack), ``dashboard.json`` (Grafana) and the ``kustomization.yaml`` that packs
-the dashboard into a ConfigMap for Grafana's sidecar. Nothing else writes those files.
+``make monitoring`` writes ``deploy/monitoring/`` from ``monitor:``, ``alerting:`` and
+``register.model_name``: ``rules.yml`` (a plain Prometheus rule file), ``alertmanager.yml``
+(its routing, :mod:`pipelines.monitoring.alertmanager`), ``prometheusrule.yaml`` and
+``servicemonitor.yaml`` (kube-prometheus-stack), ``dashboard.json`` (Grafana) and the
+``kustomization.yaml`` that packs the dashboard into a ConfigMap for Grafana's sidecar.
+Nothing else writes those files.
 
 Drift is the batch report's verdict (``pipelines.core.drift``) in PromQL, per namespace,
 model version and feature, over the served rows of ``monitor.window`` (``N``) against the
@@ -33,6 +35,7 @@ from typing import Any
 from pipelines.core.drift import EPSILON, SMOOTHING, per_test_rate
 from pipelines.core.io import PipelineError, run_stage
 from pipelines.core.metrics import Task
+from pipelines.monitoring import alertmanager
 from pipelines.monitoring.dashboard import dashboard
 from pipelines.monitoring.kustomize import (
     KUSTOMIZATION_HEADER,
@@ -42,7 +45,13 @@ from pipelines.monitoring.kustomize import (
     service_monitor,
     write_files,
 )
-from pipelines.params import MonitorParams, RegisterParams, load_paths, load_section
+from pipelines.params import (
+    AlertingParams,
+    MonitorParams,
+    RegisterParams,
+    load_paths,
+    load_section,
+)
 from pipelines.schema import load_schema
 from pipelines.serving import names
 
@@ -352,7 +361,14 @@ def drift_alerts(
             f"the training reference, above its threshold {threshold}. Drift rule: {rule} "
             "Compare with `make monitor` on the request log; retrain if it persists."
         )
-        alerts.append(alert(name, expr, "ticket", summary, description, wait=params.alert_after))
+        fires = alert(name, expr, "ticket", summary, description, wait=params.alert_after)
+        # the numbers on their own, for receivers that read them (webhooks, chat templates)
+        fires["annotations"] |= {
+            "psi": '{{ $value | printf "%.3f" }}',
+            "threshold": threshold,
+            "rows": rows,
+        }
+        alerts.append(fires)
     return alerts
 
 
@@ -464,15 +480,21 @@ def rule_groups(
 
 
 def render(
-    params: MonitorParams, model: str, features: int, task: Task = "binary"
+    params: MonitorParams,
+    model: str,
+    features: int,
+    task: Task = "binary",
+    alerting: AlertingParams | None = None,
 ) -> dict[str, str]:
-    """Every file of deploy/monitoring, by name.
+    """Every file of deploy/monitoring, by name (``alertmanager.yml`` given ``alerting``).
 
     Raises:
         PipelineError: ``monitor.slo.latency`` is not a bucket of the duration histogram.
     """
     groups = rule_groups(params, model, features, task)
+    routing = {} if alerting is None else {"alertmanager.yml": alertmanager.render(alerting, model)}
     return {
+        **routing,
         "rules.yml": dump(groups),
         "prometheusrule.yaml": dump(prometheus_rule(groups, model)),
         "servicemonitor.yaml": dump(service_monitor(model)),
@@ -491,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     params = load_section("monitor", MonitorParams, args.params)
     model = load_section("register", RegisterParams, args.params).model_name
     schema = load_schema(load_paths(args.params).schema_)
-    files = render(params, model, len(schema.features), schema.target.task)
+    alerting = load_section("alerting", AlertingParams, args.params)
+    files = render(params, model, len(schema.features), schema.target.task, alerting)
     return write_files(files, args.out, args.params, check=args.check)
 
 

@@ -161,6 +161,16 @@ def test_psi_threshold_is_the_scaled_quantile_or_the_floor() -> None:
     )
 
 
+def test_merged_edges_merges_a_small_bin_into_its_smaller_neighbour() -> None:
+    values = [1.0] * 5 + [2.0] * 45 + [3.0] * 20 + [4.0] * 30
+    edges = (1.0, 2.0, 3.0)  # bins of 5%, 45%, 20% and 30%
+    assert drift.merged_edges(values, edges, 0.0) == edges
+    assert drift.merged_edges(values, edges, 0.1) == (2.0, 3.0)  # 5% joins its one neighbour
+    # 25% for every bin: 5% joins 45% (50%), then 20% joins 30%, its smaller neighbour
+    assert drift.merged_edges(values, edges, 0.25) == (2.0,)
+    assert drift.merged_edges([*values, np.nan], edges, 0.0) == edges  # missing stays apart
+
+
 # --- smoothing ----------------------------------------------------------------------------------
 
 

@@ -6,10 +6,12 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,15 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipelines.core.profile import Profile
-from pipelines.monitoring import rules
-from pipelines.params import EvaluateParams, MonitorParams, Paths, RegisterParams, load_section
+from pipelines.monitoring import alertmanager, rules
+from pipelines.params import (
+    AlertingParams,
+    EvaluateParams,
+    MonitorParams,
+    Paths,
+    RegisterParams,
+    load_section,
+)
 from pipelines.schema import Schema, load_schema
 from pipelines.serving import names
 from pipelines.serving import telemetry as metrics
@@ -253,12 +262,119 @@ def window_min_rows(test_rows: pd.DataFrame) -> int:
     return min(MIN_ROWS, len(test_rows) // 2)
 
 
+TOKEN = "e2e-webhook-token"  # noqa: S105 - the test's own receiver's bearer token
+E2E_ROUTING = {"group_wait": "1s", "group_interval": "1s"}  # deliver at once, not after 30 s
+
+
+@dataclass
+class Webhook:
+    """A webhook receiver on 127.0.0.1: every notification Alertmanager posts, as received."""
+
+    url: str
+    received: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+
+    def alerts(self, name: str) -> dict[str, tuple[float, dict[str, Any]]]:
+        """The first firing notification of each instance of alert ``name``, by feature, with
+        the time it arrived."""
+        found: dict[str, tuple[float, dict[str, Any]]] = {}
+        for at, _, payload in list(self.received):
+            for alert in payload.get("alerts", []):
+                if alert["labels"].get("alertname") == name and alert["status"] == "firing":
+                    found.setdefault(alert["labels"].get("feature", ""), (at, alert))
+        return found
+
+
+def binary(*candidates: str) -> str:
+    """The first installed of ``candidates``; fails in CI, skips elsewhere."""
+    for candidate in candidates:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    message = f"{candidates[0]} is not installed: apt-get install it (.ci/run does)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not ready(url):
+        assert process.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"{what} not ready in 30 s"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def webhook() -> Iterator[Webhook]:
+    """The receiver the generated Alertmanager configuration posts to (http.server, a thread)."""
+    hook = Webhook(url="")
+
+    class Receive(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            hook.received.append(
+                (time.monotonic(), self.headers.get("authorization", ""), json.loads(body))
+            )
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receive)
+    hook.url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield hook
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def alerting(
+    project: ScratchRepo, webhook: Webhook, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Webhook]]:
+    """A real Alertmanager on 127.0.0.1 (no cluster port) with the generated configuration,
+    pointed at the test's webhook, its bearer token read from a file as in production."""
+    program = binary("prometheus-alertmanager", "alertmanager")
+    home = tmp_path_factory.mktemp("alertmanager")
+    (home / "token").write_text(TOKEN)
+    params = load_section("alerting", AlertingParams, project.path / "params.yaml")
+    params = params.model_copy(
+        update=E2E_ROUTING | {"webhook_url": webhook.url, "webhook_token_file": str(home / "token")}
+    )
+    model = load_section("register", RegisterParams, project.path / "params.yaml").model_name
+    (home / "alertmanager.yml").write_text(alertmanager.render(params, model))
+    port = free_port()
+    with (home / "alertmanager.log").open("wb") as log:
+        process = subprocess.Popen(
+            [
+                program,
+                f"--config.file={home / 'alertmanager.yml'}",
+                f"--storage.path={home / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_ready(
+            f"http://127.0.0.1:{port}/-/ready", process, home / "alertmanager.log", "Alertmanager"
+        )
+        yield f"127.0.0.1:{port}", webhook
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
 @dataclass
 class Prometheus:
     """A Prometheus on 127.0.0.1 scraping the service every second, with the generated rules."""
 
     url: str
     process: subprocess.Popen[bytes]
+    webhook: Webhook  # where its Alertmanager posts the alerts
 
     def query(self, expression: str) -> dict[str, float]:
         """An instant query's vector, keyed by each sample's ``feature`` label (or "")."""
@@ -284,14 +400,12 @@ def prometheus(
     monitored: Server,
     project: ScratchRepo,
     test_rows: pd.DataFrame,
+    alerting: tuple[str, Webhook],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Prometheus]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        message = "prometheus is not installed: apt-get install prometheus (.ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    """A Prometheus scraping the service with the generated rules, alerting its Alertmanager."""
+    alertmanager_url, webhook = alerting
+    program = binary("prometheus")
     home = tmp_path_factory.mktemp("prometheus")
     params = load_section("monitor", MonitorParams, project.path / "params.yaml")
     params = params.model_copy(update=E2E | {"min_rows": window_min_rows(test_rows)})
@@ -304,6 +418,7 @@ def prometheus(
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(home / "rules.yml")],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager_url]}]}]},
         "scrape_configs": [{"job_name": "model", "static_configs": [{"targets": [target]}]}],
     }
     (home / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -311,7 +426,7 @@ def prometheus(
     with (home / "prometheus.log").open("wb") as log:
         process = subprocess.Popen(
             [
-                binary,
+                program,
                 f"--config.file={home / 'prometheus.yml'}",
                 f"--storage.tsdb.path={home / 'data'}",
                 f"--web.listen-address=127.0.0.1:{port}",
@@ -319,13 +434,9 @@ def prometheus(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    server = Prometheus(f"http://127.0.0.1:{port}", process)
+    server = Prometheus(f"http://127.0.0.1:{port}", process, webhook)
     try:
-        deadline = time.monotonic() + 30
-        while not ready(server.url + "/-/ready"):
-            assert process.poll() is None, (home / "prometheus.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "Prometheus not ready in 30 s"
-            time.sleep(0.2)
+        wait_ready(server.url + "/-/ready", process, home / "prometheus.log", "Prometheus")
         yield server
     finally:
         process.terminate()
@@ -366,7 +477,9 @@ def test_shifted_traffic_fires_the_drift_alert_of_exactly_the_shifted_features(
     """Test-split traffic raises no alert; then two features shift (the numeric feature with
     the most values, integers first, halved; and the first evaluation segment set to its
     commonest value, or where the table has no category column the next numeric feature) and
-    their alert fires, naming each, while every other feature's PSI stays under its threshold."""
+    their alert fires, naming each, while every other feature's PSI stays under its threshold.
+    A real Alertmanager with the generated configuration then posts each to the webhook, with
+    the feature, its PSI, the threshold and the window's rows, and the bearer token of its file."""
     schema = project_schema
     params = load_section("evaluate", EvaluateParams, project.path / "params.yaml")
     numerics = sorted(
@@ -436,8 +549,26 @@ def test_shifted_traffic_fires_the_drift_alert_of_exactly_the_shifted_features(
     values, limits = prometheus.query(psi), prometheus.query(threshold)
     calm = {f: values[f] for f in schema.features if f not in fired}
     assert all(values[f] <= limits[f] for f in calm), {f: (values[f], limits[f]) for f in calm}
-    print(
-        f"\ndrift alerts firing after {fired} s of shifted traffic "
-        f"(window {window}, alert_after {E2E['alert_after']}); PSI {values}"
-    )
     client.close()
+    webhook = prometheus.webhook
+
+    # Alertmanager delivers them: one notification per group (model and alert name), each alert
+    # carrying its numbers; nothing about a calm feature.
+    deadline = time.monotonic() + 20
+    while set(webhook.alerts("ModelFeatureDrift")) != set(moved):
+        assert time.monotonic() < deadline, webhook.received
+        time.sleep(0.2)
+    delivered = webhook.alerts("ModelFeatureDrift")
+    assert {auth for _, auth, _ in webhook.received} == {f"Bearer {TOKEN}"}
+    for feature, (_, alert) in delivered.items():
+        numbers = {k: float(alert["annotations"][k]) for k in ("psi", "threshold", "rows")}
+        assert numbers["psi"] > numbers["threshold"] > 0, (feature, numbers)
+        assert numbers["rows"] >= min_rows, (feature, numbers)
+        assert feature in alert["annotations"]["summary"]
+        assert alert["labels"]["severity"] == "ticket"
+    received = {f: round(at - shift_started, 1) for f, (at, _) in delivered.items()}
+    print(
+        f"\ndrift alerts firing after {fired} s of shifted traffic, delivered to the webhook "
+        f"after {received} s (window {window}, alert_after {E2E['alert_after']}, group_wait "
+        f"{E2E_ROUTING['group_wait']}); PSI {values}"
+    )

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from sklearn import metrics as sk
 
-from pipelines.core.drift import min_share
+from pipelines.core.drift import chi2_quantile, min_share
 from pipelines.core.features import feature_names
 from pipelines.core.io import write_json
 from pipelines.core.metrics import (
@@ -185,6 +185,27 @@ def test_two_shifted_features_are_named_exactly(
         category,
         "**score** (model)",
     }
+
+
+def test_each_threshold_is_the_rule_at_the_models_split_rate(
+    project: Project, tmp_path: Path
+) -> None:
+    """Every subject's threshold is ``max(psi_floor, (1/N + 1/M) chi2(1 - a, df))`` with
+    ``a = false_alarm_rate / (features + outputs)``, the rate read from the params file (not
+    from the code's split), and a subject drifts exactly when its PSI is over it."""
+    rows = tmp_path / "rows.csv"
+    project.trained.test_raw.to_csv(rows, index=False)
+    _, document, _ = project.run(rows)
+    settings = yaml.safe_load(project.params.read_text())["monitor"]
+    subjects = [*document["features"].values(), document["score"]]
+    subjects += [document["predicted_class"]] if "predicted_class" in document else []
+    a = settings["false_alarm_rate"] / len(subjects)
+    for subject in subjects:
+        df = max(sum(f > 0 for f in subject["reference"]) - 1, 1)
+        spread = 1 / subject["rows"] + 1 / subject["reference_rows"]
+        expected = max(settings["psi_floor"], spread * chi2_quantile(1 - a, df))
+        assert subject["threshold"] == pytest.approx(expected, rel=1e-6)
+        assert subject["drift"] == (subject["psi"] > subject["threshold"])
 
 
 def test_too_few_rows_give_no_verdict(project: Project, tmp_path: Path) -> None:

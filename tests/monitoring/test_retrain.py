@@ -91,3 +91,12 @@ def test_a_report_without_estimates_calls_for_nothing_without_drift_or_labels() 
     """A regression's report: no estimate on either side, no labels."""
     assert reasons(report(0, estimated=None, test_estimated=None), RULES) == []
     assert reasons(report(1, estimated=None, test_estimated=None), RULES) == ["drift in a feature"]
+
+
+def test_drift_of_the_score_alone_calls_for_retraining() -> None:
+    """No feature drifts but the model's score (or a multiclass model's predicted class) does:
+    the report's exit code is 1, and that is drift."""
+    alone = report(1) | {"drifting": [], "score_drift": True}
+    assert reasons(alone, RULES) == ["drift in the score"]
+    classes = report(1) | {"drifting": [], "predicted_class_drift": True}
+    assert reasons(classes, RULES) == ["drift in the predicted class"]

@@ -27,7 +27,13 @@ from pipelines.core.model import monitored_score
 from pipelines.core.profile import Distribution, Profile, build_profile
 from pipelines.monitoring import kustomize as manifests
 from pipelines.monitoring import rules
-from pipelines.params import MonitorParams, RegisterParams, load_paths, load_section
+from pipelines.params import (
+    AlertingParams,
+    MonitorParams,
+    RegisterParams,
+    load_paths,
+    load_section,
+)
 from pipelines.schema import Schema, load_schema
 from pipelines.serving import names
 from tests.support.promtool import (
@@ -176,7 +182,9 @@ def expand(template: str, labels: dict[str, str], value: float, values: dict[str
 
 def test_deploy_monitoring_is_the_generators_output_for_the_committed_params():
     folder = ROOT / "deploy" / "monitoring"
-    expected = rules.render(COMMITTED, MODEL, FEATURES, TASK)
+    alerting = load_section("alerting", AlertingParams, PARAMS)
+    expected = rules.render(COMMITTED, MODEL, FEATURES, TASK, alerting)
+    assert "alertmanager.yml" in expected
     assert {p.name for p in folder.iterdir()} == set(expected)
     stale = [n for n, text in expected.items() if (folder / n).read_text() != text]
     assert not stale, f"deploy/monitoring/{stale} differ from params.yaml: run `make monitoring`"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import re
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -290,3 +292,23 @@ def test_segment_metrics_of_the_task_are_kept_and_a_typo_fails() -> None:
     assert "roc_auc, not metrics of a multiclass model" in note
     with pytest.raises(card.PipelineError, match="unknown metrics"):
         card.segment_metric_names("regression", ("rsme",))
+
+
+def test_each_tasks_interval_has_the_width_of_its_confidence(
+    task_card: tuple[Project, str],
+) -> None:
+    """A share's bootstrap interval (a multiclass model's accuracy, a regression's interval
+    coverage) is about ``2 z sqrt(v (1 - v) / n)`` wide, z the normal quantile of
+    ``card.confidence`` as params.yaml says it (half the confidence gives a third of it)."""
+    made, text = task_card
+    confidence = yaml.safe_load(made.path("params.yaml").read_text())["card"]["confidence"]
+    section = card_section(text, "Test metrics")
+    rows = int(re.search(r"resamples of the ([\d,]+) test rows", section)[1].replace(",", ""))
+    found = re.search(
+        r"\| (?:Accuracy|Interval coverage) \| ([\d.]+) \(([\d.]+) to ([\d.]+)\) \|", section
+    )
+    assert found, section
+    value, low, high = (float(found[i]) for i in (1, 2, 3))
+    z = NormalDist().inv_cdf((1 + confidence) / 2)
+    expected = 2 * z * math.sqrt(value * (1 - value) / rows)
+    assert high - low == pytest.approx(expected, rel=0.2), (low, high, expected)

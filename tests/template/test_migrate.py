@@ -47,3 +47,12 @@ def test_the_template_migration_adds_the_committed_tune_section() -> None:
     added = [m for m in migrations if m[3:5] == ["params.yaml", "tune"]]
     assert len(added) == 1
     assert yaml.safe_load(added[0][5]) == yaml.safe_load((ROOT / "params.yaml").read_text())["tune"]
+
+
+def test_the_template_migration_adds_the_committed_alerting_section() -> None:
+    """A repository made before Alertmanager's routing gets the same alerting: on its update."""
+    migrations = yaml.safe_load((ROOT / "copier.yml").read_text())["_migrations"]
+    added = [m for m in migrations if m[3:5] == ["params.yaml", "alerting"]]
+    assert len(added) == 1
+    committed = yaml.safe_load((ROOT / "params.yaml").read_text())["alerting"]
+    assert yaml.safe_load(added[0][5]) == committed

@@ -195,3 +195,58 @@ def test_the_api_stand_in_answers_as_github_and_records_each_call(tmp_path: Path
         ("POST", "read", 403),
         ("POST", "write", 201),
     ]
+
+
+def test_an_artifact_of_the_same_name_is_refused_unless_overwrite(
+    job: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """upload-artifact v4 fails a second upload of a name in one run; overwrite: true replaces."""
+    (job / "a.md").write_text("first")
+    given(monkeypatch, name="report", path="a.md")
+    standins.upload_artifact()
+    (job / "a.md").write_text("second")
+    with pytest.raises(standins.StandInError, match="already exists"):
+        standins.upload_artifact()
+    with zipfile.ZipFile(tmp_path / "artifacts" / "42" / "report.zip") as archive:
+        assert archive.read("a.md") == b"first"
+    given(monkeypatch, overwrite="true")
+    standins.upload_artifact()
+    with zipfile.ZipFile(tmp_path / "artifacts" / "42" / "report.zip") as archive:
+        assert archive.read("a.md") == b"second"
+
+
+def test_create_pull_request_updates_the_open_pull_request_of_its_branch(
+    job: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The second run on the same branch pushes to it and edits the open pull request (title
+    and body) instead of opening another, as peter-evans/create-pull-request does."""
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(job)], check=True)
+    commit = ["git", "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-q"]
+    (job / "data.csv").write_text("a\n1\n")
+    subprocess.run(["git", "add", "-A"], cwd=job, check=True)
+    subprocess.run([*commit, "-m", "x"], cwd=job, check=True)
+    subprocess.run(["git", "remote", "add", "origin", str(origin)], cwd=job, check=True)
+    subprocess.run(["git", "push", "-q", "origin", "main"], cwd=job, check=True)
+    state = GitHub("local/model", {"w": "write"}, origin, tmp_path / "artifacts")
+    with serve(state):
+        monkeypatch.setenv("GITHUB_API_URL", state.url)
+        for rows, title in (("1\n2\n", "Retrain: drift"), ("1\n2\n3\n", "Retrain: more drift")):
+            subprocess.run(["git", "switch", "-q", "main"], cwd=job, check=True)
+            (job / "data.csv").write_text("a\n" + rows)
+            inputs = {"branch": "retrain/m", "base": "main", "title": title, "body": title}
+            given(monkeypatch, token="w", **inputs)  # noqa: S106 - the stand-in's test token
+            standins.create_pull_request()
+    (pull,) = state.pulls.values()
+    assert (pull["title"], pull["body"]) == ("Retrain: more drift", "Retrain: more drift")
+    assert [c.method for c in state.writes()].count("POST") == 1
+    assert [c.method for c in state.writes()].count("PATCH") == 1
+    shown = subprocess.run(
+        ["git", "show", "retrain/m:data.csv"],
+        cwd=origin,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout == "a\n1\n2\n3\n"  # the branch holds the second run's change
