@@ -321,7 +321,7 @@ def test_the_models_false_alarm_rate_is_the_configured_one(
     and ten times as many rows. The floor is left out (it only lowers the rate on large windows).
 
     Measured at 200 and 2,000 rows, before smoothing and merging by the reference's size, then
-    after (own profile; 3.6% bin): the example's churn table 1.08x, 0.78x -> 0.86x, 0.80x
+    after (own profile; 3.6% bin): the example's table 1.08x, 0.78x -> 0.86x, 0.80x
     (3.23x, 1.00x -> 1.16x, 0.95x); ISLR Carseats, a regression of 400 rows whose 88 test rows
     held ten score bins, 1.59x, 1.42x -> 0.96x, 0.86x (2.29x, 1.45x -> 1.02x, 0.84x); the
     multiclass modeldata hpc_data 1.57x, 0.95x -> 1.05x, 0.92x (2.29x, 0.99x -> 1.09x, 0.95x).
