@@ -82,6 +82,38 @@ class ValueModel:
         """The mean gain of a row, times 1,000."""
         return float(np.mean(gains) * 1000.0)
 
+    def expected(
+        self, probability: np.ndarray, decided: np.ndarray, amount: np.ndarray | None = None
+    ) -> np.ndarray:
+        """A classifier's expected gain of each row's decision, by its own probabilities.
+
+        Binary ``probability`` is the positive class's: p G[1, d] + (1 - p) G[0, d]; multiclass
+        the sum over actual classes of p_a G[a, d]. Times the amount. What the service counts,
+        before any label is known.
+        """
+        p = np.asarray(probability, dtype=np.float64)
+        if p.ndim == 1:
+            p = np.column_stack([1.0 - p, p])
+        columns = self.matrix[:, np.asarray(decided, dtype=np.int64)].T  # rows x actual
+        gain = (p * columns).sum(axis=1)
+        return gain * amount if amount is not None else gain
+
+    def to_meta(self) -> dict[str, Any]:
+        """What ``meta.json`` stores of it (``value``), so the served model carries it."""
+        stored: dict[str, Any] = {"currency": self.currency, "unit": self.unit}
+        stored["amount"] = self.amount
+        if self.task == "regression":
+            return stored | {"cost": {"under": self.under, "over": self.over}}
+        return stored | {"gain": self.matrix.tolist()}
+
+    @classmethod
+    def from_meta(cls, task: Task, stored: dict[str, Any]) -> ValueModel:
+        """The value model a ``meta.json`` stored (:meth:`to_meta`)."""
+        common = {k: stored[k] for k in ("currency", "unit", "amount")}
+        if "cost" in stored:
+            return cls(task, **common, under=stored["cost"]["under"], over=stored["cost"]["over"])
+        return cls(task, **common, matrix=np.asarray(stored["gain"], dtype=np.float64))
+
 
 def value_model(params: ValueParams, task: Task, classes: tuple[Any, ...] = ()) -> ValueModel:
     """The value model of ``params`` for a model of ``task`` with ``classes`` (schema order).

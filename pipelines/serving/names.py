@@ -34,6 +34,13 @@ REFERENCE_CLASS_ROWS = "model_reference_predicted_class_rows"
 REQUESTS = "model_requests_total"
 # Histogram of those requests' durations in seconds, buckets DURATION_BUCKETS
 REQUEST_DURATION = "model_request_duration_seconds"
+# A classifier's served decisions: column, group (both empty: every row; else a sensitive
+# column of fairness: and its group, OTHER_GROUP for one the test rows did not have), decision
+DECISIONS = "model_decisions_total"
+# The value model's expected value of those decisions: column, group, part (gain or loss, each
+# counted positive: a counter cannot fall); value = gain - loss
+EXPECTED_VALUE = "model_expected_value_total"
+OTHER_GROUP = "other"
 
 FAMILIES = (
     INFO,
@@ -49,10 +56,14 @@ FAMILIES = (
     REFERENCE_CLASS_ROWS,
     REQUESTS,
     REQUEST_DURATION,
+    DECISIONS,
+    EXPECTED_VALUE,
 )
 HISTOGRAMS = (SCORE, REQUEST_DURATION)
 # The families only a multiclass model exports (its profile holds predicted-class shares)
 CLASS_FAMILIES = (CLASS_BIN, REFERENCE_CLASS_FRACTION, REFERENCE_CLASS_ROWS)
+# The families only a classifier exports, the second only with a value model
+DECISION_FAMILIES = (DECISIONS, EXPECTED_VALUE)
 
 # outcome label values of REQUESTS, by status code: ok 2xx, invalid 400 and other 4xx,
 # too_large 413, unsupported_type 415, overloaded 429, timeout 504, error other 5xx

@@ -42,6 +42,7 @@ from pipelines.serving.api import (
 
 SCHEMA_FILE = "schema.yaml"
 REFERENCE_FILE = "reference.json"  # the monitoring reference profile, stored with the model
+FAIRNESS_FILE = "fairness.json"  # the test rows' fairness audit: its groups label served decisions
 LOG = logging.getLogger(__name__)
 
 
@@ -369,6 +370,12 @@ class ServedModel:
             for p in output.tolist()
         ]
         return PredictResponse(predictions=predictions, model=cast(ModelBlock, self.block))
+
+    def decided(self, output: np.ndarray) -> np.ndarray:
+        """A classifier's decision per row, as class positions (binary: 1 acts on the row)."""
+        if self.task == "multiclass":
+            return (output if self.gain is None else output.dot(self.gain)).argmax(axis=1)
+        return (np.asarray(output) >= self.threshold).astype(np.int64)
 
     def explain(self, records: Sequence[Mapping[str, Any]]) -> BaseModel:
         """Per-raw-feature contributions to each record's margin, with base value and margin."""

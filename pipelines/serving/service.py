@@ -11,6 +11,7 @@ name its tag); the model itself is loaded when a worker starts.
 from __future__ import annotations
 
 import gc
+import json
 import os
 from pathlib import Path
 from typing import Any, cast
@@ -116,6 +117,14 @@ class ModelService:
                 info={"mlflow_version": block.version, "git_commit": block.git_commit},
             )
             telemetry.activate(self.metrics)
+        self.decisions = None
+        if self.metrics is not None and TASK != "regression":
+            self.decisions = telemetry.DecisionMetrics.of_model(
+                self.metrics,
+                json.loads((directory / "meta.json").read_text()),
+                directory / scoring.FAIRNESS_FILE,
+                self.model.classes,
+            )
         rate = _share(REQUEST_LOG_RATE, SETTINGS.request_log)
         log_dir = Path(os.environ.get(REQUEST_LOG_DIR, load_paths().requests))
         self.request_log = RequestLog(log_dir, rate, version) if rate > 0 else None
@@ -141,6 +150,8 @@ class ModelService:
                 monitored_score(output, TASK).tolist(),
                 None if classes is None else classes.tolist(),
             )
+        if self.decisions is not None:
+            self.decisions.observe(rows, output, self.model.decided(output))
         if self.request_log is not None and self.request_log.sampled():
             predictions = response.predictions  # type: ignore[attr-defined]
             self.request_log.write(

@@ -26,7 +26,7 @@ from pipelines.params import (
     load_paths,
     load_section,
 )
-from pipelines.serving.scoring import REFERENCE_FILE, SCHEMA_FILE
+from pipelines.serving.scoring import FAIRNESS_FILE, REFERENCE_FILE, SCHEMA_FILE
 
 CARD_FILE = "card.md"  # the model card (pipelines/stages/card.py), stored with the model
 
@@ -42,6 +42,7 @@ class Sources:
     data_dvc: Path
     reference: Path
     card: Path
+    fairness: Path
     threshold: float
     name: str
 
@@ -57,6 +58,7 @@ class Sources:
             data_dvc=paths.data_dvc,
             reference=paths.reference,
             card=paths.card,
+            fairness=paths.fairness,
             threshold=read_threshold(paths.model),
             name=load_section("register", RegisterParams, params).model_name,
         )
@@ -97,13 +99,14 @@ def model_files(sources: Sources) -> dict[str, Path]:
         if not required.exists():
             raise PipelineError(f"{required} does not exist: train a model first (`make run`)")
     meta = json.loads((sources.model / "meta.json").read_text())
+    audit = json.loads(sources.fairness.read_text()) if sources.fairness.exists() else {}
     return {
         meta["file"]: sources.model / meta["file"],
         "meta.json": sources.model / "meta.json",
         SCHEMA_FILE: sources.schema,
         REFERENCE_FILE: sources.reference,
         CARD_FILE: sources.card,
-    }
+    } | ({FAIRNESS_FILE: sources.fairness} if audit else {})
 
 
 def model_version(files: Mapping[str, Path], info: Mapping[str, Any]) -> str:

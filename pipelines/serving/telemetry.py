@@ -19,6 +19,9 @@ fixed by the schema and the reference profile.
 - ``model_requests_total`` (counter) and ``model_request_duration_seconds`` (histogram): every
   request to an API route, seen outermost, so refusals (400, 413, 415, 429, 504) are counted
   with their ``outcome``.
+- ``model_decisions_total`` and ``model_expected_value_total`` (counters, a classifier's):
+  served decisions, and their expected value by the value model stored with the model, in total
+  and per group of each sensitive column (:class:`DecisionMetrics`).
 
 The metric objects are created in each worker, after BentoML has pointed
 ``PROMETHEUS_MULTIPROC_DIR`` at the directory it aggregates for ``/metrics``: created at import,
@@ -32,12 +35,15 @@ import asyncio
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipelines.core.drift import Binning
+from pipelines.core.fairness import MISSING
 from pipelines.core.profile import Distribution, Profile
+from pipelines.core.value import ValueModel
 from pipelines.serving import names
 
 STATUS_OUTCOMES = {  # the rest: 2xx ok, other 4xx invalid, other 5xx error
@@ -254,7 +260,7 @@ class ServiceMetrics:
             registry=None,
         )
         self._classes = self._class_slots(profile, ids)
-        self._ids = ids
+        self._ids = self.ids = ids
         self._request_slots: dict[tuple[str, int], tuple[int, tuple[Any, ...]]] = {}
 
     def _class_slots(self, profile: Profile, ids: dict[str, str]) -> tuple[int, int] | None:
@@ -350,6 +356,120 @@ class ServiceMetrics:
         pending[count] += 1
         pending[buckets[bisect_left(bounds, seconds)]] += 1
         pending[total] += seconds
+        self.batched.schedule()
+
+
+def group_of(value: Any) -> str:
+    """A served value's group, as the fairness audit names it (missing: ``<missing>``)."""
+    return MISSING if value is None else str(value)
+
+
+class DecisionMetrics:
+    """A classifier's served decisions and their expected value, in total and per group.
+
+    Series are labelled ``column`` and ``group``: both empty for every row, else a sensitive
+    column and the row's group in it. The groups are those of the test rows' fairness audit
+    (``fairness.json`` stored with the model); a value it did not have counts as ``other``, so
+    the labels stay as few as the audit's groups. The expected value of a row's decision is its
+    value model's (:meth:`pipelines.core.value.ValueModel.expected`), counted as a gain or a
+    loss (a counter cannot fall); without the amount column among the request's fields, only
+    the decisions are counted.
+
+    Args:
+        batched: The worker's batched increments.
+        ids: The ``model`` and ``model_version`` labels.
+        classes: The decisions' names, by class position (binary: negative, positive).
+        groups: Each sensitive column's groups.
+        value: The value model, if the model has one.
+    """
+
+    def __init__(
+        self,
+        batched: Batched,
+        ids: dict[str, str],
+        classes: Sequence[Any],
+        groups: Mapping[str, Sequence[str]],
+        value: ValueModel | None,
+    ) -> None:
+        from prometheus_client import Counter
+
+        labels = [*ids, "column", "group"]
+        decisions = Counter(
+            names.DECISIONS,
+            "Served decisions, in total (column and group empty) and per group of a column",
+            [*labels, "decision"],
+            registry=None,
+        )
+        worth = None
+        if value is not None:
+            worth = Counter(
+                names.EXPECTED_VALUE,
+                "Expected value of the served decisions by the value model (part: gain or loss)",
+                [*labels, "part"],
+                registry=None,
+            )
+        self.batched, self.value = batched, value
+        self.groups = {c: frozenset(g) for c, g in groups.items()}
+        # (column, group) -> (first decision slot, gain slot or -1, loss slot or -1)
+        self._slots: dict[tuple[str, str], tuple[int, int, int]] = {}
+        pairs = [("", "")] + [
+            (c, g) for c, found in groups.items() for g in [*found, names.OTHER_GROUP]
+        ]
+        for column, group in dict.fromkeys(pairs):
+            first = -1
+            for name in classes:
+                child = decisions.labels(**ids, column=column, group=group, decision=str(name))
+                slot = batched.slot(child)
+                first = slot if first < 0 else first
+            gain = loss = -1
+            if worth is not None:
+                gain = batched.slot(worth.labels(**ids, column=column, group=group, part="gain"))
+                loss = batched.slot(worth.labels(**ids, column=column, group=group, part="loss"))
+            self._slots[(column, group)] = (first, gain, loss)
+
+    @classmethod
+    def of_model(
+        cls,
+        metrics: ServiceMetrics,
+        meta: Mapping[str, Any],
+        audit_file: Path,
+        classes: Sequence[Any],
+    ) -> DecisionMetrics:
+        """The decision series of a model: its ``meta.json``'s value model, its audit's groups."""
+        import json
+
+        stored = meta.get("value")
+        task = "binary" if len(classes) == 2 else "multiclass"
+        value = None if stored is None else ValueModel.from_meta(task, stored)
+        audit = json.loads(audit_file.read_text()) if audit_file.is_file() else {}
+        groups = {column: list(found["groups"]) for column, found in audit.items()}
+        return cls(metrics.batched, metrics.ids, classes, groups, value)
+
+    def observe(
+        self, records: Sequence[Mapping[str, Any]], output: np.ndarray, decided: np.ndarray
+    ) -> None:
+        """Count each record's decision (a class position) and its expected value."""
+        expected: list[float] | None = None
+        value = self.value
+        if value is not None and (value.amount is None or (records and value.amount in records[0])):
+            amount = None
+            if value.amount is not None:
+                amount = np.array([r[value.amount] or 0.0 for r in records], dtype=np.float64)
+            expected = value.expected(output, decided, amount).tolist()
+        pending, slots = self.batched.pending, self._slots
+        keys = [("", "")]
+        for i, record in enumerate(records):
+            keys[1:] = [
+                (c, text if (text := group_of(record[c])) in found else names.OTHER_GROUP)
+                for c, found in self.groups.items()
+            ]
+            position = int(decided[i])
+            for key in keys:
+                first, gain, loss = slots[key]
+                pending[first + position] += 1
+                if expected is not None:
+                    worth = expected[i]
+                    pending[gain if worth > 0 else loss] += abs(worth)
         self.batched.schedule()
 
 

@@ -204,6 +204,20 @@ def interval(labels: np.ndarray, predicted: np.ndarray, coverage: float) -> dict
     }
 
 
+def calibration_rows(
+    params: TrainParams, task: Task
+) -> tuple[Callable[[Any], np.ndarray] | None, float]:
+    """A regression's calibration rows (whether each id is one) and its interval's coverage."""
+    if task != "regression":
+        return None, 0.0
+    size, seed = params.calibration_size, params.seed
+
+    def calibration(ids: Any) -> np.ndarray:
+        return in_test(pd.Series(ids), size, seed, salt="calibration:")
+
+    return calibration, load_section("serve", ServeParams).coverage
+
+
 def main(argv: list[str] | None = None) -> int:
     """Fit the model on the training set and save it with its metadata."""
     args = path_arguments(__doc__.splitlines()[0], ("train", "raw", "schema", "out"), argv)
@@ -215,15 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     check_kind(params, task)
     section = load_optional("value", ValueParams)
     value = None if section is None else value_model(section, task, schema.target.labels)
-    calibration: Callable[[Any], np.ndarray] | None = None
-    coverage = 0.0
-    if task == "regression":
-        coverage = load_section("serve", ServeParams).coverage
-        size, seed = params.calibration_size, params.seed
-
-        def calibration(ids: Any) -> np.ndarray:
-            return in_test(pd.Series(ids), size, seed, salt="calibration:")
-
+    calibration, coverage = calibration_rows(params, task)
     cv: dict[str, float] = {}
     held_out = None
     if engine.kind == "dask":
@@ -261,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if decided:  # the default (0.5, the most probable class) is not written: see decision()
         meta["decision"] = decided
+    if value is not None:  # what the service counts its decisions' expected value by
+        meta["value"] = value.to_meta()
     if held_out is not None:
         meta["interval"] = interval(*held_out, coverage)
     save_model(model, params.model, meta, args.out)

@@ -43,7 +43,8 @@ pytestmark = pytest.mark.slow
 BATCH = 7  # records per small batch, counted record by record
 LARGE = 40  # records of the one large batch, counted with numpy (metrics.VECTOR_BATCH)
 ALLOWED_LABELS = {"model", "model_version", "feature", "bin", "kind", "endpoint", "code"}
-ALLOWED_LABELS |= {"outcome", "le", "mlflow_version", "git_commit"}
+ALLOWED_LABELS |= {"outcome", "le", "mlflow_version", "git_commit", "column", "group"}
+ALLOWED_LABELS |= {"decision", "part"}
 JSON = {"content-type": "application/json"}
 
 
@@ -186,14 +187,20 @@ def test_refusals_are_counted_by_outcome_and_every_request_is_timed(
 
 
 def test_every_model_series_names_the_model_and_version_and_nothing_per_request(
-    served: dict[str, Any], monitored: Server, tag: str
+    served: dict[str, Any], monitored: Server, tag: str, paths: Paths
 ) -> None:
     name, version = tag.split(":")
     samples = scrape(monitored)
     ours = {key: value for key, value in samples.items() if key.startswith("model_")}
     # exactly the families the rules and the dashboard are written against (names.py); the
-    # predicted class's are a multiclass model's alone
-    assert {family(sample) for sample in ours} == set(names.FAMILIES) - set(names.CLASS_FAMILIES)
+    # predicted class's are a multiclass model's alone, the decisions' a classifier's, their
+    # expected value a model's with a value model
+    task = load_schema(paths.schema_).target.task
+    meta = json.loads((paths.model / "meta.json").read_text())
+    absent = set() if task == "multiclass" else set(names.CLASS_FAMILIES)
+    absent |= set(names.DECISION_FAMILIES) if task == "regression" else set()
+    absent |= set() if "value" in meta else {names.EXPECTED_VALUE}
+    assert {family(sample) for sample in ours} == set(names.FAMILIES) - absent
     for series in ours.values():
         for labels in series:
             found = dict(labels)
@@ -202,6 +209,40 @@ def test_every_model_series_names_the_model_and_version_and_nothing_per_request(
             assert set(found) <= ALLOWED_LABELS, found
     (info,) = samples[names.INFO]
     assert dict(info)["git_commit"]
+
+
+def test_decisions_and_their_expected_value_add_up_to_the_responses_sent(
+    served: dict[str, Any], monitored: Server, paths: Paths, project_schema: Schema
+) -> None:
+    """Every row's decision is counted once in total and once in its group of each sensitive
+    column; the expected value is what the responses' probabilities give, row by row."""
+    if project_schema.target.task != "binary":
+        pytest.skip("the responses' probabilities here are a binary model's")
+    samples = scrape(monitored)
+    counted = by(samples[names.DECISIONS], "column", "group", "decision")
+    labels = [str(p["label"]) for r in served["responses"] for p in r.json()["predictions"]]
+    total = {d: n for (c, g, d), n in counted.items() if c == "" and n}
+    assert total == {d: labels.count(d) for d in set(labels)}
+    rows = served["rows"].reset_index(drop=True)
+    audit = json.loads(paths.fairness.read_text())
+    for column, found in audit.items():
+        groups = rows[column].map(lambda v: "<missing>" if pd.isna(v) else str(v))
+        groups = groups.where(groups.isin(list(found["groups"])), names.OTHER_GROUP)
+        expected = pd.Series(labels).groupby(groups.to_numpy()).value_counts().to_dict()
+        got = {(g, d): n for (c, g, d), n in counted.items() if c == column and n}
+        assert got == {key: float(n) for key, n in expected.items()}, column
+    meta = json.loads((paths.model / "meta.json").read_text())
+    if "value" not in meta:
+        return
+    gain = np.asarray(meta["value"]["gain"])  # actual x decided
+    p = np.asarray(served["scores"])
+    acted = np.asarray([label == str(project_schema.target.positive) for label in labels], int)
+    per_row = p * gain[1, acted] + (1 - p) * gain[0, acted]
+    amount = meta["value"]["amount"]
+    if amount:
+        per_row = per_row * rows[amount].to_numpy(dtype=float)
+    parts = by(samples[names.EXPECTED_VALUE], "column", "group", "part")
+    assert parts[("", "", "gain")] - parts[("", "", "loss")] == pytest.approx(per_row.sum())
 
 
 def test_each_response_carries_a_request_id(monitored: Server) -> None:
