@@ -3,8 +3,10 @@
 Traffic, errors by outcome, latency quantiles, the served score distribution against the
 reference's, the features with the highest PSI and the model version, per namespace (staging,
 production) and model version; for a multiclass model also the predicted-class shares against
-the reference's and their PSI. Panels read the recording rules of ``pipelines.monitoring.rules``
-(the drift maths is written once, there) and ``model_info``.
+the reference's and their PSI; for a classifier the expected value of its decisions per hour and
+(binary) the selection rate of each group of the sensitive columns. Panels read the recording
+rules of ``pipelines.monitoring.rules`` (the drift maths is written once, there) and
+``model_info``.
 """
 
 from __future__ import annotations
@@ -209,6 +211,30 @@ def dashboard(params: MonitorParams, model: str, task: Task = "binary") -> dict[
                 (12, 39, 12, 9),
             ),
         ]
+    if task != "regression":  # a classifier's decisions: their value, and (binary) by group
+        panels.append(
+            panel(
+                "Expected value per hour (value model)",
+                "timeseries",
+                [target(f"model:expected_value:increase1h{service}", "{{model_version}}")],
+                (0, 48, 12, 9),
+            )
+        )
+    if task == "binary":
+        panels.append(
+            panel(
+                f"Selection rate by group ({w})",
+                "timeseries",
+                [
+                    target(
+                        f'model:selection_rate:ratio{w}{{{pin}, column!=""}}',
+                        "{{column}} = {{group}}",
+                    )
+                ],
+                (12, 48, 12, 9),
+                "percentunit",
+            )
+        )
     info = f'{names.INFO}{{model="{model}"}}'
     return {
         "uid": model[:40],

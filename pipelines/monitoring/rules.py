@@ -37,6 +37,7 @@ from pipelines.core.io import PipelineError, run_stage
 from pipelines.core.metrics import Task
 from pipelines.monitoring import alertmanager
 from pipelines.monitoring.dashboard import dashboard
+from pipelines.monitoring.decisions import decision_rules, gap_alerts
 from pipelines.monitoring.kustomize import (
     KUSTOMIZATION_HEADER,
     dump,
@@ -47,8 +48,10 @@ from pipelines.monitoring.kustomize import (
 )
 from pipelines.params import (
     AlertingParams,
+    FairnessParams,
     MonitorParams,
     RegisterParams,
+    load_optional,
     load_paths,
     load_section,
 )
@@ -457,7 +460,13 @@ def service_alerts(model: str) -> list[dict[str, Any]]:
 
 
 def rule_groups(
-    params: MonitorParams, model: str, features: int, task: Task = "binary"
+    params: MonitorParams,
+    model: str,
+    features: int,
+    task: Task = "binary",
+    *,
+    fairness: FairnessParams | None = None,
+    positive: Any = None,
 ) -> dict[str, Any]:
     """The whole rule file, for a model of ``features`` features and ``task``.
 
@@ -475,6 +484,16 @@ def rule_groups(
             {"name": f"{model}-drift", "rules": [*drift, *alerts]},
             {"name": f"{model}-slo", "rules": [*slo_rules(params, model), *slo_alerts(params)]},
             {"name": f"{model}-service", "rules": service_alerts(model)},
+            *(
+                [
+                    {
+                        "name": f"{model}-decisions",
+                        "rules": [*decided, *gap_alerts(params, fairness, task)],
+                    }
+                ]
+                if (decided := decision_rules(params, model, task, positive))
+                else []
+            ),
         ]
     }
 
@@ -485,13 +504,16 @@ def render(
     features: int,
     task: Task = "binary",
     alerting: AlertingParams | None = None,
+    *,
+    fairness: FairnessParams | None = None,
+    positive: Any = None,
 ) -> dict[str, str]:
     """Every file of deploy/monitoring, by name (``alertmanager.yml`` given ``alerting``).
 
     Raises:
         PipelineError: ``monitor.slo.latency`` is not a bucket of the duration histogram.
     """
-    groups = rule_groups(params, model, features, task)
+    groups = rule_groups(params, model, features, task, fairness=fairness, positive=positive)
     routing = {} if alerting is None else {"alertmanager.yml": alertmanager.render(alerting, model)}
     return {
         **routing,
@@ -514,7 +536,17 @@ def main(argv: list[str] | None = None) -> int:
     model = load_section("register", RegisterParams, args.params).model_name
     schema = load_schema(load_paths(args.params).schema_)
     alerting = load_section("alerting", AlertingParams, args.params)
-    files = render(params, model, len(schema.features), schema.target.task, alerting)
+    fairness = load_optional("fairness", FairnessParams, args.params)
+    target = schema.target
+    files = render(
+        params,
+        model,
+        len(schema.features),
+        target.task,
+        alerting,
+        fairness=fairness,
+        positive=target.positive,
+    )
     return write_files(files, args.out, args.params, check=args.check)
 
 

@@ -29,8 +29,10 @@ from pipelines.monitoring import kustomize as manifests
 from pipelines.monitoring import rules
 from pipelines.params import (
     AlertingParams,
+    FairnessParams,
     MonitorParams,
     RegisterParams,
+    load_optional,
     load_paths,
     load_section,
 )
@@ -183,7 +185,11 @@ def expand(template: str, labels: dict[str, str], value: float, values: dict[str
 def test_deploy_monitoring_is_the_generators_output_for_the_committed_params():
     folder = ROOT / "deploy" / "monitoring"
     alerting = load_section("alerting", AlertingParams, PARAMS)
-    expected = rules.render(COMMITTED, MODEL, FEATURES, TASK, alerting)
+    fairness = load_optional("fairness", FairnessParams, PARAMS)
+    positive = SCHEMA.target.positive
+    expected = rules.render(
+        COMMITTED, MODEL, FEATURES, TASK, alerting, fairness=fairness, positive=positive
+    )
     assert "alertmanager.yml" in expected
     assert {p.name for p in folder.iterdir()} == set(expected)
     stale = [n for n, text in expected.items() if (folder / n).read_text() != text]
