@@ -42,7 +42,7 @@ from pipelines.core.metrics import PROBABILITY as PROBABILITY_OF
 from pipelines.core.metrics import Task
 from pipelines.core.model import load_model, monitored_class, monitored_score, read_threshold
 from pipelines.core.profile import Distribution, Profile, class_names
-from pipelines.monitoring import quality
+from pipelines.monitoring import outcomes, quality
 from pipelines.monitoring.served import (
     MonitorError,
     Served,
@@ -52,7 +52,15 @@ from pipelines.monitoring.served import (
     read_served,
     unused_labels,
 )
-from pipelines.params import GateParams, MonitorParams, Paths, load_section
+from pipelines.params import (
+    FairnessParams,
+    GateParams,
+    MonitorParams,
+    Paths,
+    ValueParams,
+    load_optional,
+    load_section,
+)
 from pipelines.schema import Schema, load_schema
 from pipelines.serving import batch as scorer
 
@@ -169,6 +177,8 @@ class Monitor:
     task: Task = "binary"
     classes: tuple[Any, ...] = ()
     predicted: Drift | None = None  # a multiclass model's predicted class
+    value: outcomes.Value | None = None  # with late labels and a value model
+    fairness: outcomes.Fairness | None = None  # with late labels and fairness groups
 
     @property
     def outputs(self) -> list[Drift]:
@@ -295,6 +305,7 @@ def realise(
     threshold: float,
     rules: dict[str, Any],
     model_dir: Path,
+    gain: np.ndarray | None = None,
 ) -> Realised:
     """The task's metrics of the served rows that have a late label, against the gate's bounds.
 
@@ -320,6 +331,7 @@ def realise(
         threshold,
         classes=target.labels,
         interval=interval,
+        gain=gain,
     )
     metrics = quality.realised_quality(predictions, threshold)
     return Realised(
@@ -331,6 +343,51 @@ def realise(
         filled=filled,
         half_width=width,
     )
+
+
+def judge_outcomes(
+    served: Served,
+    labels: pd.Series,
+    paths: Paths,
+    params_file: Path,
+    *,
+    schema: Schema,
+    threshold: float,
+    gain: np.ndarray | None,
+    test_value: float | None,
+) -> tuple[outcomes.Value | None, outcomes.Fairness | None]:
+    """Realised value and fairness of the labelled served rows, where params ask for them."""
+    value_params = load_optional("value", ValueParams, params_file)
+    fairness_params = load_optional("fairness", FairnessParams, params_file)
+    if value_params is None and fairness_params is None:
+        return None, None
+    matched, y = join_labels(served.ids, labels)
+    output = served.output[matched]
+    decided = outcomes.decisions(schema.target.task, output, threshold, gain)
+    value: outcomes.Value | None = None
+    fairness: outcomes.Fairness | None = None
+    if value_params is not None:
+        value = outcomes.realised_value(
+            value_params,
+            schema,
+            served.frame,
+            matched,
+            label=y,
+            output=output,
+            decided=decided,
+            test=test_value,
+        )
+    if fairness_params is not None:
+        fairness = outcomes.realised_fairness(
+            fairness_params,
+            schema,
+            served.frame,
+            matched,
+            label=y,
+            decided=decided,
+            test_file=paths.fairness,
+        )
+    return value, fairness
 
 
 def build(rows: Path, labels: Path | None, paths: Paths, params_file: Path) -> Monitor:
@@ -356,7 +413,11 @@ def build(rows: Path, labels: Path | None, paths: Paths, params_file: Path) -> M
         measure(name, profile.features[name], served.frame[name], params, alpha)
         for name in schema.features
     ]
-    realised = None
+    gain = outcomes.decision_gain(paths.model) if target.task == "multiclass" else None
+    test_metrics, test_estimated = _test_side(paths, schema, threshold)
+    realised: Realised | None = None
+    value: outcomes.Value | None = None
+    fairness: outcomes.Fairness | None = None
     if label_of is not None and labels is not None:
         gate = load_section("gate", GateParams, params_file)
         realised = realise(
@@ -367,8 +428,18 @@ def build(rows: Path, labels: Path | None, paths: Paths, params_file: Path) -> M
             threshold=threshold,
             rules=gate.metrics,
             model_dir=paths.model,
+            gain=gain,
         )
-    test_metrics, test_estimated = _test_side(paths, schema, threshold)
+        value, fairness = judge_outcomes(
+            served,
+            label_of,
+            paths,
+            params_file,
+            schema=schema,
+            threshold=threshold,
+            gain=gain,
+            test_value=test_metrics.get("value_per_1000"),
+        )
     score = monitored_score(served.output, target.task)
     return Monitor(
         rows=len(served),
@@ -389,4 +460,6 @@ def build(rows: Path, labels: Path | None, paths: Paths, params_file: Path) -> M
             if watched is None or classes is None
             else measure(PREDICTED, watched, class_names(classes, target.labels), params, alpha)
         ),
+        value=value,
+        fairness=fairness,
     )

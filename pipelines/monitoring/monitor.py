@@ -4,12 +4,15 @@ The comparison (:mod:`pipelines.monitoring.compare`) gives every feature's and t
 (and a multiclass model's predicted class's) against its threshold, the rule of the Prometheus
 alerts, and the model's estimated and realised quality per task (a binary model's expected
 confusion matrix, a multiclass model's expected accuracy and class shares, a regression's metrics
-only from labels); this module writes it as markdown in the style of the pull-request comment
-(verdict first, a table sorted by PSI over threshold, Mermaid charts of what drifts) and as JSON.
+only from labels) and, with late labels, realised value against expected and realised rates
+per sensitive group (:mod:`pipelines.monitoring.outcomes`); this module writes it as markdown
+in the style of the pull-request comment (verdict first, a table sorted by PSI over threshold,
+Mermaid charts of what drifts) and as JSON.
 
 Usage: ``python -m pipelines.monitoring.monitor ROWS [--labels CSV] --markdown reports/monitor.md
 --json reports/monitor.json`` (``make monitor ROWS=... [LABELS=...]``). Exit 0: no drift;
-1: drift; 2: could not compare (why is printed in one line and written to both files).
+1: drift; 2: could not compare (why is printed in one line and written to both files). A
+realised fairness gap above its bound is reported first and in the JSON, but is not drift.
 """
 
 from __future__ import annotations
@@ -27,11 +30,19 @@ from pipelines.core.drift import MISSING, OTHER, Binning
 from pipelines.core.formatting import cell, number
 from pipelines.core.io import PipelineError, write_atomically, write_json
 from pipelines.core.metrics import BETTER
-from pipelines.monitoring import quality
+from pipelines.monitoring import outcomes, quality
 from pipelines.monitoring.compare import PREDICTED, SCORE, Drift, Monitor, build
 from pipelines.params import load_paths
 
 MAX_CHARTS = 12
+NAMED = (
+    "reference",
+    "model",
+    "schema",
+    "metrics",
+    "predictions",
+    "fairness",
+)  # paths.* to override
 ORANGE, GREY = "#e8590c", "#9e9e9e"
 
 
@@ -265,11 +276,14 @@ def render(monitor: Monitor, reference: Path) -> str:
     files = monitor.files
     where = cell(files[0], 200) if len(files) == 1 else f"{len(files)} files"
     scored = f"; {monitor.scored:,} scored here with the current model" if monitor.scored else ""
+    breach = outcomes.breach_line(monitor.fairness)
     sections = [
-        [verdict_line(monitor)],
+        [verdict_line(monitor), *(["", breach] if breach else [])],
         [f"{monitor.rows:,} served rows from {where}{scored}; reference: `{cell(reference)}`."],
         drift_table(monitor),
         quality_section(monitor),
+        outcomes.value_section(monitor.value),
+        outcomes.fairness_section(monitor.fairness),
         charts(monitor),
     ]
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"
@@ -368,6 +382,8 @@ def document(monitor: Monitor) -> dict[str, Any]:
                 ),
             },
         },
+        "value": None if monitor.value is None else monitor.value.document(),
+        "fairness": None if monitor.fairness is None else monitor.fairness.document(),
     }
 
 
@@ -379,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, default=Path("reports/monitor.md"))
     parser.add_argument("--json", type=Path, default=Path("reports/monitor.json"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    for name in ("reference", "model", "schema", "metrics", "predictions"):
+    for name in NAMED:
         parser.add_argument(f"--{name}", type=Path, help=f"default: paths.{name} of params.yaml")
     args = parser.parse_args(argv)
 
@@ -387,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = load_paths(args.params)
         overrides = {
             ("schema_" if name == "schema" else name): getattr(args, name)
-            for name in ("reference", "model", "schema", "metrics", "predictions")
+            for name in NAMED
             if getattr(args, name) is not None
         }
         paths = paths.model_copy(update=overrides)
@@ -402,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     write_atomically(args.markdown, lambda p: p.write_text(text))
     write_json(args.json, document(monitor))
     print(verdict_line(monitor).replace("**", ""))
+    for breach in monitor.fairness.breaches if monitor.fairness is not None else []:
+        print(f"fairness: {breach} (not drift: the exit code is unchanged)")
     if monitor.task == "regression" and monitor.realised is None:
         print(NEEDS_LABELS.replace("`", ""))
     print(f"wrote {args.markdown} and {args.json}")

@@ -138,6 +138,7 @@ def served_predictions(
     *,
     classes: Sequence[Any] = (),
     interval: np.ndarray | None = None,
+    gain: np.ndarray | None = None,
 ) -> Predictions:
     """The labelled served rows as the task's predictions, for the registry's metrics.
 
@@ -148,10 +149,11 @@ def served_predictions(
         threshold: A binary model's decision threshold.
         classes: A multiclass model's classes.
         interval: A regression's intervals of the rows, rows x (low, high).
+        gain: A multiclass model's gain matrix, when it decides by expected gain.
     """
     ids = np.arange(len(labels))
     if task == "multiclass":
-        return MulticlassPredictions.of(ids, labels, output, classes)
+        return MulticlassPredictions.of(ids, labels, output, classes, gain)
     if task == "regression":
         if interval is None:
             raise ValueError("a regression's served predictions need their intervals")

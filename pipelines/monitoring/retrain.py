@@ -9,13 +9,18 @@ something have estimates (a binary model's expected confusion matrix, a multicla
 expected accuracy and log loss): a regression's quality drops show only with labels. A report
 without a verdict (too few rows, or an error) never calls for it.
 
+A realised fairness gap wholly above its bound (``fairness.breaches`` of the report) is not a
+reason to retrain (more rows of the same kind do not narrow it): it is printed as a
+``::warning::`` annotation and as the step output ``fairness=...``, for the team to act on.
+
 Usage: ``python -m pipelines.monitoring.retrain reports/monitor.json`` prints GitHub step
-outputs: ``retrain=true|false``, ``reason=...``, ``branch=retrain/<model name>``, ``model=...``
-and ``data=<the .dvc file of the data>``. A quiet window (fewer served rows than
-``monitor.min_rows``: no verdict) is no failure: it prints a ``::notice::`` saying so and
-``retrain=false``, and exits 0, so quiet hours leave the scheduled job green. It exits 1 when the
-rows could not be compared (unreadable rows, a missing column, no model), naming why, so that
-the scheduled job fails visibly. Drift and quality drops open the retraining pull request.
+outputs: ``retrain=true|false``, ``reason=...``, ``branch=retrain/<model name>``, ``model=...``,
+``data=<the .dvc file of the data>`` and ``fairness=<breaches, or empty>``. A quiet window
+(fewer served rows than ``monitor.min_rows``: no verdict) is no failure: it prints a
+``::notice::`` saying so and ``retrain=false``, and exits 0, so quiet hours leave the scheduled
+job green. It exits 1 when the rows could not be compared (unreadable rows, a missing column, no
+model), naming why, so that the scheduled job fails visibly. Drift and quality drops open the
+retraining pull request.
 """
 
 from __future__ import annotations
@@ -76,6 +81,12 @@ def reasons(report: Mapping[str, Any], rules: Mapping[str, MetricRule]) -> list[
     return found
 
 
+def fairness_breaches(report: Mapping[str, Any]) -> list[str]:
+    """The realised fairness gaps above their bounds that the report lists (none without)."""
+    fairness = report.get("fairness") or {}
+    return [str(b) for b in fairness.get("breaches") or []]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the step outputs; exit 0 whatever the decision or on a quiet window, 1 on an error."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -108,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"branch={BRANCH_PREFIX}{model}")
     print(f"model={model}")
     print(f"data={load_paths(args.params).data_dvc}")
+    breaches = fairness_breaches(report)
+    for breach in breaches:
+        print(f"::warning::fairness: {breach}", file=sys.stderr)
+    print(f"fairness={'; '.join(breaches)}")
     return 0
 
 
