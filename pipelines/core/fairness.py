@@ -131,11 +131,11 @@ def audit(
         for name in sorted(set(group)):
             member = (group == name).astype(np.float64)
             point = {k: float(v[0]) for k, v in _rates(parts, member, ones).items()}
-            judged = int(member.sum()) >= min_group_rows
-            result[column]["groups"][name] = {"rows": int(member.sum()), "judged": judged} | {
+            enough = int(member.sum()) >= min_group_rows
+            result[column]["groups"][name] = {"rows": int(member.sum()), "judged": enough} | {
                 k: None if math.isnan(v) else round(v, 6) for k, v in point.items()
             }
-            if judged:
+            if enough:
                 members[column].append((name, member))
     samples: dict[tuple[str, str], list[np.ndarray]] = {}
     for counts in resample_blocks(len(label), resamples, seed):
@@ -145,13 +145,13 @@ def audit(
                 if len(judged) >= 2:
                     samples.setdefault((column, gap), []).append(_gap(per_group, rates))
     for column, judged in members.items():
-        point = [_rates(parts, member, ones) for _, member in judged]
+        observed = [_rates(parts, member, ones) for _, member in judged]
         for gap, rates in GAPS[task].items():
             if len(judged) < 2:
                 result[column][gap] = None
                 continue
             low, high = interval(np.concatenate(samples[(column, gap)]), confidence)
-            value = float(_gap(point, rates)[0])
+            value = float(_gap(observed, rates)[0])
             result[column][gap] = {
                 "value": round(value, 6),
                 "low": _round(low),

@@ -121,12 +121,11 @@ def value_model(params: ValueParams, task: Task, classes: tuple[Any, ...] = ()) 
     Raises:
         PipelineError: The section does not fit the task, naming the key and what it needs.
     """
-    common = {"task": task, "currency": params.currency, "unit": params.unit}
-    common["amount"] = params.amount
+    said = (params.currency, params.unit, params.amount)
     if task == "regression":
         if params.cost is None:
             raise PipelineError("value.cost: a regression's value model needs {under:, over:}")
-        return ValueModel(**common, under=params.cost.under, over=params.cost.over)
+        return ValueModel(task, *said, under=params.cost.under, over=params.cost.over)
     if params.gain is None:
         raise PipelineError(f"value.gain: a {task} model's value model needs a gain per cell")
     if task == "binary":
@@ -138,7 +137,7 @@ def value_model(params: ValueParams, task: Task, classes: tuple[Any, ...] = ()) 
                 f"(acting is deciding the positive class); check {wrong or list(gain)}"
             )
         matrix = np.array([float(gain[c]) for c in CELLS]).reshape(2, 2)  # type: ignore[arg-type]
-        return ValueModel(**common, matrix=matrix)
+        return ValueModel(task, *said, matrix=matrix)
     names = [str(c) for c in classes]
     matrix = np.zeros((len(names), len(names)))
     for actual, row in params.gain.items():
@@ -147,11 +146,11 @@ def value_model(params: ValueParams, task: Task, classes: tuple[Any, ...] = ()) 
                 f"value.gain.{actual}: a multiclass gain is keyed by actual class, then decided "
                 f"class, each one of {names}"
             )
-        for decided, gain in row.items():
+        for decided, worth in row.items():
             if decided not in names:
                 raise PipelineError(f"value.gain.{actual}.{decided}: not a class of {names}")
-            matrix[names.index(actual), names.index(decided)] = gain
-    return ValueModel(**common, matrix=matrix)
+            matrix[names.index(actual), names.index(decided)] = worth
+    return ValueModel(task, *said, matrix=matrix)
 
 
 def amounts(model: ValueModel, raw: Any, ids: np.ndarray) -> np.ndarray | None:

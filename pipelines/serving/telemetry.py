@@ -42,6 +42,7 @@ import numpy as np
 
 from pipelines.core.drift import Binning
 from pipelines.core.fairness import MISSING
+from pipelines.core.metrics import Task
 from pipelines.core.profile import Distribution, Profile
 from pipelines.core.value import ValueModel
 from pipelines.serving import names
@@ -439,7 +440,7 @@ class DecisionMetrics:
         import json
 
         stored = meta.get("value")
-        task = "binary" if len(classes) == 2 else "multiclass"
+        task: Task = "binary" if len(classes) == 2 else "multiclass"
         value = None if stored is None else ValueModel.from_meta(task, stored)
         audit = json.loads(audit_file.read_text()) if audit_file.is_file() else {}
         groups = {column: list(found["groups"]) for column, found in audit.items()}

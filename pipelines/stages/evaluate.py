@@ -181,9 +181,8 @@ def _nan_to_none(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Score the test set and write metrics, segments, predictions and plot data."""
-    names = ("model", "test", "raw", "schema", "metrics", "segments", "fairness", "predictions")
-    names += ("plots",)
-    args = path_arguments(__doc__.splitlines()[0], names, argv)
+    arguments = ("model", "test", "raw", "schema", "metrics", "segments", "fairness")
+    args = path_arguments(__doc__.splitlines()[0], (*arguments, "predictions", "plots"), argv)
     params = load_section("evaluate", EvaluateParams)
     schema = load_schema(args.schema)
     fairness = load_optional("fairness", FairnessParams)
