@@ -137,7 +137,10 @@ def test_the_comment_shows_the_numbers_of_the_metrics_files(
     assert f"| MLflow run | `{worse.registry['run_id']}` |" not in worse.comment  # base first
     assert f"` | `{worse.registry['run_id']}` |" in worse.comment
     assert f"` | `{worse.registry['model_uri']}` |" in worse.comment
-    assert worse.comment.count("xychart-beta") == 2
+    # ROC and precision-recall, and with a value model the value curve against the threshold
+    valued = yaml.safe_load((project.path / "params.yaml").read_text()).get("value") is not None
+    assert worse.comment.count("xychart-beta") == 2 + valued
+    assert ("by threshold (base at " in worse.comment) == valued
 
 
 def test_another_train_seed_passes(reseeded: Run) -> None:

@@ -21,8 +21,10 @@ import subprocess
 import sys
 import tarfile
 import warnings
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -309,11 +311,23 @@ def test_an_unedited_model_updated_to_v2_equals_a_fresh_v2_copy(
         assert name.startswith(tuple(skipped)), name
         if name == "params.yaml":
             kept = yaml.safe_load((updated.path / name).read_text())
-            assert kept == yaml.safe_load((fresh / name).read_text())
+            assert kept == as_migrated(yaml.safe_load((fresh / name).read_text()), kept)
         else:
             assert (updated.path / name).read_bytes() == updated.run(
                 "git", "show", f"HEAD:{name}"
             ).stdout.encode(), name
+
+
+def as_migrated(fresh: dict[str, Any], kept: dict[str, Any]) -> dict[str, Any]:
+    """v2's params as a migration brings them to a model of v1: the example's own decisions
+    (its value model and gate rule, its groups, its threshold by value) are the example's; a
+    migration adds the neutral defaults (no value model, no groups) and moves the threshold."""
+    fresh = deepcopy(fresh)
+    fresh["value"] = fresh["fairness"] = None
+    fresh["gate"]["metrics"].pop("value_per_1000", None)
+    fresh["train"]["threshold"] = kept["train"]["threshold"]
+    fresh["train"].pop("threshold_folds", None)
+    return fresh
 
 
 def keep_before_updating(text: str) -> str:
@@ -396,7 +410,11 @@ def test_the_updated_model_reproduces_the_same_model_and_gate(
         ]
 
     for name, stage in new.items():
-        assert kept(stage["outs"]) == kept(old[name]["outs"]), name
+        outs = kept(stage["outs"])
+        if name == "evaluate":  # the fairness audit arrived, empty until the model names groups
+            assert (root / paths.fairness).read_text() == "{}\n"
+            outs = [o for o in outs if o["path"] != paths.fairness.as_posix()]
+        assert outs == kept(old[name]["outs"]), name
         deps = kept(stage.get("deps", []))
         if name == "train":  # the threshold by value reads the amount column of the raw table
             deps = [d for d in deps if d["path"] != paths.raw.as_posix()]
