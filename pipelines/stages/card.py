@@ -45,6 +45,8 @@ from pipelines.params import (
     CardParams,
     EvaluateParams,
     RegisterParams,
+    ValueParams,
+    load_optional,
     load_section,
 )
 from pipelines.schema import Schema, load_schema, read_raw
@@ -439,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         "model",
         "lock",
         "text",
+        "fairness",
         "out",
     )
     args = path_arguments(__doc__.splitlines()[0], names, argv)
@@ -474,6 +477,14 @@ def main(argv: list[str] | None = None) -> int:
         text_path=str(args.text),
         interval=meta.get("interval"),
     )
+    value = load_optional("value", ValueParams)
+    facts["decisions"] = {
+        "metrics": json.loads(args.metrics.read_text()),
+        "currency": value.currency if value else None,
+        "unit": value.unit if value else None,
+        "threshold": meta.get("decision", {}).get("threshold"),
+        "fairness": json.loads(args.fairness.read_text()) if args.fairness.exists() else {},
+    }
     rendered = render_card(facts, text)
     write_atomically(args.out, lambda p: p.write_text(rendered))
     print(f"wrote {args.out}")

@@ -95,6 +95,47 @@ def calibration_lines(calibration: dict[str, Any]) -> list[str]:
     ]
 
 
+def decisions_lines(decisions: dict[str, Any]) -> list[str]:
+    """What the model's decisions are worth on the test rows, and its rates by group."""
+    metrics, audit = decisions.get("metrics") or {}, decisions.get("fairness") or {}
+    if "value_per_1000" not in metrics and not audit:
+        return []
+    lines = ["## Decisions", ""]
+    if decisions.get("threshold") is not None:
+        lines.append(f"- Decision threshold: {decisions['threshold']:.4g} (`train.threshold`)")
+    if "value_per_1000" in metrics:
+        money = decisions.get("currency") or ""
+        low, high = metrics.get("value_lift_low"), metrics.get("value_lift_high")
+        lift = "" if low is None or high is None else f" (lift interval {low:,.0f} to {high:,.0f})"
+        lines.append(
+            f"- Value per 1,000 {decisions.get('unit') or 'rows'}: "
+            f"{metrics['value_per_1000']:,.0f} {money}; the best policy without a model "
+            f"{metrics.get('value_trivial_per_1000', float('nan')):,.0f}{lift} (`value:`)"
+        )
+    for column, found in audit.items():
+        groups = found["groups"]
+        rates = [k for k in next(iter(groups.values()), {}) if k not in ("rows", "judged")]
+        lines += [
+            "",
+            f"### Fairness: `{column}`",
+            "",
+            "| group | rows | " + " | ".join(rates) + " |",
+            "|---|---|" + "---|" * len(rates),
+        ]
+        for name, group in groups.items():
+            cells = ["n/a" if group.get(r) is None else f"{group[r]:.3f}" for r in rates]
+            judged = "" if group["judged"] else " (too few rows to judge)"
+            lines.append(f"| {name}{judged} | {group['rows']:,} | " + " | ".join(cells) + " |")
+        lines.append("")
+        lines += [
+            f"- {gap.replace('_', ' ')}: {v['value']:.3f} (interval {v['low']:.3f} to "
+            f"{v['high']:.3f})"
+            for gap, v in found.items()
+            if gap != "groups" and v and v.get("low") is not None
+        ]
+    return [*lines, ""]
+
+
 def render_card(facts: dict[str, Any], text: str) -> str:
     """The card: front matter, then the human text, then the generated sections.
 
@@ -168,6 +209,7 @@ def render_card(facts: dict[str, Any], text: str) -> str:
     lines += [
         f"Groups under {facts['min_segment_rows']} test rows are suppressed.",
         "",
+        *decisions_lines(facts.get("decisions") or {}),
         "## Limitations (generated)",
         "",
     ]

@@ -312,3 +312,49 @@ def test_each_tasks_interval_has_the_width_of_its_confidence(
     z = NormalDist().inv_cdf((1 + confidence) / 2)
     expected = 2 * z * math.sqrt(value * (1 - value) / rows)
     assert high - low == pytest.approx(expected, rel=0.2), (low, high, expected)
+
+
+def test_the_card_states_the_decisions_value_and_its_rates_by_group() -> None:
+    from pipelines.stages.card_markdown import decisions_lines
+
+    audit = {
+        "region": {
+            "groups": {
+                "north": {
+                    "rows": 120,
+                    "judged": True,
+                    "selection_rate": 0.25,
+                    "tpr": 0.5,
+                    "fpr": 0.1,
+                },
+                "south": {
+                    "rows": 7,
+                    "judged": False,
+                    "selection_rate": 0.0,
+                    "tpr": None,
+                    "fpr": 0.0,
+                },
+            },
+            "demographic_parity_difference": None,
+        }
+    }
+    metrics = {
+        "value_per_1000": 1234.4,
+        "value_trivial_per_1000": 100.0,
+        "value_lift_low": 900.0,
+        "value_lift_high": 1300.0,
+    }
+    facts = {
+        "metrics": metrics,
+        "currency": "EUR",
+        "unit": "accounts",
+        "threshold": 0.3,
+        "fairness": audit,
+    }
+    text = "\n".join(decisions_lines(facts))
+    assert "- Decision threshold: 0.3 (`train.threshold`)" in text
+    assert "Value per 1,000 accounts: 1,234 EUR; the best policy without a model 100" in text
+    assert "(lift interval 900 to 1,300)" in text
+    assert "| north | 120 | 0.250 | 0.500 | 0.100 |" in text
+    assert "| south (too few rows to judge) | 7 | 0.000 | n/a | 0.000 |" in text
+    assert decisions_lines({"metrics": {"roc_auc": 0.8}, "fairness": {}}) == []
