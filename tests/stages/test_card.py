@@ -215,6 +215,7 @@ def task_card(
             "model": "model",
             "lock": "dvc.lock",
             "text": "text.md",
+            "fairness": "fairness.json",
             "out": "card.md",
         }
         assert made.run(card, **arguments) == 0
