@@ -134,6 +134,10 @@ serve: install ## serve the current model with BentoML on http://127.0.0.1:3000 
 	BENTOML_DO_NOT_TRACK=True $(RUN) python -m pipelines.serving.store import
 	BENTOML_DO_NOT_TRACK=True $(RUN) bentoml serve pipelines.serving.service:ModelService --host 127.0.0.1 --port $(PORT)
 
+api-key: | $(UV_NEEDED) ## a new API key NAME=<name>, printed once; its digest line appended to FILE=<key file> if given, else printed
+	@test -n "$(NAME)" || { echo "usage: make api-key NAME=<name> [FILE=<key file>]" >&2; exit 2; }
+	@$(RUN) python -m pipelines.serving.keys "$(NAME)" $(if $(FILE),--file "$(FILE)")
+
 score: install ## score a CSV of raw rows: make score INPUT=rows.csv OUTPUT=scores.csv
 	$(if $(and $(INPUT),$(OUTPUT)),,$(error usage: make score INPUT=rows.csv OUTPUT=scores.csv))
 	$(RUN) python -m pipelines.serving.batch "$(INPUT)" "$(OUTPUT)"
@@ -279,6 +283,11 @@ lint-deploy: install-tools ## render every overlay; kubernetes-validate, Argo CD
 		$(DEPLOY)/components/canary/rollout.yaml
 	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/analysistemplate_v1alpha1.json \
 		$(DEPLOY)/components/canary/analysistemplate.yaml
+	@# Gateway-level API keys (Gateway API and Envoy Gateway; rendered too: tests/deploy/test_api_keys_components.py)
+	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/httproute_v1.json \
+		$(DEPLOY)/components/gateway-auth/httproute.yaml
+	$(RUN) check-jsonschema --schemafile $(DEPLOY)/schemas/securitypolicy_v1alpha1.json \
+		$(DEPLOY)/components/gateway-auth/securitypolicy.yaml
 	@# deploy/monitoring too: its ConfigMap is checked; the operator's kinds only warn (no schema)
 	for overlay in $(DEPLOY)/overlays/*/ $(DEPLOY)/monitoring/; do \
 		echo "kubernetes-validate $$overlay"; \

@@ -21,6 +21,8 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 LISTED_PROBLEMS = 50  # a 1000-record batch can hold 20,000 problems: the first ones suffice
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="")
+# The scope entry where pipelines.serving.keys.RequireKey leaves the name of the request's key
+API_KEY_SCOPE = "model.api_key"
 CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/-]{1,128}$")
 
 
@@ -211,12 +213,14 @@ class RequestObserver:
     schema's 400s, the limit's 429 and the timeout's 504 (:class:`RequestTimeout`, which it
     wraps). Each request gets an id, the client's ``X-Request-ID`` when it sends a sane one,
     else a random one, returned in the ``X-Request-ID`` response header and readable by the
-    handler through :data:`REQUEST_ID`. ``observe(route, status, seconds)`` is called once
-    per request, after its last byte.
+    handler through :data:`REQUEST_ID`. ``observe(route, status, seconds, key)`` is called
+    once per request, after its last byte; ``key`` is the name the API key check left in the
+    scope (:data:`API_KEY_SCOPE`), or "" when no key was checked (keys off, or a refusal
+    before the check, such as a 429).
     """
 
     routes: frozenset[str] = frozenset()
-    observe: Callable[[str, int, float], None] | None = None
+    observe: Callable[[str, int, float, str], None] | None = None
 
     def __init__(self, app: Any, timeout: float) -> None:
         self.app = RequestTimeout(app, timeout)
@@ -245,11 +249,12 @@ class RequestObserver:
         finally:
             observe = type(self).observe
             if observe is not None:
-                observe(scope["path"], status, time.perf_counter() - started)
+                seconds = time.perf_counter() - started
+                observe(scope["path"], status, seconds, scope.get(API_KEY_SCOPE, ""))
 
 
 def install_request_timeout(
-    routes: Sequence[str] = (), observe: Callable[[str, int, float], None] | None = None
+    routes: Sequence[str] = (), observe: Callable[[str, int, float, str], None] | None = None
 ) -> type:
     """Make BentoML build its apps with :class:`RequestObserver` and :class:`RequestTimeout`.
 
@@ -259,7 +264,7 @@ def install_request_timeout(
 
     Args:
         routes: The API routes to name, count and time.
-        observe: Called with ``(route, status, seconds)`` after each such request.
+        observe: Called with ``(route, status, seconds, key)`` after each such request.
 
     Returns:
         BentoML's own class, the one replaced.

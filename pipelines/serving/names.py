@@ -30,7 +30,8 @@ REFERENCE_FEATURE_ROWS = "model_reference_feature_rows"
 REFERENCE_SCORE_ROWS = "model_reference_score_rows"
 REFERENCE_CLASS_FRACTION = "model_reference_predicted_class_fraction"
 REFERENCE_CLASS_ROWS = "model_reference_predicted_class_rows"
-# Counter of requests to /predict and /explain: endpoint, code, outcome (OUTCOMES)
+# Counter of requests to /predict and /explain: endpoint, code, outcome (OUTCOMES), key (the
+# API key's name in MODEL_API_KEYS_FILE, or KEY_NONE, KEY_UNKNOWN; "" with keys off)
 REQUESTS = "model_requests_total"
 # Histogram of those requests' durations in seconds, buckets DURATION_BUCKETS
 REQUEST_DURATION = "model_request_duration_seconds"
@@ -66,8 +67,22 @@ CLASS_FAMILIES = (CLASS_BIN, REFERENCE_CLASS_FRACTION, REFERENCE_CLASS_ROWS)
 DECISION_FAMILIES = (DECISIONS, EXPECTED_VALUE)
 
 # outcome label values of REQUESTS, by status code: ok 2xx, invalid 400 and other 4xx,
-# too_large 413, unsupported_type 415, overloaded 429, timeout 504, error other 5xx
-OUTCOMES = ("ok", "invalid", "too_large", "unsupported_type", "overloaded", "timeout", "error")
+# unauthorized 401, too_large 413, unsupported_type 415, overloaded 429, timeout 504, error other
+# 5xx
+OUTCOMES = (
+    "ok",
+    "invalid",
+    "unauthorized",
+    "too_large",
+    "unsupported_type",
+    "overloaded",
+    "timeout",
+    "error",
+)
+# key label values of REQUESTS besides the key file's names
+KEY_NONE = "none"  # no Bearer key sent
+KEY_UNKNOWN = "unknown"  # a key not in the file, or a malformed one
+KEY_UNNAMED = "unnamed"  # a valid key whose line names none
 # The outcomes that spend the availability SLO's error budget (the service's fault or capacity)
 FAILED_OUTCOMES = ("overloaded", "timeout", "error")
 

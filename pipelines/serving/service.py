@@ -2,10 +2,12 @@
 
 ``POST /predict`` and ``POST /explain`` take ``{"records": [{<raw feature>: value, ...}, ...]}``;
 ``GET /card`` answers the model card stored with the model (Markdown); ``GET /livez``,
-``/readyz`` and ``/metrics`` are BentoML's. The request model, the encoder, the scoring, the HTTP
-guard and the model store live beside it (``api``, ``scoring``, ``http``, ``store``); this module
-only wires them to BentoML. Importing it reads params.yaml, the schema and the model's files (to
-name its tag); the model itself is loaded when a worker starts.
+``/readyz`` and ``/metrics`` are BentoML's. With ``MODEL_API_KEYS_FILE`` set, the first three
+need ``Authorization: Bearer <key>`` (``keys``). The request model, the encoder, the scoring, the
+HTTP guard, the key check and the model store live beside it (``api``, ``scoring``, ``http``,
+``keys``, ``store``); this module only wires them to BentoML. Importing it reads params.yaml,
+the schema, the key file and the model's files (to name its tag); the model itself is loaded
+when a worker starts.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pipelines.core.model import monitored_class, monitored_score
 from pipelines.core.profile import Profile
 from pipelines.params import ServeParams, load_paths, load_section
 from pipelines.schema import load_schema
-from pipelines.serving import api, http, scoring, store, telemetry
+from pipelines.serving import api, http, keys, scoring, store, telemetry
 from pipelines.serving.request_log import RequestLog
 
 SOURCES = store.Sources.from_params()
@@ -179,6 +181,10 @@ def _card() -> bytes:
     return (Path(reference.stored.path) / store.CARD_FILE).read_bytes()
 
 
+# Read now, so that a key file that is set but missing or bad stops `bentoml serve` at once.
+API_KEYS = keys.ApiKeys.from_environment()
+if API_KEYS is not None:  # first: outermost of ours, before the card or any body is read
+    _service.add_asgi_middleware(keys.RequireKey, keys=API_KEYS, paths=keys.PROTECTED)
 _service.add_asgi_middleware(
     http.Document, path="/card", media_type="text/markdown; charset=utf-8", read=_card
 )

@@ -17,8 +17,9 @@ fixed by the schema and the reference profile.
   ``model_reference_feature_rows`` / ``model_reference_score_rows`` (gauges, constant): the
   reference profile itself, so a rule compares each version with its own reference.
 - ``model_requests_total`` (counter) and ``model_request_duration_seconds`` (histogram): every
-  request to an API route, seen outermost, so refusals (400, 413, 415, 429, 504) are counted
-  with their ``outcome``.
+  request to an API route, seen outermost, so refusals (400, 401, 413, 415, 429, 504) are
+  counted with their ``outcome``; the counter's ``key`` label is the API key's name from the
+  key file (``none``: no key sent, ``unknown``: a key not in the file, "": keys off).
 - ``model_decisions_total`` and ``model_expected_value_total`` (counters, a classifier's):
   served decisions, and their expected value by the value model stored with the model, in total
   and per group of each sensitive column (:class:`DecisionMetrics`).
@@ -49,6 +50,7 @@ from pipelines.serving import names
 
 STATUS_OUTCOMES = {  # the rest: 2xx ok, other 4xx invalid, other 5xx error
     400: "invalid",
+    401: "unauthorized",
     413: "too_large",
     415: "unsupported_type",
     429: "overloaded",
@@ -249,8 +251,8 @@ class ServiceMetrics:
         )
         self._requests = Counter(
             names.REQUESTS,
-            "API requests by endpoint, status code and outcome",
-            [*labels, "endpoint", "code", "outcome"],
+            "API requests by endpoint, status code, outcome and API key name",
+            [*labels, "endpoint", "code", "outcome", "key"],
             registry=None,
         )
         self._duration = Histogram(
@@ -262,7 +264,7 @@ class ServiceMetrics:
         )
         self._classes = self._class_slots(profile, ids)
         self._ids = self.ids = ids
-        self._request_slots: dict[tuple[str, int], tuple[int, tuple[Any, ...]]] = {}
+        self._request_slots: dict[tuple[str, int, str], tuple[int, tuple[Any, ...]]] = {}
 
     def _class_slots(self, profile: Profile, ids: dict[str, str]) -> tuple[int, int] | None:
         """A multiclass model's predicted-class series: (first slot, classes); else None."""
@@ -341,17 +343,24 @@ class ServiceMetrics:
             for i, count in enumerate(counts.tolist()):
                 pending[first + i] += count
 
-    def request(self, endpoint: str, status: int, seconds: float) -> None:
-        """Count one API request by its response status and time it."""
-        key = (endpoint, status)
-        slots = self._request_slots.get(key)
+    def request(self, endpoint: str, status: int, seconds: float, key: str = "") -> None:
+        """Count one API request by its response status and API key name, and time it.
+
+        ``key`` is a name from the key file, ``none``, ``unknown`` or "" (keys off): never a key.
+        """
+        found = (endpoint, status, key)
+        slots = self._request_slots.get(found)
         if slots is None:
             counter = self._requests.labels(
-                **self._ids, endpoint=endpoint, code=str(status), outcome=outcome(status)
+                **self._ids,
+                endpoint=endpoint,
+                code=str(status),
+                outcome=outcome(status),
+                key=key,
             )
             duration = self.batched.histogram(self._duration.labels(**self._ids, endpoint=endpoint))
             slots = (self.batched.slot(counter), duration)
-            self._request_slots[key] = slots
+            self._request_slots[found] = slots
         count, (bounds, buckets, total) = slots
         pending = self.batched.pending
         pending[count] += 1
@@ -483,7 +492,7 @@ def activate(metrics: ServiceMetrics) -> None:
     _ACTIVE = metrics
 
 
-def record_request(endpoint: str, status: int, seconds: float) -> None:
+def record_request(endpoint: str, status: int, seconds: float, key: str = "") -> None:
     """Report an API request to the worker's active metrics (none before the model loads)."""
     if _ACTIVE is not None:
-        _ACTIVE.request(endpoint, status, seconds)
+        _ACTIVE.request(endpoint, status, seconds, key)

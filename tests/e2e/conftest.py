@@ -2,13 +2,16 @@
 
 The pipeline runs once per session in a temporary git repository (a fresh clone holds no model),
 its model is imported into a temporary BentoML home, and the service is started on a free port
-of 127.0.0.1 as `make serve` starts it. Tests talk to it over HTTP.
+of 127.0.0.1 as `make serve` starts it, with API keys on (``MODEL_API_KEYS_FILE``, two keys
+valid at once, as in a rotation). Tests talk to it over HTTP with
+:data:`tests.support.serving.API_KEY`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +20,17 @@ import pytest
 
 from pipelines.params import Paths, load_paths
 from pipelines.schema import Schema, load_schema, read_raw
-from tests.support.serving import Server, import_model, start
+from pipelines.serving import keys
+from tests.support.serving import (
+    API_KEY,
+    API_KEY_NAME,
+    AUTHORIZED,
+    ROTATED_KEY,
+    ROTATED_KEY_NAME,
+    Server,
+    import_model,
+    start,
+)
 from tools.scratch import ScratchRepo
 
 
@@ -42,20 +55,34 @@ def tag(project: ScratchRepo, bentoml_env: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="session")
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("keys") / "api-keys"
+    path.write_text(
+        "# the tests' keys\n"
+        f"{keys.digest(API_KEY)} {API_KEY_NAME}\n"
+        f"{keys.digest(ROTATED_KEY)} {ROTATED_KEY_NAME}\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
 def server(
     project: ScratchRepo,
     bentoml_env: dict[str, str],
     tag: str,
+    key_file: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Server]:
-    server = start(project, bentoml_env, tag, tmp_path_factory.mktemp("logs") / "serve.log")
+    env = bentoml_env | {keys.ENVIRONMENT: str(key_file)}
+    server = start(project, env, tag, tmp_path_factory.mktemp("logs") / "serve.log")
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
 def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    """A client of the session server that sends its API key."""
+    with httpx.Client(base_url=server.url, timeout=30, headers=AUTHORIZED) as client:
         yield client
 
 

@@ -44,7 +44,7 @@ BATCH = 7  # records per small batch, counted record by record
 LARGE = 40  # records of the one large batch, counted with numpy (metrics.VECTOR_BATCH)
 ALLOWED_LABELS = {"model", "model_version", "feature", "bin", "kind", "endpoint", "code"}
 ALLOWED_LABELS |= {"outcome", "le", "mlflow_version", "git_commit", "column", "group"}
-ALLOWED_LABELS |= {"decision", "part"}
+ALLOWED_LABELS |= {"decision", "part", "key"}
 JSON = {"content-type": "application/json"}
 
 

@@ -34,7 +34,7 @@ from tests.support.columns import (
     unknown_category,
 )
 from tests.support.floats import EPS32, sum_tolerance
-from tests.support.serving import Server, import_model, records
+from tests.support.serving import API_KEY, AUTHORIZED, Server, import_model, records
 from tools.scratch import BIN, ScratchRepo
 
 pytestmark = pytest.mark.slow  # the session runs the real pipeline once
@@ -355,7 +355,7 @@ def test_a_short_load_run_has_no_errors_and_shows_in_metrics(
     lock = threading.Lock()
 
     def worker(n: int) -> None:
-        with httpx.Client(base_url=server.url, timeout=30) as own:
+        with httpx.Client(base_url=server.url, timeout=30, headers=AUTHORIZED) as own:
             for i in range(n):
                 status = own.post("/predict", json={"records": good[i % 10 : i % 10 + 1]})
                 with lock:
@@ -395,6 +395,8 @@ def test_schemathesis_finds_no_server_error(server: Server, tmp_path: Path) -> N
             # Derandomized: Hypothesis's fixed seed and no example database, so every run sends
             # the same requests and a failure reproduces by running the test again.
             "--generation-deterministic",
+            "--header",
+            f"Authorization: Bearer {API_KEY}",
             "--workers",
             "2",
         ],

@@ -38,16 +38,22 @@ print(json.dumps({
 """
 
 
-def assemble(tmp_path: Path, **serve: Any) -> dict[str, Any]:
+def assemble(
+    tmp_path: Path, environment: dict[str, str] | None = None, **serve: Any
+) -> dict[str, Any]:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["serve"].update(serve)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "schema.yaml").write_text((ROOT / "schema.yaml").read_text())
-    env = os.environ | {
-        "PYTHONPATH": str(ROOT),
-        "BENTOML_HOME": str(tmp_path / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "True",
-    }
+    env = (
+        os.environ
+        | (environment or {})
+        | {
+            "PYTHONPATH": str(ROOT),
+            "BENTOML_HOME": str(tmp_path / "bentoml"),
+            "BENTOML_DO_NOT_TRACK": "True",
+        }
+    )
     done = subprocess.run(
         [sys.executable, "-c", ASSEMBLE],
         cwd=tmp_path,
@@ -57,13 +63,16 @@ def assemble(tmp_path: Path, **serve: Any) -> dict[str, Any]:
         timeout=180,
         check=False,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    if done.returncode != 0:
+        return {"failed": done.stderr}
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 @pytest.fixture(scope="module")
 def default_app(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return assemble(tmp_path_factory.mktemp("app"))
+    app = assemble(tmp_path_factory.mktemp("app"))
+    assert "failed" not in app, app.get("failed", "")[-3000:]
+    return app
 
 
 def test_the_request_timeout_is_ours_and_bentomls_is_gone(default_app: dict[str, Any]) -> None:
@@ -103,3 +112,25 @@ def test_api_routes_are_not_traced_unless_tracing_is_on(
     }
     traced = assemble(tmp_path, tracing=True)["traced"]
     assert all(traced.values()), traced
+
+
+def test_with_a_key_file_the_key_check_runs_first_of_ours_and_inside_the_observer(
+    default_app: dict[str, Any], tmp_path: Path
+) -> None:
+    """Before the card is read or a body is taken in, and counted by the observer; without the
+    file, no check at all."""
+    assert not any(name.endswith(".RequireKey") for name in default_app["middlewares"])
+    (tmp_path / "keys").write_text("# key digests\n" + "0" * 64 + " team-a\n")
+    app = assemble(tmp_path, {"MODEL_API_KEYS_FILE": str(tmp_path / "keys")})
+    assert "failed" not in app, app.get("failed", "")[-3000:]
+    names = [name.rsplit(".", 1)[1] for name in app["middlewares"]]
+    order = [names.index(n) for n in ("RequestObserver", "RequireKey", "Document", "RequestGuard")]
+    assert order == sorted(order), names
+
+
+def test_a_key_file_that_is_set_but_bad_stops_the_service_naming_file_and_line(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "keys").write_text("0" * 64 + " team-a\nnot-a-digest\n")
+    app = assemble(tmp_path, {"MODEL_API_KEYS_FILE": str(tmp_path / "keys")})
+    assert f"MODEL_API_KEYS_FILE={tmp_path}/keys, line 2" in app["failed"]

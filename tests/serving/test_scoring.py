@@ -392,10 +392,10 @@ def test_small_requests_are_scored_by_treelite_as_xgboost_scores_them(
 
 def observe_one(
     app: Any, headers: list[tuple[bytes, bytes]] | None = None, path: str = "/predict"
-) -> tuple[list[dict[str, Any]], list[tuple[str, int, float]], str]:
+) -> tuple[list[dict[str, Any]], list[tuple[str, int, float, str]], str]:
     """One request through RequestObserver around ``app``: what it sent, observed and named."""
     sent: list[dict[str, Any]] = []
-    seen: list[tuple[str, int, float]] = []
+    seen: list[tuple[str, int, float, str]] = []
     names: list[str] = []
 
     async def named_app(scope: Any, receive: Any, send: Any) -> None:
@@ -438,8 +438,8 @@ async def _broken(scope: Any, receive: Any, send: Any) -> None:
 )
 def test_the_observer_reports_what_the_client_got(app: Any, status: int) -> None:
     sent, seen, _ = observe_one(app)
-    ((route, observed, seconds),) = seen
-    assert (route, observed) == ("/predict", status)
+    ((route, observed, seconds, key),) = seen
+    assert (route, observed, key) == ("/predict", status, "")  # no key checked
     assert 0 <= seconds < 5
     if sent:
         assert sent[0]["status"] == status
@@ -468,6 +468,7 @@ def test_the_observer_leaves_other_routes_alone() -> None:
     [
         (200, "ok"),
         (400, "invalid"),
+        (401, "unauthorized"),
         (404, "invalid"),
         (413, "too_large"),
         (415, "unsupported_type"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -29,6 +30,11 @@ from pipelines.schema import Schema
 from tools.scratch import BIN, ScratchRepo
 
 STARTUP_SECONDS = 120
+# The API keys of the end-to-end session's server: the one its client sends, and the other
+# of a rotation (tests/e2e/conftest.py writes their digests to the key file)
+API_KEY, ROTATED_KEY = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+API_KEY_NAME, ROTATED_KEY_NAME = "tests", "tests-next"
+AUTHORIZED = {"authorization": f"Bearer {API_KEY}"}
 
 
 def free_port() -> int:
