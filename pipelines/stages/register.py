@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     uri = use_experiment(args.store, params.experiment)
 
     # What the stages before this one wrote is the run itself, not an uncommitted change
-    written = ("dvc.lock", args.metrics, load_paths().segments, args.plots)
+    paths = load_paths()
+    written = ("dvc.lock", args.metrics, paths.segments, paths.fairness, args.plots)
     tags = {"data_md5": data_hash(args.data_dvc), **git_state(written)}
     run_name = f"{loaded.meta['kind']}@{tags['git_commit'][:8]}"
     with mlflow.start_run(run_name=run_name, tags=tags) as run:
