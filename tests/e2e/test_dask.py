@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from pipelines.core.features import encode
-from pipelines.core.model import load_model
+from pipelines.core.model import load_model, read_threshold
 from pipelines.params import EngineParams, load_paths, load_section
 from pipelines.schema import load_schema, read_raw
 from pipelines.serving.batch import score
@@ -58,9 +58,17 @@ def auc_tolerance(metrics: dict[str, float]) -> float:
 def dask_run(
     trained_repo: ScratchRepo, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[ScratchRepo, str]:
-    """A copy of the trained repository after `dvc exp run -S engine.kind=dask evaluate`."""
+    """A copy of the trained repository after `dvc exp run -S engine.kind=dask evaluate`.
+
+    The Dask engine fits one model, so a threshold tuned by value (a model per fold) is
+    refused there: the run fixes it at the one the local model tuned.
+    """
     repo = trained_repo.copy(tmp_path_factory.mktemp("dask") / "repo")
-    done = repo.dvc("exp", "run", "-S", "engine.kind=dask", "evaluate")
+    paths = load_paths(repo.path / "params.yaml")
+    tuned = read_threshold(trained_repo.path / paths.model)
+    done = repo.dvc(
+        "exp", "run", "-S", "engine.kind=dask", "-S", f"train.threshold={tuned}", "evaluate"
+    )
     return repo, done.stdout
 
 
@@ -101,6 +109,10 @@ def test_dask_trains_a_model_that_scores_like_the_local_one(
     meta = json.loads(repo.read(f"{model}/meta.json"))
     local_meta = json.loads(trained_repo.read(f"{model}/meta.json"))
     assert (meta.pop("engine"), local_meta.pop("engine")) == ("dask", "local")
+    # the same decision: the local one's threshold, given rather than tuned
+    assert read_threshold(repo.path / model) == read_threshold(trained_repo.path / model)
+    meta.pop("decision", None)
+    local_meta.pop("decision", None)
     assert meta == local_meta
     # Nothing of the local cluster outlives the stage: no process, no scheduler listening
     assert processes_in(repo.path) == []
