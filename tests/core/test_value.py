@@ -6,18 +6,14 @@ the function under test.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from pipelines.core.io import PipelineError
-from pipelines.core.model import read_threshold
 from pipelines.core.value import best_threshold, regression_constant, value_model
-from pipelines.params import ValueParams, load_optional, load_paths
-from pipelines.schema import load_schema
+from pipelines.params import ValueParams
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = ROOT / "params.yaml"
@@ -124,59 +120,3 @@ def test_a_value_model_that_does_not_fit_the_task_names_the_key(
 ) -> None:
     with pytest.raises(PipelineError, match=key.replace(".", r"\.")):
         value_model(ValueParams.model_validate(section), task, ("a", "b", "c"))  # type: ignore[arg-type]
-
-
-# --- the committed example --------------------------------------------------------------------
-
-
-def committed() -> tuple[dict[str, float], pd.DataFrame, ValueParams | None]:
-    paths = load_paths(PARAMS)
-    metrics = json.loads((ROOT / paths.metrics).read_text())
-    return (
-        metrics,
-        pd.read_csv(ROOT / paths.predictions),
-        load_optional("value", ValueParams, PARAMS),
-    )
-
-
-def test_the_committed_value_is_an_independent_sum_over_eval_predictions() -> None:
-    """value_per_1000 from eval/predictions.csv, the raw table and params, cell by cell."""
-    metrics, predictions, section = committed()
-    if section is None:
-        pytest.skip("params.yaml states no value model")
-    paths = load_paths(PARAMS)
-    schema = load_schema(ROOT / paths.schema_)
-    if schema.target.task != "binary" or section.gain is None:
-        pytest.skip("the cell-by-cell check is a binary model's")
-    raw = pd.read_csv(ROOT / paths.raw).set_index(schema.id)
-    amount = (
-        raw.loc[predictions["id"], section.amount].to_numpy(float)
-        if section.amount
-        else np.ones(len(predictions))
-    )
-    names = {(1, 1): "tp", (0, 1): "fp", (1, 0): "fn", (0, 0): "tn"}
-    cells = [
-        section.gain[names[(int(a), int(d))]]
-        for a, d in zip(predictions.label, predictions.predicted, strict=True)
-    ]
-    expected = float(np.mean(np.asarray(cells, dtype=float) * amount) * 1000)
-    assert metrics["value_per_1000"] == pytest.approx(expected, rel=1e-6)
-    acting = {"act on nobody": 0, "act on everybody": 1}
-    trivial = max(
-        float(
-            np.mean([section.gain[names[(int(a), d)]] for a in predictions.label] * amount) * 1000
-        )
-        for d in acting.values()
-    )
-    assert metrics["value_trivial_per_1000"] == pytest.approx(trivial, rel=1e-6)
-    assert metrics["value_lift_low"] <= expected - trivial <= metrics["value_lift_high"]
-
-
-def test_the_committed_predictions_decide_at_the_models_own_threshold() -> None:
-    metrics, predictions, _ = committed()
-    if "threshold" not in metrics:
-        pytest.skip("not a binary model")
-    threshold = read_threshold(ROOT / load_paths(PARAMS).model)
-    assert metrics["threshold"] == pytest.approx(threshold)
-    expected = (predictions["probability"] >= threshold).astype(int)
-    assert (predictions["predicted"] == expected).all()

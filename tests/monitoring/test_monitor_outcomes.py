@@ -256,7 +256,8 @@ def own(tmp_path_factory: pytest.TempPathFactory, raw: pd.DataFrame, schema: Sch
             names = [str(c) for c in schema.target.labels]
             line["probabilities"] = dict(zip(names, map(float, output[i]), strict=True))
         else:
-            line |= {"prediction": float(output[i]), "interval": [output[i] - 1, output[i] + 1]}
+            value = float(output[i])  # XGBoost's float32 is no JSON number
+            line |= {"prediction": value, "interval": [value - 1, value + 1]}
         lines.append(json.dumps(line))
     (root / "rows" / "requests.jsonl").write_text("\n".join(lines) + "\n")
     target = rows[schema.target.column].to_numpy()
