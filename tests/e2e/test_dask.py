@@ -180,7 +180,7 @@ def test_the_scheduler_in_dask_scheduler_address_is_used_and_left_running(
         try:
             done = repo.python(
                 "-m", "pipelines.stages.train", "--train", str(paths.train),
-                "--schema", str(paths.schema_), "--out", str(out),
+                "--raw", str(paths.raw), "--schema", str(paths.schema_), "--out", str(out),
             )  # fmt: skip
         finally:
             del repo.env["DASK_SCHEDULER_ADDRESS"]
