@@ -187,7 +187,7 @@ class MulticlassPredictions:
         With a ``gain`` matrix (actual x decided): the class of the highest expected gain.
         """
         p = np.asarray(probability, dtype=np.float64)
-        decided = (p if gain is None else p.dot(gain)).argmax(axis=1)
+        decided = decided_classes(p, gain)
         return cls(np.asarray(ids), np.asarray(label), p, decided, tuple(classes))
 
     def to_frame(self) -> pd.DataFrame:
@@ -303,6 +303,16 @@ class RegressionPredictions:
     def rows(self) -> w.Residuals:
         """The rows sorted once by absolute error for the weighted metrics."""
         return w.Residuals.of(self.label, self.predicted, self.low, self.high)
+
+
+def decided_classes(probability: np.ndarray, gain: np.ndarray | None = None) -> np.ndarray:
+    """A multiclass model's decision per row, as class positions.
+
+    The most probable class, or with a ``gain`` matrix (actual x decided) the class of the
+    highest expected gain.
+    """
+    p = np.asarray(probability, dtype=np.float64)
+    return (p if gain is None else p.dot(gain)).argmax(axis=1)
 
 
 def class_positions(values: Any, classes: Sequence[Any]) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.core.io import PipelineError
-from pipelines.core.metrics import Task, interval
+from pipelines.core.metrics import Task, decided_classes, interval
 from pipelines.core.weighted import resample_blocks
 from pipelines.params import ValueParams
 
@@ -59,7 +59,7 @@ class ValueModel:
 
     def decide(self, probability: np.ndarray) -> np.ndarray:
         """A multiclass model's decision per row: the class of the highest expected gain."""
-        return np.asarray(probability, dtype=np.float64).dot(self.matrix).argmax(axis=1)
+        return decided_classes(probability, self.matrix)
 
     def trivial(
         self, label: np.ndarray, amount: np.ndarray | None, constant: float | None = None

@@ -38,7 +38,7 @@ import pandas as pd
 from pipelines.core.fairness import GAPS, RATES, audit
 from pipelines.core.formatting import cell, number
 from pipelines.core.io import PipelineError
-from pipelines.core.metrics import Task, interval
+from pipelines.core.metrics import Task, decided_classes, interval
 from pipelines.core.model import META
 from pipelines.core.value import ValueModel, value_model
 from pipelines.core.weighted import resample_blocks
@@ -61,8 +61,7 @@ def decisions(
     if task == "binary":
         return (np.asarray(output, dtype=np.float64) >= threshold).astype(np.int64)
     if task == "multiclass":
-        p = np.asarray(output, dtype=np.float64)
-        return (p if gain is None else p.dot(gain)).argmax(axis=1)
+        return decided_classes(output, gain)
     return np.asarray(output, dtype=np.float64)
 
 

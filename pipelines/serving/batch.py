@@ -35,6 +35,7 @@ import pandas as pd
 from pipelines.core.features import encode
 from pipelines.core.io import PipelineError, run_stage, write_atomically
 from pipelines.core.metrics import PROBABILITY as PROBABILITY_OF
+from pipelines.core.metrics import decided_classes
 from pipelines.core.model import LoadedModel, load_model
 from pipelines.params import load_paths
 from pipelines.schema import Feature, Schema, load_schema, read_raw
@@ -245,7 +246,7 @@ def columns(
     if model.task == "multiclass":
         classes = np.asarray(target.labels, dtype=object)
         gain = model.gain  # a model that decides by value: the class of highest expected gain
-        labels = {LABEL: classes[(output if gain is None else output.dot(gain)).argmax(axis=1)]}
+        labels = {LABEL: classes[decided_classes(output, gain)]}
         return labels | {f"{PROBABILITY_OF}{c}": output[:, k] for k, c in enumerate(target.labels)}
     threshold = model.threshold if threshold is None else threshold
     positive: Any = target.positive

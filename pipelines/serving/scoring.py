@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from pipelines.core.features import feature_names
 from pipelines.core.io import PipelineError
-from pipelines.core.metrics import Task
+from pipelines.core.metrics import Task, decided_classes
 from pipelines.core.model import LoadedModel, load_model, predict
 from pipelines.schema import Schema, load_schema
 from pipelines.serving.api import (
@@ -374,7 +374,7 @@ class ServedModel:
     def decided(self, output: np.ndarray) -> np.ndarray:
         """A classifier's decision per row, as class positions (binary: 1 acts on the row)."""
         if self.task == "multiclass":
-            return (output if self.gain is None else output.dot(self.gain)).argmax(axis=1)
+            return decided_classes(output, self.gain)
         return (np.asarray(output) >= self.threshold).astype(np.int64)
 
     def explain(self, records: Sequence[Mapping[str, Any]]) -> BaseModel:
@@ -426,7 +426,7 @@ class ServedModel:
         The decided class is the most probable, or the one of the highest expected gain.
         """
         keys, classes = self._keys, self.classes
-        decided = (output if self.gain is None else output.dot(self.gain)).argmax(axis=1)
+        decided = decided_classes(output, self.gain)
         return [
             (classes[top], dict(zip(keys, row, strict=True)))
             for top, row in zip(decided.tolist(), output.tolist(), strict=True)

@@ -23,6 +23,16 @@ import yaml
 from pipelines.core.io import PipelineError, run_stage
 
 
+def _round_trip(path: Path) -> tuple[Any, Any]:
+    """A ruamel.yaml round-tripper that keeps quotes and comments, and the file's document."""
+    from ruamel.yaml import YAML
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 100
+    return rt, rt.load(path.read_text())
+
+
 def add_key(path: Path, dotted: str, value: object) -> bool:
     """Add ``dotted`` (``section.key``) with ``value`` to the YAML file unless it is there.
 
@@ -32,12 +42,7 @@ def add_key(path: Path, dotted: str, value: object) -> bool:
     Raises:
         PipelineError: A parent of the key exists and is not a mapping.
     """
-    from ruamel.yaml import YAML
-
-    rt = YAML()
-    rt.preserve_quotes = True
-    rt.width = 100
-    document = rt.load(path.read_text())
+    rt, document = _round_trip(path)
     *parents, leaf = dotted.split(".")
     node = document
     for key in parents:
@@ -66,12 +71,7 @@ def remove_key(path: Path, dotted: str) -> object:
     Returns:
         Its value, or ``_ABSENT`` when the file has no such key.
     """
-    from ruamel.yaml import YAML
-
-    rt = YAML()
-    rt.preserve_quotes = True
-    rt.width = 100
-    document = rt.load(path.read_text())
+    rt, document = _round_trip(path)
     *parents, leaf = dotted.split(".")
     node = document
     for key in parents:
