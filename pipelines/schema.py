@@ -4,7 +4,12 @@ The schema file is generated once from the data (``make schema``) and owned by h
 that. The validation suite, the featurizer and the serving request model are all built from it,
 so training and serving cannot drift apart.
 
-Usage: ``python -m pipelines.schema --target LABEL --id ID --positive CLASS [--force]``
+A column under ``audit:`` instead of ``features:`` is in the data and validated by the same rules,
+but never a feature: the model never sees it. The fairness audit (``fairness.sensitive``) can
+name it, and the service accepts it in a record (optional) to count its decisions by group.
+
+Usage: ``python -m pipelines.schema --target LABEL --id ID --positive CLASS [--audit COLUMN ...]
+[--force]``
 """
 
 from __future__ import annotations
@@ -128,20 +133,31 @@ class Schema(_Frozen):
     id: str
     rows: Rows
     features: dict[str, Feature]
+    audit: dict[str, Feature] = Field(default_factory=dict)  # in the data, never a feature
 
     @model_validator(mode="after")
     def _distinct_columns(self) -> Schema:
         for special in (self.target.column, self.id):
-            if special in self.features:
-                raise ValueError(f"column {special!r} is the target or id and cannot be a feature")
+            if special in self.features or special in self.audit:
+                raise ValueError(
+                    f"column {special!r} is the target or id and cannot be a feature or audited"
+                )
         if self.target.column == self.id:
             raise ValueError("target and id must be different columns")
+        both = sorted(set(self.features) & set(self.audit))
+        if both:
+            raise ValueError(f"columns {both} are under both features: and audit: (choose one)")
         return self
 
     @property
+    def checked(self) -> dict[str, Feature]:
+        """Every column validated by a feature's rules: the features, then the audit columns."""
+        return {**self.features, **self.audit}
+
+    @property
     def columns(self) -> list[str]:
-        """Every column of the raw table, in schema order: id, features, target."""
-        return [self.id, *self.features, self.target.column]
+        """Every column of the raw table, in schema order: id, features, audit columns, target."""
+        return [self.id, *self.features, *self.audit, self.target.column]
 
 
 class SchemaError(PipelineError):
@@ -295,6 +311,8 @@ def infer_schema(
     id_column: str,
     positive: str | int | None = None,
     task: Task | None = None,
+    *,
+    audit: tuple[str, ...] = (),
 ) -> Schema:
     """Generate a schema from a raw table.
 
@@ -305,25 +323,32 @@ def infer_schema(
         positive: A binary target's positive class.
         task: binary, multiclass or regression; inferred from the target (:func:`infer_task`)
             when not given.
+        audit: Columns kept out of the model: validated, audited for fairness, never features.
 
     Raises:
         SchemaError: A named column is missing, or the target does not fit the task.
     """
-    for name in (target, id_column):
+    for name in (target, id_column, *audit):
         if name not in frame.columns:
             raise SchemaError(f"column {name!r} is not in the table ({', '.join(frame.columns)})")
+    for name in set(audit) & {target, id_column}:
+        raise SchemaError(f"column {name!r} is the target or id and cannot be audited")
     task = task or infer_task(frame[target])[0]
-    features = {
+    columns = {
         str(name): infer_feature(frame[name])
         for name in frame.columns
         if name not in (target, id_column)
     }
-    return Schema(
-        target=infer_target(frame[target], task, positive),
-        id=id_column,
-        rows=Rows(min=max(1, len(frame) // 2), max=len(frame) * 10),
-        features=features,
-    )
+    try:
+        return Schema(
+            target=infer_target(frame[target], task, positive),
+            id=id_column,
+            rows=Rows(min=max(1, len(frame) // 2), max=len(frame) * 10),
+            features={n: f for n, f in columns.items() if n not in audit},
+            audit={n: f for n, f in columns.items() if n in audit},
+        )
+    except ValidationError as error:
+        raise SchemaError("; ".join(e["msg"] for e in error.errors())) from None
 
 
 class _Dumper(yaml.SafeDumper):
@@ -343,8 +368,9 @@ def dump_schema(schema: Schema) -> str:
     """The schema as commented YAML, in the layout humans edit."""
     document = schema.model_dump(mode="json", exclude_defaults=True)
     document["target"] = schema.target.model_dump(mode="json", exclude_none=True)
-    for name, feature in schema.features.items():
-        document["features"][name] = feature.model_dump(mode="json", exclude_defaults=True)
+    for section in ("features", "audit"):
+        for name, feature in getattr(schema, section).items():
+            document[section][name] = feature.model_dump(mode="json", exclude_defaults=True)
     return HEADER + yaml.dump(
         document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
     )
@@ -361,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--positive", help="positive class (default: the current schema's)")
     parser.add_argument(
         "--task", choices=TASKS, help="binary, multiclass or regression (default: inferred)"
+    )
+    parser.add_argument(
+        "--audit",
+        nargs="*",
+        help="columns kept out of the model, audited for fairness (default: the current's)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing schema")
     args = parser.parse_args(argv)
@@ -382,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     id_column = args.id_column or (current.id if current else None)
     positive = args.positive or (current.target.positive if current else None)
     task = args.task or (current.target.task if current else None)
+    audit = tuple(args.audit if args.audit is not None else (current.audit if current else ()))
     if target is None or id_column is None:
         parser.error("the first schema needs --target and --id (and --positive when binary)")
     try:
@@ -391,14 +423,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"task: {task}, because {why} (--task overrides it)")
         if task == "binary" and positive is None:
             parser.error("a binary target needs --positive: the class the model gives odds of")
-        schema = infer_schema(raw, target, id_column, positive, task)
+        schema = infer_schema(raw, target, id_column, positive, task, audit=audit)
     except SchemaError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     args.out.write_text(dump_schema(schema))
     print(
-        f"wrote {args.out}: {len(schema.features)} features, {schema.target.task} target "
-        f"{target!r}; review it"
+        f"wrote {args.out}: {len(schema.features)} features"
+        + (f", {len(schema.audit)} audit-only columns" if schema.audit else "")
+        + f", {schema.target.task} target {target!r}; review it"
     )
     return 0
 

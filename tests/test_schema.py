@@ -155,6 +155,23 @@ def test_infer_schema_of_a_table() -> None:
     assert schema.columns == [ROW_ID, *FEATURES, TARGET]
 
 
+def test_an_audit_column_is_in_the_table_but_never_a_feature() -> None:
+    schema = infer_schema(table(), TARGET, ROW_ID, "bad", audit=("is.senior",))
+
+    assert list(schema.features) == FEATURES[1:]
+    assert list(schema.audit) == ["is.senior"]
+    assert schema.audit["is.senior"] == Feature(type="integer", min=0, max=1)
+    assert list(schema.checked) == [*FEATURES[1:], "is.senior"]
+    assert schema.columns == [ROW_ID, *FEATURES[1:], "is.senior", TARGET]
+
+
+def test_infer_schema_names_an_audit_column_that_is_not_in_the_table() -> None:
+    with pytest.raises(SchemaError, match="'sex' is not in the table"):
+        infer_schema(table(), TARGET, ROW_ID, "bad", audit=("sex",))
+    with pytest.raises(SchemaError, match="is the target or id"):
+        infer_schema(table(), TARGET, ROW_ID, "bad", audit=(ROW_ID,))
+
+
 @pytest.mark.parametrize(("target", "id_column"), [("label", ROW_ID), (TARGET, "row_id")])
 def test_infer_schema_missing_column(target: str, id_column: str) -> None:
     missing = target if target == "label" else id_column
@@ -322,6 +339,14 @@ def schema_fields(**changes: object) -> dict:
             f"'{ROW_ID}' is the target or id",
         ),
         (schema_fields(id=TARGET), "target and id must be different"),
+        (
+            schema_fields(audit={"Ünits-Held": {"type": "integer", "min": 0, "max": 100}}),
+            r"columns \['Ünits-Held'\] are under both features: and audit:",
+        ),
+        (
+            schema_fields(audit={ROW_ID: {"type": "integer"}}),
+            f"'{ROW_ID}' is the target or id and cannot be a feature or audited",
+        ),
         (schema_fields(rows={"min": 0, "max": 10}), "rows.min"),
         (schema_fields(owner="me"), "owner"),
     ],
@@ -365,6 +390,9 @@ def awkward_schema() -> Schema:
             id="int-target",
         ),
         pytest.param(load_schema(ROOT / SCHEMA_FILE), id="committed"),
+        pytest.param(
+            infer_schema(table(), TARGET, ROW_ID, "bad", audit=("Plan Type",)), id="audited"
+        ),
     ],
 )
 def test_dump_round_trip(schema: Schema, tmp_path: Path) -> None:
@@ -483,3 +511,17 @@ def test_main_reports_a_bad_column_and_writes_nothing(
     assert main(["--target", "label", "--id", ROW_ID, "--positive", "bad"]) == 1
     assert "'label' is not in the table" in capsys.readouterr().err
     assert not (project / SCHEMA_FILE).exists()
+
+
+def test_main_keeps_the_audit_columns_when_it_writes_the_schema_again(project: Path) -> None:
+    assert main([*FIRST, "--audit", "is.senior"]) == 0
+    path = project / SCHEMA_FILE
+    assert list(load_schema(path).audit) == ["is.senior"]
+
+    assert main(["--force"]) == 0  # the current schema's audit columns stay out of the model
+    assert list(load_schema(path).audit) == ["is.senior"]
+    assert "is.senior" not in load_schema(path).features
+
+    assert main(["--force", "--audit"]) == 0  # none: every column a feature again
+    assert load_schema(path).audit == {}
+    assert "is.senior" in load_schema(path).features

@@ -280,7 +280,10 @@ def realised_fairness(
         if column not in frame.columns:
             skipped[column] = "not one of the request's fields: its groups are unknown"
             continue
-        feature = schema.features.get(column)
+        if column in schema.audit and frame[column].iloc[rows].isna().all():
+            skipped[column] = "an audit column no request sent: its groups are unknown"
+            continue
+        feature = schema.checked.get(column)
         columns[column] = group_values(frame[column].iloc[rows], feature.type if feature else "")
     found = audit(
         task,

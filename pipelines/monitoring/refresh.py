@@ -101,12 +101,14 @@ def _numeric(values: pd.Series) -> pd.Series:
 
 
 def breaks(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
-    """Which rule of the schema each cell breaks, or an empty string (one column per feature).
+    """Which rule of the schema each cell breaks, or an empty string.
+
+    One column per feature and audit column (:attr:`pipelines.schema.Schema.checked`).
 
     Null fractions are a rule of the whole table and are checked by :func:`refresh`.
     """
-    found = pd.DataFrame("", index=frame.index, columns=list(schema.features))
-    for name, feature in schema.features.items():
+    found = pd.DataFrame("", index=frame.index, columns=list(schema.checked))
+    for name, feature in schema.checked.items():
         values = frame[name]
         null = values.isna().to_numpy()
         rule = np.full(len(frame), "", dtype=object)
@@ -143,7 +145,7 @@ def _within_null_fractions(
     while True:
         base = raw.loc[~raw[schema.id].isin(kept[schema.id]).to_numpy()]
         changed = False
-        for name, feature in schema.features.items():
+        for name, feature in schema.checked.items():
             share = feature.max_null_fraction
             nulls = np.flatnonzero(kept[name].isna().to_numpy())
             if len(nulls) == 0 or share >= 1:
@@ -175,7 +177,7 @@ def _cast_like(new: pd.DataFrame, raw: pd.DataFrame, schema: Schema) -> pd.DataF
     """New rows in the raw table's column types, so the CSV writes 1, not 1.0."""
     cast = new.copy()
     cast[schema.id] = cast[schema.id].astype(raw[schema.id].dtype)  # unparsable ids are gone
-    for name, feature in schema.features.items():
+    for name, feature in schema.checked.items():
         if feature.type == "category":
             cast[name] = cast[name].astype(raw[name].dtype)
             continue
@@ -241,6 +243,9 @@ def refresh(
             "only (LABELS=<csv of id,label> naming the served rows' ids)"
         )
     new = served.iloc[matched].reset_index(drop=True)
+    for name in schema.audit:  # a record may leave out an audit column: then it is missing
+        if name not in new.columns:
+            new[name] = None
     ids = pd.Series(served_ids[matched], dtype="string")
     new.insert(0, schema.id, _ids_like(ids, raw[schema.id]))
     target = schema.target.column

@@ -1,12 +1,13 @@
 """Served rows and late labels, as ``make monitor`` reads them.
 
 Served rows come from a table (``.csv``, ``.parquet``) of raw records, the raw table's feature
-columns with the id and target columns optional and, when the rows were already scored, the
-model's output under the batch scorer's names (:mod:`pipelines.serving.batch`): ``probability``
-(binary), ``probability_<class>`` per class (multiclass), ``prediction`` and optionally ``low``
-and ``high`` (regression). Or they come from the service's request log (``.jsonl``: one JSON
-object per record, the raw feature values under ``record``, ``id`` and the record's ``/predict``
-fields beside it: ``probability``; ``probabilities`` by class; ``prediction`` and ``interval``).
+columns with the id, target and audit columns (schema.yaml's ``audit:``) optional and, when the
+rows were already scored, the model's output under the batch scorer's names
+(:mod:`pipelines.serving.batch`): ``probability`` (binary), ``probability_<class>`` per class
+(multiclass), ``prediction`` and optionally ``low`` and ``high`` (regression). Or they come
+from the service's request log (``.jsonl``: one JSON object per record, the raw feature values
+under ``record``, ``id`` and the record's ``/predict`` fields beside it: ``probability``;
+``probabilities`` by class; ``prediction`` and ``interval``).
 A folder stands for every such file in it, sorted by path.
 
 Late labels are a CSV with the columns ``id,label``, one label per id, in the data's own terms:
@@ -48,7 +49,8 @@ class Served:
     """Served rows, in file order.
 
     Attributes:
-        frame: The raw feature columns (others are dropped).
+        frame: The raw feature columns, and the audit columns the rows carry (others are
+            dropped).
         ids: Each row's id as text (None where a row has none), for joining late labels.
         output: What the model gave each row (:func:`pipelines.core.model.predict`): a binary
             model's probability, a multiclass model's probability per class (rows x classes,
@@ -179,9 +181,11 @@ def _log(path: Path, schema: Schema) -> pd.DataFrame:
         return pd.DataFrame(columns=[name for name in schema.features if name not in absent])
     # An explicit schema: Arrow then never guesses a column's type from its first block, and
     # fields the monitor does not read (time, label, model_version) are skipped unparsed.
+    # audit columns (never features) are read where the records carry them
+    read = {n: f for n, f in schema.checked.items() if n in schema.features or n in record}
     fields = [
         pa.field(name, pa.string() if feature.type == "category" else pa.float64())
-        for name, feature in schema.features.items()
+        for name, feature in read.items()
     ]
     explicit = pa.schema(
         [
@@ -197,10 +201,7 @@ def _log(path: Path, schema: Schema) -> pd.DataFrame:
         reason = " ".join(str(error).split())[:300]
         raise MonitorError(f"{path} is not a request log of this schema ({reason})") from None
     records = table.column("record").combine_chunks()
-    columns = {
-        name: records.field(i).to_pandas(types_mapper=None)
-        for i, name in enumerate(schema.features)
-    }
+    columns = {name: records.field(i).to_pandas(types_mapper=None) for i, name in enumerate(read)}
     columns[LOG_ID] = table.column(LOG_ID).to_pandas()
     columns |= _prediction_columns(table, schema.target, path)
     return pd.DataFrame(columns)
@@ -291,7 +292,8 @@ def read_served(path: Path, schema: Schema) -> Served:
         outputs.append(output)
         if interval is not None:
             intervals.append(interval)
-        frames.append(frame[list(schema.features)])
+        audited = [name for name in schema.audit if name in frame.columns]
+        frames.append(frame[[*schema.features, *audited]])
     rows = sum(len(frame) for frame in frames)
     if rows == 0:
         names = files[0] if len(files) == 1 else f"{len(files)} files under {path}"

@@ -30,19 +30,21 @@ def record_model(schema: Schema) -> type[BaseModel]:
     Categories become ``Literal`` values, numeric ranges ``ge``/``le`` bounds, and only a
     feature whose schema allows missing values accepts ``null`` (it must still be present).
     Unknown fields, wrong JSON types (``true`` or ``"3"`` for a number), NaN and infinities
-    are errors.
+    are errors. An audit column (``audit:``, never a feature) is an optional field, checked by
+    the same rules when sent: the model never reads it, the decision counters group by it.
     """
     fields: dict[str, Any] = {}
-    for name, feature in schema.features.items():
+    for name, feature in schema.checked.items():
         annotation: Any
         if feature.type == "category":
             annotation = Literal[tuple(feature.categories or ())]
         else:
             kind = int if feature.type == "integer" else float
             annotation = Annotated[kind, Field(ge=feature.min, le=feature.max)]
-        if feature.nullable:
+        if feature.nullable or name in schema.audit:
             annotation = annotation | None
-        fields[name] = (annotation, Field(description=feature.description or None))
+        default = None if name in schema.audit else ...
+        fields[name] = (annotation, Field(default, description=feature.description or None))
     model: type[BaseModel] = create_model("Record", __config__=STRICT, **fields)
     return model
 

@@ -141,7 +141,7 @@ def check_table(frame: pd.DataFrame, schema: Schema) -> list[Problem]:
         for name in schema.features
         if name not in frame.columns
     ]
-    known = {*schema.features, schema.id, schema.target.column}
+    known = {*schema.features, *schema.audit, schema.id, schema.target.column}
     problems += [
         Problem(str(name), "only the schema's columns")
         for name in frame.columns

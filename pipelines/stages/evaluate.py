@@ -190,9 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         ("evaluate.segments", params.segments),
         ("fairness.sensitive", fairness.sensitive if fairness else ()),
     ):
-        unknown = [c for c in names if c not in schema.features]
+        unknown = [c for c in names if c not in schema.checked]
         if unknown:
-            raise PipelineError(f"{key} in params.yaml names unknown features {unknown}")
+            raise PipelineError(
+                f"{key} in params.yaml names columns {unknown} that are neither features: nor "
+                "audit: in schema.yaml"
+            )
 
     model = load_model(args.model)
     if model.task != schema.target.task:

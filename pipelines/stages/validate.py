@@ -239,7 +239,7 @@ def build_suite(schema: Schema) -> ExpectationSuite:
         ),
         *_target_expectations(target),
     ]
-    for name, feature in schema.features.items():
+    for name, feature in schema.checked.items():
         expectations.extend(_feature_expectations(name, feature))
     return gx.ExpectationSuite(name="raw-table", expectations=expectations)
 
@@ -412,7 +412,7 @@ def _failures(results: list[dict[str, Any]], frame: pd.DataFrame, schema: Schema
             )
         elif kind in TYPE_EXPECTATIONS and details.get("unexpected_count") is None:
             # the features' dtypes, and a regression's target, which holds numbers
-            feature = schema.features.get(column, TARGET_NUMBER)
+            feature = schema.checked.get(column, TARGET_NUMBER)
             bad_rows, examples, observed, ids = _type_offenders(frame, column, feature, schema.id)
             failures.append(Failure(kind, column, rule, bad_rows, examples, observed, ids))
         elif "unexpected_count" in details:

@@ -133,7 +133,8 @@ class Corrupted:
         self.frame.iloc[rows, self.frame.columns.get_loc(column)] = value
 
     def features(self, *kinds: str) -> list[tuple[str, Feature]]:
-        return [(n, f) for n, f in self.schema.features.items() if f.type in kinds]
+        """The features and audit columns of ``kinds``: both are validated by the same rules."""
+        return [(n, f) for n, f in self.schema.checked.items() if f.type in kinds]
 
 
 Corruption = Callable[[Corrupted], None]
@@ -234,7 +235,7 @@ def nulls_where_not_allowed(c: Corrupted) -> None:
     c.put(target, rows, None)
     rule = "no missing target values"
     c.broken.append(Broken(target, NOT_NULL, len(rows), rule, [], c.ids(rows)))
-    for name, feature in c.schema.features.items():
+    for name, feature in c.schema.checked.items():
         if feature.nullable:
             continue
         rows = c.rows()
@@ -258,7 +259,7 @@ def too_many_nulls(c: Corrupted) -> None:
     """More missing values than ``max_null_fraction`` allows, in every nullable feature."""
     used: set[int] = set()
     total = len(c.frame)
-    for name, feature in c.schema.features.items():
+    for name, feature in c.schema.checked.items():
         if not feature.nullable or feature.max_null_fraction >= 1:
             continue
         missing = c.frame[name].isna().to_numpy()
@@ -381,11 +382,11 @@ def test_raw_passes_after_another_csv_round_trip(
 
 def test_every_expectation_is_evaluated(good_report: ValidationReport, schema: Schema) -> None:
     # columns, rows, id (2), target (nulls, then a classifier's classes or a regression's dtype
-    # and finite range), and per feature: dtype, nulls, categories or range
+    # and finite range), and per feature and audit column: dtype, nulls, categories or range
     target = 3 if schema.target.task == "regression" else 2
     per_feature = sum(
         2 + (f.categories is not None) + (f.min is not None or f.max is not None)
-        for f in schema.features.values()
+        for f in schema.checked.values()
     )
     assert good_report.evaluated == 4 + target + per_feature
     assert all(r["success"] for r in good_report.result["results"])

@@ -29,6 +29,7 @@ Mutations tried, each caught by a test here:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from pipelines.core.profile import build_profile
 from pipelines.monitoring import monitor as report
 from pipelines.monitoring import retrain
 from pipelines.params import MonitorParams, load_paths, load_section
-from pipelines.schema import Schema
+from pipelines.schema import Schema, dump_schema
 from tests.support.columns import PARAMS, ROOT
 from tests.support.tasks import Monitored
 from tests.support.training import Trained, fit_on, small_train_params
@@ -243,9 +244,10 @@ def own(tmp_path_factory: pytest.TempPathFactory, raw: pd.DataFrame, schema: Sch
     )
     write_json(root / "reference", profile.to_json())
     write_json(root / "metrics", {"value_per_1000": TEST_VALUE})
-    # the request log: integer features as JSON numbers, read back as floats
+    # the request log: integer features as JSON numbers, read back as floats; audit columns
+    # too, as the service logs every field of its request model
     (root / "rows").mkdir()
-    records = json.loads(rows[list(schema.features)].to_json(orient="records"))
+    records = json.loads(rows[list(schema.checked)].to_json(orient="records"))
     ids = [f"req-{i}" for i in range(len(rows))]
     lines = []
     for i, record in enumerate(records):
@@ -398,6 +400,49 @@ def test_a_gap_above_its_bound_is_a_breach_not_drift(own: Served, tmp_path: Path
     report_file.write_text(json.dumps(document))
     assert retrain.fairness_breaches(document) == [breach]
     assert retrain.reasons(document, {}) == retrain.reasons(before, {})
+
+
+def test_an_audit_column_is_grouped_where_requests_send_it_and_said_where_none_do(
+    own: Served, tmp_path: Path
+) -> None:
+    """A sensitive column under audit: (never a feature) is read from the records that carry it."""
+    column = fewest_values(own.schema, own.rows)
+    features = {n: f for n, f in own.schema.features.items() if n != column}
+    audited = own.schema.model_copy(
+        update={
+            "features": features,
+            "audit": own.schema.audit | {column: own.schema.checked[column]},
+        }
+    )
+    schema_file = tmp_path / "schema.yaml"
+    schema_file.write_text(dump_schema(audited))
+    section = {"sensitive": [column], "min_group_rows": 1, "resamples": 200}
+    params = own.params | {"fairness": section}
+    at = own.arguments.index("--schema") + 1
+    sent = dataclasses.replace(
+        own, arguments=[*own.arguments[:at], str(schema_file), *own.arguments[at + 1 :]]
+    )
+
+    _, document, _ = sent.run(params, "audit-sent")
+    found = document["fairness"]["realised"][column]["groups"]
+    expected = group_rates(own, column)
+    assert set(found) == {str(g) for g in expected.index}
+    assert [found[str(g)]["rows"] for g in expected.index] == expected["rows"].tolist()
+
+    log = own.root / "rows" / "requests.jsonl"
+    original = log.read_text()
+    lines = [json.loads(line) for line in original.splitlines()]
+    for line in lines:
+        line["record"][column] = None  # what the service logs when a request leaves it out
+    log.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    try:
+        _, document, _ = sent.run(params, "audit-not-sent")
+    finally:
+        log.write_text(original)
+    assert column not in document["fairness"]["realised"]
+    assert document["fairness"]["skipped"][column] == (
+        "an audit column no request sent: its groups are unknown"
+    )
 
 
 def test_no_value_and_no_fairness_report_neither(own: Served) -> None:

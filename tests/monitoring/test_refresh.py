@@ -30,10 +30,10 @@ SCHEMA = project_schema()
 
 
 def valid(schema: Schema) -> dict[str, object]:
-    """One row of feature values that every rule of the schema accepts."""
+    """One row of feature (and audit column) values that every rule of the schema accepts."""
     return {
         name: (feature.categories or ("",))[0] if feature.type == "category" else inside(feature)
-        for name, feature in schema.features.items()
+        for name, feature in schema.checked.items()
     }
 
 

@@ -149,16 +149,19 @@ def test_the_record_model_rejects_unknown_and_missing_fields(
 
 def test_only_nullable_features_accept_null(schema: Schema) -> None:
     properties = api.record_model(schema).model_json_schema()["properties"]
-    assert list(properties) == list(schema.features)
+    assert list(properties) == list(schema.checked)
     nullable = {
         name
         for name, spec in properties.items()
         if any(option.get("type") == "null" for option in spec.get("anyOf", []))
     }
-    assert nullable == {name for name, f in schema.features.items() if f.nullable}
-    for name, feature in schema.features.items():
+    # an audit column may be left out or null: the model never reads it
+    assert nullable == {name for name, f in schema.features.items() if f.nullable} | set(
+        schema.audit
+    )
+    for name, feature in schema.checked.items():
         spec = properties[name]
-        if feature.nullable:
+        if feature.nullable or name in schema.audit:
             (spec,) = [option for option in spec["anyOf"] if option.get("type") != "null"]
         if feature.type == "category":
             assert spec["enum"] == list(feature.categories or ()), name
@@ -166,6 +169,36 @@ def test_only_nullable_features_accept_null(schema: Schema) -> None:
             assert spec["type"] == ("integer" if feature.type == "integer" else "number"), name
             assert spec.get("minimum") == feature.min, name
             assert spec.get("maximum") == feature.max, name
+
+
+def with_audit(schema: Schema) -> tuple[Schema, str]:
+    """The schema with its first bounded numeric feature moved to ``audit:``, and its name."""
+    name = next(n for n, f in schema.features.items() if f.type != "category" and f.max)
+    features = {n: f for n, f in schema.features.items() if n != name}
+    audit = schema.audit | {name: schema.features[name]}
+    return schema.model_copy(update={"features": features, "audit": audit}), name
+
+
+def test_an_audit_column_is_optional_checked_when_sent_and_never_encoded(
+    sample: pd.DataFrame, schema: Schema
+) -> None:
+    audited, name = with_audit(schema)
+    record = as_records(sample.head(1), schema)[0]
+    model = api.record_model(audited)
+
+    assert (
+        model.model_validate({k: v for k, v in record.items() if k != name}).model_dump()[name]
+        is None
+    )
+    assert model.model_validate(record).model_dump()[name] == record[name]
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate(record | {name: above(audited.audit[name])})
+    assert caught.value.errors()[0]["loc"] == (name,)
+
+    assert name not in features.feature_names(audited)
+    encoder = scoring.RowEncoder.from_schema(audited)
+    without = {k: v for k, v in record.items() if k != name}
+    assert encoder.encode([record]).tolist() == encoder.encode([without]).tolist()
 
 
 @pytest.mark.parametrize("count", [0, 4])

@@ -44,10 +44,13 @@ def free_port() -> int:
 
 
 def records(rows: pd.DataFrame, schema: Schema) -> list[dict[str, Any]]:
-    """Raw rows as JSON request records: feature columns only, missing values as null."""
+    """Raw rows as JSON request records: feature and audit columns, missing values as null.
+
+    An audit column is optional in a request; sent, it lets the service count decisions by it.
+    """
     return [
         {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
-        for row in rows[list(schema.features)].to_dict("records")
+        for row in rows[list(schema.checked)].to_dict("records")
     ]
 
 

@@ -71,7 +71,8 @@ def example_words() -> re.Pattern[str]:
     would betray a leftover of the example.
     """
     words = {"churn", "telco", "customer"}
-    words |= set(SCHEMA["features"]) - {"contract", "partner", "female"}
-    for feature in SCHEMA["features"].values():
+    columns = SCHEMA["features"] | SCHEMA.get("audit", {})
+    words |= set(columns) - {"contract", "partner", "female"}
+    for feature in columns.values():
         words |= {c for c in feature.get("categories", []) if " " in c or "-" in c}
     return re.compile("|".join(re.escape(w) for w in sorted(words)), re.IGNORECASE)
