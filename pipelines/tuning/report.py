@@ -58,6 +58,7 @@ def document(
                 "params": t.params,
                 "seconds": round(t.seconds, 3),
                 "worker": t.worker,
+                "threshold": t.threshold,
             }
             for t in result.trials
         ],
@@ -119,6 +120,11 @@ def _table(result: Result, label: str) -> list[str]:
         f"| {number(best.spread, DIGITS)} |",
         f"| per fold | {_folds(baseline)} | {_folds(best)} |",
     ]
+    if baseline.threshold is not None:  # scored by value: a binary model's decisions
+        lines.append(
+            f"| threshold the decisions were made at | {number(baseline.threshold, DIGITS)} "
+            f"| {number(best.threshold, DIGITS)} |"
+        )
     for name, value in best.params.items():
         was = baseline.params.get(name)
         shown = f"**{cell(value)}**" if value != was else cell(value)

@@ -8,6 +8,12 @@ score is the mean over the folds of the metric the train stage's cross-validatio
 (:func:`pipelines.stages.train.fold_score`); folds go by a hash of the id
 (:func:`pipelines.core.features.fold_of`), so the training rows are all there is: the test rows are
 another file.
+
+When the gate's first metric is ``value_per_1000`` and params state a value model, a trial is
+scored by value (:func:`value_scores`): each fold's value per 1,000 rows at the decisions the train
+stage would make. A binary model with ``train.threshold: value`` decides at the threshold of the
+most value over the out-of-fold probabilities of the folds scored so far, as the train stage
+chooses its threshold from its own out-of-fold probabilities; a fixed threshold stays fixed.
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ import pandas as pd
 
 from pipelines.core.features import fold_of
 from pipelines.core.io import PipelineError
-from pipelines.core.metrics import METRICS, Better, Task
+from pipelines.core.metrics import BETTER, METRICS, VALUE, Better, Task
+from pipelines.core.model import predict
+from pipelines.core.value import ValueModel, best_threshold
 from pipelines.params import GateParams, SearchEntry, TrainParams, TuneParams
-from pipelines.stages.train import fold_score
+from pipelines.stages.train import fit, fold_score
 from pipelines.tuning.sampler import TrialSeededTPE, pruner
 
 if TYPE_CHECKING:
@@ -38,13 +46,15 @@ STUDY = "tune"  # the study's name in a storage that trials on other processes s
 
 @dataclass(frozen=True)
 class Rows:
-    """The training rows a study scores trials on, and each row's fold."""
+    """The training rows a study scores trials on, each row's fold, and what decisions earn."""
 
     x: pd.DataFrame
     y: np.ndarray
     fold: np.ndarray
     task: Task
     classes: int
+    value: ValueModel | None = None  # params' value model, to score trials by value
+    amount: np.ndarray | None = None  # each row's amount (value.amount), None without one
 
     @classmethod
     def of(
@@ -54,10 +64,13 @@ class Rows:
         *,
         classes: int,
         tune: TuneParams,
+        value: ValueModel | None = None,
+        amount: np.ndarray | None = None,
     ) -> Rows:
         """``read_features``' (matrix, labels, ids) with each row's fold (``fold_of``)."""
         x, y, ids = training
-        return cls(x, y, fold_of(pd.Series(ids), tune.folds, tune.seed), task, classes)
+        fold = fold_of(pd.Series(ids), tune.folds, tune.seed)
+        return cls(x, y, fold, task, classes, value, amount)
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,7 @@ class Trial:
     folds: tuple[float, ...]
     seconds: float
     worker: str | None = None  # the Dask worker that ran it (None: this process)
+    threshold: float | None = None  # a binary model's, when the trial is scored by value
 
     @property
     def score(self) -> float | None:
@@ -110,19 +124,56 @@ class Result:
         return self.best.number != self.baseline.number
 
 
-def primary_metric(gate: GateParams, task: Task) -> str:
+def primary_metric(gate: GateParams, task: Task, value: bool = False) -> str:
     """The gate's first metric that a model of ``task`` has: the metric the search optimises.
+
+    ``value_per_1000`` counts when params state a value model (``value``).
 
     Raises:
         PipelineError: The gate has no metric of the task.
     """
     for name in gate.metrics:
-        if name in METRICS[task]:
+        if name in METRICS[task] or (name == VALUE and value):
             return name
     raise PipelineError(
         f"gate.metrics has no metric of a {task} model (it has {', '.join(gate.metrics)}): "
         "tuning optimises the gate's first one"
     )
+
+
+def value_scores(
+    rows: Rows, output: np.ndarray, done: int, threshold: float | str
+) -> tuple[list[float], float | None]:
+    """Value per 1,000 rows of each of the first ``done`` folds at the train stage's decisions.
+
+    Args:
+        rows: The training rows, with their value model.
+        output: Each row's out-of-fold output (:func:`pipelines.core.model.predict`); rows of
+            the folds not done yet are ignored.
+        done: How many folds are scored (folds 0 to done - 1).
+        threshold: ``train.threshold``: a probability, or ``value`` (binary).
+
+    Returns:
+        The value of each fold, and a binary model's threshold (None for the other tasks).
+    """
+    value = rows.value
+    if value is None:
+        raise PipelineError("scoring by value needs a value: section in params.yaml")
+    scored = rows.fold < done
+    chosen: float | None = None
+    if rows.task == "binary":
+        if threshold == "value":
+            amount = None if rows.amount is None else rows.amount[scored]
+            chosen = best_threshold(value, rows.y[scored], output[scored], amount)[0]
+        else:
+            chosen = float(threshold)
+        decided = (output >= chosen).astype(np.int64)
+    elif rows.task == "multiclass":
+        decided = value.decide(output)
+    else:
+        decided = output
+    gains = value.gains(rows.y, decided, rows.amount)
+    return [value.per_1000(gains[rows.fold == k]) for k in range(done)], chosen
 
 
 def space_of(params: TrainParams, tune: TuneParams) -> dict[str, SearchEntry]:
@@ -205,13 +256,25 @@ class Objective:
         values = self.values(trial)
         trial.set_user_attr("params", values)
         params = with_values(self.params, values)
-        fold, scores = self.rows.fold, []
+        fold = self.rows.fold
+        scores: list[float] = []
+        x, y, task = self.rows.x, self.rows.y, self.rows.task
+        output: np.ndarray | None = None  # out of fold, when scored by value
         for k in range(self.folds):
             rows = (np.flatnonzero(fold != k), np.flatnonzero(fold == k))
-            x, y, task = self.rows.x, self.rows.y, self.rows.task
-            scores.append(
-                fold_score(x, y, rows, params, task, classes=self.rows.classes, metric=self.metric)
-            )
+            if self.metric == VALUE:
+                predicted = predict(
+                    fit(x.iloc[rows[0]], y[rows[0]], params, task), x.iloc[rows[1]], task
+                )
+                if output is None:
+                    output = np.zeros((len(y), *predicted.shape[1:]))
+                output[rows[1]] = predicted
+                scores, threshold = value_scores(self.rows, output, k + 1, params.threshold)
+                trial.set_user_attr("threshold", threshold)
+            else:
+                metric = self.metric
+                classes = self.rows.classes
+                scores.append(fold_score(x, y, rows, params, task, classes=classes, metric=metric))
             trial.set_user_attr("folds", scores)
             trial.set_user_attr("seconds", time.perf_counter() - started)
             trial.report(float(np.mean(scores)), k)
@@ -264,7 +327,7 @@ def objective_of(rows: Rows, params: TrainParams, tune: TuneParams, metric: str)
 
 def better_of(objective: Objective) -> Better:
     """Which way the objective's metric is better."""
-    return METRICS[objective.rows.task][objective.metric].better
+    return BETTER[objective.metric]
 
 
 def new_study(
@@ -324,6 +387,7 @@ def trial_of(frozen: optuna.trial.FrozenTrial) -> Trial:
         folds=tuple(frozen.user_attrs.get("folds", ())),
         seconds=float(frozen.user_attrs.get("seconds", 0.0)),
         worker=frozen.user_attrs.get("worker"),
+        threshold=frozen.user_attrs.get("threshold"),
     )
 
 

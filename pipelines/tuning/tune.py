@@ -1,11 +1,13 @@
 """``make tune``: search train's params on the training rows; write the best into params.yaml.
 
-Reads ``tune:`` (trials, timeout, seed, folds, space), the featurize stage's training rows and the
-gate's first metric of the model's task; runs the study (:mod:`pipelines.tuning.search`) with a
-line per trial on the terminal and an MLflow child run per trial under one parent run; writes the
-best trial's params into params.yaml's ``train:`` (comments and layout kept) when they beat the
-current ones, then ``reports/tune.json`` and ``reports/tune.md`` (:mod:`pipelines.tuning.report`).
-A time limit stops the study after the running trial, and the best so far is written.
+Reads ``tune:`` (trials, timeout, seed, folds, space), the featurize stage's training rows and
+the gate's first metric of the model's task (``value_per_1000`` when it comes first and params
+state a value model: trials are then scored by what their decisions earn); runs the study
+(:mod:`pipelines.tuning.search`) with a line per trial on the terminal and an MLflow child run
+per trial under one parent run; writes the best trial's params into params.yaml's ``train:``
+(comments and layout kept) when they beat the current ones, then ``reports/tune.json`` and
+``reports/tune.md`` (:mod:`pipelines.tuning.report`). A time limit stops the study after the
+running trial, and the best so far is written.
 
 Usage: ``python -m pipelines.tuning.tune --markdown MD --json JSON [--trials N] [--timeout S]``
 """
@@ -20,22 +22,29 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
 from pipelines.core.features import read_features
 from pipelines.core.formatting import number
 from pipelines.core.io import PipelineError, run_stage, write_atomically, write_json
 from pipelines.core.lineage import git_state
+from pipelines.core.metrics import VALUE
 from pipelines.core.model import check_kind
+from pipelines.core.value import ValueModel, amounts, value_model
 from pipelines.params import (
     DEFAULT_PARAMS,
     EngineParams,
     GateParams,
+    Paths,
     RegisterParams,
     TrainParams,
     TuneParams,
+    ValueParams,
+    load_optional,
     load_paths,
     load_section,
 )
-from pipelines.schema import load_schema
+from pipelines.schema import Schema, load_schema
 from pipelines.stages.register import use_experiment
 from pipelines.tuning import parallel, report, search
 
@@ -120,6 +129,29 @@ def log_trial(trial: search.Trial, metric: str) -> None:
         mlflow.log_metrics(scores | {"seconds": trial.seconds})
 
 
+def objective_metric(params: Path, schema: Schema) -> tuple[str, ValueModel | None]:
+    """The metric trials are scored by, and the value model when that is ``value_per_1000``."""
+    section = load_optional("value", ValueParams, params)
+    task = schema.target.task
+    value = None if section is None else value_model(section, task, schema.target.labels)
+    gate = load_section("gate", GateParams, params)
+    metric = search.primary_metric(gate, task, value=value is not None)
+    return metric, value if metric == VALUE else None
+
+
+def training_rows(
+    paths: Paths, schema: Schema, tune: TuneParams, value: ValueModel | None
+) -> search.Rows:
+    """The featurize stage's training rows and their folds; with ``value``, their amounts."""
+    training = read_features(paths.train)
+    amount = None
+    if value is not None and value.amount is not None:
+        amount = amounts(value, pd.read_csv(paths.raw).set_index(schema.id), training[2])
+    classes = len(schema.target.labels)
+    task = schema.target.task
+    return search.Rows.of(training, task, classes=classes, tune=tune, value=value, amount=amount)
+
+
 def positive(text: str) -> int:
     """A number of trials: a whole number above 0 (TRIALS=)."""
     if not text.isdecimal() or int(text) < 1:
@@ -147,12 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     schema = load_schema(paths.schema_)
     task = schema.target.task
     check_kind(train, task)
-    metric = search.primary_metric(load_section("gate", GateParams, args.params), task)
+    metric, value = objective_metric(args.params, schema)
     space = search.space_of(train, tune)  # fails here, before any data is read
     engine = load_section("engine", EngineParams, args.params)
-    rows = search.Rows.of(
-        read_features(paths.train), task, classes=len(schema.target.labels), tune=tune
-    )
+    rows = training_rows(paths, schema, tune, value)
     print(
         f"tuning {', '.join(space)} of {train.model} ({task}): {tune.trials} trials"
         + (f" or {tune.timeout:g} s" if tune.timeout else "")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,20 +17,22 @@ import yaml
 
 from pipelines.core import features
 from pipelines.core.io import PipelineError
-from pipelines.core.metrics import METRICS
+from pipelines.core.metrics import METRICS, VALUE
 from pipelines.core.model import make_model, predict
+from pipelines.core.value import value_model
 from pipelines.params import (
     FeaturizeParams,
     GateParams,
     ParamsError,
     TrainParams,
     TuneParams,
+    ValueParams,
     load_section,
 )
 from pipelines.schema import Schema, dump_schema, load_schema
 from pipelines.stages import train as train_stage
 from pipelines.tuning import search
-from tests.support.tuning import HELD_OUT, tune_project
+from tests.support.tuning import HELD_OUT, edit, tune_project
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +140,117 @@ def test_the_same_seed_and_trials_give_the_same_best_params(project: Path) -> No
     assert [t.params for t in first.trials] == [t.params for t in again.trials]
     other = search.run(rows, train, tune.model_copy(update={"seed": tune.seed + 1}), metric)
     assert [t.params for t in other.trials][1:] != [t.params for t in first.trials][1:]
+
+
+def stated_value(project: Path, schema: Schema) -> dict[str, Any]:
+    """The project's value section, or an asymmetric one for its task when it states none."""
+    section = yaml.safe_load((project / "params.yaml").read_text()).get("value")
+    if section is not None:
+        return section
+    if schema.target.task == "regression":
+        return {"currency": "EUR", "cost": {"under": 3.0, "over": 1.0}}
+    if schema.target.task == "binary":
+        return {"currency": "EUR", "gain": {"tp": 4.0, "fp": -1.0, "fn": 0.0, "tn": 0.0}}
+    names = [str(c) for c in schema.target.labels]
+    return {"currency": "EUR", "gain": {a: {a: 1.0 + i} for i, a in enumerate(names)}}
+
+
+def gain_of(section: dict[str, Any], schema: Schema, actual: int, decided: float) -> float:
+    """One row's gain, read from the section as a person would (not through the value model)."""
+    if schema.target.task == "regression":
+        error = decided - actual
+        cost = section["cost"]
+        return -(cost["over"] * max(error, 0.0) + cost["under"] * max(-error, 0.0))
+    if schema.target.task == "binary":
+        cell = {(1, 1): "tp", (0, 1): "fp", (1, 0): "fn", (0, 0): "tn"}[(actual, int(decided))]
+        return float(section["gain"][cell])
+    names = [str(c) for c in schema.target.labels]
+    return float(section["gain"].get(names[actual], {}).get(names[int(decided)], 0.0))
+
+
+def test_trials_scored_by_value_earn_what_the_train_stages_decisions_earn(project: Path) -> None:
+    """Trial 0's value per fold, computed here: out-of-fold outputs, the threshold by brute force
+    over every cut of the pooled out-of-fold probabilities, each row's gain read from params."""
+    schema = load_schema(project / "schema.yaml")
+    task = schema.target.task
+    section = stated_value(project, schema)
+    if section.get("amount"):
+        section = section | {"amount": None}  # the amount's own test is the evaluate stage's
+    edit(project / "params.yaml", {("value",): section, ("train", "threshold"): "value"})
+    try:
+        params = project / "params.yaml"
+        tune = load_section("tune", TuneParams, params)
+        train = load_section("train", TrainParams, params)
+        value = value_model(load_section("value", ValueParams, params), task, schema.target.labels)
+        training = features.read_features(project / "train.parquet")
+        rows = search.Rows.of(
+            training, task, classes=len(schema.target.labels), tune=tune, value=value
+        )
+        gate = load_section("gate", GateParams, params)
+        metric = search.primary_metric(gate, task, value=True)
+        first = next(m for m in gate.metrics if m in METRICS[task] or m == "value_per_1000")
+        assert metric == first
+        result = search.run(rows, train, tune.model_copy(update={"trials": 1}), VALUE)
+    finally:
+        edit(project / "params.yaml", {("value",): None})
+        edit(project / "params.yaml", {("train", "threshold"): 0.5})
+
+    fold, y = rows.fold, rows.y
+    output: list[Any] = [None] * len(y)
+    for k in range(tune.folds):
+        model = make_model(train, task)
+        model.fit(rows.x[fold != k], y[fold != k])
+        for i, out in zip(
+            np.flatnonzero(fold == k), predict(model, rows.x[fold == k], task), strict=True
+        ):
+            output[i] = out
+    if task == "binary":
+        p = np.array(output, dtype=np.float64)
+        cuts = np.unique(np.concatenate([[0.0, 1.0 + 1e-9], p]))
+        totals = [
+            sum(gain_of(section, schema, int(a), float(q >= t)) for a, q in zip(y, p, strict=True))
+            for t in cuts
+        ]
+        best = max(range(len(cuts)), key=lambda j: (totals[j], cuts[j]))  # ties: fewer acted on
+        decided = [float(q >= cuts[best]) for q in p]
+        assert result.baseline.threshold is not None
+        np.testing.assert_array_equal(p >= result.baseline.threshold, p >= cuts[best])
+    elif task == "multiclass":
+        matrix = np.array(
+            [
+                [gain_of(section, schema, a, d) for d in range(rows.classes)]
+                for a in range(rows.classes)
+            ]
+        )
+        decided = [float(np.argmax(np.asarray(out) @ matrix)) for out in output]
+    else:
+        decided = [float(out) for out in output]
+    gains = np.array(
+        [
+            gain_of(section, schema, int(a) if task != "regression" else a, d)
+            for a, d in zip(y, decided, strict=True)
+        ]
+    )
+    expected = [gains[fold == k].mean() * 1000 for k in range(tune.folds)]
+    np.testing.assert_allclose(result.baseline.folds, expected, rtol=1e-9)
+    assert result.metric == VALUE
+    assert result.better == "higher"
+
+
+def test_a_value_model_that_is_not_stated_cannot_score_trials() -> None:
+    assert (
+        search.primary_metric(
+            GateParams.model_validate(
+                {"resamples": 200, "seed": 0, "confidence": 0.95}
+                | {"metrics": {VALUE: {"tolerance": 1}, "f1": {"floor": 0, "tolerance": 0.1}}}
+            ),
+            "binary",
+        )
+        == "f1"
+    )
+    rows = search.Rows(pd.DataFrame(), np.zeros(0), np.zeros(0), "binary", 2)
+    with pytest.raises(PipelineError, match="needs a value: section"):
+        search.value_scores(rows, np.zeros(0), 1, 0.5)
 
 
 def test_a_dummy_model_has_nothing_to_tune(project: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from pipelines.core.io import PipelineError
-from pipelines.core.metrics import METRICS
+from pipelines.core.metrics import BETTER, METRICS, VALUE
 from pipelines.params import GateParams, TrainParams, load_section
 from pipelines.schema import Schema, dump_schema
 from pipelines.tuning import tune
@@ -63,13 +63,15 @@ def test_the_report_has_the_contract_keys(tuned: Tuned, schema: Schema) -> None:
     assert set(report) >= CONTRACT
     gate = load_section("gate", GateParams, tuned.root / "params.yaml")
     task = schema.target.task
-    assert report["metric"] == next(m for m in gate.metrics if m in METRICS[task])
+    stated = yaml.safe_load(tuned.before).get("value") is not None  # then value counts
+    scored = [m for m in gate.metrics if m in METRICS[task] or (m == VALUE and stated)]
+    assert report["metric"] == scored[0]
     assert report["trials"] == len(report["history"]) == 3
     assert report["baseline"] == report["history"][0]["score"]
     best = report["history"][report["best_trial"]]
     assert report["best"] == best["score"]
     assert report["params"] == best["params"]
-    sign = METRICS[task][report["metric"]].sign
+    sign = 1 if BETTER[report["metric"]] == "higher" else -1
     assert sign * (report["best"] - report["baseline"]) > 0  # the weak current params lose
 
 
