@@ -226,6 +226,7 @@ def regression_section(base: RegressionPredictions | None, pr: RegressionPredict
         names,
         "Share of rows",
         [residual_shares(r, cuts) for r in residuals],
+        span=(float(centres[0]), float(centres[-1])),  # equal-width bins
     )
     return lines
 
