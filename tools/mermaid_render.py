@@ -34,6 +34,7 @@ GAP = 2.0  # SVG units between two labels of one axis, below which they read as 
 TIMEOUT = 120
 
 BLOCK = re.compile(r"```mermaid\n(.*?)```", re.DOTALL)
+ENTITY = re.compile(r"&(?:[a-z]+|#[0-9]+|#x[0-9a-f]+);", re.IGNORECASE)  # "&lt;" drawn as is
 CATEGORIES = re.compile(r"^\s*x-axis\s.*?\[(.*)\]\s*$", re.MULTILINE)
 
 # Laid out in the browser: each SVG's viewBox and every text's box in the SVG's own units, with
@@ -94,7 +95,7 @@ class Rendered:
         return axes
 
     def problems(self) -> list[str]:
-        """What a reader could not read: overlapping labels, cut-off texts, hidden categories."""
+        """What a reader could not read: overlaps, cut-off texts, markup, hidden categories."""
         found = []
         for axis, labels in self.axes().items():
             for a, b in itertools.combinations(labels, 2):
@@ -110,6 +111,11 @@ class Rendered:
                 or y1 > bottom + TOLERANCE
             ):
                 found.append(f"{label.text!r} is cut off by the viewBox {self.view_box}")
+        found += [
+            f"{label.text!r} shows markup as text"
+            for label in self.labels
+            if ENTITY.search(label.text)
+        ]
         categories = category_count(self.source)
         if categories is not None:
             shown = max((len(v) for v in self.axes().values()), default=0)

@@ -22,6 +22,7 @@ WIDTH = 700  # Mermaid's default xychart width, in SVG units
 PLOT_WIDTH = 560  # what the category axis keeps after the y-axis, its title and the end padding
 CHAR_WIDTH = 9.0  # a 14 px label's widest average character width (capitals, wide digits)
 GAP = 8.0  # room between two neighbouring labels
+LESS = "\u2039"  # stands for "<" in a label (see quoted)
 MAX_LABEL = 32  # characters of a category name on a horizontal chart's axis
 MAX_TITLE = 60  # characters of a title (Mermaid's 20 px title runs off a 700-wide chart past ~70)
 ROW_HEIGHT = 30  # SVG units per category of a horizontal bar chart (14 px labels and their gap)
@@ -48,8 +49,12 @@ def shorten(text: str, limit: int = MAX_LABEL) -> str:
 
 
 def quoted(labels: Sequence[str]) -> str:
-    """Mermaid's list of category names: ``"a", "b"``."""
-    return ", ".join(f'"{shorten(label, 10_000)}"' for label in labels)
+    """Mermaid's list of category names: ``"a", "b"``.
+
+    Mermaid's sanitizer prints a ``<`` in a label as the literal text ``&lt;``: it becomes
+    :data:`LESS`, a single left angle quotation mark, which reads the same.
+    """
+    return ", ".join(f'"{shorten(label, 10_000).replace("<", LESS)}"' for label in labels)
 
 
 def horizontal_height(categories: int) -> int:
