@@ -40,6 +40,13 @@ endif
 CHECKOV_VERSION := 3.3.30
 CHECKOV ?= $(UV) tool run --offline --from checkov==$(CHECKOV_VERSION) checkov
 
+# mermaid-cli (npm), pinned with its whole tree by tools/mermaid/package-lock.json (versions and
+# sha512 integrity): the chart tests render every chart the reports write with it, in Debian's
+# chromium (puppeteer's own browser download is skipped: nothing but registries is reachable).
+MERMAID_DIR ?= $(CURDIR)/.tools/mermaid-cli
+MERMAID_STAMP := $(MERMAID_DIR)/installed
+export MMDC := $(MERMAID_DIR)/node_modules/.bin/mmdc
+
 help: ## list the targets by section
 	@awk 'BEGIN {FS = ":.*## "} /^##@ / {printf "\n%s\n", substr($$0, 5)} \
 		/^[a-z0-9-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -246,7 +253,7 @@ github-settings: | $(UV_NEEDED) ## apply RULESETS and the Actions settings to Gi
 		$(if $(REPOSITORY),--repository "$(REPOSITORY)") $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
 
 ##@ Development: tests, checks, benchmarks, hooks, workflows run here (docs/testing.md)
-.PHONY: test lint docs format lint-workflows lint-deploy install-tools hooks act bench bench-serving bench-scale
+.PHONY: test lint docs format lint-workflows lint-deploy install-tools mermaid-cli hooks act bench bench-serving bench-scale
 KUBERNETES_VERSION ?= 1.37.0
 
 test: install install-tools ## the whole test suite (PYTEST_ARGS= narrows it)
@@ -299,11 +306,23 @@ lint-deploy: install-tools ## render every overlay; kubernetes-validate, Argo CD
 	$(CHECKOV) --framework kubernetes,kustomize --skip-download --compact --quiet \
 		-d $(DEPLOY) --skip-path $(DEPLOY)/base
 
-install-tools: | $(UV_NEEDED) ## install checkov (lint-deploy's checks) as a uv tool, once; make test and make lint do it
+install-tools: | $(UV_NEEDED) ## install checkov (lint-deploy's checks) as a uv tool, and mermaid-cli (where npm is), once; make test and make lint do it
 	@$(UV) tool list 2>/dev/null | grep -qx 'checkov v$(CHECKOV_VERSION)' || { \
 		echo "Installing checkov $(CHECKOV_VERSION) for make lint-deploy, as a uv tool (outside uv.lock)"; \
 		$(UV) tool install --quiet --offline checkov==$(CHECKOV_VERSION) 2>/dev/null \
 		|| $(UV) tool install --quiet checkov==$(CHECKOV_VERSION); }
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory mermaid-cli; \
+	else echo "npm is missing: mermaid-cli not installed, the chart rendering test will skip (CI: fail)"; fi
+
+mermaid-cli: $(MERMAID_STAMP) ## install mermaid-cli (tools/mermaid/package-lock.json) into .tools/mermaid-cli: renders charts as GitHub does
+
+# npm ci installs exactly the lock's tree and checks each package's hash; --ignore-scripts skips
+# puppeteer's download of a browser (the tests hand it Debian's chromium instead).
+$(MERMAID_STAMP): tools/mermaid/package.json tools/mermaid/package-lock.json
+	@echo "Installing mermaid-cli (tools/mermaid/package-lock.json) into $(MERMAID_DIR)"
+	@mkdir -p $(MERMAID_DIR) && cp tools/mermaid/package.json tools/mermaid/package-lock.json $(MERMAID_DIR)/
+	cd $(MERMAID_DIR) && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
 
 hooks: install ## turn on the git hooks: ruff, YAML/JSON, large files, conflict markers; dvc checkout, dvc push
 	$(RUN) pre-commit install

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.core import xychart
 from pipelines.core.drift import MISSING, OTHER, Binning
 from pipelines.core.formatting import cell, number
 from pipelines.core.io import PipelineError, write_atomically, write_json
@@ -43,7 +44,7 @@ NAMED = (
     "predictions",
     "fairness",
 )  # paths.* to override
-ORANGE, GREY = "#e8590c", "#9e9e9e"
+ORANGE, GREY = xychart.ORANGE, xychart.GREY
 
 
 def _names(drifts: list[Drift]) -> str:
@@ -236,26 +237,35 @@ def bin_names(binning: Binning) -> list[str]:
 
 
 def chart(drift: Drift) -> list[str]:
-    """A Mermaid bar chart of the served fractions (orange) against the reference (grey line)."""
+    """A horizontal Mermaid bar chart of the served fractions (orange) against the reference (grey).
+
+    One row per bin, so that a bin's name (a long category, a value range) has the chart's width
+    to itself; names longer than :data:`xychart.MAX_LABEL` are cut, and then a table under the
+    chart gives each bin's full name and both shares.
+    """
     reference = np.asarray(drift.distribution.fractions)
     top = float(max(reference.max(initial=0), drift.served.max(initial=0), 0.01))
-    names = ", ".join(
-        f'"{n.replace(chr(34), chr(39))}"' for n in bin_names(drift.distribution.binning)
-    )
-    title = drift.name
-    return [
+    bins = bin_names(drift.distribution.binning)
+    names = [xychart.shorten(n) for n in bins]
+    lines = [
         "```mermaid",
-        '%%{init: {"themeVariables": {"xyChart": {"plotColorPalette": "'
-        + f"{ORANGE}, {GREY}"
-        + '"}}}}%%',
-        "xychart-beta",
-        f'    title "{title.replace(chr(34), chr(39))}: served (bars) vs reference (line)"',
-        f"    x-axis [{names}]",
-        f'    y-axis "share of rows" 0 --> {min(1.0, top * 1.1):.3f}',
-        f"    bar [{', '.join(f'{v:.4f}' for v in drift.served)}]",
-        f"    line [{', '.join(f'{v:.4f}' for v in reference)}]",
+        xychart.init(f"{ORANGE}, {GREY}", xychart.horizontal_height(len(names))),
+        "xychart-beta horizontal",
+        f'    title "{xychart.shorten(drift.name, xychart.MAX_TITLE - 15)}: served vs reference"',
+        f"    x-axis [{xychart.quoted(names)}]",
+        # in percent: ticks of a few characters, where shares of 0.005 steps would crowd
+        f'    y-axis "% of rows" 0 --> {min(100.0, top * 110):.1f}',
+        f"    bar [{', '.join(f'{100 * v:.2f}' for v in drift.served)}]",
+        f"    line [{', '.join(f'{100 * v:.2f}' for v in reference)}]",
         "```",
     ]
+    if names != [n.replace('"', "'") for n in bins]:
+        lines += ["", "| bin | served | reference |", "|---|---:|---:|"]
+        lines += [
+            f"| {cell(n)} | {s:.1%} | {r:.1%} |"
+            for n, s, r in zip(bins, drift.served, reference, strict=True)
+        ]
+    return lines
 
 
 def charts(monitor: Monitor) -> list[str]:

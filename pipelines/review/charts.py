@@ -15,11 +15,12 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from pipelines.core import xychart
 from pipelines.core.curves import pr_points, roc_points
 
 GRID = np.linspace(0.0, 1.0, 201)  # x of the ROC and precision-recall charts: steps of 0.005
 
-BASE_COLOUR, PR_COLOUR, REFERENCE_COLOUR = "#9e9e9e", "#e8590c", "#1c7ed6"
+BASE_COLOUR, PR_COLOUR, REFERENCE_COLOUR = xychart.GREY, xychart.ORANGE, xychart.BLUE
 
 
 def through_vertices(x: np.ndarray, y: np.ndarray, grid: np.ndarray = GRID) -> np.ndarray:
@@ -82,24 +83,39 @@ def category_chart(
     lines: list[list[float]],
     *,
     reference: bool = False,
+    span: tuple[float, float] | None = None,
 ) -> list[str]:
     """A line chart over named bins, its y-axis spanning the values (``reference``: a first line).
 
     Values are written with 4 significant digits; the y-axis is padded by 5% of the span, and
-    starts at 0 when no value is negative.
+    starts at 0 when no value is negative. Names too wide for their slots
+    (:func:`xychart.fits`) would print on top of each other: evenly spaced numbers from
+    ``span[0]`` to ``span[1]`` then become a numeric axis, which Mermaid ticks itself, and other
+    names are numbered 1..n on the axis and listed in a table under the chart.
     """
     values = np.array([v for line in lines for v in line], dtype=np.float64)
     low, high = float(values.min()), float(values.max())
     pad = 0.05 * (high - low) or 0.05 * abs(high) or 1.0
     bottom = 0.0 if 0 <= low < pad else low - pad
-    names = ", ".join(f'"{c}"' for c in categories)
-    return mermaid(
-        title,
-        f'"{x_label}" [{names}]',
-        f'"{y_label}" {plain(bottom)} --> {plain(high + pad)}',
-        [[plain(v) for v in line] for line in lines],
-        palette(len(lines), reference),
-    )
+    legend: list[str] = []
+    if xychart.fits(categories):
+        x_axis = f'"{x_label}" [{xychart.quoted(categories)}]'
+    elif span is not None:
+        x_axis = f'"{x_label}" {plain(span[0])} --> {plain(span[1])}'
+    else:
+        numbers = [str(i) for i in range(1, len(categories) + 1)]
+        x_axis = f'"{x_label} (numbered: table below)" [{xychart.quoted(numbers)}]'
+        legend = ["", *xychart.legend(x_label, categories)]
+    return [
+        *mermaid(
+            title,
+            x_axis,
+            f'"{y_label}" {plain(bottom)} --> {plain(high + pad)}',
+            [[plain(v) for v in line] for line in lines],
+            palette(len(lines), reference),
+        ),
+        *legend,
+    ]
 
 
 def plain(value: float, digits: int = 4) -> str:
@@ -115,7 +131,7 @@ def mermaid(
     """The Markdown lines of a Mermaid ``xychart-beta`` with the given axes and lines."""
     return [
         "```mermaid",
-        '%%{init: {"themeVariables": {"xyChart": {"plotColorPalette": "' + colours + '"}}}}%%',
+        xychart.init(colours),
         "xychart-beta",
         f'    title "{title}"',
         f"    x-axis {x_axis}",

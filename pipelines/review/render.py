@@ -186,6 +186,7 @@ def value_section(report: Report) -> list[str]:
                 [f"{t:g}" for t in grid],
                 money,
                 [[point["value"] for point in view.curves[s]] for s in sides],
+                span=(grid[0], grid[-1]),  # the value curve's thresholds are evenly spaced
             ),
         ]
     return lines

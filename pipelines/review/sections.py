@@ -213,7 +213,7 @@ def regression_section(base: RegressionPredictions | None, pr: RegressionPredict
     cuts = residual_edges(residuals)
     centres = (cuts[:-1] + cuts[1:]) / 2
     names = [plain(c, 3) for c in centres]
-    names[0], names[-1] = f"< {plain(cuts[1], 3)}", f"≥ {plain(cuts[-2], 3)}"
+    names[0], names[-1] = f"below {plain(cuts[1], 3)}", f"≥ {plain(cuts[-2], 3)}"
     lines += [
         "",
         f"Share of the test rows per bin of the residual (actual - prediction; {legend(len(sides))}"
@@ -226,6 +226,7 @@ def regression_section(base: RegressionPredictions | None, pr: RegressionPredict
         names,
         "Share of rows",
         [residual_shares(r, cuts) for r in residuals],
+        span=(float(centres[0]), float(centres[-1])),  # equal-width bins
     )
     return lines
 

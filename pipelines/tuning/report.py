@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pipelines.core import xychart
 from pipelines.core.formatting import cell, number
 from pipelines.core.metrics import label_of
 from pipelines.tuning.search import Result, Trial
@@ -143,15 +144,27 @@ def _chart(result: Result, label: str) -> list[str]:
     low, high = min(scores), max(scores)
     pad = (high - low) * 0.1 or abs(high) * 0.01 or 0.01
     values = ", ".join
+    numbers = [str(t.number) for t in scored]
+    # Trial numbers that would crowd the axis give way to a numeric axis of the completed trials
+    # in order, whose ticks Mermaid spaces itself; there each score is a line's vertex, as
+    # Mermaid draws bars on a numeric axis as wide as on a short one, over each other.
+    few = xychart.fits(numbers)
+    axis = (
+        f'"trial" [{values(numbers)}]'
+        if few
+        else f'"completed trial (1 to {len(scored)}, in order)" 1 --> {len(scored)}'
+    )
+    title = f"{xychart.shorten(label, 20)} per completed trial (grey), best so far (orange)"
     return [
         "### The search",
         "",
         "```mermaid",
+        xychart.init(f"{xychart.GREY}, {xychart.ORANGE}"),
         "xychart-beta",
-        f'    title "{label} per completed trial (bars) and the best so far (line)"',
-        f'    x-axis "trial" [{values(str(t.number) for t in scored)}]',
+        f'    title "{title}"',
+        f"    x-axis {axis}",
         f'    y-axis "{label}" {low - pad:.4f} --> {high + pad:.4f}',
-        f"    bar [{values(f'{s:.4f}' for s in scores)}]",
+        f"    {'bar' if few else 'line'} [{values(f'{s:.4f}' for s in scores)}]",
         f"    line [{values(f'{s:.4f}' for s in running)}]",
         "```",
     ]

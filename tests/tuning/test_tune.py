@@ -99,7 +99,7 @@ def test_the_markdown_has_the_table_and_the_chart(tuned: Tuned) -> None:
     text = (tuned.root / "reports" / "tune.md").read_text()
     report = tuned.report()
     assert f"| | current params (trial 0) | best (trial {report['best_trial']}) |" in text
-    assert "```mermaid\nxychart-beta\n" in text
+    assert "\nxychart-beta\n" in text
     for name in report["params"]:
         assert f"| `{name}` |" in text
     completed = [str(t["number"]) for t in report["history"] if t["score"] is not None]
