@@ -306,15 +306,13 @@ lint-deploy: install-tools ## render every overlay; kubernetes-validate, Argo CD
 	$(CHECKOV) --framework kubernetes,kustomize --skip-download --compact --quiet \
 		-d $(DEPLOY) --skip-path $(DEPLOY)/base
 
-install-tools: | $(UV_NEEDED) ## install checkov (lint-deploy's checks) as a uv tool, and mermaid-cli (where npm is), once; make test and make lint do it
+install-tools: | $(UV_NEEDED) ## install checkov (lint-deploy's checks) as a uv tool, once; make test and make lint do it
 	@$(UV) tool list 2>/dev/null | grep -qx 'checkov v$(CHECKOV_VERSION)' || { \
 		echo "Installing checkov $(CHECKOV_VERSION) for make lint-deploy, as a uv tool (outside uv.lock)"; \
 		$(UV) tool install --quiet --offline checkov==$(CHECKOV_VERSION) 2>/dev/null \
 		|| $(UV) tool install --quiet checkov==$(CHECKOV_VERSION); }
-	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory mermaid-cli; \
-	else echo "npm is missing: mermaid-cli not installed, the chart rendering test will skip (CI: fail)"; fi
 
-mermaid-cli: $(MERMAID_STAMP) ## install mermaid-cli (tools/mermaid/package-lock.json) into .tools/mermaid-cli: renders charts as GitHub does
+mermaid-cli: $(MERMAID_STAMP) ## install mermaid-cli (tools/mermaid/package-lock.json, npm) into .tools/mermaid-cli: renders charts as GitHub does; the chart test runs it
 
 # npm ci installs exactly the lock's tree and checks each package's hash; --ignore-scripts skips
 # puppeteer's download of a browser (the tests hand it Debian's chromium instead).
