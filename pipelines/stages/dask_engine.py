@@ -9,7 +9,8 @@ lives as long as the stage. No process holds the whole table:
   folders of Parquet partitions;
 - train fits ``xgboost.dask`` on ``engine.partitions`` partitions of them; the model is the same
   XGBoost model, saved in the same file as the local engine's, so serving does not know which
-  engine made it;
+  engine made it. A binary threshold tuned by value fits a model per fold on the cluster too
+  (:func:`out_of_fold_on_dask`: the local engine's folds) and gathers three numbers a row;
 - evaluate scores the test partitions on the cluster and gathers only ids, labels and
   probabilities (three numbers a row) for the metrics.
 
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipelines.core.features import ID, LABEL, featurize, in_test
+from pipelines.core.features import ID, LABEL, featurize, fold_of, in_test
 from pipelines.core.io import PipelineError, atomic_path
 from pipelines.core.metrics import Task
 from pipelines.core.model import xgboost_arguments
@@ -63,11 +64,6 @@ def check_engine(train: TrainParams, engine: EngineParams) -> None:
         raise EngineError(
             "engine.kind: dask does not cross-validate (train.cv_folds: "
             f"{train.cv_folds}): set train.cv_folds: 0, or engine.kind: local"
-        )
-    if train.threshold == "value":
-        raise EngineError(
-            "engine.kind: dask does not tune the threshold by value (train.threshold: value "
-            "fits a model per fold): set train.threshold to a probability, or engine.kind: local"
         )
 
 
@@ -263,6 +259,44 @@ def train_on_dask(
             labels, predicted = dask.compute(y_out, output)
             scored = (np.asarray(labels), np.asarray(predicted, dtype=np.float64))
     return model, rows, list(x.columns), scored
+
+
+def out_of_fold_on_dask(
+    path: Path, params: TrainParams, engine: EngineParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A binary model's probability for each training row from the model of the other folds.
+
+    The folds are the local engine's (:func:`pipelines.stages.train.out_of_fold`):
+    ``threshold_folds`` of them by a hash of the id salted with ``seed``. Each fold's model is
+    fitted on the cluster and scores its fold there.
+
+    Returns:
+        Labels, out-of-fold probabilities and ids of every training row (fold by fold).
+    """
+    import dask
+    import dask.dataframe as dd
+    from xgboost import dask as dxgb
+
+    folds, seed = params.threshold_folds, params.seed
+    address = os.environ.get(ADDRESS_VARIABLE) or None
+    scored = []
+    with cluster_client(engine, address) as client:
+        for k in range(folds):
+
+            def other(ids: Any, k: int = k) -> np.ndarray:
+                return fold_of(ids, folds, seed) != k
+
+            print(f"fold {k + 1} of {folds} for the threshold, on {_where(client, address)}")
+            x, y = read_partitioned(path, engine.partitions, other)
+            booster = fit_dask(client, x, y, params, "binary").get_booster()
+            table = dd.read_parquet(path)
+            table = table[~table[ID].map_partitions(other, meta=(ID, bool))]
+            probability = dxgb.inplace_predict(client, booster, table[list(x.columns)])
+            scored.append(dask.compute(table[LABEL], probability, table[ID]))
+    labels, probability, ids = (
+        np.concatenate([np.asarray(p[i]) for p in scored]) for i in range(3)
+    )
+    return labels, probability.astype(np.float64), ids
 
 
 def score_on_dask(

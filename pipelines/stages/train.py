@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,7 +56,7 @@ from pipelines.params import (
     load_optional,
     load_section,
 )
-from pipelines.schema import load_schema
+from pipelines.schema import Schema, load_schema
 from pipelines.stages import dask_engine
 
 CV_METRIC: dict[Task, str] = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
@@ -152,26 +153,42 @@ def decision(
             # 0.5 is what a model without a decision decides at (core.model.threshold_of): a
             # model trained before decisions were stored is the same model files as one now
             return {} if params.threshold == 0.5 else {"threshold": params.threshold}
-        if value is None or rows is None:
-            raise PipelineError(
-                "train.threshold: value needs a value: section in params.yaml (what each "
-                "decision is worth, docs/value.md) and engine.kind: local; or set "
-                "train.threshold to a probability"
-            )
+        if rows is None:
+            raise PipelineError("train.threshold: value needs the training rows")
         x, y, ids = rows
         print(f"tuning the threshold by value on {params.threshold_folds} folds...")
-        threshold, worth = best_threshold(value, y, out_of_fold(x, y, ids, params), amount)
-        return {
-            "threshold": round(threshold, 6),
-            "by": "value",
-            "folds": params.threshold_folds,
-            "value_per_1000": round(worth, 4),
-        }
+        return by_value(params, value, y, out_of_fold(x, y, ids, params), amount)
     if value is None:
         return {}
     if task == "multiclass":
         return {"gain": value.matrix.tolist()}
     return {} if rows is None else {"constant": regression_constant(value, rows[1], amount)}
+
+
+def by_value(
+    params: TrainParams,
+    value: ValueModel | None,
+    labels: np.ndarray,
+    probability: np.ndarray,
+    amount: np.ndarray | None,
+) -> dict[str, Any]:
+    """A binary model's decision at the threshold of most value on out-of-fold probabilities.
+
+    Raises:
+        PipelineError: No value model to judge the decisions by.
+    """
+    if value is None:
+        raise PipelineError(
+            "train.threshold: value needs a value: section in params.yaml (what each decision "
+            "is worth, docs/value.md); or set train.threshold to a probability"
+        )
+    threshold, worth = best_threshold(value, labels, probability, amount)
+    return {
+        "threshold": round(threshold, 6),
+        "by": "value",
+        "folds": params.threshold_folds,
+        "value_per_1000": round(worth, 4),
+    }
 
 
 def conformal_half_width(errors: np.ndarray, coverage: float) -> float:
@@ -218,6 +235,16 @@ def calibration_rows(
     return calibration, load_section("serve", ServeParams).coverage
 
 
+def amount_of(
+    value: ValueModel | None, raw: Path, schema: Schema, ids: np.ndarray
+) -> np.ndarray | None:
+    """The value model's amount of each of the rows ``ids``, read from the raw table (or None)."""
+    if value is None or value.amount is None:
+        return None
+    table = pd.read_csv(raw, usecols=[schema.id, value.amount]).set_index(schema.id)
+    return amounts(value, table, ids)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Fit the model on the training set and save it with its metadata."""
     args = path_arguments(__doc__.splitlines()[0], ("train", "raw", "schema", "out"), argv)
@@ -236,7 +263,12 @@ def main(argv: list[str] | None = None) -> int:
         model, rows, features, held_out = dask_engine.train_on_dask(
             args.train, params, engine, task, calibration
         )
-        decided = decision(params, task, value)
+        if task == "binary" and params.threshold == "value":
+            y, probability, ids = dask_engine.out_of_fold_on_dask(args.train, params, engine)
+            amount = amount_of(value, args.raw, schema, ids)
+            decided = by_value(params, value, y, probability, amount)
+        else:
+            decided = decision(params, task, value)
     else:
         x, y, ids = read_features(args.train)
         print(f"training {params.model} ({task}) on {len(x)} rows x {x.shape[1]} features...")
@@ -250,9 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             model = fit(x, y, params, task)
             rows = len(x)
         features = list(x.columns)
-        amount = None
-        if value is not None and value.amount is not None:
-            amount = amounts(value, pd.read_csv(args.raw).set_index(schema.id), ids)
+        amount = amount_of(value, args.raw, schema, ids)
         decided = decision(params, task, value, (x, y, ids), amount)
     chosen = getattr(params, params.model, None)
     meta: dict[str, Any] = {
