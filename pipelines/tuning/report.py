@@ -12,7 +12,7 @@ from typing import Any
 
 from pipelines.core import xychart
 from pipelines.core.formatting import cell, number
-from pipelines.core.metrics import label_of
+from pipelines.core.metrics import VALUE, label_of
 from pipelines.tuning.search import Result, Trial
 
 DIGITS = 4
@@ -82,7 +82,7 @@ def markdown(result: Result, *, rows: int, folds: int, written: bool) -> str:
         change = (best.score or 0.0) - (baseline.score or 0.0)
         lines.append(
             f"**Trial {best.number} beats the current params** by "
-            f"{number(change, DIGITS, signed=True)} {label}"
+            f"{_score(result.metric, change, signed=True)} {label}"
             + (": written into params.yaml's `train:`." if written else " (params.yaml unchanged).")
         )
     else:
@@ -99,6 +99,13 @@ def markdown(result: Result, *, rows: int, folds: int, written: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _score(metric: str, value: float | None, signed: bool = False) -> str:
+    """A score as the report prints it: value in whole units with thousands separators."""
+    if metric != VALUE or value is None or not math.isfinite(value):
+        return number(value, DIGITS, signed=signed)
+    return f"{value:+,.0f}" if signed else f"{value:,.0f}"
+
+
 def _states(result: Result) -> str:
     counts: dict[str, int] = {}
     for trial in result.trials:
@@ -106,8 +113,8 @@ def _states(result: Result) -> str:
     return ", ".join(f"{n} {state}" for state, n in counts.items())
 
 
-def _folds(trial: Trial) -> str:
-    return ", ".join(number(s, DIGITS) for s in trial.folds)
+def _folds(trial: Trial, metric: str) -> str:
+    return ", ".join(_score(metric, s) for s in trial.folds)
 
 
 def _table(result: Result, label: str) -> list[str]:
@@ -115,11 +122,11 @@ def _table(result: Result, label: str) -> list[str]:
     lines = [
         f"| | current params (trial 0) | best (trial {best.number}) |",
         "|---|---:|---:|",
-        f"| **{label}**, mean over the folds | {number(baseline.score, DIGITS)} "
-        f"| {number(best.score, DIGITS)} |",
-        f"| spread across the folds (std) | {number(baseline.spread, DIGITS)} "
-        f"| {number(best.spread, DIGITS)} |",
-        f"| per fold | {_folds(baseline)} | {_folds(best)} |",
+        f"| **{label}**, mean over the folds | {_score(result.metric, baseline.score)} "
+        f"| {_score(result.metric, best.score)} |",
+        f"| spread across the folds (std) | {_score(result.metric, baseline.spread)} "
+        f"| {_score(result.metric, best.spread)} |",
+        f"| per fold | {_folds(baseline, result.metric)} | {_folds(best, result.metric)} |",
     ]
     if baseline.threshold is not None:  # scored by value: a binary model's decisions
         lines.append(

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from pipelines.core.io import PipelineError
-from pipelines.core.metrics import BETTER, METRICS, VALUE
+from pipelines.core.metrics import BETTER, METRICS, VALUE, label_of
 from pipelines.params import GateParams, TrainParams, load_section
 from pipelines.schema import Schema, dump_schema
 from pipelines.tuning import tune
@@ -36,6 +36,12 @@ class Tuned:
 
     def report(self) -> dict[str, Any]:
         return json.loads((self.root / "reports" / "tune.json").read_text())
+
+
+def tuned_task(tuned: Tuned) -> str:
+    return str(
+        yaml.safe_load((tuned.root / "schema.yaml").read_text())["target"].get("task", "binary")
+    )
 
 
 def run(root: Path, *argv: str) -> int:
@@ -104,6 +110,14 @@ def test_the_markdown_has_the_table_and_the_chart(tuned: Tuned) -> None:
         assert f"| `{name}` |" in text
     completed = [str(t["number"]) for t in report["history"] if t["score"] is not None]
     assert f'x-axis "trial" [{", ".join(completed)}]' in text
+    baseline, best = report["baseline"], report["best"]
+    if report["metric"] == VALUE:  # money in whole units, and the threshold each decided at
+        said = f"| {baseline:,.0f} | {best:,.0f} |"
+        thresholds = [report["history"][n]["threshold"] for n in (0, report["best_trial"])]
+        assert all(t is not None for t in thresholds) == (tuned_task(tuned) == "binary")
+    else:
+        said = f"| {baseline:.4f} | {best:.4f} |"
+    assert f"| **{label_of(report['metric'])}**, mean over the folds {said}" in text
 
 
 def test_every_trial_is_an_mlflow_run_under_one_parent(tuned: Tuned) -> None:
