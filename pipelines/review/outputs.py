@@ -206,7 +206,7 @@ def fetch(root: Path, commit: str, paths: Paths, into: Path) -> None:
     fs = DVCFileSystem(str(root), rev=commit)
     required = (paths.metrics, paths.segments, paths.predictions, paths.model)
     try:
-        for path in (*required, paths.registry, paths.train):
+        for path in (*required, paths.registry, paths.train, paths.fairness):
             destination = into / path
             destination.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -270,7 +270,10 @@ def reproduce(root: Path, commit: str, stage: str, paths: Paths, into: Path) -> 
         run_logged([python, "-m", "pipelines.stages.data"], tree, env)
         progress(f"dvc repro {stage} at BASE")
         run_logged([python, "-m", "dvc", "repro", stage], tree, env)
-        for path in (paths.metrics, paths.segments, paths.predictions, paths.model, paths.train):
+        made = (paths.metrics, paths.segments, paths.predictions, paths.model, paths.train)
+        for path in (*made, paths.fairness):
+            if not (tree / path).exists() and path == paths.fairness:
+                continue  # a BASE from before fairness audits
             destination = into / path
             destination.parent.mkdir(parents=True, exist_ok=True)
             if (tree / path).is_dir():

@@ -135,6 +135,8 @@ def test_the_comment_shows_the_numbers_of_the_metrics_files(
         assert worse.gate["metrics"][name]["base"] == base[name]
         assert worse.gate["metrics"][name]["pr"] == pr[name]
     assert f"| MLflow run | `{worse.registry['run_id']}` |" not in worse.comment  # base first
+    if "#### Fairness" in worse.comment:  # BASE's audit is fetched with its other outputs
+        assert "n/a →" not in worse.comment
     assert f"` | `{worse.registry['run_id']}` |" in worse.comment
     assert f"` | `{worse.registry['model_uri']}` |" in worse.comment
     # ROC and precision-recall, and with a value model the value curve against the threshold
@@ -178,6 +180,8 @@ def test_base_missing_from_the_cache_is_reproduced_in_a_worktree(
     worktrees = project.run("git", "worktree", "list", "--porcelain").stdout
     assert worktrees.count("worktree ") == 1
     assert "reproduced from its code and data in a temporary worktree" in again.comment
+    if "#### Fairness" in again.comment:  # BASE's audit, reproduced too
+        assert "n/a →" not in again.comment
     assert (tmp_path / "empty-cache").exists()  # BASE's outputs were cached for the next time
 
 
