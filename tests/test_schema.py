@@ -514,14 +514,14 @@ def test_main_reports_a_bad_column_and_writes_nothing(
 
 
 def test_main_keeps_the_audit_columns_when_it_writes_the_schema_again(project: Path) -> None:
-    assert main([*FIRST, "--audit", "is.senior"]) == 0
+    assert main([*FIRST, "--audit", "is.senior, Plan Type"]) == 0  # names with spaces
     path = project / SCHEMA_FILE
-    assert list(load_schema(path).audit) == ["is.senior"]
+    assert list(load_schema(path).audit) == ["is.senior", "Plan Type"]
 
     assert main(["--force"]) == 0  # the current schema's audit columns stay out of the model
-    assert list(load_schema(path).audit) == ["is.senior"]
+    assert list(load_schema(path).audit) == ["is.senior", "Plan Type"]
     assert "is.senior" not in load_schema(path).features
 
-    assert main(["--force", "--audit"]) == 0  # none: every column a feature again
+    assert main(["--force", "--audit", ""]) == 0  # none: every column a feature again
     assert load_schema(path).audit == {}
     assert "is.senior" in load_schema(path).features

@@ -30,7 +30,7 @@ from pipelines.core.io import PipelineError, run_stage
 from pipelines.core.metrics import BETTER, VALUE
 from pipelines.core.value import neutral_section
 from pipelines.params import load_paths
-from pipelines.schema import Schema, dump_schema
+from pipelines.schema import Schema, columns_of, dump_schema
 from pipelines.template.table import Table, check_table, data_file, read_table
 
 ANSWERS = Path(".copier-answers.yml")
@@ -184,6 +184,23 @@ def edit_params(path: Path, changes: dict[tuple[str, ...], Any]) -> None:
     path.write_text(text)
 
 
+def fairness_section(schema: Schema) -> dict[str, Any] | None:
+    """``fairness:`` for the audit columns (none: no audit): their groups reported, no bounds.
+
+    Which gap is too wide is the owner's to say (``max_gap``); until then the gate judges none.
+    """
+    if not schema.audit:
+        return None
+    return {
+        "sensitive": list(schema.audit),
+        "min_group_rows": 50,
+        "max_gap": {},
+        "resamples": 1000,
+        "seed": 0,
+        "confidence": 0.95,
+    }
+
+
 def feature_table(schema: Schema) -> str:
     """The schema as a Markdown table: what a reviewer checks first."""
     lines = ["| column | type | allowed values | missing allowed |", "|---|---|---|---|"]
@@ -270,6 +287,7 @@ def main() -> int:
         answers.get("positive") or "",
         answers.get("id") or "",
         answers.get("task") or "",
+        audit=columns_of(answers.get("audit") or ""),
     )
     say(f"task: {table.task}")
     env = {
@@ -294,7 +312,8 @@ def main() -> int:
             # correct decision gains 1, and the threshold is a probability
             ("value",): neutral_section(table.task, table.schema.target.labels),
             ("train", "threshold"): 0.5,
-            ("fairness",): None,  # the groups to audit are the owner's to name (docs/fairness.md)
+            # the groups to audit are the owner's to name (docs/fairness.md): AUDIT's, if any
+            ("fairness",): fairness_section(table.schema),
             ("register", "experiment"): name,
             ("register", "model_name"): name,
         }

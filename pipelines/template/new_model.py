@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pipelines.core.io import run_stage
 from pipelines.core.leaks import likely_leaks
+from pipelines.schema import columns_of
 from pipelines.template.table import TableError, check_name, check_table, read_table
 
 TEMPLATE = Path(__file__).resolve().parents[2]
@@ -80,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         "--task", default="", help="binary, multiclass or regression (default: inferred)"
     )
     parser.add_argument("--id", dest="id_column", default="", help="the unique row id column")
+    parser.add_argument(
+        "--audit",
+        default="",
+        help="columns kept out of the model, audited for fairness, separated by commas",
+    )
     parser.add_argument("--repository", default="OWNER/REPO", help="GitHub owner/name")
     parser.add_argument(
         "--code-owners",
@@ -93,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     name = check_name(args.name)
     dest = check_dest(args.dest.absolute())
     data = args.data.absolute()
-    table = check_table(read_table(data), args.target, args.positive, args.id_column, args.task)
+    audit = columns_of(args.audit)
+    table = check_table(
+        read_table(data), args.target, args.positive, args.id_column, args.task, audit=audit
+    )
     print(f"task: {table.task} ({table.reason})")
     for leak in likely_leaks(table.frame, table.schema):
         print(f"warning: {leak}")
@@ -117,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "positive": args.positive,
         "task": table.task,  # the inferred task is said once, here, and kept in the answers
         "id": args.id_column,
+        "audit": ",".join(audit),
         "repository": args.repository,
     } | ({"code_owners": args.code_owners} if args.code_owners else {})
     try:

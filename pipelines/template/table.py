@@ -118,9 +118,17 @@ def positive_class(values: list[Any], target: str, positive: str) -> str | int:
 
 
 def check_table(
-    frame: pd.DataFrame, target: str, positive: str = "", id_column: str = "", task: str = ""
+    frame: pd.DataFrame,
+    target: str,
+    positive: str = "",
+    id_column: str = "",
+    task: str = "",
+    *,
+    audit: tuple[str, ...] = (),
 ) -> Table:
-    """Check TARGET, POSITIVE, ID and TASK against the table; add a row id when there is none.
+    """Check TARGET, POSITIVE, ID, TASK and AUDIT against the table; add a row id if it has none.
+
+    AUDIT's columns go under the schema's ``audit:``: validated, never features.
 
     A table without an id gets ``row_id``: 1, 2, ... in the file's row order, written into the
     data itself, so an id never changes for a row once the data is versioned. The task is
@@ -131,6 +139,10 @@ def check_table(
     """
     _column(frame, target, "TARGET")
     table, id_column, added = with_id(frame, id_column, target)
+    for name in audit:
+        _column(frame, name, "AUDIT")
+        if name in (target, id_column):
+            raise TableError(f"AUDIT={name!r} is the target or the id: name another column")
 
     labels = frame[target]
     if labels.isna().any():
@@ -153,7 +165,7 @@ def check_table(
         if chosen_task == "binary":
             chosen = positive_class(values, target, positive)
     try:
-        schema = infer_schema(table, target, id_column, chosen, chosen_task)
+        schema = infer_schema(table, target, id_column, chosen, chosen_task, audit=audit)
     except SchemaError as error:
         raise TableError(str(error)) from None
     return Table(table, target, chosen, id_column, added, schema, chosen_task, reason)

@@ -36,6 +36,7 @@ from tools.scratch import BIN
 pytestmark = pytest.mark.slow
 
 AWKWARD_POSITIVE = "charged off"
+AUDITED = "Has Card?"  # of the awkward table: kept out of its model, audited for fairness
 NAMES = {"regression": "carseats-sales", "multiclass": "hpc-class", "binary": "loan-risk"}
 HEADLINE = {"regression": "rmse", "multiclass": "log_loss", "binary": "roc_auc"}
 CODE_OWNERS = "CODE_OWNERS=@acme/risk-reviewers @acme-platform"  # two handles: quoted through make
@@ -137,6 +138,7 @@ def awkward(tmp_path_factory: pytest.TempPathFactory) -> Generated:
     table = awkward_table(data)
     dest = tmp_path_factory.mktemp("awkward") / "loan-risk"
     arguments = ("TARGET=loan status", f"POSITIVE={AWKWARD_POSITIVE}", "NAME=loan-risk")
+    arguments += (f"AUDIT={AUDITED}",)  # its whole suite then runs with an audit column
     return Generated(dest, new_model(dest, f"DATA={data}", *arguments), table)
 
 
@@ -187,6 +189,21 @@ def test_the_first_model_is_trained_from_the_first_commit_and_committed_as_the_b
     assert "the first model, committed as the baseline" in generated.output
     assert HEADLINE[task] in generated.output
     assert "  3. git remote add origin" in generated.output
+
+
+def test_an_audit_column_stays_in_the_data_out_of_the_model_and_is_audited(
+    awkward: Generated,
+) -> None:
+    repo = awkward.path
+    schema = yaml.safe_load((repo / "schema.yaml").read_text())
+    assert list(schema["audit"]) == [AUDITED]
+    assert AUDITED not in schema["features"]
+    meta = json.loads((repo / "models/model/meta.json").read_text())
+    assert not [f for f in meta["features"] if f.startswith(AUDITED)]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["fairness"]["sensitive"] == [AUDITED]
+    audit = json.loads((repo / params["paths"]["fairness"]).read_text())
+    assert set(audit[AUDITED]["groups"]) == {"yes", "no"}
 
 
 def test_nothing_of_the_example_is_left(generated: Generated) -> None:

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.params import FairnessParams
 from pipelines.template import new_model
+from pipelines.template.bootstrap import fairness_section
 from pipelines.template.table import (
     ROW_ID,
     TableError,
@@ -103,6 +105,8 @@ def bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (but(id="key", data=str(ids)), "ID='key' is not a unique id: 0 missing and 60 duplicated"),
         (but(id="nope"), "ID='nope' is not a column of the table"),
         (but(id="label"), "ID='label' is the target"),
+        (but(audit="colour, nope"), "AUDIT='nope' is not a column of the table"),
+        (but(audit="label"), "AUDIT='label' is the target or the id: name another column"),
         (but(data=str(small)), "the table has 20 rows: a model needs at least 50"),
         (but(data=str(empty)), "is empty: give a table with a header and rows"),
         (but(data=str(header)), "has no rows"),
@@ -135,6 +139,8 @@ CASES = [
     "duplicate id",
     "unknown id",
     "id is the target",
+    "unknown audit column",
+    "audit column is the target",
     "too few rows",
     "empty file",
     "header only",
@@ -195,6 +201,19 @@ def test_a_table_without_an_id_gets_row_numbers_as_its_id() -> None:
     with_id = check_table(table(), "label", id_column="key")
     assert not with_id.id_added
     assert with_id.schema.id == "key"
+
+
+def test_audit_columns_stay_in_the_data_out_of_the_features_and_are_audited() -> None:
+    checked = check_table(table(), "label", id_column="key", audit=("colour",))
+    assert list(checked.schema.features) == ["x"]
+    assert list(checked.schema.audit) == ["colour"]
+    assert "colour" in checked.frame.columns  # the data keeps it: validated, audited
+    section = fairness_section(checked.schema)
+    assert section is not None
+    assert section["sensitive"] == ["colour"]
+    assert section["max_gap"] == {}  # the bounds are the owner's to set
+    FairnessParams.model_validate(section)
+    assert fairness_section(check_table(table(), "label", id_column="key").schema) is None
 
 
 def test_a_table_that_has_a_row_id_column_must_say_whether_it_is_the_id() -> None:
