@@ -55,7 +55,7 @@ def pull() -> int:
             return 0
         try:
             stats = repo.pull(allow_missing=True)
-        except DvcException as error:
+        except (DvcException, OSError) as error:  # a local remote that is not a folder: OSError
             reason = " ".join(str(error).split())
             print(
                 f"could not pull from DVC remote '{remote}' ({reason}): `dvc repro` runs the "
@@ -89,7 +89,7 @@ def push() -> int:
         targets = shared_targets(repo, str(paths.data_dvc))
         try:
             pushed = repo.push(targets=targets)
-        except DvcException as error:
+        except (DvcException, OSError) as error:
             reason = " ".join(str(error).split())
             raise PipelineError(
                 f"could not push to DVC remote '{remote}': {reason}\n"
