@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 NAMING_A_RUN = frozenset(stage for stage, _ in IGNORED)
 NO_REMOTE = "no default DVC remote (docs/dvc-remote.md)"
+# DVC raises ImportError for a storage whose support is not installed (dvc-s3, dvc-gs, ...)
+SUPPORT = "DVC's support for its storage, a dependency of the project: `uv add dvc-s3` for S3"
 
 
 def default_remote(repo: Repo) -> str | None:
@@ -55,11 +57,12 @@ def pull() -> int:
             return 0
         try:
             stats = repo.pull(allow_missing=True)
-        except (DvcException, OSError) as error:  # a local remote that is not a folder: OSError
+        except (DvcException, OSError, ImportError) as error:  # OSError: a folder that is a file
             reason = " ".join(str(error).split())
+            hint = f"; install {SUPPORT}" if isinstance(error, ImportError) else ""
             print(
-                f"could not pull from DVC remote '{remote}' ({reason}): `dvc repro` runs the "
-                "stages whose outputs are missing",
+                f"could not pull from DVC remote '{remote}' ({reason}{hint}): `dvc repro` runs "
+                "the stages whose outputs are missing",
                 file=sys.stderr,
             )
             return 0
@@ -89,6 +92,10 @@ def push() -> int:
         targets = shared_targets(repo, str(paths.data_dvc))
         try:
             pushed = repo.push(targets=targets)
+        except ImportError as error:
+            raise PipelineError(
+                f"could not push to DVC remote '{remote}': {error}\n  - Install {SUPPORT}."
+            ) from error
         except (DvcException, OSError) as error:
             reason = " ".join(str(error).split())
             raise PipelineError(
