@@ -153,7 +153,7 @@ score: install ## score a CSV of raw rows: make score INPUT=rows.csv OUTPUT=scor
 ##@ Release: merge -> bento -> image -> GitOps manifests (docs/release.md)
 # The same inputs give the same bento version and image tag: a tag the registry already holds is
 # neither built nor pushed again. A registry that cannot answer stops image and push.
-.PHONY: check-lock bento image push sbom image-e2e set-image show-image deploy-staging model-alias trace
+.PHONY: check-lock dvc-pull dvc-push bento image push sbom image-e2e set-image show-image deploy-staging model-alias trace
 IMAGE_REPO ?=
 BACKEND ?=
 GATE ?=
@@ -164,6 +164,12 @@ DEPLOY ?= deploy
 
 check-lock: install ## dvc repro, then fail if the committed dvc.lock differs from what it reproduces
 	$(RUN) python -m pipelines.release.lockcheck
+
+dvc-pull: install ## restore from the default DVC remote the outputs dvc.lock names that it holds, so repro runs only what changed (none set: says so)
+	$(RUN) python -m pipelines.release.outputs pull
+
+dvc-push: install ## push the data and every stage's outputs but those naming an MLflow run to the default DVC remote (none set: says so)
+	$(RUN) python -m pipelines.release.outputs push
 
 bento: install ## import the current model, build the bento, versioned by its inputs (reports/bento.json)
 	$(RUN) python -m pipelines.serving.store import

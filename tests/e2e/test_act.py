@@ -27,6 +27,7 @@ import yaml
 from pipelines.core.io import PipelineError
 from pipelines.params import MonitorParams, load_paths, load_section
 from pipelines.release import manifests
+from pipelines.release.outputs import NAMING_A_RUN
 from pipelines.review.comment import MARKER
 from pipelines.schema import load_schema, read_raw
 from pipelines.stages.register import RegisterParams
@@ -295,6 +296,91 @@ def test_a_stale_lock_on_main_stops_the_release_before_anything_is_built(
     assert github.sha("refs/heads/main") == pushed  # nothing pushed to main
 
 
+@dataclass(frozen=True)
+class Remote:
+    """An S3-compatible DVC remote on 127.0.0.1 (SeaweedFS), and its keys as the secrets."""
+
+    endpoint: str
+    url: str
+    secrets: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def s3_remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remote]:
+    """SeaweedFS's S3 server with one bucket and one identity, which checks the keys.
+
+    Needs the optional group ``shared`` (DVC's S3 support, SeaweedFS): outside CI a machine
+    without it skips; in CI (``.ci/run`` installs it) its absence fails.
+    """
+    from tools import services
+
+    key, secret = "release", "release-secret-key"
+    with ExitStack() as stack:
+        try:
+            import dvc_s3  # noqa: F401  (DVC's S3 support, which the jobs need too)
+
+            endpoint = services.start_seaweedfs(
+                stack, {}, tmp_path_factory.mktemp("s3"), key, secret
+            )
+        except (PipelineError, ImportError) as error:
+            (pytest.fail if os.environ.get("CI") else pytest.skip)(f"S3 remote: {error}")
+        keys = {"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
+        yield Remote(endpoint, f"s3://{services.BUCKET}/dvc", keys)
+
+
+def test_a_release_shares_mains_outputs_and_a_fresh_runner_then_trains_nothing(
+    github: Simulation,
+    trained_repo: ScratchRepo,
+    s3_remote: Remote,
+    main_restored: str,
+    tmp_path: Path,
+) -> None:
+    """release.yml's lock job, twice, with the team's DVC remote committed on main: the first
+    pushes main's outputs (restored from the session's trained copy, as a shared cache holds
+    them); the second runs on a runner with no cache at all and takes everything from the
+    remote, so `dvc repro` runs no stage that trains. Register and card run, by design: they
+    name the job's own MLflow run, and are not shared."""
+    shutil.copytree(
+        trained_repo.path / ".dvc" / "cache", github.root / "dvc-cache", dirs_exist_ok=True
+    )
+    work = github.clone(tmp_path / "work")
+    dvc = [sys.executable, "-m", "dvc", "remote"]
+    for args in (
+        ["add", "-d", "team", s3_remote.url],
+        ["modify", "team", "endpointurl", s3_remote.endpoint],
+        ["modify", "team", "region", "us-east-1"],
+    ):
+        subprocess.run([*dvc, *args], cwd=work, check=True, capture_output=True)
+    git("commit", "-qam", "Add the team's DVC remote", cwd=work)
+    github.push_branch(work, "main")
+    stages = list(yaml.safe_load((work / "dvc.yaml").read_text())["stages"])
+    shared = [s for s in stages if s not in NAMING_A_RUN]
+
+    first = github.on_push("release.yml", main_restored, job="lock", secrets=s3_remote.secrets)
+    assert first.jobs == {"lock": "success"}, first.text()[-4000:]
+    log = first.text()
+    assert "dvc.lock matches what the code and data reproduce" in log
+    pushed = re.search(r"pushed to DVC remote 'team': (\d+) new files \((.*?)\)", log)
+    assert pushed, log[-4000:]
+    assert int(pushed[1]) > 0
+    assert set(pushed[2].split(", ")) == {"data.dvc", *shared}
+
+    # A runner with no DVC cache (its own config folder: not the simulation's shared cache)
+    bare = {"XDG_CONFIG_HOME": str(tmp_path / "fresh-runner")}
+    second = github.on_push(
+        "release.yml", main_restored, job="lock", secrets=s3_remote.secrets, env=bare
+    )
+    assert second.jobs == {"lock": "success"}, second.text()[-4000:]
+    log = second.text()
+    assert "pulling data.dvc from DVC remote 'team'" in log
+    assert re.search(r"pulled from DVC remote 'team': \d+ files fetched", log), log[-4000:]
+    for stage in shared:
+        assert f"Stage '{stage}' didn't change, skipping" in log, stage
+        assert f"Running stage '{stage}'" not in log, stage
+    assert {s for s in stages if f"Running stage '{s}'" in log} == NAMING_A_RUN
+    assert "pushed to DVC remote 'team': 0 new files" in log  # it was all there already
+
+
 def test_promote_opens_one_pull_request_moving_production_to_staging(
     github: Simulation, main_restored: str, tmp_path: Path
 ) -> None:
@@ -305,8 +391,19 @@ def test_promote_opens_one_pull_request_moving_production_to_staging(
     git("commit", "-qam", "staging runs a new image", cwd=work)
     github.push_branch(work, STAGING)  # where the release writes it, and Argo CD reads it
 
-    run = github.on_dispatch("promote.yml")
+    # Without its token it stops before any work: the workflow's own would open a pull request
+    # whose checks never run
+    refused = github.on_dispatch("promote.yml")
+    assert refused.jobs == {"promote": "failure"}
+    assert "::error::set the secret PROMOTE_TOKEN" in refused.text()
+    assert not any(r["action"] == "checkout" for r in refused.records)
+    assert writes(refused) == []
+
+    token = {"PROMOTE_TOKEN": WRITE_TOKEN}
+    run = github.on_dispatch("promote.yml", secrets=token)
     assert run.jobs == {"promote": "success"}, run.text()[-3000:]
+    (opened,) = [r for r in run.records if r["action"] == "create-pull-request"]
+    assert opened["inputs"]["token"] == "***"  # noqa: S105 (PROMOTE_TOKEN, masked)
     (created,) = [c for c in run.calls if c.method == "POST"]
     assert created.path == f"/repos/{github.repository}/pulls"
     assert created.body["head"] == "promote/production"
@@ -316,7 +413,7 @@ def test_promote_opens_one_pull_request_moving_production_to_staging(
     production = git("show", "promote/production:" + changed, cwd=github.origin)
     assert str(manifests.read_image(production)) == staging
 
-    again = github.on_dispatch("promote.yml")
+    again = github.on_dispatch("promote.yml", secrets=token)
     assert again.jobs == {"promote": "success"}
     assert [c.method for c in again.calls if c.method != "GET"] == ["PATCH"]  # the same PR
     promotions = [p for p in github.api.pulls.values() if p["head"]["ref"] == "promote/production"]
@@ -596,7 +693,7 @@ def test_a_merge_releases_one_image_and_points_staging_at_it_once(
     merged = github.push_branch(work, "main")
 
     released = github.on_push("release.yml", main_restored)
-    jobs = {"lock": "success", "image": "success", "staging": "success"}
+    jobs = {"lock": "success", "image": "success", "staging": "success", "alias": "success"}
     assert released.jobs == jobs, released.text()[-5000:]
     reference = released.outputs["image"]["digest_ref"]
     repository = reference.split("@")[0].split("/", 1)[1]

@@ -42,7 +42,6 @@ WRITE_SCOPES: dict[tuple[str, str], set[str]] = {
     ("release.yml", "image"): {"packages", "id-token", "attestations"},
     ("release.yml", "staging"): {"contents"},
     ("staging.yml", "staging"): {"contents"},
-    ("promote.yml", "promote"): {"contents", "pull-requests"},
 }
 READ_SCOPES = {"contents", "actions"}
 EXTRA_READS = {("promote.yml", "alias"): {"packages"}}  # the image's labels, from ghcr.io
@@ -59,9 +58,16 @@ SECRETS: dict[tuple[str, str], set[str]] = {
     ("monitor.yml", "monitor"): DVC_SECRETS | {"RETRAIN_TOKEN"},
     ("tune.yml", "tune"): {"RETRAIN_TOKEN"},  # the data comes as in pr.yml, without secrets
     ("template-update.yml", "update"): {"TEMPLATE_UPDATE_TOKEN"},
+    ("promote.yml", "promote"): {"PROMOTE_TOKEN"},
+    ("release.yml", "alias"): MLFLOW_SECRETS,
 }
 # The jobs that talk to the team's MLflow server: the address, from the repository variable
-TRACKED = {("pr.yml", "gate"), ("release.yml", "image"), ("promote.yml", "alias")}
+TRACKED = {
+    ("pr.yml", "gate"),
+    ("release.yml", "image"),
+    ("release.yml", "alias"),
+    ("promote.yml", "alias"),
+}
 SECRET = re.compile(r"\bsecrets\.(\w+)")
 # Checkouts that keep the token: the jobs that push staging's image (to deploy/staging).
 KEEPS_CREDENTIALS = {("release.yml", "staging"), ("staging.yml", "staging")}
@@ -206,6 +212,18 @@ def test_a_quiet_window_reaches_the_decision_which_alone_passes_or_fails_the_job
     assert all(s["if"] == "steps.decide.outputs.retrain == 'true'" for s in after)
 
 
+def test_the_promotion_pull_request_needs_its_token_before_any_work() -> None:
+    """Opened with the workflow's token it would start no checks, and could never be merged."""
+    job = workflow("promote.yml")["jobs"]["promote"]
+    assert job["permissions"] == {"contents": "read"}  # the pull request uses PROMOTE_TOKEN
+    first = job["steps"][0]
+    assert first["env"] == {"TOKEN": "${{ secrets.PROMOTE_TOKEN }}"}
+    assert "::error::set the secret PROMOTE_TOKEN" in first["run"]
+    assert "exit 1" in first["run"]
+    (opens,) = [s for s in job["steps"] if "create-pull-request" in s.get("uses", "")]
+    assert opens["with"]["token"] == "${{ secrets.PROMOTE_TOKEN }}"  # noqa: S105
+
+
 def test_the_template_update_needs_its_token_and_runs_only_in_a_model_repository() -> None:
     (job,) = workflow("template-update.yml")["jobs"].values()
     assert job["permissions"] == {"contents": "read"}
@@ -332,10 +350,21 @@ def test_the_tracking_server_is_a_variable_and_a_pull_request_gets_the_address_o
 
 
 def test_the_registry_aliases_follow_the_release_and_the_promotion() -> None:
-    image = workflow("release.yml")["jobs"]["image"]
-    runs = [s.get("run", "") for s in image["steps"]]
-    # once the image is pushed: the version it serves, registry.json's
-    assert runs.index("make model-alias ALIAS=staging") == runs.index("make push") + 1
+    release = workflow("release.yml")["jobs"]
+    image = release["image"]
+    # only once staging's deploy succeeded, to the version the image serves (registry.json's)
+    staging_alias = release["alias"]
+    assert staging_alias["needs"] == ["image", "staging"]
+    assert "if" not in staging_alias  # a failed or skipped deploy leaves the alias as it was
+    assert staging_alias["permissions"] == {"contents": "read"}
+    moves = staging_alias["steps"][-1]
+    assert moves["run"] == 'make model-alias ALIAS=staging MODEL_URI="$MODEL_URI"'
+    assert moves["env"] == {"MODEL_URI": "${{ needs.image.outputs.model_uri }}"}
+    assert image["outputs"]["model_uri"] == "${{ steps.pushed.outputs.model_uri }}"
+    pushed = next(s for s in image["steps"] if s.get("id") == "pushed")
+    assert "model_uri=$(jq -r .model_uri models/registry.json)" in pushed["run"]
+    everywhere = [s.get("run", "") for _, job in release.items() for s in job["steps"]]
+    assert sum("model-alias" in r for r in everywhere) == 1  # nowhere before the deploy
     jobs_ = workflow("promote.yml")["jobs"]
     assert jobs_["promote"]["if"] == "github.event_name == 'workflow_dispatch'"
     alias = jobs_["alias"]
@@ -352,6 +381,9 @@ def test_the_registry_aliases_follow_the_release_and_the_promotion() -> None:
 def test_the_pull_request_job_reports_even_when_the_gate_fails() -> None:
     gate = workflow("pr.yml")["jobs"]["gate"]
     by_name = {s.get("name"): s for s in gate["steps"]}
+    runs = [s.get("run", "") for s in gate["steps"]]
+    # main's outputs from the remote first: only the stages the pull request changes run
+    assert runs.index("make data") < runs.index("make dvc-pull") < runs.index("make repro")
     checkout = gate["steps"][0]
     assert checkout["with"]["fetch-depth"] == 0
     uv = next(s for s in gate["steps"] if s.get("uses", "").startswith("astral-sh/setup-uv@"))
@@ -406,16 +438,28 @@ def test_every_make_target_a_workflow_calls_exists() -> None:
 def test_the_release_deploys_staging_by_digest_and_cannot_loop() -> None:
     release = workflow("release.yml")
     lock, image, staging = (release["jobs"][n] for n in ("lock", "image", "staging"))
-    assert [s.get("run") for s in lock["steps"] if "run" in s] == ["make data", "make check-lock"]
+    # main's outputs: pulled before the lock is checked, pushed once it matches
+    assert [s.get("run") for s in lock["steps"] if "run" in s] == [
+        "make data",
+        "make dvc-pull",
+        "make check-lock",
+        "make dvc-push",
+    ]
+    assert lock["env"].keys() == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     assert image["needs"] == "lock"
     assert staging["needs"] == "image"
     runs = "\n".join(s.get("run", "") for s in image["steps"])
     image_step = 'make image IMAGE_REPO="${REGISTRY}/${GITHUB_REPOSITORY,,}" BACKEND=docker'
     assert f"{image_step} GATE=reports/gate.json" in runs
-    # the merge is gated against main before the push, its model rebuilt first
+    # the merge is gated against main before the push, its model taken from the remote (or
+    # rebuilt) first
     assert (
-        runs.index("make repro") < runs.index('make report BASE="$BEFORE"') < runs.index(image_step)
+        runs.index("make dvc-pull")
+        < runs.index("make repro")
+        < runs.index('make report BASE="$BEFORE"')
+        < runs.index(image_step)
     )
+    assert "dvc-push" not in runs  # only the lock job, which proved them, pushes outputs
     report = next(s for s in image["steps"] if "make report" in s.get("run", ""))
     assert report["env"]["BEFORE"] == "${{ github.event.before }}"
     assert image["env"]["REGISTRY"] == "${{ vars.IMAGE_REGISTRY || 'ghcr.io' }}"

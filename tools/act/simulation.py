@@ -56,6 +56,8 @@ STANDINS = HERE / "standins.py"
 OWNER = "local"
 WRITE_TOKEN = "ghs_simulated_write_token"  # noqa: S105 (only ever sent to the loopback stand-in)
 READ_TOKEN = "ghs_simulated_read_only_token"  # noqa: S105
+# The secrets that open pull requests whose checks run (a GitHub App's or a fine-grained token)
+PULL_REQUEST_TOKENS = ("PROMOTE_TOKEN", "RETRAIN_TOKEN", "TEMPLATE_UPDATE_TOKEN")
 ISOLATED = ("GIT_", "DVC_", "MLFLOW_", "BENTOML_", "MAKE", "MFLAGS", "GITHUB_", "RUNNER_", "XDG_")
 ISOLATED_NAMES = {
     "ACT",
@@ -699,7 +701,8 @@ def run_event(sim: Simulation, work: Path, workflow: str, event: str) -> list[Ru
     sim.push_branch(work, "main")
     if event == "push":
         return [sim.on_push(workflow, previous)]
-    return [sim.on_dispatch(workflow)]
+    # As in a repository that set them: the tokens the workflows open pull requests with
+    return [sim.on_dispatch(workflow, secrets=dict.fromkeys(PULL_REQUEST_TOKENS, WRITE_TOKEN))]
 
 
 if __name__ == "__main__":
