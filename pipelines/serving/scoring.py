@@ -200,6 +200,8 @@ class Scorer:
             # The encoder built x in the booster's column order; skip its per-call name check.
             output = self.model.inplace_predict(x, validate_features=False)
             return np.asarray(output, dtype=np.float64)
+        if self.kind == "prior":
+            return np.repeat(np.asarray(self.model, dtype=np.float64)[None], len(x), axis=0)
         return np.asarray(predict(self.model, self._frame(x), self.task), dtype=np.float64)
 
     def contributions(
@@ -433,7 +435,9 @@ class ServedModel:
         ]
 
 
-def load_served(directory: Path, info: Mapping[str, Any], tag: str) -> ServedModel:
+def load_served(
+    directory: Path, info: Mapping[str, Any], tag: str, schema: Schema | None = None
+) -> ServedModel:
     """Load a model saved by :func:`import_model` (or a pipeline model dir plus its info).
 
     Never unpickles: XGBoost reads its UBJSON file, the scikit-learn models load through skops
@@ -443,13 +447,14 @@ def load_served(directory: Path, info: Mapping[str, Any], tag: str) -> ServedMod
         directory: Holds the model file, ``meta.json`` and ``schema.yaml``.
         info: The model's serving info (see :func:`serving_info`).
         tag: The BentoML model tag, reported in every response.
+        schema: The schema, when ``directory`` holds none (a model's baseline).
 
     Raises:
         PipelineError: The model's features do not match its schema, or its task is not the
             schema's.
     """
     loaded = load_model(directory)
-    schema = load_schema(Path(directory) / SCHEMA_FILE)
+    schema = schema or load_schema(Path(directory) / SCHEMA_FILE)
     target = schema.target
     if loaded.task != target.task:
         raise PipelineError(

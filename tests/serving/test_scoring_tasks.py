@@ -95,7 +95,9 @@ def test_predictions_are_the_models_in_the_tasks_shape(
         "data_md5",
         "mlflow_run_id",
         "bento_model_tag",
+        "fallback",
     }  # fmt: skip  (no threshold: it decides only a binary label)
+    assert response["model"]["fallback"] is None  # the model answered
     predictions = response["predictions"]
     assert len(predictions) == len(rows)
     expected = expected_output(load_model(made.path("model")), rows, schema)
