@@ -3,10 +3,11 @@
 In-process, on the current model (``paths.model``) as the service loads it, one-row requests
 (rows of the real table): the model's scoring alone against the same scoring through
 :class:`pipelines.serving.fallback.Chain` (closed breaker, a deadline set), interleaved rounds,
-medians compared. The chain's own work is also timed on a scoring function that does nothing,
-which isolates it from the model's noise. Then the price of an answer from the baseline and
-from the prior. Target: the chain adds at most 2% to the model's scoring (it adds two clock
-reads and a state check; the fallbacks are not touched).
+medians compared. That comparison moves by a few percent either way with the machine's load
+(two timings of ~60 us each), so the verdict is on the chain's own work, timed on a scoring
+function that does nothing: at most 2% of the model's one-row scoring (it is two clock reads
+and a state check; the fallbacks are not touched). Then the price of an answer from the
+baseline and from the prior.
 
 Usage: ``python -m benchmarks.fallback [--rounds N] [--calls N]`` (``make bench``)
 """
@@ -102,13 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     priced = interleaved_us(
         {name: link.output for name, link in answers.items()}, rows, args.rounds, args.calls
     )
-    ratio = model["chain"] / model["model"]
+    own = bare["chain"] - bare["nothing"]
+    ratio = (model["model"] + own) / model["model"]
     print(f"one-row scoring: model {model['model']:.1f} us, through the chain {model['chain']:.1f}")
-    print(f"the chain's own work: {bare['chain'] - bare['nothing']:.2f} us per request")
+    print(f"the chain's own work: {own:.2f} us per request")
     for name, micros in priced.items():
         print(f"an answer from the {name}: {micros:.1f} us")
     verdict = "ok" if ratio <= OVERHEAD_TARGET else "MISSED"
-    print(f"chain / model alone: {ratio:.3f} (target <= {OVERHEAD_TARGET}) {verdict}")
+    print(f"(model + chain's own work) / model: {ratio:.4f} (<= {OVERHEAD_TARGET}) {verdict}")
     return 0 if ratio <= OVERHEAD_TARGET else 1
 
 
