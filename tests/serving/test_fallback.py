@@ -194,6 +194,7 @@ def test_a_failing_model_falls_back_on_the_baseline_then_the_prior(
     task = schema.target.task
     link, output = chain(packed, "raise").score(rows)
     assert link.name == "baseline"
+    assert link.model.scorer.linear is not None  # numpy's maths, not a DataFrame per call
     baseline = load_model(packed / BASELINE)
     encoded = features.encode(pd.DataFrame(rows), schema)[baseline.meta["features"]]
     np.testing.assert_allclose(output, baseline.predict(encoded), rtol=1e-6)

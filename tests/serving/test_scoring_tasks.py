@@ -303,6 +303,7 @@ def test_the_fallbacks_of_each_task_answer_in_its_shape(projects: dict[str, Proj
     assert baseline is not None
     loaded = load_model(directory / BASELINE)
     assert loaded.meta["kind"] == LINEAR[task]
+    assert baseline.scorer.linear is not None  # numpy's maths, checked against scikit-learn
     output = baseline.output(sent)
     np.testing.assert_allclose(output, expected_output(loaded, rows, schema), rtol=1e-6, atol=1e-9)
     answer = baseline.answer(output).model_dump(mode="json")
