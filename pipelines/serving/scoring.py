@@ -9,7 +9,6 @@ request.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +38,11 @@ from pipelines.serving.api import (
     RegressionPrediction,
     RegressionPredictResponse,
 )
+from pipelines.serving.evaluators import linear_evaluator, treelite_evaluator
 
 SCHEMA_FILE = "schema.yaml"
 REFERENCE_FILE = "reference.json"  # the monitoring reference profile, stored with the model
 FAIRNESS_FILE = "fairness.json"  # the test rows' fairness audit: its groups label served decisions
-LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -140,7 +139,6 @@ class RowEncoder:
 
 
 SMALL_BATCH = 8  # rows up to which treelite's evaluator beats XGBoost's per-call overhead
-PROBE_TOLERANCE = 1e-6  # float32 sums in another order differ by ~1e-8 (relative, beyond 1)
 
 
 @dataclass(frozen=True)
@@ -150,8 +148,10 @@ class Scorer:
     The output is the task's (:func:`pipelines.core.model.predict`): a binary classifier's
     positive-class probability, a multiclass one's probability per class (rows x classes, in the
     schema's class order), a regression's value. XGBoost scores through
-    ``Booster.inplace_predict`` (no DMatrix, no DataFrame); the scikit-learn models through
-    their pipeline (imputer, scaler, linear model) or, for the dummy, alone.
+    ``Booster.inplace_predict`` (no DMatrix, no DataFrame); a linear model by numpy's maths of
+    its pipeline's steps (imputer, scaler, linear model; checked against scikit-learn when
+    loaded: :func:`pipelines.serving.evaluators.linear_evaluator`); the dummy through
+    scikit-learn; the ``prior`` (the service's last fallback) is a constant held in ``model``.
 
     A request is mostly one row, where XGBoost 3.2 spends ~0.25 ms (up to 0.5 ms in a busy
     server) setting up each call: it rebuilds its view of all the trees and reads the cgroup
@@ -187,13 +187,13 @@ class Scorer:
         evaluator = None
         linear = None
         if loaded.meta["kind"] in {"logistic_regression", "ridge"}:
-            linear = _linear_evaluator(model, loaded.task, tuple(loaded.meta["features"]))
+            linear = linear_evaluator(model, loaded.task, tuple(loaded.meta["features"]))
         if loaded.meta["kind"] == "xgboost":
             model = model.get_booster()
             if threads is not None:
                 model.set_param({"nthread": threads})
             if small:
-                evaluator = _treelite_evaluator(model)
+                evaluator = treelite_evaluator(model)
         return cls(
             kind=loaded.meta["kind"],
             model=model,
@@ -279,94 +279,6 @@ class Scorer:
         import pandas as pd
 
         return pd.DataFrame(x, columns=list(self.columns))
-
-
-def _linear_evaluator(
-    pipeline: Any, task: Task, columns: tuple[str, ...]
-) -> Callable[[np.ndarray], np.ndarray] | None:
-    """A linear pipeline's output (imputer, scaler, model) in numpy, or None where not exact.
-
-    The same maths as scikit-learn's steps: missing values replaced by the imputer's statistics
-    with its indicator columns appended, standardised, then the linear model's margin (a
-    regression's value, a binary classifier's sigmoid, a multiclass one's softmax). Checked
-    against the pipeline on probe rows (missing values included); a mismatch leaves the model
-    to scikit-learn, with a warning in the log.
-    """
-    import pandas as pd
-
-    imputer, scaler, model = (step for _, step in pipeline.steps)
-    statistics = np.asarray(imputer.statistics_, dtype=np.float64)
-    indicator = getattr(imputer, "indicator_", None)
-    flagged = np.asarray([] if indicator is None else indicator.features_, dtype=np.intp)
-    mean = np.asarray(scaler.mean_ if scaler.with_mean else 0.0, dtype=np.float64)
-    scale = np.asarray(scaler.scale_ if scaler.with_std else 1.0, dtype=np.float64)
-    coefficients = np.atleast_2d(np.asarray(model.coef_, dtype=np.float64)).T
-    intercept = np.atleast_1d(np.asarray(model.intercept_, dtype=np.float64))
-
-    def output(x: np.ndarray) -> np.ndarray:
-        values = np.asarray(x, dtype=np.float64)
-        missing = np.isnan(values)
-        filled = np.where(missing, statistics, values)
-        if len(flagged):
-            filled = np.hstack([filled, missing[:, flagged].astype(np.float64)])
-        margin = ((filled - mean) / scale) @ coefficients + intercept
-        if task == "regression":
-            return margin[:, 0]
-        if task == "binary":
-            return 1.0 / (1.0 + np.exp(-margin[:, 0]))
-        shifted = np.exp(margin - margin.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
-
-    probe = np.random.default_rng(0).normal(0, 50, (64, len(columns)))
-    probe[::4] = 0.0
-    probe[1::4, ::3] = np.nan
-    try:
-        expected = np.asarray(predict(pipeline, pd.DataFrame(probe, columns=list(columns)), task))
-        worst = float(np.max(np.abs(output(probe) - expected) / np.maximum(1.0, np.abs(expected))))
-    except (ValueError, IndexError) as error:  # a step of another shape than these
-        LOG.warning("the linear model's numpy path failed its check (%s): scikit-learn", error)
-        return None
-    if not worst <= PROBE_TOLERANCE:
-        LOG.warning("numpy differs from scikit-learn by %.2g: scikit-learn scores", worst)
-        return None
-    return output
-
-
-def _treelite_evaluator(booster: Any) -> Callable[[np.ndarray], np.ndarray] | None:
-    """Outputs of ``booster`` by treelite's evaluator, or None where that is not exact.
-
-    The converted model is checked against XGBoost on probe rows (both sides of splits and the
-    missing-value branches); a model treelite cannot convert, or converts differently, is
-    served by XGBoost alone, slower but right, with a warning in the log.
-    """
-    import treelite
-    from treelite import gtil
-
-    try:
-        converted = treelite.frontend.from_xgboost(booster)
-    except treelite.TreeliteError as error:
-        LOG.warning("treelite cannot convert this model (%s): XGBoost scores every request", error)
-        return None
-
-    probe = np.random.default_rng(0).uniform(-1, 100, (64, booster.num_features()))
-    probe[::4] = 0.0
-    probe[1::4, ::3] = np.nan
-    probe = probe.astype(np.float32)
-    expected = np.asarray(booster.inplace_predict(probe, validate_features=False))
-    # gtil answers (rows, targets, classes): one value per row, or one per class (multiclass)
-    shape = expected.shape[1:]
-
-    def output(x: np.ndarray) -> np.ndarray:
-        predicted = gtil.predict(converted, x, nthread=1)
-        return np.asarray(predicted, dtype=np.float64).reshape(len(x), *shape)
-
-    one_by_one = np.concatenate([output(row[None]) for row in probe])
-    # relative beyond 1: a regression's float32 sums of values near 10 differ by ~1e-6
-    worst = float(np.max(np.abs(one_by_one - expected) / np.maximum(1.0, np.abs(expected))))
-    if not worst <= PROBE_TOLERANCE:
-        LOG.warning("treelite differs from XGBoost by %.2g: XGBoost scores every request", worst)
-        return None
-    return output
 
 
 # ---------------------------------------------------------------------------------------------
