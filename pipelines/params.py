@@ -395,6 +395,12 @@ class ServeParams(Section):
     request_log: float = Field(ge=0, le=1)
     # a regression's prediction interval holds the true value this often (split conformal)
     coverage: float = Field(default=0.9, gt=0, lt=1)
+    # the fallback chain (pipelines/serving/fallback.py): a scoring call slower than this counts
+    # as a failure of the model (None: never); this many failures in a row open the circuit
+    # breaker, which sends requests to the baseline for breaker_cooldown seconds
+    deadline_ms: float | None = Field(default=200.0, gt=0)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown: float = Field(default=30.0, ge=0)
 
 
 class CardParams(Section):

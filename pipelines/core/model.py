@@ -43,6 +43,15 @@ KINDS: dict[Task, tuple[str, ...]] = {
     "multiclass": ("xgboost", "logistic_regression", "dummy"),
     "regression": ("xgboost", "ridge", "dummy"),
 }
+# The linear baseline of each task, fitted beside the model and packed with it: the service
+# answers from it when the model fails (pipelines/serving/fallback.py). Its own model directory
+# (model file and meta.json) inside the model's.
+BASELINE = "baseline"
+BASELINE_KIND: dict[Task, str] = {
+    "binary": "logistic_regression",
+    "multiclass": "logistic_regression",
+    "regression": "ridge",
+}
 OBJECTIVES: dict[Task, tuple[str, str]] = {  # XGBoost's objective and evaluation metric
     "binary": ("binary:logistic", "logloss"),
     "multiclass": ("multi:softprob", "mlogloss"),
@@ -228,17 +237,51 @@ class LoadedModel:
         return BinaryPredictions.at_threshold(ids, label, output, chosen)
 
 
-def save_model(model: Model, kind: str, meta: dict[str, Any], directory: Path) -> None:
-    """Write the model file and ``meta.json`` into ``directory``, atomically as a whole."""
-    with atomic_path(directory) as partial:
-        partial.mkdir()
-        if kind == "xgboost":
-            model.save_model(partial / FILES[kind])  # type: ignore[attr-defined]
-        else:
-            import skops.io
+def prior(y: np.ndarray, task: Task, classes: int, coverage: float = 0.9) -> dict[str, Any]:
+    """The answer of no model at all, from the training labels (``meta.json``'s ``prior``).
 
-            skops.io.dump(model, partial / FILES[kind])
-        write_json(partial / META, {"kind": kind, "file": FILES[kind], **meta})
+    Binary: the positive share; multiclass: each class's share (in the schema's class order);
+    regression: the mean, with the half-width that holds ``coverage`` of the labels around it.
+    The service's last resort when both the model and its baseline fail.
+    """
+    labels = np.asarray(y, dtype=np.float64)
+    if task == "regression":
+        mean = float(labels.mean())
+        width = float(np.quantile(np.abs(labels - mean), coverage))
+        return {"output": round(mean, 8), "half_width": round(width, 8)}
+    if task == "multiclass":
+        shares = np.bincount(labels.astype(np.intp), minlength=classes) / len(labels)
+        return {"output": [round(float(share), 8) for share in shares]}
+    return {"output": round(float(labels.mean()), 8)}
+
+
+def _write(model: Model, kind: str, meta: dict[str, Any], directory: Path) -> None:
+    directory.mkdir()
+    if kind == "xgboost":
+        model.save_model(directory / FILES[kind])  # type: ignore[attr-defined]
+    else:
+        import skops.io
+
+        skops.io.dump(model, directory / FILES[kind])
+    write_json(directory / META, {"kind": kind, "file": FILES[kind], **meta})
+
+
+def save_model(
+    model: Model,
+    kind: str,
+    meta: dict[str, Any],
+    directory: Path,
+    baseline: tuple[Model, str, dict[str, Any]] | None = None,
+) -> None:
+    """Write the model file and ``meta.json`` into ``directory``, atomically as a whole.
+
+    ``baseline`` (model, kind, meta) is written the same way into its subdirectory
+    :data:`BASELINE`, so the model and its fallback travel as one DVC output and one bento model.
+    """
+    with atomic_path(directory) as partial:
+        _write(model, kind, meta, partial)
+        if baseline is not None:
+            _write(*baseline, partial / BASELINE)
 
 
 def load_model(directory: Path) -> LoadedModel:

@@ -235,6 +235,25 @@ def dashboard(params: MonitorParams, model: str, task: Task = "binary") -> dict[
                 "percentunit",
             )
         )
+    panels.append(
+        panel(
+            "Answers from fallbacks (by why, by what) and the circuit breaker",
+            "timeseries",
+            [
+                target(
+                    f"sum by (reason, used) (rate({names.FALLBACKS}{service}[5m]))",
+                    "{{used}} ({{reason}})",
+                    "A",
+                ),
+                target(
+                    f"max({names.BREAKER_STATE}{service})",
+                    "breaker: 2 open, 1 half-open, 0 closed",
+                    "B",
+                ),
+            ],
+            (0, 57, 24, 8),
+        )
+    )
     info = f'{names.INFO}{{model="{model}"}}'
     return {
         "uid": model[:40],

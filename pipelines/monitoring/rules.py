@@ -67,6 +67,7 @@ BURN_RATES = ((14.4, "1h", "5m", "page"), (6.0, "6h", "30m", "ticket"))
 BURN_FOR = "2m"
 NO_TRAFFIC = "10m"  # no request this long, while the service has been up as long: an alert
 VERSION_NEW = "30m"  # a model version absent this long ago is new
+FALLBACK_WINDOW = "5m"  # answers by a fallback over this long, lasting as long: an alert
 QUANTILES = (0.5, 0.99)
 
 
@@ -459,6 +460,30 @@ def service_alerts(model: str) -> list[dict[str, Any]]:
     ]
 
 
+def fallback_alerts(model: str) -> list[dict[str, Any]]:
+    """Requests answered by the baseline or the prior instead of the model, for a while."""
+    service = by(*SERVICE)
+    fallbacks = f"{names.FALLBACKS}{selector(model)}"
+    expr = f"sum by {service} (rate({fallbacks}[{FALLBACK_WINDOW}])) > 0"
+    return [
+        alert(
+            "ModelAnsweringFromFallback",
+            expr,
+            "ticket",
+            f"{{{{ $labels.model }}}}: answers from its fallbacks for {FALLBACK_WINDOW}",
+            f"{{{{ $labels.model }}}} in namespace {{{{ $labels.namespace }}}} has answered "
+            '{{ $value | printf "%.2f" }} requests per second from its baseline or prior '
+            f"(X-Model-Fallback) for {FALLBACK_WINDOW}: the model raises or misses "
+            "serve.deadline_ms. Circuit breaker of a pod (2 open, 1 half-open, 0 closed): "
+            + lookup(names.BREAKER_STATE, SERVICE, "%.0f")
+            + f". {names.FALLBACKS} says why (reason) and what answered (used); the pods' "
+            "logs hold the model's exceptions. Answers stay valid but worse: roll back "
+            "(`git revert`) if it lasts.",
+            wait=FALLBACK_WINDOW,
+        )
+    ]
+
+
 def rule_groups(
     params: MonitorParams,
     model: str,
@@ -483,7 +508,10 @@ def rule_groups(
         "groups": [
             {"name": f"{model}-drift", "rules": [*drift, *alerts]},
             {"name": f"{model}-slo", "rules": [*slo_rules(params, model), *slo_alerts(params)]},
-            {"name": f"{model}-service", "rules": service_alerts(model)},
+            {
+                "name": f"{model}-service",
+                "rules": [*service_alerts(model), *fallback_alerts(model)],
+            },
             *(
                 [
                     {

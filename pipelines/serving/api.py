@@ -66,6 +66,11 @@ class ModelIdentity(BaseModel):
     data_md5: str | None
     mlflow_run_id: str | None
     bento_model_tag: str
+    fallback: Literal["baseline", "prior"] | None = Field(
+        default=None,
+        description="null when the model answered; else what did, because the model failed "
+        "(the X-Model-Fallback header says the same)",
+    )
 
 
 class ModelBlock(ModelIdentity):

@@ -42,6 +42,17 @@ DECISIONS = "model_decisions_total"
 # counted positive: a counter cannot fall); value = gain - loss
 EXPECTED_VALUE = "model_expected_value_total"
 OTHER_GROUP = "other"
+# The fallback chain (pipelines/serving/fallback.py): requests answered by a fallback, by reason
+# (FALLBACK_REASONS) and used (FALLBACK_USED); the model's failures, by reason (FAILURE_REASONS);
+# the circuit breaker's state (gauge: 0 closed, 1 half-open, 2 open) and its transitions by state
+FALLBACKS = "model_fallback_total"
+PRIMARY_FAILURES = "model_primary_failures_total"
+BREAKER_STATE = "model_circuit_breaker_state"
+BREAKER_TRANSITIONS = "model_circuit_breaker_transitions_total"
+FAILURE_REASONS = ("error", "deadline")
+FALLBACK_REASONS = ("error", "circuit_open")
+FALLBACK_USED = ("baseline", "prior")
+BREAKER_STATES = ("closed", "half_open", "open")
 
 FAMILIES = (
     INFO,
@@ -59,6 +70,10 @@ FAMILIES = (
     REQUEST_DURATION,
     DECISIONS,
     EXPECTED_VALUE,
+    FALLBACKS,
+    PRIMARY_FAILURES,
+    BREAKER_STATE,
+    BREAKER_TRANSITIONS,
 )
 HISTOGRAMS = (SCORE, REQUEST_DURATION)
 # The families only a multiclass model exports (its profile holds predicted-class shares)

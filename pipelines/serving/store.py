@@ -18,7 +18,7 @@ from typing import Any
 
 from pipelines.core.io import PipelineError, run_stage
 from pipelines.core.lineage import data_hash, git_state
-from pipelines.core.model import read_threshold
+from pipelines.core.model import BASELINE, read_threshold
 from pipelines.params import (
     DEFAULT_PARAMS,
     Paths,
@@ -90,7 +90,8 @@ def serving_info(sources: Sources) -> dict[str, Any]:
 def model_files(sources: Sources) -> dict[str, Path]:
     """The files stored with the model: model file, ``meta.json``, schema, reference profile, card.
 
-    Every bento thus carries the card of its own model (``GET /card`` serves it).
+    Every bento thus carries the card of its own model (``GET /card`` serves it), and the
+    baseline the service falls back on (``baseline/``, when the model has one).
 
     Raises:
         PipelineError: There is no model directory, reference profile or model card yet.
@@ -100,13 +101,22 @@ def model_files(sources: Sources) -> dict[str, Path]:
             raise PipelineError(f"{required} does not exist: train a model first (`make run`)")
     meta = json.loads((sources.model / "meta.json").read_text())
     audit = json.loads(sources.fairness.read_text()) if sources.fairness.exists() else {}
-    return {
-        meta["file"]: sources.model / meta["file"],
-        "meta.json": sources.model / "meta.json",
-        SCHEMA_FILE: sources.schema,
-        REFERENCE_FILE: sources.reference,
-        CARD_FILE: sources.card,
-    } | ({FAIRNESS_FILE: sources.fairness} if audit else {})
+    fallback = {}
+    baseline = sources.model / BASELINE
+    if (baseline / "meta.json").exists():
+        file = json.loads((baseline / "meta.json").read_text())["file"]
+        fallback = {f"{BASELINE}/{name}": baseline / name for name in (file, "meta.json")}
+    return (
+        {
+            meta["file"]: sources.model / meta["file"],
+            "meta.json": sources.model / "meta.json",
+            SCHEMA_FILE: sources.schema,
+            REFERENCE_FILE: sources.reference,
+            CARD_FILE: sources.card,
+        }
+        | ({FAIRNESS_FILE: sources.fairness} if audit else {})
+        | fallback
+    )
 
 
 def model_version(files: Mapping[str, Path], info: Mapping[str, Any]) -> str:
@@ -167,7 +177,9 @@ def import_model(sources: Sources) -> str:
     metadata = _without_none({**info, "git_commit": commit, "schema": SCHEMA_FILE})
     with bentoml.models.create(tag, labels=labels, metadata=metadata) as stored:
         for name, source in files.items():
-            shutil.copyfile(source, stored.path_of(name))
+            target = Path(stored.path_of(name))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
     return tag
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.core.features import fold_of, in_test, read_features
+from pipelines.core.features import LABEL, fold_of, in_test, read_features
 from pipelines.core.io import PipelineError, path_arguments, run_stage
 from pipelines.core.metrics import (
     METRICS,
@@ -40,7 +40,16 @@ from pipelines.core.metrics import (
     RegressionPredictions,
     Task,
 )
-from pipelines.core.model import Model, check_kind, make_model, predict, save_model
+from pipelines.core.model import (
+    BASELINE,
+    BASELINE_KIND,
+    Model,
+    check_kind,
+    make_model,
+    predict,
+    prior,
+    save_model,
+)
 from pipelines.core.value import (
     ValueModel,
     amounts,
@@ -56,7 +65,7 @@ from pipelines.params import (
     load_optional,
     load_section,
 )
-from pipelines.schema import Schema, load_schema
+from pipelines.schema import Schema, Target, load_schema
 from pipelines.stages import dask_engine
 
 CV_METRIC: dict[Task, str] = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
@@ -245,6 +254,93 @@ def amount_of(
     return amounts(value, table, ids)
 
 
+def fit_baseline(
+    rows: tuple[pd.DataFrame, np.ndarray, np.ndarray],
+    params: TrainParams,
+    target: Target,
+    *,
+    value: ValueModel | None,
+    amount: np.ndarray | None,
+    calibration: Callable[[Any], np.ndarray] | None,
+    coverage: float,
+) -> tuple[Model, str, dict[str, Any]]:
+    """The task's linear baseline, fitted on the model's rows: what the service falls back on.
+
+    It decides by its own rule (a binary baseline's threshold is tuned by value on its own
+    out-of-fold predictions, like the model's), and a regression's interval comes from its own
+    errors on the calibration rows. Its score on the rows it was fitted on (``fit_<metric>``)
+    is a cheap sanity check, not an estimate of its quality on new rows.
+
+    Returns:
+        The fitted baseline, its kind and its ``meta.json`` (features, target, decision).
+    """
+    x, y, ids = rows
+    task = target.task
+    kind = BASELINE_KIND[task]
+    own = params.model_copy(update={"model": kind})
+    meta: dict[str, Any] = {
+        "features": list(x.columns),
+        "target": target.model_dump(mode="json", exclude_defaults=True),
+        "fallback_for": params.model,
+    }
+    if calibration is not None:
+        out = calibration(ids)
+        model = fit(x[~out], y[~out], own, task)
+        meta["interval"] = interval(y[out], predict(model, x[out], task), coverage)
+        fitted = (x[~out], y[~out])
+    else:
+        model = fit(x, y, own, task)
+        fitted = (x, y)
+    metric = CV_METRIC[task]
+    classes = len(np.unique(y)) if task == "multiclass" else 2
+    score = METRICS[task][metric].point(
+        predictions(fitted[1], predict(model, fitted[0], task), task, classes)
+    )
+    meta["train_rows"] = len(fitted[1])
+    meta[f"fit_{metric}"] = round(score, 6)
+    decided = decision(own, task, value, rows, amount)
+    if decided:
+        meta["decision"] = decided
+    if value is not None:
+        meta["value"] = value.to_meta()
+    return model, kind, meta
+
+
+def labels_of(path: Any) -> np.ndarray:
+    """The training labels alone (a Dask model's features stay on the cluster)."""
+    return pd.read_parquet(path, columns=[LABEL])[LABEL].to_numpy()
+
+
+def summary(
+    out: Any, meta: dict[str, Any], baseline: tuple[Model, str, dict[str, Any]] | None
+) -> str:
+    """What the stage wrote, in a line or two."""
+    said = ", ".join(f"{k} {v:.4f}" for k, v in meta["cv"].items() if k.endswith("_mean"))
+    width = f"; interval ±{meta['interval']['half_width']:.4g}" if "interval" in meta else ""
+    if "threshold" in meta.get("decision", {}):
+        width += f"; threshold {meta['decision']['threshold']:.4g}"
+    line = f"wrote {out}/" + (f" ({said})" if said else "") + width
+    if baseline is not None:
+        line += f"\nwrote {out}/{BASELINE}/ ({baseline[1]}, the fallback)"
+    return line
+
+
+def dask_decision(
+    train: Path,
+    raw: Path,
+    *,
+    params: TrainParams,
+    engine: EngineParams,
+    schema: Schema,
+    value: ValueModel | None,
+) -> dict[str, Any]:
+    """How a model fitted on Dask decides: a threshold by value fits its folds on the cluster."""
+    if schema.target.task == "binary" and params.threshold == "value":
+        y, probability, ids = dask_engine.out_of_fold_on_dask(train, params, engine)
+        return by_value(params, value, y, probability, amount_of(value, raw, schema, ids))
+    return decision(params, schema.target.task, value)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Fit the model on the training set and save it with its metadata."""
     args = path_arguments(__doc__.splitlines()[0], ("train", "raw", "schema", "out"), argv)
@@ -259,16 +355,17 @@ def main(argv: list[str] | None = None) -> int:
     calibration, coverage = calibration_rows(params, task)
     cv: dict[str, float] = {}
     held_out = None
+    baseline = None
+    classes = len(schema.target.labels)
     if engine.kind == "dask":
         model, rows, features, held_out = dask_engine.train_on_dask(
             args.train, params, engine, task, calibration
         )
-        if task == "binary" and params.threshold == "value":
-            y, probability, ids = dask_engine.out_of_fold_on_dask(args.train, params, engine)
-            amount = amount_of(value, args.raw, schema, ids)
-            decided = by_value(params, value, y, probability, amount)
-        else:
-            decided = decision(params, task, value)
+        decided = dask_decision(
+            args.train, args.raw, params=params, engine=engine, schema=schema, value=value
+        )
+        # No baseline: fitting one would bring the rows here. The service falls back on the prior.
+        fallback = prior(labels_of(args.train), task, classes, coverage or 0.9)
     else:
         x, y, ids = read_features(args.train)
         print(f"training {params.model} ({task}) on {len(x)} rows x {x.shape[1]} features...")
@@ -284,6 +381,17 @@ def main(argv: list[str] | None = None) -> int:
         features = list(x.columns)
         amount = amount_of(value, args.raw, schema, ids)
         decided = decision(params, task, value, (x, y, ids), amount)
+        print(f"fitting the fallback baseline ({BASELINE_KIND[task]})...")
+        baseline = fit_baseline(
+            (x, y, ids),
+            params,
+            schema.target,
+            value=value,
+            amount=amount,
+            calibration=calibration,
+            coverage=coverage,
+        )
+        fallback = prior(y, task, classes, coverage or 0.9)
     chosen = getattr(params, params.model, None)
     meta: dict[str, Any] = {
         "features": features,
@@ -301,12 +409,9 @@ def main(argv: list[str] | None = None) -> int:
         meta["value"] = value.to_meta()
     if held_out is not None:
         meta["interval"] = interval(*held_out, coverage)
-    save_model(model, params.model, meta, args.out)
-    said = ", ".join(f"{k} {v:.4f}" for k, v in cv.items() if k.endswith("_mean"))
-    width = f"; interval ±{meta['interval']['half_width']:.4g}" if "interval" in meta else ""
-    if "threshold" in decided:
-        width += f"; threshold {decided['threshold']:.4g}"
-    print(f"wrote {args.out}/" + (f" ({said})" if said else "") + width)
+    meta["prior"] = fallback  # the service's last resort (pipelines/serving/fallback.py)
+    save_model(model, params.model, meta, args.out, baseline)
+    print(summary(args.out, meta, baseline))
     return 0
 
 

@@ -137,6 +137,7 @@ def test_the_model_block_says_which_model_answered(
         "mlflow_run_id": registry["run_id"],
         "bento_model_tag": server.tag,
         "threshold": server.threshold(),
+        "fallback": None,  # the model answered (tests/e2e/test_served_fallback.py: when not)
     }
 
 

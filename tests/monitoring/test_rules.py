@@ -787,3 +787,30 @@ def test_predicted_class_shares_that_move_fire_their_alert(tmp_path):
     ]
     groups = rules.rule_groups(SHORT, MODEL, FEATURES, "multiclass")
     run_rule_tests(without_annotations(groups), tests, tmp_path)
+
+
+@needs_promtool
+def test_answers_from_fallbacks_for_five_minutes_open_a_ticket_that_resolves(tmp_path):
+    minutes = 45
+    labels = BASE | {"reason": "error", "used": "baseline", "pod": "a"}
+    # a failing model from minute 10 to 20, then one lone fallback at minute 32
+    per_minute = [30.0 if 10 < m <= 20 else (1.0 if m == 32 else 0.0) for m in range(minutes + 1)]
+    inputs = [
+        series(names.FALLBACKS, labels, counter(per_minute)),
+        series(names.FALLBACKS, labels | {"used": "prior"}, [0.0] * (minutes + 1)),
+    ]
+    tests = [
+        {
+            "interval": "1m",
+            "input_series": inputs,
+            "alert_rule_test": [
+                firing(5, "ModelAnsweringFromFallback"),
+                firing(14, "ModelAnsweringFromFallback"),  # pending: not five minutes yet
+                firing(17, "ModelAnsweringFromFallback", "ticket"),
+                firing(24, "ModelAnsweringFromFallback", "ticket"),
+                firing(27, "ModelAnsweringFromFallback"),
+                firing(40, "ModelAnsweringFromFallback"),  # one fallback is no incident
+            ],
+        }
+    ]
+    run_rule_tests(without_annotations(rules.rule_groups(SHORT, MODEL, FEATURES)), tests, tmp_path)

@@ -321,6 +321,8 @@ def test_predictions_equal_the_models_in_the_tasks_shape(
     assert response["model"]["name"] == MODEL_NAME
     assert response["model"].get("threshold") == (0.4 if schema.target.task == "binary" else None)
     assert response["model"]["bento_model_tag"] == f"{MODEL_NAME}:test"
+    # a linear model is served by numpy's maths, checked against scikit-learn's when loaded
+    assert (model.scorer.linear is not None) == (model.scorer.kind != "xgboost")
 
 
 def test_binary_labels_follow_the_served_probability_and_the_threshold(

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.core.features import encode
+from pipelines.core.features import encode, read_features
 from pipelines.core.io import PipelineError
-from pipelines.core.model import LoadedModel, load_model
+from pipelines.core.model import BASELINE, LoadedModel, load_model
 from pipelines.schema import Schema, Target, dump_schema
-from pipelines.serving import batch, scoring
+from pipelines.serving import batch, fallback, scoring
 from pipelines.serving.request_log import RequestLog
 from pipelines.stages.register import output_columns
 from tests.support.floats import EPS32, sum_tolerance
@@ -95,7 +95,9 @@ def test_predictions_are_the_models_in_the_tasks_shape(
         "data_md5",
         "mlflow_run_id",
         "bento_model_tag",
+        "fallback",
     }  # fmt: skip  (no threshold: it decides only a binary label)
+    assert response["model"]["fallback"] is None  # the model answered
     predictions = response["predictions"]
     assert len(predictions) == len(rows)
     expected = expected_output(load_model(made.path("model")), rows, schema)
@@ -285,3 +287,44 @@ def test_a_binary_request_log_line_is_as_before(tmp_path: Path) -> None:
     assert line.endswith(
         '","model_version":"v1","record":{"a":1},"probability":0.25,"label":"x"}\n'
     )
+
+
+def test_the_fallbacks_of_each_task_answer_in_its_shape(projects: dict[str, Project]) -> None:
+    """The train stage packs the task's linear baseline and the prior; both answer as the
+    model would, the baseline with its own output and interval, the prior with the labels'."""
+    made = projects["xgboost"]
+    schema, task = made.schema, made.schema.target.task
+    directory = made.path("model")
+    served = served_from(made)
+    rows = evaluated_rows(made).head(20)
+    sent = records(rows, schema)
+
+    baseline = fallback.baseline_of(directory, served, INFO)
+    assert baseline is not None
+    loaded = load_model(directory / BASELINE)
+    assert loaded.meta["kind"] == LINEAR[task]
+    assert baseline.scorer.linear is not None  # numpy's maths, checked against scikit-learn
+    output = baseline.output(sent)
+    np.testing.assert_allclose(output, expected_output(loaded, rows, schema), rtol=1e-6, atol=1e-9)
+    answer = baseline.answer(output).model_dump(mode="json")
+    assert answer["model"]["fallback"] == "baseline"
+    if task == "regression":  # its own split-conformal interval, not the model's
+        width = loaded.half_width()
+        assert width > 0
+        for prediction in answer["predictions"]:
+            low, high = prediction["interval"]
+            assert high - low == pytest.approx(2 * width)
+
+    _, labels, _ = read_features(made.path("train.parquet"))
+    prior = fallback.prior_of(load_model(directory).meta, served)
+    assert prior is not None
+    answer = prior.answer(prior.output(sent)).model_dump(mode="json")
+    assert answer["model"]["fallback"] == "prior"
+    first = answer["predictions"][0]
+    assert all(p == first for p in answer["predictions"])
+    if task == "regression":  # the mean of the rows the model was fitted on or calibrated with
+        assert first["prediction"] == pytest.approx(labels.mean())
+    else:
+        shares = np.bincount(labels.astype(int), minlength=len(schema.target.labels))
+        assert list(first["probabilities"].values()) == pytest.approx(shares / len(labels))
+        assert first["label"] in schema.target.labels  # decided as the model decides

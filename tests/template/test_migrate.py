@@ -56,3 +56,12 @@ def test_the_template_migration_adds_the_committed_alerting_section() -> None:
     assert len(added) == 1
     committed = yaml.safe_load((ROOT / "params.yaml").read_text())["alerting"]
     assert yaml.safe_load(added[0][5]) == committed
+
+
+def test_the_template_migrations_add_the_committed_fallback_settings() -> None:
+    """A repository made before the fallback chain sees its deadline and breaker on update."""
+    migrations = yaml.safe_load((ROOT / "copier.yml").read_text())["_migrations"]
+    committed = yaml.safe_load((ROOT / "params.yaml").read_text())["serve"]
+    for key in ("deadline_ms", "breaker_failures", "breaker_cooldown"):
+        (added,) = [m for m in migrations if m[3:5] == ["params.yaml", f"serve.{key}"]]
+        assert yaml.safe_load(added[5]) == committed[key]

@@ -1,0 +1,281 @@
+"""Faults injected into a real `bentoml serve`: what the client gets and what /metrics says.
+
+Each fault gets its own server of the session's trained model (one worker, so that one circuit
+breaker sees every request), started with ``MODEL_FAULT`` (the test hook of
+``pipelines.serving.fallback``) and a breaker of 2 failures and a 2-second cool-down. A broken
+model file gets a copy of the session's BentoML home with that file cut short.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipelines.core import features
+from pipelines.core.model import BASELINE, load_model
+from pipelines.params import Paths
+from pipelines.schema import Schema
+from pipelines.serving import fallback, names, telemetry
+from tests.support.serving import (
+    Server,
+    assert_predictions_match,
+    expected_predictions,
+    launch,
+    records,
+    start,
+)
+from tools.scratch import BIN, ScratchRepo
+
+pytestmark = pytest.mark.slow  # a server per fault, on the session's trained model
+
+FAILURES, COOLDOWN = 2, 2.0
+ROWS = 5
+
+
+def serve(
+    project: ScratchRepo,
+    env: dict[str, str],
+    tag: str,
+    log: Path,
+    fault: str,
+    **extra: str,
+) -> Server:
+    name = tag.split(":", maxsplit=1)[0]
+    env = env | {
+        "BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {name: {"workers": 1}}}),
+        fallback.FAULT_VARIABLE: fault,
+        "MODEL_BREAKER_FAILURES": str(FAILURES),
+        "MODEL_BREAKER_COOLDOWN": str(COOLDOWN),
+        **extra,
+    }
+    return start(project, env, tag, log)
+
+
+@pytest.fixture(scope="module")
+def body(test_rows: pd.DataFrame, project_schema: Schema) -> dict[str, Any]:
+    return {"records": records(test_rows.head(ROWS), project_schema)}
+
+
+def predict(server: Server, body: dict[str, Any]) -> httpx.Response:
+    response = httpx.post(f"{server.url}/predict", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def scrape(server: Server) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """The chain's samples of /metrics by name, keyed by their labels but model and version."""
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = {
+                k: v
+                for k, v in sample.labels.items()
+                if k not in {names.MODEL, names.MODEL_VERSION}
+            }
+            samples.setdefault(sample.name, {})[tuple(sorted(labels.items()))] = sample.value
+    return samples
+
+
+def counted(samples: dict[str, Any], name: str, **labels: str) -> float:
+    return float(samples[name][tuple(sorted(labels.items()))])
+
+
+def expected(paths: Paths, schema: Schema, body: dict[str, Any], link: str) -> list[dict[str, Any]]:
+    """What the baseline or the prior answers for the body, from the trained model's files."""
+    meta = load_model(paths.model).meta
+    if link == fallback.PRIOR:
+        prior = meta["prior"]
+        output = np.repeat(np.asarray(prior["output"], dtype=np.float64)[None], ROWS, axis=0)
+        return expected_predictions(
+            output,
+            schema,
+            threshold=float(meta.get("decision", {}).get("threshold", 0.5)),
+            half_width=float(prior.get("half_width", 0.0)),
+        )
+    baseline = load_model(paths.model / BASELINE)
+    encoded = features.encode(pd.DataFrame(body["records"]), schema)
+    return expected_predictions(
+        baseline.predict(encoded),
+        schema,
+        threshold=baseline.threshold,
+        half_width=baseline.half_width(),
+    )
+
+
+def assert_answered_by(
+    response: httpx.Response, link: str | None, paths: Paths, schema: Schema, body: dict[str, Any]
+) -> None:
+    answer = response.json()
+    assert response.headers.get(fallback.HEADER) == link
+    assert answer["model"]["fallback"] == link
+    if link is not None:
+        assert_predictions_match(
+            answer["predictions"], expected(paths, schema, body, link), rtol=1e-5, atol=1e-6
+        )
+
+
+# --- the model raises: the baseline answers, the breaker opens, half-opens and closes ---------
+
+
+@pytest.fixture(scope="module")
+def recovering(
+    project: ScratchRepo,
+    bentoml_env: dict[str, str],
+    tag: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    """The model's first three scoring calls raise, then it recovers."""
+    log = tmp_path_factory.mktemp("fault") / "serve.log"
+    server = serve(project, bentoml_env, tag, log, "raise:3")
+    yield server
+    server.stop()
+
+
+def test_a_raising_model_is_answered_for_by_the_baseline_until_the_breaker_closes(
+    recovering: Server, body: dict[str, Any], paths: Paths, project_schema: Schema
+) -> None:
+    def state() -> float:
+        return counted(scrape(recovering), names.BREAKER_STATE)
+
+    for _ in range(FAILURES):  # each raises: the baseline answers
+        assert_answered_by(predict(recovering, body), "baseline", paths, project_schema, body)
+    assert state() == fallback.STATE_VALUES[fallback.OPEN]
+    # open: the model is not called (its third failure is still to come)
+    assert_answered_by(predict(recovering, body), "baseline", paths, project_schema, body)
+    time.sleep(COOLDOWN + 0.2)
+    # half-open: the trial calls the model, which raises a third time: open again
+    assert_answered_by(predict(recovering, body), "baseline", paths, project_schema, body)
+    assert state() == fallback.STATE_VALUES[fallback.OPEN]
+    time.sleep(COOLDOWN + 0.2)
+    # the next trial succeeds: closed, the model answers, no header
+    assert_answered_by(predict(recovering, body), None, paths, project_schema, body)
+    assert_answered_by(predict(recovering, body), None, paths, project_schema, body)
+    time.sleep(telemetry.FLUSH_SECONDS + 0.5)  # the score counts reach /metrics within this
+    samples = scrape(recovering)
+    assert counted(samples, names.BREAKER_STATE) == fallback.STATE_VALUES[fallback.CLOSED]
+    assert counted(samples, names.PRIMARY_FAILURES, reason="error") == 3
+    assert counted(samples, names.FALLBACKS, reason="error", used="baseline") == 3
+    assert counted(samples, names.FALLBACKS, reason="circuit_open", used="baseline") == 1
+    assert counted(samples, names.FALLBACKS, reason="error", used="prior") == 0
+    transitions = {
+        state: counted(samples, names.BREAKER_TRANSITIONS, state=state)
+        for state in names.BREAKER_STATES
+    }
+    assert transitions == {"open": 2, "half_open": 2, "closed": 1}
+    # a fallback's answers stay out of the model's own score counts (they would read as drift)
+    scored = sum(
+        value
+        for name, series in samples.items()
+        if name == names.SCORE + "_count"
+        for value in series.values()
+    )
+    assert scored == 2 * ROWS
+
+
+# --- the model and its baseline raise: the prior answers ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def priors_only(
+    project: ScratchRepo,
+    bentoml_env: dict[str, str],
+    tag: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("fault") / "serve.log"
+    server = serve(project, bentoml_env, tag, log, "raise,baseline:raise")
+    yield server
+    server.stop()
+
+
+def test_when_the_baseline_fails_too_the_prior_answers(
+    priors_only: Server, body: dict[str, Any], paths: Paths, project_schema: Schema
+) -> None:
+    for _ in range(FAILURES + 1):
+        assert_answered_by(predict(priors_only, body), "prior", paths, project_schema, body)
+    samples = scrape(priors_only)
+    assert counted(samples, names.FALLBACKS, reason="error", used="prior") == FAILURES
+    assert counted(samples, names.FALLBACKS, reason="circuit_open", used="prior") == 1
+    assert counted(samples, names.FALLBACKS, reason="error", used="baseline") == 0
+    assert counted(samples, names.BREAKER_STATE) == fallback.STATE_VALUES[fallback.OPEN]
+
+
+# --- the model misses its deadline: served late, then the breaker sends requests on ----------
+
+
+@pytest.fixture(scope="module")
+def slow(
+    project: ScratchRepo,
+    bentoml_env: dict[str, str],
+    tag: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("fault") / "serve.log"
+    server = serve(project, bentoml_env, tag, log, "slow:300", MODEL_DEADLINE_MS="100")
+    yield server
+    server.stop()
+
+
+def test_a_late_model_is_served_until_the_breaker_opens_then_the_baseline_answers(
+    slow: Server, body: dict[str, Any], paths: Paths, project_schema: Schema
+) -> None:
+    for _ in range(FAILURES):
+        started = time.monotonic()
+        assert_answered_by(predict(slow, body), None, paths, project_schema, body)
+        assert time.monotonic() - started >= 0.3
+    started = time.monotonic()
+    assert_answered_by(predict(slow, body), "baseline", paths, project_schema, body)
+    assert time.monotonic() - started < 0.3  # the slow model was not called
+    samples = scrape(slow)
+    assert counted(samples, names.PRIMARY_FAILURES, reason="deadline") == FAILURES
+    assert counted(samples, names.PRIMARY_FAILURES, reason="error") == 0
+    assert counted(samples, names.FALLBACKS, reason="circuit_open", used="baseline") == 1
+    assert counted(samples, names.BREAKER_STATE) == fallback.STATE_VALUES[fallback.OPEN]
+
+
+# --- a model that cannot be loaded: live, never ready, no fallback answers -----------------
+
+
+@pytest.fixture(scope="module")
+def broken(
+    project: ScratchRepo,
+    bentoml_env: dict[str, str],
+    tag: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    """The session's model store copied, with the model file cut to its first 100 bytes."""
+    home = Path(shutil.copytree(bentoml_env["BENTOML_HOME"], tmp_path_factory.mktemp("h") / "b"))
+    name, version = tag.split(":")
+    stored = home / "models" / name / version
+    model_file = stored / json.loads((stored / "meta.json").read_text())["file"]
+    model_file.write_bytes(model_file.read_bytes()[:100])
+    log = tmp_path_factory.mktemp("fault") / "serve.log"
+    command = [str(BIN / "bentoml"), "serve", "pipelines.serving.service:ModelService"]
+    command += ["--host", "127.0.0.1", "--port", "{port}"]
+    env = bentoml_env | {"BENTOML_HOME": str(home)}
+    server = launch(project, command, env, tag, log, ready="/livez")
+    time.sleep(3)  # /livez answers before the worker has tried to load the model
+    yield server
+    server.stop()
+
+
+def test_a_model_that_cannot_load_keeps_the_service_unready_and_serves_nothing(
+    broken: Server, body: dict[str, Any], tag: str
+) -> None:
+    assert httpx.get(f"{broken.url}/livez", timeout=10).status_code == 200
+    assert httpx.get(f"{broken.url}/readyz", timeout=10).status_code == 503
+    response = httpx.post(f"{broken.url}/predict", json=body, timeout=30)
+    assert response.status_code == 503
+    assert fallback.HEADER not in response.headers
+    assert f"model {tag} cannot be loaded" in broken.log.read_text()
