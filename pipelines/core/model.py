@@ -260,10 +260,64 @@ def _write(model: Model, kind: str, meta: dict[str, Any], directory: Path) -> No
     if kind == "xgboost":
         model.save_model(directory / FILES[kind])  # type: ignore[attr-defined]
     else:
-        import skops.io
-
-        skops.io.dump(model, directory / FILES[kind])
+        (directory / FILES[kind]).write_bytes(skops_bytes(model))
     write_json(directory / META, {"kind": kind, "file": FILES[kind], **meta})
+
+
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip entry can say
+
+
+def skops_bytes(model: Model) -> bytes:
+    """The skops file of ``model``: the same bytes whenever the same model is saved.
+
+    skops names each object (``__id__``) and array file by the object's ``id()`` and stamps each
+    zip entry with the time of the dump, so two dumps of one model differ and DVC would see a
+    new output on every run (a stale ``dvc.lock``). The ids are renumbered in order of first
+    appearance (the dump walks the model in a fixed order) and every entry gets one fixed time;
+    skops loads the file as before.
+    """
+    import io
+    import re
+    import zipfile
+
+    import skops.io
+
+    numbers: dict[int, int] = {}
+
+    def number(value: int) -> int:
+        return numbers.setdefault(value, len(numbers) + 1)
+
+    def renumbered(node: Any) -> Any:
+        if isinstance(node, list):
+            return [renumbered(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key == "__id__" and isinstance(value, int):
+                out[key] = number(value)
+            elif key == "file" and isinstance(value, str) and re.fullmatch(r"\d+\.npy", value):
+                out[key] = f"{number(int(value[:-4]))}.npy"
+            else:
+                out[key] = renumbered(value)
+        return out
+
+    written = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(skops.io.dumps(model))) as source,
+        zipfile.ZipFile(written, "w", zipfile.ZIP_DEFLATED) as target,
+    ):
+        schema = renumbered(json.loads(source.read("schema.json")))
+        for entry in source.infolist():
+            name, data = entry.filename, source.read(entry.filename)
+            if name == "schema.json":
+                data = json.dumps(schema, indent=2).encode()
+            elif re.fullmatch(r"\d+\.npy", name):
+                name = f"{number(int(name[:-4]))}.npy"
+            fixed = zipfile.ZipInfo(name, date_time=ZIP_TIME)
+            fixed.compress_type = zipfile.ZIP_DEFLATED
+            target.writestr(fixed, data)
+    return written.getvalue()
 
 
 def save_model(

@@ -202,6 +202,7 @@ def fetch(root: Path, commit: str, paths: Paths, into: Path) -> None:
     """
     from dvc.api import DVCFileSystem
     from dvc.exceptions import DvcException
+    from dvc_data.index.index import DataIndexError
 
     fs = DVCFileSystem(str(root), rev=commit)
     required = (paths.metrics, paths.segments, paths.predictions, paths.model)
@@ -214,7 +215,7 @@ def fetch(root: Path, commit: str, paths: Paths, into: Path) -> None:
             except FileNotFoundError:
                 if path in required:
                     raise
-    except DvcException as error:
+    except (DvcException, DataIndexError) as error:  # e.g. a directory's listing not there
         raise FileNotFoundError(str(error)) from None
 
 

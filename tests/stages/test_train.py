@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from pipelines.core.model import (
     save_model,
 )
 from pipelines.stages.train import cross_validate, fit
+from tests.support.columns import ROOT
 from tests.support.training import small_train_params
 
 KINDS = ["xgboost", "logistic_regression"]
@@ -112,6 +115,31 @@ def test_save_and_load_round_trip(
     reordered = x_test[list(reversed(x_test.columns))]
     np.testing.assert_array_equal(loaded.predict(reordered), loaded.predict(x_test))
     assert not list(tmp_path.glob(".*partial"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_same_model_saved_in_two_processes_is_the_same_bytes(
+    kind: str, data: tuple, models: dict[str, Model], tmp_path: Path
+) -> None:
+    """DVC hashes the model's files: a model refitted identically must not look new (a stale
+    dvc.lock). skops names objects by id() and stamps zip entries with the time: neither may
+    reach the file."""
+    x, _, _, _ = data
+    save_model(models[kind], kind, {"features": list(x.columns)}, tmp_path / "here")
+    script = (
+        "import sys, pandas as pd\n"
+        "from pipelines.core.model import save_model\n"
+        "from pipelines.stages.train import fit\n"
+        "from tests.stages.test_train import separable\n"
+        "from tests.support.training import small_train_params\n"
+        "x, y = separable(400, seed=1)\n"
+        f"save_model(fit(x, y, small_train_params({kind!r})), {kind!r}, "
+        "{'features': list(x.columns)}, __import__('pathlib').Path(sys.argv[1]))\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "there")], check=True, cwd=ROOT)
+    for name in (FILES[kind], META):
+        here, there = (tmp_path / d / name for d in ("here", "there"))
+        assert here.read_bytes() == there.read_bytes(), name
 
 
 def test_save_replaces_a_previous_model(
