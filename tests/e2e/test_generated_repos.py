@@ -261,7 +261,7 @@ def test_schema_and_params_describe_the_new_table(
 
     schema = yaml.safe_load((awkward.path / "schema.yaml").read_text())
     assert schema["id"] == "row_id"
-    assert set(schema["features"]) == set(awkward.table.columns) - {"loan status"}
+    assert set(schema["features"]) == set(awkward.table.columns) - {"loan status", AUDITED}
     assert schema["target"]["positive"] == AWKWARD_POSITIVE
     assert schema["target"]["task"] == "binary"
     raw = pd.read_csv(awkward.path / "data/loans-2026-united.csv")
