@@ -178,7 +178,8 @@ def group_rates(served: Served, column: str) -> pd.DataFrame:
             "d": served.decided()[known],
         }
     )
-    frame["group"] = frame["group"].astype(str)
+    # a missing value is a group of its own, named as the fairness audit names it
+    frame["group"] = ["<missing>" if pd.isna(g) else str(g) for g in frame["group"]]
     grouped = frame.groupby("group")
     if served.task == "binary":
         return pd.DataFrame(
