@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import json
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipelines.core.model import BASELINE, META
 from pipelines.params import EngineParams, ServeParams
 from pipelines.template.migrate import add_key
 from tests.support.template import files
@@ -390,7 +392,14 @@ def test_the_updated_model_reproduces_the_same_model_and_gate(
     model = [f for f in before if f.startswith(f"{paths.model.as_posix()}/")]
     assert model
     for name in model:
-        assert (root / name).read_bytes() == before[name], name
+        if name.endswith(f"/{META}"):  # the update adds the fallback's prior, nothing else
+            now = json.loads((root / name).read_text())
+            assert "prior" in now, name
+            now.pop("prior")
+            assert now == json.loads(before[name]), name
+        else:
+            assert (root / name).read_bytes() == before[name], name
+    assert (root / paths.model / BASELINE / META).is_file()  # the fallback baseline arrived
     # the gate's rules, as the model wrote them
     params = (root / "params.yaml").read_text()
     assert section(params, "gate") == section(before["params.yaml"].decode(), "gate")
@@ -404,6 +413,8 @@ def test_the_updated_model_reproduces_the_same_model_and_gate(
     # and the monitoring reference follows the template's binning rule (bins now merge until
     # each holds ten reference rows), not the model
     run_records.add(paths.reference.as_posix())
+    # the model's folder gained the fallback baseline and the prior (checked file by file above)
+    run_records.add(paths.model.as_posix())
 
     def kept(files: list[dict[str, object]]) -> list[dict[str, object]]:
         return [

@@ -17,9 +17,13 @@ from tools.scratch import ROOT, ScratchRepo
 
 
 def files(root: Path) -> list[Path]:
-    """Every file and folder but git's and DVC's own scratch space (.dvc/tmp)."""
+    """Every file and folder but git's, DVC's scratch space (.dvc/tmp) and Python's bytecode."""
     found = (p.relative_to(root) for p in root.rglob("*"))
-    return sorted(p for p in found if ".git" not in p.parts and p.parts[:2] != (".dvc", "tmp"))
+    return sorted(
+        p
+        for p in found
+        if ".git" not in p.parts and "__pycache__" not in p.parts and p.parts[:2] != (".dvc", "tmp")
+    )
 
 
 def test_a_release_shares_the_data_and_every_stage_but_those_naming_a_run() -> None:
