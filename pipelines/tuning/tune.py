@@ -22,15 +22,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from pipelines.core.features import read_features
 from pipelines.core.formatting import number
 from pipelines.core.io import PipelineError, run_stage, write_atomically, write_json
 from pipelines.core.lineage import git_state
 from pipelines.core.metrics import VALUE
 from pipelines.core.model import check_kind
-from pipelines.core.value import ValueModel, amounts, value_model
+from pipelines.core.value import ValueModel, value_model
 from pipelines.params import (
     DEFAULT_PARAMS,
     EngineParams,
@@ -46,6 +44,7 @@ from pipelines.params import (
 )
 from pipelines.schema import Schema, load_schema
 from pipelines.stages.register import use_experiment
+from pipelines.stages.train import amount_of
 from pipelines.tuning import parallel, report, search
 
 if TYPE_CHECKING:
@@ -144,9 +143,7 @@ def training_rows(
 ) -> search.Rows:
     """The featurize stage's training rows and their folds; with ``value``, their amounts."""
     training = read_features(paths.train)
-    amount = None
-    if value is not None and value.amount is not None:
-        amount = amounts(value, pd.read_csv(paths.raw).set_index(schema.id), training[2])
+    amount = amount_of(value, paths.raw, schema, training[2])
     classes = len(schema.target.labels)
     task = schema.target.task
     return search.Rows.of(training, task, classes=classes, tune=tune, value=value, amount=amount)
