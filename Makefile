@@ -135,12 +135,16 @@ comment: ## post or update the report comment on pull request PR=<number> (GITHU
 	python3 pipelines/review/comment.py --pr "$(PR)" --body-file "$(COMMENT)"
 
 ##@ Serving: the model over HTTP and in batches (docs/serving.md)
-.PHONY: serve score
+.PHONY: serve shadow-model score
 
 serve: install ## serve the current model with BentoML on http://127.0.0.1:3000 (PORT= another; POST /predict, /explain)
 	@# Offline first: no usage reports. The import is content-addressed: the same model is a no-op.
 	BENTOML_DO_NOT_TRACK=True $(RUN) python -m pipelines.serving.store import
 	BENTOML_DO_NOT_TRACK=True $(RUN) bentoml serve pipelines.serving.service:ModelService --host 127.0.0.1 --port $(PORT)
+
+shadow-model: install ## a challenger for shadow scoring, MODEL_DIR=<model directory> or ALIAS=<registry alias>, into BentoML's store; prints the tag to serve with MODEL_SHADOW=<tag>
+	$(if $(or $(MODEL_DIR),$(ALIAS)),,$(error usage: make shadow-model MODEL_DIR=<model directory> or ALIAS=<registry alias>))
+	@BENTOML_DO_NOT_TRACK=True $(RUN) python -m pipelines.serving.store import $(if $(MODEL_DIR),--model "$(MODEL_DIR)") $(if $(ALIAS),--alias "$(ALIAS)")
 
 api-key: | $(UV_NEEDED) ## a new API key NAME=<name>, printed once; its digest line appended to FILE=<key file> if given, else printed
 	@test -n "$(NAME)" || { echo "usage: make api-key NAME=<name> [FILE=<key file>]" >&2; exit 2; }
@@ -208,12 +212,16 @@ trace: | $(UV_NEEDED) ## lineage of IMAGE=<ref> or of OVERLAY=<staging|productio
 	@$(RUN) python -m pipelines.release.trace $(if $(IMAGE),"$(IMAGE)") $(if $(OVERLAY),--overlay "$(OVERLAY)" --overlays $(DEPLOY)/overlays --argocd $(DEPLOY)/argocd)
 
 ##@ Monitoring: drift, alerts and retraining (docs/monitoring.md)
-.PHONY: monitor monitoring production-rows retrain-decision refresh-data
+.PHONY: monitor shadow-report monitoring production-rows retrain-decision refresh-data
 
 monitor: install ## drift of ROWS=<file or folder: .csv .parquet .jsonl> [LABELS=<csv id,label>]: reports/monitor.md; fails on drift (reports/monitor.json: exit_code 1 drift, 2 could not compare)
 	$(if $(ROWS),,$(error usage: make monitor ROWS=<table or request-log file or folder> [LABELS=<csv of id,label>]))
 	$(RUN) python -m pipelines.monitoring.monitor "$(ROWS)" $(if $(LABELS),--labels "$(LABELS)") \
 		--markdown reports/monitor.md --json reports/monitor.json
+
+shadow-report: install ## the challenger against the model on shadowed requests (SHADOW=<folder>, default paths.shadow; LABELS=<csv id,label>): reports/shadow.md
+	$(RUN) python -m pipelines.monitoring.challenger $(if $(SHADOW),"$(SHADOW)") $(if $(LABELS),--labels "$(LABELS)") \
+		--markdown reports/shadow.md --json reports/shadow.json
 
 monitoring: | $(UV_NEEDED) ## write deploy/monitoring (rules, alerts, ServiceMonitor, dashboard) and the canary's Rollout and analysis from params.yaml
 	$(RUN) python -m pipelines.monitoring.rules --params params.yaml --out $(DEPLOY)/monitoring

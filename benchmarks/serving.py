@@ -48,7 +48,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ from pipelines.core.features import encode
 from pipelines.core.io import PipelineError, write_json
 from pipelines.core.lineage import tracking_uri
 from pipelines.core.metrics import PROBABILITY
-from pipelines.core.model import LoadedModel, load_model
+from pipelines.core.model import BASELINE, LoadedModel, load_model
 from pipelines.params import Paths, RegisterParams, load_paths, load_section
 from pipelines.schema import Schema, load_schema, read_raw
 from pipelines.serving.batch import outputs, read_table, score_file
@@ -70,7 +70,8 @@ CLIENTS = (1, 8, 32)
 AT = 8  # clients at which the targets are judged
 SPEEDUP_TARGET = 10.0  # ours / naive throughput
 METRICS_TARGET = 0.9  # ours / ours without the model's metrics
-ROUNDS = 5  # alternating load runs of ours with and without the model's metrics
+ROUNDS = 5  # alternating load runs of ours with and without the model's metrics (or a shadow)
+SHADOW_LATENCY_TARGET = 1.25  # p50 at 1 client with a challenger on every request / without
 P99_TARGET_MS = 25.0
 BATCH_TARGET = 0.8  # batch encode+predict / bare rows per second
 BATCH_ROWS = 100_000
@@ -434,34 +435,94 @@ def measure_server(
     return {**loads, "peak_rss": peaks}
 
 
+def in_turn(
+    servers: dict[str, Server],
+    wrk: str,
+    workdir: Path,
+    *,
+    env: dict[str, str],
+    clients: int,
+    seconds: float,
+    warmup: float,
+) -> dict[str, list[dict[str, float]]]:
+    """Load figures of servers that run at once, each loaded alone in turn, ``ROUNDS`` times.
+
+    So that every server sees the same machine; ``env`` should give them one worker each.
+    """
+    first = next(iter(servers.values()))
+    script = workdir / "in-turn.lua"
+    script.write_text(lua_script(first.bodies))
+    figures: dict[str, list[dict[str, float]]] = {key: [] for key in servers}
+    with ExitStack() as stack:
+        bases = {}
+        for key, server in servers.items():
+            log = workdir / f"{server.key}.log"
+            bases[key] = stack.enter_context(running(server, log, env | server.env)).base
+        for base in bases.values():
+            check_answers(first, base)
+            run_wrk(wrk, base + first.path, script, clients, warmup)
+        for _ in range(ROUNDS):
+            for key, base in bases.items():
+                load = run_wrk(wrk, base + first.path, script, clients, seconds)
+                if load.errors:
+                    raise BenchError(f"{key}: {load.errors} failed requests")
+                figures[key].append(load.as_dict())
+    return figures
+
+
 def metrics_cost(
     ours: Server, wrk: str, workdir: Path, *, env: dict[str, str], seconds: float, warmup: float
 ) -> dict[str, list[float]]:
-    """Requests/s of the service with and without its model metrics, loaded in turn.
-
-    Both run at once (each loaded alone, the other idle), ``ROUNDS`` times each at ``AT``
-    clients, so both see the same machine; ``env`` should give them one worker each.
-    """
+    """Requests/s of the service with and without its model metrics, loaded in turn at ``AT``."""
     off = replace(ours, key="ours_off", env={"MODEL_METRICS": "off"})
-    script = workdir / "metrics.lua"
-    script.write_text(lua_script(ours.bodies))
     print(f"model metrics on and off: {ROUNDS} alternating runs at {AT} clients...", flush=True)
-    figures: dict[str, list[float]] = {"on": [], "off": []}
-    with (
-        running(off, workdir / "ours_off.log", env | off.env) as started_off,
-        running(ours, workdir / "ours_on.log", env | ours.env) as started_on,
-    ):
-        base_off, base_on = started_off.base, started_on.base
-        for base in (base_off, base_on):
-            check_answers(ours, base)
-            run_wrk(wrk, base + ours.path, script, AT, warmup)
-        for _ in range(ROUNDS):
-            for key, base in (("off", base_off), ("on", base_on)):
-                load = run_wrk(wrk, base + ours.path, script, AT, seconds)
-                if load.errors:
-                    raise BenchError(f"model metrics {key}: {load.errors} failed requests")
-                figures[key].append(load.per_second)
-        print(f"  on {figures['on']}, off {figures['off']} req/s", flush=True)
+    loads = in_turn(
+        {"off": off, "on": ours}, wrk, workdir, env=env, clients=AT, seconds=seconds, warmup=warmup
+    )
+    figures = {key: [load["per_second"] for load in runs] for key, runs in loads.items()}
+    print(f"  on {figures['on']}, off {figures['off']} req/s", flush=True)
+    return figures
+
+
+def shadow_cost(
+    ours: Server, wrk: str, workdir: Path, *, env: dict[str, str], seconds: float, warmup: float
+) -> dict[str, Any]:
+    """The service with and without a challenger scoring every request, loaded in turn.
+
+    The challenger is the model's own baseline (``baseline/``, imported as another model), at
+    ``MODEL_SHADOW_RATE=1``: the most a shadow costs. At 1 client the latency the next request
+    sees (a worker scores the challenger before it reads the next request), at ``AT`` clients
+    the throughput.
+    """
+    store = [sys.executable, "-m", "pipelines.serving.store", "import"]
+    baseline = load_paths().model / BASELINE
+    if not (baseline / "meta.json").exists():
+        raise BenchError(f"{baseline} does not exist: the model has no baseline to shadow with")
+    subprocess.run([*store], env=env, check=True, capture_output=True)
+    challenger = subprocess.run(
+        [*store, "--model", str(baseline)], env=env, check=True, capture_output=True, text=True
+    ).stdout.split()[-1]
+    shadowed = replace(
+        ours,
+        key="ours_shadow",
+        env={
+            "MODEL_SHADOW": challenger,
+            "MODEL_SHADOW_RATE": "1",
+            "MODEL_SHADOW_DIR": str(workdir / "shadow"),
+        },
+    )
+    figures: dict[str, Any] = {}
+    for clients in (1, AT):
+        print(f"shadow off and on: {ROUNDS} alternating runs at {clients} client(s)...", flush=True)
+        figures[str(clients)] = in_turn(
+            {"off": ours, "on": shadowed},
+            wrk,
+            workdir,
+            env=env,
+            clients=clients,
+            seconds=seconds,
+            warmup=warmup,
+        )
     return figures
 
 
@@ -575,6 +636,14 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def _in_turn_ratio(loads: dict[str, list[dict[str, float]]] | None, figure: str) -> float | None:
+    """Median of the "on" runs' figure over the median of the "off" runs'."""
+    if not loads:
+        return None
+    on, off = (statistics.median(load[figure] for load in loads[key]) for key in ("on", "off"))
+    return _ratio(on, off)
+
+
 def checks(results: dict[str, Any]) -> list[Check]:
     """The ratios and targets of a run (a missing figure gives no value and no verdict)."""
     ours = _at(results, "ours", "per_second")
@@ -588,6 +657,8 @@ def checks(results: dict[str, Any]) -> list[Check]:
     monitored = (
         _ratio(statistics.median(cost["on"]), statistics.median(cost["off"])) if cost else None
     )
+    shadow = results.get("shadow_cost", {})
+    shadow_p50 = _in_turn_ratio(shadow.get("1"), "p50_ms")
     return [
         Check(
             f"ours / naive throughput, {AT} clients",
@@ -609,6 +680,25 @@ def checks(results: dict[str, Any]) -> list[Check]:
             "x",
             f">= {METRICS_TARGET:g}x",
             None if monitored is None else monitored >= METRICS_TARGET,
+        ),
+        Check(
+            "ours with a shadow / without, p50 latency, 1 client, medians",
+            shadow_p50,
+            "x",
+            f"<= {SHADOW_LATENCY_TARGET:g}x",
+            None if shadow_p50 is None else shadow_p50 <= SHADOW_LATENCY_TARGET,
+        ),
+        Check(
+            "ours with a shadow / without, p99 latency, 1 client, medians",
+            _in_turn_ratio(shadow.get("1"), "p99_ms"),
+            "x",
+            note="the challenger scores every request (rate 1)",
+        ),
+        Check(
+            f"ours with a shadow / without, throughput, {AT} clients, medians",
+            _in_turn_ratio(shadow.get(str(AT)), "per_second"),
+            "x",
+            note="rate 1; serve.shadow_rate 0.1 costs a tenth",
         ),
         Check(
             f"ours / bare model calls, {AT} clients",
@@ -840,6 +930,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if server.key == "ours" and "error" not in results["servers"]["ours"]:
                 one_worker = server_env(paths, 1)
                 results["metrics_cost"] = metrics_cost(
+                    server, wrk, workdir, env=one_worker, seconds=args.duration, warmup=args.warmup
+                )
+                results["shadow_cost"] = shadow_cost(
                     server, wrk, workdir, env=one_worker, seconds=args.duration, warmup=args.warmup
                 )
     results["settings"]["load_average_after"] = list(os.getloadavg())

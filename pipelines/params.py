@@ -55,6 +55,7 @@ class Paths(Section):
     mlflow: Path
     reference: Path
     requests: Path
+    shadow: Path = Path("logs/shadow")  # shadow scoring's answers (pipelines/serving/shadow.py)
     card: Path
     card_text: Path
 
@@ -401,6 +402,10 @@ class ServeParams(Section):
     deadline_ms: float | None = Field(default=200.0, gt=0)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown: float = Field(default=30.0, ge=0)
+    # shadow scoring (pipelines/serving/shadow.py): the share of answered requests a challenger
+    # scores after the response, and its time budget per call
+    shadow_rate: float = Field(default=0.1, ge=0, le=1)
+    shadow_budget_ms: float = Field(default=20.0, gt=0)
 
 
 class CardParams(Section):

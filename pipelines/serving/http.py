@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import secrets
 import time
@@ -21,9 +22,14 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 LISTED_PROBLEMS = 50  # a 1000-record batch can hold 20,000 problems: the first ones suffice
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="")
+# Work a handler leaves for after its response's last byte (:func:`after_response`)
+AFTER_RESPONSE: ContextVar[list[Callable[[], object]] | None] = ContextVar(
+    "after_response", default=None
+)
 # The scope entry where pipelines.serving.keys.RequireKey leaves the name of the request's key
 API_KEY_SCOPE = "model.api_key"
 CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/-]{1,128}$")
+LOG = logging.getLogger(__name__)
 
 
 def explain_errors(body: bytes) -> bytes | None:
@@ -216,7 +222,8 @@ class RequestObserver:
     handler through :data:`REQUEST_ID`. ``observe(route, status, seconds, key)`` is called
     once per request, after its last byte; ``key`` is the name the API key check left in the
     scope (:data:`API_KEY_SCOPE`), or "" when no key was checked (keys off, or a refusal
-    before the check, such as a 429).
+    before the check, such as a 429). Then the work the handler left with
+    :func:`after_response` runs: the client has its whole answer by then.
     """
 
     routes: frozenset[str] = frozenset()
@@ -234,6 +241,8 @@ class RequestObserver:
         given = dict(scope["headers"]).get(b"x-request-id", b"")
         request_id = given.decode() if CLIENT_REQUEST_ID.match(given) else secrets.token_hex(8)
         REQUEST_ID.set(request_id)
+        later: list[Callable[[], object]] = []
+        AFTER_RESPONSE.set(later)
         status = 500  # what the client sees if the app fails before answering
 
         async def naming_send(message: Message) -> None:
@@ -251,6 +260,24 @@ class RequestObserver:
             if observe is not None:
                 seconds = time.perf_counter() - started
                 observe(scope["path"], status, seconds, scope.get(API_KEY_SCOPE, ""))
+        for job in later:
+            try:
+                job()
+            except Exception:  # the answer is sent: nothing is left to fail but the job
+                LOG.exception("work after the response failed")
+
+
+def after_response(job: Callable[[], object]) -> bool:
+    """Run ``job`` once the current API request's response is sent; False outside a request.
+
+    It runs in the worker, on its event loop: the client has its answer, but the worker's next
+    request waits for the job, so a job must be short (a shadow model's scoring).
+    """
+    later = AFTER_RESPONSE.get()
+    if later is None:
+        return False
+    later.append(job)
+    return True
 
 
 def install_request_timeout(

@@ -54,6 +54,13 @@ FALLBACK_REASONS = ("error", "circuit_open")
 FALLBACK_USED = ("baseline", "prior")
 BREAKER_STATES = ("closed", "half_open", "open")
 
+# Shadow scoring (pipelines/serving/shadow.py), only while a challenger is set: its scoring
+# calls by outcome (SHADOW_OUTCOMES), labelled with the challenger's version too
+SHADOW = "model_shadow_total"
+SHADOW_OUTCOMES = ("scored", "late", "error", "paused")
+CHALLENGER_VERSION = "challenger_version"
+SHADOW_FAMILIES = (SHADOW,)
+
 FAMILIES = (
     INFO,
     FEATURE_BIN,

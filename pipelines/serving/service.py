@@ -12,6 +12,7 @@ when a worker starts.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -28,7 +29,7 @@ from pipelines.core.model import monitored_class, monitored_score
 from pipelines.core.profile import Profile
 from pipelines.params import ServeParams, load_paths, load_section
 from pipelines.schema import load_schema
-from pipelines.serving import api, fallback, http, keys, scoring, store, telemetry
+from pipelines.serving import api, fallback, http, keys, scoring, shadow, store, telemetry
 from pipelines.serving.request_log import RequestLog
 
 SOURCES = store.Sources.from_params()
@@ -48,6 +49,9 @@ REQUEST_LOG_DIR = "MODEL_REQUEST_LOG_DIR"
 DEADLINE_MS = "MODEL_DEADLINE_MS"
 BREAKER_FAILURES = "MODEL_BREAKER_FAILURES"
 BREAKER_COOLDOWN = "MODEL_BREAKER_COOLDOWN"
+# The challenger of shadow scoring, a BentoML model tag; its share, budget and log folder
+# override serve.shadow_rate, serve.shadow_budget_ms and paths.shadow
+CHALLENGER = os.environ.get(shadow.VARIABLE) or None
 LOG = logging.getLogger(__name__)
 
 
@@ -115,6 +119,8 @@ class ModelService:
     """
 
     stored = bentoml.models.BentoModel(_model_tag())
+    if CHALLENGER is not None:  # a bento built with MODEL_SHADOW set carries it too
+        challenger = bentoml.models.BentoModel(CHALLENGER)
 
     def __init__(self) -> None:
         # A model that cannot be loaded leaves the worker up but unready (``/readyz`` 503): the
@@ -122,6 +128,7 @@ class ModelService:
         # for a model that fails now and then, not for one that was never there.
         self.chain: fallback.Chain | None = None
         self.unready: str | None = None
+        self.shadow: shadow.Shadow | None = None
         try:
             self._load()
         except Exception as error:
@@ -186,6 +193,35 @@ class ModelService:
             faults=fallback.Faults.parse(os.environ.get(fallback.FAULT_VARIABLE)),
             metrics=counted,
         )
+        if CHALLENGER is not None:
+            self.shadow = self._shadow(block.name, version)
+
+    def _shadow(self, name: str, version: str) -> shadow.Shadow | None:
+        """The challenger's shadow; None, logged, when it cannot be loaded (the model serves)."""
+        stored = self.challenger  # type: ignore[attr-defined]
+        try:
+            challenger = scoring.load_served(
+                Path(stored.path), stored.info.metadata, str(stored.tag), self.model.schema
+            )
+            if challenger.task != TASK:
+                raise PipelineError(f"it is {challenger.task}, the model {TASK}")
+        except Exception:
+            LOG.exception("challenger %s cannot be loaded: no shadow scoring", CHALLENGER)
+            return None
+        challenger_version = str(stored.tag.version)
+        metrics = None
+        if self.metrics is not None:
+            metrics = shadow.ShadowMetrics(name, version, challenger_version)
+        LOG.warning("shadow scoring with challenger %s", stored.tag)
+        return shadow.Shadow.of(
+            challenger,
+            directory=Path(os.environ.get(shadow.LOG_DIR_VARIABLE, load_paths().shadow)),
+            versions=(version, challenger_version),
+            rate=_share(shadow.RATE_VARIABLE, SETTINGS.shadow_rate),
+            budget_ms=_number(shadow.BUDGET_VARIABLE, SETTINGS.shadow_budget_ms) or 0.0,
+            cooldown=_number(BREAKER_COOLDOWN, SETTINGS.breaker_cooldown) or 0.0,
+            metrics=metrics,
+        )
 
     def __is_ready__(self) -> bool:
         """Ready once the model is loaded: never while only fallbacks could answer."""
@@ -224,11 +260,16 @@ class ModelService:
             )
         if self.decisions is not None:
             self.decisions.observe(rows, output, self.model.decided(output))
-        if self.request_log is not None and self.request_log.sampled():
+        log = self.request_log if self.request_log and self.request_log.sampled() else None
+        twin = self.shadow if self.shadow and self.shadow.sampled() else None
+        if log is not None or twin is not None:
             predictions = response.predictions  # type: ignore[attr-defined]
-            self.request_log.write(
-                http.REQUEST_ID.get(), rows, [p.model_dump(mode="json") for p in predictions]
-            )
+            answered = [p.model_dump(mode="json") for p in predictions]
+            request_id = http.REQUEST_ID.get()
+            if log is not None:
+                log.write(request_id, rows, answered)
+            if twin is not None:  # the challenger scores once the client has its answer
+                http.after_response(functools.partial(twin.score, request_id, rows, answered))
         return response
 
     @bentoml.api(input_spec=Records, output_spec=RESPONSES.explain)

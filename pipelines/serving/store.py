@@ -2,7 +2,9 @@
 
 Usage: ``python -m pipelines.serving.store import`` saves the current model (``paths.model``)
 into the local BentoML model store as ``<register.model_name>:<content hash>`` and prints the
-tag; importing the same model again changes nothing.
+tag; importing the same model again changes nothing. ``--model DIR`` imports another model
+directory of the same schema instead (a challenger for shadow scoring), ``--alias ALIAS`` the
+version a registry alias names on ``MLFLOW_TRACKING_URI`` (or the local store).
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import argparse
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pipelines.core.io import PipelineError, run_stage
-from pipelines.core.lineage import data_hash, git_state
+from pipelines.core.lineage import data_hash, git_state, tracking_uri
 from pipelines.core.model import BASELINE, read_threshold
 from pipelines.params import (
     DEFAULT_PARAMS,
@@ -27,6 +30,7 @@ from pipelines.params import (
     load_section,
 )
 from pipelines.serving.scoring import FAIRNESS_FILE, REFERENCE_FILE, SCHEMA_FILE
+from pipelines.stages.register import MODEL_ARTIFACT
 
 CARD_FILE = "card.md"  # the model card (pipelines/stages/card.py), stored with the model
 
@@ -183,15 +187,76 @@ def import_model(sources: Sources) -> str:
     return tag
 
 
+def of_directory(sources: Sources, directory: Path) -> Sources:
+    """``sources`` with another model directory: its own threshold and, if it has one, record.
+
+    The schema, reference profile and card stay the current model's: another model served
+    beside it (a challenger) answers the same requests. The directory's ``registry.json``, when
+    there is one, names its registered version (:func:`download_alias` writes it).
+
+    Raises:
+        PipelineError: ``directory`` holds no model.
+    """
+    directory = Path(directory)
+    if not (directory / "meta.json").is_file():
+        raise PipelineError(f"{directory} holds no model (no meta.json): give a model directory")
+    return replace(
+        sources,
+        model=directory,
+        registry=directory / "registry.json",
+        metrics=directory / "metrics.json",
+        threshold=read_threshold(directory),
+    )
+
+
+def download_alias(name: str, alias: str, into: Path) -> Path:
+    """Download the registered version ``models:/<name>@<alias>``; return its model directory.
+
+    The store is ``MLFLOW_TRACKING_URI``'s, or this project's local one. The directory gets a
+    ``registry.json`` naming the version and run (:func:`of_directory` reads it).
+
+    Raises:
+        PipelineError: no such alias, or a version logged without the model directory.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except MlflowException as error:
+        raise PipelineError(
+            f"models:/{name}@{alias}: {error.message} (set it with make model-alias)"
+        ) from None
+    uri = f"models:/{name}/{version.version}"
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into)))
+    directory = local / "artifacts" / MODEL_ARTIFACT
+    if not (directory / "meta.json").is_file():
+        raise PipelineError(f"{uri} has no model directory at artifacts/{MODEL_ARTIFACT}")
+    record = {"version": int(version.version), "run_id": version.run_id, "model_uri": uri}
+    (directory / "registry.json").write_text(json.dumps(record))
+    return directory
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``import``: put the current model into the BentoML model store and print its tag."""
+    """``import``: put a model into the BentoML model store and print its tag."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["import"])
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--model", type=Path, help="another model directory of the same schema")
+    which.add_argument("--alias", help="the registered version this registry alias names")
     args = parser.parse_args(argv)
     # Offline first: BentoML would otherwise report usage over the network.
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
-    print(import_model(Sources.from_params(args.params)))
+    sources = Sources.from_params(args.params)
+    if args.alias:
+        with tempfile.TemporaryDirectory() as into:
+            directory = download_alias(sources.name, args.alias, Path(into))
+            print(import_model(of_directory(sources, directory)))
+        return 0
+    print(import_model(of_directory(sources, args.model) if args.model else sources))
     return 0
 
 

@@ -413,9 +413,13 @@ def test_promote_opens_one_pull_request_moving_production_to_staging(
     production = git("show", "promote/production:" + changed, cwd=github.origin)
     assert str(manifests.read_image(production)) == staging
 
-    again = github.on_dispatch("promote.yml", secrets=token)
+    # Dispatched again with a shadow report: the same pull request, which now shows it
+    report = "## Shadow scoring: the challenger against the model\n\n| a | b |\n|---|---|\n"
+    again = github.on_dispatch("promote.yml", {"shadow_report": report}, secrets=token)
     assert again.jobs == {"promote": "success"}
-    assert [c.method for c in again.calls if c.method != "GET"] == ["PATCH"]  # the same PR
+    (updated,) = [c for c in again.calls if c.method != "GET"]
+    assert updated.method == "PATCH"  # the same PR
+    assert report.strip() in updated.body["body"]
     promotions = [p for p in github.api.pulls.values() if p["head"]["ref"] == "promote/production"]
     assert len(promotions) == 1
 

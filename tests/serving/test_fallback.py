@@ -12,13 +12,13 @@ import pytest
 
 from pipelines.core import features
 from pipelines.core.io import PipelineError
-from pipelines.core.model import BASELINE, BASELINE_KIND, load_model, prior, save_model
-from pipelines.params import RegisterParams, load_paths, load_section
+from pipelines.core.model import BASELINE, load_model
+from pipelines.params import RegisterParams, load_section
 from pipelines.schema import Schema
 from pipelines.serving import fallback, scoring
 from pipelines.serving.fallback import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, Faults
-from tests.support.columns import PARAMS, ROOT
-from tests.support.training import fit_on, saved_meta, small_train_params
+from tests.support.columns import PARAMS
+from tests.support.training import packed_model
 
 MODEL_NAME = load_section("register", RegisterParams, PARAMS).model_name
 
@@ -129,25 +129,7 @@ def test_a_counted_fault_recovers_after_its_calls() -> None:
 @pytest.fixture(scope="module")
 def packed(raw: pd.DataFrame, schema: Schema, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """XGBoost with its linear baseline and prior, saved as the train stage saves them."""
-    task = schema.target.task
-    trained = fit_on(raw, schema, small_train_params("xgboost"))
-    linear = fit_on(raw, schema, small_train_params(BASELINE_KIND[task]))
-    meta = saved_meta(schema, list(trained.x_test.columns))
-    y = features.labels(trained.train_raw, schema)
-    meta["prior"] = prior(y, task, len(schema.target.labels))
-    baseline_meta = saved_meta(schema, list(trained.x_test.columns))
-    if task == "binary":
-        baseline_meta["decision"] = {"threshold": 0.3}  # its own, not the model's
-    directory = tmp_path_factory.mktemp("model") / "model"
-    save_model(
-        trained.model,
-        "xgboost",
-        meta,
-        directory,
-        (linear.model, BASELINE_KIND[task], baseline_meta),
-    )
-    (directory / scoring.SCHEMA_FILE).write_text((ROOT / load_paths(PARAMS).schema_).read_text())
-    return directory
+    return packed_model(raw, schema, tmp_path_factory.mktemp("model") / "model")
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,11 +17,12 @@ from pipelines.core.metrics import (
     RegressionPredictions,
     Task,
 )
-from pipelines.core.model import predict
-from pipelines.params import FeaturizeParams, TrainParams, load_section
+from pipelines.core.model import BASELINE_KIND, predict, prior, save_model
+from pipelines.params import FeaturizeParams, TrainParams, load_paths, load_section
 from pipelines.schema import Schema
+from pipelines.serving.scoring import SCHEMA_FILE
 from pipelines.stages import train
-from tests.support.columns import PARAMS
+from tests.support.columns import PARAMS, ROOT
 
 # The linear baseline that fits each task (train.model)
 LINEAR: dict[Task, str] = {
@@ -123,3 +125,29 @@ def fit_on(raw: pd.DataFrame, schema: Schema, params: TrainParams) -> Trained:
         y_test=features.labels(test_raw, schema),
         task=task,
     )
+
+
+def packed_model(raw: pd.DataFrame, schema: Schema, directory: Path) -> Path:
+    """XGBoost with its linear baseline and prior, saved in ``directory`` as train saves them.
+
+    The baseline's threshold (binary) is 0.3, its own, not the model's; the directory holds
+    the project's schema, as a model imported into BentoML's store does.
+    """
+    task = schema.target.task
+    trained = fit_on(raw, schema, small_train_params("xgboost"))
+    linear = fit_on(raw, schema, small_train_params(BASELINE_KIND[task]))
+    meta = saved_meta(schema, list(trained.x_test.columns))
+    y = features.labels(trained.train_raw, schema)
+    meta["prior"] = prior(y, task, len(schema.target.labels))
+    baseline_meta = saved_meta(schema, list(trained.x_test.columns))
+    if task == "binary":
+        baseline_meta["decision"] = {"threshold": 0.3}
+    save_model(
+        trained.model,
+        "xgboost",
+        meta,
+        directory,
+        (linear.model, BASELINE_KIND[task], baseline_meta),
+    )
+    (directory / SCHEMA_FILE).write_text((ROOT / load_paths(PARAMS).schema_).read_text())
+    return directory

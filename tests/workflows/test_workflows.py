@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 import yaml
@@ -129,7 +130,17 @@ def test_triggers() -> None:
     assert release["push"]["branches"] == ["main"]
     assert release["push"]["paths"] == [*PIPELINE_INPUTS, "bentofile.yaml", "!deploy/**"]
     assert workflow("promote.yml")["on"] == {
-        "workflow_dispatch": None,
+        # the shadow report of the challenger's live requests, shown in the pull request
+        "workflow_dispatch": {
+            "inputs": {
+                "shadow_report": {
+                    "description": ANY,
+                    "required": False,
+                    "default": "",
+                    "type": "string",
+                }
+            }
+        },
         # a merged promotion, or its revert: the production alias follows
         "push": {"branches": ["main"], "paths": ["deploy/overlays/production/**"]},
     }
