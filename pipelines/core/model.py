@@ -28,6 +28,9 @@ from pipelines.core.metrics import (
 from pipelines.params import TrainParams
 
 META = "meta.json"
+# The registered MLflow model's artifacts: this model directory and its schema
+# (pipelines.stages.register logs them; pipelines.serving.mlflow_model reads them)
+MODEL_ARTIFACT, SCHEMA_ARTIFACT = "model", "schema"
 # Added to skops' default trust (scikit-learn estimators, NumPy/SciPy ufuncs, containers):
 # the baseline's imputer stores its dtype. Building a dtype runs no foreign code.
 SKOPS_TRUSTED = ["numpy.dtype"]

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-MODEL_ARTIFACT, SCHEMA_ARTIFACT = "model", "schema"  # as pipelines.stages.register logs them
+MODEL_ARTIFACT, SCHEMA_ARTIFACT = "model", "schema"  # as pipelines.core.model names them
 
 
 class RawRowsModel(PythonModel):

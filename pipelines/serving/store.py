@@ -21,7 +21,7 @@ from typing import Any
 
 from pipelines.core.io import PipelineError, run_stage
 from pipelines.core.lineage import data_hash, git_state, tracking_uri
-from pipelines.core.model import BASELINE, read_threshold
+from pipelines.core.model import BASELINE, MODEL_ARTIFACT, read_threshold
 from pipelines.params import (
     DEFAULT_PARAMS,
     Paths,
@@ -30,7 +30,6 @@ from pipelines.params import (
     load_section,
 )
 from pipelines.serving.scoring import FAIRNESS_FILE, REFERENCE_FILE, SCHEMA_FILE
-from pipelines.stages.register import MODEL_ARTIFACT
 
 CARD_FILE = "card.md"  # the model card (pipelines/stages/card.py), stored with the model
 

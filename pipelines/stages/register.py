@@ -28,7 +28,7 @@ from pipelines.core.features import read_features
 from pipelines.core.io import path_arguments, run_stage, write_json
 from pipelines.core.lineage import data_hash, git_state, run_url, tracking_uri
 from pipelines.core.metrics import PROBABILITY
-from pipelines.core.model import load_model
+from pipelines.core.model import MODEL_ARTIFACT, SCHEMA_ARTIFACT, load_model
 from pipelines.params import (
     FeaturizeParams,
     RegisterParams,
@@ -43,10 +43,8 @@ if TYPE_CHECKING:
     from mlflow.models import ModelSignature
 
 INPUT_EXAMPLE_ROWS = 5
-# The registered model's code (MLflow runs the file; the package does not import it), and the
-# names of its artifacts there
+# The registered model's code (MLflow runs the file; the package does not import it)
 PYFUNC = str(Path(pipelines.__file__).parent / "serving" / "mlflow_model.py")
-MODEL_ARTIFACT, SCHEMA_ARTIFACT = "model", "schema"
 
 
 def run_params(train: TrainParams, featurize: FeaturizeParams) -> dict[str, Any]:

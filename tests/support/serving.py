@@ -171,9 +171,10 @@ def launch(
     pytest.fail(f"{name} not ready after {STARTUP_SECONDS} s:\n{log.read_text()[-5000:]}")
 
 
-def import_model(repo: ScratchRepo, env: dict[str, str]) -> str:
+def import_model(repo: ScratchRepo, env: dict[str, str], *arguments: str) -> str:
+    """``python -m pipelines.serving.store import [arguments]`` in ``repo``: the model's tag."""
     done = subprocess.run(
-        [sys.executable, "-m", "pipelines.serving.store", "import"],
+        [sys.executable, "-m", "pipelines.serving.store", "import", *arguments],
         cwd=repo.path,
         env=env,
         capture_output=True,
