@@ -30,6 +30,7 @@ from pipelines.params import load_paths
 from pipelines.release.commands import find_tool, run_tool
 from pipelines.release.reference import file_digest
 from pipelines.release.reports import BentoReport
+from pipelines.serving import shadow
 from pipelines.serving.store import CARD_FILE, Sources, model_files
 
 # Tools of the pipeline that must never reach the image: the lock pins them for training only.
@@ -254,11 +255,14 @@ def current_version(bentofile: Path, labels: Mapping[str, str]) -> str:
     template = (config.get("docker") or {}).get("dockerfile_template")
     if template:
         files[template] = file_digest(Path(template).read_bytes())
+    # A challenger for shadow scoring (MODEL_SHADOW) goes into the bento beside the model; its
+    # tag is its content's hash
+    challenger = os.environ.get(shadow.VARIABLE)
     return bento_version(
         bentofile.read_text(),
         files=files,
         requirements=requirements.read_text(),
-        model=model_digests(),
+        model=model_digests() | ({shadow.VARIABLE: challenger} if challenger else {}),
         labels=labels,
         bentoml_version=bentoml.__version__,
     )

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from pipelines.release.bento import current_labels, current_version
+from pipelines.serving import shadow
 from tests.support.registries import push_manifest
 from tools.scratch import ROOT, ScratchRepo
 
@@ -116,7 +117,11 @@ def test_the_bento_version_follows_its_inputs(
     # The Dockerfile template is not in `include`, but BentoML copies it into the bento
     with changed(repo, "pipelines/release/Dockerfile.template", lambda b: b + b"\n"):
         templated = version()
-    assert len({first, edited, retrained, templated}) == 4
+    # A challenger for shadow scoring is packed beside the model (the service declares it)
+    with monkeypatch.context() as shadowing:
+        shadowing.setenv(shadow.VARIABLE, "some-model:0123456789abcdef0123")
+        challenged = version()
+    assert len({first, edited, retrained, templated, challenged}) == 5
     assert version() == first
 
 
