@@ -484,7 +484,9 @@ def fallback_alerts(model: str) -> list[dict[str, Any]]:
         alert(
             "ModelFallbackUnavailable",
             f"max by {by(*SERVICE, 'link')} ({names.FALLBACK_UNAVAILABLE}{selector(model)}) > 0",
-            "info",
+            # a ticket, not info (which notifies no one): answers are fine until the model
+            # fails, and then the safety net is not there
+            "ticket",
             "{{ $labels.model }}: its fallback {{ $labels.link }} could not be loaded",
             "{{ $labels.model }} in namespace {{ $labels.namespace }} serves without its "
             "{{ $labels.link }}: a pod could not load it when it started, so a failure of the "

@@ -837,8 +837,8 @@ def test_a_fallback_that_could_not_be_loaded_is_announced_until_the_pod_is_repla
             "alert_rule_test": [
                 firing(4, "ModelFallbackUnavailable"),
                 firing(8, "ModelFallbackUnavailable"),  # pending: a pod may be on its way out
-                firing(10, "ModelFallbackUnavailable", "info", **baseline),
-                firing(20, "ModelFallbackUnavailable", "info", **baseline),
+                firing(10, "ModelFallbackUnavailable", "ticket", **baseline),
+                firing(20, "ModelFallbackUnavailable", "ticket", **baseline),
                 firing(30, "ModelFallbackUnavailable"),  # the new pod loaded it
             ],
         }
