@@ -461,7 +461,7 @@ def service_alerts(model: str) -> list[dict[str, Any]]:
 
 
 def fallback_alerts(model: str) -> list[dict[str, Any]]:
-    """Requests answered by the baseline or the prior instead of the model, for a while."""
+    """Requests answered by a fallback for a while; a fallback that could not be loaded."""
     service = by(*SERVICE)
     fallbacks = f"{names.FALLBACKS}{selector(model)}"
     expr = f"sum by {service} (rate({fallbacks}[{FALLBACK_WINDOW}])) > 0"
@@ -480,7 +480,21 @@ def fallback_alerts(model: str) -> list[dict[str, Any]]:
             "logs hold the model's exceptions. Answers stay valid but worse: roll back "
             "(`git revert`) if it lasts.",
             wait=FALLBACK_WINDOW,
-        )
+        ),
+        alert(
+            "ModelFallbackUnavailable",
+            f"max by {by(*SERVICE, 'link')} ({names.FALLBACK_UNAVAILABLE}{selector(model)}) > 0",
+            # a ticket, not info (which notifies no one): answers are fine until the model
+            # fails, and then the safety net is not there
+            "ticket",
+            "{{ $labels.model }}: its fallback {{ $labels.link }} could not be loaded",
+            "{{ $labels.model }} in namespace {{ $labels.namespace }} serves without its "
+            "{{ $labels.link }}: a pod could not load it when it started, so a failure of the "
+            "model falls back on the next link, or answers 503 when none is left. The pod's log "
+            "names the files and the error (a missing or broken file): rebuild the image from "
+            "a whole model, or retrain, to get it back.",
+            wait=FALLBACK_WINDOW,
+        ),
     ]
 
 

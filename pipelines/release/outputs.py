@@ -23,14 +23,13 @@ from typing import TYPE_CHECKING
 from pipelines.core.io import PipelineError, run_stage
 from pipelines.params import load_paths
 from pipelines.release.lockcheck import IGNORED
+from pipelines.stages.data import STORAGE_SUPPORT
 
 if TYPE_CHECKING:
     from dvc.repo import Repo
 
 NAMING_A_RUN = frozenset(stage for stage, _ in IGNORED)
 NO_REMOTE = "no default DVC remote (docs/dvc-remote.md)"
-# DVC raises ImportError for a storage whose support is not installed (dvc-s3, dvc-gs, ...)
-SUPPORT = "DVC's support for its storage, a dependency of the project: `uv add dvc-s3` for S3"
 
 
 def default_remote(repo: Repo) -> str | None:
@@ -57,9 +56,10 @@ def pull() -> int:
             return 0
         try:
             stats = repo.pull(allow_missing=True)
-        except (DvcException, OSError, ImportError) as error:  # OSError: a folder that is a file
+        # OSError: a folder that is a file; ImportError: the storage's DVC plugin is missing
+        except (DvcException, OSError, ImportError) as error:
             reason = " ".join(str(error).split())
-            hint = f"; install {SUPPORT}" if isinstance(error, ImportError) else ""
+            hint = f"; install {STORAGE_SUPPORT}" if isinstance(error, ImportError) else ""
             print(
                 f"could not pull from DVC remote '{remote}' ({reason}{hint}): `dvc repro` runs "
                 "the stages whose outputs are missing",
@@ -94,7 +94,7 @@ def push() -> int:
             pushed = repo.push(targets=targets)
         except ImportError as error:
             raise PipelineError(
-                f"could not push to DVC remote '{remote}': {error}\n  - Install {SUPPORT}."
+                f"could not push to DVC remote '{remote}': {error}\n  - Install {STORAGE_SUPPORT}."
             ) from error
         except (DvcException, OSError) as error:
             reason = " ".join(str(error).split())

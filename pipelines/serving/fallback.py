@@ -14,18 +14,25 @@ best one there is by then, but counts as a failure of the model. After
 the model for ``serve.breaker_cooldown`` seconds and go straight to the baseline; then one
 request tries the model again (half-open) and closes the breaker if it answers in time.
 
+When every link fails, ``/predict`` answers 503 with a JSON body that names what failed and a
+``Retry-After`` header: the breaker's remaining cool-down, at least a second
+(:func:`unavailable`). A fallback that could not be loaded when the worker started is left out
+of the chain, logged as a warning naming its files and the error, and counted.
+
 ``MODEL_FAULT`` is a test hook (:class:`Faults`): read once when a worker starts, it makes the
 model's (or the baseline's) scoring fail, so that tests can watch the chain in a real server.
 Nothing a request carries can turn it on.
 
 Metrics: ``model_fallback_total{reason, used}``, ``model_primary_failures_total{reason}``,
-``model_circuit_breaker_state`` (0 closed, 1 half-open, 2 open; the highest of the workers) and
-``model_circuit_breaker_transitions_total{state}``.
+``model_circuit_breaker_state`` (0 closed, 1 half-open, 2 open; the highest of the workers),
+``model_circuit_breaker_transitions_total{state}`` and ``model_fallback_unavailable{link}`` (1
+when that fallback could not be loaded).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -52,7 +59,18 @@ Output = Callable[[Sequence[Any]], np.ndarray]
 
 
 class ModelUnavailableError(Exception):
-    """Every link of the chain failed: the request gets a 503."""
+    """Every link of the chain failed: the request gets a 503 (:func:`unavailable`).
+
+    Attributes:
+        failed: What happened to each link, by name, in the chain's order.
+        retry_after: Whole seconds until the model may be tried again (at least 1).
+    """
+
+    def __init__(self, failed: Mapping[str, str], retry_after: int) -> None:
+        self.failed = dict(failed)
+        self.retry_after = retry_after
+        said = "; ".join(f"{link} {what}" for link, what in self.failed.items())
+        super().__init__(f"the model and every fallback failed: {said}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,6 +124,12 @@ class CircuitBreaker:
             self.opened_at = self.clock()
             self._move(OPEN)
 
+    def remaining(self) -> float:
+        """Seconds until an open breaker lets a request try the model again; 0 otherwise."""
+        if self.state != OPEN:
+            return 0.0
+        return max(0.0, self.cooldown - (self.clock() - self.opened_at))
+
     def _move(self, state: str) -> None:
         LOG.warning("model circuit breaker: %s -> %s", self.state, state)
         self.state = state
@@ -117,7 +141,9 @@ class CircuitBreaker:
 # Fault injection (a test hook)
 
 
-FAULT = re.compile(r"^(?:(?P<target>primary|baseline):)?(?P<kind>raise|slow)(?::(?P<n>\d+))?$")
+FAULT = re.compile(
+    r"^(?:(?P<target>primary|baseline|prior):)?(?P<kind>raise|slow)(?::(?P<n>\d+))?$"
+)
 
 
 class InjectedFaultError(RuntimeError):
@@ -128,10 +154,11 @@ class InjectedFaultError(RuntimeError):
 class Faults:
     """``MODEL_FAULT``: failures to inject into scoring, for tests only.
 
-    A comma-separated list of ``[primary:|baseline:]<fault>`` where the fault is ``raise``
-    (every call raises), ``raise:<n>`` (the first n calls raise, then it recovers) or
+    A comma-separated list of ``[primary:|baseline:|prior:]<fault>`` where the fault is
+    ``raise`` (every call raises), ``raise:<n>`` (the first n calls raise, then it recovers) or
     ``slow:<ms>`` (every call sleeps that long first). ``raise,baseline:raise`` leaves only the
-    prior. Read once, when a worker starts.
+    prior; ``raise,baseline:raise,prior:raise`` leaves nothing (a 503). Read once, when a worker
+    starts.
     """
 
     faults: dict[str, tuple[str, int | None]] = field(default_factory=dict)
@@ -151,7 +178,7 @@ class Faults:
             if match is None or (match["kind"] == "slow" and match["n"] is None):
                 raise PipelineError(
                     f"{FAULT_VARIABLE}={text!r}: use a comma-separated list of "
-                    "[primary:|baseline:]raise, raise:<calls> or slow:<ms>"
+                    "[primary:|baseline:|prior:]raise, raise:<calls> or slow:<ms>"
                 )
             faults[match["target"] or PRIMARY] = (
                 match["kind"],
@@ -221,6 +248,13 @@ class FallbackMetrics:
             [*labels, "state"],
             registry=None,
         )
+        self._unavailable = Gauge(
+            names.FALLBACK_UNAVAILABLE,
+            "Fallbacks the chain lacks: 1 when that link could not be loaded (see the log)",
+            [*labels, "link"],
+            registry=None,
+            multiprocess_mode="livemax",
+        )
         self._ids = ids
         self._state.set(STATE_VALUES[CLOSED])
         # Every series present from the start, at 0: rate() and increase() see the first event.
@@ -245,9 +279,25 @@ class FallbackMetrics:
         self._state.set(STATE_VALUES[state])
         self._transitions.labels(**self._ids, state=state).inc()
 
+    def unavailable(self, missing: Sequence[str]) -> None:
+        """Which fallbacks could not be loaded: 1 for those, 0 for the others."""
+        for link in names.FALLBACK_USED:
+            self._unavailable.labels(**self._ids, link=link).set(int(link in missing))
+
 
 # ---------------------------------------------------------------------------------------------
 # The chain
+
+
+@dataclass(frozen=True)
+class Unloadable:
+    """A fallback packed with the model whose files could not be loaded (the log says why).
+
+    Unlike a fallback the model never had (a model trained on Dask has no baseline), it is
+    counted (``model_fallback_unavailable``) and named in a 503's body.
+    """
+
+    name: str
 
 
 @dataclass
@@ -273,6 +323,7 @@ class Chain:
     deadline: float | None = None  # seconds; None: no deadline
     metrics: FallbackMetrics | None = None
     clock: Callable[[], float] = time.perf_counter
+    missing: Sequence[str] = ()  # the fallbacks packed with the model that could not be loaded
 
     def score(self, rows: Sequence[Any]) -> tuple[Link, np.ndarray]:
         """The first link's output that succeeds, starting with the model if the breaker allows.
@@ -282,14 +333,14 @@ class Chain:
         """
         breaker = self.breaker
         if not breaker.allows():
-            return self._fallback(rows, "circuit_open")
+            return self._fallback(rows, "circuit_open", "not tried: its circuit breaker is open")
         started = self.clock()
         try:
             output = self.primary.output(rows)
-        except Exception:
+        except Exception as error:
             LOG.exception("the model failed to score %d rows: falling back", len(rows))
             self._failed("error")
-            return self._fallback(rows, "error")
+            return self._fallback(rows, "error", f"raised {type(error).__name__}")
         if self.deadline is not None and self.clock() - started > self.deadline:
             # Late, yet the best answer there is now; the breaker spares the next requests.
             self._failed("deadline")
@@ -302,37 +353,72 @@ class Chain:
             self.metrics.failure(reason)
         self.breaker.failure()
 
-    def _fallback(self, rows: Sequence[Any], reason: str) -> tuple[Link, np.ndarray]:
+    def _fallback(self, rows: Sequence[Any], reason: str, primary: str) -> tuple[Link, np.ndarray]:
+        failed = {PRIMARY: primary}
         for link in self.fallbacks:
             try:
                 output = link.output(rows)
-            except Exception:
+            except Exception as error:
                 LOG.exception("the %s failed to score too", link.name)
+                failed[link.name] = f"raised {type(error).__name__}"
                 continue
             if self.metrics is not None:
                 self.metrics.fallback(reason, link.name)
             return link, output
-        raise ModelUnavailableError("the model and every fallback failed")
+        failed |= {name: "could not be loaded when the service started" for name in self.missing}
+        order = [PRIMARY, *names.FALLBACK_USED]
+        failed = dict(sorted(failed.items(), key=lambda item: order.index(item[0])))
+        raise ModelUnavailableError(failed, max(1, math.ceil(self.breaker.remaining())))
+
+
+def unavailable(error: ModelUnavailableError, ctx: Any) -> Any:
+    """The 503 of a request no link could answer: what failed, and when to try again.
+
+    The status and ``Retry-After`` go through ``ctx.response`` (BentoML sets them on the
+    response an API returns, overriding the response's own), the body is a JSON response.
+    """
+    from starlette.responses import JSONResponse
+
+    seconds = error.retry_after
+    body = {
+        "error": (
+            f"no prediction: {error}. Nothing in the request is at fault: send it again in "
+            f"{seconds} s (Retry-After). If this lasts, the service's operators find each "
+            "failure in its logs and metrics."
+        ),
+        "failed": error.failed,
+        "retry_after": seconds,
+    }
+    ctx.response.status_code = 503
+    ctx.response.headers["Retry-After"] = str(seconds)
+    return JSONResponse(body, status_code=503)
 
 
 def baseline_of(
     directory: Path, served: ServedModel, info: Mapping[str, Any]
-) -> ServedModel | None:
+) -> ServedModel | Unloadable | None:
     """The baseline packed with the model (its ``baseline/``), or None when it has none.
 
-    A baseline that cannot be loaded is logged and left out: the model serves, its chain is
-    shorter (the prior alone).
+    A baseline that cannot be loaded is logged as a warning naming its files and the error, and
+    returned as :class:`Unloadable`: the model serves, its chain is shorter (the prior alone),
+    and ``model_fallback_unavailable{link="baseline"}`` says so (:func:`chain_of`).
     """
-    if not (directory / BASELINE_DIR / "meta.json").exists():
-        LOG.warning("the model has no baseline: a failure falls back on the prior")
+    where = directory / BASELINE_DIR
+    if not (where / "meta.json").exists():
+        LOG.warning("the model has no baseline (%s): a failure falls back on the prior", where)
         return None
     try:
-        baseline = load_served(
-            directory / BASELINE_DIR, info, served.block.bento_model_tag, served.schema
+        baseline = load_served(where, info, served.block.bento_model_tag, served.schema)
+    except Exception as error:
+        LOG.warning(
+            "the baseline in %s cannot be loaded (%s: %s): a failure of the model falls back "
+            "on the prior",
+            where,
+            type(error).__name__,
+            error,
+            exc_info=True,
         )
-    except Exception:
-        LOG.exception("the baseline cannot be loaded: a failure falls back on the prior")
-        return None
+        return Unloadable(BASELINE)
     return replace(baseline, block=baseline.block.model_copy(update={"fallback": BASELINE}))
 
 
@@ -355,23 +441,32 @@ def prior_of(meta: Mapping[str, Any], served: ServedModel) -> ServedModel | None
 
 def chain_of(
     served: ServedModel,
-    fallbacks: Sequence[ServedModel | None],
+    fallbacks: Sequence[ServedModel | Unloadable | None],
     *,
     breaker: CircuitBreaker,
     deadline: float | None,
     faults: Faults,
     metrics: FallbackMetrics | None,
 ) -> Chain:
-    """The chain of a served model and its fallbacks (None: left out), faults injected."""
+    """The chain of a served model and its fallbacks, faults injected.
+
+    A fallback that is None (the model has none) or :class:`Unloadable` is left out; the
+    unloadable ones are the chain's ``missing``, which ``metrics`` counts.
+    """
 
     def link(model: ServedModel) -> Link:
         name = model.block.fallback or PRIMARY
         return Link(name, model, faults.wrap(name, model.output))
 
+    links = [link(model) for model in fallbacks if isinstance(model, ServedModel)]
+    missing = [model.name for model in fallbacks if isinstance(model, Unloadable)]
+    if metrics is not None:
+        metrics.unavailable(missing)
     return Chain(
         primary=link(served),
-        fallbacks=[link(model) for model in fallbacks if model is not None],
+        fallbacks=links,
         breaker=breaker,
         deadline=deadline,
         metrics=metrics,
+        missing=missing,
     )

@@ -44,11 +44,13 @@ EXPECTED_VALUE = "model_expected_value_total"
 OTHER_GROUP = "other"
 # The fallback chain (pipelines/serving/fallback.py): requests answered by a fallback, by reason
 # (FALLBACK_REASONS) and used (FALLBACK_USED); the model's failures, by reason (FAILURE_REASONS);
-# the circuit breaker's state (gauge: 0 closed, 1 half-open, 2 open) and its transitions by state
+# the circuit breaker's state (gauge: 0 closed, 1 half-open, 2 open) and its transitions by state;
+# the fallbacks that could not be loaded (gauge, link: one of FALLBACK_USED; 1 when missing)
 FALLBACKS = "model_fallback_total"
 PRIMARY_FAILURES = "model_primary_failures_total"
 BREAKER_STATE = "model_circuit_breaker_state"
 BREAKER_TRANSITIONS = "model_circuit_breaker_transitions_total"
+FALLBACK_UNAVAILABLE = "model_fallback_unavailable"
 FAILURE_REASONS = ("error", "deadline")
 FALLBACK_REASONS = ("error", "circuit_open")
 FALLBACK_USED = ("baseline", "prior")
@@ -81,6 +83,7 @@ FAMILIES = (
     PRIMARY_FAILURES,
     BREAKER_STATE,
     BREAKER_TRANSITIONS,
+    FALLBACK_UNAVAILABLE,
 )
 HISTOGRAMS = (SCORE, REQUEST_DURATION)
 # The families only a multiclass model exports (its profile holds predicted-class shares)

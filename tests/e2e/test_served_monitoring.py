@@ -45,7 +45,7 @@ LARGE = 40  # records of the one large batch, counted with numpy (metrics.VECTOR
 ALLOWED_LABELS = {"model", "model_version", "feature", "bin", "kind", "endpoint", "code"}
 ALLOWED_LABELS |= {"outcome", "le", "mlflow_version", "git_commit", "column", "group"}
 ALLOWED_LABELS |= {"decision", "part", "key"}
-ALLOWED_LABELS |= {"reason", "used", "state"}  # the fallback chain's, fixed sets in names.py
+ALLOWED_LABELS |= {"reason", "used", "state", "link"}  # the fallback chain's: fixed sets, names.py
 JSON = {"content-type": "application/json"}
 
 

@@ -814,3 +814,33 @@ def test_answers_from_fallbacks_for_five_minutes_open_a_ticket_that_resolves(tmp
         }
     ]
     run_rule_tests(without_annotations(rules.rule_groups(SHORT, MODEL, FEATURES)), tests, tmp_path)
+
+
+@needs_promtool
+def test_a_fallback_that_could_not_be_loaded_is_announced_until_the_pod_is_replaced(tmp_path):
+    minutes = 35
+    # pod a lost its baseline from minute 5 and is replaced at minute 20; pod b has every link
+    lost = [None if m > 20 else float(m >= 5) for m in range(minutes + 1)]
+    inputs = [
+        series(names.FALLBACK_UNAVAILABLE, BASE | {"link": "baseline", "pod": "a"}, lost),
+        series(names.FALLBACK_UNAVAILABLE, BASE | {"link": "prior", "pod": "a"}, [0.0] * 21),
+        *(
+            series(names.FALLBACK_UNAVAILABLE, BASE | {"link": link, "pod": "b"}, [0.0] * minutes)
+            for link in names.FALLBACK_USED
+        ),
+    ]
+    baseline = SERVICE | {"link": "baseline"}
+    tests = [
+        {
+            "interval": "1m",
+            "input_series": inputs,
+            "alert_rule_test": [
+                firing(4, "ModelFallbackUnavailable"),
+                firing(8, "ModelFallbackUnavailable"),  # pending: a pod may be on its way out
+                firing(10, "ModelFallbackUnavailable", "ticket", **baseline),
+                firing(20, "ModelFallbackUnavailable", "ticket", **baseline),
+                firing(30, "ModelFallbackUnavailable"),  # the new pod loaded it
+            ],
+        }
+    ]
+    run_rule_tests(without_annotations(rules.rule_groups(SHORT, MODEL, FEATURES)), tests, tmp_path)

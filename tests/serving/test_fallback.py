@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +90,19 @@ def test_a_failed_trial_opens_the_breaker_for_another_cooldown() -> None:
     assert seen == [OPEN, HALF_OPEN, OPEN, HALF_OPEN]
 
 
+def test_the_breaker_says_how_long_until_it_tries_the_model_again() -> None:
+    cut, clock, _ = breaker(failures=1, cooldown=10)
+    assert cut.remaining() == 0.0  # closed: the next request tries it
+    cut.failure()
+    assert cut.remaining() == 10.0
+    clock.now = 7.5
+    assert cut.remaining() == pytest.approx(2.5)
+    clock.now = 12.0
+    assert cut.remaining() == 0.0
+    assert cut.allows()  # half-open: trying it now
+    assert cut.remaining() == 0.0
+
+
 def test_a_breaker_needs_a_failure_count() -> None:
     with pytest.raises(PipelineError, match="failures >= 1"):
         CircuitBreaker(0, 1.0)
@@ -103,7 +119,8 @@ def test_faults_parse_only_the_documented_forms() -> None:
         "baseline": ("raise", None),
     }
     assert Faults.parse("slow:250").faults == {"primary": ("slow", 250)}
-    for bad in ("explode", "slow", "prior:raise", "raise:x", "slow:-1"):
+    assert Faults.parse("prior:raise").faults == {"prior": ("raise", None)}
+    for bad in ("explode", "slow", "model:raise", "raise:x", "slow:-1"):
         with pytest.raises(PipelineError, match="MODEL_FAULT"):
             Faults.parse(bad)
 
@@ -195,13 +212,108 @@ def test_a_failing_model_falls_back_on_the_baseline_then_the_prior(
     assert len(answer.predictions) == len(rows)
 
 
-def test_every_link_failing_is_an_error_not_an_answer(
+def test_every_link_failing_is_an_error_that_names_each_and_when_to_retry(
     packed: Path, rows: list[dict[str, Any]]
 ) -> None:
-    whole = chain(packed, "raise,baseline:raise")
-    whole.fallbacks = whole.fallbacks[:1]  # no prior: a model trained before fallbacks
-    with pytest.raises(fallback.ModelUnavailableError):
+    whole = chain(packed, "raise,baseline:raise,prior:raise", failures=2)
+    whole.breaker.clock = clock = Clock()
+    with pytest.raises(fallback.ModelUnavailableError) as first:
         whole.score(rows)
+    assert first.value.failed == {
+        "primary": "raised InjectedFaultError",
+        "baseline": "raised InjectedFaultError",
+        "prior": "raised InjectedFaultError",
+    }
+    assert first.value.retry_after == 1  # the breaker is closed: the model may be tried now
+    with pytest.raises(fallback.ModelUnavailableError) as second:
+        whole.score(rows)
+    assert whole.breaker.state == OPEN
+    assert second.value.retry_after == 60  # the whole cool-down
+    clock.now = 58.2
+    with pytest.raises(fallback.ModelUnavailableError) as third:
+        whole.score(rows)
+    assert third.value.retry_after == 2  # rounded up
+    assert third.value.failed["primary"] == "not tried: its circuit breaker is open"
+
+
+@pytest.fixture(scope="module")
+def broken_baseline(packed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The packed model with its baseline's model file cut short."""
+    directory = Path(shutil.copytree(packed, tmp_path_factory.mktemp("broken") / "model"))
+    meta = json.loads((directory / BASELINE / "meta.json").read_text())
+    model_file = directory / BASELINE / meta["file"]
+    model_file.write_bytes(model_file.read_bytes()[:50])
+    return directory
+
+
+def chain_without_baseline(directory: Path, fault: str) -> fallback.Chain:
+    info = {"name": MODEL_NAME}
+    served = scoring.load_served(directory, info, f"{MODEL_NAME}:test")
+    return fallback.chain_of(
+        served,
+        [
+            fallback.baseline_of(directory, served, info),
+            fallback.prior_of(load_model(directory).meta, served),
+        ],
+        breaker=CircuitBreaker(1, 30.0),
+        deadline=None,
+        faults=Faults.parse(fault),
+        metrics=None,
+    )
+
+
+def test_a_baseline_that_cannot_be_loaded_is_logged_named_and_left_out(
+    broken_baseline: Path, rows: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    info = {"name": MODEL_NAME}
+    served = scoring.load_served(broken_baseline, info, f"{MODEL_NAME}:test")
+    with caplog.at_level(logging.WARNING, logger=fallback.__name__):
+        baseline = fallback.baseline_of(broken_baseline, served, info)
+    assert baseline == fallback.Unloadable("baseline")
+    (record,) = [r for r in caplog.records if "baseline" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert str(broken_baseline / BASELINE) in record.getMessage()
+    assert record.exc_info is not None
+    assert type(record.exc_info[1]).__name__ in record.getMessage()  # the error, by name
+    whole = chain_without_baseline(broken_baseline, "raise")
+    assert whole.missing == ["baseline"]
+    link, _ = whole.score(rows)
+    assert link.name == "prior"
+
+
+def test_a_model_without_a_baseline_lacks_nothing(packed: Path, tmp_path: Path) -> None:
+    """A model trained on Dask has no baseline by design: nothing to count or alert on."""
+    directory = Path(shutil.copytree(packed, tmp_path / "model"))
+    shutil.rmtree(directory / BASELINE)
+    whole = chain_without_baseline(directory, "raise")
+    assert [link.name for link in whole.fallbacks] == ["prior"]
+    assert whole.missing == []
+
+
+def test_the_503_body_says_what_failed_and_when_to_retry_and_the_header_agrees(
+    broken_baseline: Path, rows: list[dict[str, Any]]
+) -> None:
+    from bentoml._internal.context import ServiceContext
+    from starlette.requests import Request
+
+    whole = chain_without_baseline(broken_baseline, "raise,prior:raise")
+    with pytest.raises(fallback.ModelUnavailableError) as raised:
+        whole.score(rows)
+    ctx = ServiceContext()  # BentoML's, in a request as the server enters one
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+    with ctx.in_request(Request(scope)):
+        response = fallback.unavailable(raised.value, ctx)
+        assert response.status_code == ctx.response.status_code == 503
+        assert ctx.response.headers["Retry-After"] == "30"
+    body = json.loads(response.body)
+    assert list(body["failed"].items()) == [
+        ("primary", "raised InjectedFaultError"),
+        ("baseline", "could not be loaded when the service started"),
+        ("prior", "raised InjectedFaultError"),
+    ]
+    assert body["retry_after"] == 30
+    assert "send it again in 30 s" in body["error"]
+    assert "Traceback" not in body["error"]
 
 
 def test_failures_open_the_breaker_and_then_the_model_is_not_called(

@@ -49,6 +49,43 @@ def test_make_install_adds_groups_from_its_arguments_or_the_environment() -> Non
     assert "--group shared --group other " in both
 
 
+def remote_install_command(folder: Path, url: str, *args: str) -> str:
+    """What `make install` says and runs in ``folder``, whose DVC config names ``url``."""
+    (folder / ".dvc").mkdir(exist_ok=True)
+    config = f"[core]\n    remote = team\n['remote \"team\"']\n    url = {url}\n"
+    (folder / ".dvc" / "config").write_text(config)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))}
+    base.pop("DEPENDENCY_GROUPS", None)
+    makefile = str(ROOT / "Makefile")
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-n", "-f", makefile, "install", "UV=uv", *args],
+        cwd=folder,
+        env=base,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_make_install_adds_the_shared_group_when_the_dvc_remote_is_on_s3(tmp_path: Path) -> None:
+    """The workflows run a plain `make install`: an S3 remote must bring dvc-s3 by itself."""
+    said = remote_install_command(tmp_path, "s3://bucket/models/one")
+    said_s3 = "The DVC remote is on S3 (.dvc/config): adding the optional group shared (dvc-s3)"
+    assert f'echo "{said_s3}"\n' in said
+    assert "--group shared " in sync_line(said)
+    chosen = sync_line(remote_install_command(tmp_path, "s3://bucket/dvc", "GROUPS=dev shared"))
+    assert "--group dev --group shared " in chosen  # once, after the chosen ones
+    assert chosen.count("--group shared") == 1
+    for other in ("/mnt/shared/dvc-store", "gs://bucket/dvc", "dvc-store"):
+        said = remote_install_command(tmp_path, other)
+        assert "--group" not in sync_line(said), other
+        assert "S3" not in said
+    # the keys' own file, out of git, counts too (a remote added with --local)
+    (tmp_path / ".dvc" / "config.local").write_text("['remote \"mine\"']\n  url = s3://b/p\n")
+    assert "--group shared " in sync_line(remote_install_command(tmp_path, "/mnt/store"))
+
+
 def test_make_install_keeps_the_groups_it_was_given_until_told_otherwise(tmp_path: Path) -> None:
     """An exact sync without the groups would remove them: the next one keeps them, and says so.
 
