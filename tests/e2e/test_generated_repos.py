@@ -426,8 +426,9 @@ def test_its_own_ci_passes_in_a_fresh_clone_skipping_only_absent_column_kinds(
     # (test_a_clearly_worse_model_fails_its_gate_naming_the_metric). Deselected in those
     # folders, as they do not read the repository's table either: the tests of each task on
     # tests/support/tasks.py's own tables (stages, scoring, monitoring, refresh, the card, the
-    # Dask engine), and of the awkward table's slow tests, a base reproduced in a worktree and
-    # the reports that cannot compare (git and DVC mechanics).
+    # Dask engine), the git hooks' DVC push and checkout (on a file of their own), and of the
+    # awkward table's slow tests, a base reproduced in a worktree and the reports that cannot
+    # compare (git and DVC mechanics).
     reads_the_table = ["data", "model", "core", "stages", "serving", "monitoring", "benchmarks"]
     reads_the_table += ["test_params.py", "test_schema.py", "deploy/test_monitoring_resources.py"]
     reads_the_table += ["review/test_gate.py", "review/test_report.py", "review/test_holdout.py"]
@@ -440,6 +441,7 @@ def test_its_own_ci_passes_in_a_fresh_clone_skipping_only_absent_column_kinds(
     elsewhere = ["stages/test_tasks.py", "stages/test_card.py::test_each_tasks_"]
     elsewhere += ["serving/test_scoring_tasks.py", "monitoring/test_monitor_tasks.py"]
     elsewhere += ["monitoring/test_refresh_tasks.py"]
+    elsewhere += ["tools/test_hooks.py::test_dvc_hooks_push_to_a_remote_and_check_out_on_switch"]
     elsewhere += ["e2e/test_dask.py::test_dask_trains_every_task_as_the_local_engine_does"]
     elsewhere += ["e2e/test_pr.py::test_base_missing_from_the_cache_is_reproduced_in_a_worktree"]
     elsewhere += ["e2e/test_pr.py::test_what_cannot_be_compared_exits_2_with_the_reason"]
