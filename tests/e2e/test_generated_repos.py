@@ -420,7 +420,8 @@ def test_its_own_ci_passes_in_a_fresh_clone_skipping_only_absent_column_kinds(
     # and the Dask engine's AUC against the local one. The rest does not depend on the table and
     # runs once, on the example, in this repository's own run: the workflows (act, with the
     # image build), the DVC, git and make mechanics of tests/e2e (`make new-model` has just run
-    # the pipeline on this table), registries, image builders, trace, tuning (its tests tune
+    # the pipeline on this table), the service's graceful shutdown (server mechanics, whatever
+    # the row in flight), registries, image builders, trace, tuning (its tests tune
     # tests/support/tasks.py's own tables, the same in every repository), the workflow and
     # docs checks. The gate of the other two tasks is proven above
     # (test_a_clearly_worse_model_fails_its_gate_naming_the_metric). Deselected in those
@@ -433,9 +434,8 @@ def test_its_own_ci_passes_in_a_fresh_clone_skipping_only_absent_column_kinds(
     reads_the_table += ["test_params.py", "test_schema.py", "deploy/test_monitoring_resources.py"]
     reads_the_table += ["review/test_gate.py", "review/test_report.py", "review/test_holdout.py"]
     reads_the_table += ["tools/test_hooks.py", "tools/test_makefile.py", "tools/test_services.py"]
-    reads_the_table += ["e2e/test_service.py", "e2e/test_mlflow_serve.py", "e2e/test_shutdown.py"]
+    reads_the_table += ["e2e/test_service.py", "e2e/test_mlflow_serve.py", "e2e/test_dask.py"]
     reads_the_table += ["e2e/test_served_monitoring.py", "e2e/test_bento.py", "e2e/test_pr.py"]
-    reads_the_table += ["e2e/test_dask.py"]
     reads_the_table += ["deploy/test_overlays.py", "deploy/test_lint.py::test_lint_deploy_passes"]
     paths = " ".join(f"tests/{t}" for t in reads_the_table)
     elsewhere = ["stages/test_tasks.py", "stages/test_card.py::test_each_tasks_"]
