@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     answers = {
         link.block.fallback or "": link
         for link in (served, *links)
-        if link is not None and link.block.fallback
+        if isinstance(link, scoring.ServedModel) and link.block.fallback
     }
     priced = interleaved_us(
         {name: link.output for name, link in answers.items()}, rows, args.rounds, args.calls
