@@ -32,8 +32,18 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def challenger(project: ScratchRepo, bentoml_env: dict[str, str], paths: Paths) -> str:
-    return import_model(project, bentoml_env, "--model", str(paths.model / BASELINE))
+def shadow_env(
+    project: ScratchRepo, bentoml_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """A BentoML store of this module's own (the session's holds exactly the model)."""
+    env = bentoml_env | {"BENTOML_HOME": str(tmp_path_factory.mktemp("bentoml-shadow"))}
+    import_model(project, env)
+    return env
+
+
+@pytest.fixture(scope="module")
+def challenger(project: ScratchRepo, shadow_env: dict[str, str], paths: Paths) -> str:
+    return import_model(project, shadow_env, "--model", str(paths.model / BASELINE))
 
 
 @pytest.fixture(scope="module")
@@ -45,14 +55,14 @@ def shadow_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def shadowed(
     project: ScratchRepo,
     *,
-    bentoml_env: dict[str, str],
+    shadow_env: dict[str, str],
     tag: str,
     challenger: str,
     shadow_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Server]:
     name = tag.split(":", maxsplit=1)[0]
-    env = bentoml_env | {
+    env = shadow_env | {
         "BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {name: {"workers": 1}}}),
         shadow.VARIABLE: challenger,
         shadow.RATE_VARIABLE: "1",
@@ -164,10 +174,10 @@ def test_the_report_on_the_test_rows_gives_the_models_own_evaluation(
 
 
 def test_a_challenger_by_registry_alias_is_the_version_the_alias_names(
-    project: ScratchRepo, bentoml_env: dict[str, str], paths: Paths
+    project: ScratchRepo, shadow_env: dict[str, str], paths: Paths
 ) -> None:
     registry = json.loads(paths.registry.read_text())
-    env = {**bentoml_env, "MLFLOW_TRACKING_URI": tracking_uri(paths.mlflow)}
+    env = {**shadow_env, "MLFLOW_TRACKING_URI": tracking_uri(paths.mlflow)}
 
     def python(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -201,5 +211,5 @@ def test_a_challenger_by_registry_alias_is_the_version_the_alias_names(
     assert stored["labels"]["mlflow_version"] == str(registry["version"])
     assert stored["labels"]["mlflow_run_id"] == registry["run_id"]
     meta = json.loads((paths.model / "meta.json").read_text())
-    home = Path(bentoml_env["BENTOML_HOME"]) / "models" / tag.replace(":", "/")
+    home = Path(shadow_env["BENTOML_HOME"]) / "models" / tag.replace(":", "/")
     assert (home / meta["file"]).read_bytes() == (paths.model / meta["file"]).read_bytes()
