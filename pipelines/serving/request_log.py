@@ -30,6 +30,11 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def sampled(rate: float) -> bool:
+    """Whether this request is in a sample of ``rate`` of them (0 to 1)."""
+    return rate >= 1.0 or (rate > 0.0 and random.random() < rate)  # noqa: S311
+
+
 class RequestLog:
     """Appends a sample of requests to ``directory/requests-<UTC hour>-<pid>.jsonl``.
 
@@ -48,7 +53,7 @@ class RequestLog:
 
     def sampled(self) -> bool:
         """Whether this request is one to log."""
-        return self.rate >= 1.0 or (self.rate > 0.0 and random.random() < self.rate)  # noqa: S311
+        return sampled(self.rate)
 
     def write(
         self,

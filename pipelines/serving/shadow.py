@@ -24,7 +24,6 @@ Metric: ``model_shadow_total{outcome, challenger_version}`` (scored, late, error
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from typing import Any
 
 from pipelines.serving import names
 from pipelines.serving.fallback import CircuitBreaker
-from pipelines.serving.request_log import RequestLog
+from pipelines.serving.request_log import RequestLog, sampled
 from pipelines.serving.scoring import ServedModel
 
 LOG = logging.getLogger(__name__)
@@ -123,7 +122,7 @@ class Shadow:
 
     def sampled(self) -> bool:
         """Whether this request is one the challenger scores."""
-        return self.rate >= 1.0 or (self.rate > 0.0 and random.random() < self.rate)  # noqa: S311
+        return sampled(self.rate)
 
     def score(
         self,
