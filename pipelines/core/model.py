@@ -2,9 +2,11 @@
 
 The model is saved in XGBoost's own UBJSON format, or with skops for the scikit-learn baselines,
 whose loader builds only scikit-learn, NumPy and SciPy types and refuses anything else (a function
-or class of someone else's code) instead of running it. ``meta.json`` beside it says what the
-model is, which features it takes in which order, its target (task and classes), a regression's
-prediction interval, and the cross-validation scores when asked for.
+or class of someone else's code) instead of running it. A linear pipeline's numbers also go to
+``linear.json`` (:mod:`pipelines.core.linear`), which is what is read back: NumPy alone.
+``meta.json`` beside it says what the model is, which features it takes in which order, its
+target (task and classes), a regression's prediction interval, and the cross-validation scores
+when asked for.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from pipelines.core import linear
 from pipelines.core.io import PipelineError, atomic_path, write_json
 from pipelines.core.metrics import (
     BinaryPredictions,
@@ -264,6 +267,9 @@ def _write(model: Model, kind: str, meta: dict[str, Any], directory: Path) -> No
         model.save_model(directory / FILES[kind])  # type: ignore[attr-defined]
     else:
         (directory / FILES[kind]).write_bytes(skops_bytes(model))
+        numbers = linear.of(model, task_of(meta), len(meta.get("features", ())))
+        if numbers is not None:
+            write_json(directory / linear.FILE, numbers.as_json())
     write_json(directory / META, {"kind": kind, "file": FILES[kind], **meta})
 
 
@@ -350,8 +356,16 @@ def load_model(directory: Path) -> LoadedModel:
 
         model: Any = XGBRegressor() if task_of(meta) == "regression" else XGBClassifier()
         model.load_model(path)
-    else:
-        import skops.io
-
+    elif (Path(directory) / linear.FILE).is_file():  # NumPy alone: no scikit-learn, no skops
+        model = linear.read(Path(directory) / linear.FILE)
+    else:  # a pipeline of other steps than the linear ones
+        try:
+            import skops.io
+        except ImportError as error:
+            raise PipelineError(
+                f"{directory}: a scikit-learn pipeline of other steps than imputer, scaler and "
+                "linear model loads with skops and scikit-learn, which this environment lacks: "
+                "add both to the serve group in pyproject.toml"
+            ) from error
         model = skops.io.load(path, trusted=SKOPS_TRUSTED)
     return LoadedModel(model=model, meta=meta)

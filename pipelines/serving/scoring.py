@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from pipelines.core.features import feature_names
 from pipelines.core.io import PipelineError
+from pipelines.core.linear import Linear
 from pipelines.core.metrics import Task, decided_classes
 from pipelines.core.model import LoadedModel, load_model, predict
 from pipelines.schema import Schema, load_schema
@@ -38,7 +39,7 @@ from pipelines.serving.api import (
     RegressionPrediction,
     RegressionPredictResponse,
 )
-from pipelines.serving.evaluators import linear_evaluator, treelite_evaluator
+from pipelines.serving.evaluators import treelite_evaluator
 
 SCHEMA_FILE = "schema.yaml"
 REFERENCE_FILE = "reference.json"  # the monitoring reference profile, stored with the model
@@ -148,10 +149,10 @@ class Scorer:
     The output is the task's (:func:`pipelines.core.model.predict`): a binary classifier's
     positive-class probability, a multiclass one's probability per class (rows x classes, in the
     schema's class order), a regression's value. XGBoost scores through
-    ``Booster.inplace_predict`` (no DMatrix, no DataFrame); a linear model by numpy's maths of
-    its pipeline's steps (imputer, scaler, linear model; checked against scikit-learn when
-    loaded: :func:`pipelines.serving.evaluators.linear_evaluator`); the dummy through
-    scikit-learn; the ``prior`` (the service's last fallback) is a constant held in ``model``.
+    ``Booster.inplace_predict`` (no DMatrix, no DataFrame); a linear model or the dummy by
+    NumPy's maths of its numbers (:mod:`pipelines.core.linear`); another scikit-learn pipeline
+    through scikit-learn; the ``prior`` (the service's last fallback) is a constant held in
+    ``model``.
 
     A request is mostly one row, where XGBoost 3.2 spends ~0.25 ms (up to 0.5 ms in a busy
     server) setting up each call: it rebuilds its view of all the trees and reads the cgroup
@@ -165,9 +166,6 @@ class Scorer:
     columns: tuple[str, ...]
     small: Callable[[np.ndarray], np.ndarray] | None = None
     task: Task = "binary"
-    # A linear model's output in numpy (see of()); scikit-learn's pipeline wants a DataFrame per
-    # call, ~2.5 ms for one row against ~0.02 ms
-    linear: Callable[[np.ndarray], np.ndarray] | None = None
 
     @classmethod
     def of(cls, loaded: LoadedModel, threads: int | None = None, *, small: bool = False) -> Scorer:
@@ -178,16 +176,9 @@ class Scorer:
             threads: XGBoost's OpenMP threads; ``None`` keeps its default (all cores).
             small: Also prepare treelite's evaluator for batches of up to ``SMALL_BATCH`` rows
                 (what a service wants; batch scoring does not).
-
-        A linear model (the model, or the service's fallback baseline) is scored by numpy's
-        maths of its steps whatever ``small`` says, so the service and the batch scorer give
-        the same numbers.
         """
         model: Any = loaded.model
         evaluator = None
-        linear = None
-        if loaded.meta["kind"] in {"logistic_regression", "ridge"}:
-            linear = linear_evaluator(model, loaded.task, tuple(loaded.meta["features"]))
         if loaded.meta["kind"] == "xgboost":
             model = model.get_booster()
             if threads is not None:
@@ -200,7 +191,6 @@ class Scorer:
             columns=tuple(loaded.meta["features"]),
             small=evaluator,
             task=loaded.task,
-            linear=linear,
         )
 
     def output(self, x: np.ndarray) -> np.ndarray:
@@ -213,8 +203,8 @@ class Scorer:
             return np.asarray(output, dtype=np.float64)
         if self.kind == "prior":
             return np.repeat(np.asarray(self.model, dtype=np.float64)[None], len(x), axis=0)
-        if self.linear is not None:
-            return self.linear(x)
+        if isinstance(self.model, Linear):
+            return self.model.output(x)
         return np.asarray(predict(self.model, self._frame(x), self.task), dtype=np.float64)
 
     def contributions(
@@ -227,7 +217,8 @@ class Scorer:
         ``chosen``) before the softmax. XGBoost: exact tree SHAP values (``pred_contribs``).
         Linear models: coefficient times the scaled value; a missing-value indicator column
         counts towards its feature. The dummy looks at no feature: every contribution is 0 and
-        the margin is its constant (the mean, the prior's log-odds or log-probability).
+        the margin is its constant (the mean, the prior's log-odds or log-probability;
+        :meth:`pipelines.core.linear.Linear.contributions`).
 
         Args:
             x: The encoded rows.
@@ -249,30 +240,12 @@ class Scorer:
             if self.task == "multiclass":  # (rows, classes, columns + 1) and (rows, classes)
                 shap, margin = shap[rows, pick], margin[rows, pick]
             return shap[:, :-1], shap[:, -1], margin
-        if self.kind == "dummy":
-            constant = self.output(x)
-            if self.task == "multiclass":
-                with np.errstate(divide="ignore"):  # a class the prior never saw: -inf
-                    margin = np.log(constant[rows, pick])
-            elif self.task == "binary":
-                margin = np.log(constant) - np.log1p(-constant)
-            else:
-                margin = constant
-            return np.zeros((len(x), len(self.columns))), margin, margin
-        imputer, scaler, linear = (step for _, step in self.model.steps)
-        scaled = scaler.transform(imputer.transform(self._frame(x)))
-        # One row of coefficients per class (one for binary and regression); take each row's.
-        coefficients = np.atleast_2d(linear.coef_)[pick]
-        terms = scaled * coefficients
-        contributions = terms[:, : len(self.columns)].copy()
-        indicator = getattr(imputer, "indicator_", None)
-        if indicator is not None:
-            for k, column in enumerate(indicator.features_):
-                contributions[:, column] += terms[:, len(self.columns) + k]
-        base = np.atleast_1d(linear.intercept_)[pick].astype(np.float64)
-        score = linear.predict if self.task == "regression" else linear.decision_function
-        margin = np.asarray(score(scaled), dtype=np.float64).reshape(len(x), -1)[rows, pick]
-        return contributions, base, margin
+        if not isinstance(self.model, Linear):
+            raise PipelineError(
+                f"a {self.kind} model of other steps than imputer, scaler and linear model "
+                "cannot be explained"
+            )
+        return self.model.contributions(x, pick)
 
     def _frame(self, x: np.ndarray) -> Any:
         # The baseline was fitted on named columns; scikit-learn warns on every bare array.
@@ -416,8 +389,8 @@ def load_served(
 ) -> ServedModel:
     """Load a model saved by :func:`import_model` (or a pipeline model dir plus its info).
 
-    Never unpickles: XGBoost reads its UBJSON file, the scikit-learn models load through skops
-    with the project's trusted types (:func:`pipelines.core.model.load_model`).
+    Never unpickles: XGBoost reads its UBJSON file, the scikit-learn models their numbers in
+    ``linear.json`` (:func:`pipelines.core.model.load_model`).
 
     Args:
         directory: Holds the model file, ``meta.json`` and ``schema.yaml``.

@@ -47,6 +47,7 @@ from pipelines.core.io import (
     write_atomically,
     write_json,
 )
+from pipelines.core.linear import Linear
 from pipelines.core.metrics import (
     BinaryPredictions,
     MulticlassPredictions,
@@ -78,9 +79,8 @@ def feature_importance(model: Any, names: list[str]) -> Points:
     if hasattr(model, "get_booster"):
         gain = model.get_booster().get_score(importance_type="total_gain")
         values = [gain.get(name, 0.0) for name in names]
-    elif hasattr(model, "steps"):
-        coefficients = np.abs(np.atleast_2d(model[-1].coef_)).mean(axis=0)
-        values = list(coefficients[: len(names)])  # the imputer's indicator columns come last
+    elif isinstance(model, Linear):  # inputs x outputs; the indicator columns come last
+        values = list(np.abs(model.coefficients).mean(axis=1)[: len(names)])
     else:
         values = [0.0] * len(names)
     total = float(sum(values)) or 1.0

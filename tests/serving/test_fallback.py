@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.core import features
+from pipelines.core import features, linear
 from pipelines.core.io import PipelineError
+from pipelines.core.linear import Linear
 from pipelines.core.model import BASELINE, load_model
 from pipelines.params import RegisterParams, load_section
 from pipelines.schema import Schema
@@ -193,7 +194,7 @@ def test_a_failing_model_falls_back_on_the_baseline_then_the_prior(
     task = schema.target.task
     link, output = chain(packed, "raise").score(rows)
     assert link.name == "baseline"
-    assert link.model.scorer.linear is not None  # numpy's maths, not a DataFrame per call
+    assert isinstance(link.model.scorer.model, Linear)  # NumPy's maths, no DataFrame per call
     baseline = load_model(packed / BASELINE)
     encoded = features.encode(pd.DataFrame(rows), schema)[baseline.meta["features"]]
     np.testing.assert_allclose(output, baseline.predict(encoded), rtol=1e-6)
@@ -238,11 +239,12 @@ def test_every_link_failing_is_an_error_that_names_each_and_when_to_retry(
 
 @pytest.fixture(scope="module")
 def broken_baseline(packed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The packed model with its baseline's model file cut short."""
+    """The packed model with its baseline's model files cut short."""
     directory = Path(shutil.copytree(packed, tmp_path_factory.mktemp("broken") / "model"))
     meta = json.loads((directory / BASELINE / "meta.json").read_text())
-    model_file = directory / BASELINE / meta["file"]
-    model_file.write_bytes(model_file.read_bytes()[:50])
+    for name in (meta["file"], linear.FILE):
+        model_file = directory / BASELINE / name
+        model_file.write_bytes(model_file.read_bytes()[:50])
     return directory
 
 

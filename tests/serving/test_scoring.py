@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from pipelines.core import features
 from pipelines.core.io import PipelineError
+from pipelines.core.linear import Linear
 from pipelines.core.model import save_model
 from pipelines.params import RegisterParams, load_paths, load_section
 from pipelines.schema import Feature, Rows, Schema, Target
@@ -321,8 +322,8 @@ def test_predictions_equal_the_models_in_the_tasks_shape(
     assert response["model"]["name"] == MODEL_NAME
     assert response["model"].get("threshold") == (0.4 if schema.target.task == "binary" else None)
     assert response["model"]["bento_model_tag"] == f"{MODEL_NAME}:test"
-    # a linear model is served by numpy's maths, checked against scikit-learn's when loaded
-    assert (model.scorer.linear is not None) == (model.scorer.kind != "xgboost")
+    # a linear model is served by NumPy's maths of its numbers (pipelines.core.linear)
+    assert isinstance(model.scorer.model, Linear) == (model.scorer.kind != "xgboost")
 
 
 def test_binary_labels_follow_the_served_probability_and_the_threshold(

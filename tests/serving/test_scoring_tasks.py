@@ -20,6 +20,7 @@ import pytest
 
 from pipelines.core.features import encode, read_features
 from pipelines.core.io import PipelineError
+from pipelines.core.linear import Linear
 from pipelines.core.model import BASELINE, LoadedModel, load_model
 from pipelines.schema import Schema, Target, dump_schema
 from pipelines.serving import batch, fallback, scoring
@@ -28,6 +29,7 @@ from pipelines.stages.register import output_columns
 from tests.support.floats import EPS32, sum_tolerance
 from tests.support.serving import records
 from tests.support.tasks import Project, pipeline
+from tests.support.training import fitted_estimator
 
 LINEAR = {"regression": "ridge", "multiclass": "logistic_regression"}
 KINDS = ("xgboost", "linear", "dummy")
@@ -68,12 +70,18 @@ def evaluated_rows(made: Project) -> pd.DataFrame:
     return joined
 
 
-def expected_output(loaded: LoadedModel, rows: pd.DataFrame, schema: Schema) -> np.ndarray:
+def estimator(directory: Path) -> Any:
+    """The fitted estimator saved in ``directory``: XGBoost's, or scikit-learn's read by skops."""
+    loaded = load_model(directory)
+    return loaded.model if loaded.meta["kind"] == "xgboost" else fitted_estimator(directory)
+
+
+def expected_output(directory: Path, rows: pd.DataFrame, schema: Schema) -> np.ndarray:
     """The fitted estimator's own output on the pipeline's encoding of raw rows."""
-    x = encode(rows, schema)[loaded.meta["features"]]
+    x = encode(rows, schema)[load_model(directory).meta["features"]]
     if schema.target.task == "regression":
-        return np.asarray(loaded.model.predict(x), dtype=np.float64)
-    return np.asarray(loaded.model.predict_proba(x), dtype=np.float64)
+        return np.asarray(estimator(directory).predict(x), dtype=np.float64)
+    return np.asarray(estimator(directory).predict_proba(x), dtype=np.float64)
 
 
 def half_width(made: Project) -> float:
@@ -100,7 +108,7 @@ def test_predictions_are_the_models_in_the_tasks_shape(
     assert response["model"]["fallback"] is None  # the model answered
     predictions = response["predictions"]
     assert len(predictions) == len(rows)
-    expected = expected_output(load_model(made.path("model")), rows, schema)
+    expected = expected_output(made.path("model"), rows, schema)
     if task == "regression":
         width = half_width(made)
         assert width > 0
@@ -153,7 +161,9 @@ def test_explanations_add_up_to_the_prediction_or_the_predicted_classs_margin(
         assert sum(parts) == pytest.approx(explanation["margin"], abs=summed, rel=4 * EPS32)
         top = list(schema.target.labels).index(prediction["label"])
         assert explanation["margin"] == pytest.approx(
-            class_margin(loaded, x.iloc[[i]], top, kind), abs=summed + 1e-5, rel=4 * EPS32
+            class_margin(made.path("model"), x.iloc[[i]], top, kind),
+            abs=summed + 1e-5,
+            rel=4 * EPS32,
         )
     first = explained[0]["contributions"].values()
     if kind == "dummy":  # it looks at no feature: its constant is all there is
@@ -165,21 +175,22 @@ def test_explanations_add_up_to_the_prediction_or_the_predicted_classs_margin(
         assert max(abs(c) for c in first) > 0.01 * max(1.0, base)
 
 
-def class_margin(loaded: LoadedModel, x: pd.DataFrame, top: int, kind: str) -> float:
+def class_margin(directory: Path, x: pd.DataFrame, top: int, kind: str) -> float:
     """One row's margin of class ``top``, by the fitted model's own means."""
+    model = estimator(directory)
     if kind == "xgboost":
         from xgboost import DMatrix
 
-        margins = loaded.model.get_booster().predict(DMatrix(x), output_margin=True)
+        margins = model.get_booster().predict(DMatrix(x), output_margin=True)
         return float(margins[0, top])
     if kind == "linear":
-        return float(loaded.model.decision_function(x)[0, top])
-    return float(np.log(loaded.model.predict_proba(x)[0, top]))
+        return float(model.decision_function(x)[0, top])
+    return float(np.log(model.predict_proba(x)[0, top]))
 
 
 def dummy_margin(made: Project, prediction: dict[str, Any]) -> float:
     """The fitted dummy's constant: its mean, or the log of its prior share of the class."""
-    dummy = load_model(made.path("model")).model
+    dummy = fitted_estimator(made.path("model"))
     if made.schema.target.task == "regression":
         return float(np.ravel(dummy.constant_)[0])  # type: ignore[attr-defined]
     top = list(made.schema.target.labels).index(prediction["label"])
@@ -303,9 +314,11 @@ def test_the_fallbacks_of_each_task_answer_in_its_shape(projects: dict[str, Proj
     assert baseline is not None
     loaded = load_model(directory / BASELINE)
     assert loaded.meta["kind"] == LINEAR[task]
-    assert baseline.scorer.linear is not None  # numpy's maths, checked against scikit-learn
+    assert isinstance(baseline.scorer.model, Linear)  # NumPy's maths of its numbers
     output = baseline.output(sent)
-    np.testing.assert_allclose(output, expected_output(loaded, rows, schema), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        output, expected_output(directory / BASELINE, rows, schema), rtol=1e-6, atol=1e-9
+    )
     answer = baseline.answer(output).model_dump(mode="json")
     assert answer["model"]["fallback"] == "baseline"
     if task == "regression":  # its own split-conformal interval, not the model's

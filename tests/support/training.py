@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,17 @@ def packed_model(raw: pd.DataFrame, schema: Schema, directory: Path) -> Path:
     )
     (directory / SCHEMA_FILE).write_text((ROOT / load_paths(PARAMS).schema_).read_text())
     return directory
+
+
+def fitted_estimator(directory: Path) -> Any:
+    """The scikit-learn model saved in ``directory``, read with skops: the independent side.
+
+    ``load_model`` reads a linear model back as its numbers (pipelines.core.linear); a test
+    compares those with what scikit-learn computes from the saved estimator itself.
+    """
+    import skops.io
+
+    from pipelines.core.model import META, SKOPS_TRUSTED
+
+    meta = json.loads((Path(directory) / META).read_text())
+    return skops.io.load(Path(directory) / meta["file"], trusted=SKOPS_TRUSTED)

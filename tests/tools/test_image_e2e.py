@@ -111,3 +111,32 @@ def test_timing_table_lists_every_step_and_the_total() -> None:
     assert lines[2].split() == ["bento", "8.2", "ok"]
     assert lines[3].split() == ["image", "132.0", "FAILED"]
     assert lines[-1].split() == ["total", "140.2"]
+
+
+def test_slimify_leaves_out_what_debian_slim_does_and_keeps_copyrights(tmp_path) -> None:
+    files = {
+        "usr/share/doc/python3/copyright": 10,
+        "usr/share/doc/python3/changelog.gz": 1000,
+        "usr/share/man/man1/python3.1.gz": 200,
+        "usr/share/locale/de/LC_MESSAGES/apt.mo": 300,
+        "usr/share/locale/locale.alias": 5,
+        "usr/share/info/dir": 40,
+        "usr/share/zoneinfo/UTC": 7,
+        "usr/lib/python3.11/os.py": 50,
+    }
+    for name, size in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x" * size)
+    (tmp_path / "usr/share/doc/libc6").mkdir()
+    (tmp_path / "usr/share/doc/python3.11").symlink_to("python3")
+
+    assert image_e2e.slimify(tmp_path) == 1000 + 200 + 300 + 40 + len("python3")
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if not p.is_dir())
+    assert left == [
+        "usr/lib/python3.11/os.py",
+        "usr/share/doc/python3/copyright",
+        "usr/share/locale/locale.alias",
+        "usr/share/zoneinfo/UTC",
+    ]
+    assert not (tmp_path / "usr/share/man").exists()
+    assert not (tmp_path / "usr/share/doc/libc6").exists()
