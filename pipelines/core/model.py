@@ -347,15 +347,38 @@ def save_model(
             _write(*baseline, partial / BASELINE)
 
 
+@dataclass(frozen=True)
+class Trees:
+    """An XGBoost model read back: its booster, answering as XGBoost's scikit-learn classes do.
+
+    Not those classes themselves: they need scikit-learn, which the served image leaves out.
+    """
+
+    booster: Any
+    task: Task
+
+    def get_booster(self) -> Any:
+        """The ``xgboost.Booster``."""
+        return self.booster
+
+    def predict(self, x: Any) -> np.ndarray:
+        """A regression's values."""
+        return np.asarray(self.booster.inplace_predict(x))
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        """A classifier's probability per class (binary: negative, positive)."""
+        output = np.asarray(self.booster.inplace_predict(x))
+        return np.column_stack([1.0 - output, output]) if self.task == "binary" else output
+
+
 def load_model(directory: Path) -> LoadedModel:
     """Read a model directory written by :func:`save_model`, never unpickling anything."""
     meta = json.loads((Path(directory) / META).read_text())
     path = Path(directory) / meta["file"]
     if meta["kind"] == "xgboost":
-        from xgboost import XGBClassifier, XGBRegressor
+        from xgboost import Booster
 
-        model: Any = XGBRegressor() if task_of(meta) == "regression" else XGBClassifier()
-        model.load_model(path)
+        model: Any = Trees(Booster(model_file=path), task_of(meta))
     elif (Path(directory) / linear.FILE).is_file():  # NumPy alone: no scikit-learn, no skops
         model = linear.read(Path(directory) / linear.FILE)
     else:  # a pipeline of other steps than the linear ones

@@ -252,6 +252,10 @@ def test_bentofile_serves_the_service_with_only_what_it_imports() -> None:
     text = (ROOT / template).read_text()
     assert text.startswith("{% extends bento_base_template %}")
     assert "COPY --from=base-container /app /app" in text
+    # BentoML turns worker respawn off where this is set (benchmarks/soak.py kills a worker)
+    runtime = text.partition("AS runtime")[2]
+    assert runtime
+    assert "ENV BENTOML_CONTAINERIZED" not in runtime
 
 
 # --- the bento's version: a hash of its inputs --------------------------------------------------
