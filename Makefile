@@ -351,9 +351,10 @@ act: install ## run .github/workflows/WORKFLOW on EVENT (pull_request|push|workf
 	$(if $(and $(WORKFLOW),$(EVENT)),,$(error usage: make act WORKFLOW=<pr.yml|ci.yml|...> EVENT=<pull_request|push|workflow_dispatch|workflow_run> [BASE=main] [KEEP=<folder>]))
 	$(RUN) python -m tools.act.simulation "$(WORKFLOW)" "$(EVENT)" --base "$(BASE)" $(if $(KEEP),--keep "$(KEEP)")
 
-bench: install ## benchmarks: the pipeline (train vs a bare fit, no-op repro), serving (vs naive, MLflow, bare; each task vs binary), the fallback chain (vs the model alone), monitor (vs a bare read), tune (20 trials)
+bench: install ## benchmarks: the pipeline (train vs a bare fit, no-op repro), serving (vs naive, MLflow, bare; each task vs binary), a soak and a killed worker, the fallback chain (vs the model alone), monitor (vs a bare read), tune (20 trials)
 	$(RUN) python -m benchmarks.pipeline
 	$(RUN) python -m benchmarks.serving
+	$(RUN) python -m benchmarks.soak
 	$(RUN) python -m benchmarks.fallback
 	$(RUN) python -m benchmarks.tasks
 	$(RUN) python -m benchmarks.monitor

@@ -82,6 +82,9 @@ START_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 20.0
 SEED = 0
 MLFLOW_NOTE = "the registered model: raw records in, its outputs out, a DataFrame per request"
+# wrk's kinds of failed request: no connection, a broken read or write (a reset, an empty
+# reply), a non-2xx answer, no answer within --timeout
+WRK_ERRORS = ("connect", "read", "write", "status", "timeout")
 
 # One request per call, bodies taken in turn; done() prints the figures as one JSON line, in
 # microseconds, so nothing depends on wrk's human-readable units.
@@ -121,6 +124,7 @@ class Load:
         p50_ms: Median latency.
         p99_ms: 99th-percentile latency.
         errors: Failed requests: connection errors, timeouts and non-2xx answers.
+        error_kinds: The errors by wrk's kind (``WRK_ERRORS``), when wrk ran.
     """
 
     requests: int
@@ -128,6 +132,7 @@ class Load:
     p50_ms: float
     p99_ms: float
     errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
 
     @property
     def per_second(self) -> float:
@@ -162,13 +167,14 @@ def parse_wrk(output: str) -> Load:
     for line in output.splitlines():
         if line.startswith("BENCH "):
             figures = json.loads(line.removeprefix("BENCH "))
-            errors = sum(figures[k] for k in ("connect", "read", "write", "status", "timeout"))
+            kinds = {kind: int(figures[kind]) for kind in WRK_ERRORS}
             return Load(
                 requests=int(figures["requests"]),
                 seconds=figures["duration_us"] / 1e6,
                 p50_ms=figures["p50_us"] / 1e3,
                 p99_ms=figures["p99_us"] / 1e3,
-                errors=int(errors),
+                errors=sum(kinds.values()),
+                error_kinds=kinds,
             )
     tail = " | ".join(output.strip().splitlines()[-3:]) or "no output"
     raise BenchError(f"wrk printed no figures: {tail}")
@@ -258,7 +264,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _get(url: str) -> int:
+def http_status(url: str) -> int:
+    """The status of a GET of ``url`` (0 when nothing answers)."""
     try:
         with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (our own server)
             return int(response.status)
@@ -294,25 +301,33 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         return
 
 
+def status_kib(status: str, key: str) -> int:
+    """A figure in KiB (``VmHWM``, ``VmRSS``) from the text of ``/proc/<pid>/status``.
+
+    Raises:
+        ValueError: The text has no such line (a kernel thread, or not a status file).
+    """
+    for line in status.splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    raise ValueError(f"no {key} line in the process status")
+
+
 def peak_rss_kib(status: str) -> int:
     """A process's peak resident set (``VmHWM``) in KiB, from the text of ``/proc/<pid>/status``.
 
     Raises:
         ValueError: The text has no ``VmHWM`` line (a kernel thread, or not a status file).
     """
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise ValueError("no VmHWM line in the process status")
+    return status_kib(status, "VmHWM")
 
 
-def tree_peaks(root: int, proc: Path = Path("/proc")) -> list[dict[str, Any]]:
-    """The peak RSS of process ``root`` and of every process descending from it, largest first.
+def tree_roles(root: int, proc: Path = Path("/proc")) -> dict[int, str]:
+    """Process ``root`` and every process descending from it, each with its role.
 
-    Each entry has ``pid``, ``peak_mib`` and ``role``: ``worker`` for a BentoML API worker
-    (``_bentoml_impl.worker``, which runs in a process group of its own), ``arbiter`` for the
-    ``bentoml serve`` process that watches them, else the program's name (make, uv...). Read
-    before the server stops: the kernel keeps ``VmHWM`` only while the process lives.
+    The role is ``worker`` for a BentoML API worker (``_bentoml_impl.worker``, which runs in a
+    process group of its own), ``arbiter`` for the ``bentoml serve`` process that starts and
+    watches them, else the program's name (make, uv...). Processes gone meanwhile are left out.
     """
     parents: dict[int, int] = {}
     for entry in proc.iterdir():
@@ -329,20 +344,34 @@ def tree_peaks(root: int, proc: Path = Path("/proc")) -> list[dict[str, Any]]:
         found = {pid for pid, parent in parents.items() if parent in tree} - tree
         tree |= found
         grew = bool(found)
-    peaks = []
-    for pid in tree:
+    roles = {}
+    for pid in sorted(tree):
         try:
             command = (proc / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue  # gone meanwhile
+        program = Path(command.strip().split(" ")[0]).name
+        if "_bentoml_impl.worker" in command:
+            roles[pid] = "worker"
+        elif "bentoml serve" in command and program.startswith("python"):
+            roles[pid] = "arbiter"  # BentoML's process that starts and watches the workers
+        elif program:
+            roles[pid] = program
+    return roles
+
+
+def tree_peaks(root: int, proc: Path = Path("/proc")) -> list[dict[str, Any]]:
+    """The peak RSS of process ``root`` and of every process descending from it, largest first.
+
+    Each entry has ``pid``, ``peak_mib`` and ``role`` (:func:`tree_roles`). Read before the
+    server stops: the kernel keeps ``VmHWM`` only while the process lives.
+    """
+    peaks = []
+    for pid, role in tree_roles(root, proc).items():
+        try:
             peak = peak_rss_kib((proc / str(pid) / "status").read_text())
         except (OSError, ValueError):
             continue  # gone meanwhile, or a kernel thread
-        program = Path(command.strip().split(" ")[0]).name
-        if "_bentoml_impl.worker" in command:
-            role = "worker"
-        elif "bentoml serve" in command and program.startswith("python"):
-            role = "arbiter"  # BentoML's process that starts and watches the workers
-        else:
-            role = program
         peaks.append({"pid": pid, "role": role, "peak_mib": round(peak / 1024, 1)})
     return sorted(peaks, key=lambda p: -p["peak_mib"])
 
@@ -374,7 +403,7 @@ def running(
         )
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
-        while _get(base + server.ready) != 200:
+        while http_status(base + server.ready) != 200:
             if process.poll() is not None or time.monotonic() > deadline:
                 tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-5:])
                 state = "exited" if process.poll() is not None else "was not ready in time"
@@ -444,8 +473,9 @@ def in_turn(
     clients: int,
     seconds: float,
     warmup: float,
+    rounds: int = ROUNDS,
 ) -> dict[str, list[dict[str, float]]]:
-    """Load figures of servers that run at once, each loaded alone in turn, ``ROUNDS`` times.
+    """Load figures of servers that run at once, each loaded alone in turn, ``rounds`` times.
 
     So that every server sees the same machine; ``env`` should give them one worker each.
     """
@@ -461,7 +491,7 @@ def in_turn(
         for base in bases.values():
             check_answers(first, base)
             run_wrk(wrk, base + first.path, script, clients, warmup)
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             for key, base in bases.items():
                 load = run_wrk(wrk, base + first.path, script, clients, seconds)
                 if load.errors:
@@ -863,21 +893,24 @@ def servers(
     ]  # fmt: skip
 
 
-def server_env(paths: Paths, workers: int) -> dict[str, str]:
+def server_env(paths: Paths, workers: int | None) -> dict[str, str]:
     """The servers' environment: this venv first on PATH, the local MLflow store, offline.
 
     BentoML takes the worker count from ``serve.workers``; a configuration override sets it to
-    the bench's, so that every server runs as many processes.
+    ``workers``, so that every server runs as many processes (None: ``serve.workers``).
     """
     venv_bin = str(Path(sys.executable).parent)
-    service = load_section("register", RegisterParams).model_name
-    return os.environ | {
+    env = os.environ | {
         "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
         "MLFLOW_TRACKING_URI": tracking_uri(paths.mlflow),
         "BENTOML_DO_NOT_TRACK": "True",
-        "BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {service: {"workers": workers}}}),
         "PYTHONPATH": str(Path.cwd()),
     }
+    if workers is not None:
+        service = load_section("register", RegisterParams).model_name
+        overrides = {"services": {service: {"workers": workers}}}
+        env["BENTOML_CONFIG_OVERRIDES"] = json.dumps(overrides)
+    return env
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

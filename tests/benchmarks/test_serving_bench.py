@@ -42,7 +42,10 @@ BENCH {"requests": 21000, "duration_us": 10000000, "p50_us": 2100.5, "p99_us": 1
 
 def test_wrk_figures_are_read_from_the_scripts_json_line() -> None:
     load = serving.parse_wrk(WRK_OUTPUT)
-    assert load == serving.Load(requests=21000, seconds=10.0, p50_ms=2.1005, p99_ms=11.02, errors=6)
+    kinds = {"connect": 0, "read": 1, "write": 0, "status": 3, "timeout": 2}
+    assert load == serving.Load(
+        requests=21000, seconds=10.0, p50_ms=2.1005, p99_ms=11.02, errors=6, error_kinds=kinds
+    )
     assert load.per_second == pytest.approx(2100.0)
     assert load.as_dict()["per_second"] == pytest.approx(2100.0)
 
