@@ -23,9 +23,6 @@ by ``benchmarks/workers.py``):
 4. **Worker kill, retrying client**: the same with ``--clients`` threads of
    :class:`pipelines.serving.client.PredictClient` (retries on a connection failure) instead of
    wrk. Target: no failed request, every answer the model's.
-5. **Worker kill as in the image**: the same as 3 with ``BENTOML_CONTAINERIZED`` set, as
-   BentoML's Dockerfile (and ours) sets it: BentoML then turns its arbiter's respawn off. The
-   worker count is watched for :data:`CONTAINER_WATCH_S` (no target: it says what a pod does).
 
 Usage: ``python -m benchmarks.soak [--duration 60] [--clients 32] [--kill-duration 30]``
 (part of ``make bench``)
@@ -65,7 +62,7 @@ from benchmarks.serving import (
     server_env,
     servers,
 )
-from benchmarks.workers import CHECK_PERIOD_S, kill_and_watch, sampling
+from benchmarks.workers import kill_and_watch, sampling
 from pipelines.core.io import write_json
 from pipelines.core.model import load_model
 from pipelines.params import load_paths
@@ -85,8 +82,6 @@ P99_TARGET = 1.5  # p99 with the model's metrics and request log on / both off
 KILL_WORKERS = 2  # at least, for the kill runs: one to kill, one to go on serving
 RETRIES = 2  # the retrying client's, as docs/serving.md shows it
 READY_TIMEOUT_S = 90.0  # after the kill: the new worker must be serving by then
-CONTAINER_WATCH_S = 2.5 * CHECK_PERIOD_S  # long enough for two of the arbiter's checks
-CONTAINERIZED = "BENTOML_CONTAINERIZED"
 # The service's switches (pipelines/serving/service.py; importing it would start BentoML here)
 LOG_RATE, LOG_DIR = "MODEL_REQUEST_LOG_RATE", "MODEL_REQUEST_LOG_DIR"
 # Memory is flat when the trend of the soak's second half, projected over the whole soak, grows
@@ -431,16 +426,6 @@ def checks(results: dict[str, Any]) -> list[Check]:
                 note=f"of {retry['load']['requests']}; {retry['load']['retried']} sent again",
             )
         )
-    image = results.get("kill_image", {})
-    if "load" in image:
-        found.append(
-            Check(
-                f"worker killed, {CONTAINERIZED} set: workers after {image['watched_s']:g} s",
-                image["workers_after"],
-                f" of {image['workers_before']}",
-                note="BentoML turns respawn off in a container",
-            )
-        )
     return found
 
 
@@ -518,7 +503,6 @@ RUNS = {
     "soak": "soak, metrics and request log on",
     "kill": "worker killed, wrk",
     "kill_retry": "worker killed, retrying client",
-    "kill_image": f"worker killed, {CONTAINERIZED}",
 }
 
 
@@ -563,10 +547,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "kill": partial(kill, key="kill", env=kill_env, retrying=False, watch_s=READY_TIMEOUT_S),
         "kill_retry": partial(
             kill, key="kill_retry", env=kill_env, retrying=True, watch_s=READY_TIMEOUT_S
-        ),
-        "kill_image": partial(
-            kill, key="kill_image", env=kill_env | {CONTAINERIZED: "true"}, retrying=False,
-            watch_s=CONTAINER_WATCH_S,
         ),
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as scratch:

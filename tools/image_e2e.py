@@ -112,6 +112,13 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 CONTAINER_PORT = 3000
 BENTO_UID = 1034
 READY_TIMEOUT = 180.0
+RESPAWN_TIMEOUT = 90.0  # the arbiter looks every 10 s; the new worker then loads the model
+# The API workers' process ids in a container (BentoML runs each as _bentoml_impl.worker...;
+# a killed one's cmdline is empty until the arbiter reaps it). [.]: not this shell's own line.
+WORKER_PIDS = (
+    "for p in /proc/[0-9]*; do tr '\\0' ' ' < \"$p/cmdline\" 2>/dev/null "
+    "| grep -q '_bentoml_impl[.]worker' && echo \"${p#/proc/}\"; done; true"
+)
 LOG_TAIL = 40
 TOLERANCE = 1e-6
 # Under the home directory: the base image's root file system, shared by every model repository.
@@ -724,7 +731,8 @@ def serve(run: Run, stack: ExitStack, reference: str, podman: dict[str, str]) ->
     The staging overlay is rendered and its container's settings applied: read-only root file
     system, its user, its emptyDir paths as the only writable ones, its environment (every
     request logged, to see the request log written). Checks the time from start to /readyz,
-    the user, that the root file system refuses writes, one real /predict and the request log.
+    the user, that the root file system refuses writes, one real /predict and the request log;
+    then that a killed API worker is replaced (:func:`check_respawn`) and /predict still answers.
     """
     rendered = run.run("kubectl", "kustomize", str(run.repo / "deploy/overlays/staging"))
     lock = lockdown(rendered)
@@ -780,6 +788,41 @@ def serve(run: Run, stack: ExitStack, reference: str, podman: dict[str, str]) ->
     run.say(
         f"serve: read-only root, writable only {', '.join(lock.writable)}; uid {uid}; "
         f"start to ready {ready:.1f} s; /predict {served:.6f} == host model {expected:.6f}"
+    )
+    respawned = check_respawn(run, container, podman)
+    answer = post_json(f"{url}/predict", {"records": [record]})
+    if abs(float(answer["predictions"][0]["probability"]) - expected) > TOLERANCE:
+        raise PipelineError("after a worker was replaced, the image predicts another probability")
+    run.say(f"serve: a killed API worker was replaced in {respawned:.1f} s; /predict answers")
+
+
+def check_respawn(run: Run, container: str, podman: dict[str, str]) -> float:
+    """SIGKILL one API worker in ``container``; the seconds until the arbiter replaced it.
+
+    The pod must not serve on at part capacity (BentoML's own image turns respawn off).
+
+    Raises:
+        PipelineError: No worker was found, or none replaced the killed one in time.
+    """
+
+    def workers() -> set[str]:
+        listed = run.run("podman", "exec", container, "sh", "-c", WORKER_PIDS, env=podman)
+        return {line.strip() for line in listed.splitlines() if line.strip().isdigit()}
+
+    before = workers()
+    if not before:
+        raise PipelineError("no BentoML API worker process runs in the container")
+    victim = min(before, key=int)
+    killed = time.monotonic()
+    run.run("podman", "exec", container, "sh", "-c", f"kill -9 {victim}", env=podman)
+    while time.monotonic() - killed < RESPAWN_TIMEOUT:
+        now = workers()
+        if victim not in now and len(now) == len(before):
+            return time.monotonic() - killed
+        time.sleep(0.5)
+    raise PipelineError(
+        f"worker {victim} was killed and not replaced within {RESPAWN_TIMEOUT:.0f} s "
+        f"(workers now: {sorted(workers())} of {len(before)})"
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import tomllib
 
 import numpy as np
@@ -140,3 +142,22 @@ def test_slimify_leaves_out_what_debian_slim_does_and_keeps_copyrights(tmp_path)
     ]
     assert not (tmp_path / "usr/share/man").exists()
     assert not (tmp_path / "usr/share/doc/libc6").exists()
+
+
+def test_the_worker_listing_finds_workers_and_not_its_own_shell() -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)", "_bentoml_impl.worker.service"]
+    )
+    try:
+        done = subprocess.run(
+            ["sh", "-c", 'echo "$$"; ' + image_e2e.WORKER_PIDS],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        worker.kill()
+        worker.wait()
+    shell, *listed = done.stdout.split()
+    assert str(worker.pid) in listed
+    assert shell not in listed  # its command line holds the pattern, which must not match it
