@@ -680,41 +680,16 @@ def check_lean(run: Run, reference: str, podman: dict[str, str]) -> None:
         "podman", "image", "inspect", "--format", "{{.Size}}", reference, env=podman, log="podman"
     )
     size_bytes = int(inspected.strip().splitlines()[-1])
-    listing = run.run(
-        "podman",
-        "run",
-        "--rm",
-        "--entrypoint",
-        "/bin/sh",
-        reference,
-        "-c",
-        LISTING,
-        env=podman,
-        log="podman",
-    )
-    programs, distributions = parse_listing(listing)
-    history = run.run(
-        "podman",
-        "history",
-        "--format",
-        "json",
-        reference,
-        env=podman,
-        log="podman",
-    )
-    du = run.run(
-        "podman",
-        "run",
-        "--rm",
-        "--entrypoint",
-        "/bin/sh",
-        reference,
-        "-c",
-        SIZES,
-        env=podman,
-        log="podman",
-    )
-    for line in size_lines(layer_sizes(history), folder_sizes(du)):
+
+    def shell(command: str) -> str:
+        return run.run(
+            "podman", "run", "--rm", "--entrypoint", "/bin/sh", reference, "-c", command,
+            env=podman, log="podman",
+        )  # fmt: skip
+
+    programs, distributions = parse_listing(shell(LISTING))
+    history = run.run("podman", "history", "--format", "json", reference, env=podman, log="podman")
+    for line in size_lines(layer_sizes(history), folder_sizes(shell(SIZES))):
         run.say(f"lean: {line}")
     problems = image_problems(programs, distributions, size_bytes)
     if problems:
