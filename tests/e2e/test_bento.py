@@ -69,9 +69,10 @@ def test_make_bento_builds_a_traceable_bento_of_the_current_model(
         if "version" in p
     }
     requirements = (bento_dir / "env/python/requirements.txt").read_text().splitlines()
-    for package in ("xgboost-cpu", "bentoml", "scikit-learn", "pandas"):
+    for package in ("xgboost-cpu", "bentoml", "treelite", "pandas"):
         assert f"{package}=={versions[package]}" in requirements
-    assert not [r for r in requirements if r.startswith(("mlflow", "dvc", "great-expectations"))]
+    tools = ("mlflow", "dvc", "great-expectations", "scikit-learn", "skops")
+    assert not [r for r in requirements if r.startswith(tools)]
 
     # The exported bento (what an image is built from) carries the model, byte for byte.
     archive = tmp_path / "bento.tar"
