@@ -72,6 +72,7 @@ from pipelines.params import load_paths
 from pipelines.release.reference import check_digest_ref, model_name
 from pipelines.release.reports import Backend, BentoReport, ImageReport, read_report
 from pipelines.schema import load_schema, read_raw
+from pipelines.serving import names
 from tools.image_checks import (
     LISTING,
     SIZES,
@@ -706,7 +707,9 @@ def serve(run: Run, stack: ExitStack, reference: str, podman: dict[str, str]) ->
     The staging overlay is rendered and its container's settings applied: read-only root file
     system, its user, its emptyDir paths as the only writable ones, its environment (every
     request logged, to see the request log written). Checks the time from start to /readyz,
-    the user, that the root file system refuses writes, one real /predict and the request log;
+    the user, that the root file system refuses writes, one real /predict, that every fallback
+    loaded (``model_fallback_unavailable`` 0: the image lacks no library they need), the request
+    log;
     then that a killed API worker is replaced (:func:`check_respawn`) and /predict still answers.
     """
     rendered = run.run("kubectl", "kustomize", str(run.repo / "deploy/overlays/staging"))
@@ -755,6 +758,9 @@ def serve(run: Run, stack: ExitStack, reference: str, podman: dict[str, str]) ->
     served = float(answer["predictions"][0]["probability"])
     if abs(served - expected) > TOLERANCE:
         raise PipelineError(f"the image predicts {served} where the host model says {expected}")
+    unloadable = fallbacks_unavailable(http_text(f"{url}/metrics"))
+    if unloadable:
+        raise PipelineError(f"the image's fallback {', '.join(unloadable)} could not be loaded")
     request_log = lock.env.get("MODEL_REQUEST_LOG_DIR")
     if request_log:
         found = run.run("podman", "exec", container, "find", request_log, "-type", "f", env=podman)
@@ -769,6 +775,24 @@ def serve(run: Run, stack: ExitStack, reference: str, podman: dict[str, str]) ->
     if abs(float(answer["predictions"][0]["probability"]) - expected) > TOLERANCE:
         raise PipelineError("after a worker was replaced, the image predicts another probability")
     run.say(f"serve: a killed API worker was replaced in {respawned:.1f} s; /predict answers")
+
+
+def http_text(url: str) -> str:
+    """The body of a GET of ``url``."""
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - 127.0.0.1
+        return str(response.read().decode())
+
+
+def fallbacks_unavailable(metrics: str) -> list[str]:
+    """The fallback links the service could not load, from its Prometheus text (/metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sorted(
+        sample.labels["link"]
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == names.FALLBACK_UNAVAILABLE and sample.value
+    )
 
 
 def check_respawn(run: Run, container: str, podman: dict[str, str]) -> float:

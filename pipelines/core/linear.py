@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from pipelines.core.metrics import Task
 
@@ -129,18 +130,16 @@ def of(model: Any, task: Task, columns: int) -> Linear | None:
     linear = _numbers(model, task, columns)
     if linear is None:
         return None
-    from pipelines.core.model import predict
-
     probe = np.random.default_rng(0).normal(0, 50, (64, columns))
     probe[::4] = 0.0
     probe[1::4, ::3] = np.nan
     names = getattr(model, "feature_names_in_", None)
-    frame: Any = probe
-    if names is not None:
-        import pandas as pd
-
-        frame = pd.DataFrame(probe, columns=list(names))
-    expected = np.asarray(predict(model, frame, task), dtype=np.float64)
+    frame: Any = probe if names is None else pd.DataFrame(probe, columns=list(names))
+    if task == "regression":
+        expected = np.asarray(model.predict(frame), dtype=np.float64)
+    else:
+        expected = np.asarray(model.predict_proba(frame), dtype=np.float64)
+        expected = expected[:, 1] if task == "binary" else expected
     got = linear.output(probe)
     if got.shape != expected.shape:
         return None

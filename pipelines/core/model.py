@@ -371,6 +371,13 @@ class Trees:
         return np.column_stack([1.0 - output, output]) if self.task == "binary" else output
 
 
+def loaded_files(directory: Path) -> list[str]:
+    """The files of a model directory that :func:`load_model` reads (what to pack with it)."""
+    meta = json.loads((Path(directory) / META).read_text())
+    numbers = [linear.FILE] if (Path(directory) / linear.FILE).is_file() else []
+    return [meta["file"], META, *numbers]
+
+
 def load_model(directory: Path) -> LoadedModel:
     """Read a model directory written by :func:`save_model`, never unpickling anything."""
     meta = json.loads((Path(directory) / META).read_text())

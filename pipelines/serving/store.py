@@ -21,7 +21,7 @@ from typing import Any
 
 from pipelines.core.io import PipelineError, run_stage
 from pipelines.core.lineage import data_hash, git_state, tracking_uri
-from pipelines.core.model import BASELINE, MODEL_ARTIFACT, read_threshold
+from pipelines.core.model import BASELINE, MODEL_ARTIFACT, loaded_files, read_threshold
 from pipelines.params import (
     DEFAULT_PARAMS,
     Paths,
@@ -102,17 +102,14 @@ def model_files(sources: Sources) -> dict[str, Path]:
     for required in (sources.model / "meta.json", sources.reference, sources.card):
         if not required.exists():
             raise PipelineError(f"{required} does not exist: train a model first (`make run`)")
-    meta = json.loads((sources.model / "meta.json").read_text())
     audit = json.loads(sources.fairness.read_text()) if sources.fairness.exists() else {}
     fallback = {}
     baseline = sources.model / BASELINE
     if (baseline / "meta.json").exists():
-        file = json.loads((baseline / "meta.json").read_text())["file"]
-        fallback = {f"{BASELINE}/{name}": baseline / name for name in (file, "meta.json")}
+        fallback = {f"{BASELINE}/{name}": baseline / name for name in loaded_files(baseline)}
     return (
-        {
-            meta["file"]: sources.model / meta["file"],
-            "meta.json": sources.model / "meta.json",
+        {name: sources.model / name for name in loaded_files(sources.model)}
+        | {
             SCHEMA_FILE: sources.schema,
             REFERENCE_FILE: sources.reference,
             CARD_FILE: sources.card,

@@ -161,3 +161,14 @@ def test_the_worker_listing_finds_workers_and_not_its_own_shell() -> None:
     shell, *listed = done.stdout.split()
     assert str(worker.pid) in listed
     assert shell not in listed  # its command line holds the pattern, which must not match it
+
+
+def test_fallbacks_that_did_not_load_are_read_from_the_metrics() -> None:
+    text = (
+        "# HELP model_fallback_unavailable 1 when the fallback could not be loaded\n"
+        "# TYPE model_fallback_unavailable gauge\n"
+        'model_fallback_unavailable{link="baseline",model="m"} 1.0\n'
+        'model_fallback_unavailable{link="prior",model="m"} 0.0\n'
+    )
+    assert image_e2e.fallbacks_unavailable(text) == ["baseline"]
+    assert image_e2e.fallbacks_unavailable(text.replace("} 1.0", "} 0.0")) == []
