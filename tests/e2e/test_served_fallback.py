@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipelines.core import features
-from pipelines.core.model import BASELINE, load_model
+from pipelines.core.model import BASELINE, load_model, loaded_files
 from pipelines.params import Paths
 from pipelines.schema import Schema
 from pipelines.serving import fallback, names, telemetry
@@ -341,7 +341,7 @@ def no_baseline(
     tag: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Server, Path]]:
-    """The session's model store copied, with the baseline's model file cut short.
+    """The session's model store copied, with the baseline's model files cut short.
 
     The model raises, so that its failures show what answers instead. Yields the server and the
     baseline's folder.
@@ -349,8 +349,9 @@ def no_baseline(
     home = Path(shutil.copytree(bentoml_env["BENTOML_HOME"], tmp_path_factory.mktemp("h") / "b"))
     name, version = tag.split(":")
     stored = home / "models" / name / version / BASELINE
-    model_file = stored / json.loads((stored / "meta.json").read_text())["file"]
-    model_file.write_bytes(model_file.read_bytes()[:100])
+    for file in loaded_files(stored):  # what the service reads: the numbers, and the skops file
+        if file != "meta.json":
+            (stored / file).write_bytes((stored / file).read_bytes()[:100])
     log = tmp_path_factory.mktemp("fault") / "serve.log"
     server = serve(project, bentoml_env | {"BENTOML_HOME": str(home)}, tag, log, "raise")
     yield server, stored
