@@ -5,8 +5,8 @@ with missing-value indicator columns, a scaler, then the linear model. Their who
 handful of arrays. :func:`of` takes them out of the fitted pipeline when it is saved, checked
 against scikit-learn on probe rows, and ``linear.json`` beside the skops file keeps them; loading
 that file needs NumPy alone. So the service scores, and explains, these models without
-scikit-learn, SciPy's optimizers or skops' loader in its image, ~0.02 ms for one row where the
-pipeline wants a DataFrame per call (~2.5 ms).
+scikit-learn or skops in its image, ~0.02 ms for one row where the pipeline wants a DataFrame
+per call (~2.5 ms).
 """
 
 from __future__ import annotations
