@@ -275,7 +275,7 @@ github-settings: | $(UV_NEEDED) ## apply RULESETS and the Actions settings to Gi
 		$(if $(REPOSITORY),--repository "$(REPOSITORY)") $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
 
 ##@ Development: tests, checks, benchmarks, hooks, workflows run here (docs/testing.md)
-.PHONY: test lint docs format lint-workflows lint-deploy install-tools mermaid-cli hooks act bench bench-serving bench-scale
+.PHONY: test lint docs format lint-workflows lint-deploy install-tools mermaid-cli hooks act bench bench-serving bench-previous bench-scale
 KUBERNETES_VERSION ?= 1.37.0
 
 test: install install-tools ## the whole test suite (PYTEST_ARGS= narrows it)
@@ -351,9 +351,10 @@ act: install ## run .github/workflows/WORKFLOW on EVENT (pull_request|push|workf
 	$(if $(and $(WORKFLOW),$(EVENT)),,$(error usage: make act WORKFLOW=<pr.yml|ci.yml|...> EVENT=<pull_request|push|workflow_dispatch|workflow_run> [BASE=main] [KEEP=<folder>]))
 	$(RUN) python -m tools.act.simulation "$(WORKFLOW)" "$(EVENT)" --base "$(BASE)" $(if $(KEEP),--keep "$(KEEP)")
 
-bench: install ## benchmarks: the pipeline (train vs a bare fit, no-op repro), serving (vs naive, MLflow, bare; each task vs binary), a soak and a killed worker, the fallback chain (vs the model alone), monitor (vs a bare read), tune (20 trials)
+bench: install ## benchmarks: the pipeline (train vs a bare fit, no-op repro), serving (vs naive, MLflow, bare, the previous release; each task vs binary), a soak and a killed worker, the fallback chain (vs the model alone), monitor (vs a bare read), tune (20 trials)
 	$(RUN) python -m benchmarks.pipeline
 	$(RUN) python -m benchmarks.serving
+	$(RUN) python -m benchmarks.previous
 	$(RUN) python -m benchmarks.soak
 	$(RUN) python -m benchmarks.fallback
 	$(RUN) python -m benchmarks.tasks
@@ -365,6 +366,9 @@ bench-serving: install ## serving benchmark: service vs FastAPI+pandas, mlflow s
 
 # How the pipeline scales: the stages on the real table and on resampled ones, per engine. Dask's
 # engine needs the `distributed` group, added here to what install syncs.
+bench-previous: install ## this service's throughput against an earlier release's, built and served beside it (REF=<commit or tag>)
+	$(RUN) python -m benchmarks.previous $(if $(REF),--ref "$(REF)")
+
 bench-scale: GROUPS := $(sort $(GROUPS) distributed)
 bench-scale: install ## stage times, fit, memory and AUC per rows and engine (SIZES=real,1000000,5000000 ENGINES=local,dask)
 	$(RUN) python -m benchmarks.scale $(if $(SIZES),--sizes "$(SIZES)") $(if $(ENGINES),--engines "$(ENGINES)")

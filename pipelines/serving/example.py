@@ -19,7 +19,7 @@ from pipelines.params import load_paths
 from pipelines.schema import Schema, load_schema, read_raw
 
 
-def _json_value(value: Any, kind: str) -> Any:
+def json_value(value: Any, kind: str) -> Any:
     """One raw value as JSON has it: null, a whole number, a float to its last digit, text."""
     if pd.isna(value):
         return None
@@ -39,7 +39,7 @@ def request_records(rows: pd.DataFrame, schema: Schema) -> list[dict[str, Any]]:
     kinds = {name: feature.type for name, feature in schema.features.items()}
     columns = {name: rows[name].tolist() for name in kinds}
     return [
-        {name: _json_value(columns[name][i], kind) for name, kind in kinds.items()}
+        {name: json_value(columns[name][i], kind) for name, kind in kinds.items()}
         for i in range(len(rows))
     ]
 

@@ -230,7 +230,7 @@ class ModelService:
     # A coroutine: scoring a few rows takes well under a millisecond, less than handing the
     # request to a worker thread and back (measured: 1.5x the throughput of a plain def).
     @bentoml.api(input_spec=Records, output_spec=RESPONSES.predict)
-    async def predict(self, records: list[Any], ctx: bentoml.Context) -> BaseModel:
+    async def predict(self, records: list[Any]) -> Any:
         """The prediction of the model's task, per record.
 
         When the model fails, the baseline's (then the prior's): the model block's
@@ -241,14 +241,13 @@ class ModelService:
         try:
             link, output = chain.score(rows)
         except fallback.ModelUnavailableError as error:  # 503: what failed, Retry-After
-            return fallback.unavailable(error, ctx)
+            return fallback.unavailable(error)
         model = link.model
         response = model.answer(output)
         if model is not self.model:
             # Counted by model_fallback_total only: a fallback's scores in the model's score
             # bins, decisions or request log would read as drift or decay of the model.
-            ctx.response.headers[fallback.HEADER] = link.name
-            return response
+            return fallback.answered_by(link.name, response)
         if self.metrics is not None:
             # monitoring watches one number per row whatever the task (its drift rules, canary)
             # and a multiclass model's predicted class, whose shares the top probability misses

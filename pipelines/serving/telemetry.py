@@ -456,7 +456,7 @@ class DecisionMetrics:
         return cls(metrics.batched, metrics.ids, classes, groups, value)
 
     def observe(
-        self, records: Sequence[Mapping[str, Any]], output: np.ndarray, decided: np.ndarray
+        self, records: Sequence[Mapping[str, Any]], output: np.ndarray, decided: Sequence[int]
     ) -> None:
         """Count each record's decision (a class position) and its expected value."""
         expected: list[float] | None = None
@@ -464,8 +464,8 @@ class DecisionMetrics:
         if value is not None and (value.amount is None or (records and value.amount in records[0])):
             amount = None
             if value.amount is not None:
-                amount = np.array([r[value.amount] or 0.0 for r in records], dtype=np.float64)
-            expected = value.expected(output, decided, amount).tolist()
+                amount = [float(r[value.amount] or 0.0) for r in records]
+            expected = value.expected(output.tolist(), decided, amount)
         pending, slots = self.batched.pending, self._slots
         keys = [("", "")]
         for i, record in enumerate(records):
@@ -473,7 +473,7 @@ class DecisionMetrics:
                 (c, text if (text := group_of(record[c])) in found else names.OTHER_GROUP)
                 for c, found in self.groups.items()
             ]
-            position = int(decided[i])
+            position = decided[i]
             for key in keys:
                 first, gain, loss = slots[key]
                 pending[first + position] += 1

@@ -120,3 +120,25 @@ def test_a_value_model_that_does_not_fit_the_task_names_the_key(
 ) -> None:
     with pytest.raises(PipelineError, match=key.replace(".", r"\.")):
         value_model(ValueParams.model_validate(section), task, ("a", "b", "c"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("amount", [None, [10.0, 0.0, 55.5, 2.0]])
+def test_a_binary_decisions_expected_gain_is_its_probability_of_each_cell(
+    amount: list[float] | None,
+) -> None:
+    model = value_model(binary(ASYMMETRIC, amount="charge" if amount else None), "binary")
+    p, decided = [0.1, 0.5, 0.9, 1 / 6], [0, 1, 1, 1]
+    got = model.expected(p, decided, amount)
+    cells = {(1, 1): 5.0, (0, 1): -1.0, (1, 0): 0.0, (0, 0): 0.0}
+    for i, (q, d) in enumerate(zip(p, decided, strict=True)):
+        worth = q * cells[(1, d)] + (1 - q) * cells[(0, d)]
+        assert got[i] == pytest.approx(worth * (amount[i] if amount else 1.0), abs=1e-12)
+    assert got[3] == pytest.approx(0.0, abs=1e-12)  # acting at p = 1/6 breaks even
+
+
+def test_a_multiclass_decisions_expected_gain_sums_its_column_by_the_probabilities() -> None:
+    gain = {"a": {"a": 1.0, "b": -2.0}, "b": {"b": 3.0, "c": -1.0}, "c": {"a": -4.0, "c": 2.0}}
+    model = value_model(ValueParams(currency="u", gain=gain), "multiclass", ("a", "b", "c"))
+    got = model.expected([[0.2, 0.5, 0.3], [0.0, 0.0, 1.0]], [1, 0], [2.0, 3.0])
+    assert got[0] == pytest.approx((0.2 * -2.0 + 0.5 * 3.0 + 0.3 * 0.0) * 2.0)
+    assert got[1] == pytest.approx(-4.0 * 3.0)

@@ -27,6 +27,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from benchmarks import previous
 from pipelines.core.drift import min_share
 from pipelines.core.features import encode
 from pipelines.core.model import load_model
@@ -193,6 +194,9 @@ def test_the_openapi_document_describes_the_tasks_responses(served: Served) -> N
     fields = {"regression": {"prediction", "interval"}, "multiclass": {"label", "probabilities"}}
     assert set(properties) == fields[served.task]
     assert "Prediction" not in schemas  # the binary one
+    # what `make bench-previous` sends another release: the fields and kinds of the schema
+    features = served.schema.features
+    assert previous.record_fields(document) == {n: f.type for n, f in features.items()}
 
 
 # --- explanations ------------------------------------------------------------------------------
