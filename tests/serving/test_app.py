@@ -27,7 +27,12 @@ service.ModelService.inject_config()
 middlewares = ServiceAppFactory(service.ModelService).middlewares
 otel = next(m for m in middlewares if m.cls.__name__ == "OpenTelemetryMiddleware")
 excluded = otel.kwargs["excluded_urls"]
+apis = service.ModelService.apis.values()
 print(json.dumps({
+    "signatures_kept": {
+        a.name: list(s.parameters) if (s := vars(a.func).get("__signature__")) else None
+        for a in apis
+    },
     "middlewares": [m.cls.__module__ + "." + m.cls.__name__ for m in middlewares],
     "timeout": next(m.kwargs["timeout"] for m in middlewares if "timeout" in m.kwargs),
     "traced": {
@@ -134,3 +139,11 @@ def test_a_key_file_that_is_set_but_bad_stops_the_service_naming_file_and_line(
     (tmp_path / "keys").write_text("0" * 64 + " team-a\nnot-a-digest\n")
     app = assemble(tmp_path, {"MODEL_API_KEYS_FILE": str(tmp_path / "keys")})
     assert f"MODEL_API_KEYS_FILE={tmp_path}/keys, line 2" in app["failed"]
+
+
+def test_each_apis_signature_is_kept_on_its_function(default_app: dict[str, Any]) -> None:
+    """BentoML reads it on every call; kept, inspect answers it without working it out again."""
+    assert default_app["signatures_kept"] == {
+        "predict": ["self", "records"],
+        "explain": ["self", "records"],
+    }
