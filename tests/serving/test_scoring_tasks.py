@@ -212,6 +212,15 @@ def test_small_requests_go_through_treelite_with_xgboosts_numbers(
         np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-6, rtol=1e-6)
     np.testing.assert_array_equal(scorer.output(x[:1]), scorer.small(x[:1]))
     assert scorer.output(x[:1]).shape == whole[:1].shape
+    # treelite's C function called as prepared once gives exactly its public call's numbers;
+    # input other than the encoder's float32 rows takes the public call
+    from treelite import frontend, gtil
+
+    batch = x[: scoring.SMALL_BATCH]
+    public = gtil.predict(frontend.from_xgboost(scorer.model), batch, nthread=1)
+    public = np.asarray(public, dtype=np.float64).reshape(scorer.small(batch).shape)
+    np.testing.assert_array_equal(scorer.small(batch), public)
+    np.testing.assert_array_equal(scorer.small(batch.astype(np.float64)), public)
 
 
 @pytest.mark.parametrize("kind", KINDS)
