@@ -23,7 +23,7 @@ from pipelines.core.io import PipelineError
 from pipelines.core.linear import Linear
 from pipelines.core.model import BASELINE, LoadedModel, load_model
 from pipelines.schema import Schema, Target, dump_schema
-from pipelines.serving import batch, fallback, scoring
+from pipelines.serving import batch, evaluators, fallback, scoring
 from pipelines.serving.request_log import RequestLog
 from pipelines.stages.register import output_columns
 from tests.support.floats import EPS32, sum_tolerance
@@ -221,6 +221,25 @@ def test_small_requests_go_through_treelite_with_xgboosts_numbers(
     public = np.asarray(public, dtype=np.float64).reshape(scorer.small(batch).shape)
     np.testing.assert_array_equal(scorer.small(batch), public)
     np.testing.assert_array_equal(scorer.small(batch.astype(np.float64)), public)
+
+
+def test_the_encoders_rows_never_take_treelites_public_call(
+    projects: dict[str, Project], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A treelite whose module moved the names the prepared call uses would fall back to the
+    public call silently, at twice the cost of a row: this is where it shows."""
+    from treelite import gtil
+
+    def public(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("treelite's public gtil.predict was called")
+
+    made = projects["xgboost"]
+    model = served_from(made)
+    monkeypatch.setattr(gtil, "predict", public)
+    small = evaluators.treelite_evaluator(model.scorer.model)  # its probe scores row by row
+    assert small is not None
+    x = model.encoder.encode(records(evaluated_rows(made), made.schema))[: scoring.SMALL_BATCH]
+    np.testing.assert_array_equal(small(x), model.scorer.output(x))
 
 
 @pytest.mark.parametrize("kind", KINDS)
