@@ -364,11 +364,11 @@ bench: install ## benchmarks: the pipeline (train vs a bare fit, no-op repro), s
 bench-serving: install ## serving benchmark: service vs FastAPI+pandas, mlflow serve, bare model; batch scorer
 	$(RUN) python -m benchmarks.serving
 
-# How the pipeline scales: the stages on the real table and on resampled ones, per engine. Dask's
-# engine needs the `distributed` group, added here to what install syncs.
 bench-previous: install ## this service's throughput against an earlier release's, built and served beside it (REF=<commit or tag>)
 	$(RUN) python -m benchmarks.previous $(if $(REF),--ref "$(REF)")
 
+# How the pipeline scales: the stages on the real table and on resampled ones, per engine. Dask's
+# engine needs the `distributed` group, added here to what install syncs.
 bench-scale: GROUPS := $(sort $(GROUPS) distributed)
 bench-scale: install ## stage times, fit, memory and AUC per rows and engine (SIZES=real,1000000,5000000 ENGINES=local,dask)
 	$(RUN) python -m benchmarks.scale $(if $(SIZES),--sizes "$(SIZES)") $(if $(ENGINES),--engines "$(ENGINES)")

@@ -258,8 +258,9 @@ def compare(
     print(f"{previous.title}: reading the fields of its /predict...", flush=True)
     with running(previous, workdir / "previous-fields.log", previous.env) as started:
         fields = record_fields(_get_json(started.base + "/docs.json"))
+    print(f"  its fields: {', '.join(fields)}", flush=True)
     previous = replace(previous, bodies=bodies_of(rows, fields))
-    figures: dict[str, Any] = {"fields": sorted(fields)}
+    figures: dict[str, Any] = {}
     for clients in CLIENTS:
         print(f"{clients} clients: {rounds} rounds of {seconds:g} s each, in turn...", flush=True)
         loads = in_turn(

@@ -329,7 +329,7 @@ class ServedModel:
         0.25 us where NumPy's comparison takes 0.9.
         """
         if self.task == "multiclass":
-            return [int(d) for d in decided_classes(output, self.gain).tolist()]
+            return list(decided_classes(output, self.gain).tolist())
         threshold = self.threshold
         return [int(p >= threshold) for p in output.tolist()]
 
