@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.core import linear
 from pipelines.core.lineage import data_hash, git_state, tracking_uri
-from pipelines.params import FeaturizeParams, TrainParams, load_section
+from pipelines.core.model import save_model
+from pipelines.params import FeaturizeParams, TrainParams, load_paths, load_section
 from pipelines.schema import Schema
 from pipelines.stages import register
 from pipelines.stages.register import pip_requirements, run_params
-from tests.support.columns import PARAMS
+from tests.support.columns import PARAMS, ROOT
+from tests.support.training import (
+    Trained,
+    fit_on,
+    model_kind,
+    saved_meta,
+    small_train_params,
+)
 
 
 def test_tracking_uri_defaults_to_a_sqlite_store_inside_the_repo(
@@ -96,11 +107,85 @@ def test_an_unset_xgboost_option_is_no_param() -> None:
     assert ("xgboost.objective" in logged) == (train.xgboost.objective is not None)
 
 
-@pytest.mark.parametrize(("kind", "library"), [("xgboost", "xgboost-cpu"), ("baseline", "skops")])
-def test_pip_requirements_are_pinned(kind: str, library: str) -> None:
-    requirements = pip_requirements(kind)
-    assert any(r.startswith(f"{library}==") for r in requirements)
-    assert all("==" in r for r in requirements)
+REFUSE = {"sklearn", "skops"}  # what a lean environment lacks (the image's serve group)
+
+
+def saved(raw: pd.DataFrame, schema: Schema, kind: str, directory: Path) -> Trained:
+    """A small model of ``kind`` ("xgboost" or "linear"), saved in ``directory`` as train does."""
+    trained = fit_on(raw, schema, small_train_params(model_kind(kind, schema.target.task)))
+    meta = saved_meta(schema, list(trained.x_test.columns))
+    save_model(trained.model, model_kind(kind, schema.target.task), meta, directory)
+    return trained
+
+
+def names(requirements: list[str]) -> set[str]:
+    assert all(r.count("==") == 1 for r in requirements), requirements  # pinned
+    return {r.split("==")[0] for r in requirements}
+
+
+@pytest.mark.parametrize("kind", ["xgboost", "linear"])
+def test_the_registered_model_scores_raw_rows_with_its_requirements_alone(
+    kind: str, raw: pd.DataFrame, schema: Schema, tmp_path: Path
+) -> None:
+    """Trees need XGBoost, a linear model NumPy: neither needs scikit-learn or skops.
+
+    The logged model is loaded and scored in a process whose scikit-learn and skops imports
+    fail, and gives what the fitted model gives for the same raw rows.
+    """
+    import mlflow
+
+    trained = saved(raw, schema, kind, tmp_path / "model")
+    requirements = pip_requirements(tmp_path / "model")
+    assert not {"scikit-learn", "skops"} & names(requirements)
+    assert ("xgboost-cpu" in names(requirements)) == (kind == "xgboost")
+    mlflow.pyfunc.save_model(
+        tmp_path / "pyfunc",
+        python_model=register.PYFUNC,
+        artifacts={
+            "model": str(tmp_path / "model"),
+            "schema": str(ROOT / load_paths(PARAMS).schema_),
+        },
+        code_paths=[str(ROOT / "pipelines")],
+        signature=register.raw_signature(schema),
+        pip_requirements=requirements,
+    )
+    rows = trained.test_raw.head(20)
+    example = register.raw_example(raw, schema, rows[schema.id].tolist())
+    example.to_parquet(tmp_path / "rows.parquet")
+    script = (
+        "import sys\n"
+        "class Refuse:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {REFUSE!r}:\n"
+        "            raise ImportError(f'{name} is not in this environment')\n"
+        "sys.meta_path.insert(0, Refuse())\n"
+        "import mlflow, pandas as pd\n"
+        "d = sys.argv[1]\n"
+        "model = mlflow.pyfunc.load_model(d + '/pyfunc')\n"
+        "got = model.predict(pd.read_parquet(d + '/rows.parquet'))\n"
+        "pd.DataFrame(got).to_csv(d + '/got.csv', index=False)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = pd.read_csv(tmp_path / "got.csv").to_numpy()
+    expected = trained.predict(rows, schema)
+    if schema.target.task == "binary":
+        np.testing.assert_allclose(got[:, 0].astype(np.float64), expected, rtol=1e-6)
+    else:  # the batch scorer's columns: the prediction or probabilities follow the label
+        numbers = got[:, 1:] if schema.target.task == "multiclass" else got[:, :1]
+        np.testing.assert_allclose(
+            numbers.astype(np.float64), expected.reshape(len(rows), -1), rtol=1e-6
+        )
+
+
+def test_a_pipeline_of_other_steps_requires_scikit_learn_and_skops(
+    raw: pd.DataFrame, schema: Schema, tmp_path: Path
+) -> None:
+    saved(raw, schema, "linear", tmp_path / "model")
+    (tmp_path / "model" / linear.FILE).unlink()  # what a pipeline with no linear numbers saves
+    assert {"scikit-learn", "skops"} <= names(pip_requirements(tmp_path / "model"))
 
 
 def test_the_signature_is_the_schemas_feature_columns_typed_as_read_raw_reads_them(
