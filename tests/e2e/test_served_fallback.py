@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,10 @@ from tests.support.serving import (
     Server,
     assert_predictions_match,
     expected_predictions,
-    launch,
     records,
     start,
 )
-from tools.scratch import BIN, ScratchRepo
+from tools.scratch import ScratchRepo
 
 pytestmark = pytest.mark.slow  # a server per fault, on the session's trained model
 
@@ -42,23 +41,58 @@ FAILURES, COOLDOWN = 2, 2.0
 ROWS = 5
 
 
-def serve(
-    project: ScratchRepo,
-    env: dict[str, str],
-    tag: str,
-    log: Path,
-    fault: str,
-    **extra: str,
-) -> Server:
+@pytest.fixture
+def faulty(
+    project: ScratchRepo, bentoml_env: dict[str, str], tag: str, tmp_path: Path
+) -> Iterator[Callable[..., Server]]:
+    """``faulty(fault, home=None, ready="/readyz", **env)``: a server of the session's model.
+
+    ``home`` is a BentoML home to serve from instead of the session's (a copy with some files
+    cut short, :func:`cut_short`). Every server started is stopped after the test.
+    """
     name = tag.split(":", maxsplit=1)[0]
-    env = env | {
-        "BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {name: {"workers": 1}}}),
-        fallback.FAULT_VARIABLE: fault,
-        "MODEL_BREAKER_FAILURES": str(FAILURES),
-        "MODEL_BREAKER_COOLDOWN": str(COOLDOWN),
-        **extra,
-    }
-    return start(project, env, tag, log)
+    started: list[Server] = []
+
+    def start_with(
+        fault: str, home: Path | None = None, ready: str = "/readyz", **extra: str
+    ) -> Server:
+        env = bentoml_env | {
+            "BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {name: {"workers": 1}}}),
+            fallback.FAULT_VARIABLE: fault,
+            "MODEL_BREAKER_FAILURES": str(FAILURES),
+            "MODEL_BREAKER_COOLDOWN": str(COOLDOWN),
+            **extra,
+        }
+        if home is not None:
+            env["BENTOML_HOME"] = str(home)
+        log = tmp_path / f"serve-{len(started)}.log"
+        started.append(start(project, env, tag, log, ready))
+        return started[-1]
+
+    yield start_with
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def cut_short(
+    bentoml_env: dict[str, str], tag: str, tmp_path: Path
+) -> Callable[[str, Callable[[Path], list[str]]], tuple[Path, Path]]:
+    """``cut_short(folder, files)``: a copy of the session's BentoML home where ``files(model)``
+    of the stored model's ``folder`` (``""``: the model itself) are cut to their first 100 bytes.
+
+    It returns the copied home and the folder whose files were cut.
+    """
+
+    def cut(folder: str, files: Callable[[Path], list[str]]) -> tuple[Path, Path]:
+        home = Path(shutil.copytree(bentoml_env["BENTOML_HOME"], tmp_path / "bentoml"))
+        name, version = tag.split(":")
+        stored = home / "models" / name / version / folder
+        for file in files(stored):
+            (stored / file).write_bytes((stored / file).read_bytes()[:100])
+        return home, stored
+
+    return cut
 
 
 @pytest.fixture(scope="module")
@@ -128,23 +162,11 @@ def assert_answered_by(
 # --- the model raises: the baseline answers, the breaker opens, half-opens and closes ---------
 
 
-@pytest.fixture(scope="module")
-def recovering(
-    project: ScratchRepo,
-    bentoml_env: dict[str, str],
-    tag: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Server]:
-    """The model's first three scoring calls raise, then it recovers."""
-    log = tmp_path_factory.mktemp("fault") / "serve.log"
-    server = serve(project, bentoml_env, tag, log, "raise:3")
-    yield server
-    server.stop()
-
-
 def test_a_raising_model_is_answered_for_by_the_baseline_until_the_breaker_closes(
-    recovering: Server, body: dict[str, Any], paths: Paths, project_schema: Schema
+    faulty: Callable[..., Server], body: dict[str, Any], paths: Paths, project_schema: Schema
 ) -> None:
+    recovering = faulty("raise:3")  # the model's first three scoring calls raise
+
     def state() -> float:
         return counted(scrape(recovering), names.BREAKER_STATE)
 
@@ -186,22 +208,10 @@ def test_a_raising_model_is_answered_for_by_the_baseline_until_the_breaker_close
 # --- the model and its baseline raise: the prior answers ----------------------------------------
 
 
-@pytest.fixture(scope="module")
-def priors_only(
-    project: ScratchRepo,
-    bentoml_env: dict[str, str],
-    tag: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("fault") / "serve.log"
-    server = serve(project, bentoml_env, tag, log, "raise,baseline:raise")
-    yield server
-    server.stop()
-
-
 def test_when_the_baseline_fails_too_the_prior_answers(
-    priors_only: Server, body: dict[str, Any], paths: Paths, project_schema: Schema
+    faulty: Callable[..., Server], body: dict[str, Any], paths: Paths, project_schema: Schema
 ) -> None:
+    priors_only = faulty("raise,baseline:raise")
     for _ in range(FAILURES + 1):
         assert_answered_by(predict(priors_only, body), "prior", paths, project_schema, body)
     samples = scrape(priors_only)
@@ -214,22 +224,10 @@ def test_when_the_baseline_fails_too_the_prior_answers(
 # --- the model misses its deadline: served late, then the breaker sends requests on ----------
 
 
-@pytest.fixture(scope="module")
-def slow(
-    project: ScratchRepo,
-    bentoml_env: dict[str, str],
-    tag: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("fault") / "serve.log"
-    server = serve(project, bentoml_env, tag, log, "slow:300", MODEL_DEADLINE_MS="100")
-    yield server
-    server.stop()
-
-
 def test_a_late_model_is_served_until_the_breaker_opens_then_the_baseline_answers(
-    slow: Server, body: dict[str, Any], paths: Paths, project_schema: Schema
+    faulty: Callable[..., Server], body: dict[str, Any], paths: Paths, project_schema: Schema
 ) -> None:
+    slow = faulty("slow:300", MODEL_DEADLINE_MS="100")
     for _ in range(FAILURES):
         started = time.monotonic()
         assert_answered_by(predict(slow, body), None, paths, project_schema, body)
@@ -247,32 +245,18 @@ def test_a_late_model_is_served_until_the_breaker_opens_then_the_baseline_answer
 # --- a model that cannot be loaded: live, never ready, no fallback answers -----------------
 
 
-@pytest.fixture(scope="module")
-def broken(
-    project: ScratchRepo,
-    bentoml_env: dict[str, str],
-    tag: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Server]:
-    """The session's model store copied, with the model file cut to its first 100 bytes."""
-    home = Path(shutil.copytree(bentoml_env["BENTOML_HOME"], tmp_path_factory.mktemp("h") / "b"))
-    name, version = tag.split(":")
-    stored = home / "models" / name / version
-    model_file = stored / json.loads((stored / "meta.json").read_text())["file"]
-    model_file.write_bytes(model_file.read_bytes()[:100])
-    log = tmp_path_factory.mktemp("fault") / "serve.log"
-    command = [str(BIN / "bentoml"), "serve", "pipelines.serving.service:ModelService"]
-    command += ["--host", "127.0.0.1", "--port", "{port}"]
-    env = bentoml_env | {"BENTOML_HOME": str(home)}
-    server = launch(project, command, env, tag, log, ready="/livez")
-    time.sleep(3)  # /livez answers before the worker has tried to load the model
-    yield server
-    server.stop()
-
-
 def test_a_model_that_cannot_load_keeps_the_service_unready_and_serves_nothing(
-    broken: Server, body: dict[str, Any], tag: str
+    faulty: Callable[..., Server],
+    cut_short: Callable[..., tuple[Path, Path]],
+    body: dict[str, Any],
+    tag: str,
 ) -> None:
+    def model_file(stored: Path) -> list[str]:
+        return [json.loads((stored / "meta.json").read_text())["file"]]
+
+    home, _ = cut_short("", model_file)
+    broken = faulty("", home, ready="/livez")
+    time.sleep(3)  # /livez answers before the worker has tried to load the model
     assert httpx.get(f"{broken.url}/livez", timeout=10).status_code == 200
     assert httpx.get(f"{broken.url}/readyz", timeout=10).status_code == 503
     response = httpx.post(f"{broken.url}/predict", json=body, timeout=30)
@@ -284,22 +268,11 @@ def test_a_model_that_cannot_load_keeps_the_service_unready_and_serves_nothing(
 # --- every link fails: a 503 that says what failed, with Retry-After from the breaker ----------
 
 
-@pytest.fixture(scope="module")
-def nothing_left(
-    project: ScratchRepo,
-    bentoml_env: dict[str, str],
-    tag: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("fault") / "serve.log"
-    server = serve(project, bentoml_env, tag, log, "raise,baseline:raise,prior:raise")
-    yield server
-    server.stop()
-
-
 def test_when_every_link_fails_the_client_gets_a_503_saying_what_failed_and_when_to_retry(
-    nothing_left: Server, body: dict[str, Any]
+    faulty: Callable[..., Server], body: dict[str, Any]
 ) -> None:
+    nothing_left = faulty("raise,baseline:raise,prior:raise")
+
     def unavailable() -> httpx.Response:
         response = httpx.post(f"{nothing_left.url}/predict", json=body, timeout=30)
         assert response.status_code == 503, response.text
@@ -334,34 +307,18 @@ def test_when_every_link_fails_the_client_gets_a_503_saying_what_failed_and_when
 # --- a baseline that cannot be loaded: served without it, logged, counted ----------------------
 
 
-@pytest.fixture(scope="module")
-def no_baseline(
-    project: ScratchRepo,
-    bentoml_env: dict[str, str],
-    tag: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[Server, Path]]:
-    """The session's model store copied, with the baseline's model files cut short.
-
-    The model raises, so that its failures show what answers instead. Yields the server and the
-    baseline's folder.
-    """
-    home = Path(shutil.copytree(bentoml_env["BENTOML_HOME"], tmp_path_factory.mktemp("h") / "b"))
-    name, version = tag.split(":")
-    stored = home / "models" / name / version / BASELINE
-    for file in loaded_files(stored):  # what the service reads: the numbers, and the skops file
-        if file != "meta.json":
-            (stored / file).write_bytes((stored / file).read_bytes()[:100])
-    log = tmp_path_factory.mktemp("fault") / "serve.log"
-    server = serve(project, bentoml_env | {"BENTOML_HOME": str(home)}, tag, log, "raise")
-    yield server, stored
-    server.stop()
-
-
 def test_a_baseline_that_cannot_load_is_logged_counted_and_the_prior_answers_instead(
-    no_baseline: tuple[Server, Path], body: dict[str, Any], paths: Paths, project_schema: Schema
+    faulty: Callable[..., Server],
+    cut_short: Callable[..., tuple[Path, Path]],
+    body: dict[str, Any],
+    paths: Paths,
+    project_schema: Schema,
 ) -> None:
-    server, baseline = no_baseline
+    def read_files(stored: Path) -> list[str]:  # what the service reads, but its meta.json
+        return [file for file in loaded_files(stored) if file != "meta.json"]
+
+    home, baseline = cut_short(BASELINE, read_files)
+    server = faulty("raise", home)  # the model raises: its failures show what answers instead
     assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
     assert_answered_by(predict(server, body), "prior", paths, project_schema, body)
     samples = scrape(server)

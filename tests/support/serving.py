@@ -134,11 +134,13 @@ class Server:
         return read_threshold(self.repo.path / self.params()["paths"]["model"])
 
 
-def start(repo: ScratchRepo, env: dict[str, str], tag: str, log: Path) -> Server:
-    """Start `bentoml serve` in ``repo`` and wait until /readyz answers 200."""
+def start(
+    repo: ScratchRepo, env: dict[str, str], tag: str, log: Path, ready: str = "/readyz"
+) -> Server:
+    """Start `bentoml serve` in ``repo`` and wait until ``ready`` answers 200."""
     command = [str(BIN / "bentoml"), "serve", "pipelines.serving.service:ModelService"]
     command += ["--host", "127.0.0.1", "--port", "{port}"]
-    return launch(repo, command, env, tag, log, ready="/readyz")
+    return launch(repo, command, env, tag, log, ready=ready)
 
 
 def launch(
