@@ -4,7 +4,7 @@ The release at the ref is checked out in a git worktree and built there by its o
 ``make run`` (its own environment, data and model), then served by its own ``make serve``
 beside this checkout's, one worker each, both with their defaults (here: the model's metrics,
 the decision counts and the request id on). They are loaded in turn by wrk with single
-records, ``--rounds`` runs each at 8 and at 32 clients (``serving.in_turn``: a busy spell of a
+records, ``--rounds`` runs each at 8 and at 32 clients (``load.in_turn``: a busy spell of a
 shared machine hits both), and the medians are compared. Each side is sent the same rows of
 this checkout's raw table, with the fields its own ``/docs.json`` asks for.
 
@@ -37,18 +37,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from benchmarks.serving import (
-    BODIES,
-    SEED,
-    BenchError,
-    Check,
-    Server,
-    ensure_wrk,
-    in_turn,
-    running,
-    server_env,
-    servers,
-)
+from benchmarks.load import BenchError, Server, ensure_wrk, in_turn, running, server_env
+from benchmarks.serving import BODIES, SEED, Check, servers
 from pipelines.core.io import write_json
 from pipelines.core.model import load_model
 from pipelines.params import RegisterParams, load_paths, load_section

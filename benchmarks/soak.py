@@ -2,8 +2,8 @@
 
 Each measurement starts its own ``make serve`` on a free port of 127.0.0.1 and loads it with
 single-record ``/predict`` bodies (rows of the real table), as ``benchmarks/serving.py`` does
-(whose servers, wrk script and figures this module reuses; the processes are read from /proc
-by ``benchmarks/workers.py``):
+(whose servers and checks this module reuses, with the wrk script and server handling of
+``benchmarks/load.py``; the processes are read from /proc by ``benchmarks/workers.py``):
 
 1. **Soak**: the service as ``make serve`` runs it (``serve.workers`` processes, the model's
    metrics on) with the request log on for every request (``MODEL_REQUEST_LOG_RATE=1`` into a
@@ -12,7 +12,7 @@ by ``benchmarks/workers.py``):
    Targets: no failed request, and memory flat by :data:`FLAT_MIB` / :data:`FLAT_SHARE`.
 2. **p99 against metrics off**: the same load on the service with its metrics and request log
    on and on one with both off (``MODEL_METRICS=off``), running at once with one worker each
-   and loaded in turn (``serving.in_turn``: so that a busy spell of the shared machine hits
+   and loaded in turn (``load.in_turn``: so that a busy spell of the shared machine hits
    both), medians compared. Target: on / off <= :data:`P99_TARGET`.
 3. **Worker kill**: with two workers or more, half way through a wrk run of ``--kill-duration``
    seconds, SIGKILL the worker that holds the most connections. Measured: wrk's failed
@@ -45,11 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.serving import (
-    BODIES,
-    SEED,
+from benchmarks.load import (
     BenchError,
-    Check,
     Load,
     Server,
     check_answers,
@@ -60,8 +57,8 @@ from benchmarks.serving import (
     run_wrk,
     running,
     server_env,
-    servers,
 )
+from benchmarks.serving import BODIES, SEED, Check, servers
 from benchmarks.workers import kill_and_watch, sampling
 from pipelines.core.io import write_json
 from pipelines.core.model import load_model

@@ -3,7 +3,7 @@
 What ``benchmarks/soak.py`` (and ``tests/e2e/test_served_worker_kill.py``) measure a
 ``bentoml serve`` with: the resident memory of its arbiter and of each API worker, the
 connections each worker holds, and the SIGKILL of one worker with the watch for its
-replacement. Processes and their roles come from :func:`benchmarks.serving.tree_roles`.
+replacement. Processes and their roles come from :func:`benchmarks.load.tree_roles`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from benchmarks.serving import BenchError, status_kib, tree_roles
+from benchmarks.load import BenchError, status_kib, tree_roles
 
 # BentoML's arbiter (circus) looks at its workers every 10 s (check_delay, set by BentoML):
 # a dead one is noticed within 10 s, then its replacement loads the model.

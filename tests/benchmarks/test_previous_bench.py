@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from benchmarks import previous
-from benchmarks.serving import BenchError
+from benchmarks.load import BenchError
 
 # A record as BentoML 1.4's /docs.json describes it: the body's schema refers to the record's,
 # a nullable number is an anyOf with null, a category is a string with an enum.

@@ -3,68 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks import serving
+from benchmarks import load, serving
 from pipelines.core.features import encode
 from pipelines.core.model import LoadedModel, load_model, read_threshold
 from pipelines.params import load_paths
 from pipelines.schema import Schema
 from pipelines.serving.batch import columns
 from pipelines.serving.example import request_records
-from tests.serving.test_batch import save_small_model
-from tests.support.columns import ROOT
 from tests.support.serving import assert_predictions_match, expected_predictions
 from tests.support.training import HALF_WIDTH
-
-WRK_OUTPUT = """\
-Running 10s test @ http://127.0.0.1:8000/predict
-  1 threads and 8 connections
-  Latency Distribution
-     50%    2.10ms
-     99%   11.02ms
-  21000 requests in 10.00s, 5.10MB read
-  Non-2xx or 3xx responses: 3
-Requests/sec:   2100.00
-BENCH {"requests": 21000, "duration_us": 10000000, "p50_us": 2100.5, "p99_us": 11020.0, \
-"connect": 0, "read": 1, "write": 0, "status": 3, "timeout": 2}
-"""
-
-
-def test_wrk_figures_are_read_from_the_scripts_json_line() -> None:
-    load = serving.parse_wrk(WRK_OUTPUT)
-    kinds = {"connect": 0, "read": 1, "write": 0, "status": 3, "timeout": 2}
-    assert load == serving.Load(
-        requests=21000, seconds=10.0, p50_ms=2.1005, p99_ms=11.02, errors=6, error_kinds=kinds
-    )
-    assert load.per_second == pytest.approx(2100.0)
-    assert load.as_dict()["per_second"] == pytest.approx(2100.0)
-
-
-def test_wrk_output_without_figures_is_an_error_quoting_it() -> None:
-    with pytest.raises(serving.BenchError, match=r"unable to connect to 127\.0\.0\.1:1"):
-        serving.parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n")
-
-
-def test_the_lua_script_holds_every_body_and_refuses_its_own_delimiter() -> None:
-    bodies = ['{"records": [{"a": 1}]}', '{"records": [{"a": "]]"}]}']
-    script = serving.lua_script(bodies)
-    assert all(f"[==[{body}]==]" in script for body in bodies)
-    assert 'wrk.method = "POST"' in script
-    assert "latency:percentile(99)" in script
-    with pytest.raises(ValueError, match="delimiter"):
-        serving.lua_script(['{"x": "]==]"}'])
-    with pytest.raises(ValueError, match="at least one"):
-        serving.lua_script([])
 
 
 def test_request_bodies_carry_raw_json_types(raw: pd.DataFrame, schema: Schema) -> None:
@@ -167,62 +120,12 @@ def test_mlflow_bodies_are_the_raw_records_the_service_gets(
 
 
 # ---------------------------------------------------------------------------------------------
-# The naive server, for real
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, raw: pd.DataFrame, schema: Schema) -> Path:
-    """A working directory with the project's params and schema and a small trained model."""
-    directory = tmp_path_factory.mktemp("project")
-    for name in ("params.yaml", "schema.yaml"):
-        shutil.copy(ROOT / name, directory / name)
-    save_small_model(directory / "models" / "model", raw, schema)
-    return directory
+# The naive server, for real (tests/benchmarks/conftest.py starts it)
 
 
 @pytest.fixture(scope="module")
 def model(project: Path) -> LoadedModel:
     return load_model(project / "models" / "model")
-
-
-@pytest.fixture(scope="module")
-def naive(project: Path) -> Iterator[serving.Running]:
-    command = [sys.executable, "-m", "uvicorn", "benchmarks.naive_server:create_app"]
-    command += ["--factory", "--host", "127.0.0.1", "--port", "{port}"]
-    server = serving.Server("naive", "naive", command, "/predict", "/openapi.json", [], [], float)
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
-    with serving.running(server, project / "naive.log", env, cwd=project) as started:
-        yield started
-    host, port = started.base.removeprefix("http://").split(":")
-    with socket.socket() as sock:  # stopped: nothing listens on its port any more
-        assert sock.connect_ex((host, int(port))) != 0
-
-
-@pytest.fixture(scope="module")
-def naive_url(naive: serving.Running) -> str:
-    return naive.base
-
-
-def test_the_peak_rss_of_each_process_of_the_server_is_read(
-    naive: serving.Running, naive_url: str
-) -> None:
-    peaks = serving.tree_peaks(naive.pid)
-    leader = [p for p in peaks if p["pid"] == naive.pid]
-    assert len(leader) == 1
-    # A Python server with pandas and the model loaded: tens of MiB at least, far from 0.
-    assert 30 < leader[0]["peak_mib"] < 4096
-    assert leader[0]["role"].startswith("python")
-    assert not [p for p in peaks if p["role"] == "worker"]  # uvicorn, not BentoML
-    assert serving.tree_peaks(-1) == []
-    # This test's own process tree holds the server: found among the descendants.
-    assert naive.pid in {p["pid"] for p in serving.tree_peaks(os.getpid())}
-
-
-def test_peak_rss_comes_from_the_vmhwm_line() -> None:
-    status = "Name:\tpython\nVmPeak:\t  900 kB\nVmHWM:\t  123456 kB\nVmRSS:\t 100 kB\n"
-    assert serving.peak_rss_kib(status) == 123456
-    with pytest.raises(ValueError, match="VmHWM"):
-        serving.peak_rss_kib("Name:\tkthreadd\n")
 
 
 def test_the_naive_server_answers_the_models_outputs_in_the_services_shape(
@@ -241,9 +144,9 @@ def test_the_naive_server_answers_the_models_outputs_in_the_services_shape(
 
     atol = 1e-6 if schema.target.task == "regression" else 0.0  # a value near 0
 
-    answer = serving._post(naive_url + "/predict", json.dumps({"records": records}))
+    answer = load._post(naive_url + "/predict", json.dumps({"records": records}))
     assert_predictions_match(answer["predictions"], expected, 1e-6, atol)
-    single = serving._post(naive_url + "/predict", serving.service_bodies(records[:1])[0])
+    single = load._post(naive_url + "/predict", serving.service_bodies(records[:1])[0])
     assert_predictions_match(single["predictions"], expected[:1], 1e-6, atol)
     # What the benchmark checks every server by: the model's output on the first record
     ours, mlflow_output = serving.answer_readers(schema)
@@ -258,25 +161,6 @@ def test_the_naive_server_answers_the_models_outputs_in_the_services_shape(
         else {"predictions": pd.DataFrame(columns(scored, schema, model)).to_dict("records")}
     )
     np.testing.assert_allclose(mlflow_output(mlflow_answer), first, rtol=0, atol=1e-6)
-
-
-WRK = shutil.which("wrk")
-
-
-# .ci/run installs wrk: in CI (the CI variable set) a missing wrk is a failure, not a skip.
-@pytest.mark.skipif(
-    WRK is None and not os.environ.get("CI"), reason="wrk is not installed (apt-get install wrk)"
-)
-def test_wrk_loads_the_naive_server_with_the_generated_script(
-    naive_url: str, tmp_path: Path, raw: pd.DataFrame, schema: Schema
-) -> None:
-    assert WRK is not None, "wrk is not installed: .ci/run installs it (apt-get install wrk)"
-    script = tmp_path / "load.lua"
-    bodies = serving.service_bodies(request_records(raw.head(5), schema))
-    script.write_text(serving.lua_script(bodies))
-    load = serving.run_wrk(WRK, naive_url + "/predict", script, 2, 1)
-    assert load.requests > 0
-    assert load.errors == 0
 
 
 def test_best_seconds_times_every_action_in_turn_and_keeps_one_figure_each() -> None:

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmarks import serving, soak
+from benchmarks import soak
+from benchmarks.load import parse_wrk
 
 # ---------------------------------------------------------------------------------------------
 # Resident memory: the flatness rule
@@ -76,7 +77,7 @@ def test_series_keep_only_the_processes_read_every_time() -> None:
 
 
 def wrk_figures(errors: int, *, read: int = 0, requests: int = 20_000) -> dict[str, Any]:
-    load = serving.parse_wrk(
+    load = parse_wrk(
         f'BENCH {{"requests": {requests}, "duration_us": 10000000, "p50_us": 9000.0, '
         f'"p99_us": 40000.0, "connect": 0, "read": {read}, "write": 0, '
         f'"status": {errors - read}, "timeout": 0}}\n'

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import serving, workers
+from benchmarks import load, workers
 
 
 def fake_proc(root: Path, processes: dict[int, tuple[int, str, int]]) -> Path:
@@ -33,21 +33,21 @@ def test_memory_is_read_for_the_arbiter_and_each_worker(tmp_path: Path) -> None:
             14: (1, "/venv/bin/python -m _bentoml_impl.worker.service other:Model", 999),
         },
     )
-    assert serving.tree_roles(10, proc) == {10: "make", 11: "arbiter", 12: "worker", 13: "worker"}
+    assert load.tree_roles(10, proc) == {10: "make", 11: "arbiter", 12: "worker", 13: "worker"}
     assert workers.memory_mib(10, proc) == {
         "arbiter": 150.0,
         "worker 12": 300.0,
         "worker 13": 310.0,
         "workers": 610.0,
     }
-    assert [p["peak_mib"] for p in serving.tree_peaks(10, proc)] == [311.0, 301.0, 151.0, 3.0]
+    assert [p["peak_mib"] for p in load.tree_peaks(10, proc)] == [311.0, 301.0, 151.0, 3.0]
 
 
 def test_the_worker_holding_the_most_connections_is_killed() -> None:
     roles = {10: "arbiter", 12: "worker", 13: "worker", 14: "worker", 20: "uv"}
     assert workers.pick_worker(roles, {12: 5, 13: 11, 14: 11, 10: 40, 20: 99}) == 13
     assert workers.pick_worker(roles, {}) == 12  # no connections anywhere: the oldest
-    with pytest.raises(serving.BenchError, match="no BentoML API worker"):
+    with pytest.raises(load.BenchError, match="no BentoML API worker"):
         workers.pick_worker({10: "arbiter", 20: "uv"}, {10: 3})
 
 
