@@ -28,7 +28,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, raw: pd.DataFrame, schema:
     return directory
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def naive(project: Path) -> Iterator[load.Running]:
     command = [sys.executable, "-m", "uvicorn", "benchmarks.naive_server:create_app"]
     command += ["--factory", "--host", "127.0.0.1", "--port", "{port}"]
@@ -41,6 +41,6 @@ def naive(project: Path) -> Iterator[load.Running]:
         assert sock.connect_ex((host, int(port))) != 0
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def naive_url(naive: load.Running) -> str:
     return naive.base
