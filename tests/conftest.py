@@ -21,7 +21,7 @@ from pipelines.schema import Schema, read_raw
 from tests.support.columns import PARAMS, ROOT, project_schema
 from tests.support.manifests import DEPLOY
 from tests.support.training import Trained, fit_on  # tests/model (the model's) imports them here
-from tools import image_e2e
+from tools import containers
 from tools.scratch import FreshClone, ScratchRepo
 
 TOOLS = {"skopeo": "skopeo", "docker-registry": "docker-registry"}  # command -> Debian package
@@ -120,5 +120,5 @@ def tools() -> None:
 @pytest.fixture(scope="session")
 def image_registry(tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A docker-registry with no login: its address."""
-    with image_e2e.local_registry(tmp_path_factory.mktemp("registry")) as address:
+    with containers.local_registry(tmp_path_factory.mktemp("registry")) as address:
         yield address

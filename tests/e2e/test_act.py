@@ -32,7 +32,7 @@ from pipelines.review.comment import MARKER
 from pipelines.schema import load_schema, read_raw
 from pipelines.stages.register import RegisterParams
 from tests.support.columns import new_ids, pick
-from tools import image_e2e
+from tools import containers, image_e2e
 from tools.act import simulation
 from tools.act.simulation import WRITE_TOKEN, PullRequest, Run, Simulation, git, simulate
 from tools.scratch import ScratchRepo
@@ -653,7 +653,7 @@ class Images:
     """Where release.yml pushes (a registry on 127.0.0.1), and the run that serves its images."""
 
     registry: str
-    run: image_e2e.Run
+    run: containers.Run
 
 
 @pytest.fixture(scope="module")

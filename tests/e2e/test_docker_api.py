@@ -18,7 +18,7 @@ import pytest
 from pipelines.release.image import docker_build_env, push_image, write_sbom
 from pipelines.release.registry import registry_digest
 from pipelines.release.reports import ImageReport
-from tools import image_e2e
+from tools import containers
 
 pytestmark = pytest.mark.slow  # a podman service and an image commit, a few seconds
 
@@ -45,14 +45,14 @@ def podman() -> None:
 def test_docker_clients_reach_podman_on_the_runs_store(
     podman: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = image_e2e.prepare(tmp_path, Path.cwd())
+    run = containers.prepare(tmp_path, Path.cwd())
     container = run.run("buildah", "from", "scratch").strip()
     run.run("buildah", "commit", "--quiet", container, "localhost/empty:v1")
     run.run("buildah", "rm", container)
     try:
-        with image_e2e.podman_docker_api(run) as docker:
+        with containers.podman_docker_api(run) as docker:
             sock = Path(docker["DOCKER_HOST"].removeprefix("unix://"))
-            assert image_e2e.docker_api_answers(sock)
+            assert containers.docker_api_answers(sock)
             images = subprocess.run(
                 ["docker", "image", "ls", "--format", "{{json .}}"],
                 env={**os.environ, **docker},
@@ -70,9 +70,9 @@ def test_docker_clients_reach_podman_on_the_runs_store(
             monkeypatch.setenv("DOCKER_BUILDKIT", "1")
             assert docker_build_env() == {}  # the caller's choice stands
         assert not sock.exists()
-        assert not image_e2e.docker_api_answers(sock)
+        assert not containers.docker_api_answers(sock)
     finally:
-        image_e2e.unmount_under(tmp_path)
+        containers.unmount_under(tmp_path)
 
 
 def test_a_buildah_image_is_pushed_by_digest_and_scanned_from_the_registry(
@@ -80,7 +80,7 @@ def test_a_buildah_image_is_pushed_by_digest_and_scanned_from_the_registry(
 ) -> None:
     """The buildah backend's own steps (push with its digest file, SBOM by digest), on a small
     image: `make image-e2e` runs them on the bento's image."""
-    run = image_e2e.prepare(tmp_path, Path.cwd())
+    run = containers.prepare(tmp_path, Path.cwd())
     for name in ("CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF", "TMPDIR"):
         monkeypatch.setenv(name, run.env[name])
     image = f"{image_registry}/tiny/model:v1-0123456789ab"
@@ -100,4 +100,4 @@ def test_a_buildah_image_is_pushed_by_digest_and_scanned_from_the_registry(
         assert source == f"registry:{pushed.digest_ref}"
         assert json.loads((tmp_path / "sbom.json").read_text())["spdxVersion"].startswith("SPDX-")
     finally:
-        image_e2e.unmount_under(tmp_path)
+        containers.unmount_under(tmp_path)

@@ -24,7 +24,7 @@ from pipelines.release.image import push_image
 from pipelines.release.registry import registry_digest
 from pipelines.release.reports import ImageReport
 from tests.support.registries import push_manifest
-from tools import image_e2e
+from tools import containers
 
 pytestmark = pytest.mark.slow  # real registries and servers on 127.0.0.1, a few seconds
 
@@ -43,7 +43,7 @@ def login_registry(
     a random password, which it logs: no bcrypt tool is needed.
     """
     root = tmp_path_factory.mktemp("login-registry")
-    with image_e2e.local_registry(root, htpasswd=root / "htpasswd") as address:
+    with containers.local_registry(root, htpasswd=root / "htpasswd") as address:
         log = (root / f"registry-{address.rsplit(':', 1)[1]}.log").read_text()
         found = re.search(r"password=(\S+) user=(\S+)", log)
         assert found, f"docker-registry logged no provisioned user:\n{log}"
@@ -119,7 +119,7 @@ def test_a_registry_that_wants_a_login_stops_the_release_until_logged_in(
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_a_closed_port_stops_the_release(tools: None, client: str) -> None:
-    address = f"127.0.0.1:{image_e2e.free_port()}"
+    address = f"127.0.0.1:{containers.free_port()}"
     with pytest.raises(PipelineError) as stopped:
         registry_digest(f"{address}/m:v1-abc1234", client)
     assert "connection refused" in str(stopped.value)
@@ -181,7 +181,7 @@ def test_push_of_a_report_whose_tag_vanished_says_to_build_again(
 
 
 def test_push_names_the_registry_it_cannot_reach(tools: None, tmp_path: Path) -> None:
-    address = f"127.0.0.1:{image_e2e.free_port()}"
+    address = f"127.0.0.1:{containers.free_port()}"
     report = report_file(tmp_path / "image.json", f"{address}/m:v1-abc1234")
     with pytest.raises(PipelineError, match=f"asking {address} gave: .*connection refused"):
         push_image(report)

@@ -47,7 +47,7 @@ import yaml
 
 from pipelines.core.io import PipelineError
 from pipelines.params import RegisterParams, load_section
-from tools import image_e2e
+from tools import containers
 from tools.act.github import Call, GitHub, serve
 
 HERE = Path(__file__).resolve().parent
@@ -599,19 +599,19 @@ def images(sim: Simulation, root: Path, project: Path) -> Iterator[tuple[str, An
     bento's Dockerfile starts FROM from debootstrap (see ``make image-e2e``).
 
     Yields:
-        The registry's address and the image run (:class:`tools.image_e2e.Run`),
+        The registry's address and the image run (:class:`tools.containers.Run`),
         whose ``project`` is the repository whose model serves as the reference.
     """
     root.mkdir(parents=True, exist_ok=True)
-    run = image_e2e.prepare(root, project, driver="overlay")
-    image_e2e.ensure_tools(run)
+    run = containers.prepare(root, project, driver="overlay")
+    containers.ensure_tools(run)
     with ExitStack() as stack:
-        stack.callback(image_e2e.unmount_under, root)
-        address = stack.enter_context(image_e2e.local_registry(root))
-        (root / "registries.conf").write_text(image_e2e.registries_conf(insecure=[address]))
-        docker = stack.enter_context(image_e2e.podman_docker_api(run))
+        stack.callback(containers.unmount_under, root)
+        address = stack.enter_context(containers.local_registry(root))
+        (root / "registries.conf").write_text(containers.registries_conf(insecure=[address]))
+        docker = stack.enter_context(containers.podman_docker_api(run))
         python = yaml.safe_load((project / "bentofile.yaml").read_text())["docker"]
-        image_e2e.import_base_image(
+        containers.import_base_image(
             run, f"docker.io/library/python:{python['python_version']}-slim"
         )
         sim.variables["IMAGE_REGISTRY"] = address
