@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import skops.io
 import yaml
 from xgboost import XGBClassifier, XGBRegressor
 
 from benchmarks.pipeline import BARE_FIT, bare_plan, report, stage_command
 from pipelines.core.io import PipelineError
 from pipelines.core.metrics import Task
+from pipelines.core.model import BASELINE_KIND, SKOPS_TRUSTED
 from pipelines.params import TrainParams, load_section
 from pipelines.stages.train import fit
 from tests.support.columns import PARAMS, ROOT
@@ -54,6 +56,11 @@ def test_the_bare_program_fits_the_same_model_as_the_train_stage(
     rows = round(300 * (1 - params.calibration_size)) if task == "regression" else 300
     stage = fit(x.iloc[:rows], y[:rows], params, task)
     np.testing.assert_array_equal(bare.predict(x), stage.predict(x))
+    baseline = skops.io.load(f"{bare_file}.skops", trusted=SKOPS_TRUSTED)  # written just now
+    linear = fit(
+        x.iloc[:rows], y[:rows], params.model_copy(update={"model": BASELINE_KIND[task]}), task
+    )
+    np.testing.assert_allclose(baseline.predict(x), linear.predict(x))
 
 
 def test_the_bare_program_makes_the_fits_params_ask_for() -> None:
