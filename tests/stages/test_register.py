@@ -172,11 +172,11 @@ def test_the_registered_model_scores_raw_rows_with_its_requirements_alone(
     got = pd.read_csv(tmp_path / "got.csv").to_numpy()
     expected = trained.predict(rows, schema)
     if schema.target.task == "binary":
-        np.testing.assert_allclose(got[:, 0].astype(np.float64), expected, rtol=1e-6)
+        np.testing.assert_allclose(got[:, 0].astype(np.float64), expected, rtol=1e-6, atol=1e-9)
     else:  # the batch scorer's columns: the prediction or probabilities follow the label
         numbers = got[:, 1:] if schema.target.task == "multiclass" else got[:, :1]
         np.testing.assert_allclose(
-            numbers.astype(np.float64), expected.reshape(len(rows), -1), rtol=1e-6
+            numbers.astype(np.float64), expected.reshape(len(rows), -1), rtol=1e-6, atol=1e-9
         )
 
 
