@@ -29,7 +29,7 @@ from pipelines.core.features import read_features
 from pipelines.core.io import path_arguments, run_stage, write_json
 from pipelines.core.lineage import data_hash, git_state, run_url, tracking_uri
 from pipelines.core.metrics import PROBABILITY
-from pipelines.core.model import META, MODEL_ARTIFACT, SCHEMA_ARTIFACT, load_model, loaded_files
+from pipelines.core.model import MODEL_ARTIFACT, SCHEMA_ARTIFACT, LoadedModel, load_model
 from pipelines.params import (
     FeaturizeParams,
     RegisterParams,
@@ -63,21 +63,19 @@ def run_params(train: TrainParams, featurize: FeaturizeParams) -> dict[str, Any]
     }
 
 
-def pip_requirements(model: Path) -> list[str]:
+def pip_requirements(loaded: LoadedModel) -> list[str]:
     """Pinned requirements of the logged model (given, so MLflow need not infer them slowly).
 
     What :mod:`pipelines.serving.mlflow_model` imports to check, encode and score raw rows, and
-    what :func:`~pipelines.core.model.load_model` needs to read ``model``: XGBoost for trees; a
-    linear model's numbers need NumPy alone; any other scikit-learn pipeline needs scikit-learn
-    and skops.
+    what :func:`~pipelines.core.model.load_model` needed to read ``loaded``: XGBoost for trees;
+    NumPy alone for a linear model's numbers; scikit-learn and skops for any other pipeline.
     """
     from importlib.metadata import version
 
     packages = ["numpy", "pandas", "pydantic", "pyyaml", "treelite"]
-    kind = json.loads((model / META).read_text())["kind"]
-    if kind == "xgboost":
+    if loaded.meta["kind"] == "xgboost":
         packages.append("xgboost-cpu")  # the same `xgboost` import, without the CUDA libraries
-    elif linear.FILE not in loaded_files(model):
+    elif not isinstance(loaded.model, linear.Linear):
         packages += ["scikit-learn", "skops"]
     return [f"{p}=={version(p)}" for p in packages]
 
@@ -182,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             signature=raw_signature(schema),
             input_example=example,
             registered_model_name=params.model_name,
-            pip_requirements=pip_requirements(args.model),
+            pip_requirements=pip_requirements(loaded),
         )
         mlflow.log_artifact(str(args.schema))
         mlflow.log_artifacts(str(args.plots), artifact_path="plots")

@@ -289,7 +289,7 @@ def test_the_registered_mlflow_model_gives_the_services_numbers(
         },
         code_paths=[str(ROOT / "pipelines")],
         signature=raw_signature(schema),
-        pip_requirements=pip_requirements(served.made.path("model")),
+        pip_requirements=pip_requirements(load_model(served.made.path("model"))),
     )
     frame = raw_example(read_raw(served.made.path("raw.csv")), schema, rows["id"].tolist())
     got = mlflow.pyfunc.load_model(str(saved)).predict(frame)

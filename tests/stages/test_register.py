@@ -12,7 +12,7 @@ import pytest
 
 from pipelines.core import linear
 from pipelines.core.lineage import data_hash, git_state, tracking_uri
-from pipelines.core.model import save_model
+from pipelines.core.model import load_model, save_model
 from pipelines.params import FeaturizeParams, TrainParams, load_paths, load_section
 from pipelines.schema import Schema
 from pipelines.stages import register
@@ -135,7 +135,7 @@ def test_the_registered_model_scores_raw_rows_with_its_requirements_alone(
     import mlflow
 
     trained = saved(raw, schema, kind, tmp_path / "model")
-    requirements = pip_requirements(tmp_path / "model")
+    requirements = pip_requirements(load_model(tmp_path / "model"))
     assert not {"scikit-learn", "skops"} & names(requirements)
     assert ("xgboost-cpu" in names(requirements)) == (kind == "xgboost")
     mlflow.pyfunc.save_model(
@@ -185,7 +185,7 @@ def test_a_pipeline_of_other_steps_requires_scikit_learn_and_skops(
 ) -> None:
     saved(raw, schema, "linear", tmp_path / "model")
     (tmp_path / "model" / linear.FILE).unlink()  # what a pipeline with no linear numbers saves
-    assert {"scikit-learn", "skops"} <= names(pip_requirements(tmp_path / "model"))
+    assert {"scikit-learn", "skops"} <= names(pip_requirements(load_model(tmp_path / "model")))
 
 
 def test_the_signature_is_the_schemas_feature_columns_typed_as_read_raw_reads_them(
